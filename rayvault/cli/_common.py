@@ -1,0 +1,137 @@
+"""What every sub-command shares: the ``--root``/``--store``/``--json`` options, opening the store,
+and the one renderer (Rich for people, JSON for scripts)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rayvault.learning.store import Store
+
+RootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="Data root (default: $RAYVAULT_ROOT, else the current directory).",
+        show_default=False,
+    ),
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store URL, e.g. postgresql://host/db "
+        "(default: $RAYVAULT_STORE, else the file store).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@dataclass
+class Globals:
+    """Options given before the sub-command (``rayvault-learn --root DIR events list``)."""
+
+    root: Path | None = None
+    store: str | None = None
+    json: bool = False
+    debug: bool = False
+
+
+GLOBALS = Globals()
+
+
+def open_cli_store(root: Path | None, store: str | None = None) -> Store:
+    from rayvault.learning.store import open_store
+
+    return open_store(root if root is not None else GLOBALS.root, store or GLOBALS.store)
+
+
+def want_json(flag: bool) -> bool:
+    return flag or GLOBALS.json
+
+
+_consoles: dict[str, Console] = {}
+
+
+def console(stderr: bool = False) -> Console:
+    key = "err" if stderr else "out"
+    if key not in _consoles:
+        from rich.console import Console
+
+        _consoles[key] = Console(stderr=stderr, highlight=False)
+    return _consoles[key]
+
+
+def is_wide() -> bool:
+    """Room for the optional table columns (a terminal of 120 columns or more)."""
+    return console().width >= 120
+
+
+def reset_consoles() -> None:
+    _consoles.clear()
+
+
+def print_json(data: Any) -> None:
+    import orjson
+
+    def default(value: Any) -> Any:
+        if hasattr(value, "model_dump"):
+            return value.model_dump(mode="json")
+        if isinstance(value, Path):
+            return str(value)
+        raise TypeError(type(value).__name__)
+
+    sys.stdout.write(
+        orjson.dumps(data, default=default, option=orjson.OPT_INDENT_2).decode() + "\n"
+    )
+    sys.stdout.flush()
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    """Print ``data`` as JSON under ``--json``, else call ``human`` to render it for people."""
+    if want_json(as_json):
+        print_json(data)
+    else:
+        human()
+
+
+def warn(message: str) -> None:
+    console(stderr=True).print(f"[yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+
+
+def new_table(title: str | None = None, **options: Any) -> Table:
+    """A table in the CLI's style: light borders, leaving room for text in narrow terminals."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, box=box.SIMPLE_HEAD, **options)
+
+
+SEVERITY_STYLE = {"BLOCKER": "bold red", "FAIL": "red", "WARN": "yellow", "INFO": "cyan"}
+
+
+def severity_text(severity: str) -> str:
+    style = SEVERITY_STYLE.get(severity, "")
+    return f"[{style}]{severity}[/]" if style else severity
+
+
+def short(text: str | None, limit: int = 60) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def when(value: Any) -> str:
+    """A timestamp for tables: ``2026-02-19 12:00``."""
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value)

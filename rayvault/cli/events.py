@@ -1,0 +1,284 @@
+"""``rayvault-learn events``: list, inspect, count, record and resolve learning events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rayvault.cli._common import (
+    JsonOption,
+    RootOption,
+    StoreOption,
+    console,
+    emit,
+    is_wide,
+    new_table,
+    open_cli_store,
+    print_json,
+    severity_text,
+    short,
+    want_json,
+    warn,
+    when,
+)
+
+app = typer.Typer(
+    help="Learning events: list, inspect, count, record and resolve them.", no_args_is_help=True
+)
+
+VideoOption = Annotated[str | None, typer.Option("--video", help="Only this video id.")]
+ComponentOption = Annotated[
+    str | None,
+    typer.Option("--component", help="Only this component or stage (its step-name aliases too)."),
+]
+SeverityOption = Annotated[
+    str | None, typer.Option("--severity", help="Only INFO, WARN, FAIL or BLOCKER.")
+]
+StatusOption = Annotated[
+    str | None, typer.Option("--status", help="Only open, applied, verified or archived.")
+]
+AgentOption = Annotated[str | None, typer.Option("--agent", help="Only events of this agent.")]
+
+
+@app.command("list")
+def list_command(
+    video: VideoOption = None,
+    component: ComponentOption = None,
+    severity: SeverityOption = None,
+    status: StatusOption = None,
+    agent: AgentOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Show the newest N (0: all).")] = 50,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List learning events, newest first.
+
+    Example: rayvault-learn events list --component assets --severity FAIL
+    """
+    from rayvault.learning.events import list_events
+
+    store = open_cli_store(root, store_url)
+    events = list_events(
+        video_id=video,
+        component=component,
+        severity=severity,
+        status=status,
+        agent=agent,
+        limit=limit or None,
+        newest_first=True,
+        store=store,
+    )
+
+    def human() -> None:
+        if not events:
+            console().print("No learning events match.")
+            return
+        wide = is_wide()
+        table = new_table(f"Learning events ({len(events)} shown, newest first)")
+        table.add_column("Event", no_wrap=True)
+        if wide:
+            table.add_column("When", no_wrap=True)
+        table.add_column("Sev", no_wrap=True)
+        table.add_column("Component", no_wrap=True)
+        if wide:
+            table.add_column("Video", no_wrap=True)
+            table.add_column("Agent", no_wrap=True)
+        table.add_column("Status", no_wrap=True)
+        table.add_column("Symptom", ratio=1)
+        for e in events:
+            cells = [e.event_id]
+            if wide:
+                cells.append(when(e.timestamp))
+            cells += [severity_text(e.severity), escape(e.component)]
+            if wide:
+                cells += [e.video_id or "-", e.agent or "-"]
+            cells += [e.status, escape(short(e.symptom, 120))]
+            table.add_row(*cells)
+        console().print(table)
+
+    emit([e.to_dict() for e in events], as_json, human)
+
+
+@app.command("get")
+def get_command(
+    event_id: Annotated[str, typer.Argument(help="The event id (le-…).")],
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one event with every field.
+
+    Example: rayvault-learn events get le-20260219T120000Z-3f9a1c2b7d4e
+    """
+    from rayvault.learning.events import get_event
+
+    event = get_event(event_id, store=open_cli_store(root, store_url))
+
+    def human() -> None:
+        table = new_table(show_header=False, title=f"Learning event {event.event_id}")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in event.to_dict().items():
+            if value in (None, "", []):
+                continue
+            if key == "severity":
+                table.add_row(key, severity_text(str(value)))
+            elif isinstance(value, list | dict):
+                import json
+
+                table.add_row(key, escape(json.dumps(value, indent=1, ensure_ascii=False)))
+            else:
+                table.add_row(key, escape(str(value)))
+        console().print(table)
+
+    emit(event.to_dict(), as_json, human)
+
+
+@app.command("stats")
+def stats_command(
+    video: VideoOption = None,
+    component: ComponentOption = None,
+    agent: AgentOption = None,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Count events by severity, status, component and agent.
+
+    Example: rayvault-learn events stats --json
+    """
+    from rayvault.learning.events import event_stats
+
+    stats = event_stats(
+        store=open_cli_store(root, store_url), video_id=video, component=component, agent=agent
+    )
+
+    def human() -> None:
+        out = console()
+        out.print(f"[bold]{stats['total']}[/] events, [bold]{stats['unresolved']}[/] unresolved")
+        for title, key in (
+            ("Severity", "by_severity"),
+            ("Status", "by_status"),
+            ("Component", "by_component"),
+            ("Agent", "by_agent"),
+        ):
+            table = new_table(title=f"By {title.lower()}")
+            table.add_column(title)
+            table.add_column("Events", justify="right")
+            for name, count in stats[key].items():
+                table.add_row(escape(name), str(count))
+            out.print(table)
+
+    emit(stats, as_json, human)
+
+
+@app.command("create")
+def create_command(
+    severity: Annotated[str, typer.Option("--severity", help="INFO, WARN, FAIL or BLOCKER.")],
+    component: Annotated[str, typer.Option("--component", help="Stage or component that failed.")],
+    symptom: Annotated[str, typer.Option("--symptom", help="What went wrong, as observed.")],
+    root_cause: Annotated[str, typer.Option("--root-cause", help="Why it went wrong.")] = "",
+    fix: Annotated[str, typer.Option("--fix", help="What was done about it.")] = "",
+    verification: Annotated[
+        str, typer.Option("--verification", help="How the fix was verified (marks it verified).")
+    ] = "",
+    video: Annotated[str | None, typer.Option("--video", help="Video id.")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Agent whose memory gets the rule now.")
+    ] = None,
+    run_id: Annotated[str, typer.Option("--run-id", help="Pipeline run id.")] = "",
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a failure as a learning event and learn from it at once.
+
+    Example: rayvault-learn events create --severity FAIL --component assets
+    --symptom "Image hallucination" --fix "Reverted angle" --video v042 --agent dzine_producer
+    """
+    from rayvault.learning.events import create_event
+
+    event = create_event(
+        run_id=run_id,
+        severity=severity,
+        component=component,
+        symptom=symptom,
+        root_cause=root_cause,
+        fix_applied=fix,
+        verification=verification,
+        video_id=video,
+        agent=agent,
+        store=open_cli_store(root, store_url),
+    )
+    if want_json(as_json):
+        print_json(event.to_dict())
+    else:
+        out = console()
+        out.print(f"Recorded {event.event_id} ({severity_text(event.severity)}, {event.status})")
+        if event.rule_id:
+            out.print(f"  rule {event.rule_id} is active for {event.agent}")
+        if event.skill_node:
+            out.print(f"  skill-graph node {escape(event.skill_node)}")
+        if event.soul_update:
+            out.print("  suggested SOUL addition stored on the event (events get shows it)")
+        for problem in event.loop_errors:
+            warn(f"{problem['step']} step failed: {problem['message']}")
+    if event.loop_errors:
+        raise typer.Exit(1)
+
+
+@app.command("resolve")
+def resolve_command(
+    event_id: Annotated[str, typer.Argument(help="The event id.")],
+    verification: Annotated[str, typer.Option("--verification", help="How the fix was verified.")],
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mark an event's fix as verified, so it no longer holds the gate.
+
+    Example: rayvault-learn events resolve le-… --verification "re-ran, 5/5 images correct"
+    """
+    from rayvault.learning.events import resolve_event
+
+    event = resolve_event(event_id, verification, store=open_cli_store(root, store_url))
+    emit(
+        event.to_dict(),
+        as_json,
+        lambda: console().print(f"{event.event_id} is now {event.status}"),
+    )
+
+
+@app.command("update")
+def update_command(
+    event_id: Annotated[str, typer.Argument(help="The event id.")],
+    status: StatusOption = None,
+    verification: Annotated[str | None, typer.Option("--verification")] = None,
+    root_cause: Annotated[str | None, typer.Option("--root-cause")] = None,
+    fix: Annotated[str | None, typer.Option("--fix")] = None,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change an event's status or texts (appended as a new version).
+
+    Example: rayvault-learn events update le-… --status archived
+    """
+    from rayvault.learning.events import update_event
+
+    event = update_event(
+        event_id,
+        status=status,
+        verification=verification,
+        root_cause=root_cause,
+        fix_applied=fix,
+        store=open_cli_store(root, store_url),
+    )
+    emit(
+        event.to_dict(),
+        as_json,
+        lambda: console().print(f"{event.event_id} updated (status {event.status})"),
+    )

@@ -1,0 +1,209 @@
+"""``rayvault-learn memory``: agents' active rules, tombstones, and their initial state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rayvault.cli._common import (
+    JsonOption,
+    RootOption,
+    StoreOption,
+    console,
+    emit,
+    is_wide,
+    new_table,
+    open_cli_store,
+    severity_text,
+    short,
+    when,
+)
+
+app = typer.Typer(
+    help="Agent memory: active rules, tombstones, initial state.", no_args_is_help=True
+)
+AgentArgument = Annotated[str, typer.Argument(help="Agent name, e.g. dzine_producer.")]
+
+
+@app.command("show")
+def show_command(
+    agent: AgentArgument,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an agent's active rules, most severe and most recent first.
+
+    Example: rayvault-learn memory show dzine_producer
+    """
+    from rayvault.learning.memory import load_active_memory, memory_status, sorted_rules
+
+    store = open_cli_store(root, store_url)
+    memory = load_active_memory(agent, store=store)
+    status = memory_status(agent, store=store)
+
+    def human() -> None:
+        out = console()
+        if not memory.rules:
+            out.print(f"{agent} has no active rules.")
+            return
+        wide = is_wide()
+        table = new_table(f"{agent}: {len(memory.rules)} active rules (cap {status['cap']})")
+        table.add_column("Rule", no_wrap=True)
+        table.add_column("Sev", no_wrap=True)
+        if wide:
+            table.add_column("Component", no_wrap=True)
+        table.add_column("Applied", justify="right", no_wrap=True)
+        if wide:
+            table.add_column("Last applied", no_wrap=True)
+        table.add_column("Rule text", ratio=1)
+        for rule in sorted_rules(memory):
+            cells = [rule.rule_id, severity_text(rule.severity)]
+            if wide:
+                cells.append(escape(rule.component))
+            cells.append(str(rule.applied_count))
+            if wide:
+                cells.append(when(rule.last_used))
+            cells.append(escape(short(rule.rule, 200)))
+            table.add_row(*cells)
+        out.print(table)
+        if status["critical_over_cap"]:
+            out.print(
+                f"[yellow]note:[/] {status['critical']} FAIL/BLOCKER rules alone exceed the cap "
+                f"of {status['cap']}; they are never evicted. Review them with "
+                "`rayvault-learn revisit`."
+            )
+
+    emit({**memory.to_dict(), "status": status}, as_json, human)
+
+
+@app.command("tombstones")
+def tombstones_command(
+    agent: AgentArgument,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the rules removed from an agent's memory, with reasons and evidence.
+
+    Example: rayvault-learn memory tombstones dzine_producer --json
+    """
+    from rayvault.learning.memory import load_tombstones
+
+    tombstones = load_tombstones(agent, store=open_cli_store(root, store_url))
+
+    def human() -> None:
+        if not tombstones.tombstones:
+            console().print(f"{agent} has no tombstoned rules.")
+            return
+        wide = is_wide()
+        table = new_table(f"{agent}: {len(tombstones.tombstones)} tombstoned rules")
+        table.add_column("Rule", no_wrap=True)
+        table.add_column("Sev", no_wrap=True)
+        if wide:
+            table.add_column("Removed", no_wrap=True)
+        table.add_column("Kind", no_wrap=True)
+        table.add_column("Reason", ratio=1)
+        if wide:
+            table.add_column("Rule text", ratio=1)
+        for t in tombstones.tombstones:
+            cells = [t.rule_id, severity_text(t.severity)]
+            if wide:
+                cells.append(when(t.tombstoned_at))
+            cells += [t.kind, escape(short(t.reason, 120))]
+            if wide:
+                cells.append(escape(short(t.rule, 120)))
+            table.add_row(*cells)
+        console().print(table)
+
+    emit(tombstones.to_dict(), as_json, human)
+
+
+@app.command("init")
+def init_command(
+    agents: Annotated[
+        list[str] | None,
+        typer.Argument(help="Agents to initialise (default: every agent of the stage map)."),
+    ] = None,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create empty memory and tombstone files for agents; existing ones are left as they are.
+
+    Example: rayvault-learn memory init
+    """
+    from rayvault.learning.memory import init_memory
+
+    result = init_memory(agents or None, store=open_cli_store(root, store_url))
+
+    def human() -> None:
+        out = console()
+        for name, created in result.items():
+            out.print(f"{name}: {'initialised' if created else 'already initialised'}")
+
+    emit(result, as_json, human)
+
+
+@app.command("tombstone")
+def tombstone_command(
+    agent: AgentArgument,
+    rule_id: Annotated[str, typer.Argument(help="The active rule to remove.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the rule is obsolete.")],
+    evidence: Annotated[
+        list[str] | None,
+        typer.Option("--evidence", help="Event id supporting the removal (repeatable)."),
+    ] = None,
+    superseded_by: Annotated[
+        str | None, typer.Option("--superseded-by", help="Rule id that replaces it.")
+    ] = None,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an active rule, keeping it in the tombstones with the reason and evidence.
+
+    Example: rayvault-learn memory tombstone dzine_producer rule-… --reason "Superseded"
+    """
+    from rayvault.learning.memory import tombstone_rule
+
+    tombstone = tombstone_rule(
+        agent,
+        rule_id,
+        reason,
+        evidence_ids=evidence or (),
+        superseded_by=superseded_by,
+        store=open_cli_store(root, store_url),
+    )
+    emit(
+        tombstone.to_dict(),
+        as_json,
+        lambda: console().print(f"Tombstoned {tombstone.rule_id} of {agent}: {tombstone.reason}"),
+    )
+
+
+@app.command("render")
+def render_command(
+    agent: AgentArgument,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", min=80, help="Character budget (default: the policy's)."),
+    ] = None,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the agent's active rules as the prompt block agents receive.
+
+    Example: rayvault-learn memory render dzine_producer --budget 2000
+    """
+    from rayvault.learning.memory import render_rules
+
+    text = render_rules(agent, budget=budget, store=open_cli_store(root, store_url))
+    emit(
+        {"agent": agent, "text": text},
+        as_json,
+        lambda: console().print(escape(text) if text else f"{agent} has no active rules."),
+    )

@@ -1,0 +1,268 @@
+"""Learning events and the immediate learning loop.
+
+``create_event`` is the loop's heart. In one call it:
+
+1. persists the event (global index, and the per-video file when a video id is given) — after
+   this the event is safe, whatever happens next;
+2. writes the skill-graph node (``record_learning``);
+3. applies the rule to the agent's memory when ``agent`` is given, and marks the event applied.
+
+Steps 2 and 3 are optional for the event's safety: if one fails, the event stays persisted, the
+failure is logged and recorded on the event (``loop_errors``), never swallowed. A BLOCKER, or a
+FAIL whose fingerprint was seen before, also gets a suggested SOUL addition (``soul_update``).
+
+Status: an event created with verification text is ``verified`` at once; one without stays
+unresolved (``open``, then ``applied`` once its rule is in memory) until someone verifies the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from rayvault.learning._ids import new_event_id, validate_identifier
+from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
+from rayvault.learning.memory import apply_event, rule_text
+from rayvault.learning.models import (
+    SEVERITIES,
+    STATUSES,
+    LearningEvent,
+    normalize_severity,
+)
+from rayvault.learning.patterns import fingerprint
+from rayvault.learning.skill_graph import record_learning
+from rayvault.learning.soul import suggest_soul_update
+from rayvault.learning.stages import fold_stage, stage_names
+from rayvault.learning.store import EventQuery, Store, get_store
+
+log = logging.getLogger("rayvault.learning")
+
+
+def _severity(value: object) -> str:
+    try:
+        return normalize_severity(value)
+    except ValueError as e:
+        raise InvalidInputError(str(e)) from None
+
+
+def _text(value: object, name: str, *, required: bool = False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidInputError(f"{name} must not be empty")
+    return value.strip()
+
+
+def create_event(
+    *,
+    run_id: str,
+    severity: str,
+    component: str,
+    symptom: str,
+    root_cause: str = "",
+    fix_applied: str = "",
+    verification: str = "",
+    video_id: str | None = None,
+    agent: str | None = None,
+    source_error_id: str | None = None,
+    store: Store | None = None,
+) -> LearningEvent:
+    """Record a failure as a learning event and learn from it immediately (see module doc).
+
+    Returns the event as stored last (with ``rule_id``, ``skill_node``, ``status``).
+    """
+    store = store or get_store()
+    sev = _severity(severity)
+    component = validate_identifier(_text(component, "component", required=True), "component")
+    symptom = _text(symptom, "symptom", required=True)
+    if video_id:
+        validate_identifier(video_id, "video id")
+    if agent:
+        validate_identifier(agent, "agent")
+    if source_error_id:
+        validate_identifier(source_error_id, "error id")
+    verification = _text(verification, "verification")
+    policies = store.policies
+    now = utcnow()
+    fp = fingerprint(fold_stage(component, policies), symptom)
+    event = LearningEvent(
+        event_id=new_event_id(now),
+        run_id=_text(run_id, "run_id"),
+        timestamp=now,
+        severity=sev,
+        component=component,
+        symptom=symptom,
+        root_cause=_text(root_cause, "root_cause"),
+        fix_applied=_text(fix_applied, "fix_applied"),
+        verification=verification,
+        status="verified" if verification else "open",
+        video_id=video_id or None,
+        source_error_id=source_error_id or None,
+        agent=agent or None,
+        fingerprint=fp.key,
+        pattern=fp.template,
+        resolved_at=now if verification else None,
+    )
+    event.promotion_rule = rule_text(event)
+    if sev == "BLOCKER" or (
+        sev == "FAIL" and store.count_events(EventQuery(fingerprint=fp.key)) > 0
+    ):
+        event.soul_update = suggest_soul_update(event, event.promotion_rule)
+
+    store.append_events([event])  # (a) from here on the event is safe
+
+    changes: dict[str, Any] = {}
+    loop_errors: list[dict[str, Any]] = []
+    try:  # (b)
+        changes["skill_node"] = record_learning(event, store=store)
+    except Exception as e:  # an optional step: record and log the failure, keep the event
+        log.warning("event %s: skill-graph node not written: %s", event.event_id, e)
+        loop_errors.append({"step": "skill_graph", **describe(e), "at": format_ts(utcnow())})
+    if agent:  # (c)
+        try:
+            result = apply_event(event, agent, store=store)
+        except Exception as e:
+            log.warning("event %s: rule not applied to %s: %s", event.event_id, agent, e)
+            loop_errors.append({"step": "apply", **describe(e), "at": format_ts(utcnow())})
+        else:
+            changes["rule_id"] = result.rule.rule_id
+            changes["obsolete_rules_removed"] = [r.rule_id for r in result.evicted]
+            if event.status == "open":
+                changes["status"] = "applied"
+    if loop_errors:
+        changes["loop_errors"] = loop_errors
+    if not changes:
+        return event
+    changes["updated"] = utcnow()
+    final = event.model_copy(update=changes)
+    store.append_events([final])
+    return final
+
+
+def get_event(event_id: str, *, store: Store | None = None) -> LearningEvent:
+    """The latest version of an event; :class:`EventNotFoundError` when there is none."""
+    event = (store or get_store()).get_event(event_id)
+    if event is None:
+        raise EventNotFoundError(event_id)
+    return event
+
+
+def _choice(value: str | None, allowed: tuple[str, ...], name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    normal = value.upper() if name == "severity" else value.lower()
+    if normal not in allowed:
+        raise InvalidInputError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+    return (normal,)
+
+
+def build_query(
+    store: Store,
+    *,
+    video_id: str | None = None,
+    component: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    agent: str | None = None,
+    **more: Any,
+) -> EventQuery:
+    """An :class:`EventQuery` from user-level filters. ``component`` may be a stage or a step
+    name; every name that folds into the same stage matches."""
+    return EventQuery(
+        video_id=video_id,
+        components=stage_names(component, store.policies) if component else None,
+        severities=_choice(severity, SEVERITIES, "severity"),
+        statuses=_choice(status, STATUSES, "status"),
+        agent=agent,
+        **more,
+    )
+
+
+def list_events(
+    *,
+    video_id: str | None = None,
+    component: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    agent: str | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+    store: Store | None = None,
+) -> list[LearningEvent]:
+    """The latest version of every event matching all the given filters, oldest first."""
+    store = store or get_store()
+    query = build_query(
+        store,
+        video_id=video_id,
+        component=component,
+        severity=severity,
+        status=status,
+        agent=agent,
+        limit=limit,
+        newest_first=newest_first,
+    )
+    return store.query_events(query)
+
+
+def update_event(
+    event_id: str,
+    *,
+    status: str | None = None,
+    verification: str | None = None,
+    root_cause: str | None = None,
+    fix_applied: str | None = None,
+    store: Store | None = None,
+) -> LearningEvent:
+    """Append a new version of an event with the given fields changed."""
+    store = store or get_store()
+    changes: dict[str, Any] = {}
+    if status is not None:
+        changes["status"] = _choice(status, STATUSES, "status")[0]  # type: ignore[index]
+    for name, value in (
+        ("verification", verification),
+        ("root_cause", root_cause),
+        ("fix_applied", fix_applied),
+    ):
+        if value is not None:
+            changes[name] = _text(value, name)
+    if not changes:
+        raise InvalidInputError("nothing to update: give a status, verification, root cause or fix")
+
+    def change(current: LearningEvent) -> LearningEvent:
+        now = utcnow()
+        update = {**changes, "updated": now}
+        new_status = update.get("status", current.status)
+        if new_status in ("verified", "archived") and current.resolved_at is None:
+            update["resolved_at"] = now
+        elif new_status in ("open", "applied"):
+            update["resolved_at"] = None
+        return current.model_copy(update=update)
+
+    return store.update_event(event_id, change)
+
+
+def resolve_event(event_id: str, verification: str, *, store: Store | None = None) -> LearningEvent:
+    """Mark an event's fix as verified (``status: verified``), saying how it was checked."""
+    text = _text(verification, "verification", required=True)
+    return update_event(event_id, status="verified", verification=text, store=store)
+
+
+def event_stats(*, store: Store | None = None, **filters: Any) -> dict[str, Any]:
+    """Totals of the events by severity, status, component and agent, and how many are open."""
+    store = store or get_store()
+    query = build_query(store, **filters)
+    facets = store.event_facets(query)
+    total = sum(facets["severity"].values())
+    unresolved = store.count_events(replace(query, unresolved=True))
+    return {
+        "total": total,
+        "unresolved": unresolved,
+        "by_severity": {s: facets["severity"].get(s, 0) for s in SEVERITIES},
+        "by_status": {s: facets["status"].get(s, 0) for s in STATUSES},
+        "by_component": facets["component"],
+        "by_agent": facets["agent"],
+    }

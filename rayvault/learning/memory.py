@@ -1,0 +1,267 @@
+"""Agent memory: the active rules each agent's prompt is built from, and their tombstones.
+
+Invariants:
+
+- Every change happens under the agent's lock, and the previous ``memory_active.json`` is
+  archived (timestamped snapshot) before it is replaced; snapshots older than
+  ``LEARNING_ARCHIVE_RETENTION_DAYS`` are pruned (checked at most once a day per agent).
+- One rule per failure fingerprint: learning the same failure again increments the rule's
+  ``applied_count`` and ``last_applied`` instead of adding a duplicate (without that, promotion
+  never fires).
+- At most ``LEARNING_MAX_ACTIVE_RULES_PER_AGENT`` rules: over the cap the INFO/WARN rule used
+  least recently is evicted (into the tombstones, kind ``evicted``, with the event
+  that pushed it out). FAIL/BLOCKER rules are never evicted, even when they alone exceed the cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from rayvault.learning._ids import new_rule_id, validate_identifier
+from rayvault.learning._time import parse_ts, utcnow
+from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
+from rayvault.learning.models import (
+    CRITICAL_SEVERITIES,
+    SEVERITY_RANK,
+    AgentMemory,
+    LearningEvent,
+    Rule,
+    Tombstone,
+    TombstoneFile,
+)
+from rayvault.learning.patterns import fingerprint
+from rayvault.learning.stages import configured_agents, fold_stage
+from rayvault.learning.store import AgentState, Store, get_store
+
+#: Longest rule text rendered into a prompt, in characters.
+RULE_RENDER_LIMIT = 600
+_PRUNE_EVERY = timedelta(days=1)
+
+
+@dataclass
+class ApplyResult:
+    """What applying an event to an agent's memory did."""
+
+    rule: Rule
+    #: True when an existing rule for the same fingerprint was re-applied.
+    reapplied: bool
+    evicted: list[Rule] = field(default_factory=list)
+
+
+def rule_text(event: LearningEvent) -> str:
+    """The instruction an event becomes in the agent's memory."""
+    parts = [f"Avoid: {' '.join(event.symptom.split())}."]
+    if event.root_cause:
+        parts.append(f"Cause: {' '.join(event.root_cause.split())}.")
+    if event.fix_applied:
+        parts.append(f"Do: {' '.join(event.fix_applied.split())}.")
+    return " ".join(p.replace("..", ".") for p in parts)
+
+
+def rule_fingerprint(rule: Rule, store: Store) -> str:
+    """The rule's fingerprint (computed for rules written before fingerprints existed)."""
+    if rule.fingerprint:
+        return rule.fingerprint
+    stage = fold_stage(rule.component, store.policies)
+    return fingerprint(stage, rule.symptom or rule.rule).key
+
+
+def _as_event(event: LearningEvent | Mapping[str, Any]) -> LearningEvent:
+    if isinstance(event, LearningEvent):
+        return event
+    return LearningEvent.model_validate(dict(event))
+
+
+def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResult:
+    """Apply ``event`` as a rule in ``agent``'s memory; the detailed result."""
+    validate_identifier(agent, "agent")
+    policies = store.policies
+    now = utcnow()
+    key = event.fingerprint or fingerprint(fold_stage(event.component, policies), event.symptom).key
+    with store.agent_state(agent) as state:
+        existing = next((r for r in state.memory.rules if rule_fingerprint(r, store) == key), None)
+        if existing is not None:
+            existing.applied_count += 1
+            existing.last_applied = now
+            existing.last_event_id = event.event_id
+            if SEVERITY_RANK[event.severity] > SEVERITY_RANK[existing.severity]:
+                existing.severity = event.severity  # the failure got worse: so does the rule
+            result = ApplyResult(existing, reapplied=True)
+        else:
+            rule = Rule(
+                rule_id=new_rule_id(now),
+                source_event_id=event.event_id,
+                created=now,
+                severity=event.severity,
+                component=event.component,
+                rule=event.promotion_rule or rule_text(event),
+                symptom=event.symptom,
+                video_id=event.video_id,
+                applied_count=1,
+                last_applied=now,
+                fingerprint=key,
+                last_event_id=event.event_id,
+            )
+            state.memory.rules.append(rule)
+            result = ApplyResult(rule, reapplied=False)
+        result.evicted = _evict_over_cap(state, policies.LEARNING_MAX_ACTIVE_RULES_PER_AGENT, event)
+        _prune_archive_if_due(state, store)
+    return result
+
+
+def _evict_over_cap(state: AgentState, cap: int, event: LearningEvent) -> list[Rule]:
+    rules = state.memory.rules
+    evicted: list[Rule] = []
+    while len(rules) > cap:
+        candidates = [r for r in rules if r.severity not in CRITICAL_SEVERITIES]
+        if not candidates:
+            break  # FAIL/BLOCKER rules alone exceed the cap: they are never evicted
+        victim = min(candidates, key=lambda r: (r.last_used, r.created, r.rule_id))
+        rules.remove(victim)
+        evicted.append(victim)
+        state.tombstones.tombstones.append(
+            Tombstone(
+                **victim.model_dump(),
+                tombstoned_at=utcnow(),
+                reason=f"evicted: over LEARNING_MAX_ACTIVE_RULES_PER_AGENT={cap}",
+                evidence_ids=[event.event_id],
+                kind="evicted",
+            )
+        )
+    return evicted
+
+
+def _prune_archive_if_due(state: AgentState, store: Store) -> None:
+    now = utcnow()
+    extra = state.memory.__pydantic_extra__
+    assert extra is not None  # records keep unknown fields
+    last = extra.get("archive_pruned_at")
+    try:
+        due = last is None or now - parse_ts(last) >= _PRUNE_EVERY
+    except (TypeError, ValueError):
+        due = True
+    if due:
+        days = store.policies.LEARNING_ARCHIVE_RETENTION_DAYS
+        store.prune_memory_snapshots(state.agent, now - timedelta(days=days))
+        extra["archive_pruned_at"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def apply_to_memory(
+    event: LearningEvent | Mapping[str, Any], agent: str, *, store: Store | None = None
+) -> Rule:
+    """Apply ``event`` as a rule in ``agent``'s memory now; returns the new or re-applied rule."""
+    return apply_event(_as_event(event), agent, store=store or get_store()).rule
+
+
+def load_active_memory(agent: str, *, store: Store | None = None) -> AgentMemory:
+    """The agent's ``memory_active.json`` (empty when the agent has none yet)."""
+    validate_identifier(agent, "agent")
+    return (store or get_store()).load_memory(agent)
+
+
+def load_tombstones(agent: str, *, store: Store | None = None) -> TombstoneFile:
+    """The agent's removed rules, with reasons and evidence."""
+    validate_identifier(agent, "agent")
+    return (store or get_store()).load_tombstones(agent)
+
+
+def tombstone_rule(
+    agent: str,
+    rule_id: str,
+    reason: str,
+    *,
+    evidence_ids: Iterable[str] = (),
+    superseded_by: str | None = None,
+    store: Store | None = None,
+) -> Tombstone:
+    """Remove an active rule, keeping it in the tombstones with ``reason`` and evidence."""
+    validate_identifier(agent, "agent")
+    if not reason or not reason.strip():
+        raise InvalidInputError("a tombstone needs a reason")
+    store = store or get_store()
+    with store.agent_state(agent) as state:
+        rule = next((r for r in state.memory.rules if r.rule_id == rule_id), None)
+        if rule is None:
+            raise RuleNotFoundError(agent, rule_id)
+        state.memory.rules.remove(rule)
+        tombstone = Tombstone(
+            **rule.model_dump(),
+            tombstoned_at=utcnow(),
+            reason=reason.strip(),
+            evidence_ids=list(evidence_ids),
+            superseded_by=superseded_by,
+        )
+        state.tombstones.tombstones.append(tombstone)
+    return tombstone
+
+
+def init_memory(
+    agents: Iterable[str] | None = None, *, store: Store | None = None
+) -> dict[str, bool]:
+    """Create empty memory for ``agents`` (default: every agent of the stage map).
+
+    Returns ``{agent: created}``; existing memory is never touched.
+    """
+    store = store or get_store()
+    names = list(agents) if agents is not None else configured_agents(store.policies)
+    for name in names:
+        validate_identifier(name, "agent")
+    return {name: store.init_agent(name) for name in names}
+
+
+def sorted_rules(memory: AgentMemory) -> list[Rule]:
+    """Rules in prompt order: most severe first, then most recently applied."""
+    return sorted(
+        memory.rules,
+        key=lambda r: (-SEVERITY_RANK[r.severity], -r.last_used.timestamp(), r.rule_id),
+    )
+
+
+def render_rules(agent: str, *, budget: int | None = None, store: Store | None = None) -> str:
+    """The agent's active rules as a prompt-ready block, most severe and recent first, within
+    ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none."""
+    store = store or get_store()
+    memory = load_active_memory(agent, store=store)
+    if not memory.rules:
+        return ""
+    limit = budget if budget is not None else store.policies.LEARNING_RULES_RENDER_BUDGET
+    rules = sorted_rules(memory)
+    header = f"Learned rules for {agent} (follow them; most severe first):"
+    lines = [header]
+    used = len(header)
+    # Room for the "(and N more …)" line, so the block never exceeds the budget.
+    reserve = len(f"\n(and {len(rules)} more rules not shown)")
+    shown = 0
+    for rule in rules:
+        text = " ".join(rule.rule.split())
+        if len(text) > RULE_RENDER_LIMIT:
+            text = text[: RULE_RENDER_LIMIT - 1] + "…"
+        line = f"- [{rule.severity}] {rule.component}: {text}"
+        more = shown + 1 < len(rules)
+        if used + 1 + len(line) + (reserve if more else 0) > limit:
+            break
+        lines.append(line)
+        used += 1 + len(line)
+        shown += 1
+    if shown < len(rules):
+        lines.append(f"(and {len(rules) - shown} more rules not shown)")
+    return "\n".join(lines)
+
+
+def memory_status(agent: str, *, store: Store | None = None) -> dict[str, Any]:
+    """Counts an operator needs: rules, cap, critical rules, and whether those alone exceed it."""
+    store = store or get_store()
+    memory = load_active_memory(agent, store=store)
+    cap = store.policies.LEARNING_MAX_ACTIVE_RULES_PER_AGENT
+    critical = sum(1 for r in memory.rules if r.severity in CRITICAL_SEVERITIES)
+    return {
+        "agent": agent,
+        "rules": len(memory.rules),
+        "cap": cap,
+        "critical": critical,
+        "critical_over_cap": critical > cap,
+        "updated": memory.updated,
+    }

@@ -1,0 +1,236 @@
+"""Validated records: learning events, rules, tombstones, agent memory, error-log entries, gate
+results.
+
+The shapes are those of the files earlier versions of the system wrote (DESIGN.md §3); fields
+added since (``agent``, ``fingerprint``, …) are optional, and unknown fields are kept, not
+dropped, so rewriting a file never loses what a newer or older writer put there. Records also
+answer ``record["field"]`` and ``record.get("field")`` so code written against the old dict-based
+API keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+
+from rayvault.learning._time import format_ts, parse_ts
+
+SEVERITIES: tuple[str, ...] = ("INFO", "WARN", "FAIL", "BLOCKER")
+#: Higher is more severe.
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+#: Severities whose rules are never evicted and whose events hold the gate.
+CRITICAL_SEVERITIES: frozenset[str] = frozenset({"FAIL", "BLOCKER"})
+STATUSES: tuple[str, ...] = ("open", "applied", "verified", "archived")
+#: An event is resolved when its fix is verified or it is archived (DESIGN.md §6); ``applied``
+#: only means its rule is in memory, not that the failure is gone.
+RESOLVED_STATUSES: frozenset[str] = frozenset({"verified", "archived"})
+
+Severity = Literal["INFO", "WARN", "FAIL", "BLOCKER"]
+Status = Literal["open", "applied", "verified", "archived"]
+
+
+def normalize_severity(value: object) -> str:
+    """``"fail"`` → ``"FAIL"``; anything outside INFO|WARN|FAIL|BLOCKER is refused."""
+    if isinstance(value, str) and value.strip().upper() in SEVERITY_RANK:
+        return value.strip().upper()
+    raise ValueError(f"severity must be one of INFO, WARN, FAIL, BLOCKER (got {value!r})")
+
+
+def _timestamp(value: object) -> datetime:
+    if isinstance(value, str | datetime):
+        return parse_ts(value)
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+Timestamp = Annotated[
+    datetime, BeforeValidator(_timestamp), PlainSerializer(format_ts, return_type=str)
+]
+SeverityField = Annotated[Severity, BeforeValidator(normalize_severity)]
+
+
+class Record(BaseModel):
+    """Base of every record: keeps unknown fields and allows dict-style reads."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        extra = self.__pydantic_extra__ or {}
+        if key in extra:
+            return extra[key]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (
+            key in type(self).model_fields or key in (self.__pydantic_extra__ or {})
+        )
+
+    def keys(self) -> Iterator[str]:
+        yield from type(self).model_fields
+        yield from self.__pydantic_extra__ or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps as ``…Z`` strings)."""
+        return self.model_dump(mode="json")
+
+
+class LearningEvent(Record):
+    """A failure turned into a formal learning event."""
+
+    event_id: str
+    run_id: str = ""
+    timestamp: Timestamp
+    severity: SeverityField
+    component: str
+    symptom: str
+    root_cause: str = ""
+    fix_applied: str = ""
+    verification: str = ""
+    status: Status = "open"
+    video_id: str | None = None
+    source_error_id: str | None = None
+    promotion_rule: str | None = None
+    soul_update: str | None = None
+    obsolete_rules_removed: list[str] = Field(default_factory=list)
+    # -- added by rayvault-learning ---------------------------------------------------------
+    agent: str | None = None
+    fingerprint: str | None = None
+    pattern: str | None = None
+    rule_id: str | None = None
+    skill_node: str | None = None
+    #: Optional steps of the immediate loop that failed: ``{"step", "error", "at"}``.
+    loop_errors: list[dict[str, Any]] = Field(default_factory=list)
+    updated: Timestamp | None = None
+    resolved_at: Timestamp | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self.status in RESOLVED_STATUSES
+
+
+class Rule(Record):
+    """An active rule in an agent's memory, derived from a learning event."""
+
+    rule_id: str
+    source_event_id: str | None = None
+    created: Timestamp
+    severity: SeverityField
+    component: str
+    rule: str
+    symptom: str = ""
+    video_id: str | None = None
+    applied_count: int = 1
+    last_applied: Timestamp | None = None
+    # -- added by rayvault-learning ---------------------------------------------------------
+    fingerprint: str | None = None
+    last_event_id: str | None = None
+
+    @property
+    def last_used(self) -> datetime:
+        """When the rule was last applied (its creation when it never was again)."""
+        return self.last_applied or self.created
+
+
+class Tombstone(Rule):
+    """A rule removed from active memory, with why and on what evidence."""
+
+    tombstoned_at: Timestamp
+    reason: str
+    evidence_ids: list[str] = Field(default_factory=list)
+    superseded_by: str | None = None
+    #: ``tombstoned`` by a person or the revisit; ``evicted`` by the cap on active rules.
+    kind: Literal["tombstoned", "evicted"] = "tombstoned"
+
+
+class _Counted(Record):
+    """A file with a list and a ``count`` that is always written as the list's length."""
+
+    _counted: ClassVar[str]
+
+    @model_serializer(mode="wrap")
+    def _with_count(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        data["count"] = len(getattr(self, self._counted))
+        return data
+
+
+class AgentMemory(_Counted):
+    """``memory_active.json``."""
+
+    _counted: ClassVar[str] = "rules"
+    rules: list[Rule] = Field(default_factory=list)
+    updated: Timestamp | None = None
+    count: int = 0
+
+
+class TombstoneFile(_Counted):
+    """``memory_tombstones.json``."""
+
+    _counted: ClassVar[str] = "tombstones"
+    tombstones: list[Tombstone] = Field(default_factory=list)
+    updated: Timestamp | None = None
+    count: int = 0
+
+
+class ErrorResolution(Record):
+    resolved_at: Timestamp
+    root_cause: str = ""
+    fix: str = ""
+
+
+class ErrorEntry(Record):
+    """One entry of the raw error log ``data/error_log.json``."""
+
+    id: str
+    video_id: str | None = None
+    timestamp: Timestamp
+    stage: str
+    exit_code: int = 1
+    error: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    resolved: bool = False
+    resolution: ErrorResolution | None = None
+    # -- added by rayvault-learning ---------------------------------------------------------
+    fingerprint: str | None = None
+    pattern: str | None = None
+    learning_event_id: str | None = None
+
+
+class GateCheck(Record):
+    """One of the gate's four checks."""
+
+    name: str
+    passed: bool
+    reason: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class GateResult(Record):
+    """What the learning gate decided for one video and stage."""
+
+    video_id: str
+    stage: str
+    blocked: bool
+    reason: str
+    checks: list[GateCheck] = Field(default_factory=list)
+    agent: str | None = None
+    enabled: bool = True
+    timestamp: Timestamp

@@ -1,0 +1,73 @@
+"""Stores: where learning data lives. ``open_store`` picks the backend; ``get_store`` returns the
+process's default one (``RAYVAULT_STORE`` or the file store at ``RAYVAULT_ROOT``/cwd)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rayvault.learning.exceptions import StoreError
+from rayvault.learning.store.base import AgentState, EventQuery, Store
+from rayvault.learning.store.files import FileStore
+
+__all__ = [
+    "AgentState",
+    "EventQuery",
+    "FileStore",
+    "Store",
+    "get_store",
+    "open_store",
+    "reset_store",
+    "resolve_root",
+]
+
+_default: dict[tuple[str, str], Store] = {}
+
+
+def resolve_root(root: Path | str | None = None) -> Path:
+    """The data root: ``root`` if given, else ``RAYVAULT_ROOT``, else the current directory."""
+    if root is not None and str(root) != "":
+        return Path(root).expanduser().absolute()
+    env = os.environ.get("RAYVAULT_ROOT", "").strip()
+    return Path(env).expanduser().absolute() if env else Path.cwd()
+
+
+def open_store(root: Path | str | None = None, url: str | None = None) -> Store:
+    """Open the store for ``root``: the file store, or the server store ``url`` names
+    (``RAYVAULT_STORE`` when ``url`` is None)."""
+    base = resolve_root(root)
+    target = url if url is not None else os.environ.get("RAYVAULT_STORE", "").strip()
+    if not target or target in {"file", "files"}:
+        return FileStore(base)
+    if target.startswith(("postgresql://", "postgres://")):
+        import importlib
+
+        try:  # imported only when asked for: psycopg is an optional extra
+            module = importlib.import_module("rayvault.learning.store.postgres")
+        except ImportError as e:
+            raise StoreError(
+                f"the PostgreSQL store is not available: {e}",
+                hint="pip install 'rayvault-learning[postgres]'",
+            ) from e
+        store: Store = module.PostgresStore(base, target)
+        return store
+    raise StoreError(
+        f"unknown store {target!r}",
+        hint="use a postgresql://… URL, or leave RAYVAULT_STORE unset for the file store",
+    )
+
+
+def get_store() -> Store:
+    """The default store of this process for the current ``RAYVAULT_ROOT``/``RAYVAULT_STORE``."""
+    key = (str(resolve_root()), os.environ.get("RAYVAULT_STORE", "").strip())
+    store = _default.get(key)
+    if store is None:
+        store = _default[key] = open_store()
+    return store
+
+
+def reset_store() -> None:
+    """Close and forget the default stores (tests call this between cases)."""
+    for store in _default.values():
+        store.close()
+    _default.clear()

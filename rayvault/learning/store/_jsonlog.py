@@ -1,0 +1,209 @@
+"""An append-only JSON array on disk: the event index and the error log.
+
+Format contract (DESIGN.md §5):
+
+- The file is always one JSON array. Elements we write are single-line JSON objects; files written
+  by earlier versions (pretty-printed, multi-line) are read as they are and appended to.
+- Appending overwrites the closing ``]`` in place with ``,\\n{element}\\n]\\n`` in one ``pwrite``:
+  the cost is the size of the element, not the size of the file, and readers see a valid array
+  before and after.
+- A later version of a record is appended like a new one; readers keep the last version per key.
+- A crash can leave a *torn tail*: the closing bracket missing and at most one partial element
+  (plus the NUL bytes some filesystems leave after a power cut). Readers ignore it; the next
+  append cuts it off first. Anything else that does not parse is corruption: reported by name,
+  never written to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rayvault.learning.exceptions import CorruptFileError
+from rayvault.learning.store._fs import atomic_write, fsync_enabled
+
+_WS = b" \t\r\n"
+# What may follow the last complete element of a torn file: an optional comma and the start of
+# one element written as a single line, never a second line of content.
+_TORN_REST = re.compile(rb"\A[ \t\r\n]*(?:,[ \t\r\n]*(?:\{[^\n]*)?)?\Z")
+_TAIL_WINDOW = 4096
+
+
+@dataclass(frozen=True)
+class ParsedArray:
+    items: list[Any]
+    #: Byte offset just after the last complete element (or just after ``[`` when empty).
+    end: int
+    #: Where a torn tail starts (== ``end``), or None when the file is a complete array.
+    torn_at: int | None
+
+
+def parse_array(data: bytes, path: Path) -> ParsedArray:
+    """Parse the whole file, tolerating a torn tail; :class:`CorruptFileError` otherwise."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        value = None
+        cut = _find_torn_cut(data)
+        if cut is None:
+            if not data.strip(_WS + b"\x00"):
+                raise CorruptFileError(path, "is empty, expected a JSON array") from None
+            raise CorruptFileError(
+                path, "is not a valid JSON array (and not a repairable torn tail)"
+            ) from None
+        items = _loads_list(data[:cut] + b"]", path)
+        return ParsedArray(items, cut, cut)
+    if not isinstance(value, list):
+        raise CorruptFileError(path, f"holds a JSON {type(value).__name__}, expected an array")
+    body = data.rstrip(_WS)
+    end = len(body[:-1].rstrip(_WS))
+    return ParsedArray(value, end, None)
+
+
+def _loads_list(data: bytes, path: Path) -> list[Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise CorruptFileError(path, f"is not a valid JSON array ({e})") from e
+    if not isinstance(value, list):
+        raise CorruptFileError(path, "is not a JSON array")
+    return value
+
+
+def _find_torn_cut(data: bytes) -> int | None:
+    """The offset just after the last complete element, if what follows it is a torn tail."""
+    body = data.rstrip(b"\x00")
+    start = body.find(b"[")
+    if start < 0 or body[:start].strip(_WS):
+        return None
+    limit = len(body)
+    while True:
+        j = body.rfind(b"}", start, limit)
+        if j < 0:
+            break
+        rest = body[j + 1 :]
+        if _TORN_REST.match(rest):
+            try:
+                if isinstance(orjson.loads(body[: j + 1] + b"]"), list):
+                    return j + 1
+            except orjson.JSONDecodeError:
+                pass
+        elif rest.count(b"\n") > 4:
+            # More than one element's worth of lines after this point: not a torn append.
+            return None
+        limit = j
+    # No complete element: the torn part is the first element itself.
+    if _TORN_REST.match(b"," + body[start + 1 :]):
+        return start + 1
+    return None
+
+
+class JsonArrayLog:
+    """One append-only JSON array file. Callers hold the file's lock around :meth:`append`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> ParsedArray:
+        """All elements (every version), ignoring a torn tail; empty when the file is absent."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return ParsedArray([], 0, None)
+        return parse_array(data, self.path)
+
+    def append(self, elements: Sequence[bytes]) -> None:
+        """Append single-line JSON objects, repairing a torn tail first. Caller holds the lock."""
+        if not elements:
+            return
+        for element in elements:
+            if b"\n" in element or not element.startswith(b"{"):
+                raise ValueError("elements must be single-line JSON objects")
+        body = b",\n".join(elements)
+        durable = fsync_enabled()
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            atomic_write(self.path, b"[\n" + body + b"\n]\n")
+            return
+        try:
+            pos, empty = self._closing_bracket(fd)
+            payload = (b"\n" if empty else b",\n") + body + b"\n]\n"
+            os.pwrite(fd, payload, pos)
+            new_size = pos + len(payload)
+            if os.fstat(fd).st_size > new_size:
+                os.ftruncate(fd, new_size)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _closing_bracket(self, fd: int) -> tuple[int, bool]:
+        """Where to write: the offset of the closing ``]`` (after cutting a torn tail), and
+        whether the array is empty. Reads only the tail of the file on the normal path."""
+        size = os.fstat(fd).st_size
+        window = min(size, _TAIL_WINDOW)
+        while window:
+            tail = os.pread(fd, window, size - window)
+            stripped = tail.rstrip(_WS)
+            before = stripped[:-1].rstrip(_WS)
+            if stripped.endswith(b"]") and before.endswith(b"}"):
+                return size - window + len(stripped) - 1, False
+            if stripped.endswith(b"]") and before == b"[" and window == size:
+                return size - window + len(stripped) - 1, True
+            if window == size or (stripped and not stripped.endswith(b"]")):
+                break
+            window = min(size, window * 4)  # only whitespace seen so far: look further back
+        return self._repair(fd)
+
+    def _repair(self, fd: int) -> tuple[int, bool]:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, size, 0)
+        parsed = parse_array(data, self.path)  # raises CorruptFileError: nothing is written
+        if parsed.torn_at is None:
+            # Valid array whose tail the fast path could not place (e.g. huge whitespace).
+            close = data.rstrip(_WS)
+            return len(close) - 1, not parsed.items
+        os.ftruncate(fd, parsed.torn_at)
+        return parsed.torn_at, not parsed.items
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Elements read after a known offset (see :func:`scan_after`)."""
+
+    items: list[tuple[Any, bytes]]
+    end: int
+
+
+def scan_after(data: bytes, base: int) -> Scan | None:
+    """Read the elements our appends wrote after offset ``base`` (``data`` starts there).
+
+    Returns None when the bytes are not in the single-line layout (a rewrite, a legacy writer):
+    the caller then re-reads the whole file.
+    """
+    items: list[tuple[Any, bytes]] = []
+    pos, end, n = 0, base, len(data)
+    while True:
+        while pos < n and data[pos] in b" \t\r\n,":
+            pos += 1
+        if pos >= n or data[pos] == ord("]"):
+            return Scan(items, end)
+        if data[pos] != ord("{"):
+            return None
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return Scan(items, end)  # an element being written, or a torn tail
+        line = data[pos:nl].rstrip(_WS)
+        try:
+            items.append((orjson.loads(line), line))
+        except orjson.JSONDecodeError:
+            return None
+        end = base + pos + len(line)
+        pos = nl

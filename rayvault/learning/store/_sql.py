@@ -1,0 +1,111 @@
+"""SQL shared by the file store's derived index (SQLite) and the PostgreSQL store.
+
+Both keep the latest version of each event in an ``events`` table with the same indexed columns;
+timestamps are stored as integer microseconds since the epoch so they compare as datetimes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayvault.learning._time import to_micros
+from rayvault.learning.models import RESOLVED_STATUSES
+from rayvault.learning.store.base import EventQuery
+
+EVENT_COLUMNS = (
+    "event_id",
+    "ts",
+    "severity",
+    "component",
+    "status",
+    "video_id",
+    "agent",
+    "fingerprint",
+    "source_error_id",
+    "resolved",
+)
+FACETS = ("severity", "status", "component", "agent")
+
+
+def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
+    """The indexed columns of one event (a raw dict as stored), in ``EVENT_COLUMNS`` order."""
+    from rayvault.learning._time import parse_ts
+
+    try:
+        ts = to_micros(parse_ts(item["timestamp"]))
+    except (KeyError, TypeError, ValueError):
+        ts = 0
+    status = item.get("status") or "open"
+    return (
+        item["event_id"],
+        ts,
+        str(item.get("severity") or "").upper(),
+        item.get("component"),
+        status,
+        item.get("video_id") or None,
+        item.get("agent") or None,
+        item.get("fingerprint") or None,
+        item.get("source_error_id") or None,
+        1 if status in RESOLVED_STATUSES else 0,
+    )
+
+
+def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
+    """A WHERE clause (possibly empty) and its parameters for ``query``."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def any_of(column: str, values: tuple[str, ...]) -> None:
+        if not values:
+            clauses.append("0 = 1")
+            return
+        clauses.append(f"{column} IN ({', '.join([ph] * len(values))})")
+        params.extend(values)
+
+    if query.video_id is not None:
+        clauses.append(f"video_id = {ph}")
+        params.append(query.video_id)
+    if query.components is not None:
+        any_of("component", query.components)
+    if query.severities is not None:
+        any_of("severity", tuple(s.upper() for s in query.severities))
+    if query.statuses is not None:
+        any_of("status", query.statuses)
+    if query.agent is not None:
+        clauses.append(f"agent = {ph}")
+        params.append(query.agent)
+    if query.agent_or_components is not None:
+        agent, components = query.agent_or_components
+        if components:
+            marks = ", ".join([ph] * len(components))
+            clauses.append(f"(agent = {ph} OR component IN ({marks}))")
+            params.extend([agent, *components])
+        else:
+            clauses.append(f"agent = {ph}")
+            params.append(agent)
+    if query.fingerprint is not None:
+        clauses.append(f"fingerprint = {ph}")
+        params.append(query.fingerprint)
+    if query.source_error_id is not None:
+        clauses.append(f"source_error_id = {ph}")
+        params.append(query.source_error_id)
+    if query.unresolved is not None:
+        clauses.append(f"resolved = {ph}")
+        params.append(0 if query.unresolved else 1)
+    if query.date_from is not None:
+        clauses.append(f"ts >= {ph}")
+        params.append(to_micros(query.date_from))
+    if query.date_to is not None:
+        clauses.append(f"ts <= {ph}")
+        params.append(to_micros(query.date_to))
+    if query.exclude_event_id is not None:
+        clauses.append(f"event_id <> {ph}")
+        params.append(query.exclude_event_id)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def event_order(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
+    order = " ORDER BY ts DESC, seq DESC" if query.newest_first else " ORDER BY ts, seq"
+    if query.limit is not None:
+        return f"{order} LIMIT {ph}", [query.limit]
+    return order, []

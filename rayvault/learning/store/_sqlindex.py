@@ -1,0 +1,260 @@
+"""A derived SQLite index over the file store's append-only logs.
+
+The JSON files stay the truth; this index only makes reads fast at any size. It remembers how far
+into each log it has read (offset, inode, and the bytes just before the offset) and catches up by
+reading only what was appended since, so no hot path parses the whole event log. If the log was
+rewritten (compaction, an editor, a different inode) or the index is missing or damaged, it is
+rebuilt from the log. Deleting ``state/cache/`` is always safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rayvault.learning.exceptions import CorruptFileError
+from rayvault.learning.store._jsonlog import parse_array, scan_after
+from rayvault.learning.store._sql import EVENT_COLUMNS, event_row
+
+SCHEMA_VERSION = 1
+_SIG_BYTES = 32
+
+_SCHEMA = """
+CREATE TABLE sources (
+    name TEXT PRIMARY KEY, inode INTEGER, offset INTEGER, sig BLOB, next_seq INTEGER
+);
+CREATE TABLE events (
+    event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
+    component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
+    source_error_id TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX events_video ON events (video_id, component);
+CREATE INDEX events_component ON events (component, fingerprint);
+CREATE INDEX events_fingerprint ON events (fingerprint);
+CREATE INDEX events_ts ON events (ts);
+CREATE INDEX events_agent ON events (agent);
+CREATE INDEX events_source_error ON events (source_error_id);
+CREATE TABLE errors (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, stage TEXT,
+    video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX errors_stage ON errors (stage, fingerprint);
+CREATE INDEX errors_video ON errors (video_id, stage);
+CREATE INDEX errors_fingerprint ON errors (fingerprint);
+"""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A log the index follows: its file, table, key field and indexed columns."""
+
+    name: str
+    path: Path
+    table: str
+    key: str
+    columns: tuple[str, ...]
+    row: Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def error_row(item: dict[str, Any]) -> tuple[Any, ...]:
+    from rayvault.learning._time import parse_ts, to_micros
+
+    try:
+        ts = to_micros(parse_ts(item["timestamp"]))
+    except (KeyError, TypeError, ValueError):
+        ts = 0
+    return (
+        item["id"],
+        ts,
+        item.get("stage"),
+        item.get("video_id") or None,
+        item.get("fingerprint") or None,
+        1 if item.get("resolved") else 0,
+    )
+
+
+ERROR_COLUMNS = ("id", "ts", "stage", "video_id", "fingerprint", "resolved")
+
+
+class SqliteIndex:
+    """The derived index of one data root. Safe to share between threads and processes."""
+
+    def __init__(self, path: Path, sources: list[Source]) -> None:
+        self.path = path
+        self.sources = {s.name: s for s in sources}
+        self._local = threading.local()
+        # (inode, size, mtime) of each log when this process last caught up with it.
+        self._seen: dict[str, tuple[int, int, int] | None] = {}
+        self._pid = os.getpid()
+
+    # -- connection ---------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # forked: never share a connection with the parent
+            self._local = threading.local()
+            self._seen = {}
+            self._pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._open()
+        except sqlite3.DatabaseError:
+            # The index is derived data: a damaged one is dropped and rebuilt from the logs.
+            self._remove_files()
+            conn = self._open()
+        self._local.conn = conn
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                with _write(conn):
+                    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                        for (name,) in conn.execute(
+                            "SELECT name FROM sqlite_master WHERE type='table'"
+                        ).fetchall():
+                            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _remove_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.path}{suffix}").unlink()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def forget(self) -> None:
+        """Drop this process's memory of the logs (after a rewrite by this process)."""
+        self._seen.clear()
+
+    # -- catching up --------------------------------------------------------------------------
+    def sync(self, name: str) -> sqlite3.Connection:
+        """Bring the index up to date with log ``name``; return the connection to query."""
+        source = self.sources[name]
+        conn = self._connect()
+        try:
+            st = os.stat(source.path)
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            seen = None
+        if name in self._seen and self._seen[name] == seen:
+            return conn
+        with _write(conn):
+            self._catch_up(conn, source, seen)
+        self._seen[name] = seen
+        return conn
+
+    def _catch_up(
+        self, conn: sqlite3.Connection, source: Source, seen: tuple[int, int, int] | None
+    ) -> None:
+        row = conn.execute(
+            "SELECT inode, offset, sig, next_seq FROM sources WHERE name = ?", (source.name,)
+        ).fetchone()
+        if seen is None:
+            if row is not None:
+                conn.execute(f"DELETE FROM {source.table}")
+                conn.execute("DELETE FROM sources WHERE name = ?", (source.name,))
+            return
+        inode, size = seen[0], seen[1]
+        if row is None or row[0] != inode or row[1] > size:
+            self._rebuild(conn, source)
+            return
+        offset, sig, next_seq = row[1], row[2], row[3]
+        start = max(0, offset - _SIG_BYTES)
+        with source.path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+        if data[: offset - start] != sig:
+            self._rebuild(conn, source)
+            return
+        scan = scan_after(data[offset - start :], offset)
+        if scan is None:
+            self._rebuild(conn, source)
+            return
+        if scan.items:
+            self._store(conn, source, [item for item, _ in scan.items], next_seq)
+            new_sig = data[max(0, scan.end - _SIG_BYTES - start) : scan.end - start]
+            conn.execute(
+                "UPDATE sources SET offset = ?, sig = ?, next_seq = ? WHERE name = ?",
+                (scan.end, new_sig, next_seq + len(scan.items), source.name),
+            )
+
+    def _rebuild(self, conn: sqlite3.Connection, source: Source) -> None:
+        with source.path.open("rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            data = fh.read()
+        parsed = parse_array(data, source.path)
+        conn.execute(f"DELETE FROM {source.table}")
+        self._store(conn, source, parsed.items, 0)
+        conn.execute(
+            "INSERT OR REPLACE INTO sources (name, inode, offset, sig, next_seq) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                source.name,
+                inode,
+                parsed.end,
+                data[max(0, parsed.end - _SIG_BYTES) : parsed.end],
+                len(parsed.items),
+            ),
+        )
+
+    def _store(
+        self, conn: sqlite3.Connection, source: Source, items: list[Any], first_seq: int
+    ) -> None:
+        import orjson
+
+        columns = source.columns
+        updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns[1:], "data"))
+        sql = (
+            f"INSERT INTO {source.table} ({', '.join(columns)}, seq, data) "
+            f"VALUES ({', '.join('?' * (len(columns) + 2))}) "
+            f"ON CONFLICT ({source.key}) DO UPDATE SET {updates}"
+        )
+        rows = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get(source.key), str):
+                raise CorruptFileError(
+                    source.path, f"element {first_seq + i} is not a record with a {source.key!r}"
+                )
+            rows.append((*source.row(item), first_seq + i, orjson.dumps(item)))
+        conn.executemany(sql, rows)
+
+
+@contextlib.contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def event_source(path: Path) -> Source:
+    return Source("events", path, "events", "event_id", EVENT_COLUMNS, event_row)
+
+
+def error_source(path: Path) -> Source:
+    return Source("errors", path, "errors", "id", ERROR_COLUMNS, error_row)

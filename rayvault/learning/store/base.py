@@ -1,0 +1,109 @@
+"""The store interface every backend implements, and the query objects domain code passes to it.
+
+Domain modules receive a :class:`Store`; they never build a path or write SQL. Two backends
+implement it: the embedded file store (``FileStore``, the default) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from rayvault.learning.models import AgentMemory, LearningEvent, TombstoneFile
+from rayvault.learning.store.documents import Documents
+from rayvault.policies import Policies
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters over the latest version of every event; all given filters must match."""
+
+    video_id: str | None = None
+    components: tuple[str, ...] | None = None
+    severities: tuple[str, ...] | None = None
+    statuses: tuple[str, ...] | None = None
+    agent: str | None = None
+    #: Events of this agent, or of any of these components (an agent's learnings).
+    agent_or_components: tuple[str, tuple[str, ...]] | None = None
+    fingerprint: str | None = None
+    source_error_id: str | None = None
+    #: True: only unresolved (not verified, not archived); False: only resolved.
+    unresolved: bool | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    exclude_event_id: str | None = None
+    newest_first: bool = False
+    limit: int | None = None
+
+
+@dataclass
+class AgentState:
+    """An agent's memory and tombstones, loaded under the agent's lock (see
+    :meth:`Store.agent_state`). Changes made to it are written when the block exits cleanly."""
+
+    agent: str
+    memory: AgentMemory
+    tombstones: TombstoneFile
+    #: Set by the store: whether the memory file existed before this transaction.
+    existed: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the domain needs from a backend."""
+
+    root: Path
+    docs: Documents
+
+    @property
+    def policies(self) -> Policies: ...
+
+    def describe(self) -> str: ...
+
+    # -- events ---------------------------------------------------------------------------
+    def append_events(self, events: Sequence[LearningEvent]) -> None:
+        """Persist new events or new versions of events (the last version wins)."""
+
+    def update_event(
+        self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
+    ) -> LearningEvent:
+        """Append ``change(latest)`` as the new version, atomically with respect to other
+        writers; raises ``EventNotFoundError``."""
+        ...
+
+    def get_event(self, event_id: str) -> LearningEvent | None: ...
+
+    def query_events(self, query: EventQuery) -> list[LearningEvent]: ...
+
+    def count_events(self, query: EventQuery) -> int: ...
+
+    def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
+        """Counts of the matching events by severity, status, component and agent."""
+        ...
+
+    # -- agent memory -----------------------------------------------------------------------
+    def agent_state(self, agent: str) -> AbstractContextManager[AgentState]:
+        """Lock the agent, load memory and tombstones, write back what changed on exit (with an
+        archive snapshot of the memory before it changes)."""
+        ...
+
+    def load_memory(self, agent: str) -> AgentMemory: ...
+
+    def load_tombstones(self, agent: str) -> TombstoneFile: ...
+
+    def list_agents(self) -> list[str]: ...
+
+    def init_agent(self, agent: str) -> bool:
+        """Create empty state for ``agent``; False when it already existed."""
+        ...
+
+    def list_memory_snapshots(self, agent: str) -> list[tuple[datetime, str]]: ...
+
+    def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]: ...
+
+    def close(self) -> None: ...

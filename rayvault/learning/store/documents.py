@@ -1,0 +1,115 @@
+"""Documents people review, which stay files whatever the store: the skill graph's learning notes
+and their ``_index.md`` map, the agents' SOUL files, and the project's ``policies.py``.
+
+This is the only code that knows where they live; the locations come from the policies
+(``LEARNING_SKILL_GRAPH_DIR``, ``LEARNING_SOUL_PATHS``) and must stay inside the data root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rayvault.learning._ids import validate_identifier
+from rayvault.learning.exceptions import ConfigError, CorruptFileError, InvalidIdentifierError
+from rayvault.learning.store._fs import atomic_write, create_exclusive, locked
+from rayvault.policies import POLICIES_FILENAME, Policies
+
+NOTE_INDEX = "_index.md"
+NOTE_INDEX_ARCHIVE = "_index-archive.md"
+
+
+class Documents:
+    """The file documents of one data root."""
+
+    def __init__(self, root: Path, policies: Callable[[], Policies]) -> None:
+        self.root = root
+        self._policies = policies
+
+    def _inside_root(self, relative: str, what: str) -> Path:
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ConfigError(f"{what} {relative!r} points outside the data root {self.root}")
+        return path
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the data root, as recorded on events."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    # -- skill graph --------------------------------------------------------------------------
+    @property
+    def skill_graph_dir(self) -> Path:
+        return self._inside_root(
+            self._policies().LEARNING_SKILL_GRAPH_DIR, "LEARNING_SKILL_GRAPH_DIR"
+        )
+
+    def create_note(self, name: str, text: str) -> Path | None:
+        """Write a new note called ``name``; None (nothing written) if that name is taken."""
+        if not name.endswith(".md") or "/" in name or name.startswith("."):
+            raise InvalidIdentifierError(f"invalid note name {name!r}")
+        validate_identifier(name[:-3], "note name")
+        path = self.skill_graph_dir / name
+        return path if create_exclusive(path, text.encode()) else None
+
+    def update_note_index(self, update: Callable[[str | None], tuple[str, list[str]]]) -> Path:
+        """Rewrite ``_index.md`` under its lock as ``update(current_text)`` says; the lines it
+        returns as overflow are appended to ``_index-archive.md`` (nothing is dropped)."""
+        folder = self.skill_graph_dir
+        path = folder / NOTE_INDEX
+        with locked(path):
+            try:
+                current: str | None = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                current = None
+            except UnicodeDecodeError as e:
+                raise CorruptFileError(path, f"is not UTF-8 text ({e.reason})") from e
+            text, overflow = update(current)
+            if overflow:
+                archive = folder / NOTE_INDEX_ARCHIVE
+                with archive.open("a", encoding="utf-8") as fh:
+                    fh.write("".join(line + "\n" for line in overflow))
+            atomic_write(path, text.encode())
+        return path
+
+    def list_notes(self) -> list[Path]:
+        folder = self.skill_graph_dir
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("*.md") if not p.name.startswith("_"))
+
+    # -- SOUL files ---------------------------------------------------------------------------
+    def soul_candidates(self, agent: str) -> list[Path]:
+        validate_identifier(agent, "agent")
+        return [
+            self._inside_root(template.format(agent=agent), "LEARNING_SOUL_PATHS entry")
+            for template in self._policies().LEARNING_SOUL_PATHS
+        ]
+
+    def find_soul(self, agent: str) -> Path | None:
+        """The agent's SOUL file: the first configured location that exists."""
+        for path in self.soul_candidates(agent):
+            if path.is_file():
+                return path
+        return None
+
+    def write_soul(self, path: Path, update: Callable[[str], str]) -> bool:
+        """Rewrite a SOUL file as ``update(current_text)`` says, under its lock; False when
+        nothing changed."""
+        with locked(path):
+            try:
+                current = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise CorruptFileError(path, f"is not UTF-8 text ({e.reason})") from e
+            new = update(current)
+            if new == current:
+                return False
+            atomic_write(path, new.encode())
+            return True
+
+    # -- policies -----------------------------------------------------------------------------
+    @property
+    def policies_file(self) -> Path:
+        return self.root / POLICIES_FILENAME

@@ -1,0 +1,277 @@
+"""The embedded file store: the specification's data layout under one project root.
+
+::
+
+    data/learning_events.json            append-only event index (every version; last wins)
+    data/error_log.json                  append-only raw error log
+    data/learning_reports/               weekly reports
+    state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/
+    state/learning_gate/<video_id>.json  the gate's last-seen hashes and acknowledgements
+    state/cache/index.sqlite3            derived index over the two logs (safe to delete)
+    artifacts/videos/<vid>/learning/events/<event_id>.json
+
+All writes follow the storage rules of ``_fs`` and ``_jsonlog``: atomic, locked, never over a
+file that does not parse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from rayvault.learning._ids import is_safe_identifier, validate_identifier
+from rayvault.learning._time import compact_ts, parse_ts, utcnow
+from rayvault.learning.exceptions import ConfigError, CorruptFileError, EventNotFoundError
+from rayvault.learning.models import AgentMemory, LearningEvent, TombstoneFile
+from rayvault.learning.store._fs import (
+    atomic_write,
+    create_exclusive,
+    dump_json,
+    locked,
+    parse_json,
+    read_json,
+)
+from rayvault.learning.store._jsonlog import JsonArrayLog
+from rayvault.learning.store._sql import FACETS, event_order, event_where
+from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
+from rayvault.learning.store.base import AgentState, EventQuery
+from rayvault.learning.store.documents import Documents
+from rayvault.policies import Policies, PolicyError, load_policies
+
+M = TypeVar("M", bound=BaseModel)
+
+MEMORY_FILE = "memory_active.json"
+TOMBSTONES_FILE = "memory_tombstones.json"
+ARCHIVE_DIR = "memory_archive"
+_SNAPSHOT = re.compile(r"memory_active-(\d{8}T\d{6}Z)(?:-[0-9a-f]+)?\.json")
+
+
+def validate_record(model: type[M], raw: Any, path: Path, what: str) -> M:
+    """Validate data read from ``path``; a shape error is a :class:`CorruptFileError`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise CorruptFileError(
+            path, f"{what} does not match the expected shape: {where}: {first['msg']}"
+        ) from e
+
+
+class FileStore:
+    """The embedded default store (no server): JSON files under ``root``."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+        self.data_dir = self.root / "data"
+        self.events_path = self.data_dir / "learning_events.json"
+        self.errors_path = self.data_dir / "error_log.json"
+        self.reports_dir = self.data_dir / "learning_reports"
+        self.agents_dir = self.root / "state" / "agents"
+        self.gate_dir = self.root / "state" / "learning_gate"
+        self.cache_dir = self.root / "state" / "cache"
+        self.videos_dir = self.root / "artifacts" / "videos"
+        self._events = JsonArrayLog(self.events_path)
+        self.index = SqliteIndex(
+            self.cache_dir / "index.sqlite3",
+            [event_source(self.events_path), error_source(self.errors_path)],
+        )
+        self.docs = Documents(self.root, lambda: self.policies)
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r})"
+
+    @property
+    def policies(self) -> Policies:
+        try:
+            return load_policies(self.root)
+        except PolicyError as e:
+            raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
+
+    def describe(self) -> str:
+        return f"file store at {self.root}"
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- events -------------------------------------------------------------------------------
+    def video_events_dir(self, video_id: str) -> Path:
+        return self.videos_dir / validate_identifier(video_id, "video id") / "learning" / "events"
+
+    def append_events(self, events: Sequence[LearningEvent]) -> None:
+        lines = []
+        for event in events:
+            validate_identifier(event.event_id, "event id")
+            if event.video_id:
+                validate_identifier(event.video_id, "video id")
+            lines.append(event.model_dump_json().encode())
+        with locked(self.events_path):
+            self._events.append(lines)
+            self._write_video_files(events)
+
+    def _write_video_files(self, events: Sequence[LearningEvent]) -> None:
+        for event in events:
+            if event.video_id:
+                path = self.video_events_dir(event.video_id) / f"{event.event_id}.json"
+                atomic_write(path, dump_json(event.to_dict()))
+
+    def update_event(
+        self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
+    ) -> LearningEvent:
+        with locked(self.events_path):
+            current = self.get_event(event_id)
+            if current is None:
+                raise EventNotFoundError(event_id)
+            new = change(current)
+            self._events.append([new.model_dump_json().encode()])
+            self._write_video_files([new])
+            return new
+
+    def _event(self, data: bytes) -> LearningEvent:
+        return validate_record(LearningEvent, orjson.loads(data), self.events_path, "an event")
+
+    def get_event(self, event_id: str) -> LearningEvent | None:
+        conn = self.index.sync("events")
+        row = conn.execute("SELECT data FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return self._event(row[0]) if row else None
+
+    def query_events(self, query: EventQuery) -> list[LearningEvent]:
+        conn = self.index.sync("events")
+        where, params = event_where(query)
+        order, more = event_order(query)
+        rows = conn.execute(f"SELECT data FROM events{where}{order}", [*params, *more])
+        return [self._event(data) for (data,) in rows]
+
+    def count_events(self, query: EventQuery) -> int:
+        conn = self.index.sync("events")
+        where, params = event_where(query)
+        (count,) = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
+        return int(count)
+
+    def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
+        conn = self.index.sync("events")
+        where, params = event_where(query)
+        facets: dict[str, dict[str, int]] = {}
+        for facet in FACETS:
+            rows = conn.execute(
+                f"SELECT {facet}, count(*) FROM events{where} GROUP BY {facet} ORDER BY 2 DESC",
+                params,
+            )
+            facets[facet] = {str(value): int(n) for value, n in rows if value is not None}
+        return facets
+
+    # -- agent memory -------------------------------------------------------------------------
+    def agent_dir(self, agent: str) -> Path:
+        return self.agents_dir / validate_identifier(agent, "agent")
+
+    def _load(self, model: type[M], path: Path, what: str) -> M | None:
+        raw = read_json(path)
+        return None if raw is None else validate_record(model, raw, path, what)
+
+    def load_memory(self, agent: str) -> AgentMemory:
+        path = self.agent_dir(agent) / MEMORY_FILE
+        return self._load(AgentMemory, path, "agent memory") or AgentMemory()
+
+    def load_tombstones(self, agent: str) -> TombstoneFile:
+        path = self.agent_dir(agent) / TOMBSTONES_FILE
+        return self._load(TombstoneFile, path, "the tombstone list") or TombstoneFile()
+
+    @contextlib.contextmanager
+    def agent_state(self, agent: str) -> Iterator[AgentState]:
+        folder = self.agent_dir(agent)
+        memory_path = folder / MEMORY_FILE
+        tombstones_path = folder / TOMBSTONES_FILE
+        with locked(memory_path):
+            try:
+                old_bytes: bytes | None = memory_path.read_bytes()
+            except FileNotFoundError:
+                old_bytes = None
+            memory = (
+                validate_record(
+                    AgentMemory, parse_json(old_bytes, memory_path), memory_path, "agent memory"
+                )
+                if old_bytes is not None
+                else AgentMemory()
+            )
+            tombstones = (
+                self._load(TombstoneFile, tombstones_path, "the tombstone list") or TombstoneFile()
+            )
+            state = AgentState(agent, memory, tombstones, existed=old_bytes is not None)
+            memory_before = memory.model_dump(mode="json")
+            tombstones_before = tombstones.model_dump(mode="json")
+            yield state
+            now = utcnow()
+            if state.memory.model_dump(mode="json") != memory_before:
+                if old_bytes is not None:
+                    self._snapshot(folder, old_bytes, now)
+                state.memory.updated = now
+                atomic_write(memory_path, dump_json(state.memory.model_dump(mode="json")))
+            if state.tombstones.model_dump(mode="json") != tombstones_before:
+                state.tombstones.updated = now
+                atomic_write(tombstones_path, dump_json(state.tombstones.model_dump(mode="json")))
+
+    def _snapshot(self, folder: Path, data: bytes, now: datetime) -> None:
+        archive = folder / ARCHIVE_DIR
+        stamp = compact_ts(now)
+        # Several changes in one second each keep their own snapshot: never overwrite one.
+        for _ in range(8):
+            name = f"memory_active-{stamp}-{_token()}.json"
+            if create_exclusive(archive / name, data):
+                return
+
+    def list_agents(self) -> list[str]:
+        if not self.agents_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.agents_dir.iterdir() if p.is_dir() and is_safe_identifier(p.name)
+        )
+
+    def init_agent(self, agent: str) -> bool:
+        folder = self.agent_dir(agent)
+        memory_path = folder / MEMORY_FILE
+        tombstones_path = folder / TOMBSTONES_FILE
+        created = False
+        with locked(memory_path):
+            (folder / ARCHIVE_DIR).mkdir(parents=True, exist_ok=True)
+            if not memory_path.exists():
+                memory = AgentMemory(updated=utcnow())
+                atomic_write(memory_path, dump_json(memory.model_dump(mode="json")))
+                created = True
+            if not tombstones_path.exists():
+                tombstones = TombstoneFile(updated=utcnow())
+                atomic_write(tombstones_path, dump_json(tombstones.model_dump(mode="json")))
+                created = True
+        return created
+
+    def list_memory_snapshots(self, agent: str) -> list[tuple[datetime, str]]:
+        archive = self.agent_dir(agent) / ARCHIVE_DIR
+        if not archive.is_dir():
+            return []
+        found = []
+        for entry in archive.iterdir():
+            match = _SNAPSHOT.fullmatch(entry.name)
+            if match:
+                found.append((parse_ts(match.group(1)), entry.name))
+        return sorted(found)
+
+    def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]:
+        archive = self.agent_dir(agent) / ARCHIVE_DIR
+        removed = []
+        for stamp, name in self.list_memory_snapshots(agent):
+            if stamp < older_than:
+                with contextlib.suppress(FileNotFoundError):
+                    (archive / name).unlink()
+                removed.append(name)
+        return removed
+
+
+def _token() -> str:
+    return secrets.token_hex(4)

@@ -1,0 +1,304 @@
+"""Policy constants of the learning system, and how their effective values are resolved.
+
+The module-level constants are the defaults (the specification's table, plus the configuration the
+spec leaves implicit: the stage→agent map, the step-name aliases, where SOUL files and the skill
+graph live). A project overrides them, in this order of precedence:
+
+1. ``RAYVAULT_<NAME>`` environment variables (JSON for maps and lists; ``1/0``, ``true/false`` for
+   switches);
+2. a ``policies.py`` at the data root, holding plain ``NAME = <literal>`` assignments. It is read
+   with :mod:`ast`, never executed, so a data root cannot run code in the pipeline;
+3. the defaults below.
+
+:func:`load_policies` resolves them once into a frozen :class:`Policies`; the learning gate
+compares these *effective* values between runs, so it can say which constant changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+# -- the specification's constants -------------------------------------------------------------
+LEARNING_GATE_ENABLED = True
+LEARNING_REVISIT_INTERVAL_DAYS = 7
+LEARNING_ARCHIVE_RETENTION_DAYS = 90
+LEARNING_MAX_ACTIVE_RULES_PER_AGENT = 50
+LEARNING_PROMOTION_THRESHOLD_OCCURRENCES = 2
+LEARNING_TOMBSTONE_GRACE_DAYS = 30
+
+# -- configuration with the specification's values as defaults ---------------------------------
+#: Occurrences of one fingerprint in a stage (with some unresolved) that make it a known failure.
+LEARNING_KNOWN_FAILURE_THRESHOLD = 3
+#: Gate stage → the agent that runs it (the spec's table, plus render and publish).
+LEARNING_STAGE_AGENTS: Mapping[str, str] = MappingProxyType(
+    {
+        "research": "researcher",
+        "script": "scriptwriter",
+        "script-brief": "scriptwriter",
+        "script-review": "reviewer",
+        "assets": "dzine_producer",
+        "tts": "publisher",
+        "manifest": "davinci_editor",
+        "day": "market_scout",
+        "render": "davinci_editor",
+        "publish": "publisher",
+    }
+)
+#: Pipeline step names → the gate stage they belong to.
+LEARNING_STAGE_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "discover-products": "research",
+        "research-products": "research",
+        "verify-products": "research",
+        "generate-script": "script",
+        "write-script": "script",
+        "script-write": "script",
+        "brief": "script-brief",
+        "review-script": "script-review",
+        "generate-assets": "assets",
+        "generate-images": "assets",
+        "dzine": "assets",
+        "generate-tts": "tts",
+        "voiceover": "tts",
+        "build-manifest": "manifest",
+        "render-video": "render",
+        "davinci": "render",
+        "upload": "publish",
+        "daily": "day",
+    }
+)
+#: Where an agent's SOUL file is looked for, relative to the data root; the first that exists wins.
+LEARNING_SOUL_PATHS: tuple[str, ...] = ("agents/{agent}/SOUL.md", "agents/team/SOUL_{agent}.md")
+#: Folder of the skill graph's learning notes, relative to the data root.
+LEARNING_SKILL_GRAPH_DIR = "agents/skills/learnings"
+#: Newest entries kept in the skill graph's ``_index.md``; older ones move to ``_index-archive.md``.
+LEARNING_SKILL_INDEX_MAX_ENTRIES = 500
+#: Character budget of the rules block rendered into an agent's prompt.
+LEARNING_RULES_RENDER_BUDGET = 4000
+
+POLICY_NAMES: tuple[str, ...] = (
+    "LEARNING_GATE_ENABLED",
+    "LEARNING_REVISIT_INTERVAL_DAYS",
+    "LEARNING_ARCHIVE_RETENTION_DAYS",
+    "LEARNING_MAX_ACTIVE_RULES_PER_AGENT",
+    "LEARNING_PROMOTION_THRESHOLD_OCCURRENCES",
+    "LEARNING_TOMBSTONE_GRACE_DAYS",
+    "LEARNING_KNOWN_FAILURE_THRESHOLD",
+    "LEARNING_STAGE_AGENTS",
+    "LEARNING_STAGE_ALIASES",
+    "LEARNING_SOUL_PATHS",
+    "LEARNING_SKILL_GRAPH_DIR",
+    "LEARNING_SKILL_INDEX_MAX_ENTRIES",
+    "LEARNING_RULES_RENDER_BUDGET",
+)
+POLICIES_FILENAME = "policies.py"
+ENV_PREFIX = "RAYVAULT_"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+# Counts and windows that must be at least this much to make sense.
+_MINIMUMS = {
+    "LEARNING_REVISIT_INTERVAL_DAYS": 1,
+    "LEARNING_ARCHIVE_RETENTION_DAYS": 0,
+    "LEARNING_MAX_ACTIVE_RULES_PER_AGENT": 1,
+    "LEARNING_PROMOTION_THRESHOLD_OCCURRENCES": 1,
+    "LEARNING_TOMBSTONE_GRACE_DAYS": 0,
+    "LEARNING_KNOWN_FAILURE_THRESHOLD": 1,
+    "LEARNING_SKILL_INDEX_MAX_ENTRIES": 1,
+    "LEARNING_RULES_RENDER_BUDGET": 80,
+}
+
+
+class PolicyError(Exception):
+    """An override cannot be used (wrapped into ``ConfigError`` by the learning package)."""
+
+
+@dataclass(frozen=True)
+class Policies:
+    """The effective policy values for one data root (defaults + policies.py + environment)."""
+
+    LEARNING_GATE_ENABLED: bool = LEARNING_GATE_ENABLED
+    LEARNING_REVISIT_INTERVAL_DAYS: int = LEARNING_REVISIT_INTERVAL_DAYS
+    LEARNING_ARCHIVE_RETENTION_DAYS: int = LEARNING_ARCHIVE_RETENTION_DAYS
+    LEARNING_MAX_ACTIVE_RULES_PER_AGENT: int = LEARNING_MAX_ACTIVE_RULES_PER_AGENT
+    LEARNING_PROMOTION_THRESHOLD_OCCURRENCES: int = LEARNING_PROMOTION_THRESHOLD_OCCURRENCES
+    LEARNING_TOMBSTONE_GRACE_DAYS: int = LEARNING_TOMBSTONE_GRACE_DAYS
+    LEARNING_KNOWN_FAILURE_THRESHOLD: int = LEARNING_KNOWN_FAILURE_THRESHOLD
+    LEARNING_STAGE_AGENTS: Mapping[str, str] = field(default_factory=lambda: LEARNING_STAGE_AGENTS)
+    LEARNING_STAGE_ALIASES: Mapping[str, str] = field(
+        default_factory=lambda: LEARNING_STAGE_ALIASES
+    )
+    LEARNING_SOUL_PATHS: tuple[str, ...] = LEARNING_SOUL_PATHS
+    LEARNING_SKILL_GRAPH_DIR: str = LEARNING_SKILL_GRAPH_DIR
+    LEARNING_SKILL_INDEX_MAX_ENTRIES: int = LEARNING_SKILL_INDEX_MAX_ENTRIES
+    LEARNING_RULES_RENDER_BUDGET: int = LEARNING_RULES_RENDER_BUDGET
+    #: Which constants were overridden, and where (``policies.py`` or ``env RAYVAULT_NAME``).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: The policies file that was read, and the SHA-256 of its bytes (None when there is none).
+    file: Path | None = field(default=None, compare=False)
+    file_sha256: str | None = field(default=None, compare=False)
+
+    def values(self) -> dict[str, Any]:
+        """The effective constants as plain JSON-ready values (maps as dicts, tuples as lists)."""
+        return {name: _plain(getattr(self, name)) for name in POLICY_NAMES}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    """Check an override against the type of its default; return it in the default's shape."""
+    default = getattr(Policies(), name)
+    problem: str | None = None
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+        if isinstance(value, bool):
+            return value
+        problem = "expected true or false"
+    elif isinstance(default, int):
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                problem = "expected an integer"
+        if problem is None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                problem = "expected an integer"
+            elif value < _MINIMUMS.get(name, 0):
+                problem = f"must be at least {_MINIMUMS.get(name, 0)}"
+            else:
+                return value
+    elif isinstance(default, Mapping):
+        value = _maybe_json(value)
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return MappingProxyType(dict(value))
+        problem = "expected a mapping of names to names"
+    elif isinstance(default, tuple):
+        value = _maybe_json(value)
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        problem = "expected a non-empty list of strings"
+    elif isinstance(default, str):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        problem = "expected a non-empty string"
+    raise PolicyError(f"{name} from {origin} is {value!r}: {problem}")
+
+
+def _maybe_json(value: Any) -> Any:
+    if isinstance(value, str) and value.strip()[:1] in "[{":
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError as e:
+            raise PolicyError(f"not valid JSON: {value!r} ({e})") from e
+    return value
+
+
+def read_policies_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The learning constants assigned in a policies file, and the SHA-256 of its bytes.
+
+    Only top-level ``NAME = <literal>`` assignments of known constants are taken; other statements
+    (a real project's policies.py holds many unrelated constants) are ignored.
+    """
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        tree = ast.parse(data, filename=str(path))
+    except SyntaxError as e:
+        raise PolicyError(f"{path} is not valid Python: {e.msg} (line {e.lineno})") from e
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        targets: list[ast.expr]
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in POLICY_NAMES:
+                try:
+                    found[target.id] = ast.literal_eval(value)
+                except ValueError as e:
+                    raise PolicyError(
+                        f"{path}:{node.lineno}: {target.id} must be a plain literal "
+                        "(number, string, True/False, list or dict)"
+                    ) from e
+    return found, digest
+
+
+_cache: dict[tuple[Any, ...], Policies] = {}
+
+
+def load_policies(root: Path | str | None = None) -> Policies:
+    """Resolve the effective policies for the data root ``root`` (default: the current directory).
+
+    Cached on the policies file's size and mtime and on the ``RAYVAULT_LEARNING_*`` environment,
+    so calling it on every operation costs a ``stat``.
+    """
+    base = Path(root) if root is not None else Path.cwd()
+    path = base / POLICIES_FILENAME
+    try:
+        st = path.stat()
+        file_key: tuple[Any, ...] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    except FileNotFoundError:
+        file_key = ()
+    env = tuple(
+        sorted(
+            (k, v)
+            for k, v in os.environ.items()
+            if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :] in POLICY_NAMES
+        )
+    )
+    key = (str(base.resolve()), file_key, env)
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    digest: str | None = None
+    if file_key:
+        from_file, digest = read_policies_file(path)
+        for name, value in from_file.items():
+            overrides[name] = _coerce(name, value, str(path))
+            sources[name] = POLICIES_FILENAME
+    for var, raw in env:
+        name = var[len(ENV_PREFIX) :]
+        overrides[name] = _coerce(name, raw, f"environment variable {var}")
+        sources[name] = f"env {var}"
+    policies = Policies(
+        **overrides, sources=sources, file=path if file_key else None, file_sha256=digest
+    )
+    if len(_cache) > 64:
+        _cache.clear()
+    _cache[key] = policies
+    return policies
+
+
+def reset_policies_cache() -> None:
+    """Forget resolved policies (tests call this between cases)."""
+    _cache.clear()

@@ -1,0 +1,1 @@
+"""The specification's ``tools.lib`` helpers, re-exporting rayvault.learning."""
