@@ -79,7 +79,8 @@ LEARNING_SOUL_PATHS: tuple[str, ...] = ("agents/{agent}/SOUL.md", "agents/team/S
 #: Folder of the skill graph's learning notes, relative to the data root.
 LEARNING_SKILL_GRAPH_DIR = "agents/skills/learnings"
 #: Newest entries kept in the skill graph's ``_index.md``; older ones move to ``_index-archive.md``.
-LEARNING_SKILL_INDEX_MAX_ENTRIES = 500
+#: The map is rewritten on every event, so its size is part of every event's cost.
+LEARNING_SKILL_INDEX_MAX_ENTRIES = 50
 #: Character budget of the rules block rendered into an agent's prompt.
 LEARNING_RULES_RENDER_BUDGET = 4000
 
@@ -100,6 +101,7 @@ POLICY_NAMES: tuple[str, ...] = (
 )
 POLICIES_FILENAME = "policies.py"
 ENV_PREFIX = "RAYVAULT_"
+_ENV_VARS = tuple(ENV_PREFIX + name for name in POLICY_NAMES)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -259,21 +261,16 @@ def load_policies(root: Path | str | None = None) -> Policies:
     Cached on the policies file's size and mtime and on the ``RAYVAULT_LEARNING_*`` environment,
     so calling it on every operation costs a ``stat``.
     """
-    base = Path(root) if root is not None else Path.cwd()
-    path = base / POLICIES_FILENAME
+    base = str(root) if root is not None else os.getcwd()
+    path = os.path.join(base, POLICIES_FILENAME)
     try:
-        st = path.stat()
+        st = os.stat(path)
         file_key: tuple[Any, ...] = (st.st_size, st.st_mtime_ns, st.st_ino)
     except FileNotFoundError:
         file_key = ()
-    env = tuple(
-        sorted(
-            (k, v)
-            for k, v in os.environ.items()
-            if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :] in POLICY_NAMES
-        )
-    )
-    key = (str(base.resolve()), file_key, env)
+    get = os.environ.get
+    env = tuple((var, get(var)) for var in _ENV_VARS)
+    key = (base, file_key, env)
     cached = _cache.get(key)
     if cached is not None:
         return cached
@@ -282,16 +279,18 @@ def load_policies(root: Path | str | None = None) -> Policies:
     sources: dict[str, str] = {}
     digest: str | None = None
     if file_key:
-        from_file, digest = read_policies_file(path)
+        from_file, digest = read_policies_file(Path(path))
         for name, value in from_file.items():
             overrides[name] = _coerce(name, value, str(path))
             sources[name] = POLICIES_FILENAME
     for var, raw in env:
+        if raw is None:
+            continue
         name = var[len(ENV_PREFIX) :]
         overrides[name] = _coerce(name, raw, f"environment variable {var}")
         sources[name] = f"env {var}"
     policies = Policies(
-        **overrides, sources=sources, file=path if file_key else None, file_sha256=digest
+        **overrides, sources=sources, file=Path(path) if file_key else None, file_sha256=digest
     )
     if len(_cache) > 64:
         _cache.clear()

@@ -44,7 +44,10 @@ def as_utc(value: datetime) -> datetime:
 
 def format_ts(value: datetime) -> str:
     """``2026-02-19T12:00:00.000000Z``: fixed width, so it also sorts as text."""
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not UTC:
+        value = as_utc(value)
+    # isoformat is several times faster than strftime, and this runs for every timestamp saved.
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def compact_ts(value: datetime) -> str:

@@ -113,7 +113,9 @@ def create_event(
     ):
         event.soul_update = suggest_soul_update(event, event.promotion_rule)
 
-    store.append_events([event])  # (a) from here on the event is safe
+    # (a) From here on the event is safe. Its per-video copy is written with the version below,
+    # which always follows (it records the node, the rule or the failures of steps b and c).
+    store.append_events([event], video_files=False)
 
     changes: dict[str, Any] = {}
     loop_errors: list[dict[str, Any]] = []
@@ -135,8 +137,6 @@ def create_event(
                 changes["status"] = "applied"
     if loop_errors:
         changes["loop_errors"] = loop_errors
-    if not changes:
-        return event
     changes["updated"] = utcnow()
     final = event.model_copy(update=changes)
     store.append_events([final])

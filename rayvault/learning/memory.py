@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from rayvault.learning._ids import new_rule_id, validate_identifier
-from rayvault.learning._time import parse_ts, utcnow
+from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
 from rayvault.learning.models import (
     CRITICAL_SEVERITIES,
@@ -107,6 +107,7 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
             )
             state.memory.rules.append(rule)
             result = ApplyResult(rule, reapplied=False)
+        state.memory_changed = True
         result.evicted = _evict_over_cap(state, policies.LEARNING_MAX_ACTIVE_RULES_PER_AGENT, event)
         _prune_archive_if_due(state, store)
     return result
@@ -122,6 +123,7 @@ def _evict_over_cap(state: AgentState, cap: int, event: LearningEvent) -> list[R
         victim = min(candidates, key=lambda r: (r.last_used, r.created, r.rule_id))
         rules.remove(victim)
         evicted.append(victim)
+        state.tombstones_changed = True
         state.tombstones.tombstones.append(
             Tombstone(
                 **victim.model_dump(),
@@ -146,7 +148,7 @@ def _prune_archive_if_due(state: AgentState, store: Store) -> None:
     if due:
         days = store.policies.LEARNING_ARCHIVE_RETENTION_DAYS
         store.prune_memory_snapshots(state.agent, now - timedelta(days=days))
-        extra["archive_pruned_at"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        extra["archive_pruned_at"] = format_ts(now)
 
 
 def apply_to_memory(
@@ -187,6 +189,7 @@ def tombstone_rule(
         if rule is None:
             raise RuleNotFoundError(agent, rule_id)
         state.memory.rules.remove(rule)
+        state.memory_changed = state.tombstones_changed = True
         tombstone = Tombstone(
             **rule.model_dump(),
             tombstoned_at=utcnow(),

@@ -54,7 +54,9 @@ def _timestamp(value: object) -> datetime:
 
 
 Timestamp = Annotated[
-    datetime, BeforeValidator(_timestamp), PlainSerializer(format_ts, return_type=str)
+    datetime,
+    BeforeValidator(_timestamp),
+    PlainSerializer(format_ts, return_type=str, when_used="json"),
 ]
 SeverityField = Annotated[Severity, BeforeValidator(normalize_severity)]
 

@@ -3,7 +3,7 @@
 - Whole-file writes are atomic: a unique temp file in the same folder, then ``os.replace``; with
   ``RAYVAULT_FSYNC=1`` the data and the folder entry are fsynced, so a power cut leaves either the
   old or the new file.
-- Read-modify-write cycles hold an inter-process lock (``<file>.lock``, ``flock`` via filelock).
+- Read-modify-write cycles hold an inter-process lock (``flock`` on ``<file>.lock``).
 - A file that does not parse raises :class:`CorruptFileError` naming it, and is never rewritten:
   the old system read such files as empty and overwrote them, losing everything in them.
 """
@@ -11,14 +11,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
-from filelock import FileLock, Timeout
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError
 
@@ -49,13 +50,21 @@ def is_temp_file(path: Path) -> bool:
     return TEMP_MARKER in path.name
 
 
+def _create(path: Path) -> BinaryIO:
+    """Open a new file for writing, creating its folder on first use."""
+    try:
+        return path.open("xb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("xb")
+
+
 def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new bytes, never a mix."""
     durable = fsync_enabled() if fsync is None else fsync
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
-        with tmp.open("xb") as fh:
+        with _create(tmp) as fh:
             fh.write(data)
             if durable:
                 fh.flush()
@@ -75,10 +84,9 @@ def create_exclusive(path: Path, data: bytes, *, fsync: bool | None = None) -> b
     Used for dated files (snapshots, notes) that must never overwrite one another.
     """
     durable = fsync_enabled() if fsync is None else fsync
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
-        with tmp.open("xb") as fh:
+        with _create(tmp) as fh:
             fh.write(data)
             if durable:
                 fh.flush()
@@ -127,20 +135,58 @@ def lock_path_for(path: Path) -> Path:
 
 @contextlib.contextmanager
 def locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the inter-process lock of ``path`` (a ``.lock`` file beside it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A singleton per path makes the lock re-entrant within a thread: a second flock on a new
-    # descriptor from the same process would otherwise wait for itself.
-    lock = FileLock(lock_path_for(path), timeout=timeout, is_singleton=True)
+    """Hold the inter-process lock of ``path``: ``flock`` on a ``.lock`` file beside it.
+
+    A plain ``flock`` rather than the filelock package: filelock 4 measured 110-290 µs per
+    acquire here (fork tracking, ownership checks) against 4 µs, and ``create_event`` takes four
+    locks; its p50 budget is 3 ms. Not re-entrant: no code path takes the same lock twice.
+    """
+    lock_file = lock_path_for(path)
     try:
-        lock.acquire()
-    except Timeout as e:
-        raise StoreError(
-            f"timed out after {timeout:.0f}s waiting for the lock on {path}",
-            hint="another process holds it; if none is running, "
-            "`rayvault-learn doctor` finds stale locks",
-        ) from e
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        yield
+        _acquire(fd, path, timeout)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        lock.release()
+        os.close(fd)
+
+
+def _acquire(fd: int, path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"timed out after {timeout:.0f}s waiting for the lock on {path}",
+                    hint="another process holds it; if none is running, "
+                    "`rayvault-learn doctor` finds stale locks",
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+
+def is_locked(path: Path) -> bool:
+    """True when some process holds the lock of ``path`` right now."""
+    try:
+        fd = os.open(lock_path_for(path), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -4,9 +4,9 @@ Format contract (DESIGN.md §5):
 
 - The file is always one JSON array. Elements we write are single-line JSON objects; files written
   by earlier versions (pretty-printed, multi-line) are read as they are and appended to.
-- Appending overwrites the closing ``]`` in place with ``,\\n{element}\\n]\\n`` in one ``pwrite``:
-  the cost is the size of the element, not the size of the file, and readers see a valid array
-  before and after.
+- Appending writes ``,\\n{element}\\n]\\n`` in place, just after the last element (over the old
+  closing bracket), in one ``pwrite``: the cost is the size of the element, not the size of the
+  file, and readers see a valid array before and after. One element per line, comma-terminated.
 - A later version of a record is appended like a new one; readers keep the last version per key.
 - A crash can leave a *torn tail*: the closing bracket missing and at most one partial element
   (plus the NUL bytes some filesystems leave after a power cut). Readers ignore it; the next
@@ -30,8 +30,11 @@ from rayvault.learning.store._fs import atomic_write, fsync_enabled
 
 _WS = b" \t\r\n"
 # What may follow the last complete element of a torn file: an optional comma and the start of
-# one element written as a single line, never a second line of content.
-_TORN_REST = re.compile(rb"\A[ \t\r\n]*(?:,[ \t\r\n]*(?:\{[^\n]*)?)?\Z")
+# one element on its own line (our appends always begin an element on a new line), never a
+# second line of content.
+_TORN_REST = re.compile(
+    rb"\A[ \t\r\n]*(?:,(?:[ \t\r\n]*|[ \t\r]*\n[ \t\r\n]*\{[^\n]*|[ \t\r\n]*\][ \t\r\n]*))?\Z"
+)
 _TAIL_WINDOW = 4096
 
 
@@ -133,7 +136,7 @@ class JsonArrayLog:
             atomic_write(self.path, b"[\n" + body + b"\n]\n")
             return
         try:
-            pos, empty = self._closing_bracket(fd)
+            pos, empty = self._end_of_elements(fd)
             payload = (b"\n" if empty else b",\n") + body + b"\n]\n"
             os.pwrite(fd, payload, pos)
             new_size = pos + len(payload)
@@ -144,9 +147,9 @@ class JsonArrayLog:
         finally:
             os.close(fd)
 
-    def _closing_bracket(self, fd: int) -> tuple[int, bool]:
-        """Where to write: the offset of the closing ``]`` (after cutting a torn tail), and
-        whether the array is empty. Reads only the tail of the file on the normal path."""
+    def _end_of_elements(self, fd: int) -> tuple[int, bool]:
+        """Where to write: just after the last element (cutting a torn tail first), and whether
+        the array is empty. Reads only the tail of the file on the normal path."""
         size = os.fstat(fd).st_size
         window = min(size, _TAIL_WINDOW)
         while window:
@@ -154,9 +157,9 @@ class JsonArrayLog:
             stripped = tail.rstrip(_WS)
             before = stripped[:-1].rstrip(_WS)
             if stripped.endswith(b"]") and before.endswith(b"}"):
-                return size - window + len(stripped) - 1, False
+                return size - window + len(before), False
             if stripped.endswith(b"]") and before == b"[" and window == size:
-                return size - window + len(stripped) - 1, True
+                return size - window + len(before), True
             if window == size or (stripped and not stripped.endswith(b"]")):
                 break
             window = min(size, window * 4)  # only whitespace seen so far: look further back
@@ -166,12 +169,9 @@ class JsonArrayLog:
         size = os.fstat(fd).st_size
         data = os.pread(fd, size, 0)
         parsed = parse_array(data, self.path)  # raises CorruptFileError: nothing is written
-        if parsed.torn_at is None:
-            # Valid array whose tail the fast path could not place (e.g. huge whitespace).
-            close = data.rstrip(_WS)
-            return len(close) - 1, not parsed.items
-        os.ftruncate(fd, parsed.torn_at)
-        return parsed.torn_at, not parsed.items
+        if parsed.torn_at is not None:
+            os.ftruncate(fd, parsed.torn_at)
+        return parsed.end, not parsed.items
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def scan_after(data: bytes, base: int) -> Scan | None:
         nl = data.find(b"\n", pos)
         if nl < 0:
             return Scan(items, end)  # an element being written, or a torn tail
-        line = data[pos:nl].rstrip(_WS)
+        line = data[pos:nl].rstrip(_WS).removesuffix(b",")
         try:
             items.append((orjson.loads(line), line))
         except orjson.JSONDecodeError:

@@ -37,16 +37,13 @@ CREATE TABLE events (
 CREATE INDEX events_video ON events (video_id, component);
 CREATE INDEX events_component ON events (component, fingerprint);
 CREATE INDEX events_fingerprint ON events (fingerprint);
-CREATE INDEX events_ts ON events (ts);
-CREATE INDEX events_agent ON events (agent);
-CREATE INDEX events_source_error ON events (source_error_id);
 CREATE TABLE errors (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, stage TEXT,
     video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
 );
 CREATE INDEX errors_stage ON errors (stage, fingerprint);
-CREATE INDEX errors_video ON errors (video_id, stage);
 CREATE INDEX errors_fingerprint ON errors (fingerprint);
+CREATE INDEX errors_video ON errors (video_id, stage);
 """
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from rayvault.learning.models import AgentMemory, LearningEvent, TombstoneFile
 from rayvault.learning.store.documents import Documents
@@ -43,14 +43,16 @@ class EventQuery:
 @dataclass
 class AgentState:
     """An agent's memory and tombstones, loaded under the agent's lock (see
-    :meth:`Store.agent_state`). Changes made to it are written when the block exits cleanly."""
+    :meth:`Store.agent_state`). What the block marks as changed is written when it exits
+    cleanly; nothing is written after an exception."""
 
     agent: str
     memory: AgentMemory
     tombstones: TombstoneFile
     #: Set by the store: whether the memory file existed before this transaction.
     existed: bool = False
-    notes: dict[str, Any] = field(default_factory=dict)
+    memory_changed: bool = False
+    tombstones_changed: bool = False
 
 
 @runtime_checkable
@@ -66,8 +68,10 @@ class Store(Protocol):
     def describe(self) -> str: ...
 
     # -- events ---------------------------------------------------------------------------
-    def append_events(self, events: Sequence[LearningEvent]) -> None:
-        """Persist new events or new versions of events (the last version wins)."""
+    def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
+        """Persist new events or new versions of events (the last version wins), and the
+        per-video copy of each unless ``video_files`` is False (a later version follows at
+        once)."""
 
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]

@@ -25,17 +25,24 @@ class Documents:
     def __init__(self, root: Path, policies: Callable[[], Policies]) -> None:
         self.root = root
         self._policies = policies
+        self._resolved: dict[str, Path] = {}
 
     def _inside_root(self, relative: str, what: str) -> Path:
+        known = self._resolved.get(relative)
+        if known is not None:
+            return known
         path = (self.root / relative).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise ConfigError(f"{what} {relative!r} points outside the data root {self.root}")
+        if len(self._resolved) < 256:
+            self._resolved[relative] = path
         return path
 
     def relative(self, path: Path) -> str:
-        """``path`` relative to the data root, as recorded on events."""
+        """``path`` (inside a resolved folder of ours) relative to the data root."""
+        root = self._inside_root(".", "the data root")
         try:
-            return path.resolve().relative_to(self.root.resolve()).as_posix()
+            return path.relative_to(root).as_posix()
         except ValueError:
             return str(path)
 

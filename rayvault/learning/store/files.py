@@ -17,6 +17,7 @@ file that does not parse.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +34,6 @@ from rayvault.learning.exceptions import ConfigError, CorruptFileError, EventNot
 from rayvault.learning.models import AgentMemory, LearningEvent, TombstoneFile
 from rayvault.learning.store._fs import (
     atomic_write,
-    create_exclusive,
     dump_json,
     locked,
     parse_json,
@@ -106,7 +106,7 @@ class FileStore:
     def video_events_dir(self, video_id: str) -> Path:
         return self.videos_dir / validate_identifier(video_id, "video id") / "learning" / "events"
 
-    def append_events(self, events: Sequence[LearningEvent]) -> None:
+    def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         lines = []
         for event in events:
             validate_identifier(event.event_id, "event id")
@@ -115,7 +115,8 @@ class FileStore:
             lines.append(event.model_dump_json().encode())
         with locked(self.events_path):
             self._events.append(lines)
-            self._write_video_files(events)
+            if video_files:
+                self._write_video_files(events)
 
     def _write_video_files(self, events: Sequence[LearningEvent]) -> None:
         for event in events:
@@ -205,27 +206,33 @@ class FileStore:
                 self._load(TombstoneFile, tombstones_path, "the tombstone list") or TombstoneFile()
             )
             state = AgentState(agent, memory, tombstones, existed=old_bytes is not None)
-            memory_before = memory.model_dump(mode="json")
-            tombstones_before = tombstones.model_dump(mode="json")
             yield state
             now = utcnow()
-            if state.memory.model_dump(mode="json") != memory_before:
+            if state.memory_changed:
                 if old_bytes is not None:
-                    self._snapshot(folder, old_bytes, now)
+                    self._snapshot(folder, memory_path, now)
                 state.memory.updated = now
                 atomic_write(memory_path, dump_json(state.memory.model_dump(mode="json")))
-            if state.tombstones.model_dump(mode="json") != tombstones_before:
+            if state.tombstones_changed:
                 state.tombstones.updated = now
                 atomic_write(tombstones_path, dump_json(state.tombstones.model_dump(mode="json")))
 
-    def _snapshot(self, folder: Path, data: bytes, now: datetime) -> None:
+    def _snapshot(self, folder: Path, memory_path: Path, now: datetime) -> None:
+        """Archive the current memory file before it is replaced.
+
+        A hard link to the current file: the replace that follows gives ``memory_active.json`` a
+        new inode, so the snapshot keeps the old bytes without copying them. ``link`` also never
+        overwrites: several changes in one second each keep their own snapshot.
+        """
         archive = folder / ARCHIVE_DIR
+        archive.mkdir(exist_ok=True)
         stamp = compact_ts(now)
-        # Several changes in one second each keep their own snapshot: never overwrite one.
-        for _ in range(8):
-            name = f"memory_active-{stamp}-{_token()}.json"
-            if create_exclusive(archive / name, data):
+        while True:
+            try:
+                os.link(memory_path, archive / f"memory_active-{stamp}-{_token()}.json")
                 return
+            except FileExistsError:
+                continue
 
     def list_agents(self) -> list[str]:
         if not self.agents_dir.is_dir():

@@ -1,0 +1,61 @@
+"""Functions run in child processes by the concurrency tests (importable by spawned workers)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def letters(worker: int, i: int) -> str:
+    """A word unique to (worker, i) with no digits, so every failure has its own fingerprint."""
+    return "".join(chr(97 + int(d)) for d in f"{worker:02d}{i:05d}")
+
+
+def create_many(root: str, worker: int, count: int, severity: str = "WARN") -> list[str]:
+    """Create ``count`` events with an agent, each a distinct failure; return their ids."""
+    from rayvault.learning import create_event
+    from rayvault.learning.store import FileStore
+
+    store = FileStore(root)
+    ids = []
+    for i in range(count):
+        event = create_event(
+            run_id=f"w{worker}",
+            severity=severity,
+            component="assets",
+            symptom=f"failure kind {letters(worker, i)}",
+            root_cause="cause",
+            fix_applied="fix",
+            video_id=f"v{worker}",
+            agent="dzine_producer",
+            store=store,
+        )
+        ids.append(event.event_id)
+    return ids
+
+
+def write_forever(root: str) -> None:
+    """Create events until killed, printing each id once ``create_event`` has returned."""
+    from rayvault.learning import create_event
+    from rayvault.learning.store import FileStore
+
+    store = FileStore(root)
+    i = 0
+    while True:
+        event = create_event(
+            run_id="crash",
+            severity="FAIL",
+            component="research",
+            symptom=f"crash test {letters(0, i)} " + "x" * (i % 500),
+            video_id="v1",
+            agent="researcher",
+            store=store,
+        )
+        sys.stdout.write(event.event_id + "\n")
+        sys.stdout.flush()
+        i += 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.getcwd())
+    write_forever(sys.argv[1])

@@ -1,0 +1,295 @@
+"""Agent memory: rules, re-application, the cap and eviction, tombstones, snapshots, rendering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rayvault.learning import (
+    CorruptFileError,
+    InvalidIdentifierError,
+    RuleNotFoundError,
+    apply_to_memory,
+    create_event,
+    load_active_memory,
+    load_tombstones,
+    render_rules,
+    tombstone_rule,
+)
+from rayvault.learning.memory import init_memory, memory_status
+
+from .conftest import Clock, event_kwargs
+
+AGENT = "dzine_producer"
+
+
+def memory_file(root: Path, agent: str = AGENT) -> Path:
+    return root / "state/agents" / agent / "memory_active.json"
+
+
+def learn(severity: str, symptom: str, **more: object):  # type: ignore[no-untyped-def]
+    return create_event(**event_kwargs(severity=severity, symptom=symptom, **more))  # type: ignore[arg-type]
+
+
+def test_rule_written_with_every_field(root: Path, clock: Clock) -> None:
+    event = learn("FAIL", "Image hallucination in Product Background")
+    data = json.loads(memory_file(root).read_text())
+    assert data["count"] == 1
+    assert data["updated"] == "2026-02-19T12:00:00.000000Z"
+    [rule] = data["rules"]
+    assert rule == {
+        "rule_id": event.rule_id,
+        "source_event_id": event.event_id,
+        "created": "2026-02-19T12:00:00.000000Z",
+        "severity": "FAIL",
+        "component": "assets",
+        "rule": event.promotion_rule,
+        "symptom": "Image hallucination in Product Background",
+        "video_id": "v042",
+        "applied_count": 1,
+        "last_applied": "2026-02-19T12:00:00.000000Z",
+        "fingerprint": event.fingerprint,
+        "last_event_id": event.event_id,
+    }
+
+
+def test_same_fingerprint_increments_instead_of_duplicating(root: Path, clock: Clock) -> None:
+    first = learn("WARN", "Timeout after 30.2s on B0ABC")
+    clock.advance(hours=2)
+    second = learn("FAIL", "Timeout after 31.7s on B0XYZ", video_id="v043")
+    memory = load_active_memory(AGENT)
+    [rule] = memory.rules
+    assert first.rule_id == second.rule_id == rule.rule_id
+    assert rule.applied_count == 2
+    assert rule.last_applied == clock.now
+    assert rule.last_event_id == second.event_id
+    assert rule.severity == "FAIL"  # escalated by the worse occurrence
+    assert memory["count"] == 1
+
+
+def test_eviction_order_at_the_cap(
+    root: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the cap the least recently applied INFO/WARN rule goes first, into the tombstones;
+    FAIL/BLOCKER rules are never evicted."""
+    monkeypatch.setenv("RAYVAULT_LEARNING_MAX_ACTIVE_RULES_PER_AGENT", "3")
+    warn_old = learn("WARN", "warn one")
+    clock.advance(minutes=1)
+    fail = learn("FAIL", "fail one")
+    clock.advance(minutes=1)
+    info = learn("INFO", "info one")
+    clock.advance(minutes=1)
+    learn("WARN", "warn one")  # re-applied: now the most recently used
+    clock.advance(minutes=1)
+    blocker = learn("BLOCKER", "blocker one")  # 4 rules > 3: the INFO is the least recent
+    memory = load_active_memory(AGENT)
+    assert {r.rule_id for r in memory.rules} == {warn_old.rule_id, fail.rule_id, blocker.rule_id}
+    assert blocker.obsolete_rules_removed == [info.rule_id]
+    [evicted] = load_tombstones(AGENT).tombstones
+    assert evicted.rule_id == info.rule_id
+    assert evicted.kind == "evicted"
+    assert evicted.reason == "evicted: over LEARNING_MAX_ACTIVE_RULES_PER_AGENT=3"
+    assert evicted.evidence_ids == [blocker.event_id]
+    assert evicted.tombstoned_at == clock.now
+
+    clock.advance(minutes=1)
+    learn("FAIL", "fail two")  # evicts the WARN, the last INFO/WARN rule
+    clock.advance(minutes=1)
+    learn("FAIL", "fail three")  # only FAIL/BLOCKER left: all kept, over the cap
+    memory = load_active_memory(AGENT)
+    assert len(memory.rules) == 4
+    assert {r.severity for r in memory.rules} == {"FAIL", "BLOCKER"}
+    assert [t.rule_id for t in load_tombstones(AGENT).tombstones] == [
+        info.rule_id,
+        warn_old.rule_id,
+    ]
+    status = memory_status(AGENT)
+    assert status["critical_over_cap"] is True
+    assert status["cap"] == 3
+
+
+def test_archive_snapshot_before_every_change(root: Path, clock: Clock) -> None:
+    learn("FAIL", "one")
+    archive = memory_file(root).parent / "memory_archive"
+    assert not archive.exists() or not list(archive.iterdir())  # nothing to snapshot at first
+    before = memory_file(root).read_bytes()
+    learn("FAIL", "two")  # same second: still a separate snapshot
+    learn("FAIL", "three")
+    snapshots = sorted(archive.iterdir())
+    assert len(snapshots) == 2
+    assert all(p.name.startswith("memory_active-20260219T120000Z-") for p in snapshots)
+    assert before in {p.read_bytes() for p in snapshots}
+    assert {len(json.loads(p.read_text())["rules"]) for p in snapshots} == {1, 2}
+
+
+def test_snapshots_older_than_retention_are_pruned(
+    root: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAYVAULT_LEARNING_ARCHIVE_RETENTION_DAYS", "10")
+    learn("FAIL", "one")
+    learn("FAIL", "two")  # snapshot at day 0
+    archive = memory_file(root).parent / "memory_archive"
+    assert len(list(archive.iterdir())) == 1
+    clock.advance(days=9, hours=23)
+    learn("FAIL", "three")  # day 9: kept (inside retention), plus a new snapshot
+    assert len(list(archive.iterdir())) == 2
+    clock.advance(days=1, hours=2)
+    learn("FAIL", "four")  # day 11: the day-0 snapshot is older than 10 days
+    names = sorted(p.name for p in archive.iterdir())
+    assert len(names) == 2
+    assert not any(n.startswith("memory_active-20260219T") for n in names)
+
+
+def test_tombstone_rule_keeps_evidence(root: Path, clock: Clock) -> None:
+    event = learn("FAIL", "one")
+    other = learn("WARN", "two")
+    clock.advance(days=1)
+    tomb = tombstone_rule(
+        AGENT,
+        str(event.rule_id),
+        "Superseded by new approach",
+        evidence_ids=[other.event_id],
+        superseded_by=other.rule_id,
+    )
+    assert tomb.rule_id == event.rule_id
+    assert [r.rule_id for r in load_active_memory(AGENT).rules] == [other.rule_id]
+    data = json.loads((root / f"state/agents/{AGENT}/memory_tombstones.json").read_text())
+    assert data["count"] == 1
+    [stone] = data["tombstones"]
+    assert stone["reason"] == "Superseded by new approach"
+    assert stone["evidence_ids"] == [other.event_id]
+    assert stone["superseded_by"] == other.rule_id
+    assert stone["tombstoned_at"] == "2026-02-20T12:00:00.000000Z"
+    assert stone["kind"] == "tombstoned"
+    assert stone["rule"] == event.promotion_rule
+    with pytest.raises(RuleNotFoundError, match="has no active rule"):
+        tombstone_rule(AGENT, str(event.rule_id), "again")
+
+
+def test_apply_to_memory_accepts_the_old_dict_api(root: Path) -> None:
+    """``apply_to_memory(event_dict, agent)`` and ``rule['rule_id']`` as the spec shows."""
+    event = learn("WARN", "phone ghost", agent=None)
+    rule = apply_to_memory(event.to_dict(), "researcher")
+    memory = load_active_memory("researcher")
+    assert [r["rule_id"] for r in memory.get("rules", [])] == [rule["rule_id"]]
+    assert memory.get("rules", [])[0]["severity"] == "WARN"
+
+
+def test_corrupt_memory_is_refused_by_name_and_unchanged(root: Path) -> None:
+    path = memory_file(root)
+    path.parent.mkdir(parents=True)
+    for content in (b"", b"{not json", b'{"rules": "nope"}'):
+        path.write_bytes(content)
+        with pytest.raises(CorruptFileError) as info:
+            apply_to_memory(learn("FAIL", "x", agent=None), AGENT)
+        assert str(path) in str(info.value)
+        assert path.read_bytes() == content
+        with pytest.raises(CorruptFileError):
+            tombstone_rule(AGENT, "rule-x", "reason")
+        assert path.read_bytes() == content
+
+
+def test_unsafe_agent_names(root: Path) -> None:
+    for bad in ("../x", "a/b", "", ".."):
+        with pytest.raises(InvalidIdentifierError):
+            load_active_memory(bad)
+        with pytest.raises(InvalidIdentifierError):
+            apply_to_memory(learn("FAIL", "x", agent=None), bad)
+    assert not (root / "state/x").exists()
+
+
+def test_init_creates_configured_agents_and_keeps_existing(root: Path) -> None:
+    learn("FAIL", "one")
+    before = memory_file(root).read_bytes()
+    result = init_memory()
+    assert result[AGENT] is True  # its tombstone file was missing
+    assert result["researcher"] is True
+    assert set(result) == {
+        "researcher",
+        "scriptwriter",
+        "reviewer",
+        "dzine_producer",
+        "publisher",
+        "davinci_editor",
+        "market_scout",
+    }
+    assert memory_file(root).read_bytes() == before
+    assert json.loads(memory_file(root, "researcher").read_text())["rules"] == []
+    assert init_memory() == dict.fromkeys(result, False)
+
+
+def test_render_rules_orders_by_severity_then_recency_within_budget(
+    root: Path, clock: Clock
+) -> None:
+    learn("INFO", "info rule")
+    clock.advance(minutes=1)
+    learn("FAIL", "older fail")
+    clock.advance(minutes=1)
+    learn("WARN", "warn rule")
+    clock.advance(minutes=1)
+    learn("FAIL", "newer fail")
+    clock.advance(minutes=1)
+    learn("BLOCKER", "blocker rule")
+    text = render_rules(AGENT, budget=10_000)
+    lines = text.splitlines()
+    assert lines[0] == "Learned rules for dzine_producer (follow them; most severe first):"
+    order = [line.split("Avoid: ")[1].split(".")[0] for line in lines[1:]]
+    assert order == ["blocker rule", "newer fail", "older fail", "warn rule", "info rule"]
+    assert lines[1].startswith("- [BLOCKER] assets: Avoid: blocker rule.")
+
+    short = render_rules(AGENT, budget=400)
+    assert len(short) <= 400
+    assert short.splitlines()[-1].startswith("(and ")
+    assert "blocker rule" in short and "info rule" not in short
+    assert render_rules("researcher") == ""
+
+
+def test_memory_show_reads_old_files_with_unknown_fields(root: Path) -> None:
+    path = memory_file(root)
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "rule_id": "r-old",
+                        "source_event_id": "evt-1",
+                        "created": "2026-02-19T12:00:00+00:00",
+                        "severity": "WARN",
+                        "component": "dzine",
+                        "rule": "Crop the phone",
+                        "symptom": "phone ghost",
+                        "video_id": "v038",
+                        "applied_count": 1,
+                        "last_applied": None,
+                        "custom": "kept",
+                    }
+                ],
+                "updated": "2026-02-19T12:00:00+00:00",
+                "count": 1,
+            }
+        )
+    )
+    learn("WARN", "phone ghost", component="dzine")  # same fingerprint as the old rule
+    [rule] = load_active_memory(AGENT).rules
+    assert rule.rule_id == "r-old"
+    assert rule.applied_count == 2
+    assert rule["custom"] == "kept"
+    assert json.loads(path.read_text())["rules"][0]["custom"] == "kept"
+
+
+def test_prune_is_checked_at_most_daily(root: Path, clock: Clock) -> None:
+    """The archive folder is listed once a day per agent, not on every change."""
+    learn("FAIL", "one")
+    first = json.loads(memory_file(root).read_text())["archive_pruned_at"]
+    clock.advance(hours=5)
+    learn("FAIL", "two")
+    assert json.loads(memory_file(root).read_text())["archive_pruned_at"] == first
+    clock.advance(hours=20)
+    learn("FAIL", "three")
+    assert json.loads(memory_file(root).read_text())["archive_pruned_at"] == (
+        "2026-02-20T13:00:00.000000Z"
+    )
+    assert first == "2026-02-19T12:00:00.000000Z"
