@@ -110,3 +110,57 @@ def pct(samples: list[float], q: float) -> float:
 
 def p50(samples: list[float]) -> float:
     return statistics.median(samples)
+
+
+ERROR_TEXTS = [
+    "Timeout after {n}.{m}s fetching https://www.amazon.com/dp/B0{w}",
+    "Traceback (most recent call last):\n"
+    '  File "/app/{w}.py", line {n}, in run\n'
+    "KeyError: 'price'",
+    "HTTP 503 from dzine.ai after {n} retries",
+    "ffmpeg exited with code {n} on /tmp/v{m}/render.mp4",
+]
+
+
+def synthetic_errors(count: int, *, seed: int = 11, videos: int = 2000) -> list[dict[str, object]]:
+    """``count`` error-log entries over 90 days; about half resolved."""
+    from rayvault.learning._ids import new_error_id
+
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - timedelta(days=90)
+    entries = []
+    for i in range(count):
+        stage = rng.choice(STAGES)
+        text = rng.choice(ERROR_TEXTS).format(
+            n=rng.randint(1, 99), m=rng.randint(0, 9), w="".join(rng.choices("ABCDEFGH12345", k=8))
+        )
+        ts = start + timedelta(seconds=i * (90 * 86400 / max(count, 1)))
+        fp = fingerprint(stage, text)
+        resolved = rng.random() < 0.5
+        entries.append(
+            {
+                "id": new_error_id(ts),
+                "video_id": f"v{rng.randrange(videos):05d}",
+                "timestamp": format_ts(ts),
+                "stage": stage,
+                "exit_code": 1,
+                "error": text,
+                "context": {},
+                "resolved": resolved,
+                "resolution": {"resolved_at": format_ts(ts), "root_cause": "c", "fix": "f"}
+                if resolved
+                else None,
+                "fingerprint": fp.key,
+                "pattern": fp.template,
+            }
+        )
+    return entries
+
+
+def write_error_log(root: Path, entries: list[dict[str, object]]) -> None:
+    path = root / "data" / "error_log.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.write(b"[\n")
+        fh.write(b",\n".join(orjson.dumps(e) for e in entries))
+        fh.write(b"\n]\n")

@@ -59,3 +59,12 @@ def write_forever(root: str) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())
     write_forever(sys.argv[1])
+
+
+def promote(root: str, error_id: str) -> tuple[bool, str]:
+    """Promote one error (run by several processes at once)."""
+    from rayvault.learning.errors import promote_to_learning
+    from rayvault.learning.store import FileStore
+
+    result = promote_to_learning(error_id, root_cause="cause", fix="fix", store=FileStore(root))
+    return result.created, result.event.event_id

@@ -201,7 +201,7 @@ def test_spec_import_paths_work_from_a_checkout(root: Path) -> None:
 def _command_paths() -> list[tuple[str, object]]:
     import typer
 
-    from rayvault.cli import app
+    from rayvault.cli.app import app
 
     found: list[tuple[str, object]] = []
 

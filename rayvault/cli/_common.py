@@ -105,6 +105,13 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def report_error(error: Exception) -> None:
+    """The one way errors reach people: ``Error: …`` and a hint, on stderr."""
+    hint = getattr(error, "hint", None)
+    sys.stderr.write(f"Error: {error}\n" + (f"  hint: {hint}\n" if hint else ""))
+    sys.stderr.flush()
+
+
 def warn(message: str) -> None:
     console(stderr=True).print(f"[yellow]warning:[/] {message}", markup=True, soft_wrap=True)
 

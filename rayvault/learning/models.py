@@ -216,6 +216,56 @@ class ErrorEntry(Record):
     learning_event_id: str | None = None
 
 
+class ErrorPattern(Record):
+    """Error-log entries grouped by fingerprint."""
+
+    fingerprint: str
+    pattern: str
+    stage: str
+    count: int
+    unresolved: int
+    videos: list[str] = Field(default_factory=list)
+    stages: list[str] = Field(default_factory=list)
+    first_seen: Timestamp
+    last_seen: Timestamp
+    example_id: str
+
+
+class Lesson(Record):
+    """The latest resolution recorded for a failure pattern."""
+
+    fingerprint: str
+    pattern: str
+    stage: str
+    root_cause: str
+    fix: str
+    resolved_at: Timestamp
+    error_id: str
+    occurrences: int
+
+
+class KnownFailure(Record):
+    """A fingerprint seen often in a stage (events and error log), with some unresolved."""
+
+    fingerprint: str
+    pattern: str
+    occurrences: int
+    unresolved: int
+
+
+class GateState(Record):
+    """``state/learning_gate/<video_id>.json``: what the gate last saw for one video."""
+
+    video_id: str
+    #: ``{"sha256": …, "values": {constant: value}}`` of the effective policies.
+    policies: dict[str, Any] | None = None
+    #: ``{agent: {"path": …, "sha256": … | None}}`` of the SOUL files seen.
+    souls: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    runs: list[dict[str, Any]] = Field(default_factory=list)
+    acks: list[dict[str, Any]] = Field(default_factory=list)
+    updated: Timestamp | None = None
+
+
 class GateCheck(Record):
     """One of the gate's four checks."""
 

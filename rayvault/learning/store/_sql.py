@@ -10,7 +10,7 @@ from typing import Any
 
 from rayvault.learning._time import to_micros
 from rayvault.learning.models import RESOLVED_STATUSES
-from rayvault.learning.store.base import EventQuery
+from rayvault.learning.store.base import ErrorQuery, EventQuery
 
 EVENT_COLUMNS = (
     "event_id",
@@ -44,10 +44,20 @@ def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
         status,
         item.get("video_id") or None,
         item.get("agent") or None,
-        item.get("fingerprint") or None,
+        item.get("fingerprint") or _legacy_fingerprint(item.get("component"), item.get("symptom")),
         item.get("source_error_id") or None,
         1 if status in RESOLVED_STATUSES else 0,
     )
+
+
+def _legacy_fingerprint(stage: object, text: object) -> str | None:
+    """Records written before fingerprints existed are grouped by one computed from their stage
+    as written (no alias folding: the index does not know the policies)."""
+    if isinstance(stage, str) and isinstance(text, str) and text.strip():
+        from rayvault.learning.patterns import fingerprint
+
+        return fingerprint(stage, text).key
+    return None
 
 
 def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
@@ -109,3 +119,89 @@ def event_order(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
     if query.limit is not None:
         return f"{order} LIMIT {ph}", [query.limit]
     return order, []
+
+
+ERROR_COLUMNS = (
+    "id",
+    "ts",
+    "stage",
+    "video_id",
+    "fingerprint",
+    "resolved",
+    "resolved_ts",
+    "learning_event_id",
+)
+
+
+def error_row(item: dict[str, Any]) -> tuple[Any, ...]:
+    """The indexed columns of one error-log entry (a raw dict as stored)."""
+    from rayvault.learning._time import parse_ts
+
+    try:
+        ts = to_micros(parse_ts(item["timestamp"]))
+    except (KeyError, TypeError, ValueError):
+        ts = 0
+    resolution = item.get("resolution")
+    resolved_ts = None
+    if isinstance(resolution, dict) and resolution.get("resolved_at"):
+        try:
+            resolved_ts = to_micros(parse_ts(resolution["resolved_at"]))
+        except (TypeError, ValueError):
+            resolved_ts = None
+    return (
+        item["id"],
+        ts,
+        item.get("stage"),
+        item.get("video_id") or None,
+        item.get("fingerprint") or _legacy_fingerprint(item.get("stage"), item.get("error")),
+        1 if item.get("resolved") else 0,
+        resolved_ts,
+        item.get("learning_event_id") or None,
+    )
+
+
+def error_where(query: ErrorQuery, ph: str = "?") -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.stages is not None:
+        if query.stages:
+            clauses.append(f"stage IN ({', '.join([ph] * len(query.stages))})")
+            params.extend(query.stages)
+        else:
+            clauses.append("0 = 1")
+    if query.video_id is not None:
+        clauses.append(f"video_id = {ph}")
+        params.append(query.video_id)
+    if query.unresolved is not None:
+        clauses.append(f"resolved = {ph}")
+        params.append(0 if query.unresolved else 1)
+    if query.fingerprint is not None:
+        clauses.append(f"fingerprint = {ph}")
+        params.append(query.fingerprint)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    order = " ORDER BY ts DESC, seq DESC" if query.newest_first else " ORDER BY ts, seq"
+    if query.limit is not None:
+        order += f" LIMIT {ph}"
+        params.append(query.limit)
+    return where + order, params
+
+
+def known_failures_sql(components: int, ph: str = "?") -> str:
+    """Fingerprints with >= threshold occurrences in the components, some unresolved, from the
+    ``fp_counts`` aggregate. Parameters: the components, then the threshold."""
+    marks = ", ".join([ph] * components)
+    return f"""
+        SELECT fingerprint, sum(total) AS occurrences, sum(open) AS unresolved
+          FROM fp_counts WHERE component IN ({marks})
+         GROUP BY fingerprint
+        HAVING sum(total) >= {ph} AND sum(open) > 0
+         ORDER BY sum(total) DESC, fingerprint
+    """
+
+
+ERROR_PATTERNS_SQL = """
+    SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(id)
+      FROM errors WHERE fingerprint IS NOT NULL
+     GROUP BY fingerprint HAVING count(*) >= {ph}
+     ORDER BY count(*) DESC, max(ts) DESC
+"""

@@ -20,10 +20,77 @@ from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.store._jsonlog import parse_array, scan_after
-from rayvault.learning.store._sql import EVENT_COLUMNS, event_row
+from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 _SIG_BYTES = 32
+
+_TRIGGERS = """
+CREATE TRIGGER events_counted AFTER INSERT ON events WHEN NEW.fingerprint IS NOT NULL
+BEGIN
+    INSERT INTO fp_counts VALUES (NEW.component, NEW.fingerprint, 1, 1 - NEW.resolved)
+    ON CONFLICT (component, fingerprint)
+    DO UPDATE SET total = total + 1, open = open + 1 - NEW.resolved;
+END;
+CREATE TRIGGER events_uncounted AFTER DELETE ON events WHEN OLD.fingerprint IS NOT NULL
+BEGIN
+    UPDATE fp_counts SET total = total - 1, open = open - (1 - OLD.resolved)
+     WHERE component = OLD.component AND fingerprint = OLD.fingerprint;
+END;
+CREATE TRIGGER events_recounted AFTER UPDATE ON events
+BEGIN
+    UPDATE fp_counts SET total = total - 1, open = open - (1 - OLD.resolved)
+     WHERE OLD.fingerprint IS NOT NULL
+       AND component = OLD.component AND fingerprint = OLD.fingerprint;
+    INSERT INTO fp_counts
+    SELECT NEW.component, NEW.fingerprint, 1, 1 - NEW.resolved WHERE NEW.fingerprint IS NOT NULL
+    ON CONFLICT (component, fingerprint)
+    DO UPDATE SET total = total + 1, open = open + 1 - NEW.resolved;
+END;
+CREATE TRIGGER errors_counted AFTER INSERT ON errors
+WHEN NEW.fingerprint IS NOT NULL AND NEW.learning_event_id IS NULL
+BEGIN
+    INSERT INTO fp_counts VALUES (NEW.stage, NEW.fingerprint, 1, 1 - NEW.resolved)
+    ON CONFLICT (component, fingerprint)
+    DO UPDATE SET total = total + 1, open = open + 1 - NEW.resolved;
+END;
+CREATE TRIGGER errors_uncounted AFTER DELETE ON errors
+WHEN OLD.fingerprint IS NOT NULL AND OLD.learning_event_id IS NULL
+BEGIN
+    UPDATE fp_counts SET total = total - 1, open = open - (1 - OLD.resolved)
+     WHERE component = OLD.stage AND fingerprint = OLD.fingerprint;
+END;
+CREATE TRIGGER errors_recounted AFTER UPDATE ON errors
+BEGIN
+    UPDATE fp_counts SET total = total - 1, open = open - (1 - OLD.resolved)
+     WHERE OLD.fingerprint IS NOT NULL AND OLD.learning_event_id IS NULL
+       AND component = OLD.stage AND fingerprint = OLD.fingerprint;
+    INSERT INTO fp_counts
+    SELECT NEW.stage, NEW.fingerprint, 1, 1 - NEW.resolved
+     WHERE NEW.fingerprint IS NOT NULL AND NEW.learning_event_id IS NULL
+    ON CONFLICT (component, fingerprint)
+    DO UPDATE SET total = total + 1, open = open + 1 - NEW.resolved;
+END;
+"""
+_TRIGGER_NAMES = (
+    "events_counted",
+    "events_uncounted",
+    "events_recounted",
+    "errors_counted",
+    "errors_uncounted",
+    "errors_recounted",
+)
+_RECOUNT = """
+    INSERT INTO fp_counts (component, fingerprint, total, open)
+    SELECT component, fingerprint, count(*), sum(open) FROM (
+        SELECT component, fingerprint, 1 - resolved AS open FROM events
+         WHERE fingerprint IS NOT NULL
+        UNION ALL
+        SELECT stage, fingerprint, 1 - resolved FROM errors
+         WHERE fingerprint IS NOT NULL AND learning_event_id IS NULL
+    ) AS occurrence
+    GROUP BY component, fingerprint
+"""
 
 _SCHEMA = """
 CREATE TABLE sources (
@@ -35,15 +102,26 @@ CREATE TABLE events (
     source_error_id TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
 );
 CREATE INDEX events_video ON events (video_id, component);
-CREATE INDEX events_component ON events (component, fingerprint);
+CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
+CREATE INDEX events_source_error ON events (source_error_id) WHERE source_error_id IS NOT NULL;
 CREATE TABLE errors (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, stage TEXT,
-    video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
+    video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, resolved_ts INTEGER,
+    learning_event_id TEXT, data BLOB NOT NULL
 );
-CREATE INDEX errors_stage ON errors (stage, fingerprint);
-CREATE INDEX errors_fingerprint ON errors (fingerprint);
+CREATE INDEX errors_stage ON errors (stage, fingerprint, resolved, learning_event_id);
+CREATE INDEX errors_fingerprint ON errors (fingerprint, resolved_ts);
 CREATE INDEX errors_video ON errors (video_id, stage);
+
+-- Occurrences per (component or stage, fingerprint), kept current by triggers, so the gate's
+-- known-failures check reads a few aggregate rows instead of scanning a stage's history.
+-- Error-log entries promoted to an event count through that event, not twice.
+CREATE TABLE fp_counts (
+    component TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    total INTEGER NOT NULL, open INTEGER NOT NULL,
+    PRIMARY KEY (component, fingerprint)
+) WITHOUT ROWID;
 """
 
 
@@ -57,26 +135,6 @@ class Source:
     key: str
     columns: tuple[str, ...]
     row: Callable[[dict[str, Any]], tuple[Any, ...]]
-
-
-def error_row(item: dict[str, Any]) -> tuple[Any, ...]:
-    from rayvault.learning._time import parse_ts, to_micros
-
-    try:
-        ts = to_micros(parse_ts(item["timestamp"]))
-    except (KeyError, TypeError, ValueError):
-        ts = 0
-    return (
-        item["id"],
-        ts,
-        item.get("stage"),
-        item.get("video_id") or None,
-        item.get("fingerprint") or None,
-        1 if item.get("resolved") else 0,
-    )
-
-
-ERROR_COLUMNS = ("id", "ts", "stage", "video_id", "fingerprint", "resolved")
 
 
 class SqliteIndex:
@@ -121,9 +179,12 @@ class SqliteIndex:
                             "SELECT name FROM sqlite_master WHERE type='table'"
                         ).fetchall():
                             conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                conn.execute(statement)
+                        for kind, name in conn.execute(
+                            "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+                        ).fetchall():
+                            conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
+                        for statement in _statements(_SCHEMA + _TRIGGERS):
+                            conn.execute(statement)
                         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.close()
@@ -202,8 +263,16 @@ class SqliteIndex:
             inode = os.fstat(fh.fileno()).st_ino
             data = fh.read()
         parsed = parse_array(data, source.path)
+        # Row-by-row triggers would make a rebuild of 100k events several times slower: drop
+        # them, reload, recount the aggregate in one statement, and put them back.
+        for name in _TRIGGER_NAMES:
+            conn.execute(f"DROP TRIGGER IF EXISTS {name}")
         conn.execute(f"DELETE FROM {source.table}")
         self._store(conn, source, parsed.items, 0)
+        conn.execute("DELETE FROM fp_counts")
+        conn.execute(_RECOUNT)
+        for statement in _statements(_TRIGGERS):
+            conn.execute(statement)
         conn.execute(
             "INSERT OR REPLACE INTO sources (name, inode, offset, sig, next_seq) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -247,6 +316,20 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script into statements (``sqlite3.complete_statement`` knows about the
+    semicolons inside trigger bodies)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s.rstrip(";").strip()]
 
 
 def event_source(path: Path) -> Source:

@@ -13,7 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rayvault.learning.models import AgentMemory, LearningEvent, TombstoneFile
+from rayvault.learning.models import (
+    AgentMemory,
+    ErrorEntry,
+    ErrorPattern,
+    GateState,
+    KnownFailure,
+    LearningEvent,
+    TombstoneFile,
+)
 from rayvault.learning.store.documents import Documents
 from rayvault.policies import Policies
 
@@ -36,6 +44,19 @@ class EventQuery:
     date_from: datetime | None = None
     date_to: datetime | None = None
     exclude_event_id: str | None = None
+    newest_first: bool = False
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ErrorQuery:
+    """Filters over the latest version of every error-log entry."""
+
+    stages: tuple[str, ...] | None = None
+    video_id: str | None = None
+    #: True: only unresolved entries; False: only resolved ones.
+    unresolved: bool | None = None
+    fingerprint: str | None = None
     newest_first: bool = False
     limit: int | None = None
 
@@ -109,5 +130,47 @@ class Store(Protocol):
     def list_memory_snapshots(self, agent: str) -> list[tuple[datetime, str]]: ...
 
     def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]: ...
+
+    # -- error log --------------------------------------------------------------------------
+    def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
+        """Persist new error-log entries or new versions of them (the last version wins)."""
+
+    def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
+        """Append ``change(latest)`` atomically; raises ``ErrorEntryNotFoundError``."""
+        ...
+
+    def get_error(self, error_id: str) -> ErrorEntry | None: ...
+
+    def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]: ...
+
+    def error_patterns(self, min_count: int) -> list[ErrorPattern]:
+        """Error-log entries grouped by fingerprint, most frequent first."""
+        ...
+
+    def latest_resolutions(self) -> list[ErrorEntry]:
+        """For each fingerprint, the most recently resolved entry."""
+        ...
+
+    # -- the gate ---------------------------------------------------------------------------
+    def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
+        """Fingerprints seen at least ``threshold`` times among the events and (not promoted)
+        error-log entries of these components, with at least one occurrence unresolved."""
+        ...
+
+    def gate_state(self, video_id: str) -> AbstractContextManager[GateState]:
+        """Lock and load the gate state of a video; it is written back when the block exits
+        cleanly."""
+        ...
+
+    def load_gate_state(self, video_id: str) -> GateState | None: ...
+
+    def save_soul_snapshot(self, sha256: str, text: str) -> None:
+        """Keep the text of a SOUL file version the gate has seen (to diff against later)."""
+
+    def load_soul_snapshot(self, sha256: str) -> str | None: ...
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """A named inter-process mutex, for multi-step operations that must not interleave."""
+        ...
 
     def close(self) -> None: ...

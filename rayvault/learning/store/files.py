@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,19 +30,40 @@ from pydantic import BaseModel, ValidationError
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._time import compact_ts, parse_ts, utcnow
-from rayvault.learning.exceptions import ConfigError, CorruptFileError, EventNotFoundError
-from rayvault.learning.models import AgentMemory, LearningEvent, TombstoneFile
+from rayvault.learning.exceptions import (
+    ConfigError,
+    CorruptFileError,
+    ErrorEntryNotFoundError,
+    EventNotFoundError,
+)
+from rayvault.learning.models import (
+    AgentMemory,
+    ErrorEntry,
+    ErrorPattern,
+    GateState,
+    KnownFailure,
+    LearningEvent,
+    TombstoneFile,
+)
 from rayvault.learning.store._fs import (
     atomic_write,
+    create_exclusive,
     dump_json,
     locked,
     parse_json,
     read_json,
 )
 from rayvault.learning.store._jsonlog import JsonArrayLog
-from rayvault.learning.store._sql import FACETS, event_order, event_where
+from rayvault.learning.store._sql import (
+    ERROR_PATTERNS_SQL,
+    FACETS,
+    error_where,
+    event_order,
+    event_where,
+    known_failures_sql,
+)
 from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
-from rayvault.learning.store.base import AgentState, EventQuery
+from rayvault.learning.store.base import AgentState, ErrorQuery, EventQuery
 from rayvault.learning.store.documents import Documents
 from rayvault.policies import Policies, PolicyError, load_policies
 
@@ -80,6 +101,7 @@ class FileStore:
         self.cache_dir = self.root / "state" / "cache"
         self.videos_dir = self.root / "artifacts" / "videos"
         self._events = JsonArrayLog(self.events_path)
+        self._errors = JsonArrayLog(self.errors_path)
         self.index = SqliteIndex(
             self.cache_dir / "index.sqlite3",
             [event_source(self.events_path), error_source(self.errors_path)],
@@ -278,6 +300,148 @@ class FileStore:
                     (archive / name).unlink()
                 removed.append(name)
         return removed
+
+    # -- error log ----------------------------------------------------------------------------
+    def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
+        lines = []
+        for entry in entries:
+            validate_identifier(entry.id, "error id")
+            lines.append(entry.model_dump_json().encode())
+        with locked(self.errors_path):
+            self._errors.append(lines)
+
+    def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
+        with locked(self.errors_path):
+            current = self.get_error(error_id)
+            if current is None:
+                raise ErrorEntryNotFoundError(error_id)
+            new = change(current)
+            self._errors.append([new.model_dump_json().encode()])
+            return new
+
+    def _error(self, data: bytes) -> ErrorEntry:
+        return validate_record(
+            ErrorEntry, orjson.loads(data), self.errors_path, "an error-log entry"
+        )
+
+    def get_error(self, error_id: str) -> ErrorEntry | None:
+        conn = self.index.sync("errors")
+        row = conn.execute("SELECT data FROM errors WHERE id = ?", (error_id,)).fetchone()
+        return self._error(row[0]) if row else None
+
+    def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]:
+        conn = self.index.sync("errors")
+        clause, params = error_where(query)
+        return [
+            self._error(data)
+            for (data,) in conn.execute(f"SELECT data FROM errors{clause}", params)
+        ]
+
+    def error_patterns(self, min_count: int) -> list[ErrorPattern]:
+        conn = self.index.sync("errors")
+        patterns = []
+        for fp, count, unresolved, first, last, example in conn.execute(
+            ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)
+        ).fetchall():
+            rows = conn.execute(
+                "SELECT DISTINCT video_id, stage FROM errors WHERE fingerprint = ?", (fp,)
+            ).fetchall()
+            sample = self._error(
+                conn.execute("SELECT data FROM errors WHERE id = ?", (example,)).fetchone()[0]
+            )
+            patterns.append(
+                ErrorPattern(
+                    fingerprint=fp,
+                    pattern=sample.pattern or sample.error[:200],
+                    stage=fp.split(":", 1)[0],
+                    count=count,
+                    unresolved=unresolved,
+                    videos=sorted({v for v, _ in rows if v}),
+                    stages=sorted({s for _, s in rows if s}),
+                    first_seen=_from_micros(first),
+                    last_seen=_from_micros(last),
+                    example_id=example,
+                )
+            )
+        return patterns
+
+    def latest_resolutions(self) -> list[ErrorEntry]:
+        conn = self.index.sync("errors")
+        rows = conn.execute(
+            """
+            SELECT data FROM errors AS e
+             WHERE resolved = 1 AND fingerprint IS NOT NULL
+               AND resolved_ts = (SELECT max(resolved_ts) FROM errors
+                                   WHERE fingerprint = e.fingerprint AND resolved = 1)
+             GROUP BY fingerprint
+             ORDER BY resolved_ts DESC
+            """
+        )
+        return [self._error(data) for (data,) in rows]
+
+    # -- the gate -----------------------------------------------------------------------------
+    def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        found = []
+        rows = conn.execute(known_failures_sql(len(components)), [*components, threshold])
+        for fp, occurrences, unresolved in rows.fetchall():
+            sample = (
+                conn.execute(
+                    "SELECT data FROM events WHERE fingerprint = ? LIMIT 1", (fp,)
+                ).fetchone()
+                or conn.execute(
+                    "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
+                ).fetchone()
+            )
+            template = orjson.loads(sample[0]).get("pattern") if sample else None
+            found.append(
+                KnownFailure(
+                    fingerprint=fp,
+                    pattern=template or fp,
+                    occurrences=occurrences,
+                    unresolved=unresolved,
+                )
+            )
+        return found
+
+    def gate_state_path(self, video_id: str) -> Path:
+        return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
+
+    def load_gate_state(self, video_id: str) -> GateState | None:
+        return self._load(GateState, self.gate_state_path(video_id), "the gate state")
+
+    @contextlib.contextmanager
+    def gate_state(self, video_id: str) -> Iterator[GateState]:
+        path = self.gate_state_path(video_id)
+        with locked(path):
+            state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
+            yield state
+            state.updated = utcnow()
+            atomic_write(path, dump_json(state.model_dump(mode="json")))
+
+    def _soul_snapshot_path(self, sha256: str) -> Path:
+        return self.gate_dir / "souls" / f"{validate_identifier(sha256, 'SOUL hash')}.md"
+
+    def save_soul_snapshot(self, sha256: str, text: str) -> None:
+        path = self._soul_snapshot_path(sha256)
+        if not path.exists():
+            create_exclusive(path, text.encode())
+
+    def load_soul_snapshot(self, sha256: str) -> str | None:
+        try:
+            return self._soul_snapshot_path(sha256).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        with locked(self.root / "state" / "locks" / validate_identifier(name, "lock name")):
+            yield
+
+
+def _from_micros(value: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
 
 
 def _token() -> str:

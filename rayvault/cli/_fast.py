@@ -1,0 +1,78 @@
+"""The fast path of ``rayvault-learn gate VIDEO STAGE`` (DESIGN.md §7: a cold gate process in
+≤ 400 ms). Pipelines run it before every stage; Typer and Rich alone cost ~150 ms to import, so
+the plain form — two arguments, optionally ``--json``, ``--root DIR``, ``--store URL`` — is
+parsed here and printed without them. Any other form (``--help``, ``ack``, a typo) returns None
+and goes through the Typer app, which prints the same output for the same input.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+_VALUE_OPTIONS = ("--root", "--store")
+_SUBCOMMANDS = ("check", "ack")
+EXIT_BLOCKED = 2
+
+
+def _parse(args: list[str]) -> dict[str, Any] | None:
+    """Options may come before or after ``gate`` (as with the Typer app)."""
+    options: dict[str, Any] = {"--json": False, "--root": None, "--store": None}
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--json":
+            options["--json"] = True
+        elif arg in _VALUE_OPTIONS:
+            if i + 1 >= len(args) or options[arg] is not None:
+                return None
+            options[arg] = args[i + 1]
+            i += 1
+        elif "=" in arg and arg.split("=", 1)[0] in _VALUE_OPTIONS:
+            name, value = arg.split("=", 1)
+            options[name] = value
+        elif arg.startswith("-"):
+            return None
+        else:
+            positional.append(arg)
+        i += 1
+    if positional[:2] == ["gate", "check"]:
+        positional = positional[1:]
+    if len(positional) != 3 or positional[0] != "gate" or positional[1] in _SUBCOMMANDS:
+        return None
+    options["video"], options["stage"] = positional[1:]
+    return options
+
+
+def format_result(result: Any) -> str:
+    """``BLOCKED: …`` or ``PASSED: …``, then one ``[PASS]``/``[FAIL]`` line per check."""
+    lines = [f"{'BLOCKED' if result.blocked else 'PASSED'}: {result.reason}"]
+    lines += [f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.reason}" for c in result.checks]
+    return "\n".join(lines) + "\n"
+
+
+def run_gate_fast(args: list[str]) -> int | None:
+    """Run the plain gate form and return its exit code; None for anything else."""
+    options = _parse(args)
+    if options is None:
+        return None
+    from rayvault.learning.exceptions import LearningError
+    from rayvault.learning.gate import learning_gate
+    from rayvault.learning.store import open_store
+
+    try:
+        store = open_store(options["--root"], options["--store"])
+        result = learning_gate(options["video"], options["stage"], store=store)
+    except LearningError as e:
+        hint = f"  hint: {e.hint}\n" if e.hint else ""
+        sys.stderr.write(f"Error: {e}\n{hint}")
+        return 1
+    if options["--json"]:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(format_result(result))
+    sys.stdout.flush()
+    return EXIT_BLOCKED if result.blocked else 0

@@ -1,0 +1,297 @@
+"""``rayvault-learn errors``: the raw error log and its bridge to learning events."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rayvault.cli._common import (
+    JsonOption,
+    RootOption,
+    StoreOption,
+    console,
+    emit,
+    is_wide,
+    new_table,
+    open_cli_store,
+    short,
+    when,
+)
+
+app = typer.Typer(
+    help="The raw error log: log, list, resolve, group and promote stage failures.",
+    no_args_is_help=True,
+)
+ErrorIdArgument = Annotated[str, typer.Argument(help="The error id (e-…).")]
+RootCauseOption = Annotated[str, typer.Option("--root-cause", help="Why it failed.")]
+FixOption = Annotated[str, typer.Option("--fix", help="What fixed it.")]
+
+
+@app.command("log")
+def log_command(
+    stage: Annotated[str, typer.Argument(help="Stage or pipeline step that failed.")],
+    error: Annotated[str, typer.Argument(help="The error text; '-' reads it from stdin.")],
+    video: Annotated[str | None, typer.Option("--video", help="Video id.")] = None,
+    exit_code: Annotated[int, typer.Option("--exit-code", help="The step's exit code.")] = 1,
+    context: Annotated[
+        str | None, typer.Option("--context", help='Extra JSON object, e.g. \'{"run_id": "r1"}\'.')
+    ] = None,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a stage failure in the error log.
+
+    Example: ./step.sh 2> err.txt ||
+    rayvault-learn errors log discover-products - --video v042 < err.txt
+    """
+    import orjson
+
+    from rayvault.learning.errors import log_error
+    from rayvault.learning.exceptions import InvalidInputError
+
+    text = sys.stdin.read() if error == "-" else error
+    extra = None
+    if context:
+        try:
+            extra = orjson.loads(context)
+        except orjson.JSONDecodeError as e:
+            raise InvalidInputError(f"--context is not valid JSON: {e}") from None
+    entry = log_error(
+        video,
+        stage,
+        text,
+        exit_code=exit_code,
+        context=extra,
+        store=open_cli_store(root, store_url),
+    )
+    emit(
+        entry.to_dict(),
+        as_json,
+        lambda: console().print(f"Logged {entry.id} ({escape(entry.pattern or '')})"),
+    )
+
+
+@app.command("list")
+def list_command(
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="Only this stage (and its step names).")
+    ] = None,
+    video: Annotated[str | None, typer.Option("--video", help="Only this video id.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Include resolved errors.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Show the newest N (0: all).")] = 50,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List unresolved errors (all errors with --all), newest first.
+
+    Example: rayvault-learn errors list --stage research
+    """
+    from rayvault.learning.errors import list_errors
+
+    entries = list_errors(
+        stage=stage,
+        video_id=video,
+        unresolved=None if show_all else True,
+        limit=limit or None,
+        newest_first=True,
+        store=open_cli_store(root, store_url),
+    )
+
+    def human() -> None:
+        if not entries:
+            console().print("No errors match." if show_all else "No unresolved errors.")
+            return
+        wide = is_wide()
+        table = new_table(f"Errors ({len(entries)} shown, newest first)")
+        table.add_column("Error", no_wrap=True)
+        if wide:
+            table.add_column("When", no_wrap=True)
+            table.add_column("Video", no_wrap=True)
+        table.add_column("Stage", no_wrap=True)
+        table.add_column("Resolved", no_wrap=True)
+        table.add_column("Error text", ratio=1)
+        for e in entries:
+            cells = [e.id]
+            if wide:
+                cells += [when(e.timestamp), e.video_id or "-"]
+            cells += [escape(e.stage), "yes" if e.resolved else "no", escape(short(e.error, 120))]
+            table.add_row(*cells)
+        console().print(table)
+
+    emit([e.to_dict() for e in entries], as_json, human)
+
+
+@app.command("get")
+def get_command(
+    error_id: ErrorIdArgument,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one error-log entry with every field.
+
+    Example: rayvault-learn errors get e-20260219T120000-3f9a1c2b7d4e
+    """
+    from rayvault.learning.errors import get_error
+
+    entry = get_error(error_id, store=open_cli_store(root, store_url))
+
+    def human() -> None:
+        import json
+
+        table = new_table(show_header=False, title=f"Error {entry.id}")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in entry.to_dict().items():
+            if value in (None, "", [], {}):
+                continue
+            shown = json.dumps(value, indent=1) if isinstance(value, dict | list) else str(value)
+            table.add_row(key, escape(shown))
+        console().print(table)
+
+    emit(entry.to_dict(), as_json, human)
+
+
+@app.command("resolve")
+def resolve_command(
+    error_id: ErrorIdArgument,
+    root_cause: RootCauseOption,
+    fix: FixOption,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mark an error resolved with its root cause and fix.
+
+    Example: rayvault-learn errors resolve e-… --root-cause "No price check" --fix "Added one"
+    """
+    from rayvault.learning.errors import resolve_error
+
+    entry = resolve_error(error_id, root_cause, fix, store=open_cli_store(root, store_url))
+    emit(entry.to_dict(), as_json, lambda: console().print(f"{entry.id} resolved"))
+
+
+@app.command("patterns")
+def patterns_command(
+    min_count: Annotated[
+        int, typer.Option("--min-count", min=1, help="Only patterns seen this often.")
+    ] = 2,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Group errors by failure fingerprint, most frequent first.
+
+    Example: rayvault-learn errors patterns --min-count 3
+    """
+    from rayvault.learning.errors import get_patterns
+
+    patterns = get_patterns(min_count, store=open_cli_store(root, store_url))
+
+    def human() -> None:
+        if not patterns:
+            console().print(f"No error pattern seen {min_count}+ times.")
+            return
+        table = new_table(f"Error patterns seen {min_count}+ times")
+        table.add_column("Count", justify="right", no_wrap=True)
+        table.add_column("Open", justify="right", no_wrap=True)
+        table.add_column("Stage", no_wrap=True)
+        table.add_column("Videos", justify="right", no_wrap=True)
+        table.add_column("Last seen", no_wrap=True)
+        table.add_column("Pattern", ratio=1)
+        for p in patterns:
+            table.add_row(
+                str(p.count),
+                str(p.unresolved),
+                escape(p.stage),
+                str(len(p.videos)),
+                when(p.last_seen),
+                escape(short(p.pattern, 120)),
+            )
+        console().print(table)
+
+    emit([p.to_dict() for p in patterns], as_json, human)
+
+
+@app.command("lessons")
+def lessons_command(
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The latest resolution of every failure pattern: what was learned.
+
+    Example: rayvault-learn errors lessons --json
+    """
+    from rayvault.learning.errors import get_lessons
+
+    lessons = get_lessons(store=open_cli_store(root, store_url))
+
+    def human() -> None:
+        if not lessons:
+            console().print("No resolved errors yet.")
+            return
+        table = new_table("Lessons (latest resolution per pattern)")
+        table.add_column("Stage", no_wrap=True)
+        table.add_column("Seen", justify="right", no_wrap=True)
+        table.add_column("Pattern", ratio=1)
+        table.add_column("Root cause → fix", ratio=1)
+        for lesson in lessons:
+            table.add_row(
+                escape(lesson.stage),
+                str(lesson.occurrences),
+                escape(short(lesson.pattern, 80)),
+                escape(short(f"{lesson.root_cause} → {lesson.fix}", 100)),
+            )
+        console().print(table)
+
+    emit([lesson.to_dict() for lesson in lessons], as_json, human)
+
+
+@app.command("promote")
+def promote_command(
+    error_id: ErrorIdArgument,
+    root_cause: RootCauseOption,
+    fix: FixOption,
+    severity: Annotated[str, typer.Option("--severity", help="Event severity.")] = "FAIL",
+    component: Annotated[
+        str | None, typer.Option("--component", help="Component (default: the error's stage).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Agent whose memory gets the rule.")
+    ] = None,
+    verification: Annotated[
+        str, typer.Option("--verification", help="How the fix was verified (if it was).")
+    ] = "",
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Resolve an error and create its learning event in one step (idempotent).
+
+    Example: rayvault-learn errors promote e-… --root-cause "No price validation"
+    --fix "Added price anomaly check" --component research --agent researcher
+    """
+    from rayvault.learning.errors import promote_to_learning
+
+    result = promote_to_learning(
+        error_id,
+        root_cause=root_cause,
+        fix=fix,
+        severity=severity,
+        component=component,
+        agent=agent,
+        verification=verification,
+        store=open_cli_store(root, store_url),
+    )
+
+    def human() -> None:
+        verb = "Promoted" if result.created else "Already promoted:"
+        console().print(f"{verb} {result.error.id} → learning event {result.event.event_id}")
+
+    emit(result.to_dict(), as_json, human)

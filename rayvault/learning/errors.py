@@ -1,0 +1,260 @@
+"""The raw error log (``data/error_log.json``) and its bridge to learning events.
+
+Every stage failure lands here first (``log_error``), with its fingerprint computed once at write
+time, so recurring failures group together however their numbers and ids differ. A resolved error
+can be promoted to a formal learning event in one call (``promote_to_learning``): the error is
+resolved and the event created (with ``source_error_id``) together, and promoting again returns
+the same event instead of creating a second one.
+
+The log follows the storage rules of the event index: locked appends in place, new versions of an
+entry appended (the last one wins), a corrupt file refused by name and left untouched.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import orjson
+
+from rayvault.learning._ids import new_error_id, validate_identifier
+from rayvault.learning._time import utcnow
+from rayvault.learning.events import create_event, get_event
+from rayvault.learning.exceptions import (
+    ErrorEntryNotFoundError,
+    InvalidInputError,
+    LearningError,
+)
+from rayvault.learning.models import (
+    ErrorEntry,
+    ErrorPattern,
+    ErrorResolution,
+    LearningEvent,
+    Lesson,
+    Record,
+)
+from rayvault.learning.patterns import failure_text, fingerprint
+from rayvault.learning.stages import fold_stage, stage_names
+from rayvault.learning.store import EventQuery, Store, get_store
+from rayvault.learning.store.base import ErrorQuery
+
+#: Longest error text kept in an entry (a traceback can be huge); the fingerprint still uses
+#: the failure line, which tracebacks end with.
+MAX_ERROR_TEXT = 20_000
+#: Longest symptom an error becomes when promoted to an event.
+MAX_SYMPTOM = 300
+
+
+class PromotionResult(Record):
+    """What ``promote_to_learning`` did: the resolved error, the event, and whether the event
+    was created now (False when the error had been promoted before)."""
+
+    error: ErrorEntry
+    event: LearningEvent
+    created: bool
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, BaseException):
+        text = "".join(traceback.format_exception(error)).strip()
+    elif isinstance(error, str):
+        text = error.strip()
+    else:
+        raise InvalidInputError(f"error must be text or an exception, got {type(error).__name__}")
+    if not text:
+        raise InvalidInputError("error text must not be empty")
+    if len(text) > MAX_ERROR_TEXT:
+        # Keep the head and the tail: the tail holds a traceback's failure line.
+        half = MAX_ERROR_TEXT // 2
+        text = f"{text[:half]}\n…\n{text[-half:]}"
+    return text
+
+
+def log_error(
+    video_id: str | None,
+    stage: str,
+    error: str | BaseException,
+    *,
+    exit_code: int = 1,
+    context: dict[str, Any] | None = None,
+    store: Store | None = None,
+) -> ErrorEntry:
+    """Record a stage failure in the error log; returns the entry (with its fingerprint)."""
+    store = store or get_store()
+    if video_id:
+        validate_identifier(video_id, "video id")
+    validate_identifier(stage, "stage")
+    text = _error_text(error)
+    if context is not None:
+        if not isinstance(context, dict):
+            raise InvalidInputError("context must be a mapping")
+        try:
+            orjson.dumps(context)
+        except TypeError as e:
+            raise InvalidInputError(f"context must be JSON-serialisable: {e}") from e
+    now = utcnow()
+    fp = fingerprint(fold_stage(stage, store.policies), text)
+    entry = ErrorEntry(
+        id=new_error_id(now),
+        video_id=video_id or None,
+        timestamp=now,
+        stage=stage,
+        exit_code=exit_code,
+        error=text,
+        context=context or {},
+        resolved=False,
+        resolution=None,
+        fingerprint=fp.key,
+        pattern=fp.template,
+    )
+    store.append_errors([entry])
+    return entry
+
+
+def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
+    """The latest version of an error-log entry; :class:`ErrorEntryNotFoundError` if none."""
+    entry = (store or get_store()).get_error(error_id)
+    if entry is None:
+        raise ErrorEntryNotFoundError(error_id)
+    return entry
+
+
+def _resolution(root_cause: str, fix: str) -> ErrorResolution:
+    if not isinstance(root_cause, str) or not isinstance(fix, str):
+        raise InvalidInputError("root cause and fix must be text")
+    if not root_cause.strip() and not fix.strip():
+        raise InvalidInputError("a resolution needs a root cause or a fix")
+    return ErrorResolution(resolved_at=utcnow(), root_cause=root_cause.strip(), fix=fix.strip())
+
+
+def resolve_error(
+    error_id: str, root_cause: str, fix: str, *, store: Store | None = None
+) -> ErrorEntry:
+    """Mark an error resolved with its root cause and fix (appended as a new version)."""
+    resolution = _resolution(root_cause, fix)
+    return (store or get_store()).update_error(
+        error_id, lambda e: e.model_copy(update={"resolved": True, "resolution": resolution})
+    )
+
+
+def list_errors(
+    *,
+    stage: str | None = None,
+    video_id: str | None = None,
+    unresolved: bool | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+    store: Store | None = None,
+) -> list[ErrorEntry]:
+    """Error-log entries, filtered; ``stage`` matches its step-name aliases too."""
+    store = store or get_store()
+    stages = stage_names(stage, store.policies) if stage else None
+    return store.query_errors(
+        ErrorQuery(
+            stages=stages,
+            video_id=video_id,
+            unresolved=unresolved,
+            limit=limit,
+            newest_first=newest_first,
+        )
+    )
+
+
+def get_unresolved(
+    stage: str | None = None, video_id: str | None = None, *, store: Store | None = None
+) -> list[ErrorEntry]:
+    """Unresolved errors, optionally of one stage (and its step names) and one video."""
+    return list_errors(stage=stage, video_id=video_id, unresolved=True, store=store)
+
+
+def get_patterns(min_count: int = 2, *, store: Store | None = None) -> list[ErrorPattern]:
+    """Error-log entries grouped by fingerprint, with at least ``min_count`` occurrences."""
+    if min_count < 1:
+        raise InvalidInputError("min_count must be at least 1")
+    return (store or get_store()).error_patterns(min_count)
+
+
+def get_lessons(*, store: Store | None = None) -> list[Lesson]:
+    """The latest resolution of every failure pattern: what was learned, newest first."""
+    store = store or get_store()
+    counts = {p.fingerprint: p.count for p in store.error_patterns(1)}
+    lessons = []
+    for entry in store.latest_resolutions():
+        assert entry.resolution is not None and entry.fingerprint is not None
+        lessons.append(
+            Lesson(
+                fingerprint=entry.fingerprint,
+                pattern=entry.pattern or entry.error[:200],
+                stage=entry.stage,
+                root_cause=entry.resolution.root_cause,
+                fix=entry.resolution.fix,
+                resolved_at=entry.resolution.resolved_at,
+                error_id=entry.id,
+                occurrences=counts.get(entry.fingerprint, 1),
+            )
+        )
+    return lessons
+
+
+def promote_to_learning(
+    error_id: str,
+    *,
+    root_cause: str,
+    fix: str,
+    severity: str = "FAIL",
+    component: str | None = None,
+    agent: str | None = None,
+    verification: str = "",
+    store: Store | None = None,
+) -> PromotionResult:
+    """Resolve an error and create the learning event for it, in one call.
+
+    The event carries ``source_error_id``; its symptom is the error's failure line and its
+    component the error's stage unless given. Promoting an error again returns the event
+    created the first time (``created=False``) and creates nothing.
+    """
+    store = store or get_store()
+    validate_identifier(error_id, "error id")
+    resolution = _resolution(root_cause, fix)
+    with store.exclusive(f"promote-{error_id}"):
+        entry = get_error(error_id, store=store)
+        existing = _promoted_event(entry, store)
+        created = existing is None
+        if existing is None:
+            line = failure_text(entry.error).strip().splitlines()[0].strip()
+            existing = create_event(
+                run_id=str(entry.context.get("run_id", "")),
+                severity=severity,
+                component=component or entry.stage,
+                symptom=line[:MAX_SYMPTOM],
+                root_cause=resolution.root_cause,
+                fix_applied=resolution.fix,
+                verification=verification,
+                video_id=entry.video_id,
+                agent=agent,
+                source_error_id=entry.id,
+                store=store,
+            )
+        if not (entry.resolved and entry.learning_event_id == existing.event_id):
+            event_id = existing.event_id
+            entry = store.update_error(
+                error_id,
+                lambda e: e.model_copy(
+                    update={
+                        "resolved": True,
+                        "resolution": e.resolution if e.resolved and e.resolution else resolution,
+                        "learning_event_id": event_id,
+                    }
+                ),
+            )
+    return PromotionResult(error=entry, event=existing, created=created)
+
+
+def _promoted_event(entry: ErrorEntry, store: Store) -> LearningEvent | None:
+    if entry.learning_event_id:
+        try:
+            return get_event(entry.learning_event_id, store=store)
+        except LearningError:
+            pass  # the link is dangling: fall back to the event's own back-reference
+    found = store.query_events(EventQuery(source_error_id=entry.id, limit=1))
+    return found[0] if found else None
