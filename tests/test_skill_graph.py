@@ -43,7 +43,7 @@ def test_real_index_keeps_its_other_sections_and_archives_overflow(
     assert len(archived) > 1000
     # nothing lost, nothing reordered: map head + archive + what followed the damaged lines
     assert new_entries[:50] + archived + new_entries[50:] == [first, *old_entries]
-    assert "- Added accessory keyword filter" in text  # the damaged lines are kept, not "fixed"
+    assert "After fix: all 18 images generated without crashes." in text  # kept, not "fixed"
     for section in (
         "## Protocol",
         "## Patterns",
