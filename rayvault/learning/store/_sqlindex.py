@@ -22,7 +22,7 @@ from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.store._jsonlog import parse_array, scan_after
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -94,7 +94,8 @@ _RECOUNT = """
 
 _SCHEMA = """
 CREATE TABLE sources (
-    name TEXT PRIMARY KEY, inode INTEGER, offset INTEGER, sig BLOB, next_seq INTEGER
+    name TEXT PRIMARY KEY, inode INTEGER, offset INTEGER, sig BLOB, next_seq INTEGER,
+    size INTEGER, mtime INTEGER
 );
 CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
@@ -227,20 +228,28 @@ class SqliteIndex:
         self, conn: sqlite3.Connection, source: Source, seen: tuple[int, int, int] | None
     ) -> None:
         row = conn.execute(
-            "SELECT inode, offset, sig, next_seq FROM sources WHERE name = ?", (source.name,)
+            "SELECT inode, offset, sig, next_seq, size, mtime FROM sources WHERE name = ?",
+            (source.name,),
         ).fetchone()
         if seen is None:
             if row is not None:
                 conn.execute(f"DELETE FROM {source.table}")
                 conn.execute("DELETE FROM sources WHERE name = ?", (source.name,))
             return
-        inode, size = seen[0], seen[1]
-        if row is None or row[0] != inode or row[1] > size:
+        inode, size, mtime = seen
+        if (
+            row is None
+            or row[0] != inode
+            or row[1] > size
+            # Same size but touched since: rewritten in place (appends always grow the file).
+            or (row[4] == size and row[5] != mtime)
+        ):
             self._rebuild(conn, source)
             return
         offset, sig, next_seq = row[1], row[2], row[3]
         start = max(0, offset - _SIG_BYTES)
         with source.path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
             fh.seek(start)
             data = fh.read()
         if data[: offset - start] != sig:
@@ -250,17 +259,25 @@ class SqliteIndex:
         if scan is None:
             self._rebuild(conn, source)
             return
+        new_sig = data[max(0, scan.end - _SIG_BYTES - start) : scan.end - start]
         if scan.items:
             self._store(conn, source, [item for item, _ in scan.items], next_seq)
-            new_sig = data[max(0, scan.end - _SIG_BYTES - start) : scan.end - start]
-            conn.execute(
-                "UPDATE sources SET offset = ?, sig = ?, next_seq = ? WHERE name = ?",
-                (scan.end, new_sig, next_seq + len(scan.items), source.name),
-            )
+        conn.execute(
+            "UPDATE sources SET offset = ?, sig = ?, next_seq = ?, size = ?, mtime = ? "
+            "WHERE name = ?",
+            (
+                scan.end,
+                new_sig,
+                next_seq + len(scan.items),
+                st.st_size,
+                st.st_mtime_ns,
+                source.name,
+            ),
+        )
 
     def _rebuild(self, conn: sqlite3.Connection, source: Source) -> None:
         with source.path.open("rb") as fh:
-            inode = os.fstat(fh.fileno()).st_ino
+            st = os.fstat(fh.fileno())
             data = fh.read()
         parsed = parse_array(data, source.path)
         # Row-by-row triggers would make a rebuild of 100k events several times slower: drop
@@ -274,14 +291,16 @@ class SqliteIndex:
         for statement in _statements(_TRIGGERS):
             conn.execute(statement)
         conn.execute(
-            "INSERT OR REPLACE INTO sources (name, inode, offset, sig, next_seq) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sources (name, inode, offset, sig, next_seq, size, mtime) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 source.name,
-                inode,
+                st.st_ino,
                 parsed.end,
                 data[max(0, parsed.end - _SIG_BYTES) : parsed.end],
                 len(parsed.items),
+                st.st_size,
+                st.st_mtime_ns,
             ),
         )
 

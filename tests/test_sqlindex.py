@@ -1,0 +1,110 @@
+"""The derived SQLite index: it catches up with appends, rebuilds itself when a log is rewritten
+or the index is damaged, and never disagrees with the JSON logs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rayvault.learning import CorruptFileError, create_event, list_events
+from rayvault.learning.errors import log_error
+from rayvault.learning.store import EventQuery, FileStore
+from rayvault.learning.store.base import ErrorQuery
+
+from .conftest import event_kwargs
+
+
+def ids(store: FileStore) -> list[str]:
+    return [e.event_id for e in store.query_events(EventQuery())]
+
+
+def index_file(root: Path) -> Path:
+    return root / "state/cache/index.sqlite3"
+
+
+def test_catch_up_reads_only_new_bytes(root: Path, store: FileStore) -> None:
+    first = create_event(**event_kwargs(), store=store)  # type: ignore[arg-type]
+    conn = store.index.sync("events")
+    (offset_before,) = conn.execute("SELECT offset FROM sources WHERE name='events'").fetchone()
+    second = create_event(**event_kwargs(symptom="another"), store=store)  # type: ignore[arg-type]
+    conn = store.index.sync("events")
+    (offset_after,) = conn.execute("SELECT offset FROM sources WHERE name='events'").fetchone()
+    assert offset_after > offset_before
+    assert ids(store) == [first.event_id, second.event_id]
+    size = (root / "data/learning_events.json").stat().st_size
+    assert offset_after == size - len("\n]\n")
+
+
+def test_rewritten_log_is_reindexed(root: Path, store: FileStore) -> None:
+    """A log replaced by another file (compaction, an editor) is read again from the start."""
+    a = create_event(**event_kwargs(symptom="a"), store=store)  # type: ignore[arg-type]
+    b = create_event(**event_kwargs(symptom="b"), store=store)  # type: ignore[arg-type]
+    assert len(ids(store)) == 2
+    path = root / "data/learning_events.json"
+    latest = {e["event_id"]: e for e in json.loads(path.read_text())}
+    tmp = path.with_name("rewrite.json")
+    tmp.write_text(json.dumps([latest[b.event_id]], indent=2))  # a different inode, b only
+    os.replace(tmp, path)
+    assert ids(store) == [b.event_id]
+    assert a.event_id not in {e.event_id for e in list_events()}
+
+
+def test_in_place_edit_before_the_offset_is_noticed(root: Path, store: FileStore) -> None:
+    event = create_event(**event_kwargs(symptom="original text"), store=store)  # type: ignore[arg-type]
+    assert store.get_event(event.event_id).symptom == "original text"  # type: ignore[union-attr]
+    path = root / "data/learning_events.json"
+    data = path.read_bytes().replace(b"original text", b"edited! text!")
+    with path.open("r+b") as fh:  # same inode, same size
+        fh.write(data)
+    assert store.get_event(event.event_id).symptom == "edited! text!"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "truncate"])
+def test_missing_or_damaged_index_is_rebuilt(root: Path, damage: str) -> None:
+    writer = FileStore(root)
+    events = [create_event(**event_kwargs(symptom=f"s{i}"), store=writer) for i in range(3)]  # type: ignore[arg-type]
+    log_error("v1", "research", "Timeout after 30s", store=writer)
+    writer.close()
+    path = index_file(root)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if damage == "delete":
+        path.unlink()
+    elif damage == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    reader = FileStore(root)
+    assert ids(reader) == [e.event_id for e in events]
+    assert len(reader.query_errors(ErrorQuery())) == 1
+    reader.close()
+
+
+def test_corrupt_log_is_reported_not_indexed(root: Path, store: FileStore) -> None:
+    create_event(**event_kwargs(), store=store)  # type: ignore[arg-type]
+    path = root / "data/learning_events.json"
+    path.write_bytes(b'[{"event_id": "broken"')
+    with pytest.raises(CorruptFileError, match="learning_events.json is corrupt"):
+        store.query_events(EventQuery())
+    assert path.read_bytes() == b'[{"event_id": "broken"'
+
+
+def test_record_without_key_is_corruption(root: Path, store: FileStore) -> None:
+    path = root / "data/learning_events.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('[{"symptom": "no id"}]')
+    with pytest.raises(CorruptFileError, match="element 0 is not a record with a 'event_id'"):
+        store.query_events(EventQuery())
+
+
+def test_last_version_wins_in_the_index(root: Path, store: FileStore) -> None:
+    event = create_event(**event_kwargs(verification=""), store=store)  # type: ignore[arg-type]
+    assert store.get_event(event.event_id).status == "applied"  # type: ignore[union-attr]
+    from rayvault.learning import resolve_event
+
+    resolve_event(event.event_id, "checked", store=store)
+    assert store.count_events(EventQuery(unresolved=True)) == 0
+    assert store.count_events(EventQuery(statuses=("verified",))) == 1
