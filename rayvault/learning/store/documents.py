@@ -102,6 +102,11 @@ class Documents:
                 return path
         return None
 
+    def read_soul(self, path: Path) -> str:
+        """The text of a SOUL file (bytes that are not UTF-8 read as replacement characters:
+        callers only look for markers in it)."""
+        return path.read_bytes().decode("utf-8", errors="replace")
+
     def write_soul(self, path: Path, update: Callable[[str], str]) -> bool:
         """Rewrite a SOUL file as ``update(current_text)`` says, under its lock; False when
         nothing changed."""
