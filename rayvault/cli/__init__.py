@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from rayvault.cli import events, memory
+from rayvault.cli import events, memory, registry, revisit, soul
 from rayvault.cli._common import GLOBALS, Globals, console, reset_consoles
 
 app = typer.Typer(
@@ -30,6 +30,10 @@ app = typer.Typer(
 )
 app.add_typer(events.app, name="events")
 app.add_typer(memory.app, name="memory")
+app.add_typer(soul.app, name="soul")
+app.command("revisit")(revisit.revisit_command)
+app.command("patterns")(registry.patterns_command)
+app.command("report")(registry.report_command)
 
 
 @app.callback()
