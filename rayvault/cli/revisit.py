@@ -112,8 +112,9 @@ def _show(result: RevisitReport) -> None:
     if result.revalidation.conflicts:
         out.print("[bold]Conflicting rules[/]:")
         for conflict in result.revalidation.conflicts:
+            kind = escape(f"[{conflict.kind}]")
             out.print(
-                f"  {escape(conflict.agent)} [{conflict.kind}] {escape(conflict.reason)}",
+                f"  {escape(conflict.agent)} {kind} {escape(conflict.reason)}",
                 soft_wrap=True,
             )
     pending = [c for c in result.promotions if not c.promoted]

@@ -112,7 +112,9 @@ class Documents:
         nothing changed."""
         with locked(path):
             try:
-                current = path.read_text(encoding="utf-8")
+                # Bytes, then decode: read_text would turn CRLF line ends into LF, and the rewrite
+                # would change every line of a file we only add a section to.
+                current = path.read_bytes().decode("utf-8")
             except UnicodeDecodeError as e:
                 raise CorruptFileError(path, f"is not UTF-8 text ({e.reason})") from e
             new = update(current)
