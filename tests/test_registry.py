@@ -330,3 +330,18 @@ def test_corrupt_latest_report_is_named(root: Path) -> None:
     path.write_text('{"scope": "all"}')
     with pytest.raises(CorruptFileError, match="does not match the expected shape"):
         get_weekly_summary()
+
+
+def test_an_event_of_the_wrong_shape_is_reported_by_file(root: Path, clock: Clock) -> None:
+    learn(clock, T0)
+    index = root / "data/learning_events.json"
+    data = index.read_bytes()
+    bad = data.rstrip()[:-1].rstrip() + b',\n{"event_id": "le-bad", "severity": "LOUD"}\n]\n'
+    index.write_bytes(bad)
+    assert len(query_events(severity="FAIL")) == 1  # the bad event is not read by this query
+    with pytest.raises(
+        CorruptFileError, match="an event does not match the expected shape"
+    ) as info:
+        query_events()
+    assert info.value.path == index
+    assert index.read_bytes() == bad

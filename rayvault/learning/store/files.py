@@ -91,11 +91,23 @@ def validate_record(model: type[M], raw: Any, path: Path, what: str) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise CorruptFileError(
-            path, f"{what} does not match the expected shape: {where}: {first['msg']}"
-        ) from e
+        raise _shape_error(e, path, what) from e
+
+
+def validate_json_record(model: type[M], data: bytes, path: Path, what: str) -> M:
+    """:func:`validate_record` for JSON bytes (parsed by pydantic: a quarter faster)."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as e:
+        raise _shape_error(e, path, what) from e
+
+
+def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileError:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return CorruptFileError(
+        path, f"{what} does not match the expected shape: {where}: {first['msg']}"
+    )
 
 
 class FileStore:
@@ -169,7 +181,7 @@ class FileStore:
             return new
 
     def _event(self, data: bytes) -> LearningEvent:
-        return validate_record(LearningEvent, orjson.loads(data), self.events_path, "an event")
+        return validate_json_record(LearningEvent, data, self.events_path, "an event")
 
     def get_event(self, event_id: str) -> LearningEvent | None:
         conn = self.index.sync("events")
@@ -192,13 +204,19 @@ class FileStore:
     def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
         conn = self.index.sync("events")
         where, params = event_where(query)
+        # One scan grouped by every facet at once (a few hundred groups), folded here: four
+        # GROUP BY queries cost four scans of the table.
+        columns = ", ".join(FACETS)
+        rows = conn.execute(
+            f"SELECT {columns}, count(*) FROM events{where} GROUP BY {columns}", params
+        ).fetchall()
         facets: dict[str, dict[str, int]] = {}
-        for facet in FACETS:
-            rows = conn.execute(
-                f"SELECT {facet}, count(*) FROM events{where} GROUP BY {facet} ORDER BY 2 DESC",
-                params,
-            )
-            facets[facet] = {str(value): int(n) for value, n in rows if value is not None}
+        for i, facet in enumerate(FACETS):
+            counts: dict[str, int] = {}
+            for row in rows:
+                if row[i] is not None:
+                    counts[str(row[i])] = counts.get(str(row[i]), 0) + int(row[-1])
+            facets[facet] = dict(sorted(counts.items(), key=lambda item: -item[1]))
         return facets
 
     def event_patterns(
