@@ -45,8 +45,11 @@ def revisit_command(
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the weekly revisit: flag stale and conflicting rules, list SOUL promotion candidates,
-    write the weekly report (JSON and HTML) and archive tombstones past their grace period.
+    """Run the weekly revisit: flags, promotion candidates, weekly report, tombstone sweep.
+
+    Flags stale and conflicting rules, lists SOUL promotion candidates, writes the weekly report
+    (JSON and HTML) and archives tombstones past their grace period. Nothing is written under
+    --dry-run.
 
     Example: rayvault-learn revisit --scope all --days 7
     """
