@@ -293,6 +293,7 @@ def test_weekly_summary_is_the_latest_report(root: Path) -> None:
     write_report(root, "weekly-2026-02-19-10", events_total=4)
     write_report(root, "weekly-2026-02-09", events_total=5)
     (root / "data/learning_reports/notes.json").write_text("{}")
+    (root / "data/learning_reports/weekly-2026-13-45.json").write_text("{}")
     summary = get_weekly_summary()
     assert summary is not None
     assert summary.events_total == 4  # -10 comes after -2: numbers, not text

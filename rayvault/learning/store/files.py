@@ -464,7 +464,11 @@ class FileStore:
         found = []
         for entry in self.reports_dir.iterdir():
             if entry.suffix == ".json" and (match := _REPORT.fullmatch(entry.stem)):
-                found.append((date.fromisoformat(match.group(1)), int(match.group(2) or 1), entry))
+                try:
+                    day = date.fromisoformat(match.group(1))
+                except ValueError:
+                    continue  # not a report name (weekly-2026-13-45): not ours
+                found.append((day, int(match.group(2) or 1), entry))
         return [entry.stem for _, _, entry in sorted(found)]
 
     def load_weekly_report(self, name: str | None = None) -> WeeklyReport | None:
