@@ -3,8 +3,9 @@ and the one renderer (Rich for people, JSON for scripts)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -142,3 +143,34 @@ def when(value: Any) -> str:
     if value is None:
         return "-"
     return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value)
+
+
+@contextlib.contextmanager
+def progress_bar(as_json: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A ``progress(step, done, total)`` callback drawing a Rich progress bar on stderr; None
+    (no bar) under ``--json`` or when stderr is not a terminal."""
+    err = console(stderr=True)
+    if want_json(as_json) or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            progress.update(task, description=escape_markup(step), completed=done, total=total)
+
+        yield update
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

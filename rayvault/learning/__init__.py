@@ -43,16 +43,34 @@ if TYPE_CHECKING:
     )
     from rayvault.learning.models import (
         AgentMemory,
+        AgentSweep,
         ErrorEntry,
         GateCheck,
         GateResult,
         LearningEvent,
+        Pattern,
+        PromotionCandidate,
+        Revalidation,
+        RevisitReport,
         Rule,
+        RuleConflict,
+        SoulPromotion,
+        StaleRule,
         Tombstone,
         TombstoneFile,
+        WeeklyReport,
     )
     from rayvault.learning.patterns import Fingerprint, fingerprint
+    from rayvault.learning.registry import (
+        get_agent_learnings,
+        get_patterns,
+        get_promotion_candidates,
+        get_weekly_summary,
+        query_events,
+    )
+    from rayvault.learning.revisit import revisit
     from rayvault.learning.skill_graph import record_learning
+    from rayvault.learning.soul import promote_rule
     from rayvault.learning.store import FileStore, Store, get_store, open_store, reset_store
 
 _EXPORTS: dict[str, str] = {
@@ -71,6 +89,14 @@ _EXPORTS: dict[str, str] = {
     "tombstone_rule": "memory",
     "init_memory": "memory",
     "render_rules": "memory",
+    # registry queries, the weekly revisit, SOUL promotion
+    "query_events": "registry",
+    "get_patterns": "registry",
+    "get_agent_learnings": "registry",
+    "get_promotion_candidates": "registry",
+    "get_weekly_summary": "registry",
+    "revisit": "revisit",
+    "promote_rule": "soul",
     # fingerprints
     "fingerprint": "patterns",
     "Fingerprint": "patterns",
@@ -83,6 +109,15 @@ _EXPORTS: dict[str, str] = {
     "ErrorEntry": "models",
     "GateCheck": "models",
     "GateResult": "models",
+    "Pattern": "models",
+    "PromotionCandidate": "models",
+    "StaleRule": "models",
+    "RuleConflict": "models",
+    "Revalidation": "models",
+    "WeeklyReport": "models",
+    "AgentSweep": "models",
+    "RevisitReport": "models",
+    "SoulPromotion": "models",
     # stores
     "Store": "store",
     "FileStore": "store",
@@ -105,6 +140,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AgentMemory",
+    "AgentSweep",
     "ConfigError",
     "CorruptFileError",
     "ErrorEntry",
@@ -119,28 +155,43 @@ __all__ = [
     "InvalidInputError",
     "LearningError",
     "LearningEvent",
+    "Pattern",
+    "PromotionCandidate",
+    "Revalidation",
+    "RevisitReport",
     "Rule",
+    "RuleConflict",
     "RuleNotFoundError",
     "SoulFileNotFoundError",
+    "SoulPromotion",
+    "StaleRule",
     "Store",
     "StoreError",
     "Tombstone",
     "TombstoneFile",
+    "WeeklyReport",
     "apply_to_memory",
     "create_event",
     "event_stats",
     "fingerprint",
+    "get_agent_learnings",
     "get_event",
+    "get_patterns",
+    "get_promotion_candidates",
     "get_store",
+    "get_weekly_summary",
     "init_memory",
     "list_events",
     "load_active_memory",
     "load_tombstones",
     "open_store",
+    "promote_rule",
+    "query_events",
     "record_learning",
     "render_rules",
     "reset_store",
     "resolve_event",
+    "revisit",
     "tombstone_rule",
     "update_event",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 _clock: Callable[[], datetime] | None = None
 
@@ -80,3 +80,12 @@ def to_micros(value: datetime) -> int:
     """Microseconds since the epoch: an integer key for indexes that compare datetimes."""
     delta = as_utc(value) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_micros(value: int) -> datetime:
+    """The aware UTC datetime of ``value`` microseconds since the epoch (inverse of
+    :func:`to_micros`)."""
+    return _EPOCH + timedelta(microseconds=value)

@@ -286,3 +286,155 @@ class GateResult(Record):
     agent: str | None = None
     enabled: bool = True
     timestamp: Timestamp
+
+
+# -- the review side: registry results and the weekly report ------------------------------------
+class Pattern(Record):
+    """A recurring failure: every event sharing one fingerprint, aggregated."""
+
+    fingerprint: str
+    #: The gate stage the fingerprint belongs to (its key's prefix).
+    stage: str
+    #: The masked text people read (``Timeout after <dur> on <id>``).
+    pattern: str = ""
+    count: int
+    #: Unresolved occurrences (neither verified nor archived).
+    open_count: int = 0
+    #: Occurrences at or after the window start, when the query had one.
+    recent_count: int | None = None
+    severities: dict[str, int] = Field(default_factory=dict)
+    components: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+    #: Distinct video ids (possibly trimmed in reports; ``video_count`` is always the full count).
+    videos: list[str] = Field(default_factory=list)
+    video_count: int = 0
+    first_seen: Timestamp
+    last_seen: Timestamp
+
+
+class PromotionCandidate(Record):
+    """An active rule applied often enough to be proposed for the agent's SOUL."""
+
+    agent: str
+    rule_id: str
+    severity: SeverityField
+    component: str
+    rule: str
+    applied_count: int
+    last_applied: Timestamp | None = None
+    source_event_id: str | None = None
+    #: The ready-to-paste SOUL section (``soul.promotion_section``).
+    soul_section: str
+    #: The agent's SOUL file relative to the data root, or None when it has none.
+    soul_file: str | None = None
+    #: True when the SOUL file already holds this rule's marked section.
+    promoted: bool = False
+
+
+class StaleRule(Record):
+    """An active rule the revisit flags as stale, and why."""
+
+    agent: str
+    rule_id: str
+    severity: SeverityField
+    component: str
+    rule: str
+    created: Timestamp
+    last_used: Timestamp
+    applied_count: int
+    reason: str
+
+
+class RuleConflict(Record):
+    """Two active rules of one agent that prescribe incompatible actions."""
+
+    agent: str
+    rule_ids: list[str]
+    #: ``negation`` | ``direction`` | ``revert`` | ``value`` | ``instead_of``
+    kind: str
+    #: What the two rules share: ``same fingerprint`` or ``same stage <stage>``.
+    scope: str
+    reason: str
+
+
+class Revalidation(Record):
+    """The revisit's first phase: rules flagged for a person to review (nothing is removed)."""
+
+    stale: list[StaleRule] = Field(default_factory=list)
+    conflicts: list[RuleConflict] = Field(default_factory=list)
+
+
+class WeeklyReport(Record):
+    """``data/learning_reports/weekly-YYYY-MM-DD.json``.
+
+    The first fields are those the earlier system wrote (``by_*`` count the events of the
+    window); the rest were added by rayvault-learning and are optional, so older reports load.
+    """
+
+    generated_at: Timestamp
+    period_days: int
+    scope: str
+    events_total: int = 0
+    events_recent: int = 0
+    by_severity: dict[str, int] = Field(default_factory=dict)
+    by_component: dict[str, int] = Field(default_factory=dict)
+    by_status: dict[str, int] = Field(default_factory=dict)
+    agent_summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # -- added by rayvault-learning ---------------------------------------------------------
+    window_start: Timestamp | None = None
+    events_by_day: list[dict[str, Any]] = Field(default_factory=list)
+    top_patterns: list[Pattern] = Field(default_factory=list)
+    failures: dict[str, Any] = Field(default_factory=dict)
+    open_failures: dict[str, Any] = Field(default_factory=dict)
+    rules: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    resolution: dict[str, Any] = Field(default_factory=dict)
+    revalidation: Revalidation = Field(default_factory=Revalidation)
+    promotions: list[PromotionCandidate] = Field(default_factory=list)
+
+
+class SoulPromotion(Record):
+    """What ``soul promote`` did to an agent's SOUL file."""
+
+    agent: str
+    rule_id: str
+    #: The SOUL file, relative to the data root.
+    soul_file: str
+    #: ``added`` (new section), ``updated`` (the section's evidence changed) or ``unchanged``.
+    action: Literal["added", "updated", "unchanged"]
+    section: str
+    applied_count: int
+    #: LEARNING_PROMOTION_THRESHOLD_OCCURRENCES when it was promoted.
+    threshold: int
+
+
+class AgentSweep(Record):
+    """The revisit's tombstone sweep for one agent (under a dry run: what it would do)."""
+
+    agent: str
+    #: Tombstones older than LEARNING_TOMBSTONE_GRACE_DAYS moved to the dated archive.
+    tombstones_archived: int = 0
+    tombstones_kept: int = 0
+    #: Where they went (None when nothing was archived, or under a dry run).
+    tombstone_archive: str | None = None
+    #: Memory snapshots older than LEARNING_ARCHIVE_RETENTION_DAYS removed.
+    snapshots_pruned: list[str] = Field(default_factory=list)
+
+
+class RevisitReport(Record):
+    """Everything one revisit found and did (``revisit()``'s result, ``revisit --json``)."""
+
+    scope: str
+    days: int
+    generated_at: Timestamp
+    window_start: Timestamp
+    dry_run: bool
+    agents: list[str] = Field(default_factory=list)
+    revalidation: Revalidation = Field(default_factory=Revalidation)
+    promotions: list[PromotionCandidate] = Field(default_factory=list)
+    #: The weekly report (written unless ``dry_run``).
+    report: WeeklyReport
+    #: ``weekly-YYYY-MM-DD`` (``-N`` for the N-th of a day); None under a dry run.
+    report_name: str | None = None
+    #: ``{"json": location, "html": location}``; None under a dry run.
+    report_files: dict[str, str] | None = None
+    tombstone_sweep: list[AgentSweep] = Field(default_factory=list)

@@ -2,12 +2,25 @@
 a rule becomes when it is promoted.
 
 SOUL > SKILL: a rule that keeps being needed belongs in how the agent decides, not in a list of
-fixes. Suggestions are only stored and shown; a SOUL file changes only on a person's command.
+fixes. Suggestions are only stored and shown; a SOUL file changes only on a person's command
+(:func:`promote_rule`, ``rayvault-learn soul promote``).
+
+A promoted rule lives in the SOUL file's ``## Learned rules`` section (created at the end of the
+file the first time), between ``<!-- rayvault:rule ID -->`` and ``<!-- /rayvault:rule ID -->``
+markers. Promoting the same rule again replaces that block (its evidence may have grown), so a
+rule is never in the file twice; everything outside the block is left byte for byte.
 """
 
 from __future__ import annotations
 
-from rayvault.learning.models import LearningEvent, Rule
+from rayvault.learning._ids import validate_identifier
+from rayvault.learning.exceptions import (
+    InvalidInputError,
+    RuleNotFoundError,
+    SoulFileNotFoundError,
+)
+from rayvault.learning.models import LearningEvent, Rule, SoulPromotion
+from rayvault.learning.store import Store, get_store
 
 LEARNED_RULES_HEADING = "## Learned rules"
 
@@ -45,3 +58,100 @@ def promotion_section(rule: Rule, agent: str) -> str:
         f"<!-- /rayvault:rule {rule.rule_id} -->",
     ]
     return "\n".join(lines) + "\n"
+
+
+def rule_markers(rule_id: str) -> tuple[str, str]:
+    """The start and end markers around a promoted rule's section."""
+    return f"<!-- rayvault:rule {rule_id} -->", f"<!-- /rayvault:rule {rule_id} -->"
+
+
+def is_promoted(soul_text: str, rule_id: str) -> bool:
+    """True when the SOUL text already holds the marked section of ``rule_id``."""
+    return rule_markers(rule_id)[0] in soul_text
+
+
+def _heading_line(line: str) -> bool:
+    return line.startswith(("# ", "## ")) or line.rstrip() in {"#", "##"}
+
+
+def insert_section(soul_text: str, rule_id: str, section: str) -> str:
+    """``soul_text`` with ``section`` (a :func:`promotion_section`) as the rule's one block of
+    the Learned rules section; bytes outside that block are kept as they are.
+
+    Raises ``ValueError`` when the rule's start marker is there without its end marker (a
+    hand edit that makes the block's extent unknown).
+    """
+    nl = "\r\n" if "\r\n" in soul_text else "\n"
+    body = section.replace("\n", nl) if nl != "\n" else section
+    start, end = rule_markers(rule_id)
+    at = soul_text.find(start)
+    if at >= 0:
+        stop = soul_text.find(end, at)
+        if stop < 0:
+            raise ValueError(f"the start marker of rule {rule_id} has no end marker {end!r}")
+        stop += len(end)
+        if soul_text.startswith(nl, stop):
+            stop += len(nl)
+        return soul_text[:at] + body + soul_text[stop:]
+
+    offset = 0
+    in_section = False
+    for line in soul_text.splitlines(keepends=True):
+        if not in_section:
+            in_section = line.rstrip() == LEARNED_RULES_HEADING
+        elif _heading_line(line):
+            # The next heading of level 1 or 2 ends the Learned rules section.
+            before, after = soul_text[:offset], soul_text[offset:]
+            return before + _separator(before, nl) + body + nl + after
+        offset += len(line)
+    if in_section:
+        return soul_text + _separator(soul_text, nl) + body
+    return soul_text + _separator(soul_text, nl) + LEARNED_RULES_HEADING + nl + nl + body
+
+
+def _separator(before: str, nl: str) -> str:
+    """What to add after ``before`` so that what follows starts after one blank line."""
+    if not before or before.endswith(nl + nl):
+        return ""
+    return nl if before.endswith(nl) else nl + nl
+
+
+def promote_rule(agent: str, rule_id: str, *, store: Store | None = None) -> SoulPromotion:
+    """Write the promotion section of ``agent``'s active rule ``rule_id`` into the agent's SOUL
+    file (idempotent: promoting again leaves one section, refreshed). Only on a person's command.
+
+    Raises :class:`RuleNotFoundError` and :class:`SoulFileNotFoundError`.
+    """
+    store = store or get_store()
+    validate_identifier(agent, "agent")
+    rule = next((r for r in store.load_memory(agent).rules if r.rule_id == rule_id), None)
+    if rule is None:
+        raise RuleNotFoundError(agent, rule_id)
+    validate_identifier(rule.rule_id, "rule id")  # it goes into an HTML comment marker
+    path = store.docs.find_soul(agent)
+    if path is None:
+        raise SoulFileNotFoundError(agent, store.docs.soul_candidates(agent))
+    section = promotion_section(rule, agent)
+    present = False
+
+    def update(text: str) -> str:
+        nonlocal present
+        present = is_promoted(text, rule.rule_id)
+        try:
+            return insert_section(text, rule.rule_id, section)
+        except ValueError as e:
+            raise InvalidInputError(
+                f"{path}: {e}", hint="restore or remove the marker by hand, then promote again"
+            ) from e
+
+    changed = store.docs.write_soul(path, update)
+    action = "unchanged" if not changed else ("updated" if present else "added")
+    return SoulPromotion(
+        agent=agent,
+        rule_id=rule.rule_id,
+        soul_file=store.docs.relative(path),
+        action=action,
+        section=section,
+        applied_count=rule.applied_count,
+        threshold=store.policies.LEARNING_PROMOTION_THRESHOLD_OCCURRENCES,
+    )

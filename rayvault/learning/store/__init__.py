@@ -7,13 +7,21 @@ import os
 from pathlib import Path
 
 from rayvault.learning.exceptions import StoreError
-from rayvault.learning.store.base import AgentState, EventQuery, Store
+from rayvault.learning.store.base import (
+    AgentState,
+    ArchivedTombstones,
+    EventQuery,
+    SavedReport,
+    Store,
+)
 from rayvault.learning.store.files import FileStore
 
 __all__ = [
     "AgentState",
+    "ArchivedTombstones",
     "EventQuery",
     "FileStore",
+    "SavedReport",
     "Store",
     "get_store",
     "open_store",

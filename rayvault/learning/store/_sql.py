@@ -6,10 +6,11 @@ timestamps are stored as integer microseconds since the epoch so they compare as
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from rayvault.learning._time import to_micros
-from rayvault.learning.models import RESOLVED_STATUSES
+from rayvault.learning.models import RESOLVED_STATUSES, SEVERITIES
 from rayvault.learning.store.base import ErrorQuery, EventQuery
 
 EVENT_COLUMNS = (
@@ -25,6 +26,28 @@ EVENT_COLUMNS = (
     "resolved",
 )
 FACETS = ("severity", "status", "component", "agent")
+MICROS_PER_DAY = 86_400_000_000
+#: The aggregate listing a column's distinct values as one comma-separated text, per dialect (ids,
+#: agents and components are validated identifiers: they hold no comma).
+DISTINCT_LIST = {
+    "sqlite": "group_concat(DISTINCT {column})",
+    "postgres": "string_agg(DISTINCT {column}, ',')",
+}
+#: The columns :func:`pattern_sql` selects, in order.
+PATTERN_COLUMNS = (
+    "fingerprint",
+    "count",
+    "open_count",
+    "recent_count",
+    "first_ts",
+    "last_ts",
+    "sample_event_id",
+    "videos",
+    "video_count",
+    "components",
+    "agents",
+    *(f"n_{s}" for s in SEVERITIES),
+)
 
 
 def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
@@ -205,3 +228,52 @@ ERROR_PATTERNS_SQL = """
      GROUP BY fingerprint HAVING count(*) >= {ph}
      ORDER BY count(*) DESC, max(ts) DESC
 """
+
+
+def pattern_sql(
+    query: EventQuery,
+    *,
+    min_count: int,
+    active_since: datetime | None,
+    dialect: str = "sqlite",
+    ph: str = "?",
+) -> tuple[str, list[Any]]:
+    """One GROUP BY over the matching events with a fingerprint: the columns of
+    ``PATTERN_COLUMNS`` per fingerprint, most frequent first. One pass over the table whatever
+    the number of groups; no event is decoded."""
+    where, where_params = event_where(query, ph)
+    where += (" AND " if where else " WHERE ") + "fingerprint IS NOT NULL"
+    listed = DISTINCT_LIST[dialect]
+    severity_counts = ", ".join(
+        f"sum(CASE WHEN severity = '{s}' THEN 1 ELSE 0 END)" for s in SEVERITIES
+    )
+    select_params: list[Any] = []
+    having_params: list[Any] = [min_count]
+    recent = "NULL"
+    having = f"count(*) >= {ph}"
+    if active_since is not None:
+        since = to_micros(active_since)
+        recent = f"sum(CASE WHEN ts >= {ph} THEN 1 ELSE 0 END)"
+        select_params.append(since)
+        # Repeated rather than named by alias: PostgreSQL does not see aliases in HAVING.
+        having += f" AND sum(CASE WHEN ts >= {ph} THEN 1 ELSE 0 END) > 0"
+        having_params.append(since)
+    sql = (
+        f"SELECT fingerprint, count(*), sum(1 - resolved), {recent}, min(ts), max(ts), "
+        f"max(event_id), {listed.format(column='video_id')}, count(DISTINCT video_id), "
+        f"{listed.format(column='component')}, {listed.format(column='agent')}, "
+        f"{severity_counts} "
+        f"FROM events{where} GROUP BY fingerprint HAVING {having} "
+        "ORDER BY count(*) DESC, max(ts) DESC, fingerprint"
+    )
+    return sql, [*select_params, *where_params, *having_params]
+
+
+def timeline_sql(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
+    """Counts of the matching events per UTC day (days since the epoch) and severity."""
+    where, params = event_where(query, ph)
+    day = f"ts / {MICROS_PER_DAY}"
+    return (
+        f"SELECT {day}, severity, count(*) FROM events{where} GROUP BY {day}, severity",
+        params,
+    )

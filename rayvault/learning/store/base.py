@@ -6,12 +6,12 @@ implement it: the embedded file store (``FileStore``, the default) and PostgreSQ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from rayvault.learning.models import (
     AgentMemory,
@@ -20,7 +20,10 @@ from rayvault.learning.models import (
     GateState,
     KnownFailure,
     LearningEvent,
+    Pattern,
+    Tombstone,
     TombstoneFile,
+    WeeklyReport,
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.policies import Policies
@@ -76,6 +79,26 @@ class AgentState:
     tombstones_changed: bool = False
 
 
+@dataclass(frozen=True)
+class SavedReport:
+    """Where a weekly report went: its name (``weekly-2026-02-19``, ``weekly-2026-02-19-2`` for
+    the second of a day) and where each rendering can be read (paths for the file store)."""
+
+    name: str
+    json_location: str
+    html_location: str
+
+
+@dataclass(frozen=True)
+class ArchivedTombstones:
+    """Tombstones moved out of an agent's tombstone list into its archive."""
+
+    agent: str
+    tombstones: list[Tombstone] = field(default_factory=list)
+    #: Where they went (None when nothing was due).
+    location: str | None = None
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the domain needs from a backend."""
@@ -109,6 +132,29 @@ class Store(Protocol):
 
     def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
         """Counts of the matching events by severity, status, component and agent."""
+        ...
+
+    def event_patterns(
+        self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
+    ) -> list[Pattern]:
+        """The matching events grouped by fingerprint (events without one are left out), groups
+        of at least ``min_count``. With ``active_since`` only groups with an occurrence at or
+        after it, counted in ``recent_count``. Most frequent first."""
+        ...
+
+    def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
+        """Counts of the matching events per UTC day and severity (days without events absent)."""
+        ...
+
+    def resolution_times(
+        self, query: EventQuery, *, resolved_since: datetime | None = None
+    ) -> list[tuple[datetime, datetime]]:
+        """``(timestamp, resolved_at)`` of the matching resolved events that record when they
+        were resolved (at or after ``resolved_since`` when given)."""
+        ...
+
+    def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """The current status of each of these events that exists."""
         ...
 
     # -- agent memory -----------------------------------------------------------------------
@@ -171,6 +217,24 @@ class Store(Protocol):
 
     def exclusive(self, name: str) -> AbstractContextManager[None]:
         """A named inter-process mutex, for multi-step operations that must not interleave."""
+
+    def archive_tombstones(self, agent: str, older_than: datetime) -> ArchivedTombstones:
+        """Move the agent's tombstones removed before ``older_than`` into a dated archive (never
+        overwriting an earlier archive), atomically with respect to other writers."""
+        ...
+
+    # -- weekly reports -----------------------------------------------------------------------
+    def save_weekly_report(self, day: date, report: Mapping[str, Any], html: str) -> SavedReport:
+        """Store a weekly report and its HTML rendering under a new name for ``day``; a second
+        report of the same day never replaces the first."""
+        ...
+
+    def list_weekly_reports(self) -> list[str]:
+        """Names of the stored weekly reports, oldest first (by day, then order of the day)."""
+        ...
+
+    def load_weekly_report(self, name: str | None = None) -> WeeklyReport | None:
+        """The weekly report ``name`` (default: the latest); None when there is none."""
         ...
 
     def close(self) -> None: ...

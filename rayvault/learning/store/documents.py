@@ -102,12 +102,19 @@ class Documents:
                 return path
         return None
 
+    def read_soul(self, path: Path) -> str:
+        """The text of a SOUL file (bytes that are not UTF-8 read as replacement characters:
+        callers only look for markers in it)."""
+        return path.read_bytes().decode("utf-8", errors="replace")
+
     def write_soul(self, path: Path, update: Callable[[str], str]) -> bool:
         """Rewrite a SOUL file as ``update(current_text)`` says, under its lock; False when
         nothing changed."""
         with locked(path):
             try:
-                current = path.read_text(encoding="utf-8")
+                # Bytes, then decode: read_text would turn CRLF line ends into LF, and the rewrite
+                # would change every line of a file we only add a section to.
+                current = path.read_bytes().decode("utf-8")
             except UnicodeDecodeError as e:
                 raise CorruptFileError(path, f"is not UTF-8 text ({e.reason})") from e
             new = update(current)

@@ -1,0 +1,140 @@
+"""``rayvault-learn revisit``: the weekly review (flags, promotion candidates, report, sweep)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from rayvault.cli._common import (
+    JsonOption,
+    RootOption,
+    StoreOption,
+    console,
+    emit,
+    new_table,
+    open_cli_store,
+    progress_bar,
+    severity_text,
+    short,
+    when,
+)
+
+if TYPE_CHECKING:
+    from rayvault.learning.models import RevisitReport
+
+
+def revisit_command(
+    scope: Annotated[
+        str, typer.Option("--scope", help="'all', or one agent (e.g. dzine_producer).")
+    ] = "all",
+    days: Annotated[
+        int | None,
+        typer.Option(
+            "--days",
+            min=1,
+            help="Look-back window in days (default: LEARNING_REVISIT_INTERVAL_DAYS).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be done; write nothing.")
+    ] = False,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the weekly revisit: flags, promotion candidates, weekly report, tombstone sweep.
+
+    Flags stale and conflicting rules, lists SOUL promotion candidates, writes the weekly report
+    (JSON and HTML) and archives tombstones past their grace period. Nothing is written under
+    --dry-run.
+
+    Example: rayvault-learn revisit --scope all --days 7
+    """
+    from rayvault.learning.revisit import revisit
+
+    store = open_cli_store(root, store_url)
+    with progress_bar(as_json) as progress:
+        result = revisit(scope, days, dry_run=dry_run, progress=progress, store=store)
+    emit(result.to_dict(), as_json, lambda: _show(result))
+
+
+def _show(result: RevisitReport) -> None:
+    from rayvault.learning._report_html import duration_text
+
+    out = console()
+    report = result.report
+    out.print(
+        f"[bold]Revisit of {escape(result.scope)}[/] ({len(result.agents)} agents), "
+        f"last {result.days} days: {when(result.window_start)} → {when(result.generated_at)} UTC"
+    )
+    open_total = report.open_failures.get("total", 0)
+    median = report.resolution.get("median_seconds")
+    out.print(
+        f"Events: {report.events_recent} in the window, {report.events_total} in all; "
+        f"open FAIL/BLOCKER: {open_total}; new patterns: "
+        f"{report.failures.get('new_patterns', 0)}, recurring: "
+        f"{report.failures.get('recurring_patterns', 0)}; median time to resolution: "
+        f"{duration_text(median)}"
+    )
+    table = new_table("Agents")
+    table.add_column("Agent", no_wrap=True)
+    for title in ("Rules", "Stale", "Conflicts", "Promotable", "Archived", "Pruned"):
+        table.add_column(title, justify="right")
+    sweeps = {s.agent: s for s in result.tombstone_sweep}
+    for agent in result.agents:
+        summary = report.agent_summaries.get(agent, {})
+        sweep = sweeps[agent]
+        table.add_row(
+            escape(agent),
+            str(summary.get("active_rules", 0)),
+            str(summary.get("stale_rules", 0)),
+            str(summary.get("conflicts", 0)),
+            str(summary.get("promotion_candidates", 0)),
+            str(sweep.tombstones_archived),
+            str(len(sweep.snapshots_pruned)),
+        )
+    out.print(table)
+    out.print(
+        "(Archived: tombstones moved to the tombstone archive; Pruned: old memory snapshots.)",
+        style="dim",
+    )
+
+    if result.revalidation.stale:
+        out.print(
+            "[bold]Stale rules[/] (review; tombstone with `rayvault-learn memory tombstone`):"
+        )
+        for rule in result.revalidation.stale:
+            out.print(
+                f"  {escape(rule.agent)} {rule.rule_id} {severity_text(rule.severity)} "
+                f"{escape(short(rule.rule, 80))}\n    {escape(rule.reason)}",
+                soft_wrap=True,
+            )
+    if result.revalidation.conflicts:
+        out.print("[bold]Conflicting rules[/]:")
+        for conflict in result.revalidation.conflicts:
+            kind = escape(f"[{conflict.kind}]")
+            out.print(
+                f"  {escape(conflict.agent)} {kind} {escape(conflict.reason)}",
+                soft_wrap=True,
+            )
+    pending = [c for c in result.promotions if not c.promoted]
+    if result.promotions:
+        out.print(
+            f"[bold]SOUL promotion candidates[/]: {len(result.promotions)} "
+            f"({len(result.promotions) - len(pending)} already promoted)"
+        )
+        for c in pending:
+            out.print(
+                f"  {escape(c.agent)} {c.rule_id} applied {c.applied_count}×: "
+                f"{escape(short(c.rule, 80))}\n"
+                f"    rayvault-learn soul promote {escape(c.agent)} {c.rule_id}",
+                soft_wrap=True,
+            )
+    if result.dry_run:
+        out.print("[yellow]Dry run:[/] nothing was written.")
+    elif result.report_files:
+        out.print(f"Report: {escape(result.report_files['json'])}")
+        out.print(f"        {escape(result.report_files['html'])}")
