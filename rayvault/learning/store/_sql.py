@@ -205,3 +205,11 @@ ERROR_PATTERNS_SQL = """
      GROUP BY fingerprint HAVING count(*) >= {ph}
      ORDER BY count(*) DESC, max(ts) DESC
 """
+
+#: The newest resolution of one fingerprint: walks the ``errors (fingerprint, resolved_ts)`` index
+#: backwards, never the history of the pattern.
+LATEST_RESOLUTION_SQL = """
+    SELECT data FROM errors
+     WHERE fingerprint = {ph} AND resolved = 1 AND resolved_ts IS NOT NULL
+     ORDER BY resolved_ts DESC, seq DESC LIMIT 1
+"""
