@@ -268,6 +268,29 @@ def test_decorator_runs_the_loop_and_passes_arguments(root: Path) -> None:
     assert failed.outcome == "failed" and isinstance(failed.error, RuntimeError)
 
 
+def test_a_success_is_kept_when_its_events_cannot_be_verified(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bookkeeping after a success (a corrupt error log) warns; the stage's value is kept and
+    the corrupt file is left as it is."""
+    log_path = root / "data/error_log.json"
+
+    def stage(ctx: StageContext) -> str:
+        if ctx.attempt == 1:
+            raise ValueError("Product shape wrong: reference angle top-down")
+        log_path.write_text("{broken")
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="rayvault.learning"):
+        run = run_stage("v042", "assets", stage, diagnose=angle_diagnoser)
+    assert run.ok and run.value == "done"
+    assert "succeeded, but its learning events could not be verified" in caplog.text
+    last = run.steps[-1]
+    assert last.step == "verify" and last.data["verify_error"]["type"] == "CorruptFileError"
+    assert log_path.read_text() == "{broken"
+    assert get_event(run.event_ids[0]).status == "applied"  # not verified: nothing pretended
+
+
 def test_custom_diagnoser_sees_the_failure_and_sets_the_event(root: Path) -> None:
     """A diagnoser gets the exception, the logged entry and the context; its severity and
     source are recorded."""

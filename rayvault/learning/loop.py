@@ -32,6 +32,10 @@ What one stage run does:
    When retries run out, errors and events stay open and the last exception is raised (or, with
    ``on_failure="return"``, the failed run returned).
 
+If learning data cannot be written while a failure is handled, the ``LearningError`` naming the
+file is raised (chained to the stage's exception); after a success it is only logged and
+recorded, so the stage's result is never lost to bookkeeping.
+
 Every step is recorded: in the returned :class:`StageRun`, through the ``progress`` callback, in
 ``logging.getLogger("rayvault.learning")`` (INFO), and on each event of the run (``loop_steps``,
 shown by ``rayvault-learn events get ID``), so an operator can replay what the loop did.
@@ -56,7 +60,7 @@ from rayvault.learning.errors import (
     resolve_error,
 )
 from rayvault.learning.events import create_event, update_event
-from rayvault.learning.exceptions import GateBlocked, InvalidInputError, describe
+from rayvault.learning.exceptions import GateBlocked, InvalidInputError, LearningError, describe
 from rayvault.learning.gate import learning_gate
 from rayvault.learning.memory import load_active_memory, mark_delivered, prompt_rules
 from rayvault.learning.models import (
@@ -408,8 +412,11 @@ class _Loop:
         #: Rules delivered (and counted) in this run; rules learned in it are never counted.
         self.delivered: set[str] = set()
         self.learned_rules: set[str] = set()
-        #: Failure patterns learned in this run, by fingerprint.
+        #: Failure patterns learned in this run, by fingerprint and by event id.
         self.learned: dict[str, _Learned] = {}
+        self.learned_by_event: dict[str, _Learned] = {}
+        #: Each error of the run, and the event it is linked to.
+        self.error_events: dict[str, str] = {}
 
     # -- recording ----------------------------------------------------------------------------
     def record(
@@ -598,6 +605,7 @@ class _Loop:
         seen = self.learned.get(fp)
         if seen is not None:  # the same failure again in this run: its event holds the fix
             link_to_event(entry.id, seen.event_id, store=store)
+            self.error_events[entry.id] = seen.event_id
             self.record(
                 "learn",
                 f"same failure as attempt {seen.attempt}: error linked to event "
@@ -626,13 +634,15 @@ class _Loop:
         )
         link_to_event(entry.id, event.event_id, store=store)
         run.event_ids.append(event.event_id)
-        self.learned[fp] = _Learned(
+        self.error_events[entry.id] = event.event_id
+        item = _Learned(
             event.event_id,
             attempt,
             diagnosis.root_cause if diagnosis else "",
             diagnosis.fix if diagnosis else "",
             diagnosed=diagnosis is not None,
         )
+        self.learned[fp] = self.learned_by_event[event.event_id] = item
         if diagnosis is None:
             self.record(
                 "learn",
@@ -691,7 +701,7 @@ class _Loop:
     # -- success ------------------------------------------------------------------------------
     def succeed(self, ctx: StageContext, value: Any) -> None:
         """Record the success; verify the run's events and resolve its errors."""
-        run, store, attempt = self.run, self.store, ctx.attempt
+        run, attempt = self.run, ctx.attempt
         run.value = value
         run.outcome = "succeeded"
         self.record(
@@ -699,26 +709,44 @@ class _Loop:
         )
         if not run.event_ids:
             return
-        by_event = {item.event_id: item for item in self.learned.values()}
-        for error_id in run.error_ids:
-            entry = store.get_error(error_id)
-            item = by_event.get(entry.learning_event_id or "") if entry else None
+        try:
+            self._verify(ctx)
+        except (LearningError, OSError) as e:
+            # The stage's work is done and must not be lost to bookkeeping: say so, loudly.
+            log.warning(
+                "%s/%s succeeded, but its learning events could not be verified: %s",
+                run.video_id,
+                run.stage,
+                e,
+            )
+            self.record(
+                "verify",
+                f"the stage succeeded, but its events could not be verified: {e}",
+                attempt=attempt,
+                verify_error=describe(e),
+            )
+
+    def _verify(self, ctx: StageContext) -> None:
+        run, store, attempt = self.run, self.store, ctx.attempt
+        for error_id, event_id in self.error_events.items():
+            item = self.learned_by_event[event_id]
             # Every error of a run that goes on to succeed was diagnosed (an undiagnosed failure
             # ends the run), so its event holds the root cause and fix it is resolved with.
-            if item is not None and item.diagnosed:
+            if item.diagnosed:
                 resolve_error(error_id, item.root_cause, item.fix, store=store)
+        rules = ", ".join(r.rule_id for r in ctx.rules) or "no rules"
+        verification = (
+            f"closed loop: {run.stage} of {run.video_id} succeeded on attempt {attempt} of "
+            f"{self.max_attempts} (run {run.run_id}) with {rules} delivered to "
+            f"{run.agent or 'no agent'}"
+        )
+        # Recorded before the events are written, so their record ends with it.
         self.record(
             "verify",
             f"{_named(run.event_ids, 'event')} verified; {_named(run.error_ids, 'error')} resolved",
             attempt=attempt,
             event_ids=list(run.event_ids),
             error_ids=list(run.error_ids),
-        )
-        rules = ", ".join(r.rule_id for r in ctx.rules) or "no rules"
-        verification = (
-            f"closed loop: {run.stage} of {run.video_id} succeeded on attempt {attempt} of "
-            f"{self.max_attempts} (run {run.run_id}) with {rules} delivered to "
-            f"{run.agent or 'no agent'}"
         )
         self.save_steps(status="verified", verification=verification)
 
