@@ -27,7 +27,9 @@ app.add_typer(events.app, name="events")
 app.add_typer(memory.app, name="memory")
 app.add_typer(errors.app, name="errors")
 app.add_typer(gate.app, name="gate")
-app.command("demo")(demo.demo_command)
+app.command(
+    "demo", short_help="The closed loop on a simulated pipeline, leaving its data to explore."
+)(demo.demo_command)
 
 
 @app.callback()
