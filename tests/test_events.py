@@ -77,6 +77,7 @@ def test_create_event_persists_every_field(root: Path, clock: Clock) -> None:
             "background.md"
         ),
         "loop_errors": [],
+        "loop_steps": [],
         "updated": "2026-02-19T12:00:00.000000Z",
         "resolved_at": "2026-02-19T12:00:00.000000Z",
     }

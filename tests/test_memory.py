@@ -18,7 +18,7 @@ from rayvault.learning import (
     render_rules,
     tombstone_rule,
 )
-from rayvault.learning.memory import init_memory, memory_status
+from rayvault.learning.memory import init_memory, mark_delivered, memory_status, prompt_rules
 
 from .conftest import Clock, event_kwargs
 
@@ -244,6 +244,41 @@ def test_render_rules_orders_by_severity_then_recency_within_budget(
     assert short.splitlines()[-1].startswith("(and ")
     assert "blocker rule" in short and "info rule" not in short
     assert render_rules("researcher") == ""
+
+
+def test_prompt_rules_names_the_rules_its_text_shows(root: Path, clock: Clock) -> None:
+    """The block and the rules it shows agree, also when the budget cuts some off."""
+    for n in range(4):
+        clock.advance(minutes=1)
+        learn("FAIL", f"failure number {'x' * n} seen")
+    full = prompt_rules(AGENT, budget=10_000)
+    assert full.total == 4 and len(full.rules) == 4
+    assert full.text == render_rules(AGENT, budget=10_000)
+    cut = prompt_rules(AGENT, budget=300)
+    assert 0 < len(cut.rules) < 4 and cut.total == 4
+    assert all(r.rule in cut.text for r in cut.rules)
+    assert cut.text == render_rules(AGENT, budget=300)
+    assert prompt_rules("researcher").rules == []
+
+
+def test_mark_delivered_counts_a_delivery_without_a_snapshot(root: Path, clock: Clock) -> None:
+    """applied_count and last_applied grow; unknown ids are skipped; no archive snapshot."""
+    event = learn("FAIL", "Image hallucination")
+    archive = memory_file(root).parent / "memory_archive"
+    before = sorted(archive.iterdir()) if archive.exists() else []
+    clock.advance(hours=2)
+    [rule] = mark_delivered(AGENT, [str(event.rule_id), "rule-gone"])
+    assert rule.applied_count == 2 and rule.last_applied == clock.now
+    [stored] = load_active_memory(AGENT).rules
+    assert stored.applied_count == 2 and stored.last_applied == clock.now
+    assert (sorted(archive.iterdir()) if archive.exists() else []) == before
+    bytes_before = memory_file(root).read_bytes()
+    clock.advance(minutes=1)  # a rewrite would change "updated"
+    assert mark_delivered(AGENT, []) == []
+    assert mark_delivered(AGENT, ["rule-gone"]) == []
+    assert memory_file(root).read_bytes() == bytes_before  # nothing to count: nothing written
+    with pytest.raises(InvalidIdentifierError):
+        mark_delivered("../x", [str(event.rule_id)])
 
 
 def test_memory_show_reads_old_files_with_unknown_fields(root: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from rayvault.cli import errors, events, gate, memory, registry, revisit, soul
+from rayvault.cli import demo, errors, events, gate, memory, registry, revisit, soul
 from rayvault.cli._common import GLOBALS, Globals, console, report_error, reset_consoles
 
 app = typer.Typer(
@@ -31,6 +31,9 @@ app.add_typer(soul.app, name="soul")
 app.command("revisit")(revisit.revisit_command)
 app.command("patterns")(registry.patterns_command)
 app.command("report")(registry.report_command)
+app.command(
+    "demo", short_help="The closed loop on a simulated pipeline, leaving its data to explore."
+)(demo.demo_command)
 
 
 @app.callback()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -23,6 +23,9 @@ from rayvault.cli._common import (
     warn,
     when,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(
     help="Learning events: list, inspect, count, record and resolve them.", no_args_is_help=True
@@ -122,7 +125,7 @@ def get_command(
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
         for key, value in event.to_dict().items():
-            if value in (None, "", []):
+            if value in (None, "", []) or key == "loop_steps":
                 continue
             if key == "severity":
                 table.add_row(key, severity_text(str(value)))
@@ -133,8 +136,28 @@ def get_command(
             else:
                 table.add_row(key, escape(str(value)))
         console().print(table)
+        if event.loop_steps:
+            console().print(loop_steps_table(event.loop_steps, event.run_id))
 
     emit(event.to_dict(), as_json, human)
+
+
+def loop_steps_table(steps: list[dict[str, Any]], run_id: str = "") -> Table:
+    """The closed loop's steps, as recorded on an event: what happened, in order."""
+    table = new_table(f"Closed loop, run {escape(run_id)}" if run_id else "Closed loop")
+    table.add_column("When", no_wrap=True)
+    table.add_column("Try", justify="right", no_wrap=True)
+    table.add_column("Step", no_wrap=True, style="bold")
+    table.add_column("What happened", ratio=1, overflow="fold")
+    for step in steps:
+        at = str(step.get("at") or "")
+        table.add_row(
+            escape(at[11:19] if len(at) >= 19 else at),
+            str(step.get("attempt") or ""),
+            escape(str(step.get("step") or "?")),
+            escape(str(step.get("detail") or "")),
+        )
+    return table
 
 
 @app.command("stats")

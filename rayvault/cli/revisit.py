@@ -58,10 +58,10 @@ def revisit_command(
     store = open_cli_store(root, store_url)
     with progress_bar(as_json) as progress:
         result = revisit(scope, days, dry_run=dry_run, progress=progress, store=store)
-    emit(result.to_dict(), as_json, lambda: _show(result))
+    emit(result.to_dict(), as_json, lambda: show_revisit(result))
 
 
-def _show(result: RevisitReport) -> None:
+def show_revisit(result: RevisitReport) -> None:
     from rayvault.learning._report_html import duration_text
 
     out = console()

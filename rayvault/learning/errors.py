@@ -111,6 +111,26 @@ def log_error(
     return entry
 
 
+def error_symptom(entry: ErrorEntry) -> str:
+    """The symptom an error becomes on its learning event: its failure line (a traceback's last
+    line), so the event's fingerprint is the error's."""
+    lines = failure_text(entry.error).strip().splitlines() or [entry.error.strip()]
+    return lines[0].strip()[:MAX_SYMPTOM]
+
+
+def link_to_event(error_id: str, event_id: str, *, store: Store | None = None) -> ErrorEntry:
+    """Record that ``event_id`` is the learning event of an error, without resolving it.
+
+    A linked entry counts toward its pattern through the event (the gate's known-failures check
+    counts it once, not twice); :func:`promote_to_learning` returns that event later.
+    """
+    validate_identifier(error_id, "error id")
+    validate_identifier(event_id, "event id")
+    return (store or get_store()).update_error(
+        error_id, lambda e: e.model_copy(update={"learning_event_id": event_id})
+    )
+
+
 def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
     """The latest version of an error-log entry; :class:`ErrorEntryNotFoundError` if none."""
     entry = (store or get_store()).get_error(error_id)
@@ -221,12 +241,11 @@ def promote_to_learning(
         existing = _promoted_event(entry, store)
         created = existing is None
         if existing is None:
-            line = failure_text(entry.error).strip().splitlines()[0].strip()
             existing = create_event(
                 run_id=str(entry.context.get("run_id", "")),
                 severity=severity,
                 component=component or entry.stage,
-                symptom=line[:MAX_SYMPTOM],
+                symptom=error_symptom(entry),
                 root_cause=resolution.root_cause,
                 fix_applied=resolution.fix,
                 verification=verification,

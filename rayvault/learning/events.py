@@ -18,6 +18,7 @@ unresolved (``open``, then ``applied`` once its rule is in memory) until someone
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -215,11 +216,22 @@ def update_event(
     verification: str | None = None,
     root_cause: str | None = None,
     fix_applied: str | None = None,
+    loop_steps: Sequence[Mapping[str, Any]] | None = None,
     store: Store | None = None,
 ) -> LearningEvent:
-    """Append a new version of an event with the given fields changed."""
+    """Append a new version of an event with the given fields changed.
+
+    ``loop_steps`` replaces the record of what the closed loop did (see
+    :mod:`rayvault.learning.loop`).
+    """
     store = store or get_store()
     changes: dict[str, Any] = {}
+    if loop_steps is not None:
+        if isinstance(loop_steps, str | bytes) or not all(
+            isinstance(step, Mapping) for step in loop_steps
+        ):
+            raise InvalidInputError("loop_steps must be a list of mappings")
+        changes["loop_steps"] = [dict(step) for step in loop_steps]
     if status is not None:
         changes["status"] = _choice(status, STATUSES, "status")[0]  # type: ignore[index]
     for name, value in (
@@ -230,7 +242,9 @@ def update_event(
         if value is not None:
             changes[name] = _text(value, name)
     if not changes:
-        raise InvalidInputError("nothing to update: give a status, verification, root cause or fix")
+        raise InvalidInputError(
+            "nothing to update: give a status, verification, root cause, fix or loop steps"
+        )
 
     def change(current: LearningEvent) -> LearningEvent:
         now = utcnow()

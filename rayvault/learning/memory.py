@@ -3,7 +3,8 @@
 Invariants:
 
 - Every change happens under the agent's lock, and the previous ``memory_active.json`` is
-  archived (timestamped snapshot) before it is replaced; snapshots older than
+  archived (timestamped snapshot) before its rules change (a delivery, which only counts, is not
+  archived); snapshots older than
   ``LEARNING_ARCHIVE_RETENTION_DAYS`` are pruned (checked at most once a day per agent).
 - One rule per failure fingerprint: learning the same failure again increments the rule's
   ``applied_count`` and ``last_applied`` instead of adding a duplicate (without that, promotion
@@ -223,13 +224,28 @@ def sorted_rules(memory: AgentMemory) -> list[Rule]:
     )
 
 
-def render_rules(agent: str, *, budget: int | None = None, store: Store | None = None) -> str:
-    """The agent's active rules as a prompt-ready block, most severe and recent first, within
-    ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none."""
+@dataclass(frozen=True)
+class PromptRules:
+    """The rules block an agent's prompt receives, and the rules it shows."""
+
+    agent: str
+    #: The prompt-ready block (empty when the agent has no active rules).
+    text: str
+    #: The rules the block shows, in its order (those that fit the budget).
+    rules: list[Rule]
+    #: Active rules of the agent, shown or not.
+    total: int
+
+
+def prompt_rules(
+    agent: str, *, budget: int | None = None, store: Store | None = None
+) -> PromptRules:
+    """The agent's active rules as a prompt-ready block (see :func:`render_rules`), with the
+    rules it shows: what a delivery into the agent's run counts."""
     store = store or get_store()
     memory = load_active_memory(agent, store=store)
     if not memory.rules:
-        return ""
+        return PromptRules(agent, "", [], 0)
     limit = budget if budget is not None else store.policies.LEARNING_RULES_RENDER_BUDGET
     rules = sorted_rules(memory)
     header = f"Learned rules for {agent} (follow them; most severe first):"
@@ -237,21 +253,54 @@ def render_rules(agent: str, *, budget: int | None = None, store: Store | None =
     used = len(header)
     # Room for the "(and N more …)" line, so the block never exceeds the budget.
     reserve = len(f"\n(and {len(rules)} more rules not shown)")
-    shown = 0
+    shown: list[Rule] = []
     for rule in rules:
         text = " ".join(rule.rule.split())
         if len(text) > RULE_RENDER_LIMIT:
             text = text[: RULE_RENDER_LIMIT - 1] + "…"
         line = f"- [{rule.severity}] {rule.component}: {text}"
-        more = shown + 1 < len(rules)
+        more = len(shown) + 1 < len(rules)
         if used + 1 + len(line) + (reserve if more else 0) > limit:
             break
         lines.append(line)
         used += 1 + len(line)
-        shown += 1
-    if shown < len(rules):
-        lines.append(f"(and {len(rules) - shown} more rules not shown)")
-    return "\n".join(lines)
+        shown.append(rule)
+    if len(shown) < len(rules):
+        lines.append(f"(and {len(rules) - len(shown)} more rules not shown)")
+    return PromptRules(agent, "\n".join(lines), shown, len(rules))
+
+
+def render_rules(agent: str, *, budget: int | None = None, store: Store | None = None) -> str:
+    """The agent's active rules as a prompt-ready block, most severe and recent first, within
+    ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none."""
+    return prompt_rules(agent, budget=budget, store=store).text
+
+
+def mark_delivered(
+    agent: str, rule_ids: Iterable[str], *, store: Store | None = None
+) -> list[Rule]:
+    """Count one delivery of these rules into a run of ``agent``: each rule's ``applied_count``
+    grows by one and ``last_applied`` becomes now (DESIGN.md §6, "Applied count").
+
+    Done under the agent's lock, like every memory change. Ids that are no longer active (a rule
+    tombstoned since it was rendered) are skipped. A counter change is not archived: snapshots
+    keep the versions of the rules themselves. Returns the rules as updated.
+    """
+    validate_identifier(agent, "agent")
+    wanted = set(rule_ids)
+    if not wanted:
+        return []
+    store = store or get_store()
+    now = utcnow()
+    with store.agent_state(agent) as state:
+        marked = [r for r in state.memory.rules if r.rule_id in wanted]
+        for rule in marked:
+            rule.applied_count += 1
+            rule.last_applied = now
+        if marked:
+            state.memory_changed = True
+            state.archive = False
+    return [r.model_copy() for r in marked]
 
 
 def memory_status(agent: str, *, store: Store | None = None) -> dict[str, Any]:

@@ -120,6 +120,9 @@ class LearningEvent(Record):
     skill_node: str | None = None
     #: Optional steps of the immediate loop that failed: ``{"step", "error", "at"}``.
     loop_errors: list[dict[str, Any]] = Field(default_factory=list)
+    #: What the closed loop (``rayvault.learning.loop``) did in the stage run that recorded this
+    #: event, step by step: ``{"step", "at", "attempt", "detail", …ids}``.
+    loop_steps: list[dict[str, Any]] = Field(default_factory=list)
     updated: Timestamp | None = None
     resolved_at: Timestamp | None = None
 

@@ -277,3 +277,12 @@ def timeline_sql(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
         f"SELECT {day}, severity, count(*) FROM events{where} GROUP BY {day}, severity",
         params,
     )
+
+
+#: The newest resolution of one fingerprint: walks the ``errors (fingerprint, resolved_ts)`` index
+#: backwards, never the history of the pattern.
+LATEST_RESOLUTION_SQL = """
+    SELECT data FROM errors
+     WHERE fingerprint = {ph} AND resolved = 1 AND resolved_ts IS NOT NULL
+     ORDER BY resolved_ts DESC, seq DESC LIMIT 1
+"""

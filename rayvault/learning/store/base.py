@@ -77,6 +77,9 @@ class AgentState:
     existed: bool = False
     memory_changed: bool = False
     tombstones_changed: bool = False
+    #: Archive the previous memory before writing it back (False for a change that only counts
+    #: deliveries: snapshots keep versions of the rules, not of their counters).
+    archive: bool = True
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,10 @@ class Store(Protocol):
 
     def latest_resolutions(self) -> list[ErrorEntry]:
         """For each fingerprint, the most recently resolved entry."""
+        ...
+
+    def latest_resolution(self, fingerprint: str) -> ErrorEntry | None:
+        """The most recently resolved entry with this fingerprint (an indexed lookup), or None."""
         ...
 
     # -- the gate ---------------------------------------------------------------------------

@@ -107,6 +107,17 @@ class Documents:
         callers only look for markers in it)."""
         return path.read_bytes().decode("utf-8", errors="replace")
 
+    def create_soul(self, agent: str, text: str) -> Path | None:
+        """Write a new SOUL file for ``agent`` at the first configured location; None (nothing
+        written) when the agent already has one."""
+        if self.find_soul(agent) is not None:
+            return None
+        candidates = self.soul_candidates(agent)
+        if not candidates:
+            raise ConfigError("LEARNING_SOUL_PATHS is empty: nowhere to write a SOUL file")
+        path = candidates[0]
+        return path if create_exclusive(path, text.encode()) else None
+
     def write_soul(self, path: Path, update: Callable[[str], str]) -> bool:
         """Rewrite a SOUL file as ``update(current_text)`` says, under its lock; False when
         nothing changed."""

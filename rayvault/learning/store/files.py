@@ -65,6 +65,7 @@ from rayvault.learning.store._jsonlog import JsonArrayLog
 from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
+    LATEST_RESOLUTION_SQL,
     error_where,
     event_order,
     event_where,
@@ -360,7 +361,7 @@ class FileStore:
             yield state
             now = utcnow()
             if state.memory_changed:
-                if old_bytes is not None:
+                if old_bytes is not None and state.archive:
                     self._snapshot(folder, memory_path, now)
                 state.memory.updated = now
                 atomic_write(memory_path, dump_json(state.memory.model_dump(mode="json")))
@@ -507,6 +508,11 @@ class FileStore:
             """
         )
         return [self._error(data) for (data,) in rows]
+
+    def latest_resolution(self, fingerprint: str) -> ErrorEntry | None:
+        conn = self.index.sync("errors")
+        row = conn.execute(LATEST_RESOLUTION_SQL.format(ph="?"), (fingerprint,)).fetchone()
+        return self._error(row[0]) if row else None
 
     # -- the gate -----------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:

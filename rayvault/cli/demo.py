@@ -1,0 +1,215 @@
+"""``rayvault-learn demo``: the closed loop on a simulated pipeline, printed as it happens."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from rayvault.cli._common import (
+    GLOBALS,
+    JsonOption,
+    console,
+    new_table,
+    print_json,
+    want_json,
+    warn,
+)
+
+if TYPE_CHECKING:
+    from rayvault.learning.demo import DemoNotice, DemoResult
+
+DemoRootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="Directory for the demo's data: new, empty, or a previous demo's "
+        "(default: a new temporary directory, printed).",
+        show_default=False,
+    ),
+]
+
+_STEP_STYLE = {
+    "gate": "blue",
+    "execute": "dim",
+    "fail": "red",
+    "diagnose": "cyan",
+    "learn": "magenta",
+    "apply": "magenta",
+    "retry": "yellow",
+    "succeed": "green",
+    "verify": "green",
+    "give_up": "bold red",
+}
+
+
+def demo_command(root: DemoRootOption = None, as_json: JsonOption = False) -> None:
+    """Run a simulated pipeline (research → script → assets → tts) through the closed loop:
+    failures are logged, diagnosed, learned and retried, one stage is held by the gate. Leaves
+    a data root to explore with the other commands.
+
+    Example: rayvault-learn demo --root /tmp/rayvault-demo
+    """
+    from rayvault.learning.demo import run_demo
+
+    target = root if root is not None else GLOBALS.root
+    if GLOBALS.store:
+        warn("the demo always runs on the embedded file store; --store is ignored")
+    if want_json(as_json):
+        print_json(run_demo(target).to_dict())
+        return
+    renderer = _Renderer()
+    result = run_demo(target, report=renderer)
+    renderer.finish(result)
+
+
+def _program() -> str:
+    """How the user invoked us, for commands they can paste (``.venv/bin/rayvault-learn``)."""
+    invoked = sys.argv[0] if sys.argv else ""
+    return invoked if os.path.basename(invoked) == "rayvault-learn" else "rayvault-learn"
+
+
+class _Renderer:
+    """Prints the demo's notices as they arrive."""
+
+    def __init__(self) -> None:
+        self.out = console()
+        self.current: tuple[str | None, str | None] | None = None
+
+    def __call__(self, notice: DemoNotice) -> None:
+        out = self.out
+        if notice.kind == "root":
+            out.print(f"[bold]Demo data root:[/] {escape(notice.message.split(': ', 1)[-1])}")
+        elif notice.kind == "phase":
+            out.print()
+            out.rule(style="dim")
+            out.print(f"[bold]{escape(notice.message)}[/]", soft_wrap=True)
+        elif notice.kind == "video":
+            out.print(f"\n[bold underline]{escape(notice.video_id or '')}[/]")
+        elif notice.kind == "note":
+            out.print(f"[dim]{escape(notice.message)}[/]", soft_wrap=True)
+        elif notice.kind == "step" and notice.step is not None:
+            self._step(notice)
+        elif notice.kind == "stage" and notice.run is not None:
+            self._stage_done(notice)
+        # Gate notices are shown together, as a table, at the end.
+
+    def _step(self, notice: DemoNotice) -> None:
+        step = notice.step
+        assert step is not None
+        key = (notice.video_id, notice.stage)
+        if key != self.current:
+            self.current = key
+            agent = step.data.get("agent")
+            who = f" · {agent}" if agent else ""
+            self.out.print(f"  [bold]{escape(step.stage)}[/]{escape(who)}")
+        style = _STEP_STYLE.get(step.step, "")
+        if step.step == "gate" and step.detail.startswith("blocked"):
+            style = "bold red"
+        label = f"{step.step:<9}"
+        self.out.print(
+            f"    [{style}]{label}[/] {escape(step.detail)}"
+            if style
+            else f"    {label} {step.detail}",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+    def _stage_done(self, notice: DemoNotice) -> None:
+        run = notice.run
+        assert run is not None
+        self.current = None
+        if run.outcome == "succeeded":
+            how = f"on attempt {run.attempts}" if run.attempts > 1 else "at once"
+            self.out.print(
+                f"  [green]✓ {escape(run.stage)} succeeded {how}:[/] {escape(str(run.value))}",
+                soft_wrap=True,
+            )
+        elif run.outcome == "blocked":
+            self.out.print(f"  [bold red]✗ {escape(run.stage)} blocked by the learning gate[/]")
+        else:
+            self.out.print(
+                f"  [red]✗ {escape(run.stage)} failed after "
+                f"{run.attempts} attempt{'s' if run.attempts != 1 else ''}[/]"
+            )
+
+    def finish(self, result: DemoResult) -> None:
+        out = self.out
+        from rayvault.learning.demo import STAGES, VIDEOS
+
+        table = new_table()
+        table.add_column("Video", style="bold")
+        for stage in STAGES:
+            table.add_column(stage)
+        cells = {(g.video_id, g.stage): g for g in result.gates}
+        for video in VIDEOS:
+            row = [video]
+            for stage in STAGES:
+                gate = cells.get((video, stage))
+                if gate is None:
+                    row.append("-")
+                elif gate.blocked:
+                    row.append("[bold red]BLOCKED[/]")
+                else:
+                    row.append("[green]passed[/]")
+            table.add_row(*row)
+        out.print(table)
+        for gate in result.gates:
+            if gate.blocked:
+                where = f"{gate.video_id}/{gate.stage}"
+                out.print(f"  [red]{escape(where)}:[/] {escape(gate.reason)}", soft_wrap=True)
+
+        s = result.summary
+        out.print()
+        out.rule(style="dim")
+        out.print("[bold]Summary[/]")
+        outcomes = ", ".join(f"{n} {k}" for k, n in s["outcomes"].items())
+        out.print(
+            f"{s['stage_runs']} stage runs of {s['videos']} videos ({outcomes}); "
+            f"{s['attempts']} attempts, {s['retries']} retries"
+        )
+        diagnoses = ", ".join(f"{n} {escape(k)}" for k, n in s["diagnoses"].items()) or "none"
+        out.print(
+            f"{s['failures_logged']} failures logged ({s['errors_unresolved']} unresolved); "
+            f"diagnoses: {diagnoses}"
+        )
+        statuses = ", ".join(f"{n} {k}" for k, n in s["events_by_status"].items())
+        out.print(f"{s['events']} learning events ({statuses})")
+        out.print(
+            f"{s['prevented_by_rules']} stage runs succeeded at once because a learned rule was "
+            "in the agent's prompt"
+        )
+        rules = new_table("Active rules")
+        rules.add_column("Agent", no_wrap=True)
+        rules.add_column("Applied", justify="right")
+        rules.add_column("Rule", ratio=1)
+        for agent, items in s["rules"].items():
+            for rule in items:
+                rules.add_row(agent, str(rule["applied_count"]), escape(rule["rule"]))
+        if rules.row_count:
+            out.print(rules)
+
+        if result.review is not None:
+            from rayvault.cli.revisit import show_revisit
+
+            out.print()
+            out.rule(style="dim")
+            show_revisit(result.review)
+
+        program = _program()
+        out.print(
+            f"[bold]Data left in[/] {escape(str(result.root))} ({len(result.files)} files, e.g. "
+            "data/learning_events.json, data/error_log.json, state/agents/*/memory_active.json, "
+            "agents/skills/learnings/)",
+            soft_wrap=True,
+        )
+        out.print("[bold]Explore it:[/]")
+        for command in result.next_commands:
+            line = command
+            if line.startswith("rayvault-learn "):
+                line = program + line[len("rayvault-learn") :]
+            out.print(f"  {escape(line)}", soft_wrap=True, highlight=False)

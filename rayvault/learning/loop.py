@@ -1,0 +1,916 @@
+"""The closed loop as code: run one stage of one video through
+``gate → execute → fail → diagnose → learn → apply → retry``.
+
+Two ways in, the same loop:
+
+- :func:`run_stage` ``(video_id, stage, fn, *, retries=1, diagnose=None, …) -> StageRun``;
+- :func:`learning_stage` ``("assets", retries=1)``, a decorator: the decorated function is called
+  with a video id and returns what the stage returns (or raises).
+
+What one stage run does:
+
+1. **gate** — :func:`~rayvault.learning.gate.learning_gate`. Blocked: :class:`GateBlocked`
+   (carrying the result) is raised, or, with ``on_blocked="return"``, the blocked run returned.
+2. **execute** — ``fn(ctx)``; the :class:`StageContext` carries the stage's agent, the rules
+   rendered for its prompt (and the rules themselves) and the attempt number. The rules shown
+   are counted as delivered (``applied_count``/``last_applied``, DESIGN.md §6): once per stage
+   run, and not for a rule learned in this run (its creation already counted that use).
+3. **fail** — the exception goes to the error log with its traceback and fingerprint.
+4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
+   fix, or nothing. The default, :func:`diagnose_from_history`, reuses the most recent resolution
+   of the same fingerprint: a verified event or an error-log lesson.
+5. **learn + apply** — with a diagnosis, ``create_event(…, agent=…, source_error_id=…)``: the rule
+   is in the agent's memory before the retry, and the error is linked to its event (linked, not
+   resolved: it is resolved only when a retry succeeds). Without a diagnosis, an open FAIL event
+   records the failure and the loop stops there: nothing was learned, so a retry would repeat
+   the same run, and the open event makes the gate hold the stage until a person resolves it.
+   A failure whose fingerprint was already learned in this run is linked to that event (no
+   second event, no second diagnosis) and retried.
+6. **retry** — up to ``retries`` more attempts, each with the rules as they are now. On success
+   every event of the run is verified (saying which attempt succeeded with which rules) and every
+   error of the run resolved with its diagnosis, so the next occurrence is diagnosed from history.
+   When retries run out, errors and events stay open and the last exception is raised (or, with
+   ``on_failure="return"``, the failed run returned).
+
+If learning data cannot be written while a failure is handled, the ``LearningError`` naming the
+file is raised (chained to the stage's exception); after a success it is only logged and
+recorded, so the stage's result is never lost to bookkeeping.
+
+Every step is recorded: in the returned :class:`StageRun`, through the ``progress`` callback, in
+``logging.getLogger("rayvault.learning")`` (INFO), and on each event of the run (``loop_steps``,
+shown by ``rayvault-learn events get ID``), so an operator can replay what the loop did.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
+
+from rayvault.learning._ids import validate_identifier
+from rayvault.learning._time import compact_ts, format_ts, utcnow
+from rayvault.learning.errors import (
+    error_symptom,
+    link_to_event,
+    log_error,
+    resolve_error,
+)
+from rayvault.learning.events import create_event, update_event
+from rayvault.learning.exceptions import GateBlocked, InvalidInputError, LearningError, describe
+from rayvault.learning.gate import learning_gate
+from rayvault.learning.memory import load_active_memory, mark_delivered, prompt_rules
+from rayvault.learning.models import (
+    ErrorEntry,
+    GateResult,
+    LearningEvent,
+    Rule,
+    normalize_severity,
+)
+from rayvault.learning.stages import agent_for_stage
+from rayvault.learning.store import EventQuery, Store, get_store
+
+__all__ = [
+    "Diagnoser",
+    "Diagnosis",
+    "Failure",
+    "LearningStage",
+    "LoopStep",
+    "StageContext",
+    "StageRun",
+    "chain_diagnosers",
+    "diagnose_from_history",
+    "learning_stage",
+    "run_stage",
+]
+
+log = logging.getLogger("rayvault.learning")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+Outcome = Literal["succeeded", "failed", "blocked"]
+OnBlocked = Literal["raise", "return"]
+OnFailure = Literal["raise", "return"]
+#: Verified events looked at per fingerprint when diagnosing from history (some may have no fix).
+_HISTORY_LOOKUP = 5
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the stage function receives on each attempt."""
+
+    video_id: str
+    stage: str
+    #: The agent that runs the stage (``LEARNING_STAGE_AGENTS``), None for an unmapped stage.
+    agent: str | None
+    #: 1 for the first run, 2 for the first retry, …
+    attempt: int
+    max_attempts: int
+    run_id: str
+    #: The agent's active rules as a prompt-ready block (``render_rules``); "" when none.
+    rendered_rules: str
+    #: The rules that block shows, most severe and most recent first.
+    rules: tuple[Rule, ...]
+    store: Store
+    #: The exception of the previous attempt (None on the first).
+    previous_error: BaseException | None = None
+
+    @property
+    def is_retry(self) -> bool:
+        return self.attempt > 1
+
+    def has_rule(self, text: str) -> bool:
+        """Whether the rendered rules mention ``text`` (case and spacing ignored)."""
+        wanted = " ".join(text.lower().split())
+        return bool(wanted) and wanted in " ".join(self.rendered_rules.lower().split())
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt, as a diagnoser sees it."""
+
+    context: StageContext
+    exception: BaseException
+    #: The error-log entry written for it (id, traceback text, fingerprint, pattern).
+    error: ErrorEntry
+
+    @property
+    def video_id(self) -> str:
+        return self.context.video_id
+
+    @property
+    def stage(self) -> str:
+        return self.context.stage
+
+    @property
+    def agent(self) -> str | None:
+        return self.context.agent
+
+    @property
+    def attempt(self) -> int:
+        return self.context.attempt
+
+    @property
+    def store(self) -> Store:
+        return self.context.store
+
+    @property
+    def fingerprint(self) -> str:
+        assert self.error.fingerprint is not None  # log_error always computes it
+        return self.error.fingerprint
+
+    @property
+    def symptom(self) -> str:
+        """The failure line (a traceback's last line): the symptom of its learning event."""
+        return error_symptom(self.error)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What a diagnoser concluded: why the stage failed and what to do about it."""
+
+    root_cause: str
+    fix: str
+    #: Severity of the learning event (FAIL and BLOCKER hold the gate while unresolved).
+    severity: str = "FAIL"
+    #: Where the diagnosis came from, for people: ``"history"``, ``"llm"``, ``"runbook"``, …
+    source: str = "custom"
+    #: The event or error id it is based on, when there is one.
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.root_cause, str) or not isinstance(self.fix, str):
+            raise InvalidInputError("a diagnosis needs text for its root cause and fix")
+        if not self.root_cause.strip() and not self.fix.strip():
+            raise InvalidInputError("a diagnosis needs a root cause or a fix")
+        try:
+            object.__setattr__(self, "severity", normalize_severity(self.severity))
+        except ValueError as e:
+            raise InvalidInputError(str(e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root_cause": self.root_cause,
+            "fix": self.fix,
+            "severity": self.severity,
+            "source": self.source,
+            "reference": self.reference,
+        }
+
+
+#: A diagnoser: a root cause and fix for a failure, or None when it cannot tell.
+Diagnoser = Callable[[Failure], Diagnosis | None]
+
+
+@dataclass(frozen=True)
+class LoopStep:
+    """One recorded step of a stage run."""
+
+    step: str
+    at: datetime
+    detail: str
+    video_id: str
+    stage: str
+    run_id: str
+    attempt: int | None = None
+    #: Ids and values the step refers to (``event_id``, ``error_id``, ``rule_ids``, …).
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step as stored on an event (``loop_steps``)."""
+        return {
+            "step": self.step,
+            "at": format_ts(self.at),
+            "attempt": self.attempt,
+            "detail": self.detail,
+            **self.data,
+        }
+
+
+@dataclass
+class StageRun:
+    """What one run of a stage did, and how it ended."""
+
+    video_id: str
+    stage: str
+    agent: str | None
+    run_id: str
+    outcome: Outcome = "failed"
+    #: Attempts made (0 when the gate blocked).
+    attempts: int = 0
+    #: What the stage function returned (on success).
+    value: Any = None
+    gate: GateResult | None = None
+    #: The exception of the last failed attempt.
+    error: BaseException | None = None
+    error_ids: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    #: Rules learned (created or re-applied) in this run.
+    rule_ids: list[str] = field(default_factory=list)
+    #: Rules delivered into the run (and counted), by id.
+    delivered_rule_ids: list[str] = field(default_factory=list)
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    steps: list[LoopStep] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "succeeded"
+
+    @property
+    def blocked(self) -> bool:
+        return self.outcome == "blocked"
+
+    def result(self) -> Any:
+        """The stage's value; raises :class:`GateBlocked` or the last exception otherwise."""
+        if self.outcome == "blocked":
+            assert self.gate is not None
+            raise GateBlocked(self.gate)
+        if self.outcome == "failed":
+            assert self.error is not None
+            raise self.error
+        return self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the value as its ``repr`` unless it is plain JSON)."""
+        value = self.value
+        if not isinstance(value, str | int | float | bool | type(None) | list | dict):
+            value = repr(value)
+        return {
+            "video_id": self.video_id,
+            "stage": self.stage,
+            "agent": self.agent,
+            "run_id": self.run_id,
+            "outcome": self.outcome,
+            "attempts": self.attempts,
+            "value": value,
+            "gate": self.gate.to_dict() if self.gate else None,
+            "error": describe(self.error) if self.error else None,
+            "error_ids": list(self.error_ids),
+            "event_ids": list(self.event_ids),
+            "rule_ids": list(self.rule_ids),
+            "delivered_rule_ids": list(self.delivered_rule_ids),
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+# -- diagnosers ---------------------------------------------------------------------------------
+def diagnose_from_history(failure: Failure) -> Diagnosis | None:
+    """The default diagnoser: the most recent resolution of the same failure pattern.
+
+    Looks up, by fingerprint (indexed queries, no scan), the newest verified learning event with a
+    root cause or fix, and the newest resolved error-log entry (a lesson); the more recently
+    resolved of the two wins. None when this failure was never resolved before.
+    """
+    store = failure.store
+    fp = failure.fingerprint
+    event: LearningEvent | None = next(
+        (
+            e
+            for e in store.query_events(
+                EventQuery(
+                    fingerprint=fp,
+                    statuses=("verified",),
+                    newest_first=True,
+                    limit=_HISTORY_LOOKUP,
+                )
+            )
+            if e.root_cause or e.fix_applied
+        ),
+        None,
+    )
+    lesson = store.latest_resolution(fp)
+    event_at = (event.resolved_at or event.updated or event.timestamp) if event else None
+    if (
+        lesson is not None
+        and lesson.resolution is not None
+        and (lesson.resolution.root_cause or lesson.resolution.fix)
+        and (event_at is None or lesson.resolution.resolved_at > event_at)
+    ):
+        return Diagnosis(
+            root_cause=lesson.resolution.root_cause,
+            fix=lesson.resolution.fix,
+            source="history",
+            reference=lesson.id,
+        )
+    if event is not None:
+        return Diagnosis(
+            root_cause=event.root_cause,
+            fix=event.fix_applied,
+            severity=event.severity if event.severity in ("FAIL", "BLOCKER") else "FAIL",
+            source="history",
+            reference=event.event_id,
+        )
+    return None
+
+
+def chain_diagnosers(*diagnosers: Diagnoser) -> Diagnoser:
+    """A diagnoser that asks each of ``diagnosers`` in turn and returns the first diagnosis,
+    e.g. ``chain_diagnosers(diagnose_from_history, ask_llm)``: history first, the LLM only for
+    failures never resolved before."""
+
+    def chained(failure: Failure) -> Diagnosis | None:
+        for diagnoser in diagnosers:
+            found = diagnoser(failure)
+            if found is not None:
+                return found
+        return None
+
+    return chained
+
+
+# -- the loop -----------------------------------------------------------------------------------
+@dataclass
+class _Learned:
+    """A failure pattern learned in this run: its event, and the fix it will be resolved with."""
+
+    event_id: str
+    attempt: int
+    root_cause: str
+    fix: str
+    diagnosed: bool
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _named(ids: list[str], word: str) -> str:
+    return f"{word}{'' if len(ids) == 1 else 's'} {', '.join(ids)}"
+
+
+def _choice(value: str, name: str) -> None:
+    if value not in ("raise", "return"):
+        raise InvalidInputError(f"{name} must be 'raise' or 'return' (got {value!r})")
+
+
+def _check_retries(retries: object) -> None:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InvalidInputError(f"retries must be a whole number ≥ 0 (got {retries!r})")
+
+
+class _Loop:
+    """One stage run in progress: its state, its recorded steps, and its events kept current."""
+
+    def __init__(
+        self,
+        run: StageRun,
+        store: Store,
+        *,
+        retries: int,
+        diagnoser: Diagnoser,
+        progress: Callable[[LoopStep], None] | None,
+    ) -> None:
+        self.run = run
+        self.store = store
+        self.max_attempts = retries + 1
+        self.diagnoser = diagnoser
+        self.progress = progress
+        #: Rules delivered (and counted) in this run; rules learned in it are never counted.
+        self.delivered: set[str] = set()
+        self.learned_rules: set[str] = set()
+        #: Failure patterns learned in this run, by fingerprint and by event id.
+        self.learned: dict[str, _Learned] = {}
+        self.learned_by_event: dict[str, _Learned] = {}
+        #: Each error of the run, and the event it is linked to.
+        self.error_events: dict[str, str] = {}
+
+    # -- recording ----------------------------------------------------------------------------
+    def record(
+        self, step: str, detail: str, *, attempt: int | None = None, **data: Any
+    ) -> LoopStep:
+        entry = LoopStep(
+            step=step,
+            at=utcnow(),
+            detail=detail,
+            video_id=self.run.video_id,
+            stage=self.run.stage,
+            run_id=self.run.run_id,
+            attempt=attempt,
+            data=data,
+        )
+        self.run.steps.append(entry)
+        log.info(
+            "%s/%s %s%s: %s",
+            self.run.video_id,
+            self.run.stage,
+            step,
+            f" (attempt {attempt})" if attempt else "",
+            detail,
+        )
+        if self.progress is not None:
+            self.progress(entry)
+        return entry
+
+    def save_steps(self, **changes: Any) -> None:
+        """Write the run's steps so far onto each of its events (a new version of each)."""
+        steps = [s.to_dict() for s in self.run.steps]
+        for event_id in self.run.event_ids:
+            update_event(event_id, loop_steps=steps, store=self.store, **changes)
+
+    # -- gate ---------------------------------------------------------------------------------
+    def gate(self) -> bool:
+        """Run the gate; whether the stage may run."""
+        run = self.run
+        gate = run.gate = learning_gate(run.video_id, run.stage, store=self.store)
+        if not gate.enabled:
+            self.record("gate", f"disabled: {gate.reason}", agent=run.agent)
+        elif gate.blocked:
+            failed = [c.name for c in gate.checks if not c.passed]
+            self.record("gate", f"blocked: {gate.reason}", agent=run.agent, failed_checks=failed)
+            run.outcome = "blocked"
+            return False
+        else:
+            self.record("gate", f"passed: {gate.reason}", agent=run.agent)
+        return True
+
+    # -- execute ------------------------------------------------------------------------------
+    def context(self, attempt: int, previous: BaseException | None) -> StageContext:
+        """The context of one attempt; counts the delivery of rules new to this run."""
+        run = self.run
+        rules: list[Rule] = []
+        text = ""
+        if run.agent is not None:
+            block = prompt_rules(run.agent, store=self.store)
+            text, rules = block.text, list(block.rules)
+            new = [r.rule_id for r in rules if r.rule_id not in self.delivered]
+            self.delivered.update(new)
+            run.delivered_rule_ids.extend(new)
+            to_count = [i for i in new if i not in self.learned_rules]
+            if to_count:
+                updated = {
+                    r.rule_id: r for r in mark_delivered(run.agent, to_count, store=self.store)
+                }
+                rules = [updated.get(r.rule_id, r) for r in rules]
+        ctx = StageContext(
+            video_id=run.video_id,
+            stage=run.stage,
+            agent=run.agent,
+            attempt=attempt,
+            max_attempts=self.max_attempts,
+            run_id=run.run_id,
+            rendered_rules=text,
+            rules=tuple(rules),
+            store=self.store,
+            previous_error=previous,
+        )
+        shown = [r.rule_id for r in rules]
+        self.record(
+            "execute",
+            f"{_plural(len(shown), 'rule')} delivered to {run.agent}"
+            if run.agent
+            else f"stage {run.stage!r} has no agent: no rules delivered",
+            attempt=attempt,
+            rule_ids=shown,
+        )
+        return ctx
+
+    # -- fail ---------------------------------------------------------------------------------
+    def fail(self, ctx: StageContext, exc: Exception) -> bool:
+        """Log, diagnose, learn and apply one failure; whether to retry."""
+        run = self.run
+        run.error = exc
+        entry = log_error(
+            run.video_id,
+            run.stage,
+            exc,
+            context={
+                "run_id": run.run_id,
+                "attempt": ctx.attempt,
+                "agent": run.agent,
+                "rule_ids": [r.rule_id for r in ctx.rules],
+            },
+            store=self.store,
+        )
+        run.error_ids.append(entry.id)
+        failure = Failure(context=ctx, exception=exc, error=entry)
+        self.record(
+            "fail",
+            f"{failure.symptom} (error {entry.id})",
+            attempt=ctx.attempt,
+            error_id=entry.id,
+            fingerprint=entry.fingerprint,
+        )
+        diagnosed = self.learn(failure)
+        if diagnosed and ctx.attempt < self.max_attempts:
+            self.record(
+                "retry",
+                f"attempt {ctx.attempt + 1} of {self.max_attempts}, with the rules as they are now",
+                attempt=ctx.attempt + 1,
+            )
+            self.save_steps()
+            return True
+        why = (
+            f"retries exhausted after {_plural(ctx.attempt, 'attempt')}"
+            if diagnosed
+            else "no diagnosis: not retried"
+        )
+        self.record(
+            "give_up",
+            f"{why}; {_named(run.event_ids, 'event')} and {_named(run.error_ids, 'error')} "
+            f"stay open, so the gate holds {run.video_id}/{run.stage} until they are resolved",
+            attempt=ctx.attempt,
+        )
+        self.save_steps()
+        run.outcome = "failed"
+        return False
+
+    # -- diagnose -----------------------------------------------------------------------------
+    def diagnose(self, failure: Failure) -> Diagnosis | None:
+        try:
+            found = self.diagnoser(failure)
+        except Exception as e:  # a diagnoser (an LLM call) failing must not hide the failure
+            log.warning(
+                "%s/%s: the diagnoser failed: %s: %s",
+                failure.video_id,
+                failure.stage,
+                type(e).__name__,
+                e,
+            )
+            self.record(
+                "diagnose",
+                f"the diagnoser failed ({type(e).__name__}: {e}): no diagnosis",
+                attempt=failure.attempt,
+                diagnoser_error=describe(e),
+            )
+            return None
+        if found is not None and not isinstance(found, Diagnosis):
+            raise InvalidInputError(
+                f"a diagnoser must return a Diagnosis or None, got {type(found).__name__}"
+            )
+        if found is None:
+            self.record(
+                "diagnose",
+                "no diagnosis: this failure was never resolved before and no diagnoser knew it",
+                attempt=failure.attempt,
+            )
+        else:
+            source = found.source + (f" {found.reference}" if found.reference else "")
+            self.record(
+                "diagnose",
+                f"from {source}: root cause: {found.root_cause or '-'}; fix: {found.fix or '-'}",
+                attempt=failure.attempt,
+                diagnosis=found.to_dict(),
+            )
+        return found
+
+    # -- learn + apply ------------------------------------------------------------------------
+    def learn(self, failure: Failure) -> bool:
+        """Turn a failure into a learning event (and a rule); whether it was diagnosed."""
+        run, store = self.run, self.store
+        fp, entry, attempt = failure.fingerprint, failure.error, failure.attempt
+        seen = self.learned.get(fp)
+        if seen is not None:  # the same failure again in this run: its event holds the fix
+            link_to_event(entry.id, seen.event_id, store=store)
+            self.error_events[entry.id] = seen.event_id
+            self.record(
+                "learn",
+                f"same failure as attempt {seen.attempt}: error linked to event "
+                f"{seen.event_id}, whose rule is already applied",
+                attempt=attempt,
+                event_id=seen.event_id,
+                error_id=entry.id,
+            )
+            return seen.diagnosed
+
+        diagnosis = self.diagnose(failure)
+        if diagnosis is not None:
+            run.diagnoses.append(diagnosis)
+        event = create_event(
+            run_id=run.run_id,
+            severity=diagnosis.severity if diagnosis else "FAIL",
+            component=run.stage,
+            symptom=failure.symptom,
+            root_cause=diagnosis.root_cause if diagnosis else "",
+            fix_applied=diagnosis.fix if diagnosis else "",
+            video_id=run.video_id,
+            # Only a diagnosed failure becomes a rule: "Avoid: X" without a fix teaches nothing.
+            agent=run.agent if diagnosis else None,
+            source_error_id=entry.id,
+            store=store,
+        )
+        link_to_event(entry.id, event.event_id, store=store)
+        run.event_ids.append(event.event_id)
+        self.error_events[entry.id] = event.event_id
+        item = _Learned(
+            event.event_id,
+            attempt,
+            diagnosis.root_cause if diagnosis else "",
+            diagnosis.fix if diagnosis else "",
+            diagnosed=diagnosis is not None,
+        )
+        self.learned[fp] = self.learned_by_event[event.event_id] = item
+        if diagnosis is None:
+            self.record(
+                "learn",
+                f"open event {event.event_id} ({event.severity}) records the failure for a "
+                "person to diagnose",
+                attempt=attempt,
+                event_id=event.event_id,
+                error_id=entry.id,
+            )
+            return False
+        self.record(
+            "learn",
+            f"event {event.event_id} ({event.severity}) from error {entry.id}",
+            attempt=attempt,
+            event_id=event.event_id,
+            error_id=entry.id,
+        )
+        self.apply(event)
+        return True
+
+    def apply(self, event: LearningEvent) -> None:
+        run = self.run
+        attempt = run.attempts
+        if event.rule_id and run.agent:
+            run.rule_ids.append(event.rule_id)
+            self.learned_rules.add(event.rule_id)
+            memory = load_active_memory(run.agent, store=self.store)
+            rule = next((r for r in memory.rules if r.rule_id == event.rule_id), None)
+            if rule is not None and rule.source_event_id != event.event_id:
+                # The same failure was learned before: the existing rule was applied again.
+                detail = (
+                    f"rule {rule.rule_id} (learned from {rule.source_event_id}) applied again in "
+                    f"{run.agent}'s memory, now {rule.applied_count}×: {rule.rule}"
+                )
+            else:
+                detail = (
+                    f"new rule {event.rule_id} active in {run.agent}'s memory: "
+                    f"{rule.rule if rule else event.promotion_rule}"
+                )
+            self.record(
+                "apply",
+                detail,
+                attempt=attempt,
+                rule_id=event.rule_id,
+            )
+        elif run.agent is None:
+            self.record(
+                "apply",
+                f"stage {run.stage!r} has no agent: the fix is recorded on the event only",
+                attempt=attempt,
+            )
+        else:
+            problems = "; ".join(f"{p['step']}: {p['message']}" for p in event.loop_errors)
+            self.record("apply", f"the rule could not be applied ({problems})", attempt=attempt)
+
+    # -- success ------------------------------------------------------------------------------
+    def succeed(self, ctx: StageContext, value: Any) -> None:
+        """Record the success; verify the run's events and resolve its errors."""
+        run, attempt = self.run, ctx.attempt
+        run.value = value
+        run.outcome = "succeeded"
+        self.record(
+            "succeed", f"attempt {attempt} of {self.max_attempts} succeeded", attempt=attempt
+        )
+        if not run.event_ids:
+            return
+        try:
+            self._verify(ctx)
+        except (LearningError, OSError) as e:
+            # The stage's work is done and must not be lost to bookkeeping: say so, loudly.
+            log.warning(
+                "%s/%s succeeded, but its learning events could not be verified: %s",
+                run.video_id,
+                run.stage,
+                e,
+            )
+            self.record(
+                "verify",
+                f"the stage succeeded, but its events could not be verified: {e}",
+                attempt=attempt,
+                verify_error=describe(e),
+            )
+
+    def _verify(self, ctx: StageContext) -> None:
+        run, store, attempt = self.run, self.store, ctx.attempt
+        for error_id, event_id in self.error_events.items():
+            item = self.learned_by_event[event_id]
+            # Every error of a run that goes on to succeed was diagnosed (an undiagnosed failure
+            # ends the run), so its event holds the root cause and fix it is resolved with.
+            if item.diagnosed:
+                resolve_error(error_id, item.root_cause, item.fix, store=store)
+        rules = ", ".join(r.rule_id for r in ctx.rules) or "no rules"
+        verification = (
+            f"closed loop: {run.stage} of {run.video_id} succeeded on attempt {attempt} of "
+            f"{self.max_attempts} (run {run.run_id}) with {rules} delivered to "
+            f"{run.agent or 'no agent'}"
+        )
+        # Recorded before the events are written, so their record ends with it.
+        self.record(
+            "verify",
+            f"{_named(run.event_ids, 'event')} verified; {_named(run.error_ids, 'error')} resolved",
+            attempt=attempt,
+            event_ids=list(run.event_ids),
+            error_ids=list(run.error_ids),
+        )
+        self.save_steps(status="verified", verification=verification)
+
+
+def run_stage(
+    video_id: str,
+    stage: str,
+    fn: Callable[[StageContext], T],
+    *,
+    retries: int = 1,
+    diagnose: Diagnoser | None = None,
+    agent: str | None = None,
+    run_id: str | None = None,
+    on_blocked: OnBlocked = "raise",
+    on_failure: OnFailure = "raise",
+    store: Store | None = None,
+    progress: Callable[[LoopStep], None] | None = None,
+) -> StageRun:
+    """Run ``fn`` as ``stage`` of ``video_id`` through the closed loop (see the module doc).
+
+    ``retries``: attempts after the first (0: none). ``diagnose``: the diagnoser (default
+    :func:`diagnose_from_history`). ``agent``: the agent whose rules the stage gets (default: the
+    stage's agent in ``LEARNING_STAGE_AGENTS``). ``run_id``: the pipeline run id recorded on errors
+    and events (default: a new one). ``on_blocked`` / ``on_failure``: ``"raise"`` (default)
+    :class:`GateBlocked` / the last exception, or ``"return"`` the :class:`StageRun`.
+    ``progress``: called with every :class:`LoopStep` as it happens.
+
+    Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
+    """
+    store = store or get_store()
+    validate_identifier(video_id, "video id")
+    validate_identifier(stage, "stage")
+    _check_retries(retries)
+    _choice(on_blocked, "on_blocked")
+    _choice(on_failure, "on_failure")
+    if agent is not None:
+        validate_identifier(agent, "agent")
+    else:
+        agent = agent_for_stage(stage, store.policies)
+    if run_id is None:
+        run_id = f"{video_id}-{stage}-{compact_ts(utcnow())}-{secrets.token_hex(3)}"
+    run = StageRun(video_id=video_id, stage=stage, agent=agent, run_id=run_id)
+    loop = _Loop(
+        run,
+        store,
+        retries=retries,
+        diagnoser=diagnose or diagnose_from_history,
+        progress=progress,
+    )
+    if not loop.gate():
+        if on_blocked == "raise":
+            assert run.gate is not None
+            raise GateBlocked(run.gate)
+        return run
+    previous: BaseException | None = None
+    for attempt in range(1, loop.max_attempts + 1):
+        run.attempts = attempt
+        ctx = loop.context(attempt, previous)
+        try:
+            value = fn(ctx)
+        except Exception as exc:
+            previous = exc
+            if loop.fail(ctx, exc):
+                continue
+            if on_failure == "raise":
+                raise
+            return run
+        loop.succeed(ctx, value)
+        return run
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+# -- the decorator ------------------------------------------------------------------------------
+class LearningStage(Generic[P, T]):
+    """A stage function wrapped in the closed loop (made by :func:`learning_stage`).
+
+    Calling it with a video id (then the function's own arguments) runs the loop and returns
+    what the function returned, or raises :class:`GateBlocked` / the last exception.
+    :meth:`run` returns the whole :class:`StageRun` instead, without raising for a blocked or
+    failed stage.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[Concatenate[StageContext, P], T],
+        stage: str,
+        *,
+        retries: int,
+        diagnose: Diagnoser | None,
+        agent: str | None,
+        store: Store | None,
+        progress: Callable[[LoopStep], None] | None,
+    ) -> None:
+        self.fn = fn
+        self.stage = validate_identifier(stage, "stage")
+        self.retries = retries
+        self.diagnose = diagnose
+        self.agent = agent
+        self.store = store
+        self.progress = progress
+        functools.update_wrapper(self, fn)
+
+    def _run(
+        self, video_id: str, mode: Literal["raise", "return"], *args: P.args, **kwargs: P.kwargs
+    ) -> StageRun:
+        def call(ctx: StageContext) -> T:
+            return self.fn(ctx, *args, **kwargs)
+
+        return run_stage(
+            video_id,
+            self.stage,
+            call,
+            retries=self.retries,
+            diagnose=self.diagnose,
+            agent=self.agent,
+            on_blocked=mode,
+            on_failure=mode,
+            store=self.store,
+            progress=self.progress,
+        )
+
+    def __call__(self, video_id: str, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self._run(video_id, "raise", *args, **kwargs).value
+        return result
+
+    def run(self, video_id: str, *args: P.args, **kwargs: P.kwargs) -> StageRun:
+        """Run the loop and return the :class:`StageRun` (blocked and failed runs included)."""
+        return self._run(video_id, "return", *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<learning_stage {self.stage!r} {getattr(self.fn, '__qualname__', self.fn)!r}>"
+
+
+def learning_stage(
+    stage: str,
+    *,
+    retries: int = 1,
+    diagnose: Diagnoser | None = None,
+    agent: str | None = None,
+    store: Store | None = None,
+    progress: Callable[[LoopStep], None] | None = None,
+) -> Callable[[Callable[Concatenate[StageContext, P], T]], LearningStage[P, T]]:
+    """Decorate a stage function ``fn(ctx, *args, **kwargs)`` so that calling it as
+    ``fn(video_id, *args, **kwargs)`` runs it through the closed loop (see :func:`run_stage`
+    for the options)::
+
+        @learning_stage("assets", retries=2)
+        def make_assets(ctx: StageContext, product: str) -> list[str]:
+            prompt = BASE_PROMPT + ctx.rendered_rules
+            ...
+
+        images = make_assets("v042", "B0ABC")  # or make_assets.run("v042", "B0ABC") → StageRun
+    """
+    _check_retries(retries)
+
+    def wrap(fn: Callable[Concatenate[StageContext, P], T]) -> LearningStage[P, T]:
+        return LearningStage(
+            fn,
+            stage,
+            retries=retries,
+            diagnose=diagnose,
+            agent=agent,
+            store=store,
+            progress=progress,
+        )
+
+    return wrap

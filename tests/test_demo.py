@@ -1,0 +1,258 @@
+"""The demo (a simulated pipeline through the closed loop), its command, and the example script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from rayvault.cli import main
+from rayvault.learning import InvalidInputError, list_events, load_active_memory
+from rayvault.learning.demo import MARKER, DemoNotice, prepare_root, run_demo
+from rayvault.learning.errors import list_errors
+from rayvault.learning.store import FileStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> None:
+    """Three injected failures: recurring (history), fixed by a rule, held by the gate."""
+    notices: list[DemoNotice] = []
+    target = tmp_path / "demo"
+    result = run_demo(target, report=notices.append)
+    assert result.root == target.absolute()
+
+    s = result.summary
+    assert s["outcomes"] == {"succeeded": 11, "failed": 1, "blocked": 1}
+    assert (s["stage_runs"], s["attempts"], s["retries"]) == (13, 16, 4)
+    assert s["diagnoses"] == {"llm (simulated)": 2, "history": 2, "none": 1}
+    assert s["events"] == 5 and s["events_by_status"] == {"verified": 4, "open": 1}
+    assert (s["failures_logged"], s["errors_unresolved"]) == (5, 1)
+    assert s["prevented_by_rules"] == 2
+    assert s["gate"] == {"passed": 11, "blocked": 1}
+
+    runs = {(r.video_id, r.stage, r.outcome): r for r in result.runs}
+    # Recurring with different numbers: one fingerprint, diagnosed from history after v101.
+    research = [r for r in result.runs if r.stage == "research"]
+    assert [r.diagnoses[0].source for r in research] == ["llm (simulated)", "history", "history"]
+    assert len({r.rule_ids[0] for r in research}) == 1
+    # Prevented by the rule learned on v101's retry.
+    assert runs[("v101", "assets", "succeeded")].attempts == 2
+    for video in ("v102", "v103"):
+        run = runs[(video, "assets", "succeeded")]
+        assert (
+            run.attempts == 1
+            and run.delivered_rule_ids == runs[("v101", "assets", "succeeded")].rule_ids
+        )
+    # Held: v103's tts fails undiagnosed, and its re-run is blocked by the gate.
+    assert runs[("v103", "tts", "failed")].attempts == 1
+    blocked = runs[("v103", "tts", "blocked")]
+    assert blocked.gate is not None and "check_regressions" in blocked.gate.reason
+    [held_gate] = [g for g in result.gates if g.blocked]
+    assert (held_gate.video_id, held_gate.stage) == ("v103", "tts")
+    assert len(result.gates) == 12
+
+    # What it says it leaves is there.
+    assert len(result.files) >= 20
+    for name in result.files:
+        assert (result.root / name).is_file(), name
+    assert "data/learning_events.json" in result.files and "data/error_log.json" in result.files
+    for agent in ("researcher", "scriptwriter", "dzine_producer", "publisher"):
+        assert f"agents/{agent}/SOUL.md" in result.files
+        assert f"state/agents/{agent}/memory_active.json" in result.files
+    assert sum(name.startswith("artifacts/videos/") for name in result.files) == 5
+    assert sum(name.startswith("agents/skills/learnings/2") for name in result.files) == 5
+
+    # It ends with the weekly revisit: the report files, and both learned rules as candidates.
+    review = result.review
+    assert review is not None and review.dry_run is False
+    assert review.report_files is not None
+    for location in review.report_files.values():
+        assert Path(location).relative_to(result.root).as_posix() in result.files
+    report = json.loads(Path(review.report_files["json"]).read_text())
+    assert report["events_recent"] == 5
+    assert report["open_failures"]["total"] == 1
+    assert sorted(c.agent for c in review.promotions) == ["dzine_producer", "researcher"]
+
+    # ... and the other commands read it.
+    store = FileStore(result.root)
+    try:
+        events = list_events(store=store)
+        assert len(events) == 5
+        held = result.highlights["held_event"]
+        assert [e.event_id for e in events if not e.resolved] == [held]
+        assert all(e.loop_steps for e in events)
+        assert len(list_errors(store=store)) == 5
+        [rule] = load_active_memory("researcher", store=store).rules
+        assert rule.applied_count == 5  # learned 3 times, delivered into 2 later runs
+        [angle] = load_active_memory("dzine_producer", store=store).rules
+        assert angle.applied_count == 3  # learned once, delivered into 2 later runs
+    finally:
+        store.close()
+    marker = json.loads((result.root / MARKER).read_text())
+    assert marker["complete"] is True
+    assert marker["entries"] == ["agents", "artifacts", "data", "state"]
+
+    kinds = {n.kind for n in notices}
+    assert kinds == {"root", "phase", "video", "step", "stage", "gate", "note"}
+    steps = [n.step.step for n in notices if n.step is not None]
+    assert steps.count("give_up") == 1 and steps.count("verify") == 4
+    root_cmd = f"rayvault-learn --root {result.root}"
+    assert all(c.startswith(root_cmd) for c in result.next_commands)
+    assert f"{root_cmd} gate v103 tts" in result.next_commands
+
+
+def test_demo_root_default_is_a_new_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a root the demo makes a fresh directory in the system's temp folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = prepare_root()
+    second = prepare_root()
+    assert first != second
+    assert first.parent == tmp_path and first.name.startswith("rayvault-demo-")
+    assert [p.name for p in first.iterdir()] == [MARKER]
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    """A non-empty directory that is not a previous demo root is refused and left untouched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match="is not empty and is not a previous demo root"):
+        run_demo(mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(InvalidInputError, match="is not a directory"):
+        run_demo(a_file)
+
+
+def test_demo_reuses_a_previous_demo_root_but_nothing_else_in_it(tmp_path: Path) -> None:
+    """Running twice in one root starts afresh; a file the demo did not make stops it."""
+    target = tmp_path / "demo"
+    first = run_demo(target)
+    second = run_demo(target)
+    assert second.summary["outcomes"] == first.summary["outcomes"]
+    assert second.summary["events"] == 5  # the old data was cleared, not added to
+    assert set(first.highlights.values()).isdisjoint(
+        v for k, v in second.highlights.items() if k.endswith("event")
+    )
+
+    (target / "mine.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match="also holds mine.txt"):
+        run_demo(target)
+    assert (target / "data/learning_events.json").exists()  # nothing was removed
+
+    (target / "mine.txt").unlink()
+    (target / MARKER).write_text('{"complete": false}')  # a demo that did not finish
+    with pytest.raises(InvalidInputError, match="unfinished or unreadable demo"):
+        run_demo(target)
+    assert (target / "data/learning_events.json").exists()
+
+
+def test_cli_demo_prints_the_loop_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rayvault-learn demo --root DIR` prints the loop, the gate table, the summary and what
+    to run next; those commands work."""
+    target = tmp_path / "demo"
+    assert main(["demo", "--root", str(target)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert f"Demo data root: {target}" in out
+    for text in (
+        "v101",
+        "diagnose  from llm (simulated)",
+        "diagnose  from history",
+        "retry     attempt 2 of 2",
+        "✓ assets succeeded on attempt 2",
+        "✓ assets succeeded at once",
+        "give_up   no diagnosis: not retried",
+        "✗ tts blocked by the learning gate",
+        "BLOCKED",
+        "Summary",
+        "13 stage runs of 3 videos (11 succeeded, 1 failed, 1 blocked)",
+        "Explore it:",
+        f"rayvault-learn --root {target} gate v103 tts",
+    ):
+        assert text in out, text
+
+    assert main(["--root", str(target), "gate", "v103", "tts"]) == 2
+    capsys.readouterr()
+    events = json.loads(_run_ok(capsys, "--root", str(target), "events", "list", "--json"))
+    open_ids = [e["event_id"] for e in events if e["status"] == "open"]
+    assert len(open_ids) == 1
+    assert f"events resolve {open_ids[0]}" in out
+
+
+def _run_ok(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_cli_demo_json_and_global_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints only the result; the global --root works too; a bad root exits 1."""
+    target = tmp_path / "demo"
+    data = json.loads(_run_ok(capsys, "--root", str(target), "demo", "--json"))
+    assert data["root"] == str(target)
+    assert data["summary"]["outcomes"] == {"succeeded": 11, "failed": 1, "blocked": 1}
+    assert len(data["runs"]) == 13 and len(data["gates"]) == 12
+    assert data["runs"][0]["steps"][0]["step"] == "gate"
+    assert all((target / f).is_file() for f in data["files"])
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x").write_text("x")
+    assert main(["demo", "--root", str(other)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"Error: {other} is not empty and is not a previous demo root")
+
+
+@pytest.mark.slow
+def test_example_pipeline_learns_on_the_first_video_and_applies_on_the_next(
+    tmp_path: Path,
+) -> None:
+    """examples/pipeline.py: v042's assets stage learns and retries; v043's passes at once."""
+    target = tmp_path / "example"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(video: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "examples/pipeline.py", "--root", str(target), video],
+            capture_output=True, text=True, cwd=REPO, env=env, check=False,
+        )  # fmt: skip
+
+    first = run("v042")
+    assert first.returncode == 0, first.stderr
+    assert "v042/assets diagnose (attempt 1): from llm" in first.stderr
+    assert "v042/assets succeed (attempt 2)" in first.stderr
+    second = run("v043")
+    assert second.returncode == 0, second.stderr
+    assert "v043/assets execute (attempt 1): 1 rule delivered to dzine_producer" in second.stderr
+    assert "v043/assets fail" not in second.stderr
+    store = FileStore(target)
+    try:
+        [event] = list_events(store=store)
+        assert event.status == "verified" and event.component == "assets"
+    finally:
+        store.close()
+
+
+def test_readme_first_command_runs_the_demo_and_is_what_ci_runs() -> None:
+    """The Quick start's first command installs and runs the demo; .ci/run runs exactly it."""
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1]
+    first = quick.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    assert first.endswith("rayvault-learn demo --root /tmp/rayvault-demo")
+    assert "pip install -q -e '.[dev]'" in first
+    ci = [line for line in (REPO / ".ci/run").read_text().splitlines() if not line.startswith("#")]
+    assert first in ci
