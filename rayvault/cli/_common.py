@@ -106,6 +106,29 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def record_table(title: str, data: dict[str, Any], *, skip: tuple[str, ...] = ()) -> Table:
+    """One record as a two-column table: every field that has a value (lists and maps as
+    indented JSON), severities coloured."""
+    import json
+
+    from rich.markup import escape
+
+    table = new_table(show_header=False, title=title)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in data.items():
+        if value in (None, "", [], {}) or key in skip:
+            continue
+        if key == "severity":
+            shown = severity_text(str(value))
+        elif isinstance(value, list | dict):
+            shown = escape(json.dumps(value, indent=1, ensure_ascii=False))
+        else:
+            shown = escape(str(value))
+        table.add_row(key, shown)
+    return table
+
+
 def report_error(error: Exception) -> None:
     """The one way errors reach people: ``Error: …`` and a hint, on stderr."""
     hint = getattr(error, "hint", None)

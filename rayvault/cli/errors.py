@@ -17,6 +17,7 @@ from rayvault.cli._common import (
     is_wide,
     new_table,
     open_cli_store,
+    record_table,
     short,
     when,
 )
@@ -142,17 +143,7 @@ def get_command(
     entry = get_error(error_id, store=open_cli_store(root, store_url))
 
     def human() -> None:
-        import json
-
-        table = new_table(show_header=False, title=f"Error {entry.id}")
-        table.add_column("field", style="bold")
-        table.add_column("value", overflow="fold")
-        for key, value in entry.to_dict().items():
-            if value in (None, "", [], {}):
-                continue
-            shown = json.dumps(value, indent=1) if isinstance(value, dict | list) else str(value)
-            table.add_row(key, escape(shown))
-        console().print(table)
+        console().print(record_table(f"Error {entry.id}", entry.to_dict()))
 
     emit(entry.to_dict(), as_json, human)
 

@@ -17,6 +17,7 @@ from rayvault.cli._common import (
     new_table,
     open_cli_store,
     print_json,
+    record_table,
     severity_text,
     short,
     want_json,
@@ -121,21 +122,10 @@ def get_command(
     event = get_event(event_id, store=open_cli_store(root, store_url))
 
     def human() -> None:
-        table = new_table(show_header=False, title=f"Learning event {event.event_id}")
-        table.add_column("field", style="bold")
-        table.add_column("value", overflow="fold")
-        for key, value in event.to_dict().items():
-            if value in (None, "", []) or key == "loop_steps":
-                continue
-            if key == "severity":
-                table.add_row(key, severity_text(str(value)))
-            elif isinstance(value, list | dict):
-                import json
-
-                table.add_row(key, escape(json.dumps(value, indent=1, ensure_ascii=False)))
-            else:
-                table.add_row(key, escape(str(value)))
-        console().print(table)
+        data = event.to_dict()
+        console().print(
+            record_table(f"Learning event {event.event_id}", data, skip=("loop_steps",))
+        )
         if event.loop_steps:
             console().print(loop_steps_table(event.loop_steps, event.run_id))
 
