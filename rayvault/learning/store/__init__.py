@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 from rayvault.learning.exceptions import StoreError
-from rayvault.learning.store.base import AgentState, EventQuery, Store
+from rayvault.learning.store.base import AgentState, EventQuery, ProgressCallback, Store
 from rayvault.learning.store.files import FileStore
 
 __all__ = [
     "AgentState",
     "EventQuery",
     "FileStore",
+    "ProgressCallback",
     "Store",
     "get_store",
     "open_store",
