@@ -3,8 +3,9 @@ and the one renderer (Rich for people, JSON for scripts)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from rayvault.learning.store import Store
+    from rayvault.learning.store import ProgressCallback, Store
 
 RootOption = Annotated[
     Path | None,
@@ -142,3 +143,44 @@ def when(value: Any) -> str:
     if value is None:
         return "-"
     return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value)
+
+
+#: Fewer items than this finish before a progress bar would be worth drawing.
+PROGRESS_MIN_ITEMS = 200
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback | None]:
+    """A Rich progress bar on stderr fed by the library's ``progress(what, done, total)``
+    callback: only on a terminal, only for long runs, never under ``--json``."""
+    err = console(stderr=True)
+    if not enabled or GLOBALS.json or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            if total < PROGRESS_MIN_ITEMS:
+                return
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        yield update

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from rayvault.cli import errors, events, gate, memory
+from rayvault.cli import doctor, errors, events, gate, memory, migrate
 from rayvault.cli._common import GLOBALS, Globals, console, report_error, reset_consoles
 
 app = typer.Typer(
@@ -27,6 +27,8 @@ app.add_typer(events.app, name="events")
 app.add_typer(memory.app, name="memory")
 app.add_typer(errors.app, name="errors")
 app.add_typer(gate.app, name="gate")
+app.command("migrate")(migrate.migrate_command)
+app.command("doctor")(doctor.doctor_command)
 
 
 @app.callback()
