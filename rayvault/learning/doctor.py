@@ -17,6 +17,9 @@ from rayvault.learning.exceptions import LearningError
 from rayvault.learning.models import CRITICAL_SEVERITIES, Finding, Record
 from rayvault.learning.store import ProgressCallback, Store, get_store
 
+#: Store findings after which the event index cannot say whether an event exists.
+_INDEX_UNRELIABLE = frozenset({"log-corrupt", "index-inconsistent"})
+
 
 class DoctorReport(Record):
     """Everything the doctor found, and what it repaired."""
@@ -45,7 +48,9 @@ def check_root(
     """Check the data root; with ``repair``, fix what can be fixed without losing anything."""
     store = store or get_store()
     findings = store.check(repair, progress=progress)
-    findings += check_memory(store)
+    # Whether a rule's event is missing can only be told from a readable, consistent index.
+    unreliable = any(f.open and f.code in _INDEX_UNRELIABLE for f in findings)
+    findings += check_memory(store, check_sources=not unreliable)
     remaining = [f for f in findings if f.open]
     return DoctorReport(
         store=store.describe(),
@@ -57,11 +62,12 @@ def check_root(
     )
 
 
-def check_memory(store: Store) -> list[Finding]:
-    """Rules whose source event is missing, and memories over the cap."""
+def check_memory(store: Store, *, check_sources: bool = True) -> list[Finding]:
+    """Rules whose source event is missing (unless ``check_sources`` is False), and memories
+    over the cap."""
     findings: list[Finding] = []
     cap = store.policies.LEARNING_MAX_ACTIVE_RULES_PER_AGENT
-    events_readable = True
+    events_readable = check_sources
     for agent in store.list_agents():
         try:
             memory = store.load_memory(agent)

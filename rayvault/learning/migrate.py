@@ -59,6 +59,7 @@ from rayvault.learning.exceptions import LearningError
 from rayvault.learning.memory import rule_text
 from rayvault.learning.models import ErrorEntry, LearningEvent, Record
 from rayvault.learning.patterns import failure_text, fingerprint
+from rayvault.learning.skill_graph import NO_FIX, NO_ROOT_CAUSE
 from rayvault.learning.stages import fold_stage
 from rayvault.learning.store import EventQuery, ProgressCallback, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
@@ -130,6 +131,7 @@ ROOT_CAUSE_SECTIONS = ("root cause", "root_cause", "cause")
 FIX_SECTIONS = ("fix applied", "fix", "resolution", "solution")
 VERIFICATION_SECTIONS = ("verification",)
 PREVENTION_SECTIONS = ("prevention", "prevention rule", "prevention rules")
+_PLACEHOLDERS = frozenset({NO_ROOT_CAUSE, NO_FIX})
 _FAILURE_SECTIONS = frozenset(
     (*SYMPTOM_SECTIONS, *DETAIL_SECTIONS, *ROOT_CAUSE_SECTIONS, *FIX_SECTIONS)
 )
@@ -236,9 +238,11 @@ class Note:
     title_symptom: str | None = None
 
     def section(self, names: Iterable[str]) -> str:
+        """The text of the first of these sections that has some (placeholders that notes
+        written from events put in empty sections count as none)."""
         for name in names:
             text = self.sections.get(name, "").strip()
-            if text:
+            if text and text not in _PLACEHOLDERS:
                 return text
         return ""
 
@@ -357,8 +361,8 @@ def _heading(text: str) -> str:
 
 # -- turning notes into events ----------------------------------------------------------------
 @dataclass
-class _Draft:
-    """An event about to be created from one source item."""
+class Draft:
+    """The event one source item (a note, an error-log entry) becomes, before it is written."""
 
     source: Source
     ref: str
@@ -381,6 +385,11 @@ class _Draft:
     written_component: str | None = None
     shape: str = "note"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def learned(self) -> bool:
+        """Whether there is something to learn: a root cause or a fix."""
+        return bool(self.root_cause or self.fix_applied)
 
     @property
     def status(self) -> str:
@@ -453,7 +462,7 @@ def _safe_component(name: str) -> str | None:
     return cleaned
 
 
-def draft_from_note(path: Path, ref: str, text: str, policies: Policies) -> _Draft:
+def draft_from_note(path: Path, ref: str, text: str, policies: Policies) -> Draft:
     """The event a note becomes; raises :class:`_Skip` with the reason when it is not one."""
     if path.name.startswith("_"):
         raise _Skip("map of content", "notes starting with '_' list other notes")
@@ -501,7 +510,7 @@ def draft_from_note(path: Path, ref: str, text: str, policies: Policies) -> _Dra
     if component is not None and written and _safe_component(written) is None:
         extra["component_inferred_from"] = "tags"
     note_event_id = _text(front.get("event_id")) or None
-    return _Draft(
+    return Draft(
         source="note",
         ref=ref,
         severity=severity,
@@ -562,8 +571,6 @@ def _note_texts(note: Note) -> tuple[str, str, str]:
         # and why, its ``fix`` field what was done.
         root_cause = root_cause or _text(front.get("description"))
     fix = note.section(FIX_SECTIONS) or _text(front.get("fix"))
-    if not root_cause and not fix:
-        raise _Skip("no root cause or fix", "nothing was learned from it yet")
     return symptom, root_cause, fix
 
 
@@ -586,10 +593,10 @@ def _symptom_key(symptom: str) -> str:
     return " ".join(symptom.lower().split()).rstrip(" .:;!")
 
 
-def settle_components(drafts: list[_Draft]) -> None:
+def settle_components(drafts: list[Draft]) -> None:
     """Give a note whose component is unknown the component of another note describing the same
     failure (same symptom), else ``unknown``."""
-    known: dict[str, _Draft] = {}
+    known: dict[str, Draft] = {}
     for draft in drafts:
         if draft.component is not None:
             known.setdefault(_symptom_key(draft.symptom), draft)
@@ -603,7 +610,7 @@ def settle_components(drafts: list[_Draft]) -> None:
                 draft.component = "unknown"
 
 
-def draft_from_error(entry: ErrorEntry) -> _Draft:
+def draft_from_error(entry: ErrorEntry) -> Draft:
     """The event a resolved error-log entry becomes; :class:`_Skip` when it cannot be one."""
     resolution = entry.resolution
     if resolution is None:
@@ -621,7 +628,7 @@ def draft_from_error(entry: ErrorEntry) -> _Draft:
     word = entry.context.get("severity")
     severity = map_severity(word) or "FAIL"
     when = resolution.resolved_at
-    return _Draft(
+    return Draft(
         source="error_log",
         ref=entry.id,
         severity=severity,
@@ -640,7 +647,7 @@ def draft_from_error(entry: ErrorEntry) -> _Draft:
     )
 
 
-def build_event(draft: _Draft, policies: Policies, now: datetime) -> LearningEvent:
+def build_event(draft: Draft, policies: Policies, now: datetime) -> LearningEvent:
     """The learning event of a draft, with the source's dates and provenance."""
     component = draft.component or "unknown"
     when = draft.timestamp or now
@@ -720,7 +727,7 @@ def _tick(progress: ProgressCallback | None, what: str, done: int, total: int) -
         progress(what, done, total)
 
 
-def _item(draft: _Draft, outcome: Outcome, **more: Any) -> MigrationItem:
+def _item(draft: Draft, outcome: Outcome, **more: Any) -> MigrationItem:
     return MigrationItem(
         source=draft.source,
         ref=draft.ref,
@@ -801,10 +808,10 @@ def _read_drafts(
     policies: Policies,
     report: MigrationReport,
     progress: ProgressCallback | None,
-) -> list[_Draft]:
+) -> list[Draft]:
     docs = reader.docs
     files = docs.note_files(folder)
-    drafts: list[_Draft] = []
+    drafts: list[Draft] = []
     for done, path in enumerate(files):
         _tick(progress, "notes", done, len(files))
         ref = docs.relative(path)
@@ -862,6 +869,17 @@ def _migrate_notes(
         if present is not None:
             report.add(_item(draft, "present", reason=why, event_id=present))
             continue
+        if not draft.learned:
+            # Checked after presence: a note of an event still being diagnosed is that event.
+            report.add(
+                _item(
+                    draft,
+                    "skipped",
+                    reason="no root cause or fix",
+                    detail="nothing was learned from it yet",
+                )
+            )
+            continue
         if not apply:
             report.add(_item(draft, "migrated"))
             continue
@@ -876,7 +894,7 @@ def _migrate_notes(
     _tick(progress, "events", len(drafts), len(drafts))
 
 
-def _note_event(draft: _Draft, store: Store, claimed: set[str]) -> tuple[str | None, str | None]:
+def _note_event(draft: Draft, store: Store, claimed: set[str]) -> tuple[str | None, str | None]:
     """The event a note already is, if any, and how it was recognised."""
     found = store.query_events(EventQuery(source_note=draft.ref, limit=1))
     if found:

@@ -208,6 +208,7 @@ class FileStoreDoctor:
                 keyless = True
                 problem: str | None = f"is not a record with a {key!r}"
             else:
+                latest[item[key]] = item  # as the index holds it, valid or not
                 problem = self._validate(model, item)
             if problem is not None:
                 bad += 1
@@ -217,8 +218,6 @@ class FileStoreDoctor:
                         path,
                         f"element {i} is not {what}: {problem}",
                     )
-                continue
-            latest[item[key]] = item
         if bad > MAX_ELEMENT_FINDINGS:
             self._add(
                 "log-element-invalid",
@@ -258,7 +257,10 @@ class FileStoreDoctor:
         for done, (path, event_id) in enumerate(sorted(expected.items()), 1):
             if done % 500 == 0:
                 self._tick("per-video files", done, total)
-            want = LearningEvent.model_validate(events[event_id]).to_dict()
+            try:
+                want = LearningEvent.model_validate(events[event_id]).to_dict()
+            except ValidationError:
+                continue  # an invalid event: reported with the index
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
