@@ -164,10 +164,12 @@ def test_state_files_that_do_not_parse_or_fit_are_reported(
 def test_invalid_index_elements_are_reported(root: Path, healthy: dict[str, str]) -> None:
     path = root / EVENTS
     text = path.read_text().rstrip()[:-1].rstrip()
-    path.write_text(text + ',\n{"event_id": "le-bad", "severity": "CRITICAL"}\n]\n')
-    [finding] = check_root().findings
+    bad = '{"event_id": "le-bad", "severity": "CRITICAL", "video_id": "v042"}'
+    path.write_text(text + ",\n" + bad + "\n]\n")
+    [finding] = check_root(repair=True).findings  # no per-video file can be written from it
     assert finding.code == "log-element-invalid"
     assert finding.message.startswith("element 4 is not an event: ")
+    assert not (root / "artifacts/videos/v042/learning/events/le-bad.json").exists()
 
 
 def test_stray_temp_files(root: Path, healthy: dict[str, str]) -> None:

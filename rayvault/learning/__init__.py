@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rayvault.learning.doctor import DoctorReport, check_root
     from rayvault.learning.events import (
         create_event,
         event_stats,
@@ -41,9 +42,12 @@ if TYPE_CHECKING:
         render_rules,
         tombstone_rule,
     )
+    from rayvault.learning.migrate import MigrationReport, migrate_learnings
     from rayvault.learning.models import (
         AgentMemory,
+        CompactResult,
         ErrorEntry,
+        Finding,
         GateCheck,
         GateResult,
         LearningEvent,
@@ -71,6 +75,13 @@ _EXPORTS: dict[str, str] = {
     "tombstone_rule": "memory",
     "init_memory": "memory",
     "render_rules": "memory",
+    # migration and maintenance
+    "migrate_learnings": "migrate",
+    "MigrationReport": "migrate",
+    "check_root": "doctor",
+    "DoctorReport": "doctor",
+    "Finding": "models",
+    "CompactResult": "models",
     # fingerprints
     "fingerprint": "patterns",
     "Fingerprint": "patterns",
@@ -105,12 +116,15 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AgentMemory",
+    "CompactResult",
     "ConfigError",
     "CorruptFileError",
+    "DoctorReport",
     "ErrorEntry",
     "ErrorEntryNotFoundError",
     "EventNotFoundError",
     "FileStore",
+    "Finding",
     "Fingerprint",
     "GateBlocked",
     "GateCheck",
@@ -119,6 +133,7 @@ __all__ = [
     "InvalidInputError",
     "LearningError",
     "LearningEvent",
+    "MigrationReport",
     "Rule",
     "RuleNotFoundError",
     "SoulFileNotFoundError",
@@ -127,6 +142,7 @@ __all__ = [
     "Tombstone",
     "TombstoneFile",
     "apply_to_memory",
+    "check_root",
     "create_event",
     "event_stats",
     "fingerprint",
@@ -136,6 +152,7 @@ __all__ = [
     "list_events",
     "load_active_memory",
     "load_tombstones",
+    "migrate_learnings",
     "open_store",
     "record_learning",
     "render_rules",

@@ -704,7 +704,10 @@ def migrate_learnings(
     reader = store if apply else store.read_only()
     policies = store.policies
     report = MigrationReport(applied=apply)
-    with store.exclusive("migrate") if apply else contextlib.nullcontext():
+    with (
+        store.exclusive("migrate") if apply else contextlib.nullcontext(),
+        contextlib.closing(reader) if reader is not store else contextlib.nullcontext(),
+    ):
         if errors:
             _migrate_errors(store, reader, report, apply=apply, progress=progress)
         if notes:

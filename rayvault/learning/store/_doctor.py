@@ -257,24 +257,26 @@ class FileStoreDoctor:
         for done, (path, event_id) in enumerate(sorted(expected.items()), 1):
             if done % 500 == 0:
                 self._tick("per-video files", done, total)
-            try:
-                want = LearningEvent.model_validate(events[event_id]).to_dict()
-            except ValidationError:
-                continue  # an invalid event: reported with the index
+            raw = events[event_id]
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
+                if self._validate(LearningEvent, raw) is not None:
+                    continue  # an invalid event (reported with the index) cannot be written
                 finding = self._add(
                     "video-file-missing",
                     path,
-                    f"is missing: event {event_id} has video id {events[event_id]['video_id']}",
+                    f"is missing: event {event_id} has video id {raw['video_id']}",
                     level="warning",
                     repairable=True,
                 )
                 to_write.append((path, event_id, finding))
                 continue
             try:
-                have = LearningEvent.model_validate(parse_json(data, path)).to_dict()
+                parsed = parse_json(data, path)
+                if parsed == raw:
+                    continue  # the usual case: the very record the index holds
+                have = LearningEvent.model_validate(parsed).to_dict()
             except (CorruptFileError, ValidationError) as e:
                 detail = e.detail if isinstance(e, CorruptFileError) else "not an event"
                 finding = self._add(
@@ -286,6 +288,10 @@ class FileStoreDoctor:
                 )
                 to_write.append((path, event_id, finding))
                 continue
+            try:  # compared as records: older writers formatted the same values differently
+                want = LearningEvent.model_validate(raw).to_dict()
+            except ValidationError:
+                continue  # an invalid event: reported with the index
             if have != want:
                 changed = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
                 finding = self._add(
@@ -333,7 +339,11 @@ class FileStoreDoctor:
         # at that moment: an event may have changed since it was read above.
         with locked(store.events_path):
             for path, event_id, finding in to_write:
-                event = store.get_event(event_id)
+                try:
+                    event = store.get_event(event_id)
+                except CorruptFileError as e:
+                    finding.action = f"not repaired: {e.detail}"
+                    continue
                 if event is None:
                     finding.action = "not repaired: the event is no longer in the index"
                     continue
