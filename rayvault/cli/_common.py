@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from rayvault.learning.store import Store
+    from rayvault.learning.store import ProgressCallback, Store
 
 RootOption = Annotated[
     Path | None,
@@ -168,32 +168,45 @@ def when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value)
 
 
+#: Fewer items than this finish before a progress bar would be worth drawing.
+PROGRESS_MIN_ITEMS = 200
+
+
 @contextlib.contextmanager
-def progress_bar(as_json: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A ``progress(step, done, total)`` callback drawing a Rich progress bar on stderr; None
-    (no bar) under ``--json`` or when stderr is not a terminal."""
+def progress_bar(
+    as_json: bool = False, *, min_items: int = PROGRESS_MIN_ITEMS
+) -> Iterator[ProgressCallback | None]:
+    """A Rich progress bar on stderr fed by the library's ``progress(what, done, total)``
+    callback: only on a terminal, only for runs of ``min_items`` or more, never under
+    ``--json`` (yields None then)."""
     err = console(stderr=True)
     if want_json(as_json) or not err.is_terminal:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=err,
         transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=None)
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
 
-        def update(step: str, done: int, total: int) -> None:
-            progress.update(task, description=escape_markup(step), completed=done, total=total)
+        def update(what: str, done: int, total: int) -> None:
+            if total < min_items:
+                return
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
 
         yield update
-
-
-def escape_markup(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)

@@ -10,7 +10,18 @@ from typing import Annotated
 
 import typer
 
-from rayvault.cli import demo, errors, events, gate, memory, registry, revisit, soul
+from rayvault.cli import (
+    demo,
+    doctor,
+    errors,
+    events,
+    gate,
+    memory,
+    migrate,
+    registry,
+    revisit,
+    soul,
+)
 from rayvault.cli._common import GLOBALS, Globals, console, report_error, reset_consoles
 
 app = typer.Typer(
@@ -34,6 +45,8 @@ app.command("report")(registry.report_command)
 app.command(
     "demo", short_help="The closed loop on a simulated pipeline, leaving its data to explore."
 )(demo.demo_command)
+app.command("migrate")(migrate.migrate_command)
+app.command("doctor")(doctor.doctor_command)
 
 
 @app.callback()

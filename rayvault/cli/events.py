@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 app = typer.Typer(
-    help="Learning events: list, inspect, count, record and resolve them.", no_args_is_help=True
+    help="Learning events: list, inspect, count, record, resolve and compact them.",
+    no_args_is_help=True,
 )
 
 VideoOption = Annotated[str | None, typer.Option("--video", help="Only this video id.")]
@@ -295,3 +296,40 @@ def update_command(
         as_json,
         lambda: console().print(f"{event.event_id} updated (status {event.status})"),
     )
+
+
+@app.command("compact")
+def compact_command(
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rewrite the event index with one version per event; the old file is kept in an archive.
+
+    Example: rayvault-learn events compact
+    """
+    store = open_cli_store(root, store_url)
+    result = store.compact_events()
+
+    def human() -> None:
+        if not result.compacted:
+            console().print(
+                f"{escape(result.path)} is already compact: {result.events_after:,} events, "
+                "one version each."
+            )
+            return
+        console().print(
+            f"Compacted {escape(result.path)}: {result.versions_before:,} versions → "
+            f"{result.events_after:,} events ({_size(result.bytes_before)} → "
+            f"{_size(result.bytes_after)}); the old index is kept in "
+            f"{escape(result.archive or '')}.",
+            soft_wrap=True,
+        )
+        if result.torn_tail_dropped:
+            console().print("  a torn tail (a half-written append) was left out.")
+
+    emit(result.to_dict(), as_json, human)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.1f} kB"

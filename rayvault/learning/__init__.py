@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rayvault.learning.doctor import DoctorReport, check_root
     from rayvault.learning.events import (
         create_event,
         event_stats,
@@ -56,10 +57,13 @@ if TYPE_CHECKING:
         render_rules,
         tombstone_rule,
     )
+    from rayvault.learning.migrate import MigrationReport, migrate_learnings
     from rayvault.learning.models import (
         AgentMemory,
         AgentSweep,
+        CompactResult,
         ErrorEntry,
+        Finding,
         GateCheck,
         GateResult,
         LearningEvent,
@@ -126,6 +130,13 @@ _EXPORTS: dict[str, str] = {
     "LoopStep": "loop",
     "diagnose_from_history": "loop",
     "chain_diagnosers": "loop",
+    # migration and maintenance
+    "migrate_learnings": "migrate",
+    "MigrationReport": "migrate",
+    "check_root": "doctor",
+    "DoctorReport": "doctor",
+    "Finding": "models",
+    "CompactResult": "models",
     # fingerprints
     "fingerprint": "patterns",
     "Fingerprint": "patterns",
@@ -170,15 +181,18 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AgentMemory",
     "AgentSweep",
+    "CompactResult",
     "ConfigError",
     "CorruptFileError",
     "Diagnoser",
     "Diagnosis",
+    "DoctorReport",
     "ErrorEntry",
     "ErrorEntryNotFoundError",
     "EventNotFoundError",
     "Failure",
     "FileStore",
+    "Finding",
     "Fingerprint",
     "GateBlocked",
     "GateCheck",
@@ -189,6 +203,7 @@ __all__ = [
     "LearningEvent",
     "LearningStage",
     "LoopStep",
+    "MigrationReport",
     "Pattern",
     "PromotionCandidate",
     "Revalidation",
@@ -208,6 +223,7 @@ __all__ = [
     "WeeklyReport",
     "apply_to_memory",
     "chain_diagnosers",
+    "check_root",
     "create_event",
     "diagnose_from_history",
     "event_stats",
@@ -224,6 +240,7 @@ __all__ = [
     "load_active_memory",
     "load_tombstones",
     "mark_delivered",
+    "migrate_learnings",
     "open_store",
     "promote_rule",
     "prompt_rules",

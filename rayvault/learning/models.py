@@ -441,3 +441,44 @@ class RevisitReport(Record):
     #: ``{"json": location, "html": location}``; None under a dry run.
     report_files: dict[str, str] | None = None
     tombstone_sweep: list[AgentSweep] = Field(default_factory=list)
+
+
+FindingLevel = Literal["error", "warning", "info"]
+
+
+class Finding(Record):
+    """One problem the doctor found in a data root (or a note about it, level ``info``)."""
+
+    #: A stable short name for scripts, e.g. ``index-torn-tail``, ``memory-corrupt``.
+    code: str
+    #: The file at fault, relative to the data root when it is inside it.
+    path: str
+    message: str
+    #: ``error``: data cannot be read or is wrong; ``warning``: inconsistent or untidy, nothing
+    #: lost; ``info``: worth knowing, not a problem (e.g. a lock held by a running process).
+    level: FindingLevel = "error"
+    #: Whether ``doctor --repair`` can fix it without losing anything.
+    repairable: bool = False
+    repaired: bool = False
+    #: What the repair did (``re-written from the index``, ``moved to state/doctor-archive/…``).
+    action: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """Still a problem: not repaired, and not merely informational."""
+        return not self.repaired and self.level != "info"
+
+
+class CompactResult(Record):
+    """What compacting the event index did."""
+
+    path: str
+    #: Where the old file was kept (None when nothing needed compacting).
+    archive: str | None = None
+    compacted: bool
+    versions_before: int
+    events_after: int
+    bytes_before: int
+    bytes_after: int
+    #: A torn tail (a half-written element) was left out; it stays in the archived file.
+    torn_tail_dropped: bool = False

@@ -16,6 +16,10 @@ from rayvault.learning.models import LearningEvent
 from rayvault.learning.store import Store, get_store
 
 RECENT_HEADING = "## Recent Learnings (newest first)"
+#: What a node's sections say when the event has no root cause or fix yet (the migration reads
+#: them back as empty).
+NO_ROOT_CAUSE = "(not yet diagnosed)"
+NO_FIX = "(none yet)"
 _SLUG = re.compile(r"[^a-z0-9]+")
 _INDEX_TEMPLATE = """---
 description: Auto-recorded lessons from pipeline runs. Newest first. Check this BEFORE every \
@@ -84,8 +88,8 @@ def render_note(event: LearningEvent) -> str:
         front.append(f"fingerprint: {_yaml_str(event.fingerprint)}")
     sections = [
         ("Symptom", event.symptom),
-        ("Root Cause", event.root_cause or "(not yet diagnosed)"),
-        ("Fix Applied", event.fix_applied or "(none yet)"),
+        ("Root Cause", event.root_cause or NO_ROOT_CAUSE),
+        ("Fix Applied", event.fix_applied or NO_FIX),
     ]
     if event.verification:
         sections.append(("Verification", event.verification))

@@ -11,6 +11,7 @@ from rayvault.learning.store.base import (
     AgentState,
     ArchivedTombstones,
     EventQuery,
+    ProgressCallback,
     SavedReport,
     Store,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "ArchivedTombstones",
     "EventQuery",
     "FileStore",
+    "ProgressCallback",
     "SavedReport",
     "Store",
     "get_store",

@@ -147,6 +147,28 @@ class JsonArrayLog:
         finally:
             os.close(fd)
 
+    def cut_torn_tail(self) -> bytes | None:
+        """Cut a torn tail off and close the array again; returns the bytes cut off, or None
+        when the file is absent or whole. Caller holds the lock. :class:`CorruptFileError`
+        (nothing written) when the damage is more than a torn tail."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+            parsed = parse_array(data, self.path)
+            if parsed.torn_at is None:
+                return None
+            closing = b"\n]\n"
+            os.pwrite(fd, closing, parsed.torn_at)
+            os.ftruncate(fd, parsed.torn_at + len(closing))
+            if fsync_enabled():
+                os.fsync(fd)
+            return data[parsed.torn_at :]
+        finally:
+            os.close(fd)
+
     def _end_of_elements(self, fd: int) -> tuple[int, bool]:
         """Where to write: just after the last element (cutting a torn tail first), and whether
         the array is empty. Reads only the tail of the file on the normal path."""
@@ -172,6 +194,19 @@ class JsonArrayLog:
         if parsed.torn_at is not None:
             os.ftruncate(fd, parsed.torn_at)
         return parsed.end, not parsed.items
+
+
+def latest_versions(items: list[Any], key: str, path: Path) -> dict[str, dict[str, Any]]:
+    """The last version of each record, keyed by ``key``, in the order records first appeared.
+
+    :class:`CorruptFileError` when an element is not a record with a string ``key``.
+    """
+    latest: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get(key), str):
+            raise CorruptFileError(path, f"element {i} is not a record with a {key!r}")
+        latest[item[key]] = item  # an existing key keeps its first position
+    return latest
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ EVENT_COLUMNS = (
     "agent",
     "fingerprint",
     "source_error_id",
+    "source_note",
     "resolved",
 )
 FACETS = ("severity", "status", "component", "agent")
@@ -69,6 +70,7 @@ def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
         item.get("agent") or None,
         item.get("fingerprint") or _legacy_fingerprint(item.get("component"), item.get("symptom")),
         item.get("source_error_id") or None,
+        item.get("source_note") or None,
         1 if status in RESOLVED_STATUSES else 0,
     )
 
@@ -122,6 +124,9 @@ def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
     if query.source_error_id is not None:
         clauses.append(f"source_error_id = {ph}")
         params.append(query.source_error_id)
+    if query.source_note is not None:
+        clauses.append(f"source_note = {ph}")
+        params.append(query.source_note)
     if query.unresolved is not None:
         clauses.append(f"resolved = {ph}")
         params.append(0 if query.unresolved else 1)

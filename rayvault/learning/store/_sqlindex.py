@@ -22,7 +22,7 @@ from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.store._jsonlog import parse_array, scan_after
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -80,8 +80,7 @@ _TRIGGER_NAMES = (
     "errors_uncounted",
     "errors_recounted",
 )
-_RECOUNT = """
-    INSERT INTO fp_counts (component, fingerprint, total, open)
+_OCCURRENCES = """
     SELECT component, fingerprint, count(*), sum(open) FROM (
         SELECT component, fingerprint, 1 - resolved AS open FROM events
          WHERE fingerprint IS NOT NULL
@@ -91,6 +90,7 @@ _RECOUNT = """
     ) AS occurrence
     GROUP BY component, fingerprint
 """
+_RECOUNT = "INSERT INTO fp_counts (component, fingerprint, total, open)" + _OCCURRENCES
 
 _SCHEMA = """
 CREATE TABLE sources (
@@ -100,12 +100,13 @@ CREATE TABLE sources (
 CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
     component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
-    source_error_id TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
+    source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
 );
 CREATE INDEX events_video ON events (video_id, component);
 CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
 CREATE INDEX events_source_error ON events (source_error_id) WHERE source_error_id IS NOT NULL;
+CREATE INDEX events_source_note ON events (source_note) WHERE source_note IS NOT NULL;
 CREATE TABLE errors (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, stage TEXT,
     video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, resolved_ts INTEGER,
@@ -139,24 +140,42 @@ class Source:
 
 
 class SqliteIndex:
-    """The derived index of one data root. Safe to share between threads and processes."""
+    """The derived index of one data root. Safe to share between threads and processes.
 
-    def __init__(self, path: Path, sources: list[Source]) -> None:
+    With ``path=None`` the index lives in memory (one per thread), rebuilt from the logs on first
+    use: for read-only stores, which must not write even their cache.
+    """
+
+    def __init__(self, path: Path | None, sources: list[Source]) -> None:
         self.path = path
         self.sources = {s.name: s for s in sources}
         self._local = threading.local()
         # (inode, size, mtime) of each log when this process last caught up with it.
-        self._seen: dict[str, tuple[int, int, int] | None] = {}
+        self._seen_on_disk: dict[str, tuple[int, int, int] | None] = {}
         self._pid = os.getpid()
+
+    @property
+    def _seen(self) -> dict[str, tuple[int, int, int] | None]:
+        if self.path is not None:
+            return self._seen_on_disk
+        # An in-memory index belongs to one thread's connection: so does what it has seen.
+        seen: dict[str, tuple[int, int, int] | None] | None = getattr(self._local, "seen", None)
+        if seen is None:
+            seen = self._local.seen = {}
+        return seen
 
     # -- connection ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._pid != os.getpid():  # forked: never share a connection with the parent
             self._local = threading.local()
-            self._seen = {}
+            self._seen_on_disk = {}
             self._pid = os.getpid()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
+            return conn
+        if self.path is None:
+            conn = self._open()
+            self._local.conn = conn
             return conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -169,10 +188,12 @@ class SqliteIndex:
         return conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        target = ":memory:" if self.path is None else self.path
+        conn = sqlite3.connect(target, timeout=60, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            if self.path is not None:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 with _write(conn):
                     if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
@@ -193,6 +214,8 @@ class SqliteIndex:
         return conn
 
     def _remove_files(self) -> None:
+        if self.path is None:
+            return
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 Path(f"{self.path}{suffix}").unlink()
@@ -206,6 +229,58 @@ class SqliteIndex:
     def forget(self) -> None:
         """Drop this process's memory of the logs (after a rewrite by this process)."""
         self._seen.clear()
+
+    def rebuild(self) -> None:
+        """Rebuild every table from the logs, in place (other processes may have it open)."""
+        conn = self._connect()
+        with _write(conn):
+            for source in self.sources.values():
+                if source.path.exists():
+                    self._rebuild(conn, source)
+                else:
+                    self._catch_up(conn, source, None)
+        self.forget()
+
+    def verify(self, expected: dict[str, dict[str, Any]]) -> list[str]:
+        """What differs between the index and ``expected`` (source name → {key: the latest raw
+        record in the log}), after catching up with the logs; empty when they agree."""
+        import orjson
+
+        problems: list[str] = []
+        try:
+            conn = self._connect()
+            (check,) = conn.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                return [f"the database is damaged ({check})"]
+            for name, items in expected.items():
+                source = self.sources[name]
+                self.sync(name)
+                rows = dict(conn.execute(f"SELECT {source.key}, data FROM {source.table}"))
+                missing = items.keys() - rows.keys()
+                extra = rows.keys() - items.keys()
+                differ = [
+                    k for k in items.keys() & rows.keys() if orjson.loads(rows[k]) != items[k]
+                ]
+                for label, keys in (
+                    ("missing", missing),
+                    ("not in the log", extra),
+                    ("out of date", differ),
+                ):
+                    if keys:
+                        sample = ", ".join(sorted(keys)[:3])
+                        problems.append(f"{len(keys)} {source.table} {label} ({sample}…)")
+            counts = {tuple(r[:2]): tuple(r[2:]) for r in conn.execute(_OCCURRENCES)}
+            kept = {
+                tuple(r[:2]): tuple(r[2:])
+                for r in conn.execute(
+                    "SELECT component, fingerprint, total, open FROM fp_counts WHERE total <> 0"
+                )
+            }
+            if counts != kept:
+                problems.append("the occurrence counts of the known-failures check are wrong")
+        except sqlite3.DatabaseError as e:
+            problems.append(f"the database cannot be read ({e})")
+        return problems
 
     # -- catching up --------------------------------------------------------------------------
     def sync(self, name: str) -> sqlite3.Connection:

@@ -15,8 +15,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from rayvault.learning.models import (
     AgentMemory,
+    CompactResult,
     ErrorEntry,
     ErrorPattern,
+    Finding,
     GateState,
     KnownFailure,
     LearningEvent,
@@ -27,6 +29,9 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.policies import Policies
+
+#: Progress of a long operation: ``(what, done, total)``, e.g. ``("notes", 120, 4000)``.
+ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class EventQuery:
     agent_or_components: tuple[str, tuple[str, ...]] | None = None
     fingerprint: str | None = None
     source_error_id: str | None = None
+    #: Events migrated from this skill-graph note (its path relative to the data root).
+    source_note: str | None = None
     #: True: only unresolved (not verified, not archived); False: only resolved.
     unresolved: bool | None = None
     date_from: datetime | None = None
@@ -114,6 +121,11 @@ class Store(Protocol):
 
     def describe(self) -> str: ...
 
+    def read_only(self) -> Store:
+        """A view of the same data that never writes (dry runs); its writes raise
+        ``StoreError``."""
+        ...
+
     # -- events ---------------------------------------------------------------------------
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         """Persist new events or new versions of events (the last version wins), and the
@@ -167,6 +179,11 @@ class Store(Protocol):
         ...
 
     def load_memory(self, agent: str) -> AgentMemory: ...
+
+    def memory_location(self, agent: str) -> str:
+        """Where ``agent``'s memory lives, for messages (a path relative to the data root, a
+        table row, …)."""
+        ...
 
     def load_tombstones(self, agent: str) -> TombstoneFile: ...
 
@@ -242,6 +259,19 @@ class Store(Protocol):
 
     def load_weekly_report(self, name: str | None = None) -> WeeklyReport | None:
         """The weekly report ``name`` (default: the latest); None when there is none."""
+        ...
+
+    # -- maintenance ------------------------------------------------------------------------
+    def compact_events(self) -> CompactResult:
+        """Keep only the latest version of each event, keeping what was removed restorable."""
+        ...
+
+    def check(
+        self, repair: bool = False, *, progress: ProgressCallback | None = None
+    ) -> list[Finding]:
+        """Problems in the backend's own data (files or tables): unreadable or malformed
+        records, copies that disagree, leftovers of crashed writers. With ``repair``, fix what
+        can be fixed without losing anything and mark those findings ``repaired``."""
         ...
 
     def close(self) -> None: ...

@@ -11,7 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rayvault.learning._ids import validate_identifier
-from rayvault.learning.exceptions import ConfigError, CorruptFileError, InvalidIdentifierError
+from rayvault.learning.exceptions import (
+    ConfigError,
+    CorruptFileError,
+    InvalidIdentifierError,
+    InvalidInputError,
+    StoreError,
+)
 from rayvault.learning.store._fs import atomic_write, create_exclusive, locked
 from rayvault.policies import POLICIES_FILENAME, Policies
 
@@ -22,10 +28,17 @@ NOTE_INDEX_ARCHIVE = "_index-archive.md"
 class Documents:
     """The file documents of one data root."""
 
-    def __init__(self, root: Path, policies: Callable[[], Policies]) -> None:
+    def __init__(
+        self, root: Path, policies: Callable[[], Policies], *, read_only: bool = False
+    ) -> None:
         self.root = root
         self._policies = policies
         self._resolved: dict[str, Path] = {}
+        self.read_only = read_only
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"the documents under {self.root} were opened read-only")
 
     def _inside_root(self, relative: str, what: str) -> Path:
         known = self._resolved.get(relative)
@@ -55,6 +68,7 @@ class Documents:
 
     def create_note(self, name: str, text: str) -> Path | None:
         """Write a new note called ``name``; None (nothing written) if that name is taken."""
+        self._writable()
         if not name.endswith(".md") or "/" in name or name.startswith("."):
             raise InvalidIdentifierError(f"invalid note name {name!r}")
         validate_identifier(name[:-3], "note name")
@@ -64,6 +78,7 @@ class Documents:
     def update_note_index(self, update: Callable[[str | None], tuple[str, list[str]]]) -> Path:
         """Rewrite ``_index.md`` under its lock as ``update(current_text)`` says; the lines it
         returns as overflow are appended to ``_index-archive.md`` (nothing is dropped)."""
+        self._writable()
         folder = self.skill_graph_dir
         path = folder / NOTE_INDEX
         with locked(path):
@@ -86,6 +101,35 @@ class Documents:
         if not folder.is_dir():
             return []
         return sorted(p for p in folder.glob("*.md") if not p.name.startswith("_"))
+
+    def notes_folder(self, folder: Path | str | None = None) -> Path:
+        """A folder of notes to read: ``folder`` (relative to the data root unless absolute; it
+        may be outside the root, it is only read), or the skill graph's learnings folder."""
+        if folder is None:
+            return self.skill_graph_dir
+        path = Path(folder).expanduser()
+        path = (path if path.is_absolute() else self.root / path).resolve()
+        if not path.is_dir():
+            raise InvalidInputError(
+                f"notes folder {path} does not exist or is not a folder",
+                hint="give the folder holding the skill-graph notes (*.md) with --notes",
+            )
+        return path
+
+    def note_files(self, folder: Path) -> list[Path]:
+        """Every ``*.md`` file directly in ``folder``, maps of content (``_index.md``…) too,
+        sorted by name; empty when the folder does not exist."""
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("*.md") if p.is_file())
+
+    def read_note(self, path: Path) -> str:
+        """The text of a note; :class:`CorruptFileError` when it is not UTF-8."""
+        data = path.read_bytes()
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise CorruptFileError(path, f"is not UTF-8 text ({e.reason})") from e
 
     # -- SOUL files ---------------------------------------------------------------------------
     def soul_candidates(self, agent: str) -> list[Path]:
@@ -121,6 +165,7 @@ class Documents:
     def write_soul(self, path: Path, update: Callable[[str], str]) -> bool:
         """Rewrite a SOUL file as ``update(current_text)`` says, under its lock; False when
         nothing changed."""
+        self._writable()
         with locked(path):
             try:
                 # Bytes, then decode: read_text would turn CRLF line ends into LF, and the rewrite

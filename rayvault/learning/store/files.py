@@ -4,11 +4,14 @@
 
     data/learning_events.json            append-only event index (every version; last wins)
     data/error_log.json                  append-only raw error log
+    data/archive/                        event indexes as they were before each compaction
     data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
     state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
         tombstone_archive/tombstones-YYYY-MM-DD[-N].json   tombstones past their grace period
     state/learning_gate/<video_id>.json  the gate's last-seen hashes and acknowledgements
     state/cache/index.sqlite3            derived index over the two logs (safe to delete)
+    state/doctor-archive/<timestamp>/    what ``doctor --repair`` moved aside or replaced
+    state/locks/<name>.lock              named inter-process locks (removed on release)
     artifacts/videos/<vid>/learning/events/<event_id>.json
 
 All writes follow the storage rules of ``_fs`` and ``_jsonlog``: atomic, locked, never over a
@@ -44,8 +47,10 @@ from rayvault.learning.exceptions import (
 from rayvault.learning.models import (
     SEVERITIES,
     AgentMemory,
+    CompactResult,
     ErrorEntry,
     ErrorPattern,
+    Finding,
     GateState,
     KnownFailure,
     LearningEvent,
@@ -61,7 +66,7 @@ from rayvault.learning.store._fs import (
     parse_json,
     read_json,
 )
-from rayvault.learning.store._jsonlog import JsonArrayLog
+from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
 from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
@@ -79,6 +84,7 @@ from rayvault.learning.store.base import (
     ArchivedTombstones,
     ErrorQuery,
     EventQuery,
+    ProgressCallback,
     SavedReport,
 )
 from rayvault.learning.store.documents import Documents
@@ -121,28 +127,44 @@ def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileEr
 
 
 class FileStore:
-    """The embedded default store (no server): JSON files under ``root``."""
+    """The embedded default store (no server): JSON files under ``root``.
 
-    def __init__(self, root: Path | str) -> None:
+    ``read_only=True`` opens a view that never writes, not even the derived index (it is kept in
+    memory instead): writes raise :class:`StoreError`. Dry runs use it.
+    """
+
+    def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
         self.root = Path(root).absolute()
+        self.is_read_only = read_only
         self.data_dir = self.root / "data"
+        self.archive_dir = self.data_dir / "archive"
         self.events_path = self.data_dir / "learning_events.json"
         self.errors_path = self.data_dir / "error_log.json"
         self.reports_dir = self.data_dir / "learning_reports"
         self.agents_dir = self.root / "state" / "agents"
         self.gate_dir = self.root / "state" / "learning_gate"
         self.cache_dir = self.root / "state" / "cache"
+        self.doctor_archive_dir = self.root / "state" / "doctor-archive"
+        self.locks_dir = self.root / "state" / "locks"
         self.videos_dir = self.root / "artifacts" / "videos"
         self._events = JsonArrayLog(self.events_path)
         self._errors = JsonArrayLog(self.errors_path)
         self.index = SqliteIndex(
-            self.cache_dir / "index.sqlite3",
+            None if read_only else self.cache_dir / "index.sqlite3",
             [event_source(self.events_path), error_source(self.errors_path)],
         )
-        self.docs = Documents(self.root, lambda: self.policies)
+        self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
 
     def __repr__(self) -> str:
-        return f"FileStore({str(self.root)!r})"
+        extra = ", read_only=True" if self.is_read_only else ""
+        return f"FileStore({str(self.root)!r}{extra})"
+
+    def read_only(self) -> FileStore:
+        return self if self.is_read_only else FileStore(self.root, read_only=True)
+
+    def _writable(self) -> None:
+        if self.is_read_only:
+            raise StoreError(f"the file store at {self.root} was opened read-only")
 
     @property
     def policies(self) -> Policies:
@@ -152,7 +174,7 @@ class FileStore:
             raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
 
     def describe(self) -> str:
-        return f"file store at {self.root}"
+        return f"file store at {self.root}" + (" (read-only)" if self.is_read_only else "")
 
     def close(self) -> None:
         self.index.close()
@@ -162,6 +184,7 @@ class FileStore:
         return self.videos_dir / validate_identifier(video_id, "video id") / "learning" / "events"
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
+        self._writable()
         lines = []
         for event in events:
             validate_identifier(event.event_id, "event id")
@@ -182,6 +205,7 @@ class FileStore:
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
+        self._writable()
         with locked(self.events_path):
             current = self.get_event(event_id)
             if current is None:
@@ -329,6 +353,16 @@ class FileStore:
         raw = read_json(path)
         return None if raw is None else validate_record(model, raw, path, what)
 
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the data root (as given, unresolved), else as it is."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def memory_location(self, agent: str) -> str:
+        return self.relative(self.agent_dir(agent) / MEMORY_FILE)
+
     def load_memory(self, agent: str) -> AgentMemory:
         path = self.agent_dir(agent) / MEMORY_FILE
         return self._load(AgentMemory, path, "agent memory") or AgentMemory()
@@ -339,6 +373,7 @@ class FileStore:
 
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
+        self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
         tombstones_path = folder / TOMBSTONES_FILE
@@ -394,6 +429,7 @@ class FileStore:
         )
 
     def init_agent(self, agent: str) -> bool:
+        self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
         tombstones_path = folder / TOMBSTONES_FILE
@@ -422,6 +458,7 @@ class FileStore:
         return sorted(found)
 
     def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]:
+        self._writable()
         archive = self.agent_dir(agent) / ARCHIVE_DIR
         removed = []
         for stamp, name in self.list_memory_snapshots(agent):
@@ -433,6 +470,7 @@ class FileStore:
 
     # -- error log ----------------------------------------------------------------------------
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
+        self._writable()
         lines = []
         for entry in entries:
             validate_identifier(entry.id, "error id")
@@ -441,6 +479,7 @@ class FileStore:
             self._errors.append(lines)
 
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
+        self._writable()
         with locked(self.errors_path):
             current = self.get_error(error_id)
             if current is None:
@@ -548,6 +587,7 @@ class FileStore:
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
+        self._writable()
         path = self.gate_state_path(video_id)
         with locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
@@ -559,6 +599,7 @@ class FileStore:
         return self.gate_dir / "souls" / f"{validate_identifier(sha256, 'SOUL hash')}.md"
 
     def save_soul_snapshot(self, sha256: str, text: str) -> None:
+        self._writable()
         path = self._soul_snapshot_path(sha256)
         if not path.exists():
             create_exclusive(path, text.encode())
@@ -571,7 +612,10 @@ class FileStore:
 
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
-        with locked(self.root / "state" / "locks" / validate_identifier(name, "lock name")):
+        self._writable()
+        # Named locks are one-off (one per promoted error id, …): the lock file is removed on
+        # release, so they do not pile up in state/locks/.
+        with locked(self.locks_dir / validate_identifier(name, "lock name"), remove=True):
             yield
 
     def archive_tombstones(self, agent: str, older_than: datetime) -> ArchivedTombstones:
@@ -601,6 +645,84 @@ class FileStore:
             state.tombstones.tombstones = kept
             state.tombstones_changed = True
         return ArchivedTombstones(agent, due, str(path))
+
+    # -- maintenance --------------------------------------------------------------------------
+    def compact_events(self) -> CompactResult:
+        """Rewrite the event index with only the latest version of each event, under its lock.
+
+        The old file is kept in ``data/archive/learning_events-<timestamp>.json`` (a hard link
+        when the filesystem allows: no copy). The new file has a new inode, so every process's
+        derived index notices the rewrite and rebuilds itself.
+        """
+        self._writable()
+        path = self.events_path
+        relative = self.relative(path)
+        with locked(path):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return CompactResult(
+                    path=relative,
+                    compacted=False,
+                    versions_before=0,
+                    events_after=0,
+                    bytes_before=0,
+                    bytes_after=0,
+                )
+            parsed = parse_array(data, path)
+            latest = latest_versions(parsed.items, "event_id", path)
+            result = CompactResult(
+                path=relative,
+                compacted=False,
+                versions_before=len(parsed.items),
+                events_after=len(latest),
+                bytes_before=len(data),
+                bytes_after=len(data),
+                torn_tail_dropped=parsed.torn_at is not None,
+            )
+            if len(latest) == len(parsed.items) and parsed.torn_at is None:
+                return result
+            archive = self._archive_copy(path, data)
+            body = b",\n".join(orjson.dumps(item) for item in latest.values())
+            new = b"[\n" + body + b"\n]\n" if latest else b"[\n]\n"
+            atomic_write(path, new)
+        self.index.forget()
+        return result.model_copy(
+            update={
+                "compacted": True,
+                "archive": self.relative(archive),
+                "bytes_after": len(new),
+            }
+        )
+
+    def _archive_copy(self, path: Path, data: bytes) -> Path:
+        """Keep ``path`` (whose bytes are ``data``) as ``data/archive/<stem>-<timestamp>.json``;
+        never over an existing archive."""
+        stamp = compact_ts(utcnow())
+        name = f"{path.stem}-{stamp}{path.suffix}"
+        while True:
+            target = self.archive_dir / name
+            self.archive_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+                return target
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links here: write a copy
+                if create_exclusive(target, data):
+                    return target
+            name = f"{path.stem}-{stamp}-{_token()}{path.suffix}"
+
+    def check(
+        self, repair: bool = False, *, progress: ProgressCallback | None = None
+    ) -> list[Finding]:
+        """Check every file of the data root (see ``_doctor``); with ``repair``, fix what can be
+        fixed without losing anything."""
+        if repair:
+            self._writable()
+        from rayvault.learning.store._doctor import FileStoreDoctor
+
+        return FileStoreDoctor(self, repair=repair, progress=progress).run()
 
     # -- weekly reports -----------------------------------------------------------------------
     def save_weekly_report(self, day: date, report: Mapping[str, Any], html: str) -> SavedReport:

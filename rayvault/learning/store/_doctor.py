@@ -1,0 +1,571 @@
+"""The file store's self-check: every file of a data root read and compared, and what is safe to
+repair repaired (``rayvault-learn doctor [--repair]``).
+
+What is checked, and what a repair does:
+
+- the event index and the error log parse (a *torn tail* is cut off and the array closed again;
+  the bytes cut are kept), and every element has the record's shape (reported only);
+- every per-video event file exists and equals the latest version in the index (a missing one is
+  written from the index; a stale or unreadable one is moved to the archive and re-written);
+  per-video files of events the index does not have are reported only;
+- memory, tombstone, memory snapshot, gate state and report files parse and have their shape,
+  SOUL snapshots match their hash (reported only: these are the only copy of their data);
+- temp files of writes that never finished (moved to the archive when older than
+  ``TEMP_STALE_SECONDS``) and lock files left behind (not held and guarding nothing: removed);
+- the derived SQLite index agrees with the logs (rebuilt in place).
+
+Repairs never delete data that cannot be restored: whatever is replaced or moved aside goes to
+``state/doctor-archive/<timestamp>/`` under its path relative to the data root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from rayvault.learning._ids import is_safe_identifier
+from rayvault.learning._time import compact_ts, utcnow
+from rayvault.learning.exceptions import CorruptFileError
+from rayvault.learning.models import (
+    AgentMemory,
+    ErrorEntry,
+    Finding,
+    FindingLevel,
+    GateState,
+    LearningEvent,
+    TombstoneFile,
+)
+from rayvault.learning.store._fs import (
+    LOCK_SUFFIX,
+    TEMP_MARKER,
+    atomic_write,
+    dump_json,
+    lock_file_held,
+    locked,
+    parse_json,
+    remove_lock_file,
+)
+from rayvault.learning.store._jsonlog import JsonArrayLog, parse_array
+
+if TYPE_CHECKING:
+    from rayvault.learning.store.base import ProgressCallback
+    from rayvault.learning.store.files import FileStore
+
+#: A temp file older than this is left over from a write that never finished (writes take
+#: milliseconds; even compacting a large index takes seconds).
+TEMP_STALE_SECONDS = 600
+#: Shape errors reported per file before summing up the rest in one finding.
+MAX_ELEMENT_FINDINGS = 20
+
+
+class FileStoreDoctor:
+    """One check (and optional repair) run over a file store."""
+
+    def __init__(
+        self, store: FileStore, *, repair: bool, progress: ProgressCallback | None = None
+    ) -> None:
+        self.store = store
+        self.repair = repair
+        self.progress = progress
+        self.findings: list[Finding] = []
+        self._archive: Path | None = None
+
+    def run(self) -> list[Finding]:
+        store = self.store
+        events = self._check_log(store.events_path, "event_id", LearningEvent, "an event")
+        errors = self._check_log(store.errors_path, "id", ErrorEntry, "an error-log entry")
+        if events is not None:
+            self._check_video_files(events)
+        self._check_agents()
+        self._check_gate_states()
+        self._check_reports()
+        if events is not None and errors is not None:
+            self._check_index(events, errors)
+        self._check_leftovers()
+        return self.findings
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.store.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def _add(
+        self,
+        code: str,
+        path: Path,
+        message: str,
+        *,
+        level: FindingLevel = "error",
+        repairable: bool = False,
+    ) -> Finding:
+        finding = Finding(
+            code=code, path=self._rel(path), message=message, level=level, repairable=repairable
+        )
+        self.findings.append(finding)
+        return finding
+
+    @staticmethod
+    def _repaired(finding: Finding, action: str) -> None:
+        finding.repaired = True
+        finding.action = action
+
+    @property
+    def archive(self) -> Path:
+        """This run's folder under ``state/doctor-archive/`` (created on first use)."""
+        if self._archive is None:
+            base = self.store.doctor_archive_dir
+            stamp = compact_ts(utcnow())
+            n = 1
+            while True:
+                folder = base / (stamp if n == 1 else f"{stamp}-{n}")
+                try:
+                    folder.mkdir(parents=True)
+                    break
+                except FileExistsError:
+                    n += 1
+            self._archive = folder
+        return self._archive
+
+    def _archive_target(self, path: Path, suffix: str = "") -> Path:
+        relative = self._rel(path)
+        if Path(relative).is_absolute():  # outside the data root (a configured folder)
+            relative = f"outside/{path.name}"
+        target = self.archive / (relative + suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def _move_aside(self, path: Path) -> Path:
+        """Move ``path`` into the archive (same filesystem: a rename, nothing copied)."""
+        target = self._archive_target(path)
+        os.replace(path, target)
+        return target
+
+    def _keep_copy(self, path: Path) -> Path:
+        """Keep the current bytes of ``path`` in the archive before it is replaced."""
+        target = self._archive_target(path)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+        return target
+
+    def _tick(self, what: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(what, done, total)
+
+    def _validate(self, model: type[BaseModel], raw: Any) -> str | None:
+        """None when ``raw`` has the shape of ``model``, else what is wrong."""
+        try:
+            model.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            return f"{where}: {first['msg']}"
+        return None
+
+    # -- the two logs ---------------------------------------------------------------------------
+    def _check_log(
+        self, path: Path, key: str, model: type[BaseModel], what: str
+    ) -> dict[str, dict[str, Any]] | None:
+        """Check one append-only log; the latest raw version of each record, or None when the
+        log cannot be used (corrupt, or elements without a key)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            parsed = parse_array(data, path)
+        except CorruptFileError as e:
+            self._add("log-corrupt", path, f"is corrupt: {e.detail}; left unchanged")
+            return None
+        if parsed.torn_at is not None:
+            cut = len(data) - parsed.torn_at
+            finding = self._add(
+                "log-torn-tail",
+                path,
+                f"has a torn tail ({cut} bytes of an append that never finished); readers "
+                "ignore it and the next write cuts it off",
+                level="warning",
+                repairable=True,
+            )
+            if self.repair:
+                self._repair_torn_tail(path, finding)
+        latest: dict[str, dict[str, Any]] = {}
+        bad = 0
+        keyless = False
+        for i, item in enumerate(parsed.items):
+            if not isinstance(item, dict) or not isinstance(item.get(key), str):
+                keyless = True
+                problem: str | None = f"is not a record with a {key!r}"
+            else:
+                latest[item[key]] = item  # as the index holds it, valid or not
+                problem = self._validate(model, item)
+            if problem is not None:
+                bad += 1
+                if bad <= MAX_ELEMENT_FINDINGS:
+                    self._add(
+                        "log-element-invalid",
+                        path,
+                        f"element {i} is not {what}: {problem}",
+                    )
+        if bad > MAX_ELEMENT_FINDINGS:
+            self._add(
+                "log-element-invalid",
+                path,
+                f"{bad - MAX_ELEMENT_FINDINGS} more elements are not {what}",
+            )
+        # The index cannot hold a log with keyless elements: skip the checks that need it.
+        return None if keyless else latest
+
+    def _repair_torn_tail(self, path: Path, finding: Finding) -> None:
+        with locked(path):
+            try:
+                cut = JsonArrayLog(path).cut_torn_tail()
+            except CorruptFileError as e:
+                finding.action = f"not repaired: {e.detail}"
+                return
+        if cut is None:
+            self._repaired(finding, "already repaired by another writer")
+            return
+        target = self._archive_target(path, ".torn-tail")
+        atomic_write(target, cut)
+        self._repaired(
+            finding, f"tail cut off and the array closed; the bytes cut are in {self._rel(target)}"
+        )
+
+    # -- per-video files ------------------------------------------------------------------------
+    def _check_video_files(self, events: dict[str, dict[str, Any]]) -> None:
+        store = self.store
+        expected: dict[Path, str] = {}
+        for event_id, raw in events.items():
+            video = raw.get("video_id")
+            if video and is_safe_identifier(video) and is_safe_identifier(event_id):
+                expected[store.video_events_dir(video) / f"{event_id}.json"] = event_id
+        on_disk = set(self._video_files())
+        total = len(expected) + len(on_disk - expected.keys())
+        to_write: list[tuple[Path, str, Finding]] = []
+        for done, (path, event_id) in enumerate(sorted(expected.items()), 1):
+            if done % 500 == 0:
+                self._tick("per-video files", done, total)
+            raw = events[event_id]
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                if self._validate(LearningEvent, raw) is not None:
+                    continue  # an invalid event (reported with the index) cannot be written
+                finding = self._add(
+                    "video-file-missing",
+                    path,
+                    f"is missing: event {event_id} has video id {raw['video_id']}",
+                    level="warning",
+                    repairable=True,
+                )
+                to_write.append((path, event_id, finding))
+                continue
+            try:
+                parsed = parse_json(data, path)
+                if parsed == raw:
+                    continue  # the usual case: the very record the index holds
+                have = LearningEvent.model_validate(parsed).to_dict()
+            except (CorruptFileError, ValidationError) as e:
+                detail = e.detail if isinstance(e, CorruptFileError) else "not an event"
+                finding = self._add(
+                    "video-file-corrupt",
+                    path,
+                    f"cannot be read ({detail}); the index has event {event_id}",
+                    level="warning",
+                    repairable=True,
+                )
+                to_write.append((path, event_id, finding))
+                continue
+            try:  # compared as records: older writers formatted the same values differently
+                want = LearningEvent.model_validate(raw).to_dict()
+            except ValidationError:
+                continue  # an invalid event: reported with the index
+            if have != want:
+                changed = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+                finding = self._add(
+                    "video-file-stale",
+                    path,
+                    f"differs from the latest version in the index ({', '.join(changed[:5])})",
+                    level="warning",
+                    repairable=True,
+                )
+                to_write.append((path, event_id, finding))
+        for path in sorted(on_disk - expected.keys()):
+            event_id = path.stem
+            if event_id in events:
+                self._add(
+                    "video-file-misplaced",
+                    path,
+                    f"event {event_id} belongs to video {events[event_id].get('video_id')!r}",
+                    level="warning",
+                )
+            else:
+                self._add(
+                    "video-file-orphan",
+                    path,
+                    f"event {event_id} is not in the event index",
+                    level="warning",
+                )
+        self._tick("per-video files", total, total)
+        if self.repair and to_write:
+            self._rewrite_video_files(to_write)
+
+    def _video_files(self) -> Iterator[Path]:
+        videos = self.store.videos_dir
+        if not videos.is_dir():
+            return
+        for video in videos.iterdir():
+            folder = video / "learning" / "events"
+            if folder.is_dir():
+                for path in folder.glob("*.json"):
+                    if TEMP_MARKER not in path.name and path.is_file():
+                        yield path
+
+    def _rewrite_video_files(self, to_write: list[tuple[Path, str, Finding]]) -> None:
+        store = self.store
+        # Under the index lock, like every writer of these files, and from the latest version
+        # at that moment: an event may have changed since it was read above.
+        with locked(store.events_path):
+            for path, event_id, finding in to_write:
+                try:
+                    event = store.get_event(event_id)
+                except CorruptFileError as e:
+                    finding.action = f"not repaired: {e.detail}"
+                    continue
+                if event is None:
+                    finding.action = "not repaired: the event is no longer in the index"
+                    continue
+                kept = self._keep_copy(path) if path.exists() else None
+                atomic_write(path, dump_json(event.to_dict()))
+                action = "re-written from the index"
+                if kept is not None:
+                    action += f"; the old file is in {self._rel(kept)}"
+                self._repaired(finding, action)
+
+    # -- state files ----------------------------------------------------------------------------
+    def _check_json(
+        self,
+        path: Path,
+        model: type[BaseModel],
+        code: str,
+        what: str,
+        level: FindingLevel = "error",
+    ) -> Finding | None:
+        try:
+            raw = parse_json(path.read_bytes(), path)
+        except FileNotFoundError:
+            return None
+        except CorruptFileError as e:
+            return self._add(
+                code, path, f"{what} is corrupt: {e.detail}; left unchanged", level=level
+            )
+        problem = self._validate(model, raw)
+        if problem is None:
+            return None
+        return self._add(
+            code, path, f"{what} does not have the expected shape: {problem}", level=level
+        )
+
+    def _check_agents(self) -> None:
+        from rayvault.learning.store.files import ARCHIVE_DIR, MEMORY_FILE, TOMBSTONES_FILE
+
+        agents = self.store.agents_dir
+        if not agents.is_dir():
+            return
+        for folder in sorted(p for p in agents.iterdir() if p.is_dir()):
+            memory = folder / MEMORY_FILE
+            finding = self._check_json(memory, AgentMemory, "memory-corrupt", "the agent's memory")
+            if finding is not None:
+                snapshots = sorted((folder / ARCHIVE_DIR).glob("memory_active-*.json"))
+                finding.message += (
+                    f"; the newest snapshot is {self._rel(snapshots[-1])}"
+                    if snapshots
+                    else "; there is no snapshot in memory_archive/"
+                )
+            self._check_json(
+                folder / TOMBSTONES_FILE,
+                TombstoneFile,
+                "tombstones-corrupt",
+                "the tombstone list",
+            )
+            archive = folder / ARCHIVE_DIR
+            if archive.is_dir():
+                for snapshot in sorted(archive.glob("*.json")):
+                    if TEMP_MARKER not in snapshot.name:
+                        self._check_json(
+                            snapshot,
+                            AgentMemory,
+                            "snapshot-corrupt",
+                            "the memory snapshot",
+                            level="warning",
+                        )
+
+    def _check_gate_states(self) -> None:
+        gate = self.store.gate_dir
+        if not gate.is_dir():
+            return
+        for path in sorted(gate.glob("*.json")):
+            if TEMP_MARKER not in path.name:
+                self._check_json(path, GateState, "gate-state-corrupt", "the gate state")
+        souls = gate / "souls"
+        if souls.is_dir():
+            for path in sorted(souls.glob("*.md")):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                if digest != path.stem:
+                    self._add(
+                        "soul-snapshot-mismatch",
+                        path,
+                        f"its text has SHA-256 {digest[:12]}…, not the one it is named after; "
+                        "the gate's SOUL diffs against it will be wrong",
+                        level="warning",
+                    )
+
+    def _check_reports(self) -> None:
+        reports = self.store.reports_dir
+        if not reports.is_dir():
+            return
+        for path in sorted(reports.glob("*.json")):
+            if TEMP_MARKER in path.name:
+                continue
+            try:
+                raw = parse_json(path.read_bytes(), path)
+            except CorruptFileError as e:
+                self._add("report-corrupt", path, f"the report is corrupt: {e.detail}")
+                continue
+            if not isinstance(raw, dict):
+                self._add("report-corrupt", path, "the report is not a JSON object")
+
+    # -- the derived index ------------------------------------------------------------------
+    def _check_index(
+        self, events: dict[str, dict[str, Any]], errors: dict[str, dict[str, Any]]
+    ) -> None:
+        index = self.store.index
+        if index.path is None:
+            return
+        try:
+            problems = index.verify({"events": events, "errors": errors})
+        except CorruptFileError as e:  # a log changed under us; the next run will tell
+            problems = [f"cannot be compared with the logs ({e})"]
+        if not problems:
+            return
+        finding = self._add(
+            "index-inconsistent",
+            index.path,
+            "the derived index disagrees with the logs: " + "; ".join(problems),
+            level="warning",
+            repairable=True,
+        )
+        if self.repair:
+            index.rebuild()
+            self._repaired(finding, "rebuilt from the logs")
+
+    # -- temp files and lock files ----------------------------------------------------------
+    def _leftover_folders(self) -> list[Path]:
+        store = self.store
+        folders = [store.data_dir, store.root / "state", store.root / "artifacts"]
+        with contextlib.suppress(Exception):  # a bad policy value is the gate's to report
+            folders.append(store.docs.skill_graph_dir)
+        with contextlib.suppress(Exception):
+            for template in store.policies.LEARNING_SOUL_PATHS:
+                first = Path(template).parts[0] if Path(template).parts else ""
+                if first and "{" not in first and first not in ("..", "."):
+                    folders.append(store.root / first)
+        unique: list[Path] = []
+        for folder in folders:
+            if folder.is_dir() and not any(folder.is_relative_to(u) for u in unique):
+                unique = [u for u in unique if not u.is_relative_to(folder)] + [folder]
+        return sorted(unique)
+
+    def _check_leftovers(self) -> None:
+        skip = self.store.doctor_archive_dir
+        now = time.time()
+        for folder in self._leftover_folders():
+            for dirpath, dirnames, filenames in os.walk(folder):
+                here = Path(dirpath)
+                if here == skip or here.is_relative_to(skip):
+                    dirnames[:] = []
+                    continue
+                dirnames.sort()
+                for name in sorted(filenames):
+                    path = here / name
+                    if TEMP_MARKER in name:
+                        self._check_temp_file(path, now)
+                    elif name.endswith(LOCK_SUFFIX):
+                        self._check_lock_file(path)
+
+    def _check_temp_file(self, path: Path, now: float) -> None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return  # the write it belonged to just finished
+        age = now - st.st_mtime
+        if age < TEMP_STALE_SECONDS:
+            self._add(
+                "temp-file-recent",
+                path,
+                f"temp file of a write in progress (or just interrupted), {age:.0f}s old",
+                level="info",
+            )
+            return
+        finding = self._add(
+            "temp-file-stale",
+            path,
+            f"temp file of a write that never finished ({st.st_size} bytes, "
+            f"{age / 3600:.1f} h old)",
+            level="warning",
+            repairable=True,
+        )
+        if self.repair:
+            try:
+                target = self._move_aside(path)
+            except FileNotFoundError:
+                self._repaired(finding, "already gone")
+            else:
+                self._repaired(finding, f"moved to {self._rel(target)}")
+
+    def _check_lock_file(self, path: Path) -> None:
+        guarded = path.with_name(path.name[: -len(LOCK_SUFFIX)])
+        if lock_file_held(path):
+            self._add(
+                "lock-held",
+                path,
+                "held by a running process (normal while a pipeline runs; if nothing is "
+                "running, that process is hung)",
+                level="info",
+            )
+            return
+        if guarded.exists():
+            return  # the lock of a live file: part of the layout, reused by every writer
+        finding = self._add(
+            "lock-stale",
+            path,
+            f"lock file left behind: nobody holds it and {guarded.name} does not exist",
+            level="warning",
+            repairable=True,
+        )
+        if not self.repair:
+            return
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            self._repaired(finding, "already gone")
+            return
+        if size:  # not one of ours (they are empty): keep what it says
+            target = self._move_aside(path)
+            self._repaired(finding, f"moved to {self._rel(target)}")
+        elif remove_lock_file(path):
+            self._repaired(finding, "removed")
+        else:
+            finding.action = "not repaired: a process took the lock meanwhile"
