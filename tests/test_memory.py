@@ -328,3 +328,23 @@ def test_prune_is_checked_at_most_daily(root: Path, clock: Clock) -> None:
         "2026-02-20T13:00:00.000000Z"
     )
     assert first == "2026-02-19T12:00:00.000000Z"
+
+
+def test_rule_text_keeps_the_texts_own_punctuation() -> None:
+    """Paths, links and ellipses survive; a final period is not doubled."""
+    from rayvault.learning.memory import rule_text
+    from rayvault.learning.models import LearningEvent
+
+    event = LearningEvent(
+        event_id="le-x",
+        timestamp="2026-02-19T12:00:00Z",
+        severity="WARN",
+        component="assets",
+        symptom="Ghost edges, see [[../dzine/bg-remove]]...",
+        root_cause="Phone in the reference.",
+        fix_applied="Crop   with ../tools/crop.sh",
+    )
+    assert rule_text(event) == (
+        "Avoid: Ghost edges, see [[../dzine/bg-remove]]... Cause: Phone in the reference. "
+        "Do: Crop with ../tools/crop.sh."
+    )

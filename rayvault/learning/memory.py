@@ -52,14 +52,20 @@ class ApplyResult:
     evicted: list[Rule] = field(default_factory=list)
 
 
+def _sentence(label: str, text: str) -> str:
+    """``Label: text.`` on one line, without doubling the text's own final punctuation."""
+    body = " ".join(text.split())
+    return f"{label}: {body}" if body.endswith((".", "!", "?", "…")) else f"{label}: {body}."
+
+
 def rule_text(event: LearningEvent) -> str:
     """The instruction an event becomes in the agent's memory."""
-    parts = [f"Avoid: {' '.join(event.symptom.split())}."]
+    parts = [_sentence("Avoid", event.symptom)]
     if event.root_cause:
-        parts.append(f"Cause: {' '.join(event.root_cause.split())}.")
+        parts.append(_sentence("Cause", event.root_cause))
     if event.fix_applied:
-        parts.append(f"Do: {' '.join(event.fix_applied.split())}.")
-    return " ".join(p.replace("..", ".") for p in parts)
+        parts.append(_sentence("Do", event.fix_applied))
+    return " ".join(parts)
 
 
 def rule_fingerprint(rule: Rule, store: Store) -> str:
