@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from rayvault.cli import errors, events, gate, memory
+from rayvault.cli import errors, events, gate, memory, store
 from rayvault.cli._common import GLOBALS, Globals, console, report_error, reset_consoles
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(memory.app, name="memory")
 app.add_typer(errors.app, name="errors")
 app.add_typer(gate.app, name="gate")
+app.add_typer(store.app, name="store")
 
 
 @app.callback()

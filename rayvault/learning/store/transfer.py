@@ -72,6 +72,17 @@ SOUL = "soul_snapshot"
 #: an export, never read by an import.
 VIDEO_EVENT = "video_event"
 KINDS = (EVENT, ERROR, MEMORY, TOMBSTONES, SNAPSHOT, GATE_STATE, SOUL, VIDEO_EVENT)
+#: How each kind is named for people.
+KIND_LABELS = {
+    EVENT: "event versions",
+    ERROR: "error-log versions",
+    MEMORY: "agent memories",
+    TOMBSTONES: "tombstone lists",
+    SNAPSHOT: "memory snapshots",
+    GATE_STATE: "gate states",
+    SOUL: "SOUL snapshots",
+    VIDEO_EVENT: "per-video event files",
+}
 
 
 @dataclass(frozen=True)
