@@ -101,50 +101,51 @@ CREATE INDEX errors_video ON errors (video_id, stage);
 
 
 def _count_function(name: str, stage: str, counted: str) -> str:
-    """A statement-level trigger function keeping ``fp_counts`` exact for one table.
+    """A row trigger function keeping ``fp_counts`` exact for one table, in the writing
+    transaction (the aggregate can never disagree with the rows it counts).
 
-    It folds the statement's transition tables (rows inserted, rows before and after an update,
-    rows deleted) into one delta per (stage, fingerprint), applied in key order (so concurrent
-    writers lock aggregate rows in the same order). It runs in the writing transaction: the
-    aggregate can never disagree with the rows it counts.
+    ``counted(R)`` says whether row R counts (has a stage and a fingerprint, and for the error
+    log: was not promoted to an event, which then counts it). A new version of a record that
+    keeps its stage, fingerprint and resolution (most versions) changes nothing.
     """
-    plus = f"SELECT {stage} AS component, fingerprint, 1 AS n, 1 - resolved AS o FROM new_rows"
-    minus = f"SELECT {stage} AS component, fingerprint, -1 AS n, resolved - 1 AS o FROM old_rows"
-    where = f" WHERE fingerprint IS NOT NULL AND {stage} IS NOT NULL AND {counted}"
-    apply = """
-        INSERT INTO fp_counts AS c (component, fingerprint, total, open)
-        SELECT component, fingerprint, sum(n), sum(o) FROM ({rows}) AS delta
-         GROUP BY component, fingerprint
-        HAVING sum(n) <> 0 OR sum(o) <> 0
-         ORDER BY component, fingerprint
-        ON CONFLICT (component, fingerprint)
-        DO UPDATE SET total = c.total + excluded.total, open = c.open + excluded.open;
-    """
+    old_counts, new_counts = counted.format(r="OLD"), counted.format(r="NEW")
     return f"""
 CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    old_in boolean := TG_OP <> 'INSERT' AND {old_counts};
+    new_in boolean := TG_OP <> 'DELETE' AND {new_counts};
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        {apply.format(rows=plus + where)}
-    ELSIF TG_OP = 'UPDATE' THEN
-        {apply.format(rows=plus + where + " UNION ALL " + minus + where)}
-    ELSE
-        {apply.format(rows=minus + where)}
+    IF old_in AND new_in AND OLD.{stage} = NEW.{stage} AND OLD.fingerprint = NEW.fingerprint THEN
+        IF OLD.resolved <> NEW.resolved THEN
+            UPDATE fp_counts SET open = open + OLD.resolved - NEW.resolved
+             WHERE component = NEW.{stage} AND fingerprint = NEW.fingerprint;
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF old_in THEN
+        UPDATE fp_counts SET total = total - 1, open = open - 1 + OLD.resolved
+         WHERE component = OLD.{stage} AND fingerprint = OLD.fingerprint;
+    END IF;
+    IF new_in THEN
+        INSERT INTO fp_counts AS c (component, fingerprint, total, open)
+        VALUES (NEW.{stage}, NEW.fingerprint, 1, 1 - NEW.resolved)
+        ON CONFLICT (component, fingerprint)
+        DO UPDATE SET total = c.total + 1, open = c.open + excluded.open;
     END IF;
     RETURN NULL;
 END $$;
 """
 
 
+#: Set (``SET LOCAL``) by a bulk load, which recounts ``fp_counts`` once at the end instead.
+BULK_LOAD_SETTING = "rayvault.bulk_load"
+
+
 def _count_triggers(table: str, function: str) -> str:
-    # Transition tables need one trigger per kind of statement.
     return f"""
-CREATE TRIGGER {table}_counted AFTER INSERT ON {table}
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-CREATE TRIGGER {table}_recounted AFTER UPDATE ON {table}
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-CREATE TRIGGER {table}_uncounted AFTER DELETE ON {table}
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+CREATE TRIGGER {table}_counted AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW
+    WHEN (coalesce(current_setting('{BULK_LOAD_SETTING}', true), '') <> 'on')
+    EXECUTE FUNCTION {function}();
 """
 
 
@@ -173,8 +174,16 @@ CREATE TABLE fp_counts (
     PRIMARY KEY (component, fingerprint)
 );
 """
-    + _count_function("count_event_failures", "component", "TRUE")
-    + _count_function("count_error_failures", "stage", "learning_event_id IS NULL")
+    + _count_function(
+        "count_event_failures",
+        "component",
+        "{r}.component IS NOT NULL AND {r}.fingerprint IS NOT NULL",
+    )
+    + _count_function(
+        "count_error_failures",
+        "stage",
+        "{r}.stage IS NOT NULL AND {r}.fingerprint IS NOT NULL AND {r}.learning_event_id IS NULL",
+    )
     + _count_triggers("events", "count_event_failures")
     + _count_triggers("errors", "count_error_failures")
     + "INSERT INTO fp_counts (component, fingerprint, total, open) "

@@ -205,6 +205,10 @@ class _RetryableError(StoreError):
     of it was committed, and running it again is safe."""
 
 
+def _snapshot_name(stamp: str) -> str:
+    return f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
+
+
 def _close_pool(pool: ConnectionPool[Any], pid: int) -> None:
     if os.getpid() == pid:
         pool.close()
@@ -285,6 +289,21 @@ KNOWN_FAILURES = """
 """
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
 AGENT_STATE = "SELECT memory::text, tombstones::text FROM agents WHERE agent = %s"
+AGENT_LOCKED = AGENT_STATE + " FOR UPDATE"
+# One statement: archive the memory as it is (server side: it is not sent back) and save the new
+# documents. The snapshot reads the row as the statement found it: before the update.
+AGENT_WRITE = """
+    WITH snapshot AS (
+        INSERT INTO memory_snapshots (agent, name, taken_at, data)
+        SELECT agent, %(name)s, %(taken)s, memory FROM agents
+         WHERE agent = %(agent)s AND memory IS NOT NULL AND %(snapshot)s
+        ON CONFLICT DO NOTHING RETURNING name
+    )
+    INSERT INTO agents (agent, memory, tombstones) VALUES (%(agent)s, %(memory)s, %(tombstones)s)
+    ON CONFLICT (agent) DO UPDATE SET memory = coalesce(excluded.memory, agents.memory),
+                                      tombstones = coalesce(excluded.tombstones, agents.tombstones)
+    RETURNING (SELECT count(*) FROM snapshot)
+"""
 AGENT_SAVE = """
     INSERT INTO agents (agent, memory, tombstones) VALUES (%s, %s, %s)
     ON CONFLICT (agent) DO UPDATE SET memory = coalesce(excluded.memory, agents.memory),
@@ -661,12 +680,30 @@ class PostgresStore:
             _, tombstones = self._agent_docs(conn, agent)
         return self._tombstones(agent, tombstones)
 
+    def _locked_row(self, conn: Conn, query: str, key: str, *lock: str) -> tuple[Any, ...] | None:
+        """Lock a record's row and read it, in the caller's transaction (``query`` ends in
+        ``FOR UPDATE``).
+
+        An existing row is locked by ``FOR UPDATE`` (which also returns its latest committed
+        version). For a record without a row yet, the advisory lock ``lock`` is taken and the row
+        read again ``FOR UPDATE``: so whoever writes a record holds its row lock or is the one
+        creating the row, and two writers never overlap.
+        """
+        row = conn.execute(query, (key,)).fetchone()
+        if row is None:
+            conn.execute(LOCK, (self.lock_key(*lock),))
+            row = conn.execute(query, (key,)).fetchone()
+        return row
+
+    def _lock_agent(self, conn: Conn, agent: str) -> tuple[str | None, str | None]:
+        row = self._locked_row(conn, AGENT_LOCKED, agent, "agent", agent)
+        return (row[0], row[1]) if row else (None, None)
+
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
         validate_identifier(agent, "agent")
         with self._transaction() as conn:
-            conn.execute(LOCK, (self.lock_key("agent", agent),))
-            old_memory, old_tombstones = self._agent_docs(conn, agent)
+            old_memory, old_tombstones = self._lock_agent(conn, agent)
             state = AgentState(
                 agent,
                 self._memory(agent, old_memory),
@@ -674,28 +711,38 @@ class PostgresStore:
                 existed=old_memory is not None,
             )
             yield state
+            if not (state.memory_changed or state.tombstones_changed):
+                return
             now = utcnow()
             memory_text = tombstones_text = None
             if state.memory_changed:
-                if old_memory is not None:
-                    self._snapshot(conn, agent, old_memory, now)
                 state.memory.updated = now
                 memory_text = dump_json(state.memory.model_dump(mode="json")).decode()
             if state.tombstones_changed:
                 state.tombstones.updated = now
                 tombstones_text = dump_json(state.tombstones.model_dump(mode="json")).decode()
-            if memory_text is not None or tombstones_text is not None:
-                conn.execute(AGENT_SAVE, (agent, memory_text, tombstones_text))
+            snapshot = state.memory_changed and old_memory is not None
+            stamp = compact_ts(now)
+            params = {
+                "agent": agent,
+                "memory": memory_text,
+                "tombstones": tombstones_text,
+                "snapshot": snapshot,
+                "name": _snapshot_name(stamp),
+                "taken": parse_ts(stamp),
+            }
+            row = conn.execute(AGENT_WRITE, params).fetchone()
+            if snapshot and old_memory is not None and not (row and row[0]):
+                self._snapshot(conn, agent, old_memory, now)  # the random name was taken
 
     def _snapshot(self, conn: Conn, agent: str, text: str, now: datetime) -> None:
-        """Archive the memory before it is replaced, named like the file store's snapshots
-        (several changes in one second each keep their own)."""
+        """Archive a memory text, named like the file store's snapshots (several changes in one
+        second each keep their own)."""
         stamp = compact_ts(now)
-        taken = parse_ts(stamp)
-        while True:
-            name = f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
-            if conn.execute(SNAPSHOT_INSERT, (agent, name, taken, text)).fetchone():
-                return
+        while not conn.execute(
+            SNAPSHOT_INSERT, (agent, _snapshot_name(stamp), parse_ts(stamp), text)
+        ).fetchone():
+            pass
 
     def list_agents(self) -> list[str]:
         with self._connection() as conn:
@@ -705,8 +752,7 @@ class PostgresStore:
     def init_agent(self, agent: str) -> bool:
         validate_identifier(agent, "agent")
         with self._transaction() as conn:
-            conn.execute(LOCK, (self.lock_key("agent", agent),))
-            memory, tombstones = self._agent_docs(conn, agent)
+            memory, tombstones = self._lock_agent(conn, agent)
             if memory is not None and tombstones is not None:
                 return False
             now = utcnow()
@@ -832,8 +878,7 @@ class PostgresStore:
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         validate_identifier(video_id, "video id")
         with self._transaction() as conn:
-            conn.execute(LOCK, (self.lock_key("gate", video_id),))
-            row = conn.execute(GATE_STATE, (video_id,)).fetchone()
+            row = self._locked_row(conn, GATE_STATE + " FOR UPDATE", video_id, "gate", video_id)
             where = self._where("gate_states", video_id)
             state = (
                 self._record(GateState, row[0], where, "the gate state")
