@@ -52,6 +52,8 @@ def test_url_schema_from_parameter_options_or_default() -> None:
     assert "search_path=team_a" in target.conninfo
     assert parse_url("postgresql://u@h/db?options=-csearch_path%3Dops").schema == "ops"
     assert parse_url("postgres://u@h/db").schema == "rayvault"
+    assert parse_url("postgresql://u@h/db?pool_max=12").pool_max == 12
+    assert "pool_max" not in parse_url("postgresql://u@h/db?pool_max=12").conninfo
     assert with_schema("postgresql://u@h/db?schema=x&connect_timeout=3", "y") == (
         "postgresql://u@h/db?connect_timeout=3&schema=y"
     )
@@ -72,6 +74,7 @@ def test_passwords_never_appear_in_messages() -> None:
     [
         ("postgresql://u@h/db?schema=Bad-Name", "schema 'Bad-Name' is not a plain lower-case name"),
         ("postgresql://u@h/db?bogus=1", 'invalid URI query parameter: "bogus"'),
+        ("postgresql://u@h/db?pool_max=0", "pool_max must be a number from 1 to 1000"),
     ],
 )
 def test_bad_url_is_a_store_error(root: Path, url: str, message: str) -> None:
@@ -125,6 +128,7 @@ def test_unknown_store_is_refused(root: Path) -> None:
 def test_store_fixture_and_default_store_agree(store: Store, backend: str | None) -> None:
     """On its PostgreSQL run a test's domain calls use the test's own schema."""
     expected = FileStore if backend is None else PostgresStore
+    assert isinstance(store, Store)  # every method of the protocol is there
     assert isinstance(store, expected)
     assert isinstance(get_store(), expected)
     event = create_event(**event_kwargs())  # type: ignore[arg-type]  # default store

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -76,7 +76,7 @@ from rayvault.learning.store._sql import (
     event_where,
     known_failures_sql,
 )
-from rayvault.learning.store.base import AgentState, ErrorQuery, EventQuery
+from rayvault.learning.store.base import AgentState, ErrorQuery, EventQuery, Store
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files import validate_record
 from rayvault.policies import Policies, PolicyError, load_policies
@@ -89,14 +89,15 @@ DEFAULT_SCHEMA = "rayvault"
 #: How long a writer waits for a lock held by another worker before giving up (the file store
 #: waits as long for its file locks).
 LOCK_TIMEOUT_MS = 60_000
-#: Connections per process: one per thread inside a transaction block, plus ``exclusive``.
+#: Connections per process and store (``?pool_max=N`` to change): one per thread running a
+#: store call, plus one for an ``exclusive`` block.
 POOL_MAX = 4
 #: Seconds to wait for a free pooled connection.
 POOL_TIMEOUT = 30.0
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _OPTIONS_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*\"?([^\s,\"]+)")
 #: Query parameters of a store URL that are ours, not libpq's.
-_OWN_PARAMS = ("schema",)
+_OWN_PARAMS = ("schema", "pool_max")
 _MICROS_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Pools inherited by a forked child: kept referenced and never closed there (closing would end
 #: the parent's sessions; psycopg itself leaves a connection made by another process alone).
@@ -111,6 +112,7 @@ class Target:
     conninfo: str
     schema: str
     display: str
+    pool_max: int = POOL_MAX
 
 
 def display_url(url: str) -> str:
@@ -142,8 +144,9 @@ def parse_url(url: str) -> Target:
     """Split a store URL into libpq's connection string and our schema.
 
     The schema comes from ``?schema=NAME``, else from ``options=-csearch_path=NAME``, else
-    ``rayvault``. Every connection gets it as its search path, a lock timeout, and (unless the
-    URL says otherwise) a connect timeout and an application name.
+    ``rayvault``; ``?pool_max=N`` sizes the connection pool. Every connection gets the schema as
+    its search path, a lock timeout, and (unless the URL says otherwise) a connect timeout and an
+    application name.
     """
     display = display_url(url)
     try:
@@ -164,6 +167,14 @@ def parse_url(url: str) -> Target:
             f"schema {schema!r} is not a plain lower-case name "
             "(letters, digits and '_', not starting with a digit, at most 63 characters)",
         )
+    try:
+        pool_max = int(own.get("pool_max", POOL_MAX))
+    except ValueError:
+        pool_max = 0
+    if not 1 <= pool_max <= 1000:
+        raise _bad_url(
+            display, f"pool_max must be a number from 1 to 1000 (got {own['pool_max']!r})"
+        )
     libpq_url = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
     try:
         info = conninfo_to_dict(libpq_url)
@@ -173,7 +184,7 @@ def parse_url(url: str) -> Target:
     info["options"] = f"{own_options} {info.get('options') or ''} -c search_path={schema}".strip()
     info.setdefault("connect_timeout", "10")
     info.setdefault("application_name", "rayvault-learning")
-    return Target(make_conninfo("", **info), schema, display)
+    return Target(make_conninfo("", **info), schema, display, pool_max)
 
 
 def _bad_url(display: str, why: str) -> StoreError:
@@ -411,7 +422,7 @@ class PostgresStore:
                     self.target.conninfo,
                     kwargs={"autocommit": True},
                     min_size=1,
-                    max_size=POOL_MAX,
+                    max_size=self.target.pool_max,
                     open=False,
                     name=f"rayvault-{self.schema}",
                     timeout=POOL_TIMEOUT,
@@ -931,3 +942,9 @@ class PostgresStore:
         from rayvault.learning.store import _pgtransfer
 
         return _pgtransfer.load(self, items)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(store: PostgresStore) -> Store:
+        return store  # mypy checks every method of ``Store`` against this class
