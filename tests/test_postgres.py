@@ -24,6 +24,7 @@ from rayvault.learning import (
 )
 from rayvault.learning.events import get_event
 from rayvault.learning.store import FileStore, Store, get_store, open_store
+from rayvault.learning.store._fs import dump_json
 from rayvault.learning.store._pgschema import MIGRATIONS
 from rayvault.learning.store.postgres import PostgresStore, display_url, parse_url, with_schema
 
@@ -227,6 +228,19 @@ def test_every_event_version_is_kept_in_order(pg: PostgresStore) -> None:
     assert statuses == ["open", "applied", "verified", "open"]
     assert latest == ("open", 0)
     assert get_event(event.event_id, store=pg).status == "open"
+    pg.close()
+
+
+def test_a_snapshot_holds_the_memory_before_the_change(pg: PostgresStore) -> None:
+    create_event(**event_kwargs(symptom="first failure"), store=pg)  # type: ignore[arg-type]
+    before = pg.load_memory("dzine_producer")
+    create_event(**event_kwargs(symptom="second failure"), store=pg)  # type: ignore[arg-type]
+    [(_, name)] = pg.list_memory_snapshots("dzine_producer")
+    with pg.connect() as conn:
+        row = conn.execute("SELECT data::text FROM memory_snapshots WHERE name = %s", (name,))
+        text = row.fetchone()[0]  # type: ignore[index]
+    assert text == dump_json(before.model_dump(mode="json")).decode()  # the bytes, as stored
+    assert len(pg.load_memory("dzine_producer").rules) == 2
     pg.close()
 
 

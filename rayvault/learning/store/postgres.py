@@ -331,6 +331,7 @@ SNAPSHOT_PRUNE = (
     "DELETE FROM memory_snapshots WHERE agent = %s AND taken_at < %s RETURNING taken_at, name"
 )
 GATE_STATE = "SELECT data::text FROM gate_states WHERE video_id = %s"
+GATE_STATE_LOCKED = GATE_STATE + " FOR UPDATE"
 GATE_SAVE = """
     INSERT INTO gate_states (video_id, data) VALUES (%s, %s)
     ON CONFLICT (video_id) DO UPDATE SET data = excluded.data
@@ -889,7 +890,7 @@ class PostgresStore:
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         validate_identifier(video_id, "video id")
         with self._transaction() as conn:
-            row = self._locked_row(conn, GATE_STATE + " FOR UPDATE", video_id, "gate", video_id)
+            row = self._locked_row(conn, GATE_STATE_LOCKED, video_id, "gate", video_id)
             where = self._where("gate_states", video_id)
             state = (
                 self._record(GateState, row[0], where, "the gate state")
@@ -924,7 +925,9 @@ class PostgresStore:
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                # A broken connection has lost the lock with its session already.
+                with contextlib.suppress(psycopg.OperationalError):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     # -- whole-store transfer (``store export``/``store import``, see ``transfer``) ---------------
     def has_data(self) -> bool:
