@@ -164,3 +164,63 @@ def write_error_log(root: Path, entries: list[dict[str, object]]) -> None:
         fh.write(b"[\n")
         fh.write(b",\n".join(orjson.dumps(e) for e in entries))
         fh.write(b"\n]\n")
+
+
+# -- stores -------------------------------------------------------------------------------------
+def store_label(url: str | None) -> str:
+    return "postgresql" if url else "file"
+
+
+def bench_schema_url(url: str) -> str:
+    """``url`` pointing at a new schema of its own (dropped by :func:`drop_schema`)."""
+    import secrets
+
+    from rayvault.learning.store.postgres import with_schema
+
+    return with_schema(url, f"bench_{secrets.token_hex(6)}")
+
+
+def drop_schema(url: str) -> None:
+    from psycopg import sql
+
+    from rayvault.learning.store.postgres import PostgresStore
+
+    store = PostgresStore(Path(BENCH_DIR), url)
+    with store.connect() as conn:
+        conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(store.schema))
+        )
+    store.close()
+
+
+def open_history(
+    root: Path,
+    url: str | None,
+    events: list[dict[str, object]],
+    errors: list[dict[str, object]] | None = None,
+) -> object:
+    """A store at ``root`` holding ``events`` (and ``errors``), ready as a running system has it:
+    the file store with its derived index built; PostgreSQL loaded with COPY into a new schema
+    (``url`` already names it)."""
+    if url is None:
+        from rayvault.learning.store import FileStore
+
+        write_index(root, events)
+        if errors:
+            write_error_log(root, errors)
+        store = FileStore(root)
+        store.index.sync("events")
+        store.index.sync("errors")
+        return store
+
+    from rayvault.learning.store.postgres import PostgresStore
+    from rayvault.learning.store.transfer import ERROR, EVENT, Item
+
+    pg = PostgresStore(root, url)
+    pg.init_schema()
+    items = [Item(EVENT, (str(e["event_id"]),), orjson.dumps(e).decode()) for e in events]
+    items += [Item(ERROR, (str(e["id"]),), orjson.dumps(e).decode()) for e in errors or []]
+    pg.load_items(items)
+    with pg.connect() as conn:
+        conn.execute("ANALYZE")  # fresh statistics, as autovacuum would soon give a live system
+    return pg

@@ -11,12 +11,15 @@ def letters(worker: int, i: int) -> str:
     return "".join(chr(97 + int(d)) for d in f"{worker:02d}{i:05d}")
 
 
-def create_many(root: str, worker: int, count: int, severity: str = "WARN") -> list[str]:
-    """Create ``count`` events with an agent, each a distinct failure; return their ids."""
+def create_many(
+    root: str, worker: int, count: int, severity: str = "WARN", url: str | None = None
+) -> list[str]:
+    """Create ``count`` events with an agent, each a distinct failure; return their ids.
+    ``url``: a PostgreSQL store (default: the file store of ``root``)."""
     from rayvault.learning import create_event
-    from rayvault.learning.store import FileStore
+    from rayvault.learning.store import FileStore, open_store
 
-    store = FileStore(root)
+    store = open_store(root, url) if url else FileStore(root)
     ids = []
     for i in range(count):
         event = create_event(
@@ -31,6 +34,7 @@ def create_many(root: str, worker: int, count: int, severity: str = "WARN") -> l
             store=store,
         )
         ids.append(event.event_id)
+    store.close()
     return ids
 
 
@@ -61,10 +65,14 @@ if __name__ == "__main__":
     write_forever(sys.argv[1])
 
 
-def promote(root: str, error_id: str) -> tuple[bool, str]:
+def promote(root: str, error_id: str, url: str | None = None) -> tuple[bool, str]:
     """Promote one error (run by several processes at once)."""
     from rayvault.learning.errors import promote_to_learning
-    from rayvault.learning.store import FileStore
+    from rayvault.learning.store import FileStore, open_store
 
-    result = promote_to_learning(error_id, root_cause="cause", fix="fix", store=FileStore(root))
+    store = open_store(root, url) if url else FileStore(root)
+    try:
+        result = promote_to_learning(error_id, root_cause="cause", fix="fix", store=store)
+    finally:
+        store.close()
     return result.created, result.event.event_id

@@ -1,11 +1,19 @@
 """Hermetic tests: every test gets its own data root under ``tmp_path``, a scrubbed environment
 (no ``RAYVAULT_*`` variables from the developer's shell), fresh policies and stores, and the real
-clock unless it fixes one."""
+clock unless it fixes one.
+
+Stores: a test that uses the ``store`` fixture, or sits in a module marked ``both_stores``, runs
+twice — on the file store and on PostgreSQL (``RAYVAULT_TEST_PG_DSN``; skipped with the reason
+when it is not set or not reachable). On PostgreSQL the test gets a schema of its own, dropped
+after it, and ``RAYVAULT_STORE`` points at it, so domain calls without ``store=`` use it too.
+A test about the file layout's bytes is marked ``files_only("why")`` and runs on files only.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,11 +21,84 @@ from pathlib import Path
 import pytest
 
 from rayvault.learning import _time
-from rayvault.learning.store import FileStore, reset_store
+from rayvault.learning.store import FileStore, Store, open_store, reset_store
 from rayvault.policies import reset_policies_cache
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYVAULT_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: Read before the hermetic fixture scrubs RAYVAULT_* from the environment.
+PG_DSN = os.environ.get("RAYVAULT_TEST_PG_DSN", "").strip()
+_pg_checked: list[str | None] = []
+
+
+def pg_unavailable() -> str | None:
+    """Why PostgreSQL tests cannot run here (None when they can); checked once per process."""
+    if not _pg_checked:
+        _pg_checked.append(_check_pg())
+    return _pg_checked[0]
+
+
+def _check_pg() -> str | None:
+    if not PG_DSN:
+        return (
+            "RAYVAULT_TEST_PG_DSN is not set: PostgreSQL store tests skipped "
+            "(set it to a server, e.g. postgresql://root@127.0.0.1:5432/test)"
+        )
+    try:
+        import psycopg
+
+        from rayvault.learning.store.postgres import display_url
+    except ImportError as e:
+        return f"psycopg is not installed ({e}): pip install -e '.[postgres]'"
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg.Error as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return (
+            f"PostgreSQL at {display_url(PG_DSN)} (RAYVAULT_TEST_PG_DSN) is not reachable: {reason}"
+        )
+    return None
+
+
+class PgSchemas:
+    """Schemas with unique names for one test, all dropped at its end."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def new_url(self) -> str:
+        from rayvault.learning.store.postgres import with_schema
+
+        name = f"rv_test_{uuid.uuid4().hex[:16]}"
+        self.names.append(name)
+        return with_schema(PG_DSN, name)
+
+    def drop_all(self) -> None:
+        if not self.names:
+            return
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            for name in self.names:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                )
+        self.names.clear()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests that use ``store``, or are marked ``both_stores``, on both stores."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("files_only"):
+        return
+    if "store" in metafunc.fixturenames or metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize(
+            "backend",
+            ["file", pytest.param("postgres", marks=pytest.mark.postgres)],
+            indirect=True,
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +127,51 @@ def root(hermetic: Path) -> Path:
 
 
 @pytest.fixture
-def store(root: Path) -> Iterator[FileStore]:
+def pg_schemas(hermetic: Path) -> Iterator[PgSchemas]:
+    """Fresh PostgreSQL schemas on demand (``.new_url()``), dropped after the test; skips the
+    test when PostgreSQL is not available."""
+    reason = pg_unavailable()
+    if reason:
+        pytest.skip(reason)
+    schemas = PgSchemas()
+    yield schemas
+    reset_store()
+    schemas.drop_all()
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest, hermetic: Path) -> Iterator[str | None]:
+    """The store of this test: None for the file store (the default), else the URL of a
+    PostgreSQL schema of its own, also set as ``RAYVAULT_STORE``."""
+    if getattr(request, "param", "file") == "file":
+        yield None
+        return
+    reason = pg_unavailable()
+    if reason:
+        pytest.skip(reason)
+    schemas = PgSchemas()
+    url = schemas.new_url()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYVAULT_STORE", url)
+        reset_store()
+        try:
+            yield url
+        finally:
+            reset_store()
+            schemas.drop_all()
+
+
+@pytest.fixture
+def store(root: Path, backend: str | None) -> Iterator[Store]:
+    """The test's store: the file store, then (a second run) PostgreSQL."""
+    s = open_store(root, backend)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def file_store(root: Path) -> Iterator[FileStore]:
+    """The file store of the test's root, for tests about the file layout."""
     s = FileStore(root)
     yield s
     s.close()

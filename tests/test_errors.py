@@ -1,4 +1,6 @@
-"""The error log: entries, resolutions, patterns, lessons, and promotion to learning events."""
+"""The error log: entries, resolutions, patterns, lessons, and promotion to learning events.
+
+Runs on both stores; tests about the bytes of the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -30,11 +32,21 @@ from rayvault.learning.patterns import fingerprint
 from . import _workers
 from .conftest import Clock
 
+pytestmark = pytest.mark.both_stores
+
 
 def read_log(root: Path) -> list[dict[str, object]]:
     return json.loads((root / "data/error_log.json").read_text())
 
 
+def test_logged_error_reads_back_field_for_field(clock: Clock) -> None:
+    """The entry as stored equals what log_error returned, in every store."""
+    entry = log_error("v042", "discover-products", "Timeout after 30.2s on B0ABC", exit_code=3)
+    assert get_error(entry.id).to_dict() == entry.to_dict()
+    assert [e.to_dict() for e in get_unresolved()] == [entry.to_dict()]
+
+
+@pytest.mark.files_only("the bytes of data/error_log.json")
 def test_log_error_writes_every_field(root: Path, clock: Clock) -> None:
     entry = log_error(
         "v042",
@@ -79,6 +91,7 @@ def test_log_an_exception_keeps_the_traceback_and_fingerprints_its_last_line(roo
 
 
 def test_resolve_appends_a_version_and_last_wins(root: Path, clock: Clock) -> None:
+    """The resolution is a new version; the entry reads as resolved from then on."""
     entry = log_error("v1", "research", "Price anomaly on B0F8HM4PYL")
     clock.advance(hours=1)
     resolved = resolve_error(entry.id, "No price validation", "Added price anomaly check")
@@ -86,10 +99,19 @@ def test_resolve_appends_a_version_and_last_wins(root: Path, clock: Clock) -> No
     assert resolved.resolution is not None
     assert resolved.resolution.root_cause == "No price validation"
     assert resolved.resolution.resolved_at == clock.now
-    versions = [e for e in read_log(root) if e["id"] == entry.id]
-    assert [v["resolved"] for v in versions] == [False, True]
     assert get_error(entry.id).resolved is True
     assert get_unresolved() == []
+
+
+@pytest.mark.files_only("the versions in data/error_log.json")
+def test_resolution_and_promotion_are_appended_to_the_log_file(root: Path) -> None:
+    """Each change is a new version at the end of the log; earlier versions stay."""
+    entry = log_error("v1", "research", "Price anomaly on B0F8HM4PYL")
+    resolve_error(entry.id, "No price validation", "Added price anomaly check")
+    event = promote_to_learning(entry.id, root_cause="c", fix="f").event
+    versions = [e for e in read_log(root) if e["id"] == entry.id]
+    assert [v["resolved"] for v in versions] == [False, True, True]
+    assert [v["learning_event_id"] for v in versions] == [None, None, event.event_id]
 
 
 def test_unknown_error_id() -> None:
@@ -109,6 +131,7 @@ def test_bad_input_is_refused_and_nothing_written(root: Path) -> None:
     with pytest.raises(InvalidInputError, match="JSON-serialisable"):
         log_error("v1", "research", "boom", context={"x": object()})
     assert not (root / "data/error_log.json").exists()
+    assert get_unresolved() == []
     entry = log_error("v1", "research", "boom")
     with pytest.raises(InvalidInputError, match="needs a root cause or a fix"):
         resolve_error(entry.id, "", "")
@@ -194,7 +217,7 @@ def test_promote_resolves_and_creates_the_event_once(root: Path, clock: Clock) -
     assert again.created is False
     assert again.event.event_id == event.event_id
     assert len(list_events()) == 1
-    assert [e["learning_event_id"] for e in read_log(root)] == [None, event.event_id]
+    assert get_error(entry.id).learning_event_id == event.event_id
 
 
 def test_promote_finishes_a_promotion_interrupted_after_the_event(root: Path) -> None:
@@ -215,16 +238,17 @@ def test_promote_finishes_a_promotion_interrupted_after_the_event(root: Path) ->
 
 
 @pytest.mark.slow
-def test_concurrent_promotions_create_one_event(root: Path) -> None:
+def test_concurrent_promotions_create_one_event(root: Path, backend: str | None) -> None:
     entry = log_error("v1", "research", "Price anomaly on B0F8HM4PYL")
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:
-        results = list(pool.map(_workers.promote, [str(root)] * 8, [entry.id] * 8))
+        results = list(pool.map(_workers.promote, [str(root)] * 8, [entry.id] * 8, [backend] * 8))
     assert sum(created for created, _ in results) == 1
     assert len({event_id for _, event_id in results}) == 1
     assert len(list_events()) == 1
 
 
+@pytest.mark.files_only("a corrupt error-log file")
 def test_corrupt_error_log_is_refused_and_unchanged(root: Path) -> None:
     path = root / "data/error_log.json"
     path.parent.mkdir(parents=True)
@@ -236,6 +260,7 @@ def test_corrupt_error_log_is_refused_and_unchanged(root: Path) -> None:
     assert path.read_bytes() == b'[{"id": "e-1", "stage": '
 
 
+@pytest.mark.files_only("an error-log file written by the old system")
 def test_reads_a_legacy_error_log(root: Path) -> None:
     """Entries written by the old system (pretty JSON, no fingerprint) are read and grouped."""
     path = root / "data/error_log.json"

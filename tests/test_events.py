@@ -1,4 +1,6 @@
-"""create_event and the immediate loop: the files it writes, field by field."""
+"""create_event and the immediate loop: the records it writes, field by field.
+
+Runs on both stores; tests about the bytes of the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -23,15 +25,26 @@ from rayvault.learning import (
 )
 from rayvault.learning.events import event_stats
 from rayvault.learning.patterns import fingerprint
-from rayvault.learning.store import EventQuery, FileStore
+from rayvault.learning.store import EventQuery, open_store
 
 from .conftest import Clock, event_kwargs
+
+pytestmark = pytest.mark.both_stores
 
 
 def read_index(root: Path) -> list[dict[str, object]]:
     return json.loads((root / "data" / "learning_events.json").read_text())
 
 
+def test_stored_event_reads_back_field_for_field(clock: Clock) -> None:
+    """The latest version as stored equals what create_event returned, in every store."""
+    event = create_event(**event_kwargs())  # type: ignore[arg-type]
+    assert get_event(event.event_id).to_dict() == event.to_dict()
+    assert [e.to_dict() for e in list_events()] == [event.to_dict()]
+    assert event.rule_id is not None and event.status == "verified"
+
+
+@pytest.mark.files_only("the bytes of the index and the per-video file")
 def test_create_event_persists_every_field(root: Path, clock: Clock) -> None:
     """The spec's example: the returned event, the index entries and the per-video file."""
     event = create_event(**event_kwargs())  # type: ignore[arg-type]
@@ -168,6 +181,7 @@ def test_invalid_severity_is_refused_and_nothing_written(root: Path, severity: o
     ):
         create_event(**event_kwargs(severity=severity))  # type: ignore[arg-type]
     assert not (root / "data").exists()
+    assert list_events() == []
 
 
 def test_lowercase_severity_is_normalised() -> None:
@@ -189,6 +203,7 @@ def test_unsafe_identifiers_are_refused(root: Path, field: str, value: str, kind
     with pytest.raises(InvalidIdentifierError, match=f"invalid {kind}"):
         create_event(**event_kwargs(**{field: value}))  # type: ignore[arg-type]
     assert not (root / "data").exists()
+    assert list_events() == []
     assert not any(p.name == "x" for p in root.parent.rglob("x"))
 
 
@@ -197,6 +212,7 @@ def test_empty_symptom_is_refused() -> None:
         create_event(**event_kwargs(symptom="  "))  # type: ignore[arg-type]
 
 
+@pytest.mark.files_only("the versions in the index file")
 def test_update_and_resolve_append_versions_and_last_wins(root: Path, clock: Clock) -> None:
     event = create_event(**event_kwargs(verification=""))  # type: ignore[arg-type]
     clock.advance(minutes=5)
@@ -252,6 +268,7 @@ def test_list_filters_and_stage_aliases(clock: Clock) -> None:
     assert stats["by_component"] == {"research": 1, "discover-products": 1, "assets": 1}
 
 
+@pytest.mark.files_only("a corrupt memory file")
 def test_corrupt_memory_keeps_the_event_and_records_the_failure(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -286,6 +303,7 @@ def test_skill_graph_failure_keeps_the_event(root: Path) -> None:
     assert load_active_memory("dzine_producer").rules[0].rule_id == event.rule_id
 
 
+@pytest.mark.files_only("a corrupt index file")
 def test_corrupt_index_is_refused_and_left_unchanged(root: Path) -> None:
     index = root / "data/learning_events.json"
     index.parent.mkdir(parents=True)
@@ -298,6 +316,7 @@ def test_corrupt_index_is_refused_and_left_unchanged(root: Path) -> None:
     assert not (root / "state/agents/dzine_producer/memory_active.json").exists()
 
 
+@pytest.mark.files_only("an index file written by the old system")
 def test_reads_legacy_index_with_old_timestamps(root: Path) -> None:
     """An index written by the old system (pretty JSON, +00:00 timestamps, no new fields)."""
     index = root / "data/learning_events.json"
@@ -330,9 +349,9 @@ def test_reads_legacy_index_with_old_timestamps(root: Path) -> None:
 
 
 def test_index_is_caught_up_across_store_instances(root: Path) -> None:
-    """A store that already indexed the log sees events appended by another store (process)."""
-    reader = FileStore(root)
-    writer = FileStore(root)
+    """A store that already read the events sees events written by another store (process)."""
+    reader = open_store(root)
+    writer = open_store(root)
     create_event(**event_kwargs(), store=writer)  # type: ignore[arg-type]
     assert len(reader.query_events(EventQuery())) == 1
     create_event(**event_kwargs(symptom="Other failure"), store=writer)  # type: ignore[arg-type]
@@ -340,3 +359,5 @@ def test_index_is_caught_up_across_store_instances(root: Path) -> None:
         "Image hallucination in Product Background",
         "Other failure",
     }
+    reader.close()
+    writer.close()

@@ -1,4 +1,7 @@
-"""The learning gate: its four checks, baselines, acknowledgements, and the command line."""
+"""The learning gate: its four checks, baselines, acknowledgements, and the command line.
+
+Runs on both stores (the gate state is read back through the store); tests about the bytes of
+the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -23,12 +26,21 @@ from rayvault.learning import (
 )
 from rayvault.learning.errors import log_error, promote_to_learning, resolve_error
 from rayvault.learning.gate import acknowledge, learning_gate
-from rayvault.learning.store import FileStore
+from rayvault.learning.store import FileStore, get_store, open_store
 from rayvault.learning.store.base import ErrorQuery
 
-from .conftest import Clock, event_kwargs
+from .conftest import Clock, PgSchemas, event_kwargs
 
+pytestmark = pytest.mark.both_stores
 REPO = Path(__file__).resolve().parents[1]
+
+
+def gate_state(video_id: str) -> dict[str, object]:
+    """A video's gate state as stored (``state/learning_gate/<video_id>.json`` in the file
+    store)."""
+    state = get_store().load_gate_state(video_id)
+    assert state is not None
+    return state.to_dict()
 
 
 def check(result, name):  # type: ignore[no-untyped-def]
@@ -53,7 +65,7 @@ def test_first_run_records_baselines_and_passes(root: Path, souls: Path, clock: 
     assert check(result, "check_diff_policies").reason == "baseline recorded for this video"
     assert check(result, "check_diff_soul").reason == "baseline recorded for dzine_producer's SOUL"
     assert result.agent == "dzine_producer"
-    state = json.loads((root / "state/learning_gate/v042.json").read_text())
+    state = gate_state("v042")
     assert state["video_id"] == "v042"
     assert state["policies"]["values"]["LEARNING_MAX_ACTIVE_RULES_PER_AGENT"] == 50
     assert state["policies"]["sha256"] is None  # no policies.py at the root
@@ -124,7 +136,7 @@ def test_soul_in_team_layout_and_missing_or_removed_soul(root: Path, souls: Path
     (team / "SOUL_publisher.md").write_text("# Publisher\n")
     result = learning_gate("v1", "tts")
     assert check(result, "check_diff_soul").reason == "baseline recorded for publisher's SOUL"
-    state = json.loads((root / "state/learning_gate/v1.json").read_text())
+    state = gate_state("v1")
     assert state["souls"]["publisher"]["path"] == str(team / "SOUL_publisher.md")
 
     missing = learning_gate("v1", "manifest")
@@ -161,7 +173,7 @@ def test_ack_accepts_a_change_and_is_recorded(root: Path, souls: Path, clock: Cl
     assert ack.soul is not None and ack.soul.startswith(
         "dzine_producer's SOUL changed (+2 −0 lines)"
     )
-    state = json.loads((root / "state/learning_gate/v042.json").read_text())
+    state = gate_state("v042")
     assert state["acks"] == [ack.to_dict()]
     assert state["acks"][0]["at"] == "2026-02-19T12:05:00.000000Z"
     assert state["acks"][0]["note"] == "reviewed"
@@ -250,11 +262,18 @@ def test_disabled_gate_says_so(root: Path, monkeypatch: pytest.MonkeyPatch) -> N
     )
 
 
-def test_unsafe_ids_and_corrupt_state(root: Path) -> None:
+def test_unsafe_ids_are_refused(root: Path) -> None:
     with pytest.raises(InvalidIdentifierError, match="invalid video id"):
         learning_gate("../v1", "assets")
     with pytest.raises(InvalidIdentifierError, match="invalid stage"):
         learning_gate("v1", "assets/..")
+    with pytest.raises(InvalidIdentifierError, match="invalid video id"):
+        acknowledge("../v1", "assets")
+    assert get_store().load_gate_state("v1") is None
+
+
+@pytest.mark.files_only("a corrupt gate-state file")
+def test_corrupt_state_is_refused_and_unchanged(root: Path) -> None:
     state = root / "state/learning_gate/v1.json"
     state.parent.mkdir(parents=True)
     state.write_text('{"video_id": "v1", "policies": ')
@@ -283,12 +302,22 @@ operations = st.lists(
 )
 @given(ops=operations)
 def test_known_failures_match_a_brute_force_count(
-    tmp_path_factory: pytest.TempPathFactory, ops
+    tmp_path_factory: pytest.TempPathFactory, backend: str | None, ops
 ) -> None:  # type: ignore[no-untyped-def]
     """Whatever happens (events, errors, resolutions, promotions), the gate's aggregate equals
-    a count over all records, and so does a rebuild of the derived index from the logs."""
+    a count over all records, and so does a recount from scratch (file store: a rebuild of the
+    derived index from the logs; PostgreSQL: a recount of the tables)."""
     root = tmp_path_factory.mktemp("agg")
-    store = FileStore(root)
+    schemas = PgSchemas()
+    store = open_store(root, schemas.new_url() if backend else None)
+    try:
+        _check_aggregate(store, root, ops)
+    finally:
+        store.close()
+        schemas.drop_all()
+
+
+def _check_aggregate(store, root, ops) -> None:  # type: ignore[no-untyped-def]
     texts = ["Timeout after 30s", "Price anomaly on B0F8HM4PYL", "Audio clipping", "Crash"]
     events, errors = [], []
     for op, text, stage, pick in ops:
@@ -326,6 +355,9 @@ def test_known_failures_match_a_brute_force_count(
         k.fingerprint: (k.occurrences, k.unresolved) for k in store.known_failures(components, 2)
     }
     assert got == brute(components)
+    if not isinstance(store, FileStore):
+        assert _pg_counts(store) == _pg_recount(store)
+        return
     store.close()
     (root / "state/cache/index.sqlite3").unlink()
     for suffix in ("-wal", "-shm"):
@@ -335,6 +367,21 @@ def test_known_failures_match_a_brute_force_count(
         k.fingerprint: (k.occurrences, k.unresolved) for k in rebuilt.known_failures(components, 2)
     } == got
     rebuilt.close()
+
+
+def _pg_counts(store) -> set[tuple[str, str, int, int]]:  # type: ignore[no-untyped-def]
+    with store.connect() as conn:
+        rows = conn.execute(
+            "SELECT component, fingerprint, total, open FROM fp_counts WHERE total <> 0"
+        ).fetchall()
+    return set(rows)
+
+
+def _pg_recount(store) -> set[tuple[str, str, int, int]]:  # type: ignore[no-untyped-def]
+    from rayvault.learning.store._pgschema import FAILURE_RECOUNT
+
+    with store.connect() as conn:
+        return set(conn.execute(FAILURE_RECOUNT).fetchall())
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Agent memory: rules, re-application, the cap and eviction, tombstones, snapshots, rendering."""
+"""Agent memory: rules, re-application, the cap and eviction, tombstones, snapshots, rendering.
+
+Runs on both stores; tests about the bytes of the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from rayvault.learning import (
     tombstone_rule,
 )
 from rayvault.learning.memory import init_memory, mark_delivered, memory_status, prompt_rules
+from rayvault.learning.store import get_store
 
 from .conftest import Clock, event_kwargs
 
+pytestmark = pytest.mark.both_stores
 AGENT = "dzine_producer"
 
 
@@ -33,9 +37,14 @@ def learn(severity: str, symptom: str, **more: object):  # type: ignore[no-untyp
     return create_event(**event_kwargs(severity=severity, symptom=symptom, **more))  # type: ignore[arg-type]
 
 
+def memory_doc(agent: str = AGENT) -> dict[str, object]:
+    """The agent's memory document as stored (``memory_active.json`` in the file store)."""
+    return load_active_memory(agent).to_dict()
+
+
 def test_rule_written_with_every_field(root: Path, clock: Clock) -> None:
     event = learn("FAIL", "Image hallucination in Product Background")
-    data = json.loads(memory_file(root).read_text())
+    data = memory_doc()
     assert data["count"] == 1
     assert data["updated"] == "2026-02-19T12:00:00.000000Z"
     [rule] = data["rules"]
@@ -110,6 +119,19 @@ def test_eviction_order_at_the_cap(
     assert status["cap"] == 3
 
 
+def test_snapshots_are_listed_one_per_change(clock: Clock) -> None:
+    """Every change after the first archives the memory as it was, with a distinct name."""
+    learn("FAIL", "one")
+    assert get_store().list_memory_snapshots(AGENT) == []
+    learn("FAIL", "two")
+    learn("FAIL", "three")
+    snapshots = get_store().list_memory_snapshots(AGENT)
+    assert [stamp for stamp, _ in snapshots] == [clock.now, clock.now]
+    assert len({name for _, name in snapshots}) == 2
+    assert all(name.startswith("memory_active-20260219T120000Z-") for _, name in snapshots)
+
+
+@pytest.mark.files_only("the bytes of the memory_archive/ files")
 def test_archive_snapshot_before_every_change(root: Path, clock: Clock) -> None:
     learn("FAIL", "one")
     archive = memory_file(root).parent / "memory_archive"
@@ -130,16 +152,18 @@ def test_snapshots_older_than_retention_are_pruned(
     monkeypatch.setenv("RAYVAULT_LEARNING_ARCHIVE_RETENTION_DAYS", "10")
     learn("FAIL", "one")
     learn("FAIL", "two")  # snapshot at day 0
-    archive = memory_file(root).parent / "memory_archive"
-    assert len(list(archive.iterdir())) == 1
+
+    def names() -> list[str]:
+        return [name for _, name in get_store().list_memory_snapshots(AGENT)]
+
+    assert len(names()) == 1
     clock.advance(days=9, hours=23)
     learn("FAIL", "three")  # day 9: kept (inside retention), plus a new snapshot
-    assert len(list(archive.iterdir())) == 2
+    assert len(names()) == 2
     clock.advance(days=1, hours=2)
     learn("FAIL", "four")  # day 11: the day-0 snapshot is older than 10 days
-    names = sorted(p.name for p in archive.iterdir())
-    assert len(names) == 2
-    assert not any(n.startswith("memory_active-20260219T") for n in names)
+    assert len(names()) == 2
+    assert not any(n.startswith("memory_active-20260219T") for n in names())
 
 
 def test_tombstone_rule_keeps_evidence(root: Path, clock: Clock) -> None:
@@ -155,7 +179,7 @@ def test_tombstone_rule_keeps_evidence(root: Path, clock: Clock) -> None:
     )
     assert tomb.rule_id == event.rule_id
     assert [r.rule_id for r in load_active_memory(AGENT).rules] == [other.rule_id]
-    data = json.loads((root / f"state/agents/{AGENT}/memory_tombstones.json").read_text())
+    data = load_tombstones(AGENT).to_dict()
     assert data["count"] == 1
     [stone] = data["tombstones"]
     assert stone["reason"] == "Superseded by new approach"
@@ -177,6 +201,7 @@ def test_apply_to_memory_accepts_the_old_dict_api(root: Path) -> None:
     assert memory.get("rules", [])[0]["severity"] == "WARN"
 
 
+@pytest.mark.files_only("a corrupt memory file")
 def test_corrupt_memory_is_refused_by_name_and_unchanged(root: Path) -> None:
     path = memory_file(root)
     path.parent.mkdir(parents=True)
@@ -202,7 +227,7 @@ def test_unsafe_agent_names(root: Path) -> None:
 
 def test_init_creates_configured_agents_and_keeps_existing(root: Path) -> None:
     learn("FAIL", "one")
-    before = memory_file(root).read_bytes()
+    before = memory_doc()
     result = init_memory()
     assert result[AGENT] is True  # its tombstone file was missing
     assert result["researcher"] is True
@@ -215,8 +240,10 @@ def test_init_creates_configured_agents_and_keeps_existing(root: Path) -> None:
         "davinci_editor",
         "market_scout",
     }
-    assert memory_file(root).read_bytes() == before
-    assert json.loads(memory_file(root, "researcher").read_text())["rules"] == []
+    assert memory_doc() == before
+    assert memory_doc("researcher")["rules"] == []
+    assert memory_doc("researcher")["updated"] is not None
+    assert load_tombstones(AGENT).to_dict()["tombstones"] == []
     assert init_memory() == dict.fromkeys(result, False)
 
 
@@ -281,6 +308,7 @@ def test_mark_delivered_counts_a_delivery_without_a_snapshot(root: Path, clock: 
         mark_delivered("../x", [str(event.rule_id)])
 
 
+@pytest.mark.files_only("a memory file written by the old system")
 def test_memory_show_reads_old_files_with_unknown_fields(root: Path) -> None:
     path = memory_file(root)
     path.parent.mkdir(parents=True)
@@ -318,15 +346,13 @@ def test_memory_show_reads_old_files_with_unknown_fields(root: Path) -> None:
 def test_prune_is_checked_at_most_daily(root: Path, clock: Clock) -> None:
     """The archive folder is listed once a day per agent, not on every change."""
     learn("FAIL", "one")
-    first = json.loads(memory_file(root).read_text())["archive_pruned_at"]
+    first = memory_doc()["archive_pruned_at"]
     clock.advance(hours=5)
     learn("FAIL", "two")
-    assert json.loads(memory_file(root).read_text())["archive_pruned_at"] == first
+    assert memory_doc()["archive_pruned_at"] == first
     clock.advance(hours=20)
     learn("FAIL", "three")
-    assert json.loads(memory_file(root).read_text())["archive_pruned_at"] == (
-        "2026-02-20T13:00:00.000000Z"
-    )
+    assert memory_doc()["archive_pruned_at"] == ("2026-02-20T13:00:00.000000Z")
     assert first == "2026-02-19T12:00:00.000000Z"
 
 

@@ -21,6 +21,7 @@ from rayvault.cli import (
     registry,
     revisit,
     soul,
+    store,
 )
 from rayvault.cli._common import GLOBALS, Globals, console, report_error, reset_consoles
 
@@ -47,6 +48,7 @@ app.command(
 )(demo.demo_command)
 app.command("migrate")(migrate.migrate_command)
 app.command("doctor")(doctor.doctor_command)
+app.add_typer(store.app, name="store")
 
 
 @app.callback()

@@ -1,0 +1,193 @@
+"""Whole-store dump and load for the PostgreSQL store (the items of ``transfer``).
+
+``dump`` reads everything in one repeatable-read, read-only transaction: an export is a
+consistent snapshot even while workers write. ``load`` fills an empty schema in one transaction
+with ``COPY`` (all or nothing), keeping the order of every event and error version, and counts
+the failure aggregate once at the end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from psycopg import sql
+
+from rayvault.learning._time import parse_ts
+from rayvault.learning.exceptions import StoreError
+from rayvault.learning.store._pgschema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
+from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store.files import _SNAPSHOT
+from rayvault.learning.store.transfer import (
+    ERROR,
+    EVENT,
+    GATE_STATE,
+    MEMORY,
+    SNAPSHOT,
+    SOUL,
+    TOMBSTONES,
+    VIDEO_EVENT,
+    Item,
+    _not_empty,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from rayvault.learning.store.postgres import PostgresStore
+
+    Conn = psycopg.Connection[Any]
+
+#: (kind, query returning the key parts then the text), in ``transfer.KINDS`` order.
+DUMPS = (
+    (EVENT, "SELECT event_id, data::text FROM event_versions ORDER BY seq"),
+    (ERROR, "SELECT id, data::text FROM error_versions ORDER BY seq"),
+    (MEMORY, "SELECT agent, memory::text FROM agents WHERE memory IS NOT NULL ORDER BY agent"),
+    (
+        TOMBSTONES,
+        "SELECT agent, tombstones::text FROM agents WHERE tombstones IS NOT NULL ORDER BY agent",
+    ),
+    (SNAPSHOT, "SELECT agent, name, data::text FROM memory_snapshots ORDER BY agent, name"),
+    (GATE_STATE, "SELECT video_id, data::text FROM gate_states ORDER BY video_id"),
+    (SOUL, "SELECT sha256, text FROM soul_snapshots ORDER BY sha256"),
+    (
+        VIDEO_EVENT,
+        "SELECT video_id, event_id, data::text FROM events WHERE video_id IS NOT NULL ORDER BY seq",
+    ),
+)
+
+
+def dump(store: PostgresStore) -> Iterator[Item]:
+    with store._pooled() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for kind, query in DUMPS:
+            with conn.cursor(name=f"rayvault_dump_{kind}") as cur:
+                cur.itersize = 2000
+                cur.execute(query)
+                for row in cur:
+                    yield Item(kind, tuple(row[:-1]), row[-1])
+
+
+class _Log:
+    """Versions of one log, copied as they come; the latest of each record copied at the end."""
+
+    def __init__(
+        self,
+        versions: str,
+        table: str,
+        key: str,
+        columns: tuple[str, ...],
+        row: Callable[[dict[str, Any]], tuple[Any, ...]],
+    ) -> None:
+        self.versions, self.table, self.key, self.columns, self.row = (
+            versions,
+            table,
+            key,
+            columns,
+            row,
+        )
+        self.seq = 0
+        #: key → [first seq, last seq, indexed columns, text]
+        self.latest: dict[str, list[Any]] = {}
+
+    def copy_versions(self, conn: Conn, items: Iterable[Item]) -> None:
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY {self.versions} (seq, {self.key}, data) FROM STDIN") as copy,
+        ):
+            for item in items:
+                self.seq += 1
+                key = item.key[0]
+                copy.write_row((self.seq, key, item.text))
+                columns = self.row(orjson.loads(item.text))
+                known = self.latest.get(key)
+                if known is None:
+                    self.latest[key] = [self.seq, self.seq, columns, item.text]
+                else:
+                    known[1:] = [self.seq, columns, item.text]
+
+    def copy_latest(self, conn: Conn) -> None:
+        rows = sorted(self.latest.values(), key=lambda v: v[0])
+        _copy(
+            conn,
+            f"COPY {self.table} ({', '.join(self.columns)}, seq, last_seq, data) FROM STDIN",
+            ((*columns, first, last, text) for first, last, columns, text in rows),
+        )
+        if self.seq:
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence(%s, 'seq'), %s)", (self.versions, self.seq)
+            )
+
+
+def _copy(conn: Conn, statement: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _snapshot_row(item: Item) -> tuple[Any, ...]:
+    agent, name = item.key
+    match = _SNAPSHOT.fullmatch(name)
+    if match is None:
+        raise StoreError(f"{name!r} is not a memory snapshot name; nothing was imported")
+    return (agent, name, parse_ts(match.group(1)), item.text)
+
+
+COPY_SNAPSHOTS = "COPY memory_snapshots (agent, name, taken_at, data) FROM STDIN"
+COPY_GATE_STATES = "COPY gate_states (video_id, data) FROM STDIN"
+COPY_SOULS = "COPY soul_snapshots (sha256, text) FROM STDIN"
+COPY_AGENTS = "COPY agents (agent, memory, tombstones) FROM STDIN"
+
+
+def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    with store._transaction() as conn:
+        tables = sql.SQL(", ").join(
+            sql.Identifier(t) for t in (*DATA_TABLES, "events", "errors", "fp_counts")
+        )
+        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(tables))
+        if store.has_data():
+            raise _not_empty(store.describe())
+        # Row by row, the aggregate's triggers would cost more than the load: they stand aside
+        # for this transaction, and the aggregate is counted once at the end.
+        conn.execute("SELECT set_config(%s, 'on', true)", (BULK_LOAD_SETTING,))
+        logs = {
+            EVENT: _Log("event_versions", "events", "event_id", EVENT_COLUMNS, event_row),
+            ERROR: _Log("error_versions", "errors", "id", ERROR_COLUMNS, error_row),
+        }
+        agents: dict[str, list[str | None]] = {}
+        for kind, group in groupby(items, key=lambda item: item.kind):
+            if kind in logs:
+                logs[kind].copy_versions(conn, _counting(group, counts))
+                continue
+            batch = list(group)
+            counts[kind] += len(batch)
+            if kind in (MEMORY, TOMBSTONES):
+                for item in batch:
+                    agents.setdefault(item.key[0], [None, None])[kind == TOMBSTONES] = item.text
+            elif kind == SNAPSHOT:
+                _copy(conn, COPY_SNAPSHOTS, (_snapshot_row(item) for item in batch))
+            elif kind == GATE_STATE:
+                _copy(conn, COPY_GATE_STATES, ((*item.key, item.text) for item in batch))
+            elif kind == SOUL:
+                _copy(conn, COPY_SOULS, ((*item.key, item.text) for item in batch))
+            elif kind != VIDEO_EVENT:  # per-video copies: the events' latest versions, loaded
+                raise StoreError(f"unknown kind of record {kind!r}: this version cannot load it")
+        _copy(conn, COPY_AGENTS, ((a, *docs) for a, docs in sorted(agents.items())))
+        for log in logs.values():
+            log.copy_latest(conn)
+        conn.execute("DELETE FROM fp_counts")
+        conn.execute(
+            "INSERT INTO fp_counts (component, fingerprint, total, open) " + FAILURE_RECOUNT
+        )
+        conn.execute("SELECT set_config(%s, 'off', true)", (BULK_LOAD_SETTING,))
+    return dict(counts)
+
+
+def _counting(items: Iterable[Item], counts: Counter[str]) -> Iterator[Item]:
+    for item in items:
+        counts[item.kind] += 1
+        yield item

@@ -1,0 +1,953 @@
+"""The PostgreSQL store: one shared, transactional store for pipelines whose workers run on
+several machines (DESIGN.md §4–§5). Selected by a ``postgresql://`` URL (``RAYVAULT_STORE`` or
+``--store``); psycopg 3 with a connection pool, imported only when asked for.
+
+Tables (created and upgraded by the migrations in ``_pgschema``, in the URL's ``schema``)::
+
+    event_versions, events     every version of every event / the latest one, with indexed columns
+    error_versions, errors     the same for the error log
+    fp_counts                  occurrences per (stage, fingerprint), kept by triggers in the
+                               writing transaction: the gate reads a few rows, never the history
+    agents, memory_snapshots   each agent's memory and tombstones; the memory before each change
+    gate_states, soul_snapshots  what the gate saw: baselines, runs, acks; SOUL texts by hash
+
+Documents are stored as the text the file store writes, so an export gives back its files.
+Skill-graph notes, SOUL files and ``policies.py`` stay files under ``root`` (``docs``).
+
+Concurrency: a read-modify-write (agent memory, gate state, an event or error update) runs in one
+transaction under a lock: a transaction-level advisory lock keyed by schema and name, or the row's
+``FOR UPDATE``. Store calls made inside such a block on the same thread join its transaction (one
+connection per thread and block; a nested write is a savepoint), so they see what the block sees
+and cannot deadlock against it. After a ``fork`` the child builds its own pool and never touches
+the parent's connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel
+
+from rayvault.learning._ids import is_safe_identifier, validate_identifier
+from rayvault.learning._time import as_utc, compact_ts, parse_ts, utcnow
+from rayvault.learning.exceptions import (
+    ConfigError,
+    ErrorEntryNotFoundError,
+    EventNotFoundError,
+    StoreError,
+)
+from rayvault.learning.models import (
+    AgentMemory,
+    ErrorEntry,
+    ErrorPattern,
+    GateState,
+    KnownFailure,
+    LearningEvent,
+    TombstoneFile,
+)
+from rayvault.learning.store import _pgschema as schema_sql
+from rayvault.learning.store._fs import dump_json
+from rayvault.learning.store._sql import (
+    ERROR_COLUMNS,
+    EVENT_COLUMNS,
+    error_row,
+    error_where,
+    event_order,
+    event_row,
+    event_where,
+    known_failures_sql,
+)
+from rayvault.learning.store.base import AgentState, ErrorQuery, EventQuery, Store
+from rayvault.learning.store.documents import Documents
+from rayvault.learning.store.files import validate_record
+from rayvault.policies import Policies, PolicyError, load_policies
+
+log = logging.getLogger("rayvault.learning")
+M = TypeVar("M", bound=BaseModel)
+Conn = psycopg.Connection[Any]
+
+DEFAULT_SCHEMA = "rayvault"
+#: How long a writer waits for a lock held by another worker before giving up (the file store
+#: waits as long for its file locks).
+LOCK_TIMEOUT_MS = 60_000
+#: Connections per process and store (``?pool_max=N`` to change): one per thread running a
+#: store call, plus one for an ``exclusive`` block.
+POOL_MAX = 4
+#: Seconds to wait for a free pooled connection.
+POOL_TIMEOUT = 30.0
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_OPTIONS_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*\"?([^\s,\"]+)")
+#: Query parameters of a store URL that are ours, not libpq's.
+_OWN_PARAMS = ("schema", "pool_max")
+_MICROS_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Pools inherited by a forked child: kept referenced and never closed there (closing would end
+#: the parent's sessions; psycopg itself leaves a connection made by another process alone).
+_INHERITED: list[ConnectionPool[Any]] = []
+
+
+# -- URLs -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """Where a store URL points: libpq connection string, schema, and a printable URL."""
+
+    conninfo: str
+    schema: str
+    display: str
+    pool_max: int = POOL_MAX
+
+
+def display_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and ``describe``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = "&".join(
+        f"{k}={'***' if k == 'password' else v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` pointing at ``schema`` (its ``schema`` parameter set or replaced)."""
+    parts = urlsplit(url)
+    params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
+    params.append(("schema", schema))
+    return urlunsplit(parts._replace(query=urlencode(params, quote_via=quote)))
+
+
+def parse_url(url: str) -> Target:
+    """Split a store URL into libpq's connection string and our schema.
+
+    The schema comes from ``?schema=NAME``, else from ``options=-csearch_path=NAME``, else
+    ``rayvault``; ``?pool_max=N`` sizes the connection pool. Every connection gets the schema as
+    its search path, a lock timeout, and (unless the URL says otherwise) a connect timeout and an
+    application name.
+    """
+    display = display_url(url)
+    try:
+        parts = urlsplit(url)
+        params = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
+    except ValueError as e:
+        raise _bad_url(display, str(e)) from e
+    own = {k: v for k, v in params if k in _OWN_PARAMS}
+    rest = [(k, v) for k, v in params if k not in _OWN_PARAMS]
+    options = next((v for k, v in rest if k == "options"), "")
+    schema = own.get("schema")
+    if schema is None:
+        match = _OPTIONS_SEARCH_PATH.search(options)
+        schema = match.group(1) if match else DEFAULT_SCHEMA
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise _bad_url(
+            display,
+            f"schema {schema!r} is not a plain lower-case name "
+            "(letters, digits and '_', not starting with a digit, at most 63 characters)",
+        )
+    try:
+        pool_max = int(own.get("pool_max", POOL_MAX))
+    except ValueError:
+        pool_max = 0
+    if not 1 <= pool_max <= 1000:
+        raise _bad_url(
+            display, f"pool_max must be a number from 1 to 1000 (got {own['pool_max']!r})"
+        )
+    libpq_url = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
+    try:
+        info = conninfo_to_dict(libpq_url)
+    except psycopg.Error as e:
+        raise _bad_url(display, _first_line(e)) from e
+    own_options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
+    info["options"] = f"{own_options} {info.get('options') or ''} -c search_path={schema}".strip()
+    info.setdefault("connect_timeout", "10")
+    info.setdefault("application_name", "rayvault-learning")
+    return Target(make_conninfo("", **info), schema, display, pool_max)
+
+
+def _bad_url(display: str, why: str) -> StoreError:
+    return StoreError(
+        f"invalid PostgreSQL store URL {display}: {why}",
+        hint="use postgresql://USER@HOST:PORT/DATABASE[?schema=NAME] (--store or RAYVAULT_STORE)",
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def _connect_error(display: str, error: BaseException) -> StoreError:
+    return StoreError(
+        f"cannot connect to PostgreSQL at {display}: {_first_line(error)}",
+        hint="check that the server is running and reachable, and the URL "
+        "(--store or RAYVAULT_STORE)",
+    )
+
+
+def _from_micros(value: int) -> datetime:
+    return _MICROS_EPOCH + timedelta(microseconds=value)
+
+
+class _RetryableError(StoreError):
+    """PostgreSQL rolled a transaction back (deadlock victim, serialization failure): nothing
+    of it was committed, and running it again is safe."""
+
+
+def _snapshot_name(stamp: str) -> str:
+    return f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
+
+
+def _close_pool(pool: ConnectionPool[Any], pid: int) -> None:
+    if os.getpid() == pid:
+        pool.close()
+    else:
+        _INHERITED.append(pool)
+
+
+# -- SQL of one operation each ------------------------------------------------------------------
+_EVENT_TYPES = {"ts": "bigint", "resolved": "smallint"}
+_ERROR_TYPES = {"ts": "bigint", "resolved": "smallint", "resolved_ts": "bigint"}
+
+
+def _upsert_sql(
+    versions: str, table: str, key: str, columns: tuple[str, ...], types: dict[str, str]
+) -> str:
+    """Append one version and make it the record's latest unless a later one is already there.
+
+    Parameters: the key, the JSON text, then the indexed columns (``_sql.*_row``). The version's
+    ``seq`` decides which version is the latest, as the position in the file log does: a writer
+    that commits late never replaces a newer version.
+    """
+    values = ", ".join(f"%s::{types.get(c, 'text')}" for c in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns[1:], "last_seq", "data"))
+    return f"""
+        WITH version AS (
+            INSERT INTO {versions} ({key}, data) VALUES (%s, %s) RETURNING seq, data
+        )
+        INSERT INTO {table} ({", ".join(columns)}, seq, last_seq, data)
+        SELECT {values}, seq, seq, data FROM version
+        ON CONFLICT ({key}) DO UPDATE SET {updates}
+        WHERE {table}.last_seq < excluded.last_seq
+    """
+
+
+EVENT_UPSERT = _upsert_sql("event_versions", "events", "event_id", EVENT_COLUMNS, _EVENT_TYPES)
+ERROR_UPSERT = _upsert_sql("error_versions", "errors", "id", ERROR_COLUMNS, _ERROR_TYPES)
+EVENT_BY_ID = "SELECT data::text FROM events WHERE event_id = %s"
+EVENT_FOR_UPDATE = EVENT_BY_ID + " FOR UPDATE"
+ERROR_BY_ID = "SELECT data::text FROM errors WHERE id = %s"
+ERROR_FOR_UPDATE = ERROR_BY_ID + " FOR UPDATE"
+EVENT_FACETS = """
+    SELECT CASE WHEN GROUPING(severity) = 0 THEN 'severity'
+                WHEN GROUPING(status) = 0 THEN 'status'
+                WHEN GROUPING(component) = 0 THEN 'component'
+                ELSE 'agent' END AS facet,
+           coalesce(severity, status, component, agent) AS value, count(*) AS n
+      FROM events{where}
+     GROUP BY GROUPING SETS ((severity), (status), (component), (agent))
+     ORDER BY facet, n DESC, value
+"""
+ERROR_PATTERNS = """
+    SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(id),
+           array_remove(array_agg(DISTINCT video_id), NULL),
+           array_remove(array_agg(DISTINCT stage), NULL)
+      FROM errors WHERE fingerprint IS NOT NULL
+     GROUP BY fingerprint HAVING count(*) >= %s
+     ORDER BY count(*) DESC, max(ts) DESC
+"""
+ERRORS_BY_IDS = "SELECT id, data::text FROM errors WHERE id = ANY(%s)"
+LATEST_RESOLUTIONS = """
+    SELECT data::text FROM (
+        SELECT DISTINCT ON (fingerprint) data, resolved_ts, seq FROM errors
+         WHERE resolved = 1 AND fingerprint IS NOT NULL AND resolved_ts IS NOT NULL
+         ORDER BY fingerprint, resolved_ts DESC, seq DESC
+    ) AS latest
+    ORDER BY resolved_ts DESC, seq DESC
+"""
+# The pattern shown for a known failure: from an event with the fingerprint if there is one
+# (its pattern, or none: then the fingerprint is shown), else from an error-log entry.
+KNOWN_FAILURES = """
+    SELECT k.fingerprint, k.occurrences, k.unresolved,
+           coalesce((SELECT coalesce(e.data->>'pattern', '') FROM events AS e
+                      WHERE e.fingerprint = k.fingerprint LIMIT 1),
+                    (SELECT r.data->>'pattern' FROM errors AS r
+                      WHERE r.fingerprint = k.fingerprint LIMIT 1))
+      FROM ({inner}) AS k
+     ORDER BY k.occurrences DESC, k.fingerprint
+"""
+LOCK = "SELECT pg_advisory_xact_lock(%s)"
+AGENT_STATE = "SELECT memory::text, tombstones::text FROM agents WHERE agent = %s"
+AGENT_LOCKED = AGENT_STATE + " FOR UPDATE"
+# One statement: archive the memory as it is (server side: it is not sent back) and save the new
+# documents. The snapshot reads the row as the statement found it: before the update.
+AGENT_WRITE = """
+    WITH snapshot AS (
+        INSERT INTO memory_snapshots (agent, name, taken_at, data)
+        SELECT agent, %(name)s, %(taken)s, memory FROM agents
+         WHERE agent = %(agent)s AND memory IS NOT NULL AND %(snapshot)s
+        ON CONFLICT DO NOTHING RETURNING name
+    )
+    INSERT INTO agents (agent, memory, tombstones) VALUES (%(agent)s, %(memory)s, %(tombstones)s)
+    ON CONFLICT (agent) DO UPDATE SET memory = coalesce(excluded.memory, agents.memory),
+                                      tombstones = coalesce(excluded.tombstones, agents.tombstones)
+    RETURNING (SELECT count(*) FROM snapshot)
+"""
+AGENT_SAVE = """
+    INSERT INTO agents (agent, memory, tombstones) VALUES (%s, %s, %s)
+    ON CONFLICT (agent) DO UPDATE SET memory = coalesce(excluded.memory, agents.memory),
+                                      tombstones = coalesce(excluded.tombstones, agents.tombstones)
+"""
+SNAPSHOT_INSERT = """
+    INSERT INTO memory_snapshots (agent, name, taken_at, data) VALUES (%s, %s, %s, %s)
+    ON CONFLICT DO NOTHING RETURNING name
+"""
+SNAPSHOT_LIST = (
+    "SELECT taken_at, name FROM memory_snapshots WHERE agent = %s ORDER BY taken_at, name"
+)
+SNAPSHOT_PRUNE = (
+    "DELETE FROM memory_snapshots WHERE agent = %s AND taken_at < %s RETURNING taken_at, name"
+)
+GATE_STATE = "SELECT data::text FROM gate_states WHERE video_id = %s"
+GATE_STATE_LOCKED = GATE_STATE + " FOR UPDATE"
+GATE_SAVE = """
+    INSERT INTO gate_states (video_id, data) VALUES (%s, %s)
+    ON CONFLICT (video_id) DO UPDATE SET data = excluded.data
+"""
+SOUL_SAVE = "INSERT INTO soul_snapshots (sha256, text) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+SOUL_LOAD = "SELECT text FROM soul_snapshots WHERE sha256 = %s"
+
+
+class PostgresStore:
+    """The shared store: learning data in PostgreSQL, documents as files under ``root``."""
+
+    def __init__(self, root: Path | str, url: str, *, migrate: bool = True) -> None:
+        self.root = Path(root).absolute()
+        self.url = url
+        self.target = parse_url(url)
+        self.schema = self.target.schema
+        self.docs = Documents(self.root, lambda: self.policies)
+        #: Create or upgrade the schema on first use (``store status`` looks without changing it).
+        self.auto_migrate = migrate
+        self._pool: ConnectionPool[Any] | None = None
+        self._finalizer: weakref.finalize[Any, PostgresStore] | None = None
+        self._pool_lock = threading.Lock()
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._souls_saved: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({str(self.root)!r}, {self.target.display!r})"
+
+    @property
+    def policies(self) -> Policies:
+        try:
+            return load_policies(self.root)
+        except PolicyError as e:
+            raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
+
+    def describe(self) -> str:
+        return (
+            f"PostgreSQL store {self.target.display} (schema {self.schema}), "
+            f"documents at {self.root}"
+        )
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+        if pool is not None:
+            _close_pool(pool, self._pid)
+
+    # -- connections ----------------------------------------------------------------------------
+    def lock_key(self, *parts: str) -> int:
+        """A 64-bit advisory-lock key for ``parts`` in this schema (other schemas never block)."""
+        digest = hashlib.blake2b("\0".join((self.schema, *parts)).encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big", signed=True)
+
+    def connect(self) -> Conn:
+        """A new connection of its own (not pooled), autocommit, on this store's schema."""
+        try:
+            return psycopg.connect(self.target.conninfo, autocommit=True)
+        except psycopg.OperationalError as e:
+            raise _connect_error(self.target.display, e) from e
+
+    def _forked(self) -> None:
+        """In a child process: forget the parent's pool and transaction; build our own."""
+        if self._pool is not None:
+            _INHERITED.append(self._pool)
+        self._pool = None
+        self._finalizer = None
+        self._local = threading.local()
+        self._pool_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _get_pool(self) -> ConnectionPool[Any]:
+        if self._pid != os.getpid():
+            self._forked()
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._pool_lock:
+            if self._pool is None:
+                if self.auto_migrate:
+                    # A connection of our own first: a bad URL or a server that is down is
+                    # reported at once and clearly (the pool would retry in the background).
+                    with self.connect() as conn:
+                        self._ensure_schema(conn)
+                pool = ConnectionPool(
+                    self.target.conninfo,
+                    kwargs={"autocommit": True},
+                    min_size=1,
+                    max_size=self.target.pool_max,
+                    open=False,
+                    name=f"rayvault-{self.schema}",
+                    timeout=POOL_TIMEOUT,
+                )
+                pool.open(wait=False)
+                self._pool = pool
+                self._finalizer = weakref.finalize(self, _close_pool, pool, self._pid)
+            return self._pool
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[Conn]:
+        """A pooled connection of its own (not the thread's current transaction)."""
+        pool = self._get_pool()
+        try:
+            with pool.connection() as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise StoreError(
+                f"no PostgreSQL connection available at {self.target.display} "
+                f"after {POOL_TIMEOUT:.0f}s: {_first_line(e)}",
+                hint="check that the server is running and accepts connections",
+            ) from e
+        except pg_errors.LockNotAvailable as e:
+            raise StoreError(
+                f"timed out after {LOCK_TIMEOUT_MS // 1000}s waiting for a lock in the "
+                f"PostgreSQL store {self.target.display} (schema {self.schema})",
+                hint="another worker holds it; check for stuck sessions in pg_stat_activity",
+            ) from e
+        except pg_errors.TransactionRollback as e:
+            raise _RetryableError(
+                f"PostgreSQL store {self.target.display}: {_first_line(e)}",
+                hint="a concurrent write conflicted with this one; try again",
+            ) from e
+        except pg_errors.UndefinedTable as e:
+            raise StoreError(
+                f"schema {self.schema!r} at {self.target.display} is not initialised "
+                f"({_first_line(e)})",
+                hint="run `rayvault-learn store init`",
+            ) from e
+        except psycopg.OperationalError as e:
+            raise StoreError(
+                f"PostgreSQL store {self.target.display}: {_first_line(e)}",
+                hint="check that the server is running and reachable",
+            ) from e
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Conn]:
+        """The thread's connection: inside a transaction block, that block's; else a pooled one
+        for the duration (autocommit: a single statement is its own transaction)."""
+        if self._pid == os.getpid():
+            current: Conn | None = getattr(self._local, "conn", None)
+            if current is not None:
+                yield current
+                return
+        with self._pooled() as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Conn]:
+        """A transaction (a savepoint when the thread is already in one)."""
+        with self._connection() as conn, conn.transaction():
+            yield conn
+
+    def _executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
+        def write(conn: Conn) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(statement, params)
+
+        self._retrying(write)
+
+    def _retrying(self, write: Callable[[Conn], None]) -> None:
+        """Run a multi-statement write in a transaction, again if PostgreSQL picked it as the
+        victim of a deadlock (nothing of it was committed)."""
+        for attempt in range(5):
+            try:
+                with self._transaction() as conn:
+                    write(conn)
+                return
+            except _RetryableError:
+                if attempt == 4 or getattr(self._local, "conn", None) is not None:
+                    raise
+                log.info("PostgreSQL store: write retried after a deadlock")
+
+    # -- schema -----------------------------------------------------------------------------------
+    def _ensure_schema(self, conn: Conn) -> None:
+        try:
+            if schema_sql.pending_migrations(conn, self.schema):
+                applied = schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
+                if applied:
+                    log.info("schema %s: applied %s", self.schema, ", ".join(applied))
+        except psycopg.OperationalError as e:
+            raise _connect_error(self.target.display, e) from e
+        except psycopg.Error as e:
+            raise StoreError(
+                f"cannot create or upgrade schema {self.schema!r} at {self.target.display}: "
+                f"{_first_line(e)}",
+                hint="run `rayvault-learn store init` as a user allowed to create it",
+            ) from e
+
+    def init_schema(self) -> list[str]:
+        """Create the schema if needed and apply every pending migration; their names."""
+        with self.connect() as conn:
+            try:
+                return schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
+            except psycopg.Error as e:
+                raise StoreError(
+                    f"cannot initialise schema {self.schema!r} at {self.target.display}: "
+                    f"{_first_line(e)}",
+                    hint="the user needs the CREATE privilege on the database",
+                ) from e
+
+    def upgrade_schema(self) -> list[str]:
+        """Apply the pending migrations of an initialised schema; their names."""
+        with self.connect() as conn:
+            if schema_sql.applied_migrations(conn, self.schema) is None:
+                raise StoreError(
+                    f"schema {self.schema!r} at {self.target.display} is not initialised",
+                    hint="run `rayvault-learn store init` first",
+                )
+        return self.init_schema()
+
+    def schema_status(self) -> dict[str, Any]:
+        """The schema's migrations (applied, pending, unknown to this version) and row counts;
+        changes nothing."""
+        with self.connect() as conn:
+            done = schema_sql.applied_migrations(conn, self.schema)
+            known = {m.name for m in schema_sql.MIGRATIONS}
+            counts: dict[str, int] = {}
+            if done is not None:
+                for table in (
+                    "events",
+                    "event_versions",
+                    "errors",
+                    "error_versions",
+                    "agents",
+                    "memory_snapshots",
+                    "gate_states",
+                    "soul_snapshots",
+                ):
+                    query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                        sql.Identifier(self.schema), sql.Identifier(table)
+                    )
+                    with contextlib.suppress(pg_errors.UndefinedTable):
+                        counts[table] = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+        applied = sorted((done or {}).items(), key=lambda item: (item[1], item[0]))
+        return {
+            "backend": "postgresql",
+            "url": self.target.display,
+            "schema": self.schema,
+            "initialised": done is not None,
+            "migrations": [{"name": n, "applied_at": at} for n, at in applied],
+            "pending": [m.name for m in schema_sql.MIGRATIONS if m.name not in (done or {})],
+            "unknown": sorted(n for n in (done or {}) if n not in known),
+            "counts": counts,
+        }
+
+    # -- records ----------------------------------------------------------------------------------
+    def _where(self, table: str, key: str | None = None, column: str | None = None) -> Path:
+        """How a record is named in a corruption error (there is no file to name):
+        ``rayvault.agents[dzine_producer].memory``."""
+        name = f"{self.schema}.{table}" + (f"[{key}]" if key else "")
+        return Path(name + (f".{column}" if column else ""))
+
+    def _record(self, model: type[M], text: str, where: Path, what: str) -> M:
+        return validate_record(model, orjson.loads(text), where, what)
+
+    def _event(self, text: str) -> LearningEvent:
+        return self._record(LearningEvent, text, self._where("events"), "an event")
+
+    def _error(self, text: str) -> ErrorEntry:
+        return self._record(ErrorEntry, text, self._where("errors"), "an error-log entry")
+
+    # -- events -----------------------------------------------------------------------------------
+    @staticmethod
+    def _event_params(event: LearningEvent) -> tuple[Any, ...]:
+        data = event.model_dump_json()
+        return (event.event_id, data, *event_row(orjson.loads(data)))
+
+    def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
+        # Per-video copies are not stored: in this store they are the latest version of each
+        # event, and ``store export`` writes them as files.
+        del video_files
+        params = []
+        for event in events:
+            validate_identifier(event.event_id, "event id")
+            if event.video_id:
+                validate_identifier(event.video_id, "video id")
+            params.append(self._event_params(event))
+        if len(params) == 1:
+            with self._connection() as conn:
+                conn.execute(EVENT_UPSERT, params[0])
+        elif params:
+            self._executemany(EVENT_UPSERT, params)
+
+    def update_event(
+        self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
+    ) -> LearningEvent:
+        with self._transaction() as conn:
+            row = conn.execute(EVENT_FOR_UPDATE, (event_id,)).fetchone()
+            if row is None:
+                raise EventNotFoundError(event_id)
+            new = change(self._event(row[0]))
+            validate_identifier(new.event_id, "event id")
+            conn.execute(EVENT_UPSERT, self._event_params(new))
+            return new
+
+    def get_event(self, event_id: str) -> LearningEvent | None:
+        with self._connection() as conn:
+            row = conn.execute(EVENT_BY_ID, (event_id,)).fetchone()
+        return self._event(row[0]) if row else None
+
+    def query_events(self, query: EventQuery) -> list[LearningEvent]:
+        where, params = event_where(query, "%s")
+        order, more = event_order(query, "%s")
+        with self._connection() as conn:
+            rows = conn.execute(f"SELECT data::text FROM events{where}{order}", [*params, *more])
+            return [self._event(text) for (text,) in rows]
+
+    def count_events(self, query: EventQuery) -> int:
+        where, params = event_where(query, "%s")
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
+        return int(row[0]) if row else 0
+
+    def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
+        where, params = event_where(query, "%s")
+        facets: dict[str, dict[str, int]] = {
+            f: {} for f in ("severity", "status", "component", "agent")
+        }
+        with self._connection() as conn:
+            for facet, value, n in conn.execute(EVENT_FACETS.format(where=where), params):
+                if value is not None:
+                    facets[facet][str(value)] = int(n)
+        return facets
+
+    # -- agent memory -----------------------------------------------------------------------------
+    def _agent_docs(self, conn: Conn, agent: str) -> tuple[str | None, str | None]:
+        row = conn.execute(AGENT_STATE, (agent,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def _memory(self, agent: str, text: str | None) -> AgentMemory:
+        if text is None:
+            return AgentMemory()
+        where = self._where("agents", agent, "memory")
+        return self._record(AgentMemory, text, where, "agent memory")
+
+    def _tombstones(self, agent: str, text: str | None) -> TombstoneFile:
+        if text is None:
+            return TombstoneFile()
+        where = self._where("agents", agent, "tombstones")
+        return self._record(TombstoneFile, text, where, "the tombstone list")
+
+    def load_memory(self, agent: str) -> AgentMemory:
+        validate_identifier(agent, "agent")
+        with self._connection() as conn:
+            memory, _ = self._agent_docs(conn, agent)
+        return self._memory(agent, memory)
+
+    def load_tombstones(self, agent: str) -> TombstoneFile:
+        validate_identifier(agent, "agent")
+        with self._connection() as conn:
+            _, tombstones = self._agent_docs(conn, agent)
+        return self._tombstones(agent, tombstones)
+
+    def _locked_row(self, conn: Conn, query: str, key: str, *lock: str) -> tuple[Any, ...] | None:
+        """Lock a record's row and read it, in the caller's transaction (``query`` ends in
+        ``FOR UPDATE``).
+
+        An existing row is locked by ``FOR UPDATE`` (which also returns its latest committed
+        version). For a record without a row yet, the advisory lock ``lock`` is taken and the row
+        read again ``FOR UPDATE``: so whoever writes a record holds its row lock or is the one
+        creating the row, and two writers never overlap.
+        """
+        row = conn.execute(query, (key,)).fetchone()
+        if row is None:
+            conn.execute(LOCK, (self.lock_key(*lock),))
+            row = conn.execute(query, (key,)).fetchone()
+        return row
+
+    def _lock_agent(self, conn: Conn, agent: str) -> tuple[str | None, str | None]:
+        row = self._locked_row(conn, AGENT_LOCKED, agent, "agent", agent)
+        return (row[0], row[1]) if row else (None, None)
+
+    @contextlib.contextmanager
+    def agent_state(self, agent: str) -> Iterator[AgentState]:
+        validate_identifier(agent, "agent")
+        with self._transaction() as conn:
+            old_memory, old_tombstones = self._lock_agent(conn, agent)
+            state = AgentState(
+                agent,
+                self._memory(agent, old_memory),
+                self._tombstones(agent, old_tombstones),
+                existed=old_memory is not None,
+            )
+            yield state
+            if not (state.memory_changed or state.tombstones_changed):
+                return
+            now = utcnow()
+            memory_text = tombstones_text = None
+            if state.memory_changed:
+                state.memory.updated = now
+                memory_text = dump_json(state.memory.model_dump(mode="json")).decode()
+            if state.tombstones_changed:
+                state.tombstones.updated = now
+                tombstones_text = dump_json(state.tombstones.model_dump(mode="json")).decode()
+            snapshot = state.memory_changed and old_memory is not None
+            stamp = compact_ts(now)
+            params = {
+                "agent": agent,
+                "memory": memory_text,
+                "tombstones": tombstones_text,
+                "snapshot": snapshot,
+                "name": _snapshot_name(stamp),
+                "taken": parse_ts(stamp),
+            }
+            row = conn.execute(AGENT_WRITE, params).fetchone()
+            if snapshot and old_memory is not None and not (row and row[0]):
+                self._snapshot(conn, agent, old_memory, now)  # the random name was taken
+
+    def _snapshot(self, conn: Conn, agent: str, text: str, now: datetime) -> None:
+        """Archive a memory text, named like the file store's snapshots (several changes in one
+        second each keep their own)."""
+        stamp = compact_ts(now)
+        while not conn.execute(
+            SNAPSHOT_INSERT, (agent, _snapshot_name(stamp), parse_ts(stamp), text)
+        ).fetchone():
+            pass
+
+    def list_agents(self) -> list[str]:
+        with self._connection() as conn:
+            names = [a for (a,) in conn.execute("SELECT agent FROM agents ORDER BY agent")]
+        return [a for a in names if is_safe_identifier(a)]
+
+    def init_agent(self, agent: str) -> bool:
+        validate_identifier(agent, "agent")
+        with self._transaction() as conn:
+            memory, tombstones = self._lock_agent(conn, agent)
+            if memory is not None and tombstones is not None:
+                return False
+            now = utcnow()
+            new_memory = (
+                dump_json(AgentMemory(updated=now).model_dump(mode="json")).decode()
+                if memory is None
+                else None
+            )
+            new_tombstones = (
+                dump_json(TombstoneFile(updated=now).model_dump(mode="json")).decode()
+                if tombstones is None
+                else None
+            )
+            conn.execute(AGENT_SAVE, (agent, new_memory, new_tombstones))
+            return True
+
+    def list_memory_snapshots(self, agent: str) -> list[tuple[datetime, str]]:
+        validate_identifier(agent, "agent")
+        with self._connection() as conn:
+            return [(as_utc(at), name) for at, name in conn.execute(SNAPSHOT_LIST, (agent,))]
+
+    def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]:
+        validate_identifier(agent, "agent")
+        with self._connection() as conn:
+            rows = conn.execute(SNAPSHOT_PRUNE, (agent, as_utc(older_than))).fetchall()
+        return [name for _, name in sorted((as_utc(at), name) for at, name in rows)]
+
+    # -- error log --------------------------------------------------------------------------------
+    @staticmethod
+    def _error_params(entry: ErrorEntry) -> tuple[Any, ...]:
+        data = entry.model_dump_json()
+        return (entry.id, data, *error_row(orjson.loads(data)))
+
+    def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
+        params = []
+        for entry in entries:
+            validate_identifier(entry.id, "error id")
+            params.append(self._error_params(entry))
+        if len(params) == 1:
+            with self._connection() as conn:
+                conn.execute(ERROR_UPSERT, params[0])
+        elif params:
+            self._executemany(ERROR_UPSERT, params)
+
+    def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
+        with self._transaction() as conn:
+            row = conn.execute(ERROR_FOR_UPDATE, (error_id,)).fetchone()
+            if row is None:
+                raise ErrorEntryNotFoundError(error_id)
+            new = change(self._error(row[0]))
+            validate_identifier(new.id, "error id")
+            conn.execute(ERROR_UPSERT, self._error_params(new))
+            return new
+
+    def get_error(self, error_id: str) -> ErrorEntry | None:
+        with self._connection() as conn:
+            row = conn.execute(ERROR_BY_ID, (error_id,)).fetchone()
+        return self._error(row[0]) if row else None
+
+    def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]:
+        clause, params = error_where(query, "%s")
+        with self._connection() as conn:
+            rows = conn.execute(f"SELECT data::text FROM errors{clause}", params)
+            return [self._error(text) for (text,) in rows]
+
+    def error_patterns(self, min_count: int) -> list[ErrorPattern]:
+        with self._connection() as conn:
+            groups = conn.execute(ERROR_PATTERNS, (min_count,)).fetchall()
+            examples = {
+                entry_id: self._error(text)
+                for entry_id, text in conn.execute(ERRORS_BY_IDS, ([g[5] for g in groups],))
+            }
+        patterns = []
+        for fp, count, unresolved, first, last, example, videos, stages in groups:
+            sample = examples[example]
+            patterns.append(
+                ErrorPattern(
+                    fingerprint=fp,
+                    pattern=sample.pattern or sample.error[:200],
+                    stage=fp.split(":", 1)[0],
+                    count=count,
+                    unresolved=unresolved,
+                    videos=sorted(videos),
+                    stages=sorted(stages),
+                    first_seen=_from_micros(first),
+                    last_seen=_from_micros(last),
+                    example_id=example,
+                )
+            )
+        return patterns
+
+    def latest_resolutions(self) -> list[ErrorEntry]:
+        with self._connection() as conn:
+            return [self._error(text) for (text,) in conn.execute(LATEST_RESOLUTIONS)]
+
+    # -- the gate ---------------------------------------------------------------------------------
+    def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
+        if not components:
+            return []
+        inner = known_failures_sql(len(components), "%s")
+        with self._connection() as conn:
+            rows = conn.execute(KNOWN_FAILURES.format(inner=inner), [*components, threshold])
+            return [
+                KnownFailure(
+                    fingerprint=fp,
+                    pattern=template or fp,
+                    occurrences=occurrences,
+                    unresolved=unresolved,
+                )
+                for fp, occurrences, unresolved, template in rows
+            ]
+
+    def load_gate_state(self, video_id: str) -> GateState | None:
+        validate_identifier(video_id, "video id")
+        with self._connection() as conn:
+            row = conn.execute(GATE_STATE, (video_id,)).fetchone()
+        if row is None:
+            return None
+        where = self._where("gate_states", video_id)
+        return self._record(GateState, row[0], where, "the gate state")
+
+    @contextlib.contextmanager
+    def gate_state(self, video_id: str) -> Iterator[GateState]:
+        validate_identifier(video_id, "video id")
+        with self._transaction() as conn:
+            row = self._locked_row(conn, GATE_STATE_LOCKED, video_id, "gate", video_id)
+            where = self._where("gate_states", video_id)
+            state = (
+                self._record(GateState, row[0], where, "the gate state")
+                if row
+                else GateState(video_id=video_id)
+            )
+            yield state
+            state.updated = utcnow()
+            conn.execute(GATE_SAVE, (video_id, dump_json(state.model_dump(mode="json")).decode()))
+
+    def save_soul_snapshot(self, sha256: str, text: str) -> None:
+        validate_identifier(sha256, "SOUL hash")
+        if sha256 in self._souls_saved:  # a hash names one text forever: saved once is enough
+            return
+        with self._connection() as conn:
+            conn.execute(SOUL_SAVE, (sha256, text))
+        self._souls_saved.add(sha256)
+
+    def load_soul_snapshot(self, sha256: str) -> str | None:
+        validate_identifier(sha256, "SOUL hash")
+        with self._connection() as conn:
+            row = conn.execute(SOUL_LOAD, (sha256,)).fetchone()
+        return str(row[0]) if row else None
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A session advisory lock on a connection of its own, held for the block: the steps
+        inside run in their own transactions, as with the file store's lock file."""
+        key = self.lock_key("exclusive", validate_identifier(name, "lock name"))
+        with self._pooled() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                # A broken connection has lost the lock with its session already.
+                with contextlib.suppress(psycopg.OperationalError):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    # -- whole-store transfer (``store export``/``store import``, see ``transfer``) ---------------
+    def has_data(self) -> bool:
+        with self._connection() as conn:
+            query = " OR ".join(f"EXISTS (SELECT 1 FROM {t})" for t in schema_sql.DATA_TABLES)
+            row = conn.execute(f"SELECT {query}").fetchone()
+        return bool(row and row[0])
+
+    def dump_items(self) -> Iterator[Any]:
+        from rayvault.learning.store import _pgtransfer
+
+        return _pgtransfer.dump(self)
+
+    def load_items(self, items: Iterable[Any]) -> dict[str, int]:
+        from rayvault.learning.store import _pgtransfer
+
+        return _pgtransfer.load(self, items)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(store: PostgresStore) -> Store:
+        return store  # mypy checks every method of ``Store`` against this class
