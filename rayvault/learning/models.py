@@ -64,7 +64,8 @@ SeverityField = Annotated[Severity, BeforeValidator(normalize_severity)]
 class Record(BaseModel):
     """Base of every record: keeps unknown fields and allows dict-style reads."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=False)
+    # Schemas are built on first use: a short process (the gate) pays only for what it touches.
+    model_config = ConfigDict(extra="allow", validate_assignment=False, defer_build=True)
 
     def __getitem__(self, key: str) -> Any:
         if key in type(self).model_fields:
