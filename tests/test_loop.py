@@ -31,7 +31,7 @@ from rayvault.learning.loop import (
     learning_stage,
     run_stage,
 )
-from rayvault.learning.store import FileStore
+from rayvault.learning.store import FileStore, Store
 
 from .conftest import Clock, event_kwargs
 
@@ -463,7 +463,7 @@ def test_history_uses_the_most_recent_error_log_lesson(root: Path, clock: Clock)
     assert FileStore(root).latest_resolution(str(new.fingerprint)) is not None
 
 
-def test_latest_resolution_is_an_indexed_lookup(store: FileStore, clock: Clock) -> None:
+def test_latest_resolution_is_an_indexed_lookup(store: Store, clock: Clock) -> None:
     """The store answers the newest resolution of a fingerprint through its index."""
     a = log_error("v1", "research", "Price missing for B0AAA11111")
     assert store.latest_resolution(str(a.fingerprint)) is None
@@ -477,14 +477,23 @@ def test_latest_resolution_is_an_indexed_lookup(store: FileStore, clock: Clock) 
 
     from rayvault.learning.store._sql import LATEST_RESOLUTION_SQL
 
-    conn = store.index.sync("errors")
-    plan = " ".join(
-        str(row[-1])
-        for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + LATEST_RESOLUTION_SQL.format(ph="?"), ("x",)
+    if isinstance(store, FileStore):
+        conn = store.index.sync("errors")
+        plan = " ".join(
+            str(row[-1])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + LATEST_RESOLUTION_SQL.format(ph="?"), ("x",)
+            )
         )
-    )
-    assert "errors_fingerprint" in plan and "SCAN errors" not in plan
+        assert "errors_fingerprint" in plan and "SCAN errors" not in plan
+        return
+    from rayvault.learning.store.postgres import LATEST_RESOLUTION, PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with store.connect() as pg:  # a handful of rows: make the planner show what it can use
+        pg.execute("SET enable_seqscan = off")
+        plan = " ".join(str(row[0]) for row in pg.execute("EXPLAIN " + LATEST_RESOLUTION, ("x",)))
+    assert "errors_fingerprint" in plan and "Seq Scan" not in plan
 
 
 def test_unmapped_stage_runs_without_an_agent(root: Path) -> None:
