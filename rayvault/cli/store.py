@@ -124,7 +124,7 @@ def _summary(summary: Any, as_json: bool) -> None:
     data = summary.to_dict()
     if not want_json(as_json):
         for path in data["skipped"]:
-            warn(f"not transferred (no store table for it yet): {escape(path)}")
+            warn(f"not transferred (not a record this version moves): {escape(path)}")
 
     def human() -> None:
         out = console()
