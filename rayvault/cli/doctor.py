@@ -89,7 +89,7 @@ def print_report(report: DoctorReport) -> None:
             soft_wrap=True,
         )
     else:
-        out.print(f"No problems found in the {escape(report.store)}.")
+        out.print(f"No problems found in the {escape(report.store)}.", soft_wrap=True)
 
 
 def _count(n: int, word: str) -> str:

@@ -118,10 +118,11 @@ class PostgresDoctor:
 
     def run(self) -> list[Finding]:
         store = self.store
-        if store.auto_migrate:
+        first_use = store._pool is None
+        if store.auto_migrate and first_use:
             store._get_pool()  # a first use creates or upgrades the schema, as any command does
         with store.connect() as conn:
-            if not self._check_schema(conn):
+            if not self._check_schema(conn, upgraded=store.applied_on_open if first_use else []):
                 return self.findings
             stale: list[tuple[_Log, Finding, list[str]]] = []
             with conn.transaction():
@@ -199,16 +200,17 @@ class PostgresDoctor:
             yield from cur
 
     # -- the schema -------------------------------------------------------------------------------
-    def _check_schema(self, conn: Conn) -> bool:
-        """Whether the schema can be checked further."""
+    def _check_schema(self, conn: Conn, *, upgraded: list[str]) -> bool:
+        """Whether the schema can be checked further (``upgraded``: the migrations this run's
+        first use of the store applied)."""
         store = self.store
         where = self.schema
-        if store.applied_on_open:
+        if upgraded:
             self._add(
                 "schema-upgraded",
                 where,
                 f"this run created or upgraded the schema on first use: applied "
-                f"{', '.join(store.applied_on_open)}",
+                f"{', '.join(upgraded)}",
                 level="info",
             )
         applied = schema_sql.applied_migrations(conn, self.schema)
@@ -341,7 +343,7 @@ class PostgresDoctor:
             if tuple(row[:-1]) != expected:
                 columns.append(row[0])
         self._tick(table, total, total)
-        columns = sorted(set(columns) - set(stale))
+        columns = sorted(set(columns) - set(stale) - set(extra))  # each key named once
         parts = [
             (missing, f"missing (a version but no row): {_sample(missing)}"),
             (extra, f"not in {versions}: {_sample(extra)}"),
@@ -365,7 +367,7 @@ class PostgresDoctor:
         kind held off; a row without any version becomes one first."""
         key, versions, table = log.key, log.versions, log.table
         with conn.transaction():
-            conn.execute(f"LOCK TABLE {versions}, {table} IN EXCLUSIVE MODE")
+            self.store.lock_tables(conn, f"{versions}, {table}", "EXCLUSIVE")
             added = conn.execute(
                 f"""
                 INSERT INTO {versions} ({key}, data)
@@ -437,7 +439,7 @@ class PostgresDoctor:
 
     def _repair_counts(self, conn: Conn, finding: Finding) -> None:
         with conn.transaction():
-            conn.execute("LOCK TABLE events, errors IN SHARE MODE")  # writers wait a moment
+            self.store.lock_tables(conn, "events, errors", "SHARE")  # writers wait a moment
             conn.execute("DELETE FROM fp_counts")
             conn.execute(
                 "INSERT INTO fp_counts (component, fingerprint, total, open) "

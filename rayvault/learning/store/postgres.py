@@ -34,9 +34,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import re
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -122,6 +124,9 @@ LOCK_TIMEOUT_MS = 60_000
 POOL_MAX = 4
 #: Seconds to wait for a free pooled connection.
 POOL_TIMEOUT = 30.0
+#: How long one attempt of a maintenance transaction waits for its table locks (well under
+#: PostgreSQL's deadlock_timeout, 1 s by default: it gives up before a writer could be aborted).
+MAINTENANCE_LOCK_TRY_MS = 200
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _OPTIONS_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*\"?([^\s,\"]+)")
 #: Query parameters of a store URL that are ours, not libpq's.
@@ -607,6 +612,28 @@ class PostgresStore:
         """A transaction (a savepoint when the thread is already in one)."""
         with self._connection() as conn, conn.transaction():
             yield conn
+
+    def lock_tables(self, conn: Conn, tables: str, mode: str) -> None:
+        """``LOCK TABLE tables IN mode MODE`` in the caller's transaction, for maintenance that
+        holds writers off (compaction, repairs) without ever waiting while it holds a lock.
+
+        Writers take the locks of ``events`` and ``event_versions`` in either order (an update
+        reads its row first, an append inserts its version first): a maintenance transaction
+        waiting for its second table could deadlock with one, and PostgreSQL could abort the
+        writer. So each attempt gives up quickly, releases what it got, and tries again, up to
+        the usual lock timeout."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
+        while True:
+            try:
+                with conn.transaction():  # a savepoint: rolling it back releases its locks
+                    conn.execute(f"SET LOCAL lock_timeout = {MAINTENANCE_LOCK_TRY_MS}")
+                    conn.execute(f"LOCK TABLE {tables} IN {mode} MODE")
+                conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+                return
+            except pg_errors.LockNotAvailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
 
     def _executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         def write(conn: Conn) -> None:
@@ -1256,7 +1283,7 @@ class PostgresStore:
         self._writable()
         path = f"{self.schema}.event_versions"
         with self._transaction() as conn:
-            conn.execute("LOCK TABLE events, event_versions IN EXCLUSIVE MODE")
+            self.lock_tables(conn, "event_versions, events", "EXCLUSIVE")
             versions_before, bytes_before = conn.execute(COMPACT_SIZE).fetchone() or (0, 0)
             (events_after,) = conn.execute("SELECT count(*) FROM events").fetchone() or (0,)
             result = CompactResult(
