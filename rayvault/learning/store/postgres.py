@@ -59,6 +59,7 @@ from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._time import as_utc, compact_ts, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
+    CorruptFileError,
     ErrorEntryNotFoundError,
     EventNotFoundError,
     InvalidIdentifierError,
@@ -773,8 +774,16 @@ class PostgresStore:
         name = f"{self.schema}.{table}" + (f"[{key}]" if key else "")
         return Path(name + (f".{column}" if column else ""))
 
-    def _record(self, model: type[M], text: str, where: Path, what: str) -> M:
-        return validate_record(model, orjson.loads(text), where, what)
+    def _record(self, model: type[M], text: str | Any, where: Path, what: str) -> M:
+        """Validate a stored document (its JSON text, or as psycopg decoded it); one of the wrong
+        shape is a ``CorruptFileError`` naming the row."""
+        try:
+            return validate_record(
+                model, orjson.loads(text) if isinstance(text, str) else text, where, what
+            )
+        except CorruptFileError as e:
+            e.hint = "the record was left unchanged; inspect it, or run `rayvault-learn doctor`"
+            raise
 
     def _event(self, text: str) -> LearningEvent:
         return self._record(LearningEvent, text, self._where("events"), "an event")
@@ -1128,7 +1137,7 @@ class PostgresStore:
             row = conn.execute(LATEST_RESOLUTION, (fingerprint,)).fetchone()
         if row is None:
             return None
-        return validate_record(ErrorEntry, row[0], self._where("errors"), "an error-log entry")
+        return self._record(ErrorEntry, row[0], self._where("errors"), "an error-log entry")
 
     # -- the gate ---------------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
