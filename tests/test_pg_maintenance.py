@@ -37,6 +37,7 @@ from rayvault.learning.store.transfer import export_store, import_root
 from . import _raw
 from .conftest import Clock, PgSchemas, event_kwargs
 
+pytestmark = pytest.mark.postgres
 AGENT = "dzine_producer"
 OLD_MIGRATIONS = schema_sql.MIGRATIONS[:5]  # what the first release of the schema had
 NEW = [m.name for m in schema_sql.MIGRATIONS[5:]]

@@ -4,7 +4,7 @@ PostgreSQL, losslessly both ways."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from rayvault.learning.errors import log_error, promote_to_learning, resolve_err
 from rayvault.learning.gate import acknowledge, learning_gate
 from rayvault.learning.memory import init_memory
 from rayvault.learning.revisit import revisit
-from rayvault.learning.store import FileStore, Store
+from rayvault.learning.store import EventQuery, FileStore, Store
 from rayvault.learning.store.base import ErrorQuery
 from rayvault.learning.store.postgres import PostgresStore
 from rayvault.learning.store.transfer import (
@@ -167,6 +167,23 @@ def test_file_to_postgres_to_file_is_lossless(
     assert pg.list_weekly_reports() == files.list_weekly_reports()
     for name in files.list_weekly_reports():
         assert pg.load_weekly_report(name) == files.load_weekly_report(name)
+    # The registry's and the revisit's queries answer alike (PostgreSQL's dialect of _sql).
+    since = clock.now - timedelta(days=40)
+    for query in (EventQuery(), EventQuery(components=("assets",)), EventQuery(unresolved=True)):
+        assert pg.event_facets(query) == files.event_facets(query)
+        assert pg.event_patterns(query) == files.event_patterns(query)
+        assert pg.event_patterns(query, min_count=2, active_since=since) == files.event_patterns(
+            query, min_count=2, active_since=since
+        )
+        assert pg.event_timeline(query) == files.event_timeline(query)
+        assert pg.resolution_times(query) == files.resolution_times(query)
+        assert pg.count_events(query) == files.count_events(query)
+    assert files.resolution_times(EventQuery()) and files.event_patterns(EventQuery())
+    ids = [e.event_id for e in files.query_events(EventQuery())] + ["le-missing"]
+    assert pg.event_statuses(ids) == files.event_statuses(ids)
+    for entry in files.query_errors(ErrorQuery()):
+        fp = str(entry.fingerprint)
+        assert pg.latest_resolution(fp) == files.latest_resolution(fp)
 
     out = tmp_path / "exported"
     export_store(pg, out)
