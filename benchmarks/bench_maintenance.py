@@ -1,6 +1,7 @@
 """Maintenance at scale: compacting the event index, the doctor, and the migration.
 
     python benchmarks/bench_maintenance.py [--events 100000] [--notes 2000] [--errors 20000]
+                                           [--store postgresql://USER@HOST/DB]
 
 - ``events compact`` over an index holding two versions of each of ``--events`` events, and the
   first read afterwards (the derived index rebuilds);
@@ -9,6 +10,10 @@
 - ``migrate`` dry run and apply of ``--notes`` skill-graph notes (copies of the real notes in
   ``../shared/data``, or synthetic ones) and ``--errors`` error-log entries, about half resolved;
   then the second, idempotent apply.
+
+With ``--store URL`` the same is measured on PostgreSQL too (a schema of its own, dropped
+afterwards): compaction of ``event_versions``, the doctor's table checks (clean, then with wrong
+failure counts and ``--repair``), and the migration.
 
 No target in DESIGN.md §7 covers these; the figures say what an operator waits.
 """
@@ -22,12 +27,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
     BENCH_DIR,
+    bench_schema_url,
+    drop_schema,
+    open_history,
     synthetic_errors,
     synthetic_events,
     write_error_log,
@@ -91,11 +99,48 @@ def bench_compact_and_doctor(count: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def bench_migrate(notes: int, errors: int) -> None:
+def bench_compact_and_doctor_pg(count: int, url: str) -> None:
+    from rayvault.learning.doctor import check_root
+    from rayvault.learning.store import EventQuery
+
+    root = Path(tempfile.mkdtemp(dir=BENCH_DIR))
+    schema_url = bench_schema_url(url)
+    try:
+        events = synthetic_events(count)
+        second = [{**e, "status": "archived"} for e in events]
+        store: Any = open_history(root, schema_url, events + second)
+        took, result = seconds(store.compact_events)
+        print(
+            f"[postgresql] events compact: {result.versions_before:,} versions "
+            f"({result.bytes_before / 1e6:.0f} MB) → {result.events_after:,} events in "
+            f"{took:.2f} s"
+        )
+        took, _ = seconds(lambda: store.count_events(EventQuery(video_id="v00001")))
+        print(f"[postgresql]   first read after compaction: {took * 1000:.1f} ms")
+        took, report = seconds(lambda: check_root(store=store))
+        print(
+            f"[postgresql] doctor, {count:,} events: {took:.2f} s, {len(report.findings)} findings"
+        )
+        with store.connect() as conn:
+            conn.execute("UPDATE fp_counts SET total = total + 1 WHERE component = 'assets'")
+        took, report = seconds(lambda: check_root(repair=True, store=store))
+        print(
+            f"[postgresql] doctor --repair with wrong failure counts: {took:.2f} s, "
+            f"{report.repaired} repaired"
+        )
+        store.close()
+    finally:
+        drop_schema(schema_url)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_migrate(notes: int, errors: int, url: str | None = None) -> None:
     from rayvault.learning.migrate import migrate_learnings
     from rayvault.learning.store import FileStore
 
     root = Path(tempfile.mkdtemp(dir=BENCH_DIR))
+    schema_url = bench_schema_url(url) if url else None
+    label = "[postgresql] " if url else ""
     try:
         folder = root / "agents/skills/learnings"
         folder.mkdir(parents=True)
@@ -109,22 +154,27 @@ def bench_migrate(notes: int, errors: int) -> None:
                     f"---\nseverity: fail\n---\n# [FAIL] assets: failure {i}\n\n"
                     "## Symptom\n\nfailure\n\n## Root Cause\n\ncause\n\n## Fix Applied\n\nfix\n"
                 )
-        write_error_log(root, synthetic_errors(errors))
-        store = FileStore(root)
+        if schema_url:
+            store: Any = open_history(root, schema_url, [], synthetic_errors(errors))
+        else:
+            write_error_log(root, synthetic_errors(errors))
+            store = FileStore(root)
         took, report = seconds(lambda: migrate_learnings(store=store))
         print(
-            f"migrate dry run, {notes:,} notes + {errors:,} error-log entries: {took:.2f} s "
-            f"({report.migrated:,} would be migrated)"
+            f"{label}migrate dry run, {notes:,} notes + {errors:,} error-log entries: "
+            f"{took:.2f} s ({report.migrated:,} would be migrated)"
         )
         took, report = seconds(lambda: migrate_learnings(apply=True, store=store))
-        print(f"migrate --apply: {took:.2f} s ({report.migrated:,} events written)")
+        print(f"{label}migrate --apply: {took:.2f} s ({report.migrated:,} events written)")
         took, report = seconds(lambda: migrate_learnings(apply=True, store=store))
         print(
-            f"migrate --apply again: {took:.2f} s ({report.migrated:,} written, "
+            f"{label}migrate --apply again: {took:.2f} s ({report.migrated:,} written, "
             f"{report.present:,} already present)"
         )
         store.close()
     finally:
+        if schema_url:
+            drop_schema(schema_url)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -133,12 +183,19 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--notes", type=int, default=2000)
     parser.add_argument("--errors", type=int, default=20_000)
+    parser.add_argument(
+        "--store", help="also measure PostgreSQL at this URL (postgresql://USER@HOST/DB)"
+    )
     args = parser.parse_args()
     print(f"data roots in {BENCH_DIR}")
     if args.events:
         bench_compact_and_doctor(args.events)
+        if args.store:
+            bench_compact_and_doctor_pg(args.events, args.store)
     if args.notes or args.errors:
         bench_migrate(args.notes, args.errors)
+        if args.store:
+            bench_migrate(args.notes, args.errors, args.store)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The command line: exit codes, messages, --json output, and the files it leaves."""
+"""The command line: exit codes, messages, --json output, and the files it leaves.
+
+Tests marked ``both_stores`` run on the file store and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import pytest
 
 from rayvault.cli import main
 from rayvault.learning import create_event
+from rayvault.learning.store import get_store
+from rayvault.learning.store.transfer import MEMORY
 
+from . import _raw
 from .conftest import event_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +35,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> object:
     return json.loads(out)
 
 
+@pytest.mark.both_stores
 def test_events_create_list_get_stats(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
         capsys,
@@ -62,6 +68,7 @@ def test_events_create_list_get_stats(root: Path, capsys: pytest.CaptureFixture[
     assert run_json(capsys, "events", "get", event_id)["status"] == "verified"
 
 
+@pytest.mark.both_stores
 def test_unknown_event_is_one_clear_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "events", "get", "le-nope")
     assert code == 1
@@ -70,7 +77,9 @@ def test_unknown_event_is_one_clear_line_and_exit_1(capsys: pytest.CaptureFixtur
     assert "Traceback" not in err
 
 
+@pytest.mark.both_stores
 def test_bad_input_exit_codes(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _raw.everything(get_store())
     code, _, err = run(
         capsys, "events", "create", "--severity", "CRITICAL", "--component", "a", "--symptom", "s"
     )
@@ -83,6 +92,7 @@ def test_bad_input_exit_codes(root: Path, capsys: pytest.CaptureFixture[str]) ->
     code, _, err = run(capsys, "events", "get")
     assert code == 1 and "Missing argument" in err
     assert not (root / "data").exists()
+    assert _raw.everything(get_store()) == before
 
 
 def test_corrupt_file_is_named_and_untouched(
@@ -98,10 +108,23 @@ def test_corrupt_file_is_named_and_untouched(
     assert memory.read_text() == "{broken"
 
 
+@pytest.mark.both_stores
+def test_record_of_the_wrong_shape_is_named_and_untouched(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = get_store()
+    _raw.put(store, MEMORY, ("researcher",), '{"rules": "nope"}')
+    code, _, err = run(capsys, "memory", "show", "researcher")
+    assert code == 1
+    where = _raw.where(store, MEMORY, "researcher")
+    assert f"Error: {where} is corrupt: agent memory does not match the expected shape" in err
+    assert "was left unchanged" in err
+    assert _raw.get(store, MEMORY, "researcher") == '{"rules": "nope"}'
+
+
+@pytest.mark.both_stores
 def test_create_reports_a_failed_loop_step(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    memory = root / "state/agents/researcher/memory_active.json"
-    memory.parent.mkdir(parents=True)
-    memory.write_text("{broken")
+    _raw.put(get_store(), MEMORY, ("researcher",), '{"rules": "nope"}')
     code, out, err = run(
         capsys, "events", "create", "--severity", "FAIL", "--component", "research",
         "--symptom", "Price anomaly", "--agent", "researcher",
@@ -112,6 +135,7 @@ def test_create_reports_a_failed_loop_step(root: Path, capsys: pytest.CaptureFix
     assert len(run_json(capsys, "events", "list")) == 1
 
 
+@pytest.mark.both_stores
 def test_memory_commands(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     event = create_event(**event_kwargs())  # type: ignore[arg-type]
     shown = run_json(capsys, "memory", "show", "dzine_producer")
@@ -140,9 +164,11 @@ def test_memory_commands(root: Path, capsys: pytest.CaptureFixture[str]) -> None
     init = run_json(capsys, "memory", "init")
     assert init["researcher"] is True
     assert init["dzine_producer"] is False  # memory and tombstones exist already
-    assert (root / "state/agents/researcher/memory_active.json").exists()
+    assert "researcher" in get_store().list_agents()
+    assert _raw.get(get_store(), MEMORY, "researcher") is not None
 
 
+@pytest.mark.files_only("--root chooses the file store's data root")
 def test_root_option_before_or_after_the_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -157,6 +183,7 @@ def test_root_option_before_or_after_the_command(
     assert run_json(capsys, "events", "list") == []  # RAYVAULT_ROOT is still the test root
 
 
+@pytest.mark.both_stores
 def test_tools_scripts_give_the_same_output(root: Path) -> None:
     """``python3 tools/learning_event.py …`` is ``rayvault-learn events …``, byte for byte."""
     create_event(**event_kwargs())  # type: ignore[arg-type]
@@ -182,6 +209,7 @@ def test_tools_scripts_give_the_same_output(root: Path) -> None:
     assert "Error: no learning event with id 'le-missing'" in done.stderr
 
 
+@pytest.mark.both_stores
 def test_spec_import_paths_work_from_a_checkout(root: Path) -> None:
     code = (
         "from tools.learning_event import create_event\n"

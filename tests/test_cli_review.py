@@ -1,4 +1,6 @@
-"""The review commands: revisit, patterns, report (and the tools/learning_revisit.py script)."""
+"""The review commands: revisit, patterns, report (and the tools/learning_revisit.py script).
+
+Runs on both stores."""
 
 from __future__ import annotations
 
@@ -13,9 +15,13 @@ import pytest
 
 from rayvault.cli import main
 from rayvault.learning import create_event
+from rayvault.learning.store import get_store
+from rayvault.learning.store.transfer import MEMORY, REPORT, REPORT_HTML
 
+from . import _raw
 from .conftest import Clock, event_kwargs
 
+pytestmark = pytest.mark.both_stores
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC)
 
@@ -50,9 +56,13 @@ def test_revisit_json_and_files(
     data = json.loads(out)
     assert data["scope"] == "all" and data["days"] == 7 and data["dry_run"] is False
     assert data["report_name"] == "weekly-2026-02-19"
-    report_path = Path(data["report_files"]["json"])
-    assert report_path == root / "data/learning_reports/weekly-2026-02-19.json"
-    assert json.loads(report_path.read_text()) == data["report"]
+    store = get_store()
+    assert data["report_files"]["json"] == _raw.where(store, REPORT, "weekly-2026-02-19")
+    if not _raw.is_pg(store):
+        assert data["report_files"]["json"] == str(
+            root / "data/learning_reports/weekly-2026-02-19.json"
+        )
+    assert json.loads(str(_raw.get(store, REPORT, "weekly-2026-02-19"))) == data["report"]
     assert data["report"]["events_total"] == 4
     [conflict] = data["revalidation"]["conflicts"]
     assert conflict["kind"] == "revert"
@@ -71,11 +81,12 @@ def test_revisit_for_people(root: Path, history: None, capsys: pytest.CaptureFix
     assert "Conflicting rules:" in out and "[revert]" in out
     assert "SOUL promotion candidates: 1 (0 already promoted)" in out
     assert "rayvault-learn soul promote dzine_producer rule-" in out
-    assert f"Report: {root}/data/learning_reports/weekly-2026-02-19.json" in out
+    assert f"Report: {_raw.where(get_store(), REPORT, 'weekly-2026-02-19')}\n" in out
+    assert f"        {_raw.where(get_store(), REPORT_HTML, 'weekly-2026-02-19')}\n" in out
 
     code, out, _ = run(capsys, "revisit", "--dry-run")
     assert code == 0 and "Dry run: nothing was written." in out
-    assert not (root / "data/learning_reports/weekly-2026-02-19-2.json").exists()
+    assert get_store().list_weekly_reports() == ["weekly-2026-02-19"]
 
 
 def test_revisit_errors_exit_1(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,13 +95,12 @@ def test_revisit_errors_exit_1(root: Path, capsys: pytest.CaptureFixture[str]) -
     assert err.splitlines()[0] == "Error: unknown agent 'nobody' for the revisit scope"
     code, _, err = run(capsys, "revisit", "--days", "0")
     assert code == 1 and "Invalid value for '--days'" in err
-    memory = root / "state/agents/researcher/memory_active.json"
-    memory.parent.mkdir(parents=True)
-    memory.write_text("[")
+    store = get_store()
+    _raw.put(store, MEMORY, ("researcher",), "[]")
     code, _, err = run(capsys, "revisit")
-    assert code == 1 and f"Error: {memory} is corrupt" in err
-    assert memory.read_text() == "["
-    assert not (root / "data/learning_reports").exists()
+    assert code == 1 and f"Error: {_raw.where(store, MEMORY, 'researcher')} is corrupt" in err
+    assert _raw.get(store, MEMORY, "researcher") == "[]"
+    assert store.list_weekly_reports() == []
 
 
 def test_patterns_command(root: Path, history: None, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,7 +150,7 @@ def test_tools_script_is_the_revisit_command(root: Path, history: None) -> None:
     assert out(*script, *args) == out(*cli, *args)
     written = json.loads(out(*script, "--scope", "all", "--days", "7", "--json"))
     assert written["report_name"] == "weekly-2026-02-19"
-    assert (root / "data/learning_reports/weekly-2026-02-19.html").is_file()
+    assert str(_raw.get(get_store(), REPORT_HTML, "weekly-2026-02-19")).startswith("<!DOCTYPE")
 
 
 def test_spec_import_paths(root: Path) -> None:

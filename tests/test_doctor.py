@@ -1,5 +1,9 @@
 """The doctor: a damaged data root is found file by file, what is safe to repair is repaired
-(with what it replaced archived), and what is not (a corrupt memory) is reported and untouched."""
+(with what it replaced archived), and what is not (a corrupt memory) is reported and untouched.
+
+Runs on both stores; the file store's own checks (torn tails, per-video files, temp and lock
+files, the derived index) are ``files_only``; the PostgreSQL store's own checks are in
+tests/test_pg_maintenance.py."""
 
 from __future__ import annotations
 
@@ -18,12 +22,16 @@ from rayvault.learning.doctor import check_root
 from rayvault.learning.errors import log_error, resolve_error
 from rayvault.learning.gate import learning_gate
 from rayvault.learning.memory import load_active_memory
-from rayvault.learning.store import FileStore
+from rayvault.learning.store import FileStore, Store, get_store
 from rayvault.learning.store._fs import locked, remove_lock_file
+from rayvault.learning.store.transfer import GATE_STATE, MEMORY, REPORT, TOMBSTONES
 
+from . import _raw
 from .conftest import Clock, event_kwargs
 
+pytestmark = pytest.mark.both_stores
 EVENTS = "data/learning_events.json"
+FILE_LAYOUT = pytest.mark.files_only
 
 
 @pytest.fixture
@@ -50,14 +58,22 @@ def video_file(root: Path, event_id: str, video: str = "v042") -> Path:
     return root / f"artifacts/videos/{video}/learning/events/{event_id}.json"
 
 
+def finding_path(store: Store, kind: str, *key: str) -> str:
+    """How a finding names a document: a path relative to the data root, or a table row."""
+    where = _raw.where(store, kind, *key)
+    return where if _raw.is_pg(store) else Path(where).relative_to(store.root).as_posix()
+
+
 def test_a_healthy_root_is_clean(root: Path, healthy: dict[str, str]) -> None:
     """Normal use leaves nothing to report: lock files of live files are part of the layout."""
-    assert list(root.rglob("*.lock"))  # there are lock files, and they are fine
+    if not _raw.is_pg(get_store()):
+        assert list(root.rglob("*.lock"))  # there are lock files, and they are fine
     report = check_root()
     assert report.findings == []
     assert report.clean and report.remaining == 0
 
 
+@FILE_LAYOUT("a torn tail of the event index file")
 def test_torn_index_tail_is_cut_and_kept(root: Path, healthy: dict[str, str]) -> None:
     path = root / EVENTS
     whole = path.read_bytes()
@@ -81,6 +97,7 @@ def test_torn_index_tail_is_cut_and_kept(root: Path, healthy: dict[str, str]) ->
     assert check_root().findings == []
 
 
+@FILE_LAYOUT("per-video event files")
 def test_missing_and_stale_per_video_files_are_rewritten(
     root: Path, healthy: dict[str, str]
 ) -> None:
@@ -109,6 +126,7 @@ def test_missing_and_stale_per_video_files_are_rewritten(
     )
 
 
+@FILE_LAYOUT("per-video event files")
 def test_unreadable_and_orphan_per_video_files(root: Path, healthy: dict[str, str]) -> None:
     broken = video_file(root, healthy["first"])
     broken.write_text("{")
@@ -124,6 +142,7 @@ def test_unreadable_and_orphan_per_video_files(root: Path, healthy: dict[str, st
     assert report.remaining == 1
 
 
+@FILE_LAYOUT("a memory file that does not parse (a table holds only JSON)")
 def test_corrupt_memory_is_reported_never_touched(root: Path, healthy: dict[str, str]) -> None:
     memory = root / "state/agents/dzine_producer/memory_active.json"
     create_event(**event_kwargs(symptom="Second failure"))  # type: ignore[arg-type]
@@ -140,6 +159,46 @@ def test_corrupt_memory_is_reported_never_touched(root: Path, healthy: dict[str,
     assert not report.clean
 
 
+def test_memory_of_the_wrong_shape_is_reported_never_touched(
+    root: Path, healthy: dict[str, str]
+) -> None:
+    create_event(**event_kwargs(symptom="Second failure"))  # type: ignore[arg-type]
+    store = get_store()
+    _raw.put(store, MEMORY, ("dzine_producer",), '{"rules": [{"rule_id": 1}]}')
+    report = check_root(repair=True)
+    [finding] = report.findings
+    assert finding.code == "memory-corrupt" and finding.level == "error"
+    assert finding.path == finding_path(store, MEMORY, "dzine_producer")
+    assert finding.path == store.memory_location("dzine_producer")
+    assert not finding.repairable and not finding.repaired
+    [(_, snapshot)] = store.list_memory_snapshots("dzine_producer")
+    assert "; the newest snapshot is " in finding.message
+    assert finding.message.endswith(f"/{snapshot}")
+    assert _raw.get(store, MEMORY, "dzine_producer") == '{"rules": [{"rule_id": 1}]}'
+    assert not report.clean
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "content", "code"),
+    [
+        (TOMBSTONES, ("publisher",), "[]", "tombstones-corrupt"),
+        (MEMORY, ("publisher",), '{"rules": [{"rule_id": 1}]}', "memory-corrupt"),
+        (GATE_STATE, ("v042",), '{"runs": {}}', "gate-state-corrupt"),
+        (REPORT, ("weekly-2026-02-16",), "[]", "report-corrupt"),
+    ],
+)
+def test_documents_that_do_not_fit_are_reported_never_touched(
+    *, healthy: dict[str, str], kind: str, key: tuple[str, ...], content: str, code: str
+) -> None:
+    store = get_store()
+    _raw.put(store, kind, key, content)
+    report = check_root(repair=True)
+    assert (code, finding_path(store, kind, *key)) in codes(report.findings)
+    assert not report.clean
+    assert _raw.get(store, kind, *key) == content
+
+
+@FILE_LAYOUT("files that do not parse (a table holds only JSON)")
 @pytest.mark.parametrize(
     ("relative", "content", "code"),
     [
@@ -161,6 +220,7 @@ def test_state_files_that_do_not_parse_or_fit_are_reported(
     assert path.read_text() == content
 
 
+@FILE_LAYOUT("elements of the event index file")
 def test_invalid_index_elements_are_reported(root: Path, healthy: dict[str, str]) -> None:
     path = root / EVENTS
     text = path.read_text().rstrip()[:-1].rstrip()
@@ -172,6 +232,7 @@ def test_invalid_index_elements_are_reported(root: Path, healthy: dict[str, str]
     assert not (root / "artifacts/videos/v042/learning/events/le-bad.json").exists()
 
 
+@FILE_LAYOUT("temp files")
 def test_stray_temp_files(root: Path, healthy: dict[str, str]) -> None:
     """An old temp file is moved to the archive (it may hold the only copy of a write); a fresh
     one may be a write in progress: only mentioned."""
@@ -192,6 +253,7 @@ def test_stray_temp_files(root: Path, healthy: dict[str, str]) -> None:
     assert moved.relative_to(root).parts[3:] == old.relative_to(root).parts
 
 
+@FILE_LAYOUT("lock files")
 def test_lock_files_left_behind(root: Path, healthy: dict[str, str]) -> None:
     """A lock file nobody holds that guards nothing is removed; a held one is only mentioned."""
     named = root / "state/locks/promote-e-1.lock"
@@ -217,6 +279,7 @@ def test_lock_files_left_behind(root: Path, healthy: dict[str, str]) -> None:
     assert (root / f"{EVENTS}.lock").exists()  # the lock of a live file stays
 
 
+@FILE_LAYOUT("lock files")
 def test_removed_lock_files_keep_writers_exclusive(root: Path) -> None:
     """Lock files removed on release (named locks) or by the doctor never let two holders in."""
     target = root / "state/locks/shared"
@@ -245,12 +308,14 @@ def test_removed_lock_files_keep_writers_exclusive(root: Path) -> None:
     assert not target.with_name("shared.lock").exists()
 
 
+@FILE_LAYOUT("lock files")
 def test_remove_lock_file_refuses_a_held_lock(root: Path) -> None:
     with locked(root / "data/x.json"):
         assert remove_lock_file(root / "data/x.json.lock") is False
         assert (root / "data/x.json.lock").exists()
 
 
+@FILE_LAYOUT("the derived SQLite index")
 def test_inconsistent_derived_index_is_rebuilt(root: Path, healthy: dict[str, str]) -> None:
     list_events()  # bring the index up to date
     db = sqlite3.connect(root / "state/cache/index.sqlite3")
@@ -275,15 +340,19 @@ def test_rules_without_their_event_and_memory_over_the_cap(
     root: Path, healthy: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Reported as warnings, never changed: rules are the agent's working memory."""
-    memory = root / "state/agents/dzine_producer/memory_active.json"
-    data = json.loads(memory.read_text())
+    store = get_store()
+    data = json.loads(str(_raw.get(store, MEMORY, "dzine_producer")))
     data["rules"][0]["source_event_id"] = "le-20200101T000000Z-gone00000000"
-    memory.write_text(json.dumps(data))
+    _raw.put(store, MEMORY, ("dzine_producer",), json.dumps(data))
     create_event(**event_kwargs(symptom="Another hallucination kind"))  # type: ignore[arg-type]
     monkeypatch.setenv("RAYVAULT_LEARNING_MAX_ACTIVE_RULES_PER_AGENT", "1")
     report = check_root(repair=True)
     found = {f.code: f for f in report.findings}
-    assert found["rule-source-missing"].path == "state/agents/dzine_producer/memory_active.json"
+    assert found["rule-source-missing"].path == finding_path(store, MEMORY, "dzine_producer")
+    if not _raw.is_pg(store):
+        assert found["rule-source-missing"].path == (
+            "state/agents/dzine_producer/memory_active.json"
+        )
     assert "le-20200101T000000Z-gone00000000, which is not in the event index" in (
         found["rule-source-missing"].message
     )
@@ -297,9 +366,39 @@ def test_rules_without_their_event_and_memory_over_the_cap(
 def test_progress_is_reported(root: Path, healthy: dict[str, str]) -> None:
     calls: list[tuple[str, int, int]] = []
     check_root(progress=lambda what, done, total: calls.append((what, done, total)))
-    assert calls[-1] == ("per-video files", 2, 2)
+    assert calls and all(0 <= done <= total for _, done, total in calls)
+    finished = {what: total for what, done, total in calls if done == total}
+    assert {what for what, _, _ in calls} == set(finished)  # every part runs to its end
+    if _raw.is_pg(get_store()):
+        assert finished["event versions"] == 4 and finished["events"] == 2
+    else:
+        assert calls[-1] == ("per-video files", 2, 2)
 
 
+def test_cli_exit_codes_and_messages_on_any_store(
+    root: Path, healthy: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = get_store()
+    assert main(["doctor"]) == 0
+    assert capsys.readouterr().out == f"No problems found in the {store.describe()}.\n"
+    _raw.put(store, TOMBSTONES, ("dzine_producer",), "[]")
+    assert main(["doctor", "--repair"]) == 1
+    out = capsys.readouterr().out
+    path = finding_path(store, TOMBSTONES, "dzine_producer")
+    assert f"ERROR    {path}: the tombstone list " in out
+    assert out.endswith(f"1 problem left in the {store.describe()}.\n")
+    assert main(["doctor", "--json"]) == 1
+    [finding] = json.loads(capsys.readouterr().out)["findings"]
+    assert (finding["code"], finding["path"], finding["repairable"]) == (
+        "tombstones-corrupt",
+        path,
+        False,
+    )
+    _raw.put(store, TOMBSTONES, ("dzine_producer",), '{"tombstones": []}')
+    assert main(["doctor"]) == 0
+
+
+@FILE_LAYOUT("per-video event files")
 def test_cli_exit_codes_messages_and_json(
     root: Path, healthy: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -343,6 +442,24 @@ def test_cli_exit_codes_messages_and_json(
     assert out.endswith(f"Repaired 1 problem; the file store at {root} is healthy.\n")
 
 
+def test_doctor_without_repair_changes_nothing_on_any_store(
+    root: Path, healthy: dict[str, str]
+) -> None:
+    """Something wrong to find and something to repair, on either store: only reported."""
+    store = get_store()
+    _raw.put(store, TOMBSTONES, ("dzine_producer",), "[]")
+    if _raw.is_pg(store):
+        with store.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute("UPDATE fp_counts SET total = total + 5")
+    else:
+        video_file(root, healthy["first"]).unlink()
+    before = _raw.everything(store)
+    report = check_root()
+    assert report.remaining == 2 and report.repairable == 1
+    assert _raw.everything(store) == before
+
+
+@FILE_LAYOUT("lock files and the derived index")
 def test_doctor_without_repair_changes_no_data(root: Path, healthy: dict[str, str]) -> None:
     """Without --repair only the derived index (a cache every read updates) may change."""
     video_file(root, healthy["first"]).unlink()

@@ -1,4 +1,6 @@
-"""The closed loop: gate → execute → fail → diagnose → learn → apply → retry, and its record."""
+"""The closed loop: gate → execute → fail → diagnose → learn → apply → retry, and its record.
+
+Runs on both stores; tests about the bytes of the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -31,9 +33,12 @@ from rayvault.learning.loop import (
     learning_stage,
     run_stage,
 )
-from rayvault.learning.store import FileStore
+from rayvault.learning.store import FileStore, Store, get_store
 
+from . import _raw
 from .conftest import Clock, event_kwargs
+
+pytestmark = pytest.mark.both_stores
 
 FIX = "Use the original 3/4 reference angle"
 ANGLE = Diagnosis(
@@ -62,10 +67,6 @@ class AssetsStage:
                 f"Product shape wrong in {len(self.seen) + 1} of 5 images: reference angle top-down"
             )
         return "5 images"
-
-
-def listing(folder: Path) -> list[Path]:
-    return sorted(folder.iterdir()) if folder.exists() else []
 
 
 def steps(run_or_event: Any) -> list[str]:
@@ -139,8 +140,7 @@ def test_fails_once_then_succeeds_once_the_rule_is_present(root: Path, clock: Cl
 def test_delivery_increments_applied_count_once_per_run(root: Path, clock: Clock) -> None:
     """Each rule delivered into a run counts once (applied_count, last_applied), unarchived."""
     run_stage("v042", "assets", AssetsStage(), diagnose=angle_diagnoser)
-    archive = root / "state/agents/dzine_producer/memory_archive"
-    snapshots = listing(archive)
+    snapshots = get_store().list_memory_snapshots("dzine_producer")
     clock.advance(hours=1)
 
     stage = AssetsStage()
@@ -152,7 +152,8 @@ def test_delivery_increments_applied_count_once_per_run(root: Path, clock: Clock
     assert rule.last_applied == clock.now
     assert ctx.rules[0].applied_count == 2  # the context carries the rules as counted
     assert run.delivered_rule_ids == [rule.rule_id]
-    assert listing(archive) == snapshots  # counting a delivery is not a new version
+    # counting a delivery is not a new version
+    assert get_store().list_memory_snapshots("dzine_producer") == snapshots
 
     # Delivered on two attempts of one run: counted once.
     calls: list[int] = []
@@ -268,6 +269,7 @@ def test_decorator_runs_the_loop_and_passes_arguments(root: Path) -> None:
     assert failed.outcome == "failed" and isinstance(failed.error, RuntimeError)
 
 
+@pytest.mark.files_only("a corrupt error-log file")
 def test_a_success_is_kept_when_its_events_cannot_be_verified(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -323,7 +325,7 @@ def test_custom_diagnoser_sees_the_failure_and_sets_the_event(root: Path) -> Non
     assert failure.error.id == run.error_ids[0]
     assert failure.fingerprint == failure.error.fingerprint
     assert failure.symptom == "KeyError: 'image-6'"
-    assert isinstance(failure.store, FileStore)
+    assert failure.store is get_store()
     [diagnosis] = run.diagnoses
     assert diagnosis.severity == "BLOCKER"
     event = get_event(run.event_ids[0])
@@ -460,10 +462,10 @@ def test_history_uses_the_most_recent_error_log_lesson(root: Path, clock: Clock)
         "Read sponsored rows too",
         new.id,
     )
-    assert FileStore(root).latest_resolution(str(new.fingerprint)) is not None
+    assert get_store().latest_resolution(str(new.fingerprint)) is not None
 
 
-def test_latest_resolution_is_an_indexed_lookup(store: FileStore, clock: Clock) -> None:
+def test_latest_resolution_is_an_indexed_lookup(store: Store, clock: Clock) -> None:
     """The store answers the newest resolution of a fingerprint through its index."""
     a = log_error("v1", "research", "Price missing for B0AAA11111")
     assert store.latest_resolution(str(a.fingerprint)) is None
@@ -477,14 +479,23 @@ def test_latest_resolution_is_an_indexed_lookup(store: FileStore, clock: Clock) 
 
     from rayvault.learning.store._sql import LATEST_RESOLUTION_SQL
 
-    conn = store.index.sync("errors")
-    plan = " ".join(
-        str(row[-1])
-        for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + LATEST_RESOLUTION_SQL.format(ph="?"), ("x",)
+    if isinstance(store, FileStore):
+        conn = store.index.sync("errors")
+        plan = " ".join(
+            str(row[-1])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + LATEST_RESOLUTION_SQL.format(ph="?"), ("x",)
+            )
         )
-    )
-    assert "errors_fingerprint" in plan and "SCAN errors" not in plan
+        assert "errors_fingerprint" in plan and "SCAN errors" not in plan
+        return
+    from rayvault.learning.store.postgres import LATEST_RESOLUTION, PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with store.connect() as pg:  # a handful of rows: make the planner show what it can use
+        pg.execute("SET enable_seqscan = off")
+        plan = " ".join(str(row[0]) for row in pg.execute("EXPLAIN " + LATEST_RESOLUTION, ("x",)))
+    assert "errors_fingerprint" in plan and "Seq Scan" not in plan
 
 
 def test_unmapped_stage_runs_without_an_agent(root: Path) -> None:
@@ -523,6 +534,7 @@ def test_progress_and_logging_see_every_step(root: Path, caplog: pytest.LogCaptu
 
 def test_bad_arguments_are_refused_before_anything_is_written(root: Path) -> None:
     """Invalid ids and options are clear errors; nothing is written."""
+    before = _raw.everything(get_store())
     with pytest.raises(InvalidInputError, match="retries must be a whole number"):
         run_stage("v042", "assets", AssetsStage(), retries=-1)
     with pytest.raises(InvalidInputError, match="on_blocked must be 'raise' or 'return'"):
@@ -531,7 +543,7 @@ def test_bad_arguments_are_refused_before_anything_is_written(root: Path) -> Non
         run_stage("../x", "assets", AssetsStage())
     with pytest.raises(InvalidInputError, match="retries must be a whole number"):
         learning_stage("assets", retries=True)
-    assert not (root / "data").exists() and not (root / "state").exists()
+    assert _raw.everything(get_store()) == before
 
 
 def test_events_get_replays_the_loop(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

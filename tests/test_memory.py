@@ -288,22 +288,23 @@ def test_prompt_rules_names_the_rules_its_text_shows(root: Path, clock: Clock) -
     assert prompt_rules("researcher").rules == []
 
 
-def test_mark_delivered_counts_a_delivery_without_a_snapshot(root: Path, clock: Clock) -> None:
+def test_mark_delivered_counts_a_delivery_without_a_snapshot(clock: Clock) -> None:
     """applied_count and last_applied grow; unknown ids are skipped; no archive snapshot."""
     event = learn("FAIL", "Image hallucination")
-    archive = memory_file(root).parent / "memory_archive"
-    before = sorted(archive.iterdir()) if archive.exists() else []
+    learn("FAIL", "Audio clipping")  # a rule change: one snapshot
+    before = get_store().list_memory_snapshots(AGENT)
+    assert len(before) == 1
     clock.advance(hours=2)
     [rule] = mark_delivered(AGENT, [str(event.rule_id), "rule-gone"])
     assert rule.applied_count == 2 and rule.last_applied == clock.now
-    [stored] = load_active_memory(AGENT).rules
+    stored = next(r for r in load_active_memory(AGENT).rules if r.rule_id == event.rule_id)
     assert stored.applied_count == 2 and stored.last_applied == clock.now
-    assert (sorted(archive.iterdir()) if archive.exists() else []) == before
-    bytes_before = memory_file(root).read_bytes()
+    assert get_store().list_memory_snapshots(AGENT) == before  # counters are not versioned
+    written = load_active_memory(AGENT)
     clock.advance(minutes=1)  # a rewrite would change "updated"
     assert mark_delivered(AGENT, []) == []
     assert mark_delivered(AGENT, ["rule-gone"]) == []
-    assert memory_file(root).read_bytes() == bytes_before  # nothing to count: nothing written
+    assert load_active_memory(AGENT) == written  # nothing to count: nothing written
     with pytest.raises(InvalidIdentifierError):
         mark_delivered("../x", [str(event.rule_id)])
 

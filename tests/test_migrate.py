@@ -1,6 +1,8 @@
 """Migration of existing learnings: the real skill-graph notes (both shapes, broken front matter
 included) and resolved error-log entries become events, note by note; dry runs write nothing;
-a second run creates nothing."""
+a second run creates nothing.
+
+Runs on both stores; tests about the bytes of the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -31,10 +33,13 @@ from rayvault.learning.migrate import (
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.patterns import fingerprint
 from rayvault.learning.skill_graph import render_note
-from rayvault.learning.store import EventQuery, FileStore
+from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.policies import Policies
 
+from . import _raw
 from .conftest import Clock
+
+pytestmark = pytest.mark.both_stores
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = "agents/skills/learnings"
@@ -56,7 +61,7 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     }
 
 
-def migrated_by_note(store: FileStore) -> dict[str, LearningEvent]:
+def migrated_by_note(store: Store) -> dict[str, LearningEvent]:
     return {
         Path(e["source_note"]).name: e
         for e in store.query_events(EventQuery())
@@ -329,7 +334,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 }
 
 
-def test_real_notes_become_events_note_by_note(root: Path, notes: Path, store: FileStore) -> None:
+def test_real_notes_become_events_note_by_note(root: Path, notes: Path, store: Store) -> None:
     """Severity, component, symptom, root cause, fix, status, video and date of each note."""
     report = migrate_learnings(apply=True, store=store)
     events = migrated_by_note(store)
@@ -366,7 +371,7 @@ def test_real_notes_become_events_note_by_note(root: Path, notes: Path, store: F
 
 
 def test_notes_of_the_same_failure_stay_separate_but_share_a_fingerprint(
-    notes: Path, store: FileStore
+    notes: Path, store: Store
 ) -> None:
     """The same failure on two days, and a hand-written note and the event note made from it."""
     migrate_learnings(apply=True, store=store)
@@ -403,15 +408,17 @@ def test_dry_run_writes_nothing(
     root: Path, notes: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The whole data root is byte for byte the same after a dry run, even with existing
-    events and error log (no derived index is written either)."""
+    events and error log (no derived index is written either); on PostgreSQL no row changes."""
     create_event(run_id="r", severity="FAIL", component="research", symptom="Price anomaly")
     entry = log_error("v1", "research", "Timeout after 30s")
     resolve_error(entry.id, "slow proxy", "retry with backoff")
-    shutil.rmtree(root / "state")  # the derived index and locks the writes above left
-    for lock in root.rglob("*.lock"):
-        lock.unlink()
-    before = tree_bytes(root)
-    report = migrate_learnings(store=FileStore(root))
+    store = get_store()
+    if not _raw.is_pg(store):
+        shutil.rmtree(root / "state")  # the derived index and locks the writes above left
+        for lock in root.rglob("*.lock"):
+            lock.unlink()
+    before = tree_bytes(root), _raw.everything(store)
+    report = migrate_learnings(store=store)
     assert report.applied is False
     assert report.migrated == 27 and report.by_source["error_log"]["migrated"] == 1
     assert all(i.event_id is None for i in report.items if i.outcome == "migrated")
@@ -419,7 +426,7 @@ def test_dry_run_writes_nothing(
     assert main(["migrate"]) == 0
     assert main(["migrate", "--json"]) == 0
     capsys.readouterr()
-    assert tree_bytes(root) == before
+    assert (tree_bytes(root), _raw.everything(store)) == before
 
 
 def test_apply_twice_creates_nothing_the_second_time(root: Path, notes: Path, clock: Clock) -> None:
@@ -428,8 +435,8 @@ def test_apply_twice_creates_nothing_the_second_time(root: Path, notes: Path, cl
     resolve_error(entry.id, "slow proxy", "retry with backoff")
     first = migrate_learnings(apply=True)
     assert first.migrated == 27
-    index = (root / "data/learning_events.json").read_bytes()
-    errors = (root / "data/error_log.json").read_bytes()
+    store = get_store()
+    stored = _raw.everything(store)
     clock.advance(days=1)
     second = migrate_learnings(apply=True)
     assert second.migrated == 0
@@ -441,8 +448,7 @@ def test_apply_twice_creates_nothing_the_second_time(root: Path, notes: Path, cl
     assert {i.event_id for i in second.items if i.outcome == "present"} == {
         i.event_id for i in first.items if i.outcome == "migrated"
     }
-    assert (root / "data/learning_events.json").read_bytes() == index
-    assert (root / "data/error_log.json").read_bytes() == errors
+    assert _raw.everything(store) == stored  # the index and the error log as they were
     assert len(list_events()) == 27
     assert not (root / "state/locks").exists() or not list((root / "state/locks").iterdir())
 
@@ -452,9 +458,11 @@ def test_migration_writes_no_rule_and_no_note(root: Path, notes: Path) -> None:
     before = tree_bytes(notes)
     migrate_learnings(apply=True)
     assert tree_bytes(notes) == before
-    assert not (root / "state/agents").exists()
-    per_video = root / "artifacts/videos/v038/learning/events"
-    assert len(list(per_video.glob("*.json"))) == 7  # the per-video copies are written
+    assert get_store().list_agents() == []
+    assert len(list_events(video_id="v038")) == 7
+    if not _raw.is_pg(get_store()):
+        per_video = root / "artifacts/videos/v038/learning/events"
+        assert len(list(per_video.glob("*.json"))) == 7  # the per-video copies are written
 
 
 def test_migrated_unverified_failures_hold_the_gate_for_their_video(
@@ -727,6 +735,7 @@ def test_cli_errors(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_spec_script_runs_from_the_repo_root(notes: Path, root: Path) -> None:
     """``python3 tools/migrate_errors_to_learning.py --dry-run --verbose`` from a checkout."""
     env = {**os.environ, "RAYVAULT_ROOT": str(root), "COLUMNS": "200"}
+    before = _raw.everything(get_store())
     done = subprocess.run(
         [sys.executable, "tools/migrate_errors_to_learning.py", "--dry-run", "--verbose"],
         capture_output=True, text=True, env=env, cwd=REPO, check=False,
@@ -735,6 +744,7 @@ def test_the_spec_script_runs_from_the_repo_root(notes: Path, root: Path) -> Non
     assert "Dry run: 26 learnings would be migrated" in done.stdout
     assert f"  migrate   {NOTES}/2026-02-20-warn-tts-audio-clipping.md" in done.stdout
     assert not (root / "data").exists()
+    assert _raw.everything(get_store()) == before
     done = subprocess.run(
         [sys.executable, "tools/migrate_errors_to_learning.py", "--apply"],
         capture_output=True, text=True, env=env, cwd=REPO, check=False,

@@ -1,5 +1,7 @@
 """Registry queries: cross-video search with datetime bounds, recurring patterns, an agent's
-learnings, promotion candidates and the latest weekly report."""
+learnings, promotion candidates and the latest weekly report.
+
+Runs on both stores; tests about the bytes of the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ from rayvault.learning import (
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.patterns import fingerprint
 from rayvault.learning.soul import promote_rule, promotion_section
-from rayvault.learning.store import FileStore
+from rayvault.learning.store import FileStore, Store, get_store
 
 from .conftest import Clock, event_kwargs
 
+pytestmark = pytest.mark.both_stores
 T0 = datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC)
 
 
@@ -189,7 +192,7 @@ def test_get_patterns_counts_open_as_unresolved(root: Path, clock: Clock) -> Non
 
 
 def test_events_of_an_older_system_are_grouped_by_a_computed_fingerprint(
-    root: Path, store: FileStore
+    root: Path, store: Store
 ) -> None:
     """Events written by the older system carry no fingerprint: the index computes one from
     their component and symptom, so they group like new events."""
@@ -282,12 +285,27 @@ def test_promotion_threshold_follows_the_policy(
     assert c.soul_file is None  # no SOUL file in this root
 
 
-def write_report(root: Path, name: str, **fields: object) -> Path:
-    path = root / "data/learning_reports" / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_report(root: Path, name: str, text: str | None = None, **fields: object) -> Path:
+    """A report stored under ``name`` as an older writer left it (a file, or a table row)."""
     base = {"generated_at": "2026-02-19T12:00:00+00:00", "period_days": 7, "scope": "all"}
-    path.write_text(json.dumps({**base, **fields}))
-    return path
+    text = json.dumps({**base, **fields}) if text is None else text
+    store = get_store()
+    path = root / "data/learning_reports" / f"{name}.json"
+    if isinstance(store, FileStore):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+    from rayvault.learning.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    store.init_schema()
+    with store.connect() as conn:
+        conn.execute(
+            "INSERT INTO weekly_reports (name, day, n, data) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+            (name, name[7:17], int(name[18:] or 1), text),
+        )
+    return Path(f"{store.schema}.weekly_reports[{name}].data")
 
 
 def test_weekly_summary_is_the_latest_report(root: Path) -> None:
@@ -297,8 +315,9 @@ def test_weekly_summary_is_the_latest_report(root: Path) -> None:
     write_report(root, "weekly-2026-02-19-2", events_total=3)
     write_report(root, "weekly-2026-02-19-10", events_total=4)
     write_report(root, "weekly-2026-02-09", events_total=5)
-    (root / "data/learning_reports/notes.json").write_text("{}")
-    (root / "data/learning_reports/weekly-2026-13-45.json").write_text("{}")
+    if isinstance(get_store(), FileStore):  # files in the folder that are not reports
+        (root / "data/learning_reports/notes.json").write_text("{}")
+        (root / "data/learning_reports/weekly-2026-13-45.json").write_text("{}")
     summary = get_weekly_summary()
     assert summary is not None
     assert summary.events_total == 4  # -10 comes after -2: numbers, not text
@@ -326,6 +345,7 @@ def test_old_report_with_only_the_original_fields_loads(root: Path) -> None:
     assert summary.top_patterns == [] and summary["custom"] == "kept"
 
 
+@pytest.mark.files_only("a report file that does not parse (a table holds only JSON)")
 def test_corrupt_latest_report_is_named(root: Path) -> None:
     path = write_report(root, "weekly-2026-02-19")
     path.write_text("{nope")
@@ -333,11 +353,18 @@ def test_corrupt_latest_report_is_named(root: Path) -> None:
         get_weekly_summary()
     assert str(path) in str(info.value)
     assert path.read_text() == "{nope"
-    path.write_text('{"scope": "all"}')
-    with pytest.raises(CorruptFileError, match="does not match the expected shape"):
+
+
+def test_a_latest_report_of_the_wrong_shape_is_named(root: Path) -> None:
+    write_report(root, "weekly-2026-02-12")
+    where = write_report(root, "weekly-2026-02-19", text='{"scope": "all"}')
+    with pytest.raises(CorruptFileError, match="does not match the expected shape") as info:
         get_weekly_summary()
+    assert str(where) in str(info.value)
+    assert get_store().list_weekly_reports() == ["weekly-2026-02-12", "weekly-2026-02-19"]
 
 
+@pytest.mark.files_only("edits the event index file (tests/test_postgres.py: the same in a table)")
 def test_an_event_of_the_wrong_shape_is_reported_by_file(root: Path, clock: Clock) -> None:
     learn(clock, T0)
     index = root / "data/learning_events.json"

@@ -1,6 +1,9 @@
 """The weekly revisit: stale and conflict flags at their edges, the promotion scan, the weekly
 report field by field (JSON and HTML), same-day report names, the tombstone sweep, dry runs, and
-corrupt files."""
+corrupt files.
+
+Runs on both stores (documents are set up and read back through ``tests/_raw``); tests about the
+bytes of the file layout are marked ``files_only``."""
 
 from __future__ import annotations
 
@@ -26,8 +29,20 @@ from rayvault.learning._time import format_ts
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.revisit import revisit
 from rayvault.learning.soul import promotion_section
+from rayvault.learning.store import get_store
+from rayvault.learning.store.transfer import (
+    MEMORY,
+    REPORT,
+    REPORT_HTML,
+    SNAPSHOT,
+    TOMBSTONE_ARCHIVE,
+    TOMBSTONES,
+)
 
+from . import _raw
 from .conftest import Clock, event_kwargs
+
+pytestmark = pytest.mark.both_stores
 
 NOW = datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC)
 SINCE = NOW - timedelta(days=7)
@@ -65,11 +80,15 @@ def rule(rule_id: str, created: datetime, **more: Any) -> dict[str, Any]:
     return data
 
 
-def write_memory(root: Path, agent: str, rules: list[dict[str, Any]]) -> Path:
-    path = root / "state/agents" / agent / "memory_active.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rules": rules, "updated": format_ts(NOW), "count": len(rules)}))
-    return path
+def write_memory(root: Path, agent: str, rules: list[dict[str, Any]]) -> None:
+    """The agent's memory as an earlier writer left it (in the store of the test)."""
+    text = json.dumps({"rules": rules, "updated": format_ts(NOW), "count": len(rules)})
+    _raw.put(get_store(), MEMORY, (agent,), text)
+
+
+def stored(kind: str, *key: str) -> str | None:
+    """A document's text as stored."""
+    return _raw.get(get_store(), kind, *key)
 
 
 def tombstone(rule_id: str, when: datetime, kind: str = "tombstoned") -> dict[str, Any]:
@@ -83,11 +102,9 @@ def tombstone(rule_id: str, when: datetime, kind: str = "tombstoned") -> dict[st
     }
 
 
-def write_tombstones(root: Path, agent: str, stones: list[dict[str, Any]]) -> Path:
-    path = root / "state/agents" / agent / "memory_tombstones.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"tombstones": stones, "updated": None, "count": len(stones)}))
-    return path
+def write_tombstones(root: Path, agent: str, stones: list[dict[str, Any]]) -> None:
+    text = json.dumps({"tombstones": stones, "updated": None, "count": len(stones)})
+    _raw.put(get_store(), TOMBSTONES, (agent,), text)
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -97,6 +114,11 @@ def tree(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and "state/cache" not in p.as_posix()
     }
+
+
+def everything() -> dict[str, str]:
+    """All the store holds: its files, and on PostgreSQL every row of its tables."""
+    return _raw.everything(get_store())
 
 
 # -- phase 1: revalidate -----------------------------------------------------------------------
@@ -275,12 +297,16 @@ def test_weekly_report_field_by_field(root: Path, week: dict[str, Any]) -> None:
     report = result.report
     ev = week
     assert result.report_name == "weekly-2026-02-19"
-    path = root / "data/learning_reports/weekly-2026-02-19.json"
+    store = get_store()
     assert result.report_files == {
-        "json": str(path),
-        "html": str(root / "data/learning_reports/weekly-2026-02-19.html"),
+        "json": _raw.where(store, REPORT, "weekly-2026-02-19"),
+        "html": _raw.where(store, REPORT_HTML, "weekly-2026-02-19"),
     }
-    data = json.loads(path.read_text())
+    if not _raw.is_pg(store):
+        assert result.report_files["json"] == str(
+            root / "data/learning_reports/weekly-2026-02-19.json"
+        )
+    data = json.loads(str(stored(REPORT, "weekly-2026-02-19")))
     assert data == report.model_dump(mode="json")
 
     assert data["generated_at"] == "2026-02-19T12:00:00.000000Z"
@@ -422,9 +448,9 @@ class _Page(HTMLParser):
 
 def test_html_report_says_what_the_json_says(root: Path, week: dict[str, Any]) -> None:
     result = revisit()
-    assert result.report_files is not None
-    html = Path(result.report_files["html"]).read_text()
-    data = json.loads(Path(result.report_files["json"]).read_text())
+    assert result.report_files is not None and result.report_name is not None
+    html = str(stored(REPORT_HTML, result.report_name))
+    data = json.loads(str(stored(REPORT, result.report_name)))
     page = _Page()
     page.feed(html)
 
@@ -476,49 +502,56 @@ SEVS = ("INFO", "WARN", "FAIL", "BLOCKER")
 
 def test_reports_of_the_same_day_never_overwrite_one_another(root: Path, clock: Clock) -> None:
     at(clock, NOW)
-    folder = root / "data/learning_reports"
     assert revisit().report_name == "weekly-2026-02-19"
-    first = (folder / "weekly-2026-02-19.json").read_bytes()
-    first_html = (folder / "weekly-2026-02-19.html").read_bytes()
+    first = stored(REPORT, "weekly-2026-02-19")
+    first_html = stored(REPORT_HTML, "weekly-2026-02-19")
     clock.set(NOW + timedelta(hours=11, minutes=59, seconds=59))
     second = revisit()
     assert second.report_name == "weekly-2026-02-19-2"
-    assert (folder / "weekly-2026-02-19.json").read_bytes() == first
-    assert (folder / "weekly-2026-02-19.html").read_bytes() == first_html
+    assert stored(REPORT, "weekly-2026-02-19") == first
+    assert stored(REPORT_HTML, "weekly-2026-02-19") == first_html
     assert revisit().report_name == "weekly-2026-02-19-3"
     clock.set(NOW + timedelta(hours=12))
     assert revisit().report_name == "weekly-2026-02-20"
-    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == [
-        "weekly-2026-02-19-2.html",
-        "weekly-2026-02-19-2.json",
-        "weekly-2026-02-19-3.html",
-        "weekly-2026-02-19-3.json",
-        "weekly-2026-02-19.html",
-        "weekly-2026-02-19.json",
-        "weekly-2026-02-20.html",
-        "weekly-2026-02-20.json",
-    ]
+    names = ["weekly-2026-02-19", "weekly-2026-02-19-2", "weekly-2026-02-19-3", "weekly-2026-02-20"]
+    assert get_store().list_weekly_reports() == names
+    assert _raw.names(get_store(), REPORT) == sorted(names)
+    for name in names:
+        assert str(stored(REPORT_HTML, name)).startswith("<!DOCTYPE html>")
     summary = get_weekly_summary()
     assert summary is not None and summary.generated_at == NOW + timedelta(hours=12)
 
 
+@pytest.mark.files_only("the files of data/learning_reports/")
+def test_report_files_are_named_by_day(root: Path, clock: Clock) -> None:
+    at(clock, NOW)
+    revisit()
+    revisit()
+    folder = root / "data/learning_reports"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == [
+        "weekly-2026-02-19-2.html",
+        "weekly-2026-02-19-2.json",
+        "weekly-2026-02-19.html",
+        "weekly-2026-02-19.json",
+    ]
+
+
 def test_an_orphan_html_is_never_replaced(root: Path, clock: Clock) -> None:
-    """An HTML file left without its JSON (an interrupted run) keeps its name taken."""
+    """An HTML page left without its JSON (an interrupted run) keeps its name taken."""
     clock.set(NOW)
-    orphan = root / "data/learning_reports/weekly-2026-02-19.html"
-    orphan.parent.mkdir(parents=True)
-    orphan.write_text("left over")
+    _raw.put(get_store(), REPORT_HTML, ("weekly-2026-02-19",), "left over")
     assert revisit().report_name == "weekly-2026-02-19-2"
-    assert orphan.read_text() == "left over"
+    assert stored(REPORT_HTML, "weekly-2026-02-19") == "left over"
+    assert get_store().list_weekly_reports() == ["weekly-2026-02-19-2"]
 
 
 # -- phase 4: the tombstone sweep ---------------------------------------------------------------
 def test_tombstone_sweep_at_the_grace_edge(root: Path, clock: Clock) -> None:
     clock.set(NOW)
     grace = NOW - timedelta(days=30)
-    memory = write_memory(root, "researcher", [rule("r-live", NOW, component="research")])
-    memory_bytes = memory.read_bytes()
-    stones = write_tombstones(
+    write_memory(root, "researcher", [rule("r-live", NOW, component="research")])
+    memory_text = stored(MEMORY, "researcher")
+    write_tombstones(
         root,
         "researcher",
         [
@@ -530,33 +563,37 @@ def test_tombstone_sweep_at_the_grace_edge(root: Path, clock: Clock) -> None:
     )
     result = revisit("researcher", 7)
     [sweep] = result.tombstone_sweep
-    archive = root / "state/agents/researcher/tombstone_archive/tombstones-2026-02-19.json"
+    store = get_store()
+    archive = ("researcher", "tombstones-2026-02-19.json")
     assert sweep.tombstones_archived == 2 and sweep.tombstones_kept == 2
-    assert sweep.tombstone_archive == str(archive)
-    kept = json.loads(stones.read_text())
+    assert sweep.tombstone_archive == _raw.where(store, TOMBSTONE_ARCHIVE, *archive)
+    kept = json.loads(str(stored(TOMBSTONES, "researcher")))
     assert [t["rule_id"] for t in kept["tombstones"]] == ["t-edge", "t-in"]
     assert kept["count"] == 2
-    archived = json.loads(archive.read_text())
+    archived = json.loads(str(stored(TOMBSTONE_ARCHIVE, *archive)))
     assert [t["rule_id"] for t in archived["tombstones"]] == ["t-old", "t-out"]
     assert archived["tombstones"][1]["kind"] == "evicted"
     assert archived["count"] == 2 and archived["agent"] == "researcher"
     assert archived["archived_at"] == "2026-02-19T12:00:00.000000Z"
     assert archived["older_than"] == "2026-01-20T12:00:00.000000Z"
-    assert memory.read_bytes() == memory_bytes  # the sweep never touches active rules
+    assert stored(MEMORY, "researcher") == memory_text  # the sweep never touches active rules
     # The report counted the tombstones as they were before the sweep.
     assert result.report.agent_summaries["researcher"]["tombstones"] == 4
 
     # A second sweep the same day gets its own archive; the first is left as it was.
-    first_archive = archive.read_bytes()
+    first_archive = stored(TOMBSTONE_ARCHIVE, *archive)
     clock.set(NOW + SEC * 2)
     [again] = revisit("researcher", 7).tombstone_sweep
-    second = root / "state/agents/researcher/tombstone_archive/tombstones-2026-02-19-2.json"
-    assert again.tombstone_archive == str(second)
-    assert [t["rule_id"] for t in json.loads(second.read_text())["tombstones"]] == [
+    second = ("researcher", "tombstones-2026-02-19-2.json")
+    assert again.tombstone_archive == _raw.where(store, TOMBSTONE_ARCHIVE, *second)
+    assert [
+        t["rule_id"] for t in json.loads(str(stored(TOMBSTONE_ARCHIVE, *second)))["tombstones"]
+    ] == [
         "t-edge",
         "t-in",
     ]
-    assert archive.read_bytes() == first_archive
+    assert stored(TOMBSTONE_ARCHIVE, *archive) == first_archive
+    assert _raw.names(store, TOMBSTONE_ARCHIVE, "researcher") == sorted([archive[1], second[1]])
     [none] = revisit("researcher", 7).tombstone_sweep
     assert none.tombstones_archived == 0 and none.tombstone_archive is None
 
@@ -574,8 +611,7 @@ def test_sweep_uses_the_grace_period_not_the_window(
 
 def test_snapshots_past_retention_are_pruned(root: Path, clock: Clock) -> None:
     clock.set(NOW)
-    archive = root / "state/agents/scriptwriter/memory_archive"
-    archive.mkdir(parents=True)
+    store = get_store()
     cutoff = NOW - timedelta(days=90)
     names = {
         "out": f"memory_active-{(cutoff - SEC).strftime('%Y%m%dT%H%M%SZ')}-aa.json",
@@ -583,45 +619,63 @@ def test_snapshots_past_retention_are_pruned(root: Path, clock: Clock) -> None:
         "in": f"memory_active-{(cutoff + SEC).strftime('%Y%m%dT%H%M%SZ')}-cc.json",
     }
     for name in names.values():
-        (archive / name).write_text("{}")
+        _raw.put(store, SNAPSHOT, ("scriptwriter", name), "{}")
     [dry] = revisit("scriptwriter", dry_run=True).tombstone_sweep
     assert dry.snapshots_pruned == [names["out"]]
-    assert len(list(archive.iterdir())) == 3
+    assert len(_raw.names(store, SNAPSHOT, "scriptwriter")) == 3
     [sweep] = revisit("scriptwriter").tombstone_sweep
     assert sweep.snapshots_pruned == [names["out"]]
-    assert sorted(p.name for p in archive.iterdir()) == sorted([names["edge"], names["in"]])
+    assert _raw.names(store, SNAPSHOT, "scriptwriter") == sorted([names["edge"], names["in"]])
 
 
 # -- invariants ---------------------------------------------------------------------------------
 def test_dry_run_writes_nothing(root: Path, week: dict[str, Any], clock: Clock) -> None:
     write_tombstones(root, "reviewer", [tombstone("t-due", NOW - timedelta(days=31))])
-    snapshot = root / "state/agents/reviewer/memory_archive/memory_active-20251001T000000Z-a.json"
-    snapshot.parent.mkdir(parents=True)
-    snapshot.write_text("{}")
+    snapshot = "memory_active-20251001T000000Z-a.json"
+    _raw.put(get_store(), SNAPSHOT, ("reviewer", snapshot), "{}")
     write_memory(
         root, "reviewer", [rule("r-stale", NOW - timedelta(days=20), component="script-review")]
     )
-    before = tree(root)
+    before = everything()
     result = revisit(dry_run=True)
-    assert tree(root) == before
+    assert everything() == before
     assert result.dry_run is True
     assert result.report_name is None and result.report_files is None
-    assert not (root / "data/learning_reports").exists()
+    assert get_store().list_weekly_reports() == []
     reviewer = next(s for s in result.tombstone_sweep if s.agent == "reviewer")
     assert reviewer.tombstones_archived == 1 and reviewer.tombstone_archive is None
-    assert reviewer.snapshots_pruned == [snapshot.name]
+    assert reviewer.snapshots_pruned == [snapshot]
     assert [s.rule_id for s in result.revalidation.stale] == ["r-stale"]
     assert result.report.events_total == 8  # everything reported, as for a real run
 
 
 def test_revisit_never_changes_active_rules(root: Path, week: dict[str, Any]) -> None:
     write_memory(root, "reviewer", [rule("r-stale", NOW - timedelta(days=20))])
-    memories = {p: p.read_bytes() for p in (root / "state/agents").rglob("memory_active.json")}
+    agents = get_store().list_agents()
+    memories = {agent: stored(MEMORY, agent) for agent in agents}
+    assert len([m for m in memories.values() if m]) == 4
     result = revisit()
     assert result.revalidation.stale  # flagged ...
-    assert {p: p.read_bytes() for p in memories} == memories  # ... not removed
+    assert {agent: stored(MEMORY, agent) for agent in agents} == memories  # ... not removed
 
 
+@pytest.mark.parametrize("kind", [MEMORY, TOMBSTONES])
+def test_corrupt_record_stops_the_revisit_before_any_write(
+    root: Path, week: dict[str, Any], kind: str
+) -> None:
+    write_tombstones(root, "reviewer", [tombstone("t-due", NOW - timedelta(days=31))])
+    store = get_store()
+    _raw.put(store, kind, ("researcher",), '{"rules": "nope", "tombstones": "nope"}')
+    before = everything()
+    with pytest.raises(CorruptFileError, match="does not match the expected shape") as info:
+        revisit()
+    where = _raw.where(store, kind, "researcher")
+    assert info.value.path == Path(where)
+    assert where in str(info.value)
+    assert everything() == before  # nothing written: no report, no sweep of another agent
+
+
+@pytest.mark.files_only("a file that does not parse (a table holds only JSON)")
 @pytest.mark.parametrize("name", ["memory_active.json", "memory_tombstones.json"])
 def test_corrupt_file_stops_the_revisit_before_any_write(
     root: Path, week: dict[str, Any], name: str

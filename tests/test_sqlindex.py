@@ -16,6 +16,8 @@ from rayvault.learning.store.base import ErrorQuery
 
 from .conftest import event_kwargs
 
+pytestmark = pytest.mark.files_only("the file store's derived SQLite index over its JSON logs")
+
 
 def ids(store: FileStore) -> list[str]:
     return [e.event_id for e in store.query_events(EventQuery())]

@@ -4,6 +4,7 @@ PostgreSQL, losslessly both ways."""
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,14 +21,18 @@ from rayvault.learning import (
 from rayvault.learning.errors import log_error, promote_to_learning, resolve_error
 from rayvault.learning.gate import acknowledge, learning_gate
 from rayvault.learning.memory import init_memory
-from rayvault.learning.store import FileStore, Store
+from rayvault.learning.revisit import revisit
+from rayvault.learning.store import EventQuery, FileStore, Store
 from rayvault.learning.store.base import ErrorQuery
 from rayvault.learning.store.postgres import PostgresStore
 from rayvault.learning.store.transfer import (
     EVENT,
     GATE_STATE,
+    REPORT,
+    REPORT_HTML,
     SNAPSHOT,
     SOUL,
+    TOMBSTONE_ARCHIVE,
     VIDEO_EVENT,
     export_store,
     import_root,
@@ -62,7 +67,8 @@ def assert_same_content(a: Path, b: Path) -> None:
 
 def build_history(store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A data root with every kind of record: event and error versions, promotions, evictions,
-    tombstones, memory snapshots, gate states with runs and acks, SOUL snapshots."""
+    tombstones, memory snapshots, gate states with runs and acks, SOUL snapshots, and what two
+    weekly revisits of one day leave: two reports and two tombstone archives."""
     monkeypatch.setenv("RAYVAULT_LEARNING_MAX_ACTIVE_RULES_PER_AGENT", "3")
     events = []
     for i, severity in enumerate(["WARN", "INFO", "FAIL", "WARN", "BLOCKER", "WARN"]):
@@ -105,6 +111,18 @@ def build_history(store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch) -
     learning_gate("v0", "assets", store=store)
     acknowledge("v1", "research", note="reviewed", store=store)
     learning_gate("v1", "research", store=store)
+    # The weekly revisit, past the tombstones' grace period: a report and an archive; a second
+    # one the same day (a rule tombstoned meanwhile, no grace period): "-2" of each.
+    clock.advance(days=31)
+    assert revisit(store=store).report_name == "weekly-2026-03-22"
+    rule = store.load_memory("dzine_producer").rules[0]
+    tombstone_rule("dzine_producer", rule.rule_id, "obsolete", store=store)
+    monkeypatch.setenv("RAYVAULT_LEARNING_TOMBSTONE_GRACE_DAYS", "0")
+    clock.advance(seconds=1)
+    second = revisit(store=store)
+    assert second.report_name == "weekly-2026-03-22-2"
+    archives = {s.agent: s.tombstone_archive for s in second.tombstone_sweep}
+    assert "tombstones-2026-03-22-2.json" in str(archives["dzine_producer"])
 
 
 @pytest.mark.postgres
@@ -128,6 +146,8 @@ def test_file_to_postgres_to_file_is_lossless(
     assert counts[EVENT] == 2 * 7 + 1 and counts[VIDEO_EVENT] == 7
     # SOUL snapshots: two versions of dzine_producer's, one of researcher's
     assert counts[SNAPSHOT] >= 5 and counts[GATE_STATE] == 2 and counts[SOUL] == 3
+    assert counts[REPORT] == counts[REPORT_HTML] == 2
+    assert counts[TOMBSTONE_ARCHIVE] == 2  # both sweeps of dzine_producer
     assert summary.skipped == []
 
     assert [e.to_dict() for e in list_events(store=pg)] == [
@@ -144,6 +164,26 @@ def test_file_to_postgres_to_file_is_lossless(
         assert pg.list_memory_snapshots(agent) == files.list_memory_snapshots(agent)
     assert pg.load_gate_state("v0") == files.load_gate_state("v0")
     assert pg.list_agents() == files.list_agents()
+    assert pg.list_weekly_reports() == files.list_weekly_reports()
+    for name in files.list_weekly_reports():
+        assert pg.load_weekly_report(name) == files.load_weekly_report(name)
+    # The registry's and the revisit's queries answer alike (PostgreSQL's dialect of _sql).
+    since = clock.now - timedelta(days=40)
+    for query in (EventQuery(), EventQuery(components=("assets",)), EventQuery(unresolved=True)):
+        assert pg.event_facets(query) == files.event_facets(query)
+        assert pg.event_patterns(query) == files.event_patterns(query)
+        assert pg.event_patterns(query, min_count=2, active_since=since) == files.event_patterns(
+            query, min_count=2, active_since=since
+        )
+        assert pg.event_timeline(query) == files.event_timeline(query)
+        assert pg.resolution_times(query) == files.resolution_times(query)
+        assert pg.count_events(query) == files.count_events(query)
+    assert files.resolution_times(EventQuery()) and files.event_patterns(EventQuery())
+    ids = [e.event_id for e in files.query_events(EventQuery())] + ["le-missing"]
+    assert pg.event_statuses(ids) == files.event_statuses(ids)
+    for entry in files.query_errors(ErrorQuery()):
+        fp = str(entry.fingerprint)
+        assert pg.latest_resolution(fp) == files.latest_resolution(fp)
 
     out = tmp_path / "exported"
     export_store(pg, out)
@@ -262,13 +302,63 @@ def test_legacy_files_keep_their_content(root: Path, tmp_path: Path) -> None:
 
 
 def test_files_no_store_knows_are_reported(root: Path, tmp_path: Path) -> None:
-    """Files under data/ or state/ that no kind covers (yet) are listed as skipped."""
+    """Files under data/ or state/ that no kind covers are listed as skipped: what compaction
+    archived, files that only look like reports or archives."""
     create_event(**event_kwargs())  # type: ignore[arg-type]
-    report = root / "data/learning_reports/weekly-2026-02-19.json"
-    report.parent.mkdir(parents=True)
-    report.write_text("{}")
+    folder = root / "data/learning_reports"
+    folder.mkdir(parents=True)
+    for name in ("weekly-2026-02-19.json", "weekly-2026-13-45.json", "notes.txt"):
+        (folder / name).write_text("{}")
+    archive = root / "state/agents/dzine_producer/tombstone_archive"
+    archive.mkdir()
+    (archive / "tombstones-2026-02-19.json").write_text("{}")
+    (archive / "tombstones-old.json").write_text("{}")
+    compacted = FileStore(root).compact_events()  # the event's two versions: one archive
     summary = export_store(FileStore(root), tmp_path / "out")
-    assert summary.skipped == ["data/learning_reports/weekly-2026-02-19.json"]
+    assert summary.skipped == [
+        str(compacted.archive),
+        "data/learning_reports/notes.txt",
+        "data/learning_reports/weekly-2026-13-45.json",
+        "state/agents/dzine_producer/tombstone_archive/tombstones-old.json",
+    ]
+    assert summary.counts[REPORT] == 1 and summary.counts[TOMBSTONE_ARCHIVE] == 1
+
+
+@pytest.mark.postgres
+def test_reports_and_archives_left_half_written_move_as_they_are(
+    root: Path, tmp_path: Path, pg_schemas: PgSchemas
+) -> None:
+    """A report without its page, a page without its report (interrupted writers): each moves
+    to PostgreSQL and back as found, and keeps its name taken."""
+    create_event(**event_kwargs())  # type: ignore[arg-type]
+    folder = root / "data/learning_reports"
+    folder.mkdir(parents=True)
+    base = {"generated_at": "2026-02-19T12:00:00.000000Z", "period_days": 7, "scope": "all"}
+    (folder / "weekly-2026-02-19.json").write_text(json.dumps(base))
+    (folder / "weekly-2026-02-19-2.html").write_text("<p>left over</p>")
+    (folder / "weekly-2026-02-19-10.json").write_text(json.dumps({**base, "scope": "x"}))
+    pg = PostgresStore(tmp_path / "project", pg_schemas.new_url())
+    import_root(pg, root)
+    assert pg.list_weekly_reports() == ["weekly-2026-02-19", "weekly-2026-02-19-10"]
+    assert pg.load_weekly_report("weekly-2026-02-19-2") is None  # a page only
+    saved = pg.save_weekly_report(date(2026, 2, 19), base, "<p>new</p>")
+    assert saved.name == "weekly-2026-02-19-11"
+    export_store(pg, tmp_path / "out")
+    out = tmp_path / "out/data/learning_reports"
+    assert (out / "weekly-2026-02-19-2.html").read_text() == "<p>left over</p>"
+    assert not (out / "weekly-2026-02-19-2.json").exists()
+    assert not (out / "weekly-2026-02-19.html").exists()
+    assert (out / "weekly-2026-02-19.json").read_bytes() == (
+        folder / "weekly-2026-02-19.json"
+    ).read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "weekly-2026-02-19-10.json",
+        "weekly-2026-02-19-11.html",
+        "weekly-2026-02-19-11.json",
+        "weekly-2026-02-19-2.html",
+        "weekly-2026-02-19.json",
+    ]
+    pg.close()
 
 
 def test_store_export_and_import_commands(
@@ -277,13 +367,15 @@ def test_store_export_and_import_commands(
     create_event(**event_kwargs())  # type: ignore[arg-type]
     (root / "data/learning_reports").mkdir()
     (root / "data/learning_reports/weekly-2026-02-19.json").write_text("{}")
+    (root / "data/learning_reports/notes.txt").write_text("mine")
     out = tmp_path / "out"
     code = main(["store", "export", "--to", str(out), "--json"])
     stdout, err = capsys.readouterr()
     assert code == 0, err
     data = json.loads(stdout)
     assert data["counts"]["event"] == 2 and data["counts"]["video_event"] == 1
-    assert data["skipped"] == ["data/learning_reports/weekly-2026-02-19.json"]
+    assert data["counts"]["weekly_report"] == 1
+    assert data["skipped"] == ["data/learning_reports/notes.txt"]
     code = main(["store", "export", "--to", str(out)])
     _, err = capsys.readouterr()
     assert code == 1 and err.startswith(f"Error: the file layout at {out} already holds")
@@ -291,8 +383,10 @@ def test_store_export_and_import_commands(
     code = main(["--root", str(target), "store", "import", "--from", str(out)])
     stdout, err = capsys.readouterr()
     assert code == 0, err
-    assert "event versions" in stdout and "warning" not in err
+    assert "event versions" in stdout and "weekly reports" in stdout and "warning" not in err
     assert len(list_events(store=FileStore(target))) == 1
     code = main(["store", "export", "--to", str(tmp_path / "again")])
     _, err = capsys.readouterr()
-    assert "warning: not transferred (no store table for it yet): data/learning_reports/" in err
+    assert (
+        "warning: not transferred (not a record this version moves): data/learning_reports/" in err
+    )

@@ -34,16 +34,18 @@ def doctor_command(
         bool,
         typer.Option(
             "--repair",
-            help="Fix what is safe to fix (torn tails, per-video files, the derived index, "
-            "temp and lock files left behind); whatever is replaced is archived first.",
+            help="Fix what is safe to fix (files: torn tails, per-video files, the derived "
+            "index, temp and lock files left behind, whatever is replaced archived first; "
+            "PostgreSQL: pending migrations, tables and failure counts that disagree with the "
+            "versions).",
         ),
     ] = False,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the data root (logs, per-video files, memory, gate state, index, leftovers); exit 1
-    while problems are left.
+    """Check the store (files or tables: logs, memory, gate state, reports, index, leftovers);
+    exit 1 while problems are left.
 
     Example: rayvault-learn doctor --repair
     """
@@ -89,7 +91,7 @@ def print_report(report: DoctorReport) -> None:
             soft_wrap=True,
         )
     else:
-        out.print(f"No problems found in the {escape(report.store)}.")
+        out.print(f"No problems found in the {escape(report.store)}.", soft_wrap=True)
 
 
 def _count(n: int, word: str) -> str:

@@ -304,7 +304,7 @@ def compact_command(
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Rewrite the event index with one version per event; the old file is kept in an archive.
+    """Keep one version per event in the event log; the old versions are kept in an archive.
 
     Example: rayvault-learn events compact
     """
@@ -321,7 +321,7 @@ def compact_command(
         console().print(
             f"Compacted {escape(result.path)}: {result.versions_before:,} versions → "
             f"{result.events_after:,} events ({_size(result.bytes_before)} → "
-            f"{_size(result.bytes_after)}); the old index is kept in "
+            f"{_size(result.bytes_after)}); the old versions are kept in "
             f"{escape(result.archive or '')}.",
             soft_wrap=True,
         )

@@ -37,12 +37,16 @@ def _migrations_done(applied: list[str], store: Any, verb: str, as_json: bool) -
         if not has_schema(store):
             out.print(
                 f"{escape(store.describe())}: no schema to {verb} "
-                "(the file store creates its files as it writes)."
+                "(the file store creates its files as it writes).",
+                soft_wrap=True,
             )
         elif applied:
-            out.print(f"{escape(store.describe())}: applied {', '.join(applied)}")
+            out.print(f"{escape(store.describe())}: applied {', '.join(applied)}", soft_wrap=True)
         else:
-            out.print(f"{escape(store.describe())}: schema up to date, nothing to apply.")
+            out.print(
+                f"{escape(store.describe())}: schema up to date, nothing to apply.",
+                soft_wrap=True,
+            )
 
     emit(data, as_json, human)
 
@@ -124,7 +128,7 @@ def _summary(summary: Any, as_json: bool) -> None:
     data = summary.to_dict()
     if not want_json(as_json):
         for path in data["skipped"]:
-            warn(f"not transferred (no store table for it yet): {escape(path)}")
+            warn(f"not transferred (not a record this version moves): {escape(path)}")
 
     def human() -> None:
         out = console()

@@ -223,13 +223,79 @@ CREATE TABLE soul_snapshots (
 );
 """
 
+M006_EVENT_SOURCE_NOTE = """
+-- The skill-graph note an event was migrated from (``rayvault-learn migrate`` looks it up to
+-- create nothing twice), filled in for the events already there.
+ALTER TABLE events ADD COLUMN source_note TEXT COLLATE "C";
+UPDATE events SET source_note = data->>'source_note'
+ WHERE json_typeof(data->'source_note') = 'string' AND data->>'source_note' <> '';
+CREATE INDEX events_source_note ON events (source_note) WHERE source_note IS NOT NULL;
+"""
+
+M007_REPORTS_AND_TOMBSTONE_ARCHIVES = """
+-- data/learning_reports/weekly-YYYY-MM-DD[-N].json and .html: the weekly revisit's reports.
+-- n is the report's number within its day (1: no suffix); a name is never reused. data is the
+-- JSON text the file store writes, html its rendering (either may be missing in a data root
+-- whose writer was interrupted: both are kept as found).
+CREATE TABLE weekly_reports (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    day DATE NOT NULL,
+    n INTEGER NOT NULL,
+    data JSON,
+    html TEXT,
+    CHECK (data IS NOT NULL OR html IS NOT NULL)
+);
+CREATE INDEX weekly_reports_order ON weekly_reports (day, n);
+-- state/agents/<agent>/tombstone_archive/tombstones-YYYY-MM-DD[-N].json: tombstones moved out
+-- of an agent's list after their grace period, named by file name as the file store names them.
+CREATE TABLE tombstone_archives (
+    agent TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    day DATE NOT NULL,
+    n INTEGER NOT NULL,
+    data JSON NOT NULL,
+    PRIMARY KEY (agent, name)
+);
+CREATE INDEX tombstone_archives_order ON tombstone_archives (agent, day, n);
+"""
+
+M008_EVENT_VERSION_ARCHIVE = """
+-- What ``events compact`` removed or rewrote in event_versions, by compaction
+-- (learning_events-<timestamp>, as the file store names its archived index): with the rows it
+-- left, the event log as it was before, version for version.
+CREATE TABLE event_version_archive (
+    compaction TEXT COLLATE "C" NOT NULL,
+    seq BIGINT NOT NULL,
+    event_id TEXT COLLATE "C" NOT NULL,
+    data JSON NOT NULL,
+    PRIMARY KEY (compaction, seq)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_events", M001_EVENTS),
     Migration("m002_error_log", M002_ERROR_LOG),
     Migration("m003_failure_counts", M003_FAILURE_COUNTS),
     Migration("m004_agent_memory", M004_AGENT_MEMORY),
     Migration("m005_gate", M005_GATE),
+    Migration("m006_event_source_note", M006_EVENT_SOURCE_NOTE),
+    Migration("m007_reports_and_tombstone_archives", M007_REPORTS_AND_TOMBSTONE_ARCHIVES),
+    Migration("m008_event_version_archive", M008_EVENT_VERSION_ARCHIVE),
 )
+
+#: What each migration creates that the store relies on, for the doctor: tables, and
+#: ``table.column`` or ``table:trigger`` (a schema whose migration is recorded but whose object
+#: is gone was changed by hand).
+CREATES: dict[str, tuple[str, ...]] = {
+    "m001_events": ("event_versions", "events"),
+    "m002_error_log": ("error_versions", "errors"),
+    "m003_failure_counts": ("fp_counts", "events:events_counted", "errors:errors_counted"),
+    "m004_agent_memory": ("agents", "memory_snapshots"),
+    "m005_gate": ("gate_states", "soul_snapshots"),
+    "m006_event_source_note": ("events.source_note",),
+    "m007_reports_and_tombstone_archives": ("weekly_reports", "tombstone_archives"),
+    "m008_event_version_archive": ("event_version_archive",),
+}
 
 #: Tables holding data (checked by ``store import`` before it loads into a schema).
 DATA_TABLES = (
@@ -239,6 +305,9 @@ DATA_TABLES = (
     "memory_snapshots",
     "gate_states",
     "soul_snapshots",
+    "weekly_reports",
+    "tombstone_archives",
+    "event_version_archive",
 )
 
 Conn = psycopg.Connection[Any]

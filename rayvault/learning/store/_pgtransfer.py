@@ -20,14 +20,17 @@ from rayvault.learning._time import parse_ts
 from rayvault.learning.exceptions import StoreError
 from rayvault.learning.store._pgschema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
-from rayvault.learning.store.files import _SNAPSHOT
+from rayvault.learning.store.files import _REPORT, _SNAPSHOT, _TOMBSTONE_ARCHIVE, parse_dated
 from rayvault.learning.store.transfer import (
     ERROR,
     EVENT,
     GATE_STATE,
     MEMORY,
+    REPORT,
+    REPORT_HTML,
     SNAPSHOT,
     SOUL,
+    TOMBSTONE_ARCHIVE,
     TOMBSTONES,
     VIDEO_EVENT,
     Item,
@@ -51,8 +54,20 @@ DUMPS = (
         "SELECT agent, tombstones::text FROM agents WHERE tombstones IS NOT NULL ORDER BY agent",
     ),
     (SNAPSHOT, "SELECT agent, name, data::text FROM memory_snapshots ORDER BY agent, name"),
+    (
+        TOMBSTONE_ARCHIVE,
+        "SELECT agent, name, data::text FROM tombstone_archives ORDER BY agent, day, n, name",
+    ),
     (GATE_STATE, "SELECT video_id, data::text FROM gate_states ORDER BY video_id"),
     (SOUL, "SELECT sha256, text FROM soul_snapshots ORDER BY sha256"),
+    (
+        REPORT,
+        "SELECT name, data::text FROM weekly_reports WHERE data IS NOT NULL ORDER BY day, n, name",
+    ),
+    (
+        REPORT_HTML,
+        "SELECT name, html FROM weekly_reports WHERE html IS NOT NULL ORDER BY day, n, name",
+    ),
     (
         VIDEO_EVENT,
         "SELECT video_id, event_id, data::text FROM events WHERE video_id IS NOT NULL ORDER BY seq",
@@ -136,7 +151,25 @@ def _snapshot_row(item: Item) -> tuple[Any, ...]:
     return (agent, name, parse_ts(match.group(1)), item.text)
 
 
+def _tombstone_archive_row(item: Item) -> tuple[Any, ...]:
+    agent, name = item.key
+    dated = parse_dated(_TOMBSTONE_ARCHIVE, name)
+    if dated is None:
+        raise StoreError(f"{name!r} is not a tombstone archive name; nothing was imported")
+    return (agent, name, *dated, item.text)
+
+
+def _report_rows(reports: dict[str, list[str | None]]) -> Iterator[tuple[Any, ...]]:
+    for name, (data, html) in reports.items():
+        dated = parse_dated(_REPORT, name)
+        if dated is None:
+            raise StoreError(f"{name!r} is not a weekly report name; nothing was imported")
+        yield (name, *dated, data, html)
+
+
 COPY_SNAPSHOTS = "COPY memory_snapshots (agent, name, taken_at, data) FROM STDIN"
+COPY_TOMBSTONE_ARCHIVES = "COPY tombstone_archives (agent, name, day, n, data) FROM STDIN"
+COPY_REPORTS = "COPY weekly_reports (name, day, n, data, html) FROM STDIN"
 COPY_GATE_STATES = "COPY gate_states (video_id, data) FROM STDIN"
 COPY_SOULS = "COPY soul_snapshots (sha256, text) FROM STDIN"
 COPY_AGENTS = "COPY agents (agent, memory, tombstones) FROM STDIN"
@@ -159,6 +192,7 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
             ERROR: _Log("error_versions", "errors", "id", ERROR_COLUMNS, error_row),
         }
         agents: dict[str, list[str | None]] = {}
+        reports: dict[str, list[str | None]] = {}
         for kind, group in groupby(items, key=lambda item: item.kind):
             if kind in logs:
                 logs[kind].copy_versions(conn, _counting(group, counts))
@@ -168,8 +202,14 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
             if kind in (MEMORY, TOMBSTONES):
                 for item in batch:
                     agents.setdefault(item.key[0], [None, None])[kind == TOMBSTONES] = item.text
+            elif kind in (REPORT, REPORT_HTML):
+                for item in batch:
+                    reports.setdefault(item.key[0], [None, None])[kind == REPORT_HTML] = item.text
             elif kind == SNAPSHOT:
                 _copy(conn, COPY_SNAPSHOTS, (_snapshot_row(item) for item in batch))
+            elif kind == TOMBSTONE_ARCHIVE:
+                rows = (_tombstone_archive_row(item) for item in batch)
+                _copy(conn, COPY_TOMBSTONE_ARCHIVES, rows)
             elif kind == GATE_STATE:
                 _copy(conn, COPY_GATE_STATES, ((*item.key, item.text) for item in batch))
             elif kind == SOUL:
@@ -177,6 +217,7 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
             elif kind != VIDEO_EVENT:  # per-video copies: the events' latest versions, loaded
                 raise StoreError(f"unknown kind of record {kind!r}: this version cannot load it")
         _copy(conn, COPY_AGENTS, ((a, *docs) for a, docs in sorted(agents.items())))
+        _copy(conn, COPY_REPORTS, _report_rows(reports))
         for log in logs.values():
             log.copy_latest(conn)
         conn.execute("DELETE FROM fp_counts")

@@ -32,7 +32,7 @@ MICROS_PER_DAY = 86_400_000_000
 #: agents and components are validated identifiers: they hold no comma).
 DISTINCT_LIST = {
     "sqlite": "group_concat(DISTINCT {column})",
-    "postgres": "string_agg(DISTINCT {column}, ',')",
+    "postgresql": "string_agg(DISTINCT {column}, ',')",
 }
 #: The columns :func:`pattern_sql` selects, in order.
 PATTERN_COLUMNS = (

@@ -55,6 +55,7 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
+    Tombstone,
     TombstoneFile,
     WeeklyReport,
 )
@@ -98,6 +99,7 @@ ARCHIVE_DIR = "memory_archive"
 TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
 _SNAPSHOT = re.compile(r"memory_active-(\d{8}T\d{6}Z)(?:-[0-9a-f]+)?\.json")
 _REPORT = re.compile(r"weekly-(\d{4}-\d{2}-\d{2})(?:-(\d+))?")
+_TOMBSTONE_ARCHIVE = re.compile(r"tombstones-(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json")
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
 
@@ -627,15 +629,7 @@ class FileStore:
             if not due:
                 return ArchivedTombstones(agent)
             now = utcnow()
-            content = dump_json(
-                {
-                    "agent": agent,
-                    "archived_at": format_ts(now),
-                    "older_than": format_ts(older_than),
-                    "tombstones": [t.model_dump(mode="json") for t in due],
-                    "count": len(due),
-                }
-            )
+            content = dump_json(tombstone_archive_document(agent, now, older_than, due))
             # The archive is written first: a crash before the tombstone list is rewritten
             # leaves them in both places (archived again next time), never in neither.
             [path] = _create_dated(
@@ -739,12 +733,8 @@ class FileStore:
             return []
         found = []
         for entry in self.reports_dir.iterdir():
-            if entry.suffix == ".json" and (match := _REPORT.fullmatch(entry.stem)):
-                try:
-                    day = date.fromisoformat(match.group(1))
-                except ValueError:
-                    continue  # not a report name (weekly-2026-13-45): not ours
-                found.append((day, int(match.group(2) or 1), entry))
+            if entry.suffix == ".json" and (dated := parse_dated(_REPORT, entry.stem)):
+                found.append((*dated, entry))
         return [entry.stem for _, _, entry in sorted(found)]
 
     def load_weekly_report(self, name: str | None = None) -> WeeklyReport | None:
@@ -766,6 +756,36 @@ def _token() -> str:
     return secrets.token_hex(4)
 
 
+def dated_name(prefix: str, day: date, n: int) -> str:
+    """``<prefix>-YYYY-MM-DD`` for the first of a day, ``…-2``, ``…-3`` for the next ones."""
+    return f"{prefix}-{day.isoformat()}" + (f"-{n}" if n > 1 else "")
+
+
+def parse_dated(pattern: re.Pattern[str], name: str) -> tuple[date, int] | None:
+    """The day and number within the day of a dated name (``_REPORT``, ``_TOMBSTONE_ARCHIVE``),
+    or None when ``name`` is not one."""
+    match = pattern.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        return date.fromisoformat(match.group(1)), int(match.group(2) or 1)
+    except ValueError:
+        return None  # weekly-2026-13-45: not ours
+
+
+def tombstone_archive_document(
+    agent: str, now: datetime, older_than: datetime, due: Sequence[Tombstone]
+) -> dict[str, Any]:
+    """The content of a tombstone archive (``tombstones-YYYY-MM-DD[-N].json``)."""
+    return {
+        "agent": agent,
+        "archived_at": format_ts(now),
+        "older_than": format_ts(older_than),
+        "tombstones": [t.model_dump(mode="json") for t in due],
+        "count": len(due),
+    }
+
+
 def _split_list(value: str | None) -> list[str]:
     return sorted(value.split(",")) if value else []
 
@@ -779,7 +799,7 @@ def _create_dated(
     the first file is claimed with an exclusive create."""
     suffixes = list(contents)
     for n in itertools.count(1):
-        stem = f"{prefix}-{day.isoformat()}" + (f"-{n}" if n > 1 else "")
+        stem = dated_name(prefix, day, n)
         paths = [folder / f"{stem}{suffix}" for suffix in suffixes]
         if any(p.exists() for p in paths[1:]):
             continue  # left by an interrupted write: never replace it

@@ -10,9 +10,15 @@ Tables (created and upgraded by the migrations in ``_pgschema``, in the URL's ``
                                writing transaction: the gate reads a few rows, never the history
     agents, memory_snapshots   each agent's memory and tombstones; the memory before each change
     gate_states, soul_snapshots  what the gate saw: baselines, runs, acks; SOUL texts by hash
+    weekly_reports             the weekly revisit's reports (JSON and HTML), named by day
+    tombstone_archives         tombstones moved out of an agent's list after their grace period
+    event_version_archive      what ``events compact`` removed from ``event_versions``
 
 Documents are stored as the text the file store writes, so an export gives back its files.
 Skill-graph notes, SOUL files and ``policies.py`` stay files under ``root`` (``docs``).
+
+A read-only view (``read_only()``, for dry runs) has its own connections, on which every
+transaction is ``READ ONLY``: a write the store forgot to refuse still fails in the server.
 
 Concurrency: a read-modify-write (agent memory, gate state, an event or error update) runs in one
 transaction under a lock: a transaction-level advisory lock keyed by schema and name, or the row's
@@ -28,13 +34,15 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import re
 import secrets
 import threading
+import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -51,34 +59,57 @@ from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._time import as_utc, compact_ts, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
+    CorruptFileError,
     ErrorEntryNotFoundError,
     EventNotFoundError,
+    InvalidIdentifierError,
     StoreError,
 )
 from rayvault.learning.models import (
+    SEVERITIES,
     AgentMemory,
+    CompactResult,
     ErrorEntry,
     ErrorPattern,
+    Finding,
     GateState,
     KnownFailure,
     LearningEvent,
+    Pattern,
     TombstoneFile,
+    WeeklyReport,
 )
 from rayvault.learning.store import _pgschema as schema_sql
 from rayvault.learning.store._fs import dump_json
 from rayvault.learning.store._sql import (
     ERROR_COLUMNS,
     EVENT_COLUMNS,
+    LATEST_RESOLUTION_SQL,
     error_row,
     error_where,
     event_order,
     event_row,
     event_where,
     known_failures_sql,
+    pattern_sql,
+    timeline_sql,
 )
-from rayvault.learning.store.base import AgentState, ErrorQuery, EventQuery, Store
+from rayvault.learning.store.base import (
+    AgentState,
+    ArchivedTombstones,
+    ErrorQuery,
+    EventQuery,
+    ProgressCallback,
+    SavedReport,
+    Store,
+)
 from rayvault.learning.store.documents import Documents
-from rayvault.learning.store.files import validate_record
+from rayvault.learning.store.files import (
+    _REPORT,
+    dated_name,
+    tombstone_archive_document,
+    validate_record,
+)
 from rayvault.policies import Policies, PolicyError, load_policies
 
 log = logging.getLogger("rayvault.learning")
@@ -94,6 +125,9 @@ LOCK_TIMEOUT_MS = 60_000
 POOL_MAX = 4
 #: Seconds to wait for a free pooled connection.
 POOL_TIMEOUT = 30.0
+#: How long one attempt of a maintenance transaction waits for its table locks (well under
+#: PostgreSQL's deadlock_timeout, 1 s by default: it gives up before a writer could be aborted).
+MAINTENANCE_LOCK_TRY_MS = 200
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _OPTIONS_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*\"?([^\s,\"]+)")
 #: Query parameters of a store URL that are ours, not libpq's.
@@ -220,6 +254,10 @@ def _snapshot_name(stamp: str) -> str:
     return f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
 
 
+def _split_list(value: str | None) -> list[str]:
+    return sorted(value.split(",")) if value else []
+
+
 def _close_pool(pool: ConnectionPool[Any], pid: int) -> None:
     if os.getpid() == pid:
         pool.close()
@@ -338,28 +376,104 @@ GATE_SAVE = """
 """
 SOUL_SAVE = "INSERT INTO soul_snapshots (sha256, text) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 SOUL_LOAD = "SELECT text FROM soul_snapshots WHERE sha256 = %s"
+#: psycopg decodes the ``json`` column it selects: the record is validated from that.
+LATEST_RESOLUTION = LATEST_RESOLUTION_SQL.format(ph="%s")
+PATTERN_SAMPLES = (
+    "SELECT event_id, data->>'pattern', data->>'symptom' FROM events WHERE event_id = ANY(%s)"
+)
+EVENT_STATUSES = "SELECT event_id, status FROM events WHERE event_id = ANY(%s)"
+# Dated names (weekly-2026-02-19, …-2): the next number of the day, claimed by an insert that
+# never replaces a row (under a lock, so two writers of one day do not race for a number).
+REPORT_NEXT = "SELECT coalesce(max(n), 0) + 1 FROM weekly_reports WHERE day = %s"
+REPORT_INSERT = """
+    INSERT INTO weekly_reports (name, day, n, data, html) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (name) DO NOTHING RETURNING name
+"""
+REPORT_LIST = "SELECT name FROM weekly_reports WHERE data IS NOT NULL ORDER BY day, n, name"
+REPORT_LOAD = "SELECT data::text FROM weekly_reports WHERE name = %s AND data IS NOT NULL"
+TOMBSTONE_ARCHIVE_NEXT = (
+    "SELECT coalesce(max(n), 0) + 1 FROM tombstone_archives WHERE agent = %s AND day = %s"
+)
+TOMBSTONE_ARCHIVE_INSERT = """
+    INSERT INTO tombstone_archives (agent, name, day, n, data) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (agent, name) DO NOTHING RETURNING name
+"""
+# Compaction: the first version row of every event with several versions takes the latest
+# version's text; the other rows go. Everything changed or removed is copied to the archive first.
+COMPACT_SIZE = "SELECT count(*), coalesce(sum(octet_length(data::text)), 0) FROM event_versions"
+COMPACT_PLAN = """
+    CREATE TEMP TABLE rayvault_compact ON COMMIT DROP AS
+    SELECT v.event_id, min(v.seq) AS keep FROM event_versions AS v
+      JOIN events AS e ON e.event_id = v.event_id
+     GROUP BY v.event_id HAVING count(*) > 1
+"""
+COMPACT_STEPS = (
+    """INSERT INTO event_version_archive (compaction, seq, event_id, data)
+       SELECT %(name)s, v.seq, v.event_id, v.data FROM event_versions AS v
+         JOIN rayvault_compact AS c ON c.event_id = v.event_id""",
+    """UPDATE event_versions AS v SET data = e.data FROM rayvault_compact AS c, events AS e
+        WHERE v.seq = c.keep AND e.event_id = c.event_id""",
+    """DELETE FROM event_versions AS v USING rayvault_compact AS c
+        WHERE v.event_id = c.event_id AND v.seq <> c.keep""",
+    """UPDATE events AS e SET seq = c.keep, last_seq = c.keep FROM rayvault_compact AS c
+        WHERE e.event_id = c.event_id""",
+)
 
 
 class PostgresStore:
     """The shared store: learning data in PostgreSQL, documents as files under ``root``."""
 
-    def __init__(self, root: Path | str, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, root: Path | str, url: str, *, migrate: bool = True, read_only: bool = False
+    ) -> None:
         self.root = Path(root).absolute()
         self.url = url
         self.target = parse_url(url)
         self.schema = self.target.schema
-        self.docs = Documents(self.root, lambda: self.policies)
-        #: Create or upgrade the schema on first use (``store status`` looks without changing it).
-        self.auto_migrate = migrate
+        self.is_read_only = read_only
+        self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
+        #: Create or upgrade the schema on first use (``store status`` looks without changing it;
+        #: a read-only view never changes it).
+        self.auto_migrate = migrate and not read_only
+        self.conninfo = self.target.conninfo
+        if read_only:
+            options = conninfo_to_dict(self.conninfo).get("options") or ""
+            self.conninfo = make_conninfo(
+                self.conninfo, options=f"{options} -c default_transaction_read_only=on"
+            )
+        #: A read-only view of a schema that does not exist yet sees it empty: each of its
+        #: connections creates it in a transaction that is rolled back (see ``_pooled``).
+        self._phantom_schema = False
         self._pool: ConnectionPool[Any] | None = None
         self._finalizer: weakref.finalize[Any, PostgresStore] | None = None
         self._pool_lock = threading.Lock()
         self._local = threading.local()
         self._pid = os.getpid()
         self._souls_saved: set[str] = set()
+        self._read_only_view: PostgresStore | None = None
+        #: Migrations this object applied when it first connected (the doctor reports them).
+        self.applied_on_open: list[str] = []
 
     def __repr__(self) -> str:
-        return f"PostgresStore({str(self.root)!r}, {self.target.display!r})"
+        extra = ", read_only=True" if self.is_read_only else ""
+        return f"PostgresStore({str(self.root)!r}, {self.target.display!r}{extra})"
+
+    def read_only(self) -> PostgresStore:
+        """A view of the same schema that never writes: its writes raise ``StoreError`` before
+        doing anything, and its connections run every transaction ``READ ONLY``. It is closed
+        with this store."""
+        if self.is_read_only:
+            return self
+        if self._read_only_view is None:
+            self._read_only_view = PostgresStore(self.root, self.url, read_only=True)
+        return self._read_only_view
+
+    def _writable(self) -> None:
+        if self.is_read_only:
+            raise StoreError(
+                f"the PostgreSQL store {self.target.display} (schema {self.schema}) was opened "
+                "read-only"
+            )
 
     @property
     def policies(self) -> Policies:
@@ -371,10 +485,12 @@ class PostgresStore:
     def describe(self) -> str:
         return (
             f"PostgreSQL store {self.target.display} (schema {self.schema}), "
-            f"documents at {self.root}"
+            f"documents at {self.root}" + (" (read-only)" if self.is_read_only else "")
         )
 
     def close(self) -> None:
+        if self._read_only_view is not None:
+            self._read_only_view.close()
         with self._pool_lock:
             pool, self._pool = self._pool, None
             if self._finalizer is not None:
@@ -392,7 +508,7 @@ class PostgresStore:
     def connect(self) -> Conn:
         """A new connection of its own (not pooled), autocommit, on this store's schema."""
         try:
-            return psycopg.connect(self.target.conninfo, autocommit=True)
+            return psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.OperationalError as e:
             raise _connect_error(self.target.display, e) from e
 
@@ -419,8 +535,11 @@ class PostgresStore:
                     # reported at once and clearly (the pool would retry in the background).
                     with self.connect() as conn:
                         self._ensure_schema(conn)
+                elif self.is_read_only:
+                    with self.connect() as conn:
+                        self._check_readable(conn)
                 pool = ConnectionPool(
-                    self.target.conninfo,
+                    self.conninfo,
                     kwargs={"autocommit": True},
                     min_size=1,
                     max_size=self.target.pool_max,
@@ -439,7 +558,11 @@ class PostgresStore:
         pool = self._get_pool()
         try:
             with pool.connection() as conn:
-                yield conn
+                if self._phantom_schema:
+                    with self._phantom(conn):
+                        yield conn
+                else:
+                    yield conn
         except PoolTimeout as e:
             raise StoreError(
                 f"no PostgreSQL connection available at {self.target.display} "
@@ -491,6 +614,28 @@ class PostgresStore:
         with self._connection() as conn, conn.transaction():
             yield conn
 
+    def lock_tables(self, conn: Conn, tables: str, mode: str) -> None:
+        """``LOCK TABLE tables IN mode MODE`` in the caller's transaction, for maintenance that
+        holds writers off (compaction, repairs) without ever waiting while it holds a lock.
+
+        Writers take the locks of ``events`` and ``event_versions`` in either order (an update
+        reads its row first, an append inserts its version first): a maintenance transaction
+        waiting for its second table could deadlock with one, and PostgreSQL could abort the
+        writer. So each attempt gives up quickly, releases what it got, and tries again, up to
+        the usual lock timeout."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
+        while True:
+            try:
+                with conn.transaction():  # a savepoint: rolling it back releases its locks
+                    conn.execute(f"SET LOCAL lock_timeout = {MAINTENANCE_LOCK_TRY_MS}")
+                    conn.execute(f"LOCK TABLE {tables} IN {mode} MODE")
+                conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+                return
+            except pg_errors.LockNotAvailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
+
     def _executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         def write(conn: Conn) -> None:
             with conn.cursor() as cur:
@@ -511,12 +656,45 @@ class PostgresStore:
                     raise
                 log.info("PostgreSQL store: write retried after a deadlock")
 
+    @contextlib.contextmanager
+    def _phantom(self, conn: Conn) -> Iterator[None]:
+        """For a read-only view of a schema not created yet: the schema as a first use would
+        create it, in a transaction that is rolled back whatever happens (the view reads an empty
+        store, and nothing of it is left in the database)."""
+        conn.execute("BEGIN READ WRITE")
+        try:
+            schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
+            conn.execute("SET TRANSACTION READ ONLY")
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
+    def _check_readable(self, conn: Conn) -> None:
+        """A read-only view reads the schema as it is: a missing one is empty (``_phantom``), one
+        written by an older version cannot be read (upgrading it would be a write)."""
+        try:
+            applied = schema_sql.applied_migrations(conn, self.schema)
+        except psycopg.OperationalError as e:
+            raise _connect_error(self.target.display, e) from e
+        if applied is None:
+            self._phantom_schema = True
+            return
+        pending = [m.name for m in schema_sql.MIGRATIONS if m.name not in applied]
+        if pending:
+            raise StoreError(
+                f"schema {self.schema!r} at {self.target.display} needs an upgrade "
+                f"({', '.join(pending)}) before it can be read; a read-only view does not "
+                "change it",
+                hint="run `rayvault-learn store upgrade`",
+            )
+
     # -- schema -----------------------------------------------------------------------------------
     def _ensure_schema(self, conn: Conn) -> None:
         try:
             if schema_sql.pending_migrations(conn, self.schema):
                 applied = schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
                 if applied:
+                    self.applied_on_open = applied
                     log.info("schema %s: applied %s", self.schema, ", ".join(applied))
         except psycopg.OperationalError as e:
             raise _connect_error(self.target.display, e) from e
@@ -529,6 +707,7 @@ class PostgresStore:
 
     def init_schema(self) -> list[str]:
         """Create the schema if needed and apply every pending migration; their names."""
+        self._writable()
         with self.connect() as conn:
             try:
                 return schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
@@ -541,6 +720,7 @@ class PostgresStore:
 
     def upgrade_schema(self) -> list[str]:
         """Apply the pending migrations of an initialised schema; their names."""
+        self._writable()
         with self.connect() as conn:
             if schema_sql.applied_migrations(conn, self.schema) is None:
                 raise StoreError(
@@ -566,6 +746,9 @@ class PostgresStore:
                     "memory_snapshots",
                     "gate_states",
                     "soul_snapshots",
+                    "weekly_reports",
+                    "tombstone_archives",
+                    "event_version_archive",
                 ):
                     query = sql.SQL("SELECT count(*) FROM {}.{}").format(
                         sql.Identifier(self.schema), sql.Identifier(table)
@@ -591,8 +774,16 @@ class PostgresStore:
         name = f"{self.schema}.{table}" + (f"[{key}]" if key else "")
         return Path(name + (f".{column}" if column else ""))
 
-    def _record(self, model: type[M], text: str, where: Path, what: str) -> M:
-        return validate_record(model, orjson.loads(text), where, what)
+    def _record(self, model: type[M], text: str | Any, where: Path, what: str) -> M:
+        """Validate a stored document (its JSON text, or as psycopg decoded it); one of the wrong
+        shape is a ``CorruptFileError`` naming the row."""
+        try:
+            return validate_record(
+                model, orjson.loads(text) if isinstance(text, str) else text, where, what
+            )
+        except CorruptFileError as e:
+            e.hint = "the record was left unchanged; inspect it, or run `rayvault-learn doctor`"
+            raise
 
     def _event(self, text: str) -> LearningEvent:
         return self._record(LearningEvent, text, self._where("events"), "an event")
@@ -610,6 +801,7 @@ class PostgresStore:
         # Per-video copies are not stored: in this store they are the latest version of each
         # event, and ``store export`` writes them as files.
         del video_files
+        self._writable()
         params = []
         for event in events:
             validate_identifier(event.event_id, "event id")
@@ -625,6 +817,7 @@ class PostgresStore:
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
+        self._writable()
         with self._transaction() as conn:
             row = conn.execute(EVENT_FOR_UPDATE, (event_id,)).fetchone()
             if row is None:
@@ -663,6 +856,77 @@ class PostgresStore:
                     facets[facet][str(value)] = int(n)
         return facets
 
+    def event_patterns(
+        self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
+    ) -> list[Pattern]:
+        statement, params = pattern_sql(
+            query, min_count=min_count, active_since=active_since, dialect="postgresql", ph="%s"
+        )
+        with self._connection() as conn:
+            rows = conn.execute(statement, params).fetchall()
+            samples = {
+                event_id: pattern or symptom or ""
+                for event_id, pattern, symptom in conn.execute(
+                    PATTERN_SAMPLES, ([row[6] for row in rows],)
+                )
+            }
+        patterns = []
+        for row in rows:
+            fp, count, open_count, recent, first, last, sample, videos, n_videos = row[:9]
+            components, agents, severity_counts = row[9], row[10], row[11:]
+            patterns.append(
+                Pattern(
+                    fingerprint=fp,
+                    stage=fp.split(":", 1)[0] if ":" in fp else "",
+                    pattern=samples.get(sample, ""),
+                    count=count,
+                    open_count=open_count,
+                    recent_count=recent,
+                    severities={
+                        s: int(n) for s, n in zip(SEVERITIES, severity_counts, strict=True) if n
+                    },
+                    components=_split_list(components),
+                    agents=_split_list(agents),
+                    videos=_split_list(videos),
+                    video_count=n_videos,
+                    first_seen=_from_micros(first),
+                    last_seen=_from_micros(last),
+                )
+            )
+        return patterns
+
+    def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
+        statement, params = timeline_sql(query, "%s")
+        epoch = date(1970, 1, 1)
+        timeline: dict[date, dict[str, int]] = {}
+        with self._connection() as conn:
+            for day, severity, count in conn.execute(statement, params):
+                timeline.setdefault(epoch + timedelta(days=day), {})[str(severity)] = int(count)
+        return dict(sorted(timeline.items()))
+
+    def resolution_times(
+        self, query: EventQuery, *, resolved_since: datetime | None = None
+    ) -> list[tuple[datetime, datetime]]:
+        where, params = event_where(replace(query, unresolved=False), "%s")
+        times = []
+        with self._connection() as conn:
+            rows = conn.execute(f"SELECT ts, data->>'resolved_at' FROM events{where}", params)
+            for ts, resolved_at in rows:
+                if resolved_at is None:
+                    continue  # resolved by an older writer that did not record when
+                try:
+                    when = parse_ts(resolved_at)
+                except ValueError:
+                    continue
+                if resolved_since is None or when >= resolved_since:
+                    times.append((_from_micros(ts), when))
+        return times
+
+    def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
+        with self._connection() as conn:
+            rows = conn.execute(EVENT_STATUSES, (list(dict.fromkeys(event_ids)),))
+            return {event_id: str(status) for event_id, status in rows}
+
     # -- agent memory -----------------------------------------------------------------------------
     def _agent_docs(self, conn: Conn, agent: str) -> tuple[str | None, str | None]:
         row = conn.execute(AGENT_STATE, (agent,)).fetchone()
@@ -692,6 +956,9 @@ class PostgresStore:
             _, tombstones = self._agent_docs(conn, agent)
         return self._tombstones(agent, tombstones)
 
+    def memory_location(self, agent: str) -> str:
+        return str(self._where("agents", validate_identifier(agent, "agent"), "memory"))
+
     def _locked_row(self, conn: Conn, query: str, key: str, *lock: str) -> tuple[Any, ...] | None:
         """Lock a record's row and read it, in the caller's transaction (``query`` ends in
         ``FOR UPDATE``).
@@ -714,6 +981,7 @@ class PostgresStore:
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
         validate_identifier(agent, "agent")
+        self._writable()
         with self._transaction() as conn:
             old_memory, old_tombstones = self._lock_agent(conn, agent)
             state = AgentState(
@@ -733,7 +1001,7 @@ class PostgresStore:
             if state.tombstones_changed:
                 state.tombstones.updated = now
                 tombstones_text = dump_json(state.tombstones.model_dump(mode="json")).decode()
-            snapshot = state.memory_changed and old_memory is not None
+            snapshot = state.memory_changed and state.archive and old_memory is not None
             stamp = compact_ts(now)
             params = {
                 "agent": agent,
@@ -763,6 +1031,7 @@ class PostgresStore:
 
     def init_agent(self, agent: str) -> bool:
         validate_identifier(agent, "agent")
+        self._writable()
         with self._transaction() as conn:
             memory, tombstones = self._lock_agent(conn, agent)
             if memory is not None and tombstones is not None:
@@ -788,6 +1057,7 @@ class PostgresStore:
 
     def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]:
         validate_identifier(agent, "agent")
+        self._writable()
         with self._connection() as conn:
             rows = conn.execute(SNAPSHOT_PRUNE, (agent, as_utc(older_than))).fetchall()
         return [name for _, name in sorted((as_utc(at), name) for at, name in rows)]
@@ -799,6 +1069,7 @@ class PostgresStore:
         return (entry.id, data, *error_row(orjson.loads(data)))
 
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
+        self._writable()
         params = []
         for entry in entries:
             validate_identifier(entry.id, "error id")
@@ -810,6 +1081,7 @@ class PostgresStore:
             self._executemany(ERROR_UPSERT, params)
 
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
+        self._writable()
         with self._transaction() as conn:
             row = conn.execute(ERROR_FOR_UPDATE, (error_id,)).fetchone()
             if row is None:
@@ -860,6 +1132,13 @@ class PostgresStore:
         with self._connection() as conn:
             return [self._error(text) for (text,) in conn.execute(LATEST_RESOLUTIONS)]
 
+    def latest_resolution(self, fingerprint: str) -> ErrorEntry | None:
+        with self._connection() as conn:
+            row = conn.execute(LATEST_RESOLUTION, (fingerprint,)).fetchone()
+        if row is None:
+            return None
+        return self._record(ErrorEntry, row[0], self._where("errors"), "an error-log entry")
+
     # -- the gate ---------------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
         if not components:
@@ -889,6 +1168,7 @@ class PostgresStore:
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         validate_identifier(video_id, "video id")
+        self._writable()
         with self._transaction() as conn:
             row = self._locked_row(conn, GATE_STATE_LOCKED, video_id, "gate", video_id)
             where = self._where("gate_states", video_id)
@@ -903,6 +1183,7 @@ class PostgresStore:
 
     def save_soul_snapshot(self, sha256: str, text: str) -> None:
         validate_identifier(sha256, "SOUL hash")
+        self._writable()
         if sha256 in self._souls_saved:  # a hash names one text forever: saved once is enough
             return
         with self._connection() as conn:
@@ -920,6 +1201,7 @@ class PostgresStore:
         """A session advisory lock on a connection of its own, held for the block: the steps
         inside run in their own transactions, as with the file store's lock file."""
         key = self.lock_key("exclusive", validate_identifier(name, "lock name"))
+        self._writable()
         with self._pooled() as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             try:
@@ -928,6 +1210,132 @@ class PostgresStore:
                 # A broken connection has lost the lock with its session already.
                 with contextlib.suppress(psycopg.OperationalError):
                     conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def archive_tombstones(self, agent: str, older_than: datetime) -> ArchivedTombstones:
+        """Move the due tombstones into a ``tombstone_archives`` row named as the file store
+        names its archive files, in the transaction that rewrites the list (under the agent's
+        lock): they are in exactly one of the two."""
+        self._writable()
+        with self.agent_state(agent) as state:
+            due = [t for t in state.tombstones.tombstones if t.tombstoned_at < older_than]
+            if not due:
+                return ArchivedTombstones(agent)
+            now = utcnow()
+            text = dump_json(tombstone_archive_document(agent, now, older_than, due)).decode()
+            with self._connection() as conn:
+                day = now.date()
+                (n,) = conn.execute(TOMBSTONE_ARCHIVE_NEXT, (agent, day)).fetchone() or (1,)
+                while True:
+                    name = dated_name("tombstones", day, n) + ".json"
+                    params = (agent, name, day, n, text)
+                    if conn.execute(TOMBSTONE_ARCHIVE_INSERT, params).fetchone():
+                        break
+                    n += 1
+            state.tombstones.tombstones = [
+                t for t in state.tombstones.tombstones if not t.tombstoned_at < older_than
+            ]
+            state.tombstones_changed = True
+        return ArchivedTombstones(agent, due, self.tombstone_archive_location(agent, name))
+
+    def tombstone_archive_location(self, agent: str, name: str) -> str:
+        return f"{self.schema}.tombstone_archives[{agent}/{name}]"
+
+    # -- weekly reports ---------------------------------------------------------------------------
+    def save_weekly_report(self, day: date, report: Mapping[str, Any], html: str) -> SavedReport:
+        self._writable()
+        text = dump_json(dict(report)).decode()
+        with self._transaction() as conn:
+            conn.execute(LOCK, (self.lock_key("weekly-report", day.isoformat()),))
+            (n,) = conn.execute(REPORT_NEXT, (day,)).fetchone() or (1,)
+            while True:
+                name = dated_name("weekly", day, n)
+                if conn.execute(REPORT_INSERT, (name, day, n, text, html)).fetchone():
+                    break
+                n += 1
+        where = f"{self.schema}.weekly_reports[{name}]"
+        return SavedReport(name, f"{where}.data", f"{where}.html")
+
+    def list_weekly_reports(self) -> list[str]:
+        with self._connection() as conn:
+            return [name for (name,) in conn.execute(REPORT_LIST)]
+
+    def load_weekly_report(self, name: str | None = None) -> WeeklyReport | None:
+        if name is None:
+            names = self.list_weekly_reports()
+            if not names:
+                return None
+            name = names[-1]
+        elif not _REPORT.fullmatch(name):
+            raise InvalidIdentifierError(
+                f"invalid weekly report name {name!r}: expected weekly-YYYY-MM-DD or "
+                "weekly-YYYY-MM-DD-N"
+            )
+        with self._connection() as conn:
+            row = conn.execute(REPORT_LOAD, (name,)).fetchone()
+        if row is None:
+            return None
+        where = self._where("weekly_reports", name, "data")
+        return self._record(WeeklyReport, row[0], where, "the weekly report")
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def compact_events(self) -> CompactResult:
+        """Fold ``event_versions`` to one row per event, in one transaction that holds off
+        writers of events (readers go on).
+
+        Each event with several versions keeps the row of its first version, holding the latest
+        version's text (the order of the log is kept, as in the file store's compacted index);
+        its other rows are deleted. Every row changed or deleted is first copied, as it was, to
+        ``event_version_archive`` under the compaction's name (``learning_events-<timestamp>``):
+        with the rows left in place, that is the log as it was. ``events`` (what every read
+        uses) keeps the same latest versions, and the failure counts do not change.
+        """
+        self._writable()
+        path = f"{self.schema}.event_versions"
+        with self._transaction() as conn:
+            self.lock_tables(conn, "event_versions, events", "EXCLUSIVE")
+            versions_before, bytes_before = conn.execute(COMPACT_SIZE).fetchone() or (0, 0)
+            (events_after,) = conn.execute("SELECT count(*) FROM events").fetchone() or (0,)
+            result = CompactResult(
+                path=path,
+                compacted=False,
+                versions_before=versions_before,
+                events_after=events_after,
+                bytes_before=bytes_before,
+                bytes_after=bytes_before,
+            )
+            conn.execute(COMPACT_PLAN)
+            (to_fold,) = conn.execute("SELECT count(*) FROM rayvault_compact").fetchone() or (0,)
+            if not to_fold:
+                return result
+            name = f"learning_events-{compact_ts(utcnow())}"
+            while conn.execute(
+                "SELECT 1 FROM event_version_archive WHERE compaction = %s LIMIT 1", (name,)
+            ).fetchone():
+                name = f"learning_events-{compact_ts(utcnow())}-{secrets.token_hex(4)}"
+            # Nothing here changes what the failure counts count: their triggers stand aside.
+            conn.execute("SELECT set_config(%s, 'on', true)", (schema_sql.BULK_LOAD_SETTING,))
+            for statement in COMPACT_STEPS:
+                conn.execute(statement, {"name": name})
+            conn.execute("SELECT set_config(%s, 'off', true)", (schema_sql.BULK_LOAD_SETTING,))
+            _, bytes_after = conn.execute(COMPACT_SIZE).fetchone() or (0, 0)
+        return result.model_copy(
+            update={
+                "compacted": True,
+                "archive": f"{self.schema}.event_version_archive[{name}]",
+                "bytes_after": bytes_after,
+            }
+        )
+
+    def check(
+        self, repair: bool = False, *, progress: ProgressCallback | None = None
+    ) -> list[Finding]:
+        """Check the schema and every stored record (see ``_pgdoctor``); with ``repair``, fix
+        what can be fixed without losing anything."""
+        if repair:
+            self._writable()
+        from rayvault.learning.store._pgdoctor import PostgresDoctor
+
+        return PostgresDoctor(self, repair=repair, progress=progress).run()
 
     # -- whole-store transfer (``store export``/``store import``, see ``transfer``) ---------------
     def has_data(self) -> bool:
@@ -942,6 +1350,7 @@ class PostgresStore:
         return _pgtransfer.dump(self)
 
     def load_items(self, items: Iterable[Any]) -> dict[str, int]:
+        self._writable()
         from rayvault.learning.store import _pgtransfer
 
         return _pgtransfer.load(self, items)

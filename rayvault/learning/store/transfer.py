@@ -1,8 +1,8 @@
 """Moving a whole data root between stores: ``rayvault-learn store export --to DIR`` writes the
 current store's data in the file layout, ``store import --from DIR`` loads a file-layout root into
 the current store. Lossless both ways: every version of every event and error-log entry (in
-order), agent memory and tombstones, memory snapshots, gate states and SOUL snapshots, each with
-the exact text the file store writes.
+order), agent memory and tombstones, memory snapshots, tombstone archives, gate states, SOUL
+snapshots and weekly reports (JSON and HTML), each with the exact text the file store writes.
 
 Both sides speak a stream of :class:`Item` — one per record version or document — so any store
 can be the source or the destination: the file layout (``FileLayout``) and PostgreSQL
@@ -10,13 +10,14 @@ can be the source or the destination: the file layout (``FileLayout``) and Postg
 
 Not transferred: the documents, which are files in every store (skill-graph notes, SOUL files,
 ``policies.py``) and stay where they are; the derived files (``state/cache/``, the per-video event
-copies, which an export writes again from the latest version of each event); lock and temp files.
-Any other file found under the store's folders is reported in the summary as *skipped*, so nothing
-is dropped silently.
+copies, which an export writes again from the latest version of each event); lock and temp files;
+what compaction and the doctor archived (``data/archive/``, ``state/doctor-archive/``, PostgreSQL's
+``event_version_archive``), which belong to the store they were made in. Any other file found
+under the store's folders is reported in the summary as *skipped*, so nothing is dropped silently.
 
-Adding a kind of data (e.g. weekly reports, tombstone archives): add its constant to ``KINDS``,
-read it in ``FileLayout.dump_items``, write it in ``FileLayout.load_items``, and do the same in
-``_pgtransfer``; ``FileLayout.skipped_files`` stops reporting its files once it is known there.
+Adding a kind of data: add its constant to ``KINDS``, read it in ``FileLayout.dump_items``, write
+it in ``FileLayout.load_items``, and do the same in ``_pgtransfer``; ``FileLayout.skipped_files``
+stops reporting its files once it is known there.
 """
 
 from __future__ import annotations
@@ -46,11 +47,15 @@ from rayvault.learning.store._fs import (
 from rayvault.learning.store._jsonlog import parse_array, scan_after
 from rayvault.learning.store.base import Store
 from rayvault.learning.store.files import (
+    _REPORT,
     _SNAPSHOT,
+    _TOMBSTONE_ARCHIVE,
     ARCHIVE_DIR,
     MEMORY_FILE,
+    TOMBSTONE_ARCHIVE_DIR,
     TOMBSTONES_FILE,
     FileStore,
+    parse_dated,
     validate_record,
 )
 
@@ -64,14 +69,32 @@ MEMORY = "memory"
 TOMBSTONES = "tombstones"
 #: A file of ``memory_archive/`` (key: agent, file name).
 SNAPSHOT = "memory_snapshot"
+#: A file of ``tombstone_archive/``: ``tombstones-YYYY-MM-DD[-N].json`` (key: agent, file name).
+TOMBSTONE_ARCHIVE = "tombstone_archive"
 #: ``state/learning_gate/<video_id>.json`` (key: video_id).
 GATE_STATE = "gate_state"
 #: ``state/learning_gate/souls/<sha256>.md`` (key: sha256).
 SOUL = "soul_snapshot"
+#: ``data/learning_reports/weekly-YYYY-MM-DD[-N].json`` (key: the report's name).
+REPORT = "weekly_report"
+#: ``data/learning_reports/weekly-YYYY-MM-DD[-N].html``, the report's rendering (key: its name).
+REPORT_HTML = "weekly_report_html"
 #: The per-video copy of an event's latest version (key: video_id, event_id). Derived: written by
 #: an export, never read by an import.
 VIDEO_EVENT = "video_event"
-KINDS = (EVENT, ERROR, MEMORY, TOMBSTONES, SNAPSHOT, GATE_STATE, SOUL, VIDEO_EVENT)
+KINDS = (
+    EVENT,
+    ERROR,
+    MEMORY,
+    TOMBSTONES,
+    SNAPSHOT,
+    TOMBSTONE_ARCHIVE,
+    GATE_STATE,
+    SOUL,
+    REPORT,
+    REPORT_HTML,
+    VIDEO_EVENT,
+)
 #: How each kind is named for people.
 KIND_LABELS = {
     EVENT: "event versions",
@@ -79,8 +102,11 @@ KIND_LABELS = {
     MEMORY: "agent memories",
     TOMBSTONES: "tombstone lists",
     SNAPSHOT: "memory snapshots",
+    TOMBSTONE_ARCHIVE: "tombstone archives",
     GATE_STATE: "gate states",
     SOUL: "SOUL snapshots",
+    REPORT: "weekly reports",
+    REPORT_HTML: "weekly report pages",
     VIDEO_EVENT: "per-video event files",
 }
 
@@ -137,7 +163,13 @@ class FileLayout:
     def data_files(self) -> list[Path]:
         """The store files present (documents, caches and locks are not store files)."""
         found = [p for p in (self.files.events_path, self.files.errors_path) if p.exists()]
-        for folder in (self.files.agents_dir, self.files.gate_dir, self.files.videos_dir):
+        folders = (
+            self.files.agents_dir,
+            self.files.gate_dir,
+            self.files.reports_dir,
+            self.files.videos_dir,
+        )
+        for folder in folders:
             if folder.is_dir():
                 found += [p for p in sorted(folder.rglob("*")) if _is_data_file(p)]
         return found
@@ -152,20 +184,13 @@ class FileLayout:
             latest[item.key[0]] = item.text
             yield item
         yield from self._log_items(ERROR, self.files.errors_path, "id", ErrorRecord)
-        for agent_dir in self._agent_dirs():
-            agent = agent_dir.name
-            memory = agent_dir / MEMORY_FILE
-            if memory.exists():
-                yield Item(MEMORY, (agent,), self._document(memory, AgentMemory, "agent memory"))
-            tombstones = agent_dir / TOMBSTONES_FILE
-            if tombstones.exists():
-                text = self._document(tombstones, TombstoneFile, "the tombstone list")
-                yield Item(TOMBSTONES, (agent,), text)
-            archive = agent_dir / ARCHIVE_DIR
-            if archive.is_dir():
-                for path in sorted(archive.iterdir()):
-                    if _SNAPSHOT.fullmatch(path.name) and path.is_file():
-                        yield Item(SNAPSHOT, (agent, path.name), self._json_text(path))
+        agent_dirs = self._agent_dirs()
+        for kind in (MEMORY, TOMBSTONES, SNAPSHOT):  # grouped by kind, as KINDS orders them
+            for agent_dir in agent_dirs:
+                yield from self._agent_items(kind, agent_dir)
+        for agent_dir in agent_dirs:
+            for path in self._tombstone_archives(agent_dir):
+                yield Item(TOMBSTONE_ARCHIVE, (agent_dir.name, path.name), self._json_text(path))
         gate_dir = self.files.gate_dir
         if gate_dir.is_dir():
             for path in sorted(gate_dir.glob("*.json")):
@@ -177,11 +202,61 @@ class FileLayout:
                 for path in sorted(souls.glob("*.md")):
                     if _is_data_file(path) and is_safe_identifier(path.stem):
                         yield Item(SOUL, (path.stem,), _read_text(path))
+        reports = self._reports()
+        for name, suffixes in reports:
+            if ".json" in suffixes:
+                yield Item(REPORT, (name,), self._json_text(suffixes[".json"]))
+        for name, suffixes in reports:
+            if ".html" in suffixes:
+                yield Item(REPORT_HTML, (name,), _read_text(suffixes[".html"]))
         # The per-video copies are the latest version of each event with a video id.
         for event_id, text in latest.items():
             video_id = orjson.loads(text).get("video_id")
             if video_id and is_safe_identifier(video_id):
                 yield Item(VIDEO_EVENT, (video_id, event_id), text)
+
+    def _agent_items(self, kind: str, agent_dir: Path) -> Iterator[Item]:
+        agent = agent_dir.name
+        if kind == MEMORY:
+            memory = agent_dir / MEMORY_FILE
+            if memory.exists():
+                yield Item(MEMORY, (agent,), self._document(memory, AgentMemory, "agent memory"))
+        elif kind == TOMBSTONES:
+            tombstones = agent_dir / TOMBSTONES_FILE
+            if tombstones.exists():
+                text = self._document(tombstones, TombstoneFile, "the tombstone list")
+                yield Item(TOMBSTONES, (agent,), text)
+        else:
+            archive = agent_dir / ARCHIVE_DIR
+            if archive.is_dir():
+                for path in sorted(archive.iterdir()):
+                    if _SNAPSHOT.fullmatch(path.name) and path.is_file():
+                        yield Item(SNAPSHOT, (agent, path.name), self._json_text(path))
+
+    @staticmethod
+    def _tombstone_archives(agent_dir: Path) -> list[Path]:
+        """The agent's ``tombstones-YYYY-MM-DD[-N].json`` files, oldest first."""
+        folder = agent_dir / TOMBSTONE_ARCHIVE_DIR
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            dated = parse_dated(_TOMBSTONE_ARCHIVE, path.name)
+            if dated is not None and _is_data_file(path):
+                found.append((*dated, path.name, path))
+        return [path for *_, path in sorted(found)]
+
+    def _reports(self) -> list[tuple[str, dict[str, Path]]]:
+        """The weekly reports (name → their ``.json``/``.html`` files), oldest first."""
+        folder = self.files.reports_dir
+        if not folder.is_dir():
+            return []
+        found: dict[str, dict[str, Path]] = {}
+        for path in folder.iterdir():
+            dated = parse_dated(_REPORT, path.stem)
+            if path.suffix in (".json", ".html") and dated is not None and _is_data_file(path):
+                found.setdefault(path.stem, {})[path.suffix] = path
+        return sorted(found.items(), key=lambda item: (parse_dated(_REPORT, item[0]), item[0]))
 
     def _agent_dirs(self) -> list[Path]:
         folder = self.files.agents_dir
@@ -230,6 +305,9 @@ class FileLayout:
             archive = agent_dir / ARCHIVE_DIR
             if archive.is_dir():
                 covered |= {p for p in archive.iterdir() if _SNAPSHOT.fullmatch(p.name)}
+            covered |= set(self._tombstone_archives(agent_dir))
+        for _, suffixes in self._reports():
+            covered |= set(suffixes.values())
         gate_dir = self.files.gate_dir
         if gate_dir.is_dir():
             covered |= {p for p in gate_dir.glob("*.json") if is_safe_identifier(p.stem)}
@@ -288,6 +366,17 @@ class FileLayout:
             return files.agent_dir(item.key[0]) / TOMBSTONES_FILE
         if item.kind == SNAPSHOT:
             return files.agent_dir(item.key[0]) / ARCHIVE_DIR / item.key[1]
+        if item.kind == TOMBSTONE_ARCHIVE:
+            if parse_dated(_TOMBSTONE_ARCHIVE, item.key[1]) is None:
+                raise StoreError(
+                    f"{item.key[1]!r} is not a tombstone archive name; nothing written"
+                )
+            return files.agent_dir(item.key[0]) / TOMBSTONE_ARCHIVE_DIR / item.key[1]
+        if item.kind in (REPORT, REPORT_HTML):
+            if parse_dated(_REPORT, item.key[0]) is None:
+                raise StoreError(f"{item.key[0]!r} is not a weekly report name; nothing written")
+            suffix = ".json" if item.kind == REPORT else ".html"
+            return files.reports_dir / f"{item.key[0]}{suffix}"
         if item.kind == GATE_STATE:
             return files.gate_state_path(item.key[0])
         if item.kind == SOUL:
