@@ -10,6 +10,7 @@ API keeps working.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -42,12 +43,19 @@ Status = Literal["open", "applied", "verified", "archived"]
 
 def normalize_severity(value: object) -> str:
     """``"fail"`` → ``"FAIL"``; anything outside INFO|WARN|FAIL|BLOCKER is refused."""
+    if isinstance(value, str) and value in SEVERITY_RANK:  # the stored form: no work to do
+        return value
     if isinstance(value, str) and value.strip().upper() in SEVERITY_RANK:
         return value.strip().upper()
     raise ValueError(f"severity must be one of INFO, WARN, FAIL, BLOCKER (got {value!r})")
 
 
 def _timestamp(value: object) -> datetime:
+    if type(value) is str and value.endswith("Z"):
+        # The form this package writes: parsed in C to an aware UTC datetime. Anything else
+        # (``+00:00``, naive, other offsets, compact ids) goes through parse_ts.
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value)
     if isinstance(value, str | datetime):
         return parse_ts(value)
     raise ValueError(f"not a timestamp: {value!r}")

@@ -6,12 +6,13 @@ implement it: the embedded file store (``FileStore``, the default) and PostgreSQ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import gc
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from rayvault.learning.models import (
     AgentMemory,
@@ -32,6 +33,25 @@ from rayvault.policies import Policies
 
 #: Progress of a long operation: ``(what, done, total)``, e.g. ``("notes", 120, 4000)``.
 ProgressCallback = Callable[[str, int, int], None]
+
+
+R = TypeVar("R")
+
+
+def build_records(rows: Iterable[tuple[Any, ...]], build: Callable[[Any], R]) -> list[R]:
+    """``[build(row[0]) for row in rows]`` with the cyclic garbage collector paused.
+
+    Building 100k records allocates millions of containers; each allocation burst would set off
+    a collection that walks everything built so far, which made reading 100k events take
+    nearly three times as long. Nothing built here forms a cycle.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [build(row[0]) for row in rows]
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)

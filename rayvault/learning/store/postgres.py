@@ -102,6 +102,7 @@ from rayvault.learning.store.base import (
     ProgressCallback,
     SavedReport,
     Store,
+    build_records,
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files import (
@@ -837,7 +838,7 @@ class PostgresStore:
         order, more = event_order(query, "%s")
         with self._connection() as conn:
             rows = conn.execute(f"SELECT data::text FROM events{where}{order}", [*params, *more])
-            return [self._event(text) for (text,) in rows]
+            return build_records(rows, self._event)
 
     def count_events(self, query: EventQuery) -> int:
         where, params = event_where(query, "%s")
@@ -1100,7 +1101,7 @@ class PostgresStore:
         clause, params = error_where(query, "%s")
         with self._connection() as conn:
             rows = conn.execute(f"SELECT data::text FROM errors{clause}", params)
-            return [self._error(text) for (text,) in rows]
+            return build_records(rows, self._error)
 
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
         with self._connection() as conn:
