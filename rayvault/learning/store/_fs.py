@@ -206,11 +206,6 @@ def _acquire(fd: int, path: Path, deadline: float, timeout: float) -> None:
             delay = min(delay * 2, 0.02)
 
 
-def is_locked(path: Path) -> bool:
-    """True when some process holds the lock of ``path`` right now."""
-    return lock_file_held(lock_path_for(path))
-
-
 def lock_file_held(lock_file: Path) -> bool:
     """True when some process holds the lock file ``lock_file`` right now."""
     try:
