@@ -5,11 +5,16 @@ into each log it has read (offset, inode, and the bytes just before the offset) 
 reading only what was appended since, so no hot path parses the whole event log. If the log was
 rewritten (compaction, an editor, a different inode) or the index is missing or damaged, it is
 rebuilt from the log. Deleting ``state/cache/`` is always safe.
+
+The log is stat'ed again once the index's write lock is held: a size taken before it may be older
+than what another process has meanwhile caught up to, and would look like a log that shrank.
+Every full rebuild is counted (:attr:`SqliteIndex.rebuilds`) and logged with its reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -19,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.store._jsonlog import parse_array, scan_after
+from rayvault.learning.store._jsonlog import read_array, read_from, scan_after
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+
+logger = logging.getLogger("rayvault.learning.index")
 
 SCHEMA_VERSION = 5
 _SIG_BYTES = 32
@@ -153,6 +160,9 @@ class SqliteIndex:
         # (inode, size, mtime) of each log when this process last caught up with it.
         self._seen_on_disk: dict[str, tuple[int, int, int] | None] = {}
         self._pid = os.getpid()
+        #: Full rebuilds of a table already indexed, from its log, done by this process (each
+        #: logged with its reason; the first build of a table is logged but not counted).
+        self.rebuilds = 0
 
     @property
     def _seen(self) -> dict[str, tuple[int, int, int] | None]:
@@ -236,7 +246,7 @@ class SqliteIndex:
         with _write(conn):
             for source in self.sources.values():
                 if source.path.exists():
-                    self._rebuild(conn, source)
+                    self._rebuild(conn, source, "requested")
                 else:
                     self._catch_up(conn, source, None)
         self.forget()
@@ -287,14 +297,12 @@ class SqliteIndex:
         """Bring the index up to date with log ``name``; return the connection to query."""
         source = self.sources[name]
         conn = self._connect()
-        try:
-            st = os.stat(source.path)
-            seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            seen = None
+        seen = _stat(source.path)
         if name in self._seen and self._seen[name] == seen:
             return conn
         with _write(conn):
+            # Again under the lock: another process may have caught up past the size seen above.
+            seen = _stat(source.path)
             self._catch_up(conn, source, seen)
         self._seen[name] = seen
         return conn
@@ -312,27 +320,35 @@ class SqliteIndex:
                 conn.execute("DELETE FROM sources WHERE name = ?", (source.name,))
             return
         inode, size, mtime = seen
-        if (
-            row is None
-            or row[0] != inode
-            or row[1] > size
+        if row is None:
+            self._rebuild(conn, source, "not indexed yet", initial=True)
+            return
+        if row[0] != inode:
+            self._rebuild(conn, source, "replaced by a new file")
+            return
+        if row[1] > size:
+            self._rebuild(conn, source, "shorter than the part already indexed")
+            return
+        if row[4] == size and row[5] != mtime:
             # Same size but touched since: rewritten in place (appends always grow the file).
-            or (row[4] == size and row[5] != mtime)
-        ):
-            self._rebuild(conn, source)
+            self._rebuild(conn, source, "changed in place without growing")
             return
         offset, sig, next_seq = row[1], row[2], row[3]
         start = max(0, offset - _SIG_BYTES)
-        with source.path.open("rb") as fh:
-            st = os.fstat(fh.fileno())
-            fh.seek(start)
-            data = fh.read()
+        read = read_from(source.path, start)
+        if read is None:
+            self._rebuild(conn, source, "removed while being read")
+            return
+        data, st = read
+        if st.st_ino != inode:
+            self._rebuild(conn, source, "replaced by a new file")
+            return
         if data[: offset - start] != sig:
-            self._rebuild(conn, source)
+            self._rebuild(conn, source, "rewritten: the bytes before the indexed offset changed")
             return
         scan = scan_after(data[offset - start :], offset)
         if scan is None:
-            self._rebuild(conn, source)
+            self._rebuild(conn, source, "appended to in another layout")
             return
         new_sig = data[max(0, scan.end - _SIG_BYTES - start) : scan.end - start]
         if scan.items:
@@ -350,11 +366,19 @@ class SqliteIndex:
             ),
         )
 
-    def _rebuild(self, conn: sqlite3.Connection, source: Source) -> None:
-        with source.path.open("rb") as fh:
-            st = os.fstat(fh.fileno())
-            data = fh.read()
-        parsed = parse_array(data, source.path)
+    def _rebuild(
+        self, conn: sqlite3.Connection, source: Source, why: str, *, initial: bool = False
+    ) -> None:
+        whole = read_array(source.path)
+        if whole is None:
+            self._catch_up(conn, source, None)
+            return
+        data, st, parsed = whole.data, whole.stat, whole.parsed
+        if not initial:
+            self.rebuilds += 1
+        logger.info(
+            "%s the index of %s: %s", "building" if initial else "rebuilding", source.path, why
+        )
         # Row-by-row triggers would make a rebuild of 100k events several times slower: drop
         # them, reload, recount the aggregate in one statement, and put them back.
         for name in _TRIGGER_NAMES:
@@ -399,6 +423,14 @@ class SqliteIndex:
                 )
             rows.append((*source.row(item), first_seq + i, orjson.dumps(item)))
         conn.executemany(sql, rows)
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @contextlib.contextmanager
