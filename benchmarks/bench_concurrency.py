@@ -6,7 +6,8 @@
 Every writer is a real process creating ``--per-worker`` events of one severity (each a distinct
 failure, with an agent: the rule goes to memory); the readers are processes that, until the
 writers are done, alternate a whole-file read of ``data/learning_events.json`` (the log's own
-reader) with a count through the derived index, pausing ``--read-pause`` between reads. Printed per run:
+reader) with a count through the derived index, pausing ``--read-pause`` between reads. Printed
+per run:
 
 - events/s: events acknowledged by the writers / the time from the start signal until the last
   writer finished (process start-up is not counted);
@@ -113,7 +114,7 @@ class Run:
 
 
 def run(
-    writers: int, per_worker: int, severity: str, readers: int, history: int, pause: float
+    *, writers: int, per_worker: int, severity: str, readers: int, history: int, pause: float
 ) -> Run:
     from rayvault.learning.store import EventQuery, FileStore
     from rayvault.learning.store._jsonlog import JsonArrayLog
@@ -191,7 +192,14 @@ def main() -> None:
     for history in [int(h) for h in args.history.split(",")]:
         for writers in [int(w) for w in args.writers.split(",")]:
             for severity in args.severities.split(","):
-                r = run(writers, args.per_worker, severity, args.readers, history, args.read_pause)
+                r = run(
+                    writers=writers,
+                    per_worker=args.per_worker,
+                    severity=severity,
+                    readers=args.readers,
+                    history=history,
+                    pause=args.read_pause,
+                )
                 print(
                     f"{r.history:>8,} {r.writers:>7} {r.severity:>8} {r.events:>7} "
                     f"{r.rate:>9.0f} {len(r.errors):>6} {r.lost:>5} {r.rebuilds:>8} "
