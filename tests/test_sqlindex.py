@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from rayvault.learning import CorruptFileError, create_event, list_events
@@ -160,3 +161,39 @@ def test_rebuilds_are_counted_and_logged(
         assert len(ids(store)) == 3
     assert store.index.rebuilds == 1
     assert "replaced by a new file" in caplog.text
+
+
+def test_a_log_caught_in_the_middle_of_an_append_is_no_rewrite(
+    root: Path, store: FileStore
+) -> None:
+    """An append under way has already set the log's change time but not yet its size: that
+    looks like a rewrite in place. The index judges the log only by what it sees under the log's
+    shared lock, after the append: it catches up without a rebuild."""
+    import fcntl
+    import threading
+
+    create_event(**event_kwargs(symptom="first"), store=store)  # type: ignore[arg-type]
+    store.index.sync("events")
+    path = root / "data/learning_events.json"
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a writer mid-append
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        reader = FileStore(root)  # another process
+        found: list[int] = []
+        thread = threading.Thread(
+            target=lambda: found.append(len(reader.query_events(EventQuery())))
+        )
+        thread.start()
+        thread.join(0.3)
+        assert thread.is_alive()  # waiting for the append, not rebuilding
+        second = orjson.dumps({**json.loads(path.read_bytes())[0], "event_id": "second"})
+        os.pwrite(fd, b",\n" + second + b"\n]\n", size - 3)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        thread.join(10)
+    finally:
+        os.close(fd)
+    assert found == [2]
+    assert reader.index.rebuilds == 0
+    reader.close()

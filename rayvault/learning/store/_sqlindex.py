@@ -319,29 +319,27 @@ class SqliteIndex:
                 conn.execute(f"DELETE FROM {source.table}")
                 conn.execute("DELETE FROM sources WHERE name = ?", (source.name,))
             return
-        inode, size, mtime = seen
         if row is None:
             self._rebuild(conn, source, "not indexed yet", initial=True)
             return
-        if row[0] != inode:
-            self._rebuild(conn, source, "replaced by a new file")
-            return
-        if row[1] > size:
-            self._rebuild(conn, source, "shorter than the part already indexed")
-            return
-        if row[4] == size and row[5] != mtime:
-            # Same size but touched since: rewritten in place (appends always grow the file).
-            self._rebuild(conn, source, "changed in place without growing")
-            return
         offset, sig, next_seq = row[1], row[2], row[3]
         start = max(0, offset - _SIG_BYTES)
+        # Judge the log by the stat taken with its bytes, under its shared lock: a stat taken
+        # while an append is under way can show the new change time with the old size.
         read = read_from(source.path, start)
         if read is None:
             self._rebuild(conn, source, "removed while being read")
             return
         data, st = read
-        if st.st_ino != inode:
+        if row[0] != st.st_ino:
             self._rebuild(conn, source, "replaced by a new file")
+            return
+        if offset > st.st_size:
+            self._rebuild(conn, source, "shorter than the part already indexed")
+            return
+        if row[4] == st.st_size and row[5] != st.st_mtime_ns:
+            # Same size but touched since: rewritten in place (appends always grow the file).
+            self._rebuild(conn, source, "changed in place without growing")
             return
         if data[: offset - start] != sig:
             self._rebuild(conn, source, "rewritten: the bytes before the indexed offset changed")
