@@ -793,10 +793,10 @@ class PostgresStore:
         return self._record(ErrorEntry, text, self._where("errors"), "an error-log entry")
 
     # -- events -----------------------------------------------------------------------------------
-    @staticmethod
-    def _event_params(event: LearningEvent) -> tuple[Any, ...]:
+    def _event_params(self, event: LearningEvent) -> tuple[Any, ...]:
         data = event.model_dump_json()
-        return (event.event_id, data, *event_row(orjson.loads(data)))
+        aliases = self.policies.LEARNING_STAGE_ALIASES
+        return (event.event_id, data, *event_row(orjson.loads(data), aliases))
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         # Per-video copies are not stored: in this store they are the latest version of each
@@ -1064,10 +1064,10 @@ class PostgresStore:
         return [name for _, name in sorted((as_utc(at), name) for at, name in rows)]
 
     # -- error log --------------------------------------------------------------------------------
-    @staticmethod
-    def _error_params(entry: ErrorEntry) -> tuple[Any, ...]:
+    def _error_params(self, entry: ErrorEntry) -> tuple[Any, ...]:
         data = entry.model_dump_json()
-        return (entry.id, data, *error_row(orjson.loads(data)))
+        aliases = self.policies.LEARNING_STAGE_ALIASES
+        return (entry.id, data, *error_row(orjson.loads(data), aliases))
 
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
         self._writable()

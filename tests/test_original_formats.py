@@ -1,0 +1,216 @@
+"""Every file kind the original system wrote is read as it is (DESIGN.md §3), on both stores.
+
+``tests/fixtures/original/`` is a small data root in the original's format: pretty-printed
+JSON, ``+00:00`` timestamps with microseconds, no fingerprints, step names as components, the
+original's archive names. On PostgreSQL it is brought in with ``store import``, as its owner
+would. (The original's gate-state files are covered with the gate's tests.)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from rayvault.cli import main
+from rayvault.learning.doctor import check_root
+from rayvault.learning.errors import get_lessons, get_patterns
+from rayvault.learning.gate import learning_gate
+from rayvault.learning.patterns import fingerprint
+from rayvault.learning.registry import get_patterns as event_patterns
+from rayvault.learning.revisit import revisit
+from rayvault.learning.store import EventQuery, FileStore, Store
+from rayvault.learning.store.transfer import import_root
+
+from .conftest import Clock, PgSchemas
+
+FIXTURE = Path(__file__).parent / "fixtures" / "original"
+
+
+def load_original(store: Store, tmp_path: Path) -> Path:
+    """Put the original root into ``store``: copied into the file store's root, imported into
+    PostgreSQL. Returns the folder holding the original files."""
+    if isinstance(store, FileStore):
+        shutil.copytree(FIXTURE, store.root, dirs_exist_ok=True)
+        return store.root
+    source = tmp_path / "original"
+    shutil.copytree(FIXTURE, source)
+    import_root(store, source)
+    return source
+
+
+def test_resolved_entry_without_fingerprint_is_a_lesson(store: Store, tmp_path: Path) -> None:
+    """get_lessons over an original error log (a resolved entry, no stored fingerprint) returns
+    the lesson keyed as a new entry would be, instead of failing."""
+    load_original(store, tmp_path)
+    lessons = get_lessons(store=store)
+    expected = fingerprint("tts", "ElevenLabs returned 429 for voice 21m00Tcm4TlvDq8ikWAM")
+    assert [(x.fingerprint, x.stage, x.fix) for x in lessons] == [
+        (expected.key, "generate-tts", "Back off 60 s and retry")
+    ]
+    assert lessons[0].pattern == expected.template
+    assert lessons[0].error_id == "err-20260213-111500-5d20"
+    assert lessons[0].occurrences == 1
+
+
+def test_lessons_command_on_an_original_log(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``errors lessons --json`` on an original log exits 0 with the lesson."""
+    load_original(store, tmp_path)
+    code = main(["errors", "lessons", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    lessons = data["lessons"] if isinstance(data, dict) else data
+    assert [x["fix"] for x in lessons] == ["Back off 60 s and retry"]
+
+
+def test_step_names_fold_into_one_pattern(store: Store, tmp_path: Path) -> None:
+    """One failure logged as discover-products, verify-products and research (no stored
+    fingerprint, different numbers and ASINs) is one pattern of the research stage."""
+    load_original(store, tmp_path)
+    patterns = get_patterns(min_count=1, store=store)
+    timeouts = [p for p in patterns if p.count == 3]
+    assert len(timeouts) == 1
+    key = fingerprint("research", "Timeout after 1s fetching https://example.com").key
+    assert timeouts[0].fingerprint == key
+    assert timeouts[0].stages == ["discover-products", "research", "verify-products"]
+    assert timeouts[0].unresolved == 3
+
+
+def test_gate_blocks_on_an_original_recurring_failure(store: Store, tmp_path: Path) -> None:
+    """``gate v9 research`` blocks on the three timeouts logged under three step names, and
+    ``assets`` on three hallucination events logged as generate-images, dzine and assets."""
+    load_original(store, tmp_path)
+    for stage in ("research", "assets"):
+        result = learning_gate("v9", stage, store=store)
+        known = {c.name: c for c in result.checks}["check_known_failures"]
+        assert not known.passed, known.reason
+        assert result.blocked
+    script = learning_gate("v9", "script", store=store)
+    assert {c.name: c.passed for c in script.checks}["check_known_failures"]
+
+
+def test_original_events_group_with_new_ones(store: Store, tmp_path: Path) -> None:
+    """Original events without a fingerprint and a new event of the same failure are one
+    pattern in the registry."""
+    from rayvault.learning.events import create_event
+
+    load_original(store, tmp_path)
+    new = create_event(
+        run_id="v043-run-001",
+        severity="FAIL",
+        component="assets",
+        symptom="Image hallucination in Product Background (seed 55)",
+        root_cause="Changed reference angle",
+        fix_applied="Reverted to original 3/4 angle",
+        video_id="v043",
+        store=store,
+    )
+    [pattern] = [p for p in event_patterns(store=store) if p.fingerprint == new.fingerprint]
+    assert pattern.count == 4
+    assert pattern.components == ["assets", "dzine", "generate-images"]
+    assert store.count_events(EventQuery(fingerprint=new.fingerprint)) == 4
+
+
+def test_changed_aliases_rekey_original_records(store: Store, tmp_path: Path) -> None:
+    """Fingerprints of records stored without one follow the alias map: an alias added in
+    policies.py later folds the original step name into its stage (the file store's index
+    rebuilds itself; PostgreSQL keys them when they are imported)."""
+    (store.root / "policies.py").write_text(
+        'LEARNING_STAGE_ALIASES = {"render-video": "render", "davinci": "render",'
+        ' "discover-products": "research", "verify-products": "research",'
+        ' "generate-tts": "voice"}\n'
+    )
+    load_original(store, tmp_path)
+    [lesson] = get_lessons(store=store)
+    assert lesson.fingerprint.startswith("voice:")
+    if isinstance(store, FileStore):
+        (store.root / "policies.py").unlink()
+        [lesson] = get_lessons(store=store)
+        assert lesson.fingerprint.startswith("tts:")
+        assert get_patterns(min_count=1, store=store)[0].stage == "research"
+
+
+def test_doctor_finds_nothing_wrong_in_an_original_root(store: Store, tmp_path: Path) -> None:
+    """``doctor`` on an original root (or after importing one) reports no finding: no
+    snapshot-corrupt for the bare-list tombstone archive, no stale index columns for records
+    stored without a fingerprint."""
+    load_original(store, tmp_path)
+    report = check_root(store=store)
+    assert [(f.code, f.message) for f in report.findings] == []
+
+
+def test_original_snapshots_are_listed_and_pruned(
+    store: Store, tmp_path: Path, clock: Clock
+) -> None:
+    """The original's memory_<local time>.json snapshots are listed with the new ones, by the
+    time they were taken, and pruned by the same retention (90 days): the revisit removes the
+    one from November and keeps February's. Its tombstone archive is not a snapshot: kept."""
+    load_original(store, tmp_path)
+    agent = "dzine_producer"
+    listed = store.list_memory_snapshots(agent)
+    assert [name for _, name in listed] == [
+        "memory_20251101T080000.json",
+        "memory_20260210T130000.json",
+    ]
+    local = datetime(2026, 2, 10, 13, 0, 0).astimezone(UTC)  # written in local time
+    assert listed[1][0] == local
+    clock.set(datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC))
+    result = revisit(store=store)
+    [sweep] = [s for s in result.tombstone_sweep if s.agent == agent]
+    assert sweep.snapshots_pruned == ["memory_20251101T080000.json"]
+    assert [name for _, name in store.list_memory_snapshots(agent)] == [
+        "memory_20260210T130000.json"
+    ]
+    if isinstance(store, FileStore):
+        archive = store.root / "state/agents" / agent / "memory_archive"
+        assert sorted(p.name for p in archive.iterdir()) == [
+            "memory_20260210T130000.json",
+            "tombstones_archive_20251105.json",
+        ]
+
+
+def test_a_bare_list_tombstone_archive_is_checked(store: Store, tmp_path: Path) -> None:
+    """The original's tombstones_archive_YYYYMMDD.json is checked as a list of tombstones: a
+    valid one is clean (see above), one that is not a list of tombstones is reported by name."""
+    name = "tombstones_archive_20251106.json"
+    source = tmp_path / "bad"
+    shutil.copytree(FIXTURE, source)
+    (source / "state/agents/dzine_producer/memory_archive" / name).write_text('[{"rule": 1}]')
+    if isinstance(store, FileStore):
+        shutil.copytree(source, store.root, dirs_exist_ok=True)
+    else:
+        import_root(store, source)
+    findings = check_root(store=store).findings
+    assert [(f.code, name in f.path) for f in findings] == [("tombstone-archive-corrupt", True)]
+
+
+@pytest.mark.postgres
+def test_original_archives_survive_import_and_export(
+    root: Path, tmp_path: Path, pg_schemas: PgSchemas
+) -> None:
+    """``store import`` of an original root into PostgreSQL keeps its memory snapshots and
+    bare-list tombstone archive (nothing skipped); ``store export`` writes them back under
+    their original names, byte for byte the same JSON."""
+    from rayvault.learning.store.postgres import PostgresStore
+    from rayvault.learning.store.transfer import SNAPSHOT, TOMBSTONE_ARCHIVE, export_store
+
+    source = tmp_path / "original"
+    shutil.copytree(FIXTURE, source)
+    pg = PostgresStore(root, pg_schemas.new_url())
+    try:
+        summary = import_root(pg, source)
+        assert summary.skipped == []
+        assert summary.counts[SNAPSHOT] == 2 and summary.counts[TOMBSTONE_ARCHIVE] == 1
+        export_store(pg, tmp_path / "out")
+    finally:
+        pg.close()
+    archive = "state/agents/dzine_producer/memory_archive"
+    for path in sorted((source / archive).iterdir()):
+        copy = tmp_path / "out" / archive / path.name
+        assert json.loads(copy.read_text()) == json.loads(path.read_text()), path.name
