@@ -214,3 +214,51 @@ def test_original_archives_survive_import_and_export(
     for path in sorted((source / archive).iterdir()):
         copy = tmp_path / "out" / archive / path.name
         assert json.loads(copy.read_text()) == json.loads(path.read_text()), path.name
+
+
+def test_lone_error_codes_are_separate_patterns(store: Store, tmp_path: Path) -> None:
+    """E404 and ERR_429 logged as whole error texts are two patterns (not one ``<id>``); an
+    original record holding only E404 joins the new E404 entries. A key stored by an earlier
+    version (``<id>`` for both) is kept as stored: stored keys are never rewritten."""
+    from rayvault.learning.errors import log_error
+
+    source = tmp_path / "codes"
+    (source / "data").mkdir(parents=True)
+    old_key = fingerprint("tts", "<id>").key  # what the previous version stored for both
+    original = [
+        {
+            "id": "err-1",
+            "timestamp": "2026-02-10T08:00:00.000001+00:00",
+            "stage": "voiceover",
+            "exit_code": 1,
+            "error": "E404",
+            "context": {},
+            "resolved": False,
+            "resolution": None,
+        },
+        {
+            "id": "err-2",
+            "timestamp": "2026-02-10T09:00:00.000001+00:00",
+            "stage": "tts",
+            "exit_code": 1,
+            "error": "ERR_500",
+            "context": {},
+            "resolved": False,
+            "resolution": None,
+            "fingerprint": old_key,
+            "pattern": "<id>",
+        },
+    ]
+    (source / "data/error_log.json").write_text(json.dumps(original, indent=2))
+    if isinstance(store, FileStore):
+        shutil.copytree(source, store.root, dirs_exist_ok=True)
+    else:
+        import_root(store, source)
+    for text in ("E404", "E404", "ERR_429"):
+        log_error("v1", "generate-tts", text, store=store)
+    counts = {p.pattern: (p.fingerprint, p.count) for p in get_patterns(1, store=store)}
+    assert counts == {
+        "E404": (fingerprint("tts", "E404").key, 3),
+        "ERR_429": (fingerprint("tts", "ERR_429").key, 1),
+        "<id>": (old_key, 1),
+    }
