@@ -262,3 +262,98 @@ def test_lone_error_codes_are_separate_patterns(store: Store, tmp_path: Path) ->
         "ERR_429": (fingerprint("tts", "ERR_429").key, 1),
         "<id>": (old_key, 1),
     }
+
+
+# -- one test per remaining shape ------------------------------------------------------------
+
+
+def test_original_events_and_timestamps(store: Store, tmp_path: Path) -> None:
+    """Original events (``+00:00`` timestamps with microseconds, no agent, no fingerprint) are
+    listed in time order and filtered by dates compared as datetimes, in any written style."""
+    from rayvault.learning.registry import query_events
+
+    load_original(store, tmp_path)
+    events = query_events(store=store)
+    assert [e.event_id for e in events] == [
+        "evt-20260210-120000-ab10",
+        "evt-20260211-120010-ab11",
+        "evt-20260212-120020-ab12",
+        "evt-20260213-120030-ab13",
+    ]
+    assert events[0].timestamp == datetime(2026, 2, 10, 12, 0, 0, 123450, tzinfo=UTC)
+    later = query_events(date_from="2026-02-12T13:00:00+01:00", store=store)
+    assert [e.event_id for e in later] == ["evt-20260212-120020-ab12", "evt-20260213-120030-ab13"]
+    exact = query_events(date_from="2026-02-12T12:00:02.123452Z", store=store)
+    assert exact[0].event_id == "evt-20260212-120020-ab12"  # the bound is inclusive
+    after = query_events(date_from="2026-02-12T12:00:02.123453Z", store=store)
+    assert after[0].event_id == "evt-20260213-120030-ab13"
+
+
+def test_original_memory_and_tombstones(store: Store, tmp_path: Path) -> None:
+    """The original's memory_active.json and memory_tombstones.json are read as they are, and a
+    new rule is added to that memory without losing the original rule or its counts."""
+    from rayvault.learning.events import create_event
+    from rayvault.learning.memory import load_active_memory, load_tombstones, render_rules
+
+    load_original(store, tmp_path)
+    agent = "dzine_producer"
+    [rule] = load_active_memory(agent, store=store).rules
+    assert (rule.rule_id, rule.applied_count, rule.fingerprint) == (
+        "rule-20260210-120000-ab10",
+        2,
+        None,
+    )
+    assert rule.last_applied == datetime(2026, 2, 11, 12, 0, 10, 123451, tzinfo=UTC)
+    [tomb] = load_tombstones(agent, store=store).tombstones
+    assert tomb.superseded_by == rule.rule_id and tomb.evidence_ids == [rule.source_event_id]
+    assert "Reverted to original 3/4 angle" in render_rules(agent, store=store)
+    create_event(
+        run_id="v050-run",
+        severity="WARN",
+        component="assets",
+        symptom="Product logo mirrored",
+        root_cause="Flip augmentation",
+        fix_applied="Disable horizontal flip",
+        video_id="v050",
+        agent=agent,
+        store=store,
+    )
+    rules = {r.rule_id: r for r in load_active_memory(agent, store=store).rules}
+    assert len(rules) == 2 and rules[rule.rule_id].applied_count == 2
+
+
+def test_original_weekly_report(store: Store, tmp_path: Path) -> None:
+    """The original's weekly report, with only its own fields, is the latest summary."""
+    from rayvault.learning.registry import get_weekly_summary
+
+    load_original(store, tmp_path)
+    summary = get_weekly_summary(store=store)
+    assert summary is not None
+    assert summary.generated_at == datetime(2026, 2, 16, 6, 0, 0, 654321, tzinfo=UTC)
+    assert (summary.period_days, summary.events_total, summary.by_status) == (
+        7,
+        4,
+        {"applied": 1, "verified": 1},
+    )
+    assert summary.agent_summaries["dzine_producer"] == {"active_rules": 1, "tombstones": 1}
+
+
+def test_original_root_migrates_with_real_notes(
+    store: Store, tmp_path: Path, shared_data: Path
+) -> None:
+    """``migrate`` on an original root: the resolved error-log entry (no fingerprint) and real
+    skill-graph notes become events; the error's event has the key its lesson has."""
+    from rayvault.learning.migrate import migrate_learnings
+
+    load_original(store, tmp_path)
+    notes = store.root / "agents/skills/learnings"
+    notes.mkdir(parents=True)
+    for name in sorted(p.name for p in (shared_data / "skill-graph/learnings").glob("*.md"))[:3]:
+        shutil.copy(shared_data / "skill-graph/learnings" / name, notes / name)
+    report = migrate_learnings(apply=True, store=store)
+    assert report.by_source["error_log"]["migrated"] == 1
+    assert report.by_source["note"]["found"] == 3
+    assert report.unresolved_errors == 4
+    [lesson] = get_lessons(store=store)
+    migrated = store.query_events(EventQuery(source_error_id=lesson.error_id))
+    assert [e.fingerprint for e in migrated] == [lesson.fingerprint]
