@@ -118,14 +118,17 @@ class PostgresDoctor:
         self.repair = repair
         self.progress = progress
         self.findings: list[Finding] = []
+        self._alias_map: Mapping[str, str] | None = None
 
     def _aliases(self) -> Mapping[str, str]:
         """The alias map that keys records stored without a fingerprint (the defaults when the
-        policies cannot be read: that is reported elsewhere)."""
-        try:
-            return self.store.policies.LEARNING_STAGE_ALIASES
-        except ConfigError:
-            return Policies().LEARNING_STAGE_ALIASES
+        policies cannot be read: that is reported elsewhere); resolved once per run."""
+        if self._alias_map is None:
+            try:
+                self._alias_map = self.store.policies.LEARNING_STAGE_ALIASES
+            except ConfigError:
+                self._alias_map = Policies().LEARNING_STAGE_ALIASES
+        return self._alias_map
 
     def run(self) -> list[Finding]:
         store = self.store
