@@ -91,6 +91,8 @@ def test_gate_blocks_on_an_original_recurring_failure(store: Store, tmp_path: Pa
         known = {c.name: c for c in result.checks}["check_known_failures"]
         assert not known.passed, known.reason
         assert result.blocked
+    # The pattern shown is the masked text, not a bare key.
+    assert "'Timeout after <dur> fetching <url>' seen 3×" in learning_gate("v9", "research").reason
     script = learning_gate("v9", "script", store=store)
     assert {c.name: c.passed for c in script.checks}["check_known_failures"]
 

@@ -99,6 +99,15 @@ def legacy_fingerprint(
     return None
 
 
+def shown_pattern(text: object) -> str | None:
+    """The template shown for a record stored without one (the original system's)."""
+    if isinstance(text, str) and text.strip():
+        from rayvault.learning.patterns import fingerprint
+
+        return fingerprint("", text).template
+    return None
+
+
 def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
     """A WHERE clause (possibly empty) and its parameters for ``query``."""
     clauses: list[str] = []

@@ -77,6 +77,7 @@ from rayvault.learning.store._sql import (
     event_where,
     known_failures_sql,
     pattern_sql,
+    shown_pattern,
     timeline_sql,
 )
 from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
@@ -589,11 +590,12 @@ class FileStore:
                     "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
                 ).fetchone()
             )
-            template = orjson.loads(sample[0]).get("pattern") if sample else None
+            raw = orjson.loads(sample[0]) if sample else {}
+            text = raw.get("symptom") or raw.get("error")
             found.append(
                 KnownFailure(
                     fingerprint=fp,
-                    pattern=template or fp,
+                    pattern=raw.get("pattern") or shown_pattern(text) or fp,
                     occurrences=occurrences,
                     unresolved=unresolved,
                 )
