@@ -116,7 +116,7 @@ def test_values_are_plain_for_comparison(root: Path) -> None:
 
 
 def test_module_assignment_changes_the_default(
-    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``rayvault.policies.LEARNING_GATE_ENABLED = False`` at run time (as the original's users
     and tests did) disables the gate through the spec path and the CLI; undoing it enables it
@@ -125,16 +125,17 @@ def test_module_assignment_changes_the_default(
     from rayvault.cli import main
 
     assert tools.learning_gate.learning_gate("v1", "assets").enabled
-    monkeypatch.setattr(policy_module, "LEARNING_GATE_ENABLED", False)
-    result = tools.learning_gate.learning_gate("v1", "assets")
-    assert not result.enabled and not result.blocked
-    assert "LEARNING_GATE_ENABLED = False (rayvault.policies)" in result.reason
-    assert load_policies(root).sources == {"LEARNING_GATE_ENABLED": "rayvault.policies"}
-    capsys.readouterr()
-    assert main(["gate", "v1", "assets"]) == 0
-    assert "disabled" in capsys.readouterr().out
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(policy_module, "LEARNING_GATE_ENABLED", False)
+        result = tools.learning_gate.learning_gate("v1", "assets")
+        assert not result.enabled and not result.blocked
+        assert "LEARNING_GATE_ENABLED = False (rayvault.policies)" in result.reason
+        assert load_policies(root).sources == {"LEARNING_GATE_ENABLED": "rayvault.policies"}
+        capsys.readouterr()
+        assert main(["gate", "v1", "assets"]) == 0
+        assert "disabled" in capsys.readouterr().out
     assert tools.learning_gate.learning_gate("v1", "assets").enabled
+    assert (root / "state/learning_gate/v1.json").is_file()
     assert load_policies(root).sources == {}
 
 
