@@ -8,7 +8,9 @@ graph live). A project overrides them, in this order of precedence:
    switches);
 2. a ``policies.py`` at the data root, holding plain ``NAME = <literal>`` assignments. It is read
    with :mod:`ast`, never executed, so a data root cannot run code in the pipeline;
-3. the defaults below.
+3. the defaults below, as this module holds them when policies are resolved: a program (or a
+   test) that assigns ``rayvault.policies.LEARNING_GATE_ENABLED = False`` at run time, as the
+   original system's users did, changes the default from then on.
 
 :func:`load_policies` resolves them once into a frozen :class:`Policies`; the learning gate
 compares these *effective* values between runs, so it can say which constant changed.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import operator
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -252,14 +255,39 @@ def read_policies_file(path: Path) -> tuple[dict[str, Any], str]:
     return found, digest
 
 
-_cache: dict[tuple[Any, ...], Policies] = {}
+def _frozen(value: Any) -> Any:
+    """A hashable image of a constant's value for the cache key. A dict, list or set assigned
+    at run time may be changed in place, so its content counts; other maps stand for themselves
+    by identity (a hit is confirmed by identity, see ``load_policies``)."""
+    if isinstance(value, dict):
+        return (dict, tuple((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | set):
+        return (type(value), tuple(_frozen(v) for v in value))
+    if isinstance(value, Mapping):
+        return (id, id(value))
+    return value
+
+
+def _module_defaults() -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+    """The defaults as this module holds them now, in ``POLICY_NAMES`` order (read by name: a
+    constant added to the list needs nothing here), and their cache key (None while none was
+    reassigned: the usual case costs one identity test per constant)."""
+    namespace = globals()
+    values = tuple(namespace[name] for name in POLICY_NAMES)
+    if all(map(operator.is_, values, _ORIGINAL_DEFAULTS)):
+        return values, None
+    return values, tuple(map(_frozen, values))
+
+
+#: Resolved policies by key, with the module's default values they were resolved from.
+_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], Policies]] = {}
 
 
 def load_policies(root: Path | str | None = None) -> Policies:
     """Resolve the effective policies for the data root ``root`` (default: the current directory).
 
-    Cached on the policies file's size and mtime and on the ``RAYVAULT_LEARNING_*`` environment,
-    so calling it on every operation costs a ``stat``.
+    Cached on the policies file's size and mtime, on the ``RAYVAULT_LEARNING_*`` environment and
+    on the values of this module's constants, so calling it on every operation costs a ``stat``.
     """
     base = str(root) if root is not None else os.getcwd()
     path = os.path.join(base, POLICIES_FILENAME)
@@ -270,14 +298,23 @@ def load_policies(root: Path | str | None = None) -> Policies:
         file_key = ()
     get = os.environ.get
     env = tuple((var, get(var)) for var in _ENV_VARS)
-    key = (base, file_key, env)
-    cached = _cache.get(key)
-    if cached is not None:
-        return cached
+    defaults, defaults_key = _module_defaults()
+    key = (base, file_key, env, defaults_key)
+    try:
+        cached, cacheable = _cache.get(key), True
+    except TypeError:  # an unhashable value assigned to a constant: resolved without the cache
+        cached, cacheable = None, False
+    # Maps enter the key by identity: a hit counts only if they are the very same objects.
+    if cached is not None and all(a is b for a, b in zip(cached[0], defaults, strict=True)):
+        return cached[1]
 
     overrides: dict[str, Any] = {}
     sources: dict[str, str] = {}
     digest: str | None = None
+    for name, value, original in zip(POLICY_NAMES, defaults, _ORIGINAL_DEFAULTS, strict=True):
+        if value is not original and value != original:
+            overrides[name] = _coerce(name, value, f"rayvault.policies.{name}")
+            sources[name] = "rayvault.policies"
     if file_key:
         from_file, digest = read_policies_file(Path(path))
         for name, value in from_file.items():
@@ -294,8 +331,13 @@ def load_policies(root: Path | str | None = None) -> Policies:
     )
     if len(_cache) > 64:
         _cache.clear()
-    _cache[key] = policies
+    if cacheable:
+        _cache[key] = (defaults, policies)
     return policies
+
+
+#: The defaults as this module defined them (a run-time assignment is told apart from them).
+_ORIGINAL_DEFAULTS: tuple[Any, ...] = tuple(globals()[name] for name in POLICY_NAMES)
 
 
 def reset_policies_cache() -> None:

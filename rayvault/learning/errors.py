@@ -200,17 +200,24 @@ def get_lessons(*, store: Store | None = None) -> list[Lesson]:
     counts = {p.fingerprint: p.count for p in store.error_patterns(1)}
     lessons = []
     for entry in store.latest_resolutions():
-        assert entry.resolution is not None and entry.fingerprint is not None
+        if entry.resolution is None:
+            continue  # ``resolved`` without a resolution: nothing was learned
+        if entry.fingerprint is None:
+            # The original system stored no fingerprint: key it as the store's index does.
+            fp = fingerprint(fold_stage(entry.stage, store.policies), entry.error)
+            key, pattern = fp.key, entry.pattern or fp.template
+        else:
+            key, pattern = entry.fingerprint, entry.pattern or entry.error[:200]
         lessons.append(
             Lesson(
-                fingerprint=entry.fingerprint,
-                pattern=entry.pattern or entry.error[:200],
+                fingerprint=key,
+                pattern=pattern,
                 stage=entry.stage,
                 root_cause=entry.resolution.root_cause,
                 fix=entry.resolution.fix,
                 resolved_at=entry.resolution.resolved_at,
                 error_id=entry.id,
-                occurrences=counts.get(entry.fingerprint, 1),
+                occurrences=counts.get(key, 1),
             )
         )
     return lessons

@@ -7,13 +7,19 @@ step name counts for its stage (the old system compared the two names directly a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rayvault.policies import Policies
 
 
 def fold_stage(name: str, policies: Policies) -> str:
     """The gate stage a component or step name belongs to (itself when it is not an alias)."""
+    return fold_name(name, policies.LEARNING_STAGE_ALIASES)
+
+
+def fold_name(name: str, aliases: Mapping[str, str]) -> str:
+    """:func:`fold_stage` over an alias map (the stores' indexes hold the map, not policies)."""
     key = name.strip()
-    aliases = policies.LEARNING_STAGE_ALIASES
     return aliases.get(key) or aliases.get(key.lower()) or key
 
 

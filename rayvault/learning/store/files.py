@@ -27,12 +27,12 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, from_micros, parse_ts, utcnow
@@ -77,6 +77,7 @@ from rayvault.learning.store._sql import (
     event_where,
     known_failures_sql,
     pattern_sql,
+    shown_pattern,
     timeline_sql,
 )
 from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
@@ -101,6 +102,11 @@ TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
 _SNAPSHOT = re.compile(r"memory_active-(\d{8}T\d{6}Z)(?:-[0-9a-f]+)?\.json")
 _REPORT = re.compile(r"weekly-(\d{4}-\d{2}-\d{2})(?:-(\d+))?")
 _TOMBSTONE_ARCHIVE = re.compile(r"tombstones-(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json")
+#: What the original system wrote in ``memory_archive/``: memory snapshots named by local time,
+#: and tombstone archives (a bare JSON list of tombstones) named by local day. Both are data:
+#: listed, pruned and moved by ``store export/import`` like ours.
+_ORIGINAL_SNAPSHOT = re.compile(r"memory_(\d{8}T\d{6})\.json")
+_ORIGINAL_TOMBSTONE_ARCHIVE = re.compile(r"tombstones_archive_(\d{8})\.json")
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
 
@@ -155,6 +161,7 @@ class FileStore:
         self.index = SqliteIndex(
             None if read_only else self.cache_dir / "index.sqlite3",
             [event_source(self.events_path), error_source(self.errors_path)],
+            self._stage_aliases,
         )
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
 
@@ -175,6 +182,14 @@ class FileStore:
             return load_policies(self.root)
         except PolicyError as e:
             raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
+
+    def _stage_aliases(self) -> Mapping[str, str]:
+        """The alias map the index folds unfingerprinted records with. Unusable policies fall
+        back to the defaults (the index follows when they are fixed), so ``doctor`` still reads."""
+        try:
+            return self.policies.LEARNING_STAGE_ALIASES
+        except ConfigError:
+            return Policies().LEARNING_STAGE_ALIASES
 
     def describe(self) -> str:
         return f"file store at {self.root}" + (" (read-only)" if self.is_read_only else "")
@@ -462,9 +477,9 @@ class FileStore:
             return []
         found = []
         for entry in archive.iterdir():
-            match = _SNAPSHOT.fullmatch(entry.name)
-            if match:
-                found.append((parse_ts(match.group(1)), entry.name))
+            taken = snapshot_time(entry.name)
+            if taken is not None:
+                found.append((taken, entry.name))
         return sorted(found)
 
     def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]:
@@ -575,11 +590,12 @@ class FileStore:
                     "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
                 ).fetchone()
             )
-            template = orjson.loads(sample[0]).get("pattern") if sample else None
+            raw = orjson.loads(sample[0]) if sample else {}
+            text = raw.get("symptom") or raw.get("error")
             found.append(
                 KnownFailure(
                     fingerprint=fp,
-                    pattern=template or fp,
+                    pattern=raw.get("pattern") or shown_pattern(text) or fp,
                     occurrences=occurrences,
                     unresolved=unresolved,
                 )
@@ -755,6 +771,38 @@ class FileStore:
             )
         path = self.reports_dir / f"{name}.json"
         return self._load(WeeklyReport, path, "the weekly report")
+
+
+def snapshot_time(name: str) -> datetime | None:
+    """When the memory snapshot named ``name`` was taken, in UTC: ours
+    (``memory_active-<UTC stamp>-<token>.json``) or the original system's
+    (``memory_<local %Y%m%dT%H%M%S>.json``); None for any other name."""
+    match = _SNAPSHOT.fullmatch(name)
+    if match:
+        return parse_ts(match.group(1))
+    match = _ORIGINAL_SNAPSHOT.fullmatch(name)
+    if match:
+        try:  # a naive time is the local time of the machine that wrote it
+            return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").astimezone(UTC)
+        except ValueError:
+            return None
+    return None
+
+
+class OriginalTombstoneArchive(RootModel[list[Tombstone]]):
+    """The content of the original system's ``tombstones_archive_YYYYMMDD.json``: a bare list."""
+
+
+def original_tombstone_archive_day(name: str) -> date | None:
+    """The day of the original system's ``tombstones_archive_<local %Y%m%d>.json`` (None for
+    any other name)."""
+    match = _ORIGINAL_TOMBSTONE_ARCHIVE.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%d").date()
+    except ValueError:
+        return None
 
 
 def _token() -> str:
