@@ -70,7 +70,7 @@ from rayvault.learning.models import (
     Rule,
     normalize_severity,
 )
-from rayvault.learning.stages import agent_for_stage
+from rayvault.learning.stages import agent_for_stage, check_stage
 from rayvault.learning.store import EventQuery, Store, get_store
 
 __all__ = [
@@ -779,6 +779,8 @@ def run_stage(
     store = store or get_store()
     validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
+    # The gate refuses a stage no map knows: refused here first, before anything is written.
+    check_stage(stage, store.policies)
     _check_retries(retries)
     _choice(on_blocked, "on_blocked")
     _choice(on_failure, "on_failure")

@@ -589,12 +589,23 @@ class FileStore:
     def gate_state_path(self, video_id: str) -> Path:
         return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
 
+    def _gate_folder_usable(self) -> None:
+        """A file where ``state/learning_gate`` (or ``state``) must be a folder: one clear error."""
+        for folder in (self.gate_dir, self.gate_dir.parent):
+            if folder.exists() and not folder.is_dir():
+                raise StoreError(
+                    f"{folder} is a file, where the gate keeps its state in a folder",
+                    hint="move the file away, or point --root at the right data root",
+                )
+
     def load_gate_state(self, video_id: str) -> GateState | None:
+        self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         self._writable()
+        self._gate_folder_usable()
         path = self.gate_state_path(video_id)
         with locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
