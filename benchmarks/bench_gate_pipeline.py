@@ -195,7 +195,8 @@ def main() -> None:
         f"diagnoser right {args.right:.0%}, seed {args.seed} ({time.perf_counter() - t0:.1f} s)"
     )
     print(
-        f"  gate on : {on.lost} of {on.runs} stage runs lost ({on.blocked} blocked, {on.failed} failed)"
+        f"  gate on : {on.lost} of {on.runs} stage runs lost "
+        f"({on.blocked} blocked, {on.failed} failed)"
     )
     print(f"  gate off: {off.lost} of {off.runs} stage runs lost ({off.failed} failed)")
     print(f"  ratio on/off: {on.lost / max(off.lost, 1):.2f} (bar: ≤ 1.10)")

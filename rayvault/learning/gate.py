@@ -432,13 +432,25 @@ def _clear_known(
     commands = [
         _resolve_command(e.event_id)
         for e in store.query_events(
-            EventQuery(fingerprint=fp, components=components, unresolved=True, limit=_LISTED)
+            EventQuery(
+                fingerprint=fp,
+                components=components,
+                unresolved=True,
+                newest_first=True,
+                limit=_LISTED,
+            )
         )
     ]
     errors = [
         e
         for e in store.query_errors(
-            ErrorQuery(stages=components, fingerprint=fp, unresolved=True, limit=_LISTED * 4)
+            ErrorQuery(
+                stages=components,
+                fingerprint=fp,
+                unresolved=True,
+                newest_first=True,
+                limit=_LISTED * 4,
+            )
         )
         if e.learning_event_id is None
     ][:_LISTED]
