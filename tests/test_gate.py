@@ -228,7 +228,7 @@ def test_known_failures_across_videos(root: Path, monkeypatch: pytest.MonkeyPatc
     assert known.passed is False
     assert known.reason == (
         "1 recurring failure(s) with no answer: 'Timeout after <dur> on <id>' seen 3× "
-        "(3 unresolved; 3 FAIL/BLOCKER occurrence(s) and no active rule learned from it)"
+        "(3 unresolved; FAIL/BLOCKER occurrences and no active rule learned from it)"
     )
     assert (known.level, known.outcome) == ("deny", "deny")
     assert known.details["patterns"][0]["occurrences"] == 3

@@ -51,7 +51,6 @@ from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.models import (
-    CRITICAL_SEVERITIES,
     GateCheck,
     GateResult,
     GateState,
@@ -60,7 +59,6 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
-from rayvault.learning.store.base import ErrorQuery
 from rayvault.policies import Policies
 
 __all__ = [
@@ -394,74 +392,40 @@ def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> Ga
 
 # -- 4. known failures ---------------------------------------------------------------------------
 def _pattern_verdict(
-    store: Store,
-    known: KnownFailure,
-    components: tuple[str, ...],
-    rules: Mapping[str, str],
-    agent: str | None,
+    known: KnownFailure, failing: bool, rule_id: str | None, agent: str | None
 ) -> dict[str, Any]:
-    """Whether one recurring failure denies: FAIL/BLOCKER occurrences (events, or error-log
-    entries, which are stage failures) and no active rule of the agent learned from it."""
-    fp = known.fingerprint
-    events = store.count_events(EventQuery(fingerprint=fp, components=components))
-    critical = store.count_events(
-        EventQuery(fingerprint=fp, components=components, severities=tuple(CRITICAL_SEVERITIES))
-    )
-    failures = critical + max(known.occurrences - events, 0)
-    rule_id = rules.get(fp)
+    """Whether one recurring failure denies: it has FAIL/BLOCKER occurrences (events, or
+    error-log entries, which are stage failures) and no active rule of the agent learned from it."""
     verdict: dict[str, Any] = {
         **known.to_dict(),
-        "failures": failures,
+        "failing": failing,
         "rule_id": rule_id,
-        "outcome": "deny" if failures and rule_id is None else "warn",
+        "outcome": "deny" if failing and rule_id is None else "warn",
     }
-    if failures == 0:
+    if not failing:
         verdict["why"] = "seen only as INFO/WARN"
     elif rule_id is not None:
         verdict["why"] = f"rule {rule_id} of {agent} is being delivered"
     else:
-        verdict["why"] = f"{failures} FAIL/BLOCKER occurrence(s) and no active rule learned from it"
+        verdict["why"] = "FAIL/BLOCKER occurrences and no active rule learned from it"
     return verdict
 
 
 def _clear_known(
     store: Store, fp: str, components: tuple[str, ...], agent: str | None
 ) -> list[str]:
-    """Commands that clear a recurring failure: resolve its open occurrences (a few named), or
-    teach its agent a rule from one of its errors."""
-    commands = [
-        _resolve_command(e.event_id)
-        for e in store.query_events(
-            EventQuery(
-                fingerprint=fp,
-                components=components,
-                unresolved=True,
-                newest_first=True,
-                limit=_LISTED,
-            )
-        )
-    ]
-    errors = [
-        e
-        for e in store.query_errors(
-            ErrorQuery(
-                stages=components,
-                fingerprint=fp,
-                unresolved=True,
-                newest_first=True,
-                limit=_LISTED * 4,
-            )
-        )
-        if e.learning_event_id is None
-    ][:_LISTED]
-    for entry in errors:
+    """Commands that clear a recurring failure: teach its agent a rule from one of its errors, or
+    resolve its open occurrences (a few named; indexed look-ups, no sort)."""
+    event_ids, error_ids = store.open_occurrences(fp, components, _LISTED)
+    commands = [_resolve_command(event_id) for event_id in event_ids]
+    for error_id in error_ids:
         if agent is not None and not commands:
             commands.append(
-                f"rayvault-learn errors promote {entry.id} --root-cause "
+                f"rayvault-learn errors promote {error_id} --root-cause "
                 f'"<why it fails>" --fix "<what to do>" --agent {agent}'
             )
         commands.append(
-            f'rayvault-learn errors resolve {entry.id} --root-cause "<why>" --fix "<what fixed it>"'
+            f'rayvault-learn errors resolve {error_id} --root-cause "<why>" --fix "<what fixed it>"'
         )
     return commands
 
@@ -483,7 +447,11 @@ def _known_failures(
 
         for rule in store.load_memory(agent).rules:
             rules.setdefault(rule_fingerprint(rule, store), rule.rule_id)
-    verdicts = [_pattern_verdict(store, k, components, rules, agent) for k in known]
+    failing = store.failing_fingerprints([k.fingerprint for k in known], components)
+    verdicts = [
+        _pattern_verdict(k, k.fingerprint in failing, rules.get(k.fingerprint), agent)
+        for k in known
+    ]
     denied = [v for v in verdicts if v["outcome"] == "deny"]
     shown = (denied or verdicts)[:_LISTED]
     named = "; ".join(
@@ -496,9 +464,9 @@ def _known_failures(
         reason = f"{len(denied)} recurring failure(s) with no answer: {named}{more}"
         if len(verdicts) > len(denied):
             reason += f" (+{len(verdicts) - len(denied)} more as warnings)"
-        clear = [
-            c for v in denied for c in _clear_known(store, v["fingerprint"], components, agent)
-        ]
+        # For the first pattern only: naming ids costs sorted look-ups, and the gate is on
+        # every stage's hot path; the others are in ``details`` (and cleared the same way).
+        clear = _clear_known(store, denied[0]["fingerprint"], components, agent)
     else:
         reason = f"{len(verdicts)} recurring failure(s), none unanswered: {named}{more}"
         clear = []

@@ -772,7 +772,9 @@ def run_stage(
     stage's agent in ``LEARNING_STAGE_AGENTS``). ``run_id``: the pipeline run id recorded on errors
     and events (default: a new one). ``on_blocked`` / ``on_failure``: ``"raise"`` (default)
     :class:`GateBlocked` / the last exception, or ``"return"`` the :class:`StageRun`.
-    ``progress``: called with every :class:`LoopStep` as it happens.
+    ``progress``: called with every :class:`LoopStep` as it happens. A ``stage`` no map knows
+    (``LEARNING_STAGE_AGENTS``, ``LEARNING_STAGE_ALIASES``) is refused before anything runs or
+    is written (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it.
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """

@@ -75,7 +75,9 @@ from rayvault.learning.store._sql import (
     error_where,
     event_order,
     event_where,
+    failing_fingerprints_sql,
     known_failures_sql,
+    open_occurrences_sql,
     pattern_sql,
     timeline_sql,
 )
@@ -585,6 +587,27 @@ class FileStore:
                 )
             )
         return found
+
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        if not fingerprints or not components:
+            return set()
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        sql = failing_fingerprints_sql(len(fingerprints), len(components))
+        return {fp for (fp,) in conn.execute(sql, [*fingerprints, *components, *components])}
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        if not components:
+            return [], []
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        params = [fingerprint, *components, limit]
+        rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
+        return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
 
     def gate_state_path(self, video_id: str) -> Path:
         return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
