@@ -464,8 +464,8 @@ def _known_failures(
         reason = f"{len(denied)} recurring failure(s) with no answer: {named}{more}"
         if len(verdicts) > len(denied):
             reason += f" (+{len(verdicts) - len(denied)} more as warnings)"
-        # For the first pattern only: naming ids costs sorted look-ups, and the gate is on
-        # every stage's hot path; the others are in ``details`` (and cleared the same way).
+        # Ids for the first pattern only: the gate is on every stage's hot path, and the
+        # others are in ``details`` (and cleared the same way).
         clear = _clear_known(store, denied[0]["fingerprint"], components, agent)
     else:
         reason = f"{len(verdicts)} recurring failure(s), none unanswered: {named}{more}"
