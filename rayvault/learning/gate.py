@@ -443,10 +443,13 @@ def _known_failures(
         )
     rules: dict[str, str] = {}
     if agent is not None:
-        from rayvault.learning.memory import rule_fingerprint
-
         for rule in store.load_memory(agent).rules:
-            rules.setdefault(rule_fingerprint(rule, store), rule.rule_id)
+            fp = rule.fingerprint
+            if not fp:  # a rule written before fingerprints: computed (masking imports cost)
+                from rayvault.learning.memory import rule_fingerprint
+
+                fp = rule_fingerprint(rule, store)
+            rules.setdefault(fp, rule.rule_id)
     failing = store.failing_fingerprints([k.fingerprint for k in known], components)
     verdicts = [
         _pattern_verdict(k, k.fingerprint in failing, rules.get(k.fingerprint), agent)
