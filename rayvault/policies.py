@@ -86,6 +86,18 @@ LEARNING_SKILL_GRAPH_DIR = "agents/skills/learnings"
 LEARNING_SKILL_INDEX_MAX_ENTRIES = 50
 #: Character budget of the rules block rendered into an agent's prompt.
 LEARNING_RULES_RENDER_BUDGET = 4000
+#: Gate check → level: ``deny`` (blocks, exit 2) or ``warn`` (reported, exit 0). A value may be a
+#: map of gate stage → level (``"*"``: the other stages). ``check_known_failures`` at ``deny``
+#: denies only a recurring FAIL/BLOCKER failure with no active rule learned from it; its other
+#: recurring failures are warnings. An override names only the checks it changes.
+LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = MappingProxyType(
+    {
+        "check_diff_policies": "deny",
+        "check_diff_soul": "deny",
+        "check_regressions": "deny",
+        "check_known_failures": "deny",
+    }
+)
 
 POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_GATE_ENABLED",
@@ -101,6 +113,7 @@ POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_SKILL_GRAPH_DIR",
     "LEARNING_SKILL_INDEX_MAX_ENTRIES",
     "LEARNING_RULES_RENDER_BUDGET",
+    "LEARNING_GATE_LEVELS",
 )
 POLICIES_FILENAME = "policies.py"
 ENV_PREFIX = "RAYVAULT_"
@@ -144,6 +157,9 @@ class Policies:
     LEARNING_SKILL_GRAPH_DIR: str = LEARNING_SKILL_GRAPH_DIR
     LEARNING_SKILL_INDEX_MAX_ENTRIES: int = LEARNING_SKILL_INDEX_MAX_ENTRIES
     LEARNING_RULES_RENDER_BUDGET: int = LEARNING_RULES_RENDER_BUDGET
+    LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = field(
+        default_factory=lambda: LEARNING_GATE_LEVELS
+    )
     #: Which constants were overridden, and where (``policies.py`` or ``env RAYVAULT_NAME``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: The policies file that was read, and the SHA-256 of its bytes (None when there is none).
@@ -165,6 +181,8 @@ def _plain(value: Any) -> Any:
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
     """Check an override against the type of its default; return it in the default's shape."""
+    if name == "LEARNING_GATE_LEVELS":
+        return _gate_levels(_maybe_json(value), origin)
     default = getattr(Policies(), name)
     problem: str | None = None
     if isinstance(default, bool):
@@ -209,6 +227,32 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             return value.strip()
         problem = "expected a non-empty string"
     raise PolicyError(f"{name} from {origin} is {value!r}: {problem}")
+
+
+GATE_LEVELS = ("deny", "warn")
+
+
+def _gate_levels(value: Any, origin: str) -> Mapping[str, Any]:
+    """``{check: level | {stage: level}}`` merged over the defaults (check names may drop their
+    ``check_`` prefix; levels are ``deny`` or ``warn``)."""
+    where = f"LEARNING_GATE_LEVELS from {origin}"
+    if not isinstance(value, dict):
+        raise PolicyError(f"{where} is {value!r}: expected a mapping of gate check to level")
+    levels: dict[str, Any] = dict(LEARNING_GATE_LEVELS)
+    for key, level in value.items():
+        check = key if str(key).startswith("check_") else f"check_{key}"
+        if check not in LEARNING_GATE_LEVELS:
+            raise PolicyError(
+                f"{where}: unknown gate check {key!r} (known: {', '.join(LEARNING_GATE_LEVELS)})"
+            )
+        by_stage = level if isinstance(level, dict) else {"*": level}
+        for stage, one in by_stage.items():
+            if not isinstance(stage, str) or not stage or one not in GATE_LEVELS:
+                raise PolicyError(
+                    f"{where}: {key} → {stage!r}: {one!r} is not a level (deny or warn)"
+                )
+        levels[check] = level if isinstance(level, str) else MappingProxyType(dict(level))
+    return MappingProxyType(levels)
 
 
 def _maybe_json(value: Any) -> Any:

@@ -34,7 +34,7 @@ from rayvault.learning.models import (
     Record,
 )
 from rayvault.learning.patterns import failure_text, fingerprint
-from rayvault.learning.stages import fold_stage, stage_names
+from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
 
@@ -92,6 +92,7 @@ def log_error(
             orjson.dumps(context)
         except TypeError as e:
             raise InvalidInputError(f"context must be JSON-serialisable: {e}") from e
+    note_unknown_component(stage, store.policies, "log_error")
     now = utcnow()
     fp = fingerprint(fold_stage(stage, store.policies), text)
     entry = ErrorEntry(

@@ -252,6 +252,37 @@ def known_failures_sql(components: int, ph: str = "?") -> str:
     """
 
 
+def failing_fingerprints_sql(fingerprints: int, components: int, ph: str = "?") -> str:
+    """Which of the fingerprints have, in the components, a FAIL/BLOCKER event or an error-log
+    entry not promoted to an event (a stage failure); each answered by an indexed EXISTS that
+    stops at the first such occurrence. Parameters: the fingerprints, then the components twice."""
+    keys = ", ".join([f"({ph})"] * fingerprints)
+    marks = ", ".join([ph] * components)
+    return f"""
+        WITH k(fp) AS (VALUES {keys})
+        SELECT fp FROM k
+         WHERE EXISTS (SELECT 1 FROM events WHERE fingerprint = k.fp AND component IN ({marks})
+                          AND severity IN ('FAIL', 'BLOCKER'))
+            OR EXISTS (SELECT 1 FROM errors WHERE fingerprint = k.fp AND stage IN ({marks})
+                          AND learning_event_id IS NULL)
+    """
+
+
+def open_occurrences_sql(components: int, ph: str = "?") -> str:
+    """A few unresolved occurrences of one fingerprint in the components, in index order (no
+    sort: only their ids are wanted): event ids, then ids of error-log entries not promoted.
+    Parameters: fingerprint, components, limit, fingerprint, components, limit."""
+    marks = ", ".join([ph] * components)
+    return f"""
+        SELECT * FROM (SELECT 'event', event_id FROM events
+          WHERE fingerprint = {ph} AND component IN ({marks}) AND resolved = 0 LIMIT {ph}) AS e
+        UNION ALL
+        SELECT * FROM (SELECT 'error', id FROM errors
+          WHERE fingerprint = {ph} AND stage IN ({marks}) AND resolved = 0
+            AND learning_event_id IS NULL LIMIT {ph}) AS r
+    """
+
+
 ERROR_PATTERNS_SQL = """
     SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(id)
       FROM errors WHERE fingerprint IS NOT NULL

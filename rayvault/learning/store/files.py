@@ -75,7 +75,9 @@ from rayvault.learning.store._sql import (
     error_where,
     event_order,
     event_where,
+    failing_fingerprints_sql,
     known_failures_sql,
+    open_occurrences_sql,
     pattern_sql,
     shown_pattern,
     timeline_sql,
@@ -602,15 +604,47 @@ class FileStore:
             )
         return found
 
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        if not fingerprints or not components:
+            return set()
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        sql = failing_fingerprints_sql(len(fingerprints), len(components))
+        return {fp for (fp,) in conn.execute(sql, [*fingerprints, *components, *components])}
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        if not components:
+            return [], []
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        params = [fingerprint, *components, limit]
+        rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
+        return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
+
     def gate_state_path(self, video_id: str) -> Path:
         return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
 
+    def _gate_folder_usable(self) -> None:
+        """A file where ``state/learning_gate`` (or ``state``) must be a folder: one clear error."""
+        for folder in (self.gate_dir, self.gate_dir.parent):
+            if folder.exists() and not folder.is_dir():
+                raise StoreError(
+                    f"{folder} is a file, where the gate keeps its state in a folder",
+                    hint="move the file away, or point --root at the right data root",
+                )
+
     def load_gate_state(self, video_id: str) -> GateState | None:
+        self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         self._writable()
+        self._gate_folder_usable()
         path = self.gate_state_path(video_id)
         with locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)

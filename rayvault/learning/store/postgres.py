@@ -90,7 +90,9 @@ from rayvault.learning.store._sql import (
     event_order,
     event_row,
     event_where,
+    failing_fingerprints_sql,
     known_failures_sql,
+    open_occurrences_sql,
     pattern_sql,
     shown_pattern,
     timeline_sql,
@@ -1162,6 +1164,27 @@ class PostgresStore:
                 )
                 for fp, occurrences, unresolved, template, text in rows
             ]
+
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        if not fingerprints or not components:
+            return set()
+        sql = failing_fingerprints_sql(len(fingerprints), len(components), "%s")
+        with self._connection() as conn:
+            rows = conn.execute(sql, [*fingerprints, *components, *components])
+            return {fp for (fp,) in rows}
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        if not components:
+            return [], []
+        params = [fingerprint, *components, limit]
+        with self._connection() as conn:
+            rows = conn.execute(open_occurrences_sql(len(components), "%s"), params * 2)
+            found = rows.fetchall()
+        return [i for k, i in found if k == "event"], [i for k, i in found if k == "error"]
 
     def load_gate_state(self, video_id: str) -> GateState | None:
         validate_identifier(video_id, "video id")
