@@ -32,6 +32,11 @@ What one stage run does:
    When retries run out, errors and events stay open and the last exception is raised (or, with
    ``on_failure="return"``, the failed run returned).
 
+The loop never learns from the library's own failures: a :class:`LearningError` raised by the
+stage itself (a bad video id passed on by the caller, a nested stage's :class:`GateBlocked`, …)
+and any exception type listed in ``ignore=`` propagate at once, whatever ``on_failure`` says:
+no error is logged, no event created, no rule learned.
+
 If learning data cannot be written while a failure is handled, the ``LearningError`` naming the
 file is raised (chained to the stage's exception); after a success it is only logged and
 recorded, so the stage's result is never lost to bookkeeping.
@@ -94,6 +99,8 @@ P = ParamSpec("P")
 Outcome = Literal["succeeded", "failed", "blocked"]
 OnBlocked = Literal["raise", "return"]
 OnFailure = Literal["raise", "return"]
+#: Exception types a stage run lets through without learning from them (``ignore=``).
+Ignore = type[BaseException] | tuple[type[BaseException], ...]
 #: Verified events looked at per fingerprint when diagnosing from history (some may have no fix).
 _HISTORY_LOOKUP = 5
 
@@ -385,6 +392,17 @@ def _named(ids: list[str], word: str) -> str:
 def _choice(value: str, name: str) -> None:
     if value not in ("raise", "return"):
         raise InvalidInputError(f"{name} must be 'raise' or 'return' (got {value!r})")
+
+
+def _ignored(ignore: object) -> tuple[type[BaseException], ...]:
+    """``ignore=`` as a tuple of exception types (:class:`LearningError` always among them)."""
+    types = ignore if isinstance(ignore, tuple) else () if ignore is None else (ignore,)
+    for item in types:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise InvalidInputError(
+                f"ignore must be an exception type or a tuple of them (got {item!r})"
+            )
+    return (LearningError, *types)
 
 
 def _check_retries(retries: object) -> None:
@@ -764,6 +782,7 @@ def run_stage(
     on_failure: OnFailure = "raise",
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
+    ignore: Ignore | None = None,
 ) -> StageRun:
     """Run ``fn`` as ``stage`` of ``video_id`` through the closed loop (see the module doc).
 
@@ -772,7 +791,10 @@ def run_stage(
     stage's agent in ``LEARNING_STAGE_AGENTS``). ``run_id``: the pipeline run id recorded on errors
     and events (default: a new one). ``on_blocked`` / ``on_failure``: ``"raise"`` (default)
     :class:`GateBlocked` / the last exception, or ``"return"`` the :class:`StageRun`.
-    ``progress``: called with every :class:`LoopStep` as it happens.
+    ``progress``: called with every :class:`LoopStep` as it happens. ``ignore``: exception
+    types (a type or a tuple) that are not failures of the stage to learn from: like a
+    :class:`LearningError` raised inside ``fn``, they propagate at once, with nothing logged,
+    no event and no rule.
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """
@@ -782,6 +804,7 @@ def run_stage(
     _check_retries(retries)
     _choice(on_blocked, "on_blocked")
     _choice(on_failure, "on_failure")
+    passthrough = _ignored(ignore)
     if agent is not None:
         validate_identifier(agent, "agent")
     else:
@@ -807,6 +830,16 @@ def run_stage(
         ctx = loop.context(attempt, previous)
         try:
             value = fn(ctx)
+        except passthrough as exc:
+            log.info(
+                "%s/%s attempt %d: %s is not learned from (%s): propagated",
+                video_id,
+                stage,
+                attempt,
+                type(exc).__name__,
+                "the library's own error" if isinstance(exc, LearningError) else "ignore=",
+            )
+            raise
         except Exception as exc:
             previous = exc
             if loop.fail(ctx, exc):
@@ -839,7 +872,9 @@ class LearningStage(Generic[P, T]):
         agent: str | None,
         store: Store | None,
         progress: Callable[[LoopStep], None] | None,
+        ignore: Ignore | None = None,
     ) -> None:
+        _ignored(ignore)
         self.fn = fn
         self.stage = validate_identifier(stage, "stage")
         self.retries = retries
@@ -847,6 +882,7 @@ class LearningStage(Generic[P, T]):
         self.agent = agent
         self.store = store
         self.progress = progress
+        self.ignore = ignore
         functools.update_wrapper(self, fn)
 
     def _run(
@@ -866,6 +902,7 @@ class LearningStage(Generic[P, T]):
             on_failure=mode,
             store=self.store,
             progress=self.progress,
+            ignore=self.ignore,
         )
 
     def __call__(self, video_id: str, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -888,6 +925,7 @@ def learning_stage(
     agent: str | None = None,
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
+    ignore: Ignore | None = None,
 ) -> Callable[[Callable[Concatenate[StageContext, P], T]], LearningStage[P, T]]:
     """Decorate a stage function ``fn(ctx, *args, **kwargs)`` so that calling it as
     ``fn(video_id, *args, **kwargs)`` runs it through the closed loop (see :func:`run_stage`
@@ -901,6 +939,7 @@ def learning_stage(
         images = make_assets("v042", "B0ABC")  # or make_assets.run("v042", "B0ABC") → StageRun
     """
     _check_retries(retries)
+    _ignored(ignore)
 
     def wrap(fn: Callable[Concatenate[StageContext, P], T]) -> LearningStage[P, T]:
         return LearningStage(
@@ -911,6 +950,7 @@ def learning_stage(
             agent=agent,
             store=store,
             progress=progress,
+            ignore=ignore,
         )
 
     return wrap
