@@ -751,7 +751,7 @@ class _Loop:
             # Every error of a run that goes on to succeed was diagnosed (an undiagnosed failure
             # ends the run), so its event holds the root cause and fix it is resolved with.
             if item.diagnosed:
-                resolve_error(error_id, item.root_cause, item.fix, store=store)
+                resolve_error(error_id, item.root_cause, item.fix, cascade=False, store=store)
         rules = ", ".join(r.rule_id for r in ctx.rules) or "no rules"
         verification = (
             f"closed loop: {run.stage} of {run.video_id} succeeded on attempt {attempt} of "

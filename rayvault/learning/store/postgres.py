@@ -299,6 +299,11 @@ EVENT_BY_ID = "SELECT data::text FROM events WHERE event_id = %s"
 EVENT_FOR_UPDATE = EVENT_BY_ID + " FOR UPDATE"
 ERROR_BY_ID = "SELECT data::text FROM errors WHERE id = %s"
 ERROR_FOR_UPDATE = ERROR_BY_ID + " FOR UPDATE"
+# Many rows locked in key order, so two bulk writers never wait for each other in a cycle.
+EVENTS_FOR_UPDATE = (
+    "SELECT event_id, data::text FROM events WHERE event_id = ANY(%s) ORDER BY event_id FOR UPDATE"
+)
+ERRORS_FOR_UPDATE = "SELECT id, data::text FROM errors WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 EVENT_FACETS = """
     SELECT CASE WHEN GROUPING(severity) = 0 THEN 'severity'
                 WHEN GROUPING(status) = 0 THEN 'status'
@@ -828,6 +833,26 @@ class PostgresStore:
             conn.execute(EVENT_UPSERT, self._event_params(new))
             return new
 
+    def update_events(
+        self,
+        event_ids: Sequence[str],
+        change: Callable[[LearningEvent], LearningEvent | None],
+    ) -> list[LearningEvent]:
+        self._writable()
+        ids = list(dict.fromkeys(event_ids))
+        with self._transaction() as conn:
+            current = dict(conn.execute(EVENTS_FOR_UPDATE, (sorted(ids),)).fetchall())
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise EventNotFoundError(missing)
+            new = [e for e in (change(self._event(current[i])) for i in ids) if e is not None]
+            for event in new:
+                validate_identifier(event.event_id, "event id")
+            if new:
+                with conn.cursor() as cur:
+                    cur.executemany(EVENT_UPSERT, [self._event_params(e) for e in new])
+            return new
+
     def get_event(self, event_id: str) -> LearningEvent | None:
         with self._connection() as conn:
             row = conn.execute(EVENT_BY_ID, (event_id,)).fetchone()
@@ -1090,6 +1115,24 @@ class PostgresStore:
             new = change(self._error(row[0]))
             validate_identifier(new.id, "error id")
             conn.execute(ERROR_UPSERT, self._error_params(new))
+            return new
+
+    def update_errors(
+        self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
+    ) -> list[ErrorEntry]:
+        self._writable()
+        ids = list(dict.fromkeys(error_ids))
+        with self._transaction() as conn:
+            current = dict(conn.execute(ERRORS_FOR_UPDATE, (sorted(ids),)).fetchall())
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise ErrorEntryNotFoundError(missing)
+            new = [e for e in (change(self._error(current[i])) for i in ids) if e is not None]
+            for entry in new:
+                validate_identifier(entry.id, "error id")
+            if new:
+                with conn.cursor() as cur:
+                    cur.executemany(ERROR_UPSERT, [self._error_params(e) for e in new])
             return new
 
     def get_error(self, error_id: str) -> ErrorEntry | None:
