@@ -106,9 +106,7 @@ def test_migrated_filter_selects_only_migrated_events(root: Path, shared_data: P
     report = migrate_learnings(apply=True)
     assert report.migrated > 0
     live = _event("v900")
-    open_migrated = [
-        e.event_id for e in list_events() if e.get("migrated_at") and not e.resolved
-    ]
+    open_migrated = [e.event_id for e in list_events() if e.get("migrated_at") and not e.resolved]
     assert open_migrated, "the real notes hold unverified fixes"
     result = resolve_events(migrated=True)
     assert sorted(result.event_ids) == sorted(open_migrated)
