@@ -33,6 +33,9 @@ from rayvault.learning.store.base import ErrorQuery
 
 __all__ = ["BulkResolution", "resolve_events", "resolve_linked_errors"]
 
+#: Keys per error-log query (well under the bound-parameter limits of SQLite and PostgreSQL).
+_KEYS_PER_QUERY = 500
+
 
 @dataclass
 class BulkResolution:
@@ -206,15 +209,21 @@ def resolve_linked_errors(
 def _linked_errors(events: Sequence[LearningEvent], store: Store) -> list[ErrorEntry]:
     """The unresolved error-log entries of these events: linked to one of them, or the entry one
     was promoted from (unless that entry is linked to another event)."""
-    if not events:
-        return []
-    ids = {e.event_id for e in events}
-    sources = {e.source_error_id for e in events if e.source_error_id}
-    return [
-        entry
-        for entry in store.query_errors(ErrorQuery(unresolved=True))
-        if entry.learning_event_id in ids or (entry.id in sources and not entry.learning_event_id)
-    ]
+    ids = [e.event_id for e in events]
+    sources = sorted({e.source_error_id for e in events if e.source_error_id})
+    wanted = set(ids)
+    found: dict[str, ErrorEntry] = {}
+    # Filtered in SQL, a few hundred keys per query: only the entries wanted are decoded.
+    for start in range(0, max(len(ids), len(sources)), _KEYS_PER_QUERY):
+        chunk = ErrorQuery(
+            unresolved=True,
+            learning_event_ids=tuple(ids[start : start + _KEYS_PER_QUERY]),
+            ids=tuple(sources[start : start + _KEYS_PER_QUERY]),
+        )
+        for entry in store.query_errors(chunk):
+            if entry.learning_event_id in wanted or not entry.learning_event_id:
+                found[entry.id] = entry
+    return sorted(found.values(), key=lambda e: (e.timestamp, e.id))
 
 
 def _event_of(entry: ErrorEntry, by_id: dict[str, LearningEvent]) -> LearningEvent | None:

@@ -87,6 +87,10 @@ class ErrorQuery:
     #: True: only unresolved entries; False: only resolved ones.
     unresolved: bool | None = None
     fingerprint: str | None = None
+    #: Only these entries (by id), or only entries linked to one of these learning events
+    #: (``learning_event_id``); given both, an entry matching either.
+    ids: tuple[str, ...] | None = None
+    learning_event_ids: tuple[str, ...] | None = None
     newest_first: bool = False
     limit: int | None = None
 
