@@ -163,8 +163,16 @@ def resolve_command(
     """
     from rayvault.learning.errors import resolve_error
 
-    entry = resolve_error(error_id, root_cause, fix, store=open_cli_store(root, store_url))
-    emit(entry.to_dict(), as_json, lambda: console().print(f"{entry.id} resolved"))
+    store = open_cli_store(root, store_url)
+    entry = resolve_error(error_id, root_cause, fix, store=store)
+    event_id = entry.learning_event_id
+
+    def human() -> None:
+        console().print(f"{entry.id} resolved")
+        if event_id and store.event_statuses([event_id]).get(event_id) in ("verified", "archived"):
+            console().print(f"  its learning event {event_id} is resolved too")
+
+    emit(entry.to_dict(), as_json, human)
 
 
 @app.command("patterns")

@@ -87,6 +87,7 @@ if TYPE_CHECKING:
         get_weekly_summary,
         query_events,
     )
+    from rayvault.learning.resolution import BulkResolution, resolve_events
     from rayvault.learning.revisit import revisit
     from rayvault.learning.skill_graph import record_learning
     from rayvault.learning.soul import promote_rule
@@ -99,6 +100,8 @@ _EXPORTS: dict[str, str] = {
     "list_events": "events",
     "update_event": "events",
     "resolve_event": "events",
+    "resolve_events": "resolution",
+    "BulkResolution": "resolution",
     "event_stats": "events",
     "record_learning": "skill_graph",
     # agent memory
@@ -181,6 +184,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AgentMemory",
     "AgentSweep",
+    "BulkResolution",
     "CompactResult",
     "ConfigError",
     "CorruptFileError",
@@ -249,6 +253,7 @@ __all__ = [
     "render_rules",
     "reset_store",
     "resolve_event",
+    "resolve_events",
     "revisit",
     "run_stage",
     "tombstone_rule",

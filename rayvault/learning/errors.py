@@ -149,13 +149,38 @@ def _resolution(root_cause: str, fix: str) -> ErrorResolution:
 
 
 def resolve_error(
-    error_id: str, root_cause: str, fix: str, *, store: Store | None = None
+    error_id: str,
+    root_cause: str,
+    fix: str,
+    *,
+    cascade: bool = True,
+    store: Store | None = None,
 ) -> ErrorEntry:
-    """Mark an error resolved with its root cause and fix (appended as a new version)."""
+    """Mark an error resolved with its root cause and fix (appended as a new version).
+
+    When the error has a learning event (it was promoted, or the loop linked it) that is still
+    unresolved, the event is verified too, saying which error resolution verified it, with its
+    other error-log entries (``cascade=False``: the error alone, for a caller that verifies the
+    event itself).
+    """
+    store = store or get_store()
     resolution = _resolution(root_cause, fix)
-    return (store or get_store()).update_error(
+    entry = store.update_error(
         error_id, lambda e: e.model_copy(update={"resolved": True, "resolution": resolution})
     )
+    if cascade:
+        event = _promoted_event(entry, store)
+        if event is not None and not event.resolved:
+            from rayvault.learning.resolution import resolve_events
+
+            how = resolution.fix or resolution.root_cause
+            resolve_events(
+                [event.event_id],
+                verification=f"error {entry.id} resolved: {how}",
+                apply=True,
+                store=store,
+            )
+    return entry
 
 
 def list_errors(

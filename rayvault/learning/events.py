@@ -261,8 +261,15 @@ def update_event(
 
 
 def resolve_event(event_id: str, verification: str, *, store: Store | None = None) -> LearningEvent:
-    """Mark an event's fix as verified (``status: verified``), saying how it was checked."""
+    """Mark an event's fix as verified (``status: verified``), saying how it was checked; its
+    unresolved error-log entries are resolved with it (many at once:
+    :func:`rayvault.learning.resolution.resolve_events`)."""
+    from rayvault.learning.resolution import resolve_linked_errors
+
+    store = store or get_store()
     text = _text(verification, "verification", required=True)
+    # The errors first: should the event's write fail, resolving it again finishes the job.
+    resolve_linked_errors([get_event(event_id, store=store)], text, store=store)
     return update_event(event_id, status="verified", verification=text, store=store)
 
 

@@ -32,6 +32,11 @@ What one stage run does:
    When retries run out, errors and events stay open and the last exception is raised (or, with
    ``on_failure="return"``, the failed run returned).
 
+The loop never learns from the library's own failures: a :class:`LearningError` raised by the
+stage itself (a bad video id passed on by the caller, a nested stage's :class:`GateBlocked`, …)
+and any exception type listed in ``ignore=`` propagate at once, whatever ``on_failure`` says:
+no error is logged, no event created, no rule learned.
+
 If learning data cannot be written while a failure is handled, the ``LearningError`` naming the
 file is raised (chained to the stage's exception); after a success it is only logged and
 recorded, so the stage's result is never lost to bookkeeping.
@@ -94,6 +99,8 @@ P = ParamSpec("P")
 Outcome = Literal["succeeded", "failed", "blocked"]
 OnBlocked = Literal["raise", "return"]
 OnFailure = Literal["raise", "return"]
+#: Exception types a stage run lets through without learning from them (``ignore=``).
+Ignore = type[BaseException] | tuple[type[BaseException], ...]
 #: Verified events looked at per fingerprint when diagnosing from history (some may have no fix).
 _HISTORY_LOOKUP = 5
 
@@ -385,6 +392,17 @@ def _named(ids: list[str], word: str) -> str:
 def _choice(value: str, name: str) -> None:
     if value not in ("raise", "return"):
         raise InvalidInputError(f"{name} must be 'raise' or 'return' (got {value!r})")
+
+
+def _ignored(ignore: object) -> tuple[type[BaseException], ...]:
+    """``ignore=`` as a tuple of exception types (:class:`LearningError` always among them)."""
+    types = ignore if isinstance(ignore, tuple) else () if ignore is None else (ignore,)
+    for item in types:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise InvalidInputError(
+                f"ignore must be an exception type or a tuple of them (got {item!r})"
+            )
+    return (LearningError, *types)
 
 
 def _check_retries(retries: object) -> None:
@@ -733,7 +751,7 @@ class _Loop:
             # Every error of a run that goes on to succeed was diagnosed (an undiagnosed failure
             # ends the run), so its event holds the root cause and fix it is resolved with.
             if item.diagnosed:
-                resolve_error(error_id, item.root_cause, item.fix, store=store)
+                resolve_error(error_id, item.root_cause, item.fix, cascade=False, store=store)
         rules = ", ".join(r.rule_id for r in ctx.rules) or "no rules"
         verification = (
             f"closed loop: {run.stage} of {run.video_id} succeeded on attempt {attempt} of "
@@ -764,6 +782,7 @@ def run_stage(
     on_failure: OnFailure = "raise",
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
+    ignore: Ignore | None = None,
 ) -> StageRun:
     """Run ``fn`` as ``stage`` of ``video_id`` through the closed loop (see the module doc).
 
@@ -775,6 +794,10 @@ def run_stage(
     ``progress``: called with every :class:`LoopStep` as it happens. A ``stage`` no map knows
     (``LEARNING_STAGE_AGENTS``, ``LEARNING_STAGE_ALIASES``) is refused before anything runs or
     is written (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it.
+    ``ignore``: exception
+    types (a type or a tuple) that are not failures of the stage to learn from: like a
+    :class:`LearningError` raised inside ``fn``, they propagate at once, with nothing logged,
+    no event and no rule.
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """
@@ -786,6 +809,7 @@ def run_stage(
     _check_retries(retries)
     _choice(on_blocked, "on_blocked")
     _choice(on_failure, "on_failure")
+    passthrough = _ignored(ignore)
     if agent is not None:
         validate_identifier(agent, "agent")
     else:
@@ -811,6 +835,16 @@ def run_stage(
         ctx = loop.context(attempt, previous)
         try:
             value = fn(ctx)
+        except passthrough as exc:
+            log.info(
+                "%s/%s attempt %d: %s is not learned from (%s): propagated",
+                video_id,
+                stage,
+                attempt,
+                type(exc).__name__,
+                "the library's own error" if isinstance(exc, LearningError) else "ignore=",
+            )
+            raise
         except Exception as exc:
             previous = exc
             if loop.fail(ctx, exc):
@@ -843,7 +877,9 @@ class LearningStage(Generic[P, T]):
         agent: str | None,
         store: Store | None,
         progress: Callable[[LoopStep], None] | None,
+        ignore: Ignore | None = None,
     ) -> None:
+        _ignored(ignore)
         self.fn = fn
         self.stage = validate_identifier(stage, "stage")
         self.retries = retries
@@ -851,6 +887,7 @@ class LearningStage(Generic[P, T]):
         self.agent = agent
         self.store = store
         self.progress = progress
+        self.ignore = ignore
         functools.update_wrapper(self, fn)
 
     def _run(
@@ -870,6 +907,7 @@ class LearningStage(Generic[P, T]):
             on_failure=mode,
             store=self.store,
             progress=self.progress,
+            ignore=self.ignore,
         )
 
     def __call__(self, video_id: str, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -892,6 +930,7 @@ def learning_stage(
     agent: str | None = None,
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
+    ignore: Ignore | None = None,
 ) -> Callable[[Callable[Concatenate[StageContext, P], T]], LearningStage[P, T]]:
     """Decorate a stage function ``fn(ctx, *args, **kwargs)`` so that calling it as
     ``fn(video_id, *args, **kwargs)`` runs it through the closed loop (see :func:`run_stage`
@@ -905,6 +944,7 @@ def learning_stage(
         images = make_assets("v042", "B0ABC")  # or make_assets.run("v042", "B0ABC") → StageRun
     """
     _check_retries(retries)
+    _ignored(ignore)
 
     def wrap(fn: Callable[Concatenate[StageContext, P], T]) -> LearningStage[P, T]:
         return LearningStage(
@@ -915,6 +955,7 @@ def learning_stage(
             agent=agent,
             store=store,
             progress=progress,
+            ignore=ignore,
         )
 
     return wrap

@@ -231,6 +231,16 @@ def error_where(query: ErrorQuery, ph: str = "?") -> tuple[str, list[Any]]:
     if query.fingerprint is not None:
         clauses.append(f"fingerprint = {ph}")
         params.append(query.fingerprint)
+    either = [
+        (column, values)
+        for column, values in (("id", query.ids), ("learning_event_id", query.learning_event_ids))
+        if values is not None
+    ]
+    if either:
+        parts = [f"{c} IN ({', '.join([ph] * len(v))})" for c, v in either if v]
+        clauses.append(f"({' OR '.join(parts)})" if parts else "0 = 1")
+        for _, values in either:
+            params.extend(values)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     order = " ORDER BY ts DESC, seq DESC" if query.newest_first else " ORDER BY ts, seq"
     if query.limit is not None:

@@ -87,6 +87,10 @@ class ErrorQuery:
     #: True: only unresolved entries; False: only resolved ones.
     unresolved: bool | None = None
     fingerprint: str | None = None
+    #: Only these entries (by id), or only entries linked to one of these learning events
+    #: (``learning_event_id``); given both, an entry matching either.
+    ids: tuple[str, ...] | None = None
+    learning_event_ids: tuple[str, ...] | None = None
     newest_first: bool = False
     limit: int | None = None
 
@@ -159,6 +163,17 @@ class Store(Protocol):
         writers; raises ``EventNotFoundError``."""
         ...
 
+    def update_events(
+        self,
+        event_ids: Sequence[str],
+        change: Callable[[LearningEvent], LearningEvent | None],
+    ) -> list[LearningEvent]:
+        """:meth:`update_event` for many events under one lock (one transaction): each
+        ``change(latest)`` that is not None is appended as the new version; returns those, in
+        the order of ``event_ids``. An unknown id raises ``EventNotFoundError`` before anything
+        is written."""
+        ...
+
     def get_event(self, event_id: str) -> LearningEvent | None: ...
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]: ...
@@ -223,6 +238,12 @@ class Store(Protocol):
 
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
         """Append ``change(latest)`` atomically; raises ``ErrorEntryNotFoundError``."""
+        ...
+
+    def update_errors(
+        self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
+    ) -> list[ErrorEntry]:
+        """:meth:`update_error` for many entries under one lock, as :meth:`update_events`."""
         ...
 
     def get_error(self, error_id: str) -> ErrorEntry | None: ...

@@ -235,6 +235,26 @@ class FileStore:
             self._write_video_files([new])
             return new
 
+    def update_events(
+        self,
+        event_ids: Sequence[str],
+        change: Callable[[LearningEvent], LearningEvent | None],
+    ) -> list[LearningEvent]:
+        self._writable()
+        ids = list(dict.fromkeys(event_ids))
+        with locked(self.events_path):
+            current = _rows_by_key(self.index.sync("events"), "events", "event_id", ids)
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise EventNotFoundError(missing)
+            new = [e for e in (change(self._event(current[i])) for i in ids) if e is not None]
+            for event in new:
+                validate_identifier(event.event_id, "event id")
+            if new:
+                self._events.append([e.model_dump_json().encode() for e in new])
+                self._write_video_files(new)
+            return new
+
     def _event(self, data: bytes) -> LearningEvent:
         return validate_json_record(LearningEvent, data, self.events_path, "an event")
 
@@ -513,6 +533,23 @@ class FileStore:
                 raise ErrorEntryNotFoundError(error_id)
             new = change(current)
             self._errors.append([new.model_dump_json().encode()])
+            return new
+
+    def update_errors(
+        self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
+    ) -> list[ErrorEntry]:
+        self._writable()
+        ids = list(dict.fromkeys(error_ids))
+        with locked(self.errors_path):
+            current = _rows_by_key(self.index.sync("errors"), "errors", "id", ids)
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise ErrorEntryNotFoundError(missing)
+            new = [e for e in (change(self._error(current[i])) for i in ids) if e is not None]
+            for entry in new:
+                validate_identifier(entry.id, "error id")
+            if new:
+                self._errors.append([e.model_dump_json().encode() for e in new])
             return new
 
     def _error(self, data: bytes) -> ErrorEntry:
@@ -837,6 +874,21 @@ def original_tombstone_archive_day(name: str) -> date | None:
         return datetime.strptime(match.group(1), "%Y%m%d").date()
     except ValueError:
         return None
+
+
+#: Keys per ``IN (…)`` lookup (well under SQLite's limit on bound parameters).
+_KEYS_PER_QUERY = 500
+
+
+def _rows_by_key(conn: Any, table: str, key: str, keys: Sequence[str]) -> dict[str, bytes]:
+    """The stored record of each of ``keys`` that exists, by key, in a few indexed lookups."""
+    found: dict[str, bytes] = {}
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[start : start + _KEYS_PER_QUERY]
+        marks = ", ".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT {key}, data FROM {table} WHERE {key} IN ({marks})", chunk)
+        found.update(rows)
+    return found
 
 
 def _token() -> str:

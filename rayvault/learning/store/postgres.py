@@ -18,7 +18,10 @@ Documents are stored as the text the file store writes, so an export gives back 
 Skill-graph notes, SOUL files and ``policies.py`` stay files under ``root`` (``docs``).
 
 A read-only view (``read_only()``, for dry runs) has its own connections, on which every
-transaction is ``READ ONLY``: a write the store forgot to refuse still fails in the server.
+transaction is ``READ ONLY``: a write the store forgot to refuse still fails in the server. A
+view of a schema that does not exist yet reads an empty store: an empty copy of the schema is
+built once, under a private name, in a transaction held open by one connection of the view and
+rolled back when it closes (see ``_phantom_connection``); nothing of it is ever committed.
 
 Concurrency: a read-modify-write (agent memory, gate state, an event or error update) runs in one
 transaction under a lock: a transaction-level advisory lock keyed by schema and name, or the row's
@@ -52,6 +55,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
@@ -140,6 +144,8 @@ _MICROS_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Pools inherited by a forked child: kept referenced and never closed there (closing would end
 #: the parent's sessions; psycopg itself leaves a connection made by another process alone).
 _INHERITED: list[ConnectionPool[Any]] = []
+#: The same for the connection holding a read-only view's empty schema (see ``_phantom``).
+_INHERITED_CONNECTIONS: list[Any] = []
 
 
 # -- URLs -------------------------------------------------------------------------------------
@@ -302,6 +308,11 @@ EVENT_BY_ID = "SELECT data::text FROM events WHERE event_id = %s"
 EVENT_FOR_UPDATE = EVENT_BY_ID + " FOR UPDATE"
 ERROR_BY_ID = "SELECT data::text FROM errors WHERE id = %s"
 ERROR_FOR_UPDATE = ERROR_BY_ID + " FOR UPDATE"
+# Many rows locked in key order, so two bulk writers never wait for each other in a cycle.
+EVENTS_FOR_UPDATE = (
+    "SELECT event_id, data::text FROM events WHERE event_id = ANY(%s) ORDER BY event_id FOR UPDATE"
+)
+ERRORS_FOR_UPDATE = "SELECT id, data::text FROM errors WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 EVENT_FACETS = """
     SELECT CASE WHEN GROUPING(severity) = 0 THEN 'severity'
                 WHEN GROUPING(status) = 0 THEN 'status'
@@ -450,9 +461,13 @@ class PostgresStore:
             self.conninfo = make_conninfo(
                 self.conninfo, options=f"{options} -c default_transaction_read_only=on"
             )
-        #: A read-only view of a schema that does not exist yet sees it empty: each of its
-        #: connections creates it in a transaction that is rolled back (see ``_pooled``).
+        #: A read-only view of a schema that does not exist yet sees it empty: one connection
+        #: holds an empty copy of the schema in a transaction never committed (``_pooled``).
         self._phantom_schema = False
+        self._phantom_conn: Conn | None = None
+        self._phantom_lock = threading.RLock()
+        #: How many times this store built that empty schema (once per process and store).
+        self.phantom_builds = 0
         self._pool: ConnectionPool[Any] | None = None
         self._finalizer: weakref.finalize[Any, PostgresStore] | None = None
         self._pool_lock = threading.Lock()
@@ -507,6 +522,13 @@ class PostgresStore:
                 self._finalizer = None
         if pool is not None:
             _close_pool(pool, self._pid)
+        with self._phantom_lock:
+            phantom, self._phantom_conn = self._phantom_conn, None
+        if phantom is not None and not phantom.closed:
+            if os.getpid() == self._pid:
+                phantom.close()  # rolls the empty schema back
+            else:
+                _INHERITED_CONNECTIONS.append(phantom)
 
     # -- connections ----------------------------------------------------------------------------
     def lock_key(self, *parts: str) -> int:
@@ -527,6 +549,10 @@ class PostgresStore:
             _INHERITED.append(self._pool)
         self._pool = None
         self._finalizer = None
+        if self._phantom_conn is not None:
+            _INHERITED_CONNECTIONS.append(self._phantom_conn)
+            self._phantom_conn = None
+        self._phantom_lock = threading.RLock()
         self._local = threading.local()
         self._pool_lock = threading.Lock()
         self._pid = os.getpid()
@@ -566,11 +592,11 @@ class PostgresStore:
         """A pooled connection of its own (not the thread's current transaction)."""
         pool = self._get_pool()
         try:
-            with pool.connection() as conn:
-                if self._phantom_schema:
-                    with self._phantom(conn):
-                        yield conn
-                else:
+            if self._phantom_schema:
+                with self._phantom_connection() as conn:
+                    yield conn
+            else:
+                with pool.connection() as conn:
                     yield conn
         except PoolTimeout as e:
             raise StoreError(
@@ -666,17 +692,46 @@ class PostgresStore:
                 log.info("PostgreSQL store: write retried after a deadlock")
 
     @contextlib.contextmanager
-    def _phantom(self, conn: Conn) -> Iterator[None]:
-        """For a read-only view of a schema not created yet: the schema as a first use would
-        create it, in a transaction that is rolled back whatever happens (the view reads an empty
-        store, and nothing of it is left in the database)."""
-        conn.execute("BEGIN READ WRITE")
+    def _phantom_connection(self) -> Iterator[Conn]:
+        """For a read-only view of a schema not created yet: the one connection that sees an
+        empty store, for the duration of a call (calls of several threads take turns). A call
+        that leaves its transaction failed drops it: the next call builds a new one."""
+        with self._phantom_lock:
+            conn = self._phantom_conn
+            if conn is None or conn.closed:
+                conn = self._phantom_conn = self._build_phantom()
+            try:
+                yield conn
+            finally:
+                if conn.info.transaction_status != TransactionStatus.INTRANS:
+                    self._phantom_conn = None
+                    conn.close()
+
+    def _build_phantom(self) -> Conn:
+        """A connection in an open transaction holding the schema as a first use would create
+        it, empty, under a private name (a concurrent ``store init`` of the real one never
+        waits for it), read-only from then on. The transaction is never committed: closing the
+        view rolls it back, and nothing of it is left in the database. Built once per view."""
+        name = f"rayvault_empty_{secrets.token_hex(6)}"
+        conn = self.connect()
         try:
-            schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
+            conn.execute("BEGIN READ WRITE")
+            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(name)))
+            schema_sql.migrate(conn, name, self.lock_key("empty", name))
             conn.execute("SET TRANSACTION READ ONLY")
-            yield
-        finally:
-            conn.execute("ROLLBACK")
+        except psycopg.Error as e:
+            conn.close()
+            raise StoreError(
+                f"cannot read schema {self.schema!r} at {self.target.display}, which is not "
+                f"initialised, as an empty store: {_first_line(e)}",
+                hint="run `rayvault-learn store init`",
+            ) from e
+        self.phantom_builds += 1
+        log.info(
+            "schema %s is not initialised: the read-only view reads it as an empty store",
+            self.schema,
+        )
+        return conn
 
     def _check_readable(self, conn: Conn) -> None:
         """A read-only view reads the schema as it is: a missing one is empty (``_phantom``), one
@@ -834,6 +889,26 @@ class PostgresStore:
             new = change(self._event(row[0]))
             validate_identifier(new.event_id, "event id")
             conn.execute(EVENT_UPSERT, self._event_params(new))
+            return new
+
+    def update_events(
+        self,
+        event_ids: Sequence[str],
+        change: Callable[[LearningEvent], LearningEvent | None],
+    ) -> list[LearningEvent]:
+        self._writable()
+        ids = list(dict.fromkeys(event_ids))
+        with self._transaction() as conn:
+            current = dict(conn.execute(EVENTS_FOR_UPDATE, (sorted(ids),)).fetchall())
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise EventNotFoundError(missing)
+            new = [e for e in (change(self._event(current[i])) for i in ids) if e is not None]
+            for event in new:
+                validate_identifier(event.event_id, "event id")
+            if new:
+                with conn.cursor() as cur:
+                    cur.executemany(EVENT_UPSERT, [self._event_params(e) for e in new])
             return new
 
     def get_event(self, event_id: str) -> LearningEvent | None:
@@ -1098,6 +1173,24 @@ class PostgresStore:
             new = change(self._error(row[0]))
             validate_identifier(new.id, "error id")
             conn.execute(ERROR_UPSERT, self._error_params(new))
+            return new
+
+    def update_errors(
+        self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
+    ) -> list[ErrorEntry]:
+        self._writable()
+        ids = list(dict.fromkeys(error_ids))
+        with self._transaction() as conn:
+            current = dict(conn.execute(ERRORS_FOR_UPDATE, (sorted(ids),)).fetchall())
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise ErrorEntryNotFoundError(missing)
+            new = [e for e in (change(self._error(current[i])) for i in ids) if e is not None]
+            for entry in new:
+                validate_identifier(entry.id, "error id")
+            if new:
+                with conn.cursor() as cur:
+                    cur.executemany(ERROR_UPSERT, [self._error_params(e) for e in new])
             return new
 
     def get_error(self, error_id: str) -> ErrorEntry | None:
