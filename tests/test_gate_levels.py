@@ -236,6 +236,30 @@ def test_recurring_failure_with_a_rule_warns_without_one_denies(root: Path) -> N
     assert known.details["patterns"][0]["rule_id"] == event.rule_id
 
 
+def test_a_denied_pattern_of_events_is_cleared_by_the_command_it_names(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three open FAIL events of one pattern and no rule: the first clearing command resolves
+    them all by pattern, and running it as printed lets the stage through."""
+    for i in range(3):
+        create_event(
+            **event_kwargs(  # type: ignore[arg-type]
+                component="research", symptom=f"Timeout after {30 + i}s on B0ABCDEFG{i}",
+                verification="", video_id=f"v{i}", agent=None,
+            )
+        )  # fmt: skip
+    known = check(learning_gate("v9", "research"), "check_known_failures")
+    assert known.outcome == "deny"
+    fp = known.details["patterns"][0]["fingerprint"]
+    command = known.clear[0]
+    assert command.startswith(f"rayvault-learn events resolve --pattern {fp} --yes ")
+    args = command.replace('"<how the fix was verified>"', "proxy-fixed").split()[1:]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    after = check(learning_gate("v9", "research"), "check_known_failures")
+    assert after.outcome == "pass", after.reason
+
+
 def test_gate_levels_are_set_per_check_and_per_stage(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

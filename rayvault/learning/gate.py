@@ -417,7 +417,13 @@ def _clear_known(
     """Commands that clear a recurring failure: teach its agent a rule from one of its errors, or
     resolve its open occurrences (a few named; indexed look-ups, no sort)."""
     event_ids, error_ids = store.open_occurrences(fp, components, _LISTED)
-    commands = [_resolve_command(event_id) for event_id in event_ids]
+    commands = []
+    if event_ids:  # every open occurrence at once (a dry run without --yes)
+        commands.append(
+            f"rayvault-learn events resolve --pattern {fp} --yes "
+            '--verification "<how the fix was verified>"'
+        )
+    commands += [_resolve_command(event_id) for event_id in event_ids]
     for error_id in error_ids:
         if agent is not None and not commands:
             commands.append(
