@@ -256,6 +256,7 @@ def test_a_denied_pattern_of_events_is_cleared_by_the_command_it_names(
     args = command.replace('"<how the fix was verified>"', "proxy-fixed").split()[1:]
     code, out, err = run(capsys, *args)
     assert code == 0, err
+    assert out.startswith("Resolved 3 learning events"), out
     after = check(learning_gate("v9", "research"), "check_known_failures")
     assert after.outcome == "pass", after.reason
 
