@@ -19,6 +19,7 @@ import orjson
 
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.events import create_event, get_event
 from rayvault.learning.exceptions import (
     ErrorEntryNotFoundError,
@@ -70,6 +71,7 @@ def _error_text(error: object) -> str:
     return text
 
 
+@checked
 def log_error(
     video_id: str | None,
     stage: str,
@@ -118,6 +120,7 @@ def error_symptom(entry: ErrorEntry) -> str:
     return lines[0].strip()[:MAX_SYMPTOM]
 
 
+@checked
 def link_to_event(error_id: str, event_id: str, *, store: Store | None = None) -> ErrorEntry:
     """Record that ``event_id`` is the learning event of an error, without resolving it.
 
@@ -131,6 +134,7 @@ def link_to_event(error_id: str, event_id: str, *, store: Store | None = None) -
     )
 
 
+@checked
 def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
     """The latest version of an error-log entry; :class:`ErrorEntryNotFoundError` if none."""
     entry = (store or get_store()).get_error(error_id)
@@ -147,6 +151,7 @@ def _resolution(root_cause: str, fix: str) -> ErrorResolution:
     return ErrorResolution(resolved_at=utcnow(), root_cause=root_cause.strip(), fix=fix.strip())
 
 
+@checked
 def resolve_error(
     error_id: str, root_cause: str, fix: str, *, store: Store | None = None
 ) -> ErrorEntry:
@@ -157,6 +162,7 @@ def resolve_error(
     )
 
 
+@checked
 def list_errors(
     *,
     stage: str | None = None,
@@ -180,6 +186,7 @@ def list_errors(
     )
 
 
+@checked
 def get_unresolved(
     stage: str | None = None, video_id: str | None = None, *, store: Store | None = None
 ) -> list[ErrorEntry]:
@@ -187,6 +194,7 @@ def get_unresolved(
     return list_errors(stage=stage, video_id=video_id, unresolved=True, store=store)
 
 
+@checked
 def get_patterns(min_count: int = 2, *, store: Store | None = None) -> list[ErrorPattern]:
     """Error-log entries grouped by fingerprint, with at least ``min_count`` occurrences."""
     if min_count < 1:
@@ -194,6 +202,7 @@ def get_patterns(min_count: int = 2, *, store: Store | None = None) -> list[Erro
     return (store or get_store()).error_patterns(min_count)
 
 
+@checked
 def get_lessons(*, store: Store | None = None) -> list[Lesson]:
     """The latest resolution of every failure pattern: what was learned, newest first."""
     store = store or get_store()
@@ -216,6 +225,7 @@ def get_lessons(*, store: Store | None = None) -> list[Lesson]:
     return lessons
 
 
+@checked
 def promote_to_learning(
     error_id: str,
     *,

@@ -24,6 +24,7 @@ from typing import Any
 
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
 from rayvault.learning.memory import apply_event, rule_text
 from rayvault.learning.models import (
@@ -58,6 +59,7 @@ def _text(value: object, name: str, *, required: bool = False) -> str:
     return value.strip()
 
 
+@checked
 def create_event(
     *,
     run_id: str,
@@ -144,6 +146,7 @@ def create_event(
     return final
 
 
+@checked
 def get_event(event_id: str, *, store: Store | None = None) -> LearningEvent:
     """The latest version of an event; :class:`EventNotFoundError` when there is none."""
     event = (store or get_store()).get_event(event_id)
@@ -183,6 +186,7 @@ def build_query(
     )
 
 
+@checked
 def list_events(
     *,
     video_id: str | None = None,
@@ -209,6 +213,7 @@ def list_events(
     return store.query_events(query)
 
 
+@checked
 def update_event(
     event_id: str,
     *,
@@ -259,12 +264,14 @@ def update_event(
     return store.update_event(event_id, change)
 
 
+@checked
 def resolve_event(event_id: str, verification: str, *, store: Store | None = None) -> LearningEvent:
     """Mark an event's fix as verified (``status: verified``), saying how it was checked."""
     text = _text(verification, "verification", required=True)
     return update_event(event_id, status="verified", verification=text, store=store)
 
 
+@checked
 def event_stats(*, store: Store | None = None, **filters: Any) -> dict[str, Any]:
     """Totals of the events by severity, status, component and agent, and how many are open."""
     store = store or get_store()

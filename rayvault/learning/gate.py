@@ -28,6 +28,7 @@ from typing import Any
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.models import GateCheck, GateResult, GateState, Record
 from rayvault.learning.stages import agent_for_stage, fold_stage, stage_names
@@ -249,6 +250,7 @@ def check_known_failures(store: Store, components: tuple[str, ...], threshold: i
     )
 
 
+@checked
 def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> GateResult:
     """Run the four checks for ``video_id`` before ``stage``; the result says whether it is
     blocked, why, and what each check found."""
@@ -319,6 +321,7 @@ class Acknowledgement(Record):
     note: str | None = None
 
 
+@checked
 def acknowledge(
     video_id: str, stage: str, *, note: str | None = None, store: Store | None = None
 ) -> Acknowledgement:

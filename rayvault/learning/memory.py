@@ -23,6 +23,7 @@ from typing import Any
 
 from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
 from rayvault.learning.models import (
     CRITICAL_SEVERITIES,
@@ -158,6 +159,7 @@ def _prune_archive_if_due(state: AgentState, store: Store) -> None:
         extra["archive_pruned_at"] = format_ts(now)
 
 
+@checked
 def apply_to_memory(
     event: LearningEvent | Mapping[str, Any], agent: str, *, store: Store | None = None
 ) -> Rule:
@@ -165,18 +167,21 @@ def apply_to_memory(
     return apply_event(_as_event(event), agent, store=store or get_store()).rule
 
 
+@checked
 def load_active_memory(agent: str, *, store: Store | None = None) -> AgentMemory:
     """The agent's ``memory_active.json`` (empty when the agent has none yet)."""
     validate_identifier(agent, "agent")
     return (store or get_store()).load_memory(agent)
 
 
+@checked
 def load_tombstones(agent: str, *, store: Store | None = None) -> TombstoneFile:
     """The agent's removed rules, with reasons and evidence."""
     validate_identifier(agent, "agent")
     return (store or get_store()).load_tombstones(agent)
 
 
+@checked
 def tombstone_rule(
     agent: str,
     rule_id: str,
@@ -208,6 +213,7 @@ def tombstone_rule(
     return tombstone
 
 
+@checked
 def init_memory(
     agents: Iterable[str] | None = None, *, store: Store | None = None
 ) -> dict[str, bool]:
@@ -243,6 +249,7 @@ class PromptRules:
     total: int
 
 
+@checked
 def prompt_rules(
     agent: str, *, budget: int | None = None, store: Store | None = None
 ) -> PromptRules:
@@ -276,12 +283,14 @@ def prompt_rules(
     return PromptRules(agent, "\n".join(lines), shown, len(rules))
 
 
+@checked
 def render_rules(agent: str, *, budget: int | None = None, store: Store | None = None) -> str:
     """The agent's active rules as a prompt-ready block, most severe and recent first, within
     ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none."""
     return prompt_rules(agent, budget=budget, store=store).text
 
 
+@checked
 def mark_delivered(
     agent: str, rule_ids: Iterable[str], *, store: Store | None = None
 ) -> list[Rule]:

@@ -16,6 +16,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from rayvault.learning._validate import checked
+
 #: Longest template kept (the key still covers the whole masked text).
 TEMPLATE_LIMIT = 240
 
@@ -81,6 +83,7 @@ def mask(text: str) -> str:
     return _SPACE.sub(" ", masked).strip()
 
 
+@checked
 def fingerprint(stage: str, text: str) -> Fingerprint:
     """The fingerprint of a failure of ``stage`` (already folded) described by ``text``."""
     template = mask(text)
