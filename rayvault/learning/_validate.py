@@ -28,21 +28,25 @@ import math
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from rayvault.learning.exceptions import InvalidInputError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M", bound="BaseModel")
 
 #: Integer arguments that count or limit something: negative values are refused.
-NON_NEGATIVE = frozenset(
-    {"limit", "budget", "days", "threshold", "min_count"}
-)
+NON_NEGATIVE = frozenset({"limit", "budget", "days", "threshold", "min_count"})
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 #: Nesting deeper than this (in a context mapping, a record) is refused, not recursed into.
 MAX_DEPTH = 32
 _SHOWN = 60
+#: The text fields of a learning event that the size cap applies to.
+TEXT_FIELDS = ("run_id", "symptom", "root_cause", "fix_applied", "verification")
 
 
 def shown(value: object) -> str:
@@ -365,3 +369,25 @@ def _check_one(checker: _Checker, value: object, name: str) -> Any:
     if not checker.accepts(value):
         raise _type_error(name, checker, value)
     return checker.check(value, name)
+
+
+def cap_deep(value: Any, limit: int) -> Any:
+    """``value`` with every text inside it (lists, mappings) cut by :func:`cap_text`."""
+    if isinstance(value, str):
+        return cap_text(value, limit)
+    if isinstance(value, cabc.Mapping):
+        return {key: cap_deep(item, limit) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [cap_deep(item, limit) for item in value]
+    return value
+
+
+def cap_fields(record: M, fields: tuple[str, ...], limit: int) -> M:
+    """A copy of the record ``record`` with its text ``fields`` cut by :func:`cap_text` (the record
+    itself when none is too long)."""
+    update = {
+        name: cap_text(text, limit)
+        for name in fields
+        if isinstance(text := getattr(record, name), str) and len(text) > limit
+    }
+    return record.model_copy(update=update) if update else record

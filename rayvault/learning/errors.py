@@ -19,7 +19,7 @@ import orjson
 
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
-from rayvault.learning._validate import checked
+from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.events import create_event, get_event
 from rayvault.learning.exceptions import (
     ErrorEntryNotFoundError,
@@ -39,9 +39,6 @@ from rayvault.learning.stages import fold_stage, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
 
-#: Longest error text kept in an entry (a traceback can be huge); the fingerprint still uses
-#: the failure line, which tracebacks end with.
-MAX_ERROR_TEXT = 20_000
 #: Longest symptom an error becomes when promoted to an event.
 MAX_SYMPTOM = 300
 
@@ -55,20 +52,22 @@ class PromotionResult(Record):
     created: bool
 
 
-def _error_text(error: object) -> str:
+def _error_text(error: object, limit: int) -> str:
+    """The entry's text, at most ``limit`` characters (``LEARNING_MAX_ERROR_TEXT_CHARS``): a
+    longer one keeps its start and its end, which holds a traceback's failure line (the
+    fingerprint's source)."""
     if isinstance(error, BaseException):
         text = "".join(traceback.format_exception(error)).strip()
+        # Text the library derives itself (a file name read with surrogateescape, say) is made
+        # storable; text the caller gives is refused instead (see _validate).
+        text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
     elif isinstance(error, str):
         text = error.strip()
     else:
         raise InvalidInputError(f"error must be text or an exception, got {type(error).__name__}")
     if not text:
         raise InvalidInputError("error text must not be empty")
-    if len(text) > MAX_ERROR_TEXT:
-        # Keep the head and the tail: the tail holds a traceback's failure line.
-        half = MAX_ERROR_TEXT // 2
-        text = f"{text[:half]}\n…\n{text[-half:]}"
-    return text
+    return cap_text(text, limit, keep_tail=True)
 
 
 @checked
@@ -86,14 +85,20 @@ def log_error(
     if video_id:
         validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
-    text = _error_text(error)
+    limit = store.policies.LEARNING_MAX_ERROR_TEXT_CHARS
+    text = _error_text(error, limit)
     if context is not None:
         if not isinstance(context, dict):
             raise InvalidInputError("context must be a mapping")
         try:
-            orjson.dumps(context)
+            size = len(orjson.dumps(context))
         except TypeError as e:
             raise InvalidInputError(f"context must be JSON-serialisable: {e}") from e
+        if size > limit:
+            raise InvalidInputError(
+                f"context is {size} bytes as JSON, more than LEARNING_MAX_ERROR_TEXT_CHARS "
+                f"({limit}): keep large output in a file and put its path in the context"
+            )
     now = utcnow()
     fp = fingerprint(fold_stage(stage, store.policies), text)
     entry = ErrorEntry(
@@ -143,12 +148,16 @@ def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
     return entry
 
 
-def _resolution(root_cause: str, fix: str) -> ErrorResolution:
+def _resolution(root_cause: str, fix: str, limit: int) -> ErrorResolution:
     if not isinstance(root_cause, str) or not isinstance(fix, str):
         raise InvalidInputError("root cause and fix must be text")
     if not root_cause.strip() and not fix.strip():
         raise InvalidInputError("a resolution needs a root cause or a fix")
-    return ErrorResolution(resolved_at=utcnow(), root_cause=root_cause.strip(), fix=fix.strip())
+    return ErrorResolution(
+        resolved_at=utcnow(),
+        root_cause=cap_text(root_cause.strip(), limit),
+        fix=cap_text(fix.strip(), limit),
+    )
 
 
 @checked
@@ -156,8 +165,9 @@ def resolve_error(
     error_id: str, root_cause: str, fix: str, *, store: Store | None = None
 ) -> ErrorEntry:
     """Mark an error resolved with its root cause and fix (appended as a new version)."""
-    resolution = _resolution(root_cause, fix)
-    return (store or get_store()).update_error(
+    store = store or get_store()
+    resolution = _resolution(root_cause, fix, store.policies.LEARNING_MAX_TEXT_CHARS)
+    return store.update_error(
         error_id, lambda e: e.model_copy(update={"resolved": True, "resolution": resolution})
     )
 
@@ -245,7 +255,7 @@ def promote_to_learning(
     """
     store = store or get_store()
     validate_identifier(error_id, "error id")
-    resolution = _resolution(root_cause, fix)
+    resolution = _resolution(root_cause, fix, store.policies.LEARNING_MAX_TEXT_CHARS)
     with store.exclusive(f"promote-{error_id}"):
         entry = get_error(error_id, store=store)
         existing = _promoted_event(entry, store)

@@ -24,7 +24,7 @@ from typing import Any
 
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
-from rayvault.learning._validate import checked
+from rayvault.learning._validate import cap_deep, cap_text, checked
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
 from rayvault.learning.memory import apply_event, rule_text
 from rayvault.learning.models import (
@@ -49,14 +49,14 @@ def _severity(value: object) -> str:
         raise InvalidInputError(str(e)) from None
 
 
-def _text(value: object, name: str, *, required: bool = False) -> str:
+def _text(value: object, name: str, *, required: bool = False, limit: int | None = None) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be text, got {type(value).__name__}")
     if required and not value.strip():
         raise InvalidInputError(f"{name} must not be empty")
-    return value.strip()
+    return value.strip() if limit is None else cap_text(value.strip(), limit)
 
 
 @checked
@@ -79,28 +79,29 @@ def create_event(
     Returns the event as stored last (with ``rule_id``, ``skill_node``, ``status``).
     """
     store = store or get_store()
+    cap = store.policies.LEARNING_MAX_TEXT_CHARS
     sev = _severity(severity)
     component = validate_identifier(_text(component, "component", required=True), "component")
-    symptom = _text(symptom, "symptom", required=True)
+    symptom = _text(symptom, "symptom", required=True, limit=cap)
     if video_id:
         validate_identifier(video_id, "video id")
     if agent:
         validate_identifier(agent, "agent")
     if source_error_id:
         validate_identifier(source_error_id, "error id")
-    verification = _text(verification, "verification")
+    verification = _text(verification, "verification", limit=cap)
     policies = store.policies
     now = utcnow()
     fp = fingerprint(fold_stage(component, policies), symptom)
     event = LearningEvent(
         event_id=new_event_id(now),
-        run_id=_text(run_id, "run_id"),
+        run_id=_text(run_id, "run_id", limit=cap),
         timestamp=now,
         severity=sev,
         component=component,
         symptom=symptom,
-        root_cause=_text(root_cause, "root_cause"),
-        fix_applied=_text(fix_applied, "fix_applied"),
+        root_cause=_text(root_cause, "root_cause", limit=cap),
+        fix_applied=_text(fix_applied, "fix_applied", limit=cap),
         verification=verification,
         status="verified" if verification else "open",
         video_id=video_id or None,
@@ -230,13 +231,14 @@ def update_event(
     :mod:`rayvault.learning.loop`).
     """
     store = store or get_store()
+    cap = store.policies.LEARNING_MAX_TEXT_CHARS
     changes: dict[str, Any] = {}
     if loop_steps is not None:
         if isinstance(loop_steps, str | bytes) or not all(
             isinstance(step, Mapping) for step in loop_steps
         ):
             raise InvalidInputError("loop_steps must be a list of mappings")
-        changes["loop_steps"] = [dict(step) for step in loop_steps]
+        changes["loop_steps"] = [cap_deep(dict(step), cap) for step in loop_steps]
     if status is not None:
         changes["status"] = _choice(status, STATUSES, "status")[0]  # type: ignore[index]
     for name, value in (
@@ -245,7 +247,7 @@ def update_event(
         ("fix_applied", fix_applied),
     ):
         if value is not None:
-            changes[name] = _text(value, name)
+            changes[name] = _text(value, name, limit=cap)
     if not changes:
         raise InvalidInputError(
             "nothing to update: give a status, verification, root cause, fix or loop steps"
@@ -272,10 +274,26 @@ def resolve_event(event_id: str, verification: str, *, store: Store | None = Non
 
 
 @checked
-def event_stats(*, store: Store | None = None, **filters: Any) -> dict[str, Any]:
-    """Totals of the events by severity, status, component and agent, and how many are open."""
+def event_stats(
+    *,
+    video_id: str | None = None,
+    component: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    agent: str | None = None,
+    store: Store | None = None,
+) -> dict[str, Any]:
+    """Totals of the events by severity, status, component and agent, and how many are open;
+    the filters are those of :func:`list_events`."""
     store = store or get_store()
-    query = build_query(store, **filters)
+    query = build_query(
+        store,
+        video_id=video_id,
+        component=component,
+        severity=severity,
+        status=status,
+        agent=agent,
+    )
     facets = store.event_facets(query)
     total = sum(facets["severity"].values())
     unresolved = store.count_events(replace(query, unresolved=True))

@@ -28,7 +28,7 @@ from typing import Any
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import format_ts, utcnow
-from rayvault.learning._validate import checked
+from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.models import GateCheck, GateResult, GateState, Record
 from rayvault.learning.stages import agent_for_stage, fold_stage, stage_names
@@ -344,7 +344,7 @@ def acknowledge(
             agent=agent,
             policies=[] if policy_check.passed else [policy_check.reason],
             soul=None if soul_check.passed else soul_check.reason,
-            note=note,
+            note=cap_text(note, policies.LEARNING_MAX_TEXT_CHARS) if note else note,
         )
         state.acks.append(ack.to_dict())
     return ack
