@@ -68,8 +68,9 @@ def check_text(value: str, name: str) -> str:
         except UnicodeEncodeError as e:
             raise InvalidInputError(
                 f"{name} is not valid text: lone surrogate {value[e.start]!r} at position "
-                f"{e.start} (bytes that were not UTF-8?); decode such input with "
-                "errors='replace' before passing it"
+                f"{e.start} (bytes that are not UTF-8, decoded with surrogateescape)",
+                hint="give UTF-8 text: convert it (`iconv -t utf-8`), or decode the bytes "
+                "with errors='replace'",
             ) from None
     return value
 
