@@ -263,6 +263,7 @@ def cli(*args: str | bytes, stdin: bytes = b"") -> subprocess.CompletedProcess[b
         [sys.executable, "-m", "rayvault.cli", *args],
         input=stdin,
         capture_output=True,
+        check=False,
         env=env,
         timeout=60,
     )
@@ -287,9 +288,7 @@ def test_cli_stdin_that_is_not_utf8_is_refused(store: Store) -> None:
     UTF-8 text with accents is stored as given."""
     done = cli("errors", "log", "assets", "-", stdin=b"caf\xe9 timed out\n")
     assert done.returncode == 1
-    assert done.stderr.decode().startswith(
-        "Error: stdin is not UTF-8 text: byte 0xe9 at offset 3"
-    )
+    assert done.stderr.decode().startswith("Error: stdin is not UTF-8 text: byte 0xe9 at offset 3")
     assert nothing_stored(store)
     ok = cli("errors", "log", "assets", "-", "--json", stdin="café timed out\n".encode())
     assert ok.returncode == 0, ok.stderr
