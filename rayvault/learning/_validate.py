@@ -186,9 +186,19 @@ class _Instance(_Checker):
         self.cls = cls
         self.deep = deep
         self.description = f"a {cls.__name__}"
+        # isinstance() against a runtime protocol (Store) tests every member: ~0.5 ms. A class
+        # either has the members or not, so the answer is kept per class.
+        self.protocol = getattr(cls, "_is_protocol", False)
+        self.known: dict[type, bool] = {}
 
     def accepts(self, value: object) -> bool:
-        return isinstance(value, self.cls)
+        if not self.protocol:
+            return isinstance(value, self.cls)
+        kind = type(value)
+        answer = self.known.get(kind)
+        if answer is None:
+            answer = self.known[kind] = isinstance(value, self.cls)
+        return answer
 
     def check(self, value: Any, name: str) -> Any:
         if self.deep:
@@ -209,7 +219,7 @@ class _Callable(_Checker):
 class _Literal(_Checker):
     def __init__(self, values: tuple[object, ...]) -> None:
         self.values = values
-        self.description = "one of " + ", ".join(repr(v) for v in values)
+        self.description = " or ".join(repr(v) for v in values)
 
     def accepts(self, value: object) -> bool:
         return any(value == v and type(value) is type(v) for v in self.values)
@@ -330,43 +340,70 @@ def compile_annotation(tp: Any) -> _Checker:
     return _Checker()
 
 
+class _Plan:
+    """The checkers of one function's parameters, by name and by position."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        hints = typing.get_type_hints(func)
+        self.by_name: dict[str, _Checker] = {}
+        self.positional: list[tuple[str, _Checker]] = []
+        self.var_positional: tuple[str, _Checker] | None = None
+        self.var_keyword: _Checker | None = None
+        kinds = inspect.Parameter
+        for name, param in inspect.signature(func).parameters.items():
+            checker = compile_annotation(hints.get(name, Any))
+            if param.kind is kinds.VAR_POSITIONAL:
+                self.var_positional = (name, checker)
+            elif param.kind is kinds.VAR_KEYWORD:
+                self.var_keyword = checker
+            else:
+                if param.kind is not kinds.KEYWORD_ONLY:
+                    self.positional.append((name, checker))
+                if param.kind is not kinds.POSITIONAL_ONLY:
+                    self.by_name[name] = checker
+
+    def args(self, args: tuple[Any, ...]) -> list[Any]:
+        checked_args: list[Any] = []
+        for index, value in enumerate(args):
+            if index < len(self.positional):
+                name, checker = self.positional[index]
+            elif self.var_positional is not None:
+                name = f"{self.var_positional[0]}[{index - len(self.positional)}]"
+                checker = self.var_positional[1]
+            else:  # too many arguments: the call itself raises the TypeError
+                checked_args.extend(args[index:])
+                break
+            checked_args.append(_check_one(checker, value, name))
+        return checked_args
+
+    def kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        for name, value in kwargs.items():
+            checker = self.by_name.get(name, self.var_keyword)
+            if checker is not None:  # an unknown name: the call itself raises the TypeError
+                kwargs[name] = _check_one(checker, value, name)
+        return kwargs
+
+
 def checked(func: Callable[P, R]) -> Callable[P, R]:
     """Check ``func``'s arguments against its type hints on every call (see the module doc).
 
-    The hints are resolved on the first call, so decorating costs nothing at import time."""
-    plan: list[tuple[inspect.Signature, dict[str, tuple[_Checker, inspect._ParameterKind]]]] = []
-
-    def compiled() -> tuple[inspect.Signature, dict[str, tuple[_Checker, inspect._ParameterKind]]]:
-        if not plan:
-            signature = inspect.signature(func)
-            hints = typing.get_type_hints(func)
-            checkers = {
-                name: (compile_annotation(hints.get(name, Any)), param.kind)
-                for name, param in signature.parameters.items()
-            }
-            plan.append((signature, checkers))
-        return plan[0]
+    Only the arguments given are checked (defaults are the function's own). The hints are
+    resolved on the first call, so decorating costs nothing at import time."""
+    plans: list[_Plan] = []
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        signature, checkers = compiled()
-        bound = signature.bind(*args, **kwargs)
-        for name, value in bound.arguments.items():
-            checker, kind = checkers[name]
-            if kind is inspect.Parameter.VAR_POSITIONAL:
-                bound.arguments[name] = tuple(
-                    _check_one(checker, item, f"{name}[{i}]") for i, item in enumerate(value)
-                )
-            elif kind is inspect.Parameter.VAR_KEYWORD:
-                bound.arguments[name] = {k: _check_one(checker, v, k) for k, v in value.items()}
-            else:
-                bound.arguments[name] = _check_one(checker, value, name)
-        return func(*bound.args, **bound.kwargs)
+        if not plans:
+            plans.append(_Plan(func))
+        plan = plans[0]
+        return func(*plan.args(args), **plan.kwargs(kwargs))
 
     return wrapper
 
 
 def _check_one(checker: _Checker, value: object, name: str) -> Any:
+    if isinstance(checker, _Union):
+        return checker.check(value, name)
     if not checker.accepts(value):
         raise _type_error(name, checker, value)
     return checker.check(value, name)
