@@ -147,7 +147,7 @@ class _None(_Checker):
 
 
 class _Int(_Checker):
-    description = "an integer"
+    description = "a whole number"
 
     def accepts(self, value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
