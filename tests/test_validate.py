@@ -401,3 +401,34 @@ def test_a_writes_cost_does_not_depend_on_earlier_records_sizes(store: Store) ->
     # The next small write: the same bytes, give or take a few ids and counters.
     assert abs(written_b - written_a) < 4096, (written_a, written_b)
     assert abs(read_b - read_a) < 4096, (read_a, read_b)
+    # PostgreSQL rewrites documents on the server, out of this process's sight: there, no stored
+    # row may hold more than a few capped texts.
+    assert largest_stored_row(store) < 20 * cap
+
+
+def largest_stored_row(store: Store) -> int:
+    """The longest row (as text) in any table of a PostgreSQL store's schema; 0 on files."""
+    connect = getattr(store, "connect", None)
+    if connect is None:
+        return 0
+    from psycopg import sql
+
+    schema = store.schema  # type: ignore[attr-defined]
+    with connect() as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+                (schema,),
+            )
+        ]
+        sizes = [
+            conn.execute(
+                sql.SQL("SELECT coalesce(max(octet_length(t::text)), 0) FROM {}.{} t").format(
+                    sql.Identifier(schema), sql.Identifier(table)
+                )
+            ).fetchone()[0]
+            for table in tables
+        ]
+    return max(sizes, default=0)
