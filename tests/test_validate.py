@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from rayvault.learning import (
     list_events,
     load_active_memory,
     tombstone_rule,
+    update_event,
 )
 from rayvault.learning._validate import cap_text, check_text
 from rayvault.learning.errors import get_error, list_errors, log_error, resolve_error
@@ -323,7 +325,7 @@ def test_check_text_accepts_any_storable_text() -> None:
 
 def test_huge_symptom_is_capped_everywhere_it_is_stored(store: Store) -> None:
     """A 10 MB symptom is stored cut to LEARNING_MAX_TEXT_CHARS with a marker, in the event,
-    its rule and its skill-graph note."""
+    its rule and its skill-graph note; its full text is kept once, in the file it names."""
     cap = store.policies.LEARNING_MAX_TEXT_CHARS
     symptom = "Render failed at frame " + "9" * 10_000_000
     event = create_event(**event_kwargs(symptom=symptom, root_cause="r" * 50_000), store=store)  # type: ignore[arg-type]
@@ -336,6 +338,24 @@ def test_huge_symptom_is_capped_everywhere_it_is_stored(store: Store) -> None:
     assert stored.skill_node is not None
     note = (store.docs.root / stored.skill_node).read_text()
     assert len(note) < 5 * cap
+    kept = re.search(r"full text: (data/attachments/[0-9a-f]{32}\.txt)", stored.symptom)
+    assert kept is not None
+    assert (store.docs.root / kept.group(1)).read_text() == symptom
+    create_event(**event_kwargs(symptom=symptom, video_id="v2"), store=store)  # type: ignore[arg-type]
+    attachments = sorted((store.docs.root / "data" / "attachments").iterdir())
+    assert len(attachments) == 2  # the symptom once, the root cause once
+
+
+def test_a_refused_call_keeps_no_attachment(store: Store) -> None:
+    """A huge text in a call refused for another argument leaves no file behind."""
+    with pytest.raises(InvalidInputError, match="video id"):
+        create_event(**event_kwargs(symptom="s" * 100_000, video_id="../x"), store=store)  # type: ignore[arg-type]
+    with pytest.raises(LearningError):
+        update_event("le-20260219T120000Z-000000000000", root_cause="r" * 100_000, store=store)
+    with pytest.raises(InvalidInputError, match="context"):
+        log_error("v1", "assets", "e" * 100_000, context={"k": object()}, store=store)
+    assert not (store.docs.root / "data" / "attachments").exists()
+    assert nothing_stored(store)
 
 
 def test_huge_error_text_keeps_its_start_and_its_failure_line(store: Store) -> None:
@@ -348,6 +368,8 @@ def test_huge_error_text_keeps_its_start_and_its_failure_line(store: Store) -> N
     assert entry.error.startswith("Traceback") and entry.error.endswith("TimeoutError: 30s")
     assert "truncated by rayvault" in entry.error
     assert entry.pattern is not None and "TimeoutError" in entry.pattern
+    kept = re.search(r"full text: (data/attachments/[0-9a-f]{32}\.txt)", entry.error)
+    assert kept is not None and (store.docs.root / kept.group(1)).read_text() == text
 
 
 def test_caps_follow_the_policy(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -378,7 +400,8 @@ def _io() -> tuple[int, int]:
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/self/io")
 def test_a_writes_cost_does_not_depend_on_earlier_records_sizes(store: Store) -> None:
     """After a 10 MB symptom, a small create_event writes and reads as many bytes as after a
-    100 kB one (both capped): what one record holds does not grow every later write."""
+    100 kB one (both capped): what one record holds does not grow every later write. The huge
+    write itself costs a capped record plus its attachment, written once."""
 
     def small_write_after(huge: int, n: int) -> tuple[int, int, int]:
         # Words of the same length, so the records differ only in the huge text's size (a
@@ -396,8 +419,9 @@ def test_a_writes_cost_does_not_depend_on_earlier_records_sizes(store: Store) ->
     big_written, written_a, read_a = small_write_after(100_000, 1)
     huge_written, written_b, read_b = small_write_after(10_000_000, 2)
     cap = store.policies.LEARNING_MAX_TEXT_CHARS
-    # The huge write itself costs what a capped record costs, not 10 MB.
-    assert huge_written < big_written + 4096 < 60 * cap
+    # The huge write itself: its attachment, plus what a capped record costs.
+    attachment_a, attachment_b = len("alpha failed ") + 100_000, len("delta failed ") + 10_000_000
+    assert huge_written - attachment_b < big_written - attachment_a + 4096 < 60 * cap
     # The next small write: the same bytes, give or take a few ids and counters.
     assert abs(written_b - written_a) < 4096, (written_a, written_b)
     assert abs(read_b - read_a) < 4096, (read_a, read_b)

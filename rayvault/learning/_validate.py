@@ -24,16 +24,21 @@ from __future__ import annotations
 import collections.abc as cabc
 import functools
 import inspect
+import logging
 import math
 import types
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from rayvault.learning.exceptions import InvalidInputError
+from rayvault.learning.exceptions import InvalidInputError, LearningError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from rayvault.learning.store import Store
+
+log = logging.getLogger("rayvault.learning")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,12 +101,14 @@ def check_deep(value: object, name: str, depth: int = 0) -> None:
             check_deep(item, f"{name}.{key}", depth + 1)
 
 
-def cap_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
+def cap_text(text: str, limit: int, *, keep_tail: bool = False, kept_at: str | None = None) -> str:
     """``text`` cut to at most ``limit`` characters, with a visible marker saying how long it
-    was. ``keep_tail`` keeps its end as well as its start (a traceback ends with the failure)."""
+    was (and where its full text is kept). ``keep_tail`` keeps its end as well as its start (a
+    traceback ends with the failure)."""
     if len(text) <= limit:
         return text
-    marker = f"\n[… truncated by rayvault: {len(text)} characters, cut to {limit} …]\n"
+    where = f"; full text: {kept_at}" if kept_at else ""
+    marker = f"\n[… truncated by rayvault: {len(text)} characters, cut to {limit}{where} …]\n"
     room = max(limit - len(marker), 0)
     if keep_tail:
         head = room // 2
@@ -407,6 +414,20 @@ def _check_one(checker: _Checker, value: object, name: str) -> Any:
     if not checker.accepts(value):
         raise _type_error(name, checker, value)
     return checker.check(value, name)
+
+
+def keep_capped(store: Store, text: str, limit: int, *, keep_tail: bool = False) -> str:
+    """:func:`cap_text`, keeping the full text once as an attachment under the data root
+    (``store.docs.keep_full_text``) when it is cut; the marker names the file. If it cannot be
+    written, the text is still cut, and a warning logged."""
+    if len(text) <= limit:
+        return text
+    try:
+        kept: str | None = store.docs.keep_full_text(text)
+    except (OSError, LearningError) as e:
+        log.warning("full text of %d characters not kept: %s", len(text), e)
+        kept = None
+    return cap_text(text, limit, keep_tail=keep_tail, kept_at=kept)
 
 
 def cap_deep(value: Any, limit: int) -> Any:

@@ -19,7 +19,7 @@ import orjson
 
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
-from rayvault.learning._validate import cap_text, checked
+from rayvault.learning._validate import cap_text, checked, keep_capped
 from rayvault.learning.events import create_event, get_event
 from rayvault.learning.exceptions import (
     ErrorEntryNotFoundError,
@@ -52,10 +52,7 @@ class PromotionResult(Record):
     created: bool
 
 
-def _error_text(error: object, limit: int) -> str:
-    """The entry's text, at most ``limit`` characters (``LEARNING_MAX_ERROR_TEXT_CHARS``): a
-    longer one keeps its start and its end, which holds a traceback's failure line (the
-    fingerprint's source)."""
+def _error_text(error: object) -> str:
     if isinstance(error, BaseException):
         text = "".join(traceback.format_exception(error)).strip()
         # Text the library derives itself (a file name read with surrogateescape, say) is made
@@ -67,7 +64,7 @@ def _error_text(error: object, limit: int) -> str:
         raise InvalidInputError(f"error must be text or an exception, got {type(error).__name__}")
     if not text:
         raise InvalidInputError("error text must not be empty")
-    return cap_text(text, limit, keep_tail=True)
+    return text
 
 
 @checked
@@ -86,7 +83,7 @@ def log_error(
         validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
     limit = store.policies.LEARNING_MAX_ERROR_TEXT_CHARS
-    text = _error_text(error, limit)
+    text = _error_text(error)
     if context is not None:
         if not isinstance(context, dict):
             raise InvalidInputError("context must be a mapping")
@@ -99,6 +96,9 @@ def log_error(
                 f"context is {size} bytes as JSON, more than LEARNING_MAX_ERROR_TEXT_CHARS "
                 f"({limit}): keep large output in a file and put its path in the context"
             )
+    # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
+    # traceback's failure line, the fingerprint's source), and its full text as an attachment.
+    text = keep_capped(store, text, limit, keep_tail=True)
     now = utcnow()
     fp = fingerprint(fold_stage(stage, store.policies), text)
     entry = ErrorEntry(

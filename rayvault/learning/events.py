@@ -24,7 +24,7 @@ from typing import Any
 
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
-from rayvault.learning._validate import cap_deep, cap_text, checked
+from rayvault.learning._validate import cap_deep, checked, keep_capped
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
 from rayvault.learning.memory import apply_event, rule_text
 from rayvault.learning.models import (
@@ -49,14 +49,14 @@ def _severity(value: object) -> str:
         raise InvalidInputError(str(e)) from None
 
 
-def _text(value: object, name: str, *, required: bool = False, limit: int | None = None) -> str:
+def _text(value: object, name: str, *, required: bool = False) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be text, got {type(value).__name__}")
     if required and not value.strip():
         raise InvalidInputError(f"{name} must not be empty")
-    return value.strip() if limit is None else cap_text(value.strip(), limit)
+    return value.strip()
 
 
 @checked
@@ -79,29 +79,37 @@ def create_event(
     Returns the event as stored last (with ``rule_id``, ``skill_node``, ``status``).
     """
     store = store or get_store()
-    cap = store.policies.LEARNING_MAX_TEXT_CHARS
     sev = _severity(severity)
     component = validate_identifier(_text(component, "component", required=True), "component")
-    symptom = _text(symptom, "symptom", required=True, limit=cap)
+    symptom = _text(symptom, "symptom", required=True)
     if video_id:
         validate_identifier(video_id, "video id")
     if agent:
         validate_identifier(agent, "agent")
     if source_error_id:
         validate_identifier(source_error_id, "error id")
-    verification = _text(verification, "verification", limit=cap)
+    texts = [
+        _text(run_id, "run_id"),
+        _text(root_cause, "root_cause"),
+        _text(fix_applied, "fix_applied"),
+        _text(verification, "verification"),
+    ]
+    # Everything is valid: only now may a text too long be kept as an attachment.
+    cap = store.policies.LEARNING_MAX_TEXT_CHARS
+    symptom = keep_capped(store, symptom, cap)
+    run_id, root_cause, fix_applied, verification = (keep_capped(store, t, cap) for t in texts)
     policies = store.policies
     now = utcnow()
     fp = fingerprint(fold_stage(component, policies), symptom)
     event = LearningEvent(
         event_id=new_event_id(now),
-        run_id=_text(run_id, "run_id", limit=cap),
+        run_id=run_id,
         timestamp=now,
         severity=sev,
         component=component,
         symptom=symptom,
-        root_cause=_text(root_cause, "root_cause", limit=cap),
-        fix_applied=_text(fix_applied, "fix_applied", limit=cap),
+        root_cause=root_cause,
+        fix_applied=fix_applied,
         verification=verification,
         status="verified" if verification else "open",
         video_id=video_id or None,
@@ -247,11 +255,16 @@ def update_event(
         ("fix_applied", fix_applied),
     ):
         if value is not None:
-            changes[name] = _text(value, name, limit=cap)
+            changes[name] = _text(value, name)
     if not changes:
         raise InvalidInputError(
             "nothing to update: give a status, verification, root cause, fix or loop steps"
         )
+    long_texts = [n for n, v in changes.items() if isinstance(v, str) and len(v) > cap]
+    if long_texts:
+        get_event(event_id, store=store)  # an unknown id keeps no attachment behind
+        for name in long_texts:
+            changes[name] = keep_capped(store, changes[name], cap)
 
     def change(current: LearningEvent) -> LearningEvent:
         now = utcnow()
