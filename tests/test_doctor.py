@@ -204,7 +204,7 @@ def test_documents_that_do_not_fit_are_reported_never_touched(
     [
         ("state/agents/publisher/memory_tombstones.json", "[]", "tombstones-corrupt"),
         ("state/agents/publisher/memory_active.json", '{"rules": [{"rule_id": 1}]}', "memory-corrupt"),
-        ("state/learning_gate/v042.json", '{"runs": []}', "gate-state-corrupt"),
+        ("state/learning_gate/v042.json", '{"runs": {}}', "gate-state-corrupt"),
         ("data/learning_reports/weekly-2026-02-16.json", "{", "report-corrupt"),
         ("data/error_log.json", '[{"id": "e-1"} {"id": ', "log-corrupt"),
     ],

@@ -172,7 +172,14 @@ ERROR_LOG_API = (
     "get_patterns",
     "get_lessons",
 )
-GATE_API = ("learning_gate", "acknowledge")
+GATE_API = (
+    "learning_gate",
+    "acknowledge",
+    "check_diff_policies",
+    "check_diff_soul",
+    "check_regressions",
+    "check_known_failures",
+)
 
 
 def public_functions() -> list[tuple[str, Callable[..., Any]]]:

@@ -35,7 +35,7 @@ from rayvault.learning.models import (
     Record,
 )
 from rayvault.learning.patterns import failure_text, fingerprint
-from rayvault.learning.stages import fold_stage, stage_names
+from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
 
@@ -96,6 +96,7 @@ def log_error(
                 f"context is {size} bytes as JSON, more than LEARNING_MAX_ERROR_TEXT_CHARS "
                 f"({limit}): keep large output in a file and put its path in the context"
             )
+    note_unknown_component(stage, store.policies, "log_error")
     # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
     # traceback's failure line, the fingerprint's source), and its full text as an attachment.
     text = keep_capped(store, text, limit, keep_tail=True)
@@ -219,17 +220,24 @@ def get_lessons(*, store: Store | None = None) -> list[Lesson]:
     counts = {p.fingerprint: p.count for p in store.error_patterns(1)}
     lessons = []
     for entry in store.latest_resolutions():
-        assert entry.resolution is not None and entry.fingerprint is not None
+        if entry.resolution is None:
+            continue  # ``resolved`` without a resolution: nothing was learned
+        if entry.fingerprint is None:
+            # The original system stored no fingerprint: key it as the store's index does.
+            fp = fingerprint(fold_stage(entry.stage, store.policies), entry.error)
+            key, pattern = fp.key, entry.pattern or fp.template
+        else:
+            key, pattern = entry.fingerprint, entry.pattern or entry.error[:200]
         lessons.append(
             Lesson(
-                fingerprint=entry.fingerprint,
-                pattern=entry.pattern or entry.error[:200],
+                fingerprint=key,
+                pattern=pattern,
                 stage=entry.stage,
                 root_cause=entry.resolution.root_cause,
                 fix=entry.resolution.fix,
                 resolved_at=entry.resolution.resolved_at,
                 error_id=entry.id,
-                occurrences=counts.get(entry.fingerprint, 1),
+                occurrences=counts.get(key, 1),
             )
         )
     return lessons

@@ -36,7 +36,7 @@ from rayvault.learning.models import (
 from rayvault.learning.patterns import fingerprint
 from rayvault.learning.skill_graph import record_learning
 from rayvault.learning.soul import suggest_soul_update
-from rayvault.learning.stages import fold_stage, stage_names
+from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 
 log = logging.getLogger("rayvault.learning")
@@ -99,6 +99,7 @@ def create_event(
     symptom = keep_capped(store, symptom, cap)
     run_id, root_cause, fix_applied, verification = (keep_capped(store, t, cap) for t in texts)
     policies = store.policies
+    note_unknown_component(component, policies, "create_event")
     now = utcnow()
     fp = fingerprint(fold_stage(component, policies), symptom)
     event = LearningEvent(

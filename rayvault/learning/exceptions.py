@@ -108,9 +108,12 @@ class GateBlocked(LearningError):
 
     def __init__(self, result: GateResult) -> None:
         self.result = result
+        clear = [command for check in result.checks for command in check.clear]
         super().__init__(
             f"learning gate blocked {result.video_id}/{result.stage}: {result.reason}",
-            hint="fix or resolve what the failing checks name, "
+            hint="to clear it: " + " ; ".join(f"`{c}`" for c in clear[:3])
+            if clear
+            else "fix or resolve what the failing checks name, "
             "or acknowledge a reviewed change with `rayvault-learn gate ack`",
         )
 

@@ -71,7 +71,7 @@ from rayvault.learning.models import (
     Rule,
     normalize_severity,
 )
-from rayvault.learning.stages import agent_for_stage
+from rayvault.learning.stages import agent_for_stage, check_stage
 from rayvault.learning.store import EventQuery, Store, get_store
 
 __all__ = [
@@ -776,13 +776,17 @@ def run_stage(
     stage's agent in ``LEARNING_STAGE_AGENTS``). ``run_id``: the pipeline run id recorded on errors
     and events (default: a new one). ``on_blocked`` / ``on_failure``: ``"raise"`` (default)
     :class:`GateBlocked` / the last exception, or ``"return"`` the :class:`StageRun`.
-    ``progress``: called with every :class:`LoopStep` as it happens.
+    ``progress``: called with every :class:`LoopStep` as it happens. A ``stage`` no map knows
+    (``LEARNING_STAGE_AGENTS``, ``LEARNING_STAGE_ALIASES``) is refused before anything runs or
+    is written (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it.
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """
     store = store or get_store()
     validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
+    # The gate refuses a stage no map knows: refused here first, before anything is written.
+    check_stage(stage, store.policies)
     _check_retries(retries)
     _choice(on_blocked, "on_blocked")
     _choice(on_failure, "on_failure")

@@ -379,7 +379,14 @@ class FileStoreDoctor:
         )
 
     def _check_agents(self) -> None:
-        from rayvault.learning.store.files import ARCHIVE_DIR, MEMORY_FILE, TOMBSTONES_FILE
+        from rayvault.learning.store.files import (
+            ARCHIVE_DIR,
+            MEMORY_FILE,
+            TOMBSTONES_FILE,
+            OriginalTombstoneArchive,
+            original_tombstone_archive_day,
+            snapshot_time,
+        )
 
         agents = self.store.agents_dir
         if not agents.is_dir():
@@ -388,9 +395,13 @@ class FileStoreDoctor:
             memory = folder / MEMORY_FILE
             finding = self._check_json(memory, AgentMemory, "memory-corrupt", "the agent's memory")
             if finding is not None:
-                snapshots = sorted((folder / ARCHIVE_DIR).glob("memory_active-*.json"))
+                snapshots = sorted(
+                    (taken, path)
+                    for path in (folder / ARCHIVE_DIR).glob("memory*.json")
+                    if (taken := snapshot_time(path.name)) is not None
+                )
                 finding.message += (
-                    f"; the newest snapshot is {self._rel(snapshots[-1])}"
+                    f"; the newest snapshot is {self._rel(snapshots[-1][1])}"
                     if snapshots
                     else "; there is no snapshot in memory_archive/"
                 )
@@ -403,7 +414,15 @@ class FileStoreDoctor:
             archive = folder / ARCHIVE_DIR
             if archive.is_dir():
                 for snapshot in sorted(archive.glob("*.json")):
-                    if TEMP_MARKER not in snapshot.name:
+                    if original_tombstone_archive_day(snapshot.name) is not None:
+                        self._check_json(
+                            snapshot,
+                            OriginalTombstoneArchive,
+                            "tombstone-archive-corrupt",
+                            "the tombstone archive",
+                            level="warning",
+                        )
+                    elif TEMP_MARKER not in snapshot.name:
                         self._check_json(
                             snapshot,
                             AgentMemory,

@@ -6,7 +6,9 @@ timestamps are stored as integer microseconds since the epoch so they compare as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from rayvault.learning._time import to_micros
@@ -27,6 +29,8 @@ EVENT_COLUMNS = (
     "resolved",
 )
 FACETS = ("severity", "status", "component", "agent")
+#: No step-name aliases (the default of :func:`event_row` and :func:`error_row`).
+NO_ALIASES: Mapping[str, str] = MappingProxyType({})
 MICROS_PER_DAY = 86_400_000_000
 #: The aggregate listing a column's distinct values as one comma-separated text, per dialect (ids,
 #: agents and components are validated identifiers: they hold no comma).
@@ -51,8 +55,12 @@ PATTERN_COLUMNS = (
 )
 
 
-def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
-    """The indexed columns of one event (a raw dict as stored), in ``EVENT_COLUMNS`` order."""
+def event_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> tuple[Any, ...]:
+    """The indexed columns of one event (a raw dict as stored), in ``EVENT_COLUMNS`` order.
+
+    ``aliases`` (the policies' step-name map) folds the component of an event that was stored
+    without a fingerprint (the original system's) before fingerprinting it, as new ones are.
+    """
     from rayvault.learning._time import parse_ts
 
     try:
@@ -68,20 +76,35 @@ def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
         status,
         item.get("video_id") or None,
         item.get("agent") or None,
-        item.get("fingerprint") or _legacy_fingerprint(item.get("component"), item.get("symptom")),
+        item.get("fingerprint")
+        or legacy_fingerprint(item.get("component"), item.get("symptom"), aliases),
         item.get("source_error_id") or None,
         item.get("source_note") or None,
         1 if status in RESOLVED_STATUSES else 0,
     )
 
 
-def _legacy_fingerprint(stage: object, text: object) -> str | None:
-    """Records written before fingerprints existed are grouped by one computed from their stage
-    as written (no alias folding: the index does not know the policies)."""
-    if isinstance(stage, str) and isinstance(text, str) and text.strip():
+def legacy_fingerprint(
+    stage: object, text: object, aliases: Mapping[str, str] = NO_ALIASES
+) -> str | None:
+    """The fingerprint of a record written before fingerprints existed (the original system's),
+    computed on read exactly as a new record's is at write time: its stage or component folded
+    through ``aliases``, its text masked. So old and new occurrences of one failure, logged under
+    any of its step names, are one pattern."""
+    if isinstance(stage, str) and stage.strip() and isinstance(text, str) and text.strip():
+        from rayvault.learning.patterns import fingerprint
+        from rayvault.learning.stages import fold_name
+
+        return fingerprint(fold_name(stage, aliases), text).key
+    return None
+
+
+def shown_pattern(text: object) -> str | None:
+    """The template shown for a record stored without one (the original system's)."""
+    if isinstance(text, str) and text.strip():
         from rayvault.learning.patterns import fingerprint
 
-        return fingerprint(stage, text).key
+        return fingerprint("", text).template
     return None
 
 
@@ -161,8 +184,9 @@ ERROR_COLUMNS = (
 )
 
 
-def error_row(item: dict[str, Any]) -> tuple[Any, ...]:
-    """The indexed columns of one error-log entry (a raw dict as stored)."""
+def error_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> tuple[Any, ...]:
+    """The indexed columns of one error-log entry (a raw dict as stored); ``aliases`` as for
+    :func:`event_row`."""
     from rayvault.learning._time import parse_ts
 
     try:
@@ -181,7 +205,8 @@ def error_row(item: dict[str, Any]) -> tuple[Any, ...]:
         ts,
         item.get("stage"),
         item.get("video_id") or None,
-        item.get("fingerprint") or _legacy_fingerprint(item.get("stage"), item.get("error")),
+        item.get("fingerprint")
+        or legacy_fingerprint(item.get("stage"), item.get("error"), aliases),
         1 if item.get("resolved") else 0,
         resolved_ts,
         item.get("learning_event_id") or None,
@@ -224,6 +249,37 @@ def known_failures_sql(components: int, ph: str = "?") -> str:
          GROUP BY fingerprint
         HAVING sum(total) >= {ph} AND sum(open) > 0
          ORDER BY sum(total) DESC, fingerprint
+    """
+
+
+def failing_fingerprints_sql(fingerprints: int, components: int, ph: str = "?") -> str:
+    """Which of the fingerprints have, in the components, a FAIL/BLOCKER event or an error-log
+    entry not promoted to an event (a stage failure); each answered by an indexed EXISTS that
+    stops at the first such occurrence. Parameters: the fingerprints, then the components twice."""
+    keys = ", ".join([f"({ph})"] * fingerprints)
+    marks = ", ".join([ph] * components)
+    return f"""
+        WITH k(fp) AS (VALUES {keys})
+        SELECT fp FROM k
+         WHERE EXISTS (SELECT 1 FROM events WHERE fingerprint = k.fp AND component IN ({marks})
+                          AND severity IN ('FAIL', 'BLOCKER'))
+            OR EXISTS (SELECT 1 FROM errors WHERE fingerprint = k.fp AND stage IN ({marks})
+                          AND learning_event_id IS NULL)
+    """
+
+
+def open_occurrences_sql(components: int, ph: str = "?") -> str:
+    """A few unresolved occurrences of one fingerprint in the components, in index order (no
+    sort: only their ids are wanted): event ids, then ids of error-log entries not promoted.
+    Parameters: fingerprint, components, limit, fingerprint, components, limit."""
+    marks = ", ".join([ph] * components)
+    return f"""
+        SELECT * FROM (SELECT 'event', event_id FROM events
+          WHERE fingerprint = {ph} AND component IN ({marks}) AND resolved = 0 LIMIT {ph}) AS e
+        UNION ALL
+        SELECT * FROM (SELECT 'error', id FROM errors
+          WHERE fingerprint = {ph} AND stage IN ({marks}) AND resolved = 0
+            AND learning_event_id IS NULL LIMIT {ph}) AS r
     """
 
 

@@ -5,24 +5,35 @@ into each log it has read (offset, inode, and the bytes just before the offset) 
 reading only what was appended since, so no hot path parses the whole event log. If the log was
 rewritten (compaction, an editor, a different inode) or the index is missing or damaged, it is
 rebuilt from the log. Deleting ``state/cache/`` is always safe.
+
+Records stored without a fingerprint (the original system's) are fingerprinted here, with their
+stage folded through the policies' step-name aliases; the index remembers which alias map it used
+(a hash) and rebuilds itself when the map changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.store._jsonlog import parse_array, scan_after
-from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store._sql import (
+    ERROR_COLUMNS,
+    EVENT_COLUMNS,
+    NO_ALIASES,
+    error_row,
+    event_row,
+)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -95,7 +106,7 @@ _RECOUNT = "INSERT INTO fp_counts (component, fingerprint, total, open)" + _OCCU
 _SCHEMA = """
 CREATE TABLE sources (
     name TEXT PRIMARY KEY, inode INTEGER, offset INTEGER, sig BLOB, next_seq INTEGER,
-    size INTEGER, mtime INTEGER
+    size INTEGER, mtime INTEGER, aliases TEXT
 );
 CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
@@ -136,7 +147,12 @@ class Source:
     table: str
     key: str
     columns: tuple[str, ...]
-    row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    row: Callable[[dict[str, Any], Mapping[str, str]], tuple[Any, ...]]
+
+
+#: What a process saw of a log when it last caught up: (inode, size, mtime) or None when it did
+#: not exist, and the hash of the alias map the index was built with.
+_Seen = tuple[tuple[int, int, int] | None, str]
 
 
 class SqliteIndex:
@@ -146,20 +162,37 @@ class SqliteIndex:
     use: for read-only stores, which must not write even their cache.
     """
 
-    def __init__(self, path: Path | None, sources: list[Source]) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        sources: list[Source],
+        aliases: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.path = path
         self.sources = {s.name: s for s in sources}
         self._local = threading.local()
-        # (inode, size, mtime) of each log when this process last caught up with it.
-        self._seen_on_disk: dict[str, tuple[int, int, int] | None] = {}
+        # What this process saw of each log when it last caught up with it.
+        self._seen_on_disk: dict[str, _Seen] = {}
         self._pid = os.getpid()
+        self._aliases = aliases or (lambda: NO_ALIASES)
+        self._alias_memo: tuple[Mapping[str, str], str] | None = None
+
+    def _alias_map(self) -> tuple[Mapping[str, str], str]:
+        """The step-name aliases in effect and their hash (memoised on the map's identity: the
+        policies are cached, so an unchanged map is the same object)."""
+        aliases = self._aliases()
+        memo = self._alias_memo
+        if memo is None or memo[0] is not aliases:
+            text = "\n".join(f"{k}\t{v}" for k, v in sorted(aliases.items()))
+            memo = self._alias_memo = (aliases, hashlib.sha256(text.encode()).hexdigest()[:16])
+        return memo
 
     @property
-    def _seen(self) -> dict[str, tuple[int, int, int] | None]:
+    def _seen(self) -> dict[str, _Seen]:
         if self.path is not None:
             return self._seen_on_disk
         # An in-memory index belongs to one thread's connection: so does what it has seen.
-        seen: dict[str, tuple[int, int, int] | None] | None = getattr(self._local, "seen", None)
+        seen: dict[str, _Seen] | None = getattr(self._local, "seen", None)
         if seen is None:
             seen = self._local.seen = {}
         return seen
@@ -233,12 +266,13 @@ class SqliteIndex:
     def rebuild(self) -> None:
         """Rebuild every table from the logs, in place (other processes may have it open)."""
         conn = self._connect()
+        aliases = self._alias_map()
         with _write(conn):
             for source in self.sources.values():
                 if source.path.exists():
-                    self._rebuild(conn, source)
+                    self._rebuild(conn, source, aliases)
                 else:
-                    self._catch_up(conn, source, None)
+                    self._catch_up(conn, source, None, aliases)
         self.forget()
 
     def verify(self, expected: dict[str, dict[str, Any]]) -> list[str]:
@@ -292,18 +326,24 @@ class SqliteIndex:
             seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             seen = None
-        if name in self._seen and self._seen[name] == seen:
+        aliases = self._alias_map()
+        state = (seen, aliases[1])
+        if self._seen.get(name) == state:
             return conn
         with _write(conn):
-            self._catch_up(conn, source, seen)
-        self._seen[name] = seen
+            self._catch_up(conn, source, seen, aliases)
+        self._seen[name] = state
         return conn
 
     def _catch_up(
-        self, conn: sqlite3.Connection, source: Source, seen: tuple[int, int, int] | None
+        self,
+        conn: sqlite3.Connection,
+        source: Source,
+        seen: tuple[int, int, int] | None,
+        aliases: tuple[Mapping[str, str], str],
     ) -> None:
         row = conn.execute(
-            "SELECT inode, offset, sig, next_seq, size, mtime FROM sources WHERE name = ?",
+            "SELECT inode, offset, sig, next_seq, size, mtime, aliases FROM sources WHERE name = ?",
             (source.name,),
         ).fetchone()
         if seen is None:
@@ -318,8 +358,10 @@ class SqliteIndex:
             or row[1] > size
             # Same size but touched since: rewritten in place (appends always grow the file).
             or (row[4] == size and row[5] != mtime)
+            # Fingerprints computed for records stored without one depend on the alias map.
+            or row[6] != aliases[1]
         ):
-            self._rebuild(conn, source)
+            self._rebuild(conn, source, aliases)
             return
         offset, sig, next_seq = row[1], row[2], row[3]
         start = max(0, offset - _SIG_BYTES)
@@ -328,15 +370,15 @@ class SqliteIndex:
             fh.seek(start)
             data = fh.read()
         if data[: offset - start] != sig:
-            self._rebuild(conn, source)
+            self._rebuild(conn, source, aliases)
             return
         scan = scan_after(data[offset - start :], offset)
         if scan is None:
-            self._rebuild(conn, source)
+            self._rebuild(conn, source, aliases)
             return
         new_sig = data[max(0, scan.end - _SIG_BYTES - start) : scan.end - start]
         if scan.items:
-            self._store(conn, source, [item for item, _ in scan.items], next_seq)
+            self._store(conn, source, [item for item, _ in scan.items], next_seq, aliases[0])
         conn.execute(
             "UPDATE sources SET offset = ?, sig = ?, next_seq = ?, size = ?, mtime = ? "
             "WHERE name = ?",
@@ -350,7 +392,9 @@ class SqliteIndex:
             ),
         )
 
-    def _rebuild(self, conn: sqlite3.Connection, source: Source) -> None:
+    def _rebuild(
+        self, conn: sqlite3.Connection, source: Source, aliases: tuple[Mapping[str, str], str]
+    ) -> None:
         with source.path.open("rb") as fh:
             st = os.fstat(fh.fileno())
             data = fh.read()
@@ -360,14 +404,15 @@ class SqliteIndex:
         for name in _TRIGGER_NAMES:
             conn.execute(f"DROP TRIGGER IF EXISTS {name}")
         conn.execute(f"DELETE FROM {source.table}")
-        self._store(conn, source, parsed.items, 0)
+        self._store(conn, source, parsed.items, 0, aliases[0])
         conn.execute("DELETE FROM fp_counts")
         conn.execute(_RECOUNT)
         for statement in _statements(_TRIGGERS):
             conn.execute(statement)
         conn.execute(
-            "INSERT OR REPLACE INTO sources (name, inode, offset, sig, next_seq, size, mtime) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sources "
+            "(name, inode, offset, sig, next_seq, size, mtime, aliases) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 source.name,
                 st.st_ino,
@@ -376,11 +421,17 @@ class SqliteIndex:
                 len(parsed.items),
                 st.st_size,
                 st.st_mtime_ns,
+                aliases[1],
             ),
         )
 
     def _store(
-        self, conn: sqlite3.Connection, source: Source, items: list[Any], first_seq: int
+        self,
+        conn: sqlite3.Connection,
+        source: Source,
+        items: list[Any],
+        first_seq: int,
+        aliases: Mapping[str, str],
     ) -> None:
         import orjson
 
@@ -397,7 +448,7 @@ class SqliteIndex:
                 raise CorruptFileError(
                     source.path, f"element {first_seq + i} is not a record with a {source.key!r}"
                 )
-            rows.append((*source.row(item), first_seq + i, orjson.dumps(item)))
+            rows.append((*source.row(item, aliases), first_seq + i, orjson.dumps(item)))
         conn.executemany(sql, rows)
 
 

@@ -247,6 +247,20 @@ class Store(Protocol):
         error-log entries of these components, with at least one occurrence unresolved."""
         ...
 
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        """Those of ``fingerprints`` with a FAIL/BLOCKER event or a (not promoted) error-log
+        entry among the components: the recurring failures the gate may deny."""
+        ...
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        """Up to ``limit`` unresolved event ids and (not promoted) error-log entry ids of one
+        fingerprint among the components, in no particular order: what a gate denial names."""
+        ...
+
     def gate_state(self, video_id: str) -> AbstractContextManager[GateState]:
         """Lock and load the gate state of a video; it is written back when the block exits
         cleanly."""

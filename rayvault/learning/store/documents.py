@@ -199,3 +199,15 @@ class Documents:
     @property
     def policies_file(self) -> Path:
         return self.root / POLICIES_FILENAME
+
+    def policies_sha1s(self) -> set[str]:
+        """SHA-1 of the bytes of ``policies.py`` and of ``rayvault/policies.py`` (the original
+        system's location), ``""`` for a missing one: what its gate state recorded."""
+        return {_sha1(self.policies_file), _sha1(self.root / "rayvault" / POLICIES_FILENAME)}
+
+
+def _sha1(path: Path) -> str:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return ""

@@ -27,12 +27,12 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, from_micros, parse_ts, utcnow
@@ -75,8 +75,11 @@ from rayvault.learning.store._sql import (
     error_where,
     event_order,
     event_where,
+    failing_fingerprints_sql,
     known_failures_sql,
+    open_occurrences_sql,
     pattern_sql,
+    shown_pattern,
     timeline_sql,
 )
 from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
@@ -101,6 +104,11 @@ TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
 _SNAPSHOT = re.compile(r"memory_active-(\d{8}T\d{6}Z)(?:-[0-9a-f]+)?\.json")
 _REPORT = re.compile(r"weekly-(\d{4}-\d{2}-\d{2})(?:-(\d+))?")
 _TOMBSTONE_ARCHIVE = re.compile(r"tombstones-(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json")
+#: What the original system wrote in ``memory_archive/``: memory snapshots named by local time,
+#: and tombstone archives (a bare JSON list of tombstones) named by local day. Both are data:
+#: listed, pruned and moved by ``store export/import`` like ours.
+_ORIGINAL_SNAPSHOT = re.compile(r"memory_(\d{8}T\d{6})\.json")
+_ORIGINAL_TOMBSTONE_ARCHIVE = re.compile(r"tombstones_archive_(\d{8})\.json")
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
 
@@ -155,6 +163,7 @@ class FileStore:
         self.index = SqliteIndex(
             None if read_only else self.cache_dir / "index.sqlite3",
             [event_source(self.events_path), error_source(self.errors_path)],
+            self._stage_aliases,
         )
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
 
@@ -175,6 +184,14 @@ class FileStore:
             return load_policies(self.root)
         except PolicyError as e:
             raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
+
+    def _stage_aliases(self) -> Mapping[str, str]:
+        """The alias map the index folds unfingerprinted records with. Unusable policies fall
+        back to the defaults (the index follows when they are fixed), so ``doctor`` still reads."""
+        try:
+            return self.policies.LEARNING_STAGE_ALIASES
+        except ConfigError:
+            return Policies().LEARNING_STAGE_ALIASES
 
     def describe(self) -> str:
         return f"file store at {self.root}" + (" (read-only)" if self.is_read_only else "")
@@ -462,9 +479,9 @@ class FileStore:
             return []
         found = []
         for entry in archive.iterdir():
-            match = _SNAPSHOT.fullmatch(entry.name)
-            if match:
-                found.append((parse_ts(match.group(1)), entry.name))
+            taken = snapshot_time(entry.name)
+            if taken is not None:
+                found.append((taken, entry.name))
         return sorted(found)
 
     def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]:
@@ -575,26 +592,59 @@ class FileStore:
                     "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
                 ).fetchone()
             )
-            template = orjson.loads(sample[0]).get("pattern") if sample else None
+            raw = orjson.loads(sample[0]) if sample else {}
+            text = raw.get("symptom") or raw.get("error")
             found.append(
                 KnownFailure(
                     fingerprint=fp,
-                    pattern=template or fp,
+                    pattern=raw.get("pattern") or shown_pattern(text) or fp,
                     occurrences=occurrences,
                     unresolved=unresolved,
                 )
             )
         return found
 
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        if not fingerprints or not components:
+            return set()
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        sql = failing_fingerprints_sql(len(fingerprints), len(components))
+        return {fp for (fp,) in conn.execute(sql, [*fingerprints, *components, *components])}
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        if not components:
+            return [], []
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        params = [fingerprint, *components, limit]
+        rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
+        return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
+
     def gate_state_path(self, video_id: str) -> Path:
         return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
 
+    def _gate_folder_usable(self) -> None:
+        """A file where ``state/learning_gate`` (or ``state``) must be a folder: one clear error."""
+        for folder in (self.gate_dir, self.gate_dir.parent):
+            if folder.exists() and not folder.is_dir():
+                raise StoreError(
+                    f"{folder} is a file, where the gate keeps its state in a folder",
+                    hint="move the file away, or point --root at the right data root",
+                )
+
     def load_gate_state(self, video_id: str) -> GateState | None:
+        self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         self._writable()
+        self._gate_folder_usable()
         path = self.gate_state_path(video_id)
         with locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
@@ -755,6 +805,38 @@ class FileStore:
             )
         path = self.reports_dir / f"{name}.json"
         return self._load(WeeklyReport, path, "the weekly report")
+
+
+def snapshot_time(name: str) -> datetime | None:
+    """When the memory snapshot named ``name`` was taken, in UTC: ours
+    (``memory_active-<UTC stamp>-<token>.json``) or the original system's
+    (``memory_<local %Y%m%dT%H%M%S>.json``); None for any other name."""
+    match = _SNAPSHOT.fullmatch(name)
+    if match:
+        return parse_ts(match.group(1))
+    match = _ORIGINAL_SNAPSHOT.fullmatch(name)
+    if match:
+        try:  # a naive time is the local time of the machine that wrote it
+            return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").astimezone(UTC)
+        except ValueError:
+            return None
+    return None
+
+
+class OriginalTombstoneArchive(RootModel[list[Tombstone]]):
+    """The content of the original system's ``tombstones_archive_YYYYMMDD.json``: a bare list."""
+
+
+def original_tombstone_archive_day(name: str) -> date | None:
+    """The day of the original system's ``tombstones_archive_<local %Y%m%d>.json`` (None for
+    any other name)."""
+    match = _ORIGINAL_TOMBSTONE_ARCHIVE.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%d").date()
+    except ValueError:
+        return None
 
 
 def _token() -> str:

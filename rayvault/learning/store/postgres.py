@@ -90,8 +90,11 @@ from rayvault.learning.store._sql import (
     event_order,
     event_row,
     event_where,
+    failing_fingerprints_sql,
     known_failures_sql,
+    open_occurrences_sql,
     pattern_sql,
+    shown_pattern,
     timeline_sql,
 )
 from rayvault.learning.store.base import (
@@ -327,12 +330,17 @@ LATEST_RESOLUTIONS = """
     ORDER BY resolved_ts DESC, seq DESC
 """
 # The pattern shown for a known failure: from an event with the fingerprint if there is one
-# (its pattern, or none: then the fingerprint is shown), else from an error-log entry.
+# (its pattern, or none: then the fingerprint is shown), else from an error-log entry; and the
+# text of that record, masked for records stored without a pattern (the original system's).
 KNOWN_FAILURES = """
     SELECT k.fingerprint, k.occurrences, k.unresolved,
            coalesce((SELECT coalesce(e.data->>'pattern', '') FROM events AS e
                       WHERE e.fingerprint = k.fingerprint LIMIT 1),
                     (SELECT r.data->>'pattern' FROM errors AS r
+                      WHERE r.fingerprint = k.fingerprint LIMIT 1)),
+           coalesce((SELECT e.data->>'symptom' FROM events AS e
+                      WHERE e.fingerprint = k.fingerprint LIMIT 1),
+                    (SELECT r.data->>'error' FROM errors AS r
                       WHERE r.fingerprint = k.fingerprint LIMIT 1))
       FROM ({inner}) AS k
      ORDER BY k.occurrences DESC, k.fingerprint
@@ -793,10 +801,10 @@ class PostgresStore:
         return self._record(ErrorEntry, text, self._where("errors"), "an error-log entry")
 
     # -- events -----------------------------------------------------------------------------------
-    @staticmethod
-    def _event_params(event: LearningEvent) -> tuple[Any, ...]:
+    def _event_params(self, event: LearningEvent) -> tuple[Any, ...]:
         data = event.model_dump_json()
-        return (event.event_id, data, *event_row(orjson.loads(data)))
+        aliases = self.policies.LEARNING_STAGE_ALIASES
+        return (event.event_id, data, *event_row(orjson.loads(data), aliases))
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         # Per-video copies are not stored: in this store they are the latest version of each
@@ -1064,10 +1072,10 @@ class PostgresStore:
         return [name for _, name in sorted((as_utc(at), name) for at, name in rows)]
 
     # -- error log --------------------------------------------------------------------------------
-    @staticmethod
-    def _error_params(entry: ErrorEntry) -> tuple[Any, ...]:
+    def _error_params(self, entry: ErrorEntry) -> tuple[Any, ...]:
         data = entry.model_dump_json()
-        return (entry.id, data, *error_row(orjson.loads(data)))
+        aliases = self.policies.LEARNING_STAGE_ALIASES
+        return (entry.id, data, *error_row(orjson.loads(data), aliases))
 
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
         self._writable()
@@ -1150,12 +1158,33 @@ class PostgresStore:
             return [
                 KnownFailure(
                     fingerprint=fp,
-                    pattern=template or fp,
+                    pattern=template or shown_pattern(text) or fp,
                     occurrences=occurrences,
                     unresolved=unresolved,
                 )
-                for fp, occurrences, unresolved, template in rows
+                for fp, occurrences, unresolved, template, text in rows
             ]
+
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        if not fingerprints or not components:
+            return set()
+        sql = failing_fingerprints_sql(len(fingerprints), len(components), "%s")
+        with self._connection() as conn:
+            rows = conn.execute(sql, [*fingerprints, *components, *components])
+            return {fp for (fp,) in rows}
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        if not components:
+            return [], []
+        params = [fingerprint, *components, limit]
+        with self._connection() as conn:
+            rows = conn.execute(open_occurrences_sql(len(components), "%s"), params * 2)
+            found = rows.fetchall()
+        return [i for k, i in found if k == "event"], [i for k, i in found if k == "error"]
 
     def load_gate_state(self, video_id: str) -> GateState | None:
         validate_identifier(video_id, "video id")

@@ -48,14 +48,15 @@ from rayvault.learning.store._jsonlog import parse_array, scan_after
 from rayvault.learning.store.base import Store
 from rayvault.learning.store.files import (
     _REPORT,
-    _SNAPSHOT,
     _TOMBSTONE_ARCHIVE,
     ARCHIVE_DIR,
     MEMORY_FILE,
     TOMBSTONE_ARCHIVE_DIR,
     TOMBSTONES_FILE,
     FileStore,
+    original_tombstone_archive_day,
     parse_dated,
+    snapshot_time,
     validate_record,
 )
 
@@ -230,20 +231,26 @@ class FileLayout:
             archive = agent_dir / ARCHIVE_DIR
             if archive.is_dir():
                 for path in sorted(archive.iterdir()):
-                    if _SNAPSHOT.fullmatch(path.name) and path.is_file():
+                    if snapshot_time(path.name) is not None and path.is_file():
                         yield Item(SNAPSHOT, (agent, path.name), self._json_text(path))
 
     @staticmethod
     def _tombstone_archives(agent_dir: Path) -> list[Path]:
-        """The agent's ``tombstones-YYYY-MM-DD[-N].json`` files, oldest first."""
-        folder = agent_dir / TOMBSTONE_ARCHIVE_DIR
-        if not folder.is_dir():
-            return []
+        """The agent's ``tombstones-YYYY-MM-DD[-N].json`` files and the original system's
+        ``memory_archive/tombstones_archive_YYYYMMDD.json``, oldest first."""
         found = []
-        for path in folder.iterdir():
-            dated = parse_dated(_TOMBSTONE_ARCHIVE, path.name)
-            if dated is not None and _is_data_file(path):
-                found.append((*dated, path.name, path))
+        folder = agent_dir / TOMBSTONE_ARCHIVE_DIR
+        if folder.is_dir():
+            for path in folder.iterdir():
+                dated = parse_dated(_TOMBSTONE_ARCHIVE, path.name)
+                if dated is not None and _is_data_file(path):
+                    found.append((*dated, path.name, path))
+        original = agent_dir / ARCHIVE_DIR
+        if original.is_dir():
+            for path in original.iterdir():
+                day = original_tombstone_archive_day(path.name)
+                if day is not None and _is_data_file(path):
+                    found.append((day, 0, path.name, path))
         return [path for *_, path in sorted(found)]
 
     def _reports(self) -> list[tuple[str, dict[str, Path]]]:
@@ -304,7 +311,7 @@ class FileLayout:
             covered |= {agent_dir / MEMORY_FILE, agent_dir / TOMBSTONES_FILE}
             archive = agent_dir / ARCHIVE_DIR
             if archive.is_dir():
-                covered |= {p for p in archive.iterdir() if _SNAPSHOT.fullmatch(p.name)}
+                covered |= {p for p in archive.iterdir() if snapshot_time(p.name) is not None}
             covered |= set(self._tombstone_archives(agent_dir))
         for _, suffixes in self._reports():
             covered |= set(suffixes.values())
@@ -367,6 +374,8 @@ class FileLayout:
         if item.kind == SNAPSHOT:
             return files.agent_dir(item.key[0]) / ARCHIVE_DIR / item.key[1]
         if item.kind == TOMBSTONE_ARCHIVE:
+            if original_tombstone_archive_day(item.key[1]) is not None:
+                return files.agent_dir(item.key[0]) / ARCHIVE_DIR / item.key[1]
             if parse_dated(_TOMBSTONE_ARCHIVE, item.key[1]) is None:
                 raise StoreError(
                     f"{item.key[1]!r} is not a tombstone archive name; nothing written"
