@@ -98,6 +98,11 @@ LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = MappingProxyType(
         "check_known_failures": "deny",
     }
 )
+#: Longest text (characters) kept in one field of an event, a rule, a resolution or a tombstone;
+#: longer text is cut with a visible marker, so no record's size grows every later write's cost.
+LEARNING_MAX_TEXT_CHARS = 4000
+#: Longest error text kept in an error-log entry; a longer one keeps its start and its end.
+LEARNING_MAX_ERROR_TEXT_CHARS = 20_000
 
 POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_GATE_ENABLED",
@@ -114,6 +119,8 @@ POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_SKILL_INDEX_MAX_ENTRIES",
     "LEARNING_RULES_RENDER_BUDGET",
     "LEARNING_GATE_LEVELS",
+    "LEARNING_MAX_TEXT_CHARS",
+    "LEARNING_MAX_ERROR_TEXT_CHARS",
 )
 POLICIES_FILENAME = "policies.py"
 ENV_PREFIX = "RAYVAULT_"
@@ -131,6 +138,8 @@ _MINIMUMS = {
     "LEARNING_KNOWN_FAILURE_THRESHOLD": 1,
     "LEARNING_SKILL_INDEX_MAX_ENTRIES": 1,
     "LEARNING_RULES_RENDER_BUDGET": 80,
+    "LEARNING_MAX_TEXT_CHARS": 200,
+    "LEARNING_MAX_ERROR_TEXT_CHARS": 200,
 }
 
 
@@ -160,6 +169,8 @@ class Policies:
     LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = field(
         default_factory=lambda: LEARNING_GATE_LEVELS
     )
+    LEARNING_MAX_TEXT_CHARS: int = LEARNING_MAX_TEXT_CHARS
+    LEARNING_MAX_ERROR_TEXT_CHARS: int = LEARNING_MAX_ERROR_TEXT_CHARS
     #: Which constants were overridden, and where (``policies.py`` or ``env RAYVAULT_NAME``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: The policies file that was read, and the SHA-256 of its bytes (None when there is none).

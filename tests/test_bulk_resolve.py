@@ -214,7 +214,7 @@ def test_a_bulk_resolution_is_one_batch_write_per_log(
         ({}, "nothing selected: give event ids, or at least one filter"),
         ({"event_ids": ["le-nope"]}, "no learning event with id 'le-nope'"),
         ({"event_ids": ["../x"]}, "invalid event id"),
-        ({"event_ids": "le-a"}, "event ids must be a list"),
+        ({"event_ids": "le-a"}, "event_ids must be a list"),
         ({"component": "assets", "event_ids": ["le-a"]}, "give event ids or filters, not both"),
         ({"component": "assets", "verification": None}, "needs a verification text"),
         ({"component": "assets", "verification": "  "}, "verification must be non-empty"),

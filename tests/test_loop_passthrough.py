@@ -10,7 +10,7 @@ import pytest
 
 from rayvault.learning import InvalidInputError, list_events, load_active_memory
 from rayvault.learning.errors import list_errors
-from rayvault.learning.exceptions import GateBlocked, InvalidIdentifierError, LearningError
+from rayvault.learning.exceptions import GateBlocked, LearningError
 from rayvault.learning.loop import Diagnosis, Failure, StageContext, learning_stage, run_stage
 from rayvault.learning.store import get_store
 
@@ -51,7 +51,7 @@ def _nothing_learned(root: Path) -> None:
 
 def test_a_decorated_stage_passed_to_run_stage_writes_no_junk_rule(root: Path) -> None:
     """The README's old mistake: a decorated stage handed to run_stage is called with the
-    context as its video id; the InvalidIdentifierError goes straight to the caller."""
+    context as its video id; the InvalidInputError goes straight to the caller."""
 
     @learning_stage("assets", diagnose=always)
     def make_assets(ctx: StageContext, products: list[str]) -> list[str]:
@@ -59,10 +59,10 @@ def test_a_decorated_stage_passed_to_run_stage_writes_no_junk_rule(root: Path) -
 
     _warm_up()
     before = _without_gate_state(_raw.everything(get_store()))
-    with pytest.raises(InvalidIdentifierError, match="video id"):
+    with pytest.raises(InvalidInputError, match="video_id must be text, got StageContext"):
         run_stage("v042", "assets", make_assets, diagnose=always)  # type: ignore[arg-type]
     # on_failure="return" does not swallow it either: it is not the stage's failure.
-    with pytest.raises(InvalidIdentifierError):
+    with pytest.raises(InvalidInputError):
         run_stage(
             "v042",
             "assets",

@@ -31,6 +31,22 @@ RootCauseOption = Annotated[str, typer.Option("--root-cause", help="Why it faile
 FixOption = Annotated[str, typer.Option("--fix", help="What fixed it.")]
 
 
+def _read_stdin() -> str:
+    """Standard input as text. Bytes that are not UTF-8 are refused, like a lone surrogate in an
+    argument (what Python makes of such bytes in argv): nothing is stored that differs from
+    what the step printed. The terminal's locale plays no part."""
+    from rayvault.learning.exceptions import InvalidInputError
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"stdin is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
+            hint="convert it first, e.g. `iconv -f latin1 -t utf-8` or `iconv -c -t utf-8`",
+        ) from None
+
+
 @app.command("log")
 def log_command(
     stage: Annotated[str, typer.Argument(help="Stage or pipeline step that failed.")],
@@ -54,7 +70,7 @@ def log_command(
     from rayvault.learning.errors import log_error
     from rayvault.learning.exceptions import InvalidInputError
 
-    text = sys.stdin.read() if error == "-" else error
+    text = _read_stdin() if error == "-" else error
     extra = None
     if context:
         try:

@@ -13,6 +13,7 @@ decision for the revisit or a person, not for a health check.
 
 from __future__ import annotations
 
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import LearningError
 from rayvault.learning.models import CRITICAL_SEVERITIES, Finding, Record
 from rayvault.learning.store import ProgressCallback, Store, get_store
@@ -39,6 +40,7 @@ class DoctorReport(Record):
         return self.remaining == 0
 
 
+@checked
 def check_root(
     *,
     repair: bool = False,

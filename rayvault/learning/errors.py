@@ -19,6 +19,7 @@ import orjson
 
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
+from rayvault.learning._validate import cap_text, checked, keep_capped
 from rayvault.learning.events import create_event, get_event
 from rayvault.learning.exceptions import (
     ErrorEntryNotFoundError,
@@ -38,9 +39,6 @@ from rayvault.learning.stages import fold_stage, note_unknown_component, stage_n
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
 
-#: Longest error text kept in an entry (a traceback can be huge); the fingerprint still uses
-#: the failure line, which tracebacks end with.
-MAX_ERROR_TEXT = 20_000
 #: Longest symptom an error becomes when promoted to an event.
 MAX_SYMPTOM = 300
 
@@ -57,19 +55,19 @@ class PromotionResult(Record):
 def _error_text(error: object) -> str:
     if isinstance(error, BaseException):
         text = "".join(traceback.format_exception(error)).strip()
+        # Text the library derives itself (a file name read with surrogateescape, say) is made
+        # storable; text the caller gives is refused instead (see _validate).
+        text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
     elif isinstance(error, str):
         text = error.strip()
     else:
         raise InvalidInputError(f"error must be text or an exception, got {type(error).__name__}")
     if not text:
         raise InvalidInputError("error text must not be empty")
-    if len(text) > MAX_ERROR_TEXT:
-        # Keep the head and the tail: the tail holds a traceback's failure line.
-        half = MAX_ERROR_TEXT // 2
-        text = f"{text[:half]}\n…\n{text[-half:]}"
     return text
 
 
+@checked
 def log_error(
     video_id: str | None,
     stage: str,
@@ -84,15 +82,24 @@ def log_error(
     if video_id:
         validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
+    limit = store.policies.LEARNING_MAX_ERROR_TEXT_CHARS
     text = _error_text(error)
     if context is not None:
         if not isinstance(context, dict):
             raise InvalidInputError("context must be a mapping")
         try:
-            orjson.dumps(context)
+            size = len(orjson.dumps(context))
         except TypeError as e:
             raise InvalidInputError(f"context must be JSON-serialisable: {e}") from e
+        if size > limit:
+            raise InvalidInputError(
+                f"context is {size} bytes as JSON, more than LEARNING_MAX_ERROR_TEXT_CHARS "
+                f"({limit}): keep large output in a file and put its path in the context"
+            )
     note_unknown_component(stage, store.policies, "log_error")
+    # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
+    # traceback's failure line, the fingerprint's source), and its full text as an attachment.
+    text = keep_capped(store, text, limit, keep_tail=True)
     now = utcnow()
     fp = fingerprint(fold_stage(stage, store.policies), text)
     entry = ErrorEntry(
@@ -119,6 +126,7 @@ def error_symptom(entry: ErrorEntry) -> str:
     return lines[0].strip()[:MAX_SYMPTOM]
 
 
+@checked
 def link_to_event(error_id: str, event_id: str, *, store: Store | None = None) -> ErrorEntry:
     """Record that ``event_id`` is the learning event of an error, without resolving it.
 
@@ -132,6 +140,7 @@ def link_to_event(error_id: str, event_id: str, *, store: Store | None = None) -
     )
 
 
+@checked
 def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
     """The latest version of an error-log entry; :class:`ErrorEntryNotFoundError` if none."""
     entry = (store or get_store()).get_error(error_id)
@@ -140,14 +149,19 @@ def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
     return entry
 
 
-def _resolution(root_cause: str, fix: str) -> ErrorResolution:
+def _resolution(root_cause: str, fix: str, limit: int) -> ErrorResolution:
     if not isinstance(root_cause, str) or not isinstance(fix, str):
         raise InvalidInputError("root cause and fix must be text")
     if not root_cause.strip() and not fix.strip():
         raise InvalidInputError("a resolution needs a root cause or a fix")
-    return ErrorResolution(resolved_at=utcnow(), root_cause=root_cause.strip(), fix=fix.strip())
+    return ErrorResolution(
+        resolved_at=utcnow(),
+        root_cause=cap_text(root_cause.strip(), limit),
+        fix=cap_text(fix.strip(), limit),
+    )
 
 
+@checked
 def resolve_error(
     error_id: str,
     root_cause: str,
@@ -164,7 +178,7 @@ def resolve_error(
     event itself).
     """
     store = store or get_store()
-    resolution = _resolution(root_cause, fix)
+    resolution = _resolution(root_cause, fix, store.policies.LEARNING_MAX_TEXT_CHARS)
     entry = store.update_error(
         error_id, lambda e: e.model_copy(update={"resolved": True, "resolution": resolution})
     )
@@ -183,6 +197,7 @@ def resolve_error(
     return entry
 
 
+@checked
 def list_errors(
     *,
     stage: str | None = None,
@@ -206,6 +221,7 @@ def list_errors(
     )
 
 
+@checked
 def get_unresolved(
     stage: str | None = None, video_id: str | None = None, *, store: Store | None = None
 ) -> list[ErrorEntry]:
@@ -213,6 +229,7 @@ def get_unresolved(
     return list_errors(stage=stage, video_id=video_id, unresolved=True, store=store)
 
 
+@checked
 def get_patterns(min_count: int = 2, *, store: Store | None = None) -> list[ErrorPattern]:
     """Error-log entries grouped by fingerprint, with at least ``min_count`` occurrences."""
     if min_count < 1:
@@ -220,6 +237,7 @@ def get_patterns(min_count: int = 2, *, store: Store | None = None) -> list[Erro
     return (store or get_store()).error_patterns(min_count)
 
 
+@checked
 def get_lessons(*, store: Store | None = None) -> list[Lesson]:
     """The latest resolution of every failure pattern: what was learned, newest first."""
     store = store or get_store()
@@ -249,6 +267,7 @@ def get_lessons(*, store: Store | None = None) -> list[Lesson]:
     return lessons
 
 
+@checked
 def promote_to_learning(
     error_id: str,
     *,
@@ -268,7 +287,7 @@ def promote_to_learning(
     """
     store = store or get_store()
     validate_identifier(error_id, "error id")
-    resolution = _resolution(root_cause, fix)
+    resolution = _resolution(root_cause, fix, store.policies.LEARNING_MAX_TEXT_CHARS)
     with store.exclusive(f"promote-{error_id}"):
         entry = get_error(error_id, store=store)
         existing = _promoted_event(entry, store)

@@ -24,6 +24,7 @@ from typing import Any
 
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._validate import cap_deep, checked, keep_capped
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
 from rayvault.learning.memory import apply_event, rule_text
 from rayvault.learning.models import (
@@ -58,6 +59,7 @@ def _text(value: object, name: str, *, required: bool = False) -> str:
     return value.strip()
 
 
+@checked
 def create_event(
     *,
     run_id: str,
@@ -86,20 +88,29 @@ def create_event(
         validate_identifier(agent, "agent")
     if source_error_id:
         validate_identifier(source_error_id, "error id")
-    verification = _text(verification, "verification")
+    texts = [
+        _text(run_id, "run_id"),
+        _text(root_cause, "root_cause"),
+        _text(fix_applied, "fix_applied"),
+        _text(verification, "verification"),
+    ]
+    # Everything is valid: only now may a text too long be kept as an attachment.
+    cap = store.policies.LEARNING_MAX_TEXT_CHARS
+    symptom = keep_capped(store, symptom, cap)
+    run_id, root_cause, fix_applied, verification = (keep_capped(store, t, cap) for t in texts)
     policies = store.policies
     note_unknown_component(component, policies, "create_event")
     now = utcnow()
     fp = fingerprint(fold_stage(component, policies), symptom)
     event = LearningEvent(
         event_id=new_event_id(now),
-        run_id=_text(run_id, "run_id"),
+        run_id=run_id,
         timestamp=now,
         severity=sev,
         component=component,
         symptom=symptom,
-        root_cause=_text(root_cause, "root_cause"),
-        fix_applied=_text(fix_applied, "fix_applied"),
+        root_cause=root_cause,
+        fix_applied=fix_applied,
         verification=verification,
         status="verified" if verification else "open",
         video_id=video_id or None,
@@ -145,6 +156,7 @@ def create_event(
     return final
 
 
+@checked
 def get_event(event_id: str, *, store: Store | None = None) -> LearningEvent:
     """The latest version of an event; :class:`EventNotFoundError` when there is none."""
     event = (store or get_store()).get_event(event_id)
@@ -184,6 +196,7 @@ def build_query(
     )
 
 
+@checked
 def list_events(
     *,
     video_id: str | None = None,
@@ -210,6 +223,7 @@ def list_events(
     return store.query_events(query)
 
 
+@checked
 def update_event(
     event_id: str,
     *,
@@ -226,13 +240,14 @@ def update_event(
     :mod:`rayvault.learning.loop`).
     """
     store = store or get_store()
+    cap = store.policies.LEARNING_MAX_TEXT_CHARS
     changes: dict[str, Any] = {}
     if loop_steps is not None:
         if isinstance(loop_steps, str | bytes) or not all(
             isinstance(step, Mapping) for step in loop_steps
         ):
             raise InvalidInputError("loop_steps must be a list of mappings")
-        changes["loop_steps"] = [dict(step) for step in loop_steps]
+        changes["loop_steps"] = [cap_deep(dict(step), cap) for step in loop_steps]
     if status is not None:
         changes["status"] = _choice(status, STATUSES, "status")[0]  # type: ignore[index]
     for name, value in (
@@ -246,6 +261,11 @@ def update_event(
         raise InvalidInputError(
             "nothing to update: give a status, verification, root cause, fix or loop steps"
         )
+    long_texts = [n for n, v in changes.items() if isinstance(v, str) and len(v) > cap]
+    if long_texts:
+        get_event(event_id, store=store)  # an unknown id keeps no attachment behind
+        for name in long_texts:
+            changes[name] = keep_capped(store, changes[name], cap)
 
     def change(current: LearningEvent) -> LearningEvent:
         now = utcnow()
@@ -260,6 +280,7 @@ def update_event(
     return store.update_event(event_id, change)
 
 
+@checked
 def resolve_event(event_id: str, verification: str, *, store: Store | None = None) -> LearningEvent:
     """Mark an event's fix as verified (``status: verified``), saying how it was checked; its
     unresolved error-log entries are resolved with it (many at once:
@@ -273,10 +294,27 @@ def resolve_event(event_id: str, verification: str, *, store: Store | None = Non
     return update_event(event_id, status="verified", verification=text, store=store)
 
 
-def event_stats(*, store: Store | None = None, **filters: Any) -> dict[str, Any]:
-    """Totals of the events by severity, status, component and agent, and how many are open."""
+@checked
+def event_stats(
+    *,
+    video_id: str | None = None,
+    component: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    agent: str | None = None,
+    store: Store | None = None,
+) -> dict[str, Any]:
+    """Totals of the events by severity, status, component and agent, and how many are open;
+    the filters are those of :func:`list_events`."""
     store = store or get_store()
-    query = build_query(store, **filters)
+    query = build_query(
+        store,
+        video_id=video_id,
+        component=component,
+        severity=severity,
+        status=status,
+        agent=agent,
+    )
     facets = store.event_facets(query)
     total = sum(facets["severity"].values())
     unresolved = store.count_events(replace(query, unresolved=True))

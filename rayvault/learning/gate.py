@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
+from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.models import (
     GateCheck,
@@ -508,6 +509,7 @@ def _target(store: Store, stage: str) -> _Target:
     )
 
 
+@checked
 def check_diff_policies(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
     """Whether the effective policies changed since ``video_id``'s recorded baseline (read only:
     nothing is recorded or acknowledged; with no baseline yet it passes saying so)."""
@@ -528,6 +530,7 @@ def check_diff_policies(video_id: str, stage: str, *, store: Store | None = None
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
 
+@checked
 def check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
     """Whether the SOUL of ``stage``'s agent changed since ``video_id``'s recorded baseline
     (read only, like :func:`check_diff_policies`)."""
@@ -551,6 +554,7 @@ def check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) ->
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
 
+@checked
 def check_regressions(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
     """Unresolved FAIL/BLOCKER events of ``video_id`` in ``stage`` (and its step names)."""
     store = store or get_store()
@@ -560,6 +564,7 @@ def check_regressions(video_id: str, stage: str, *, store: Store | None = None) 
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
 
+@checked
 def check_known_failures(stage: str, *, store: Store | None = None) -> GateCheck:
     """Recurring failures of ``stage`` across videos: ``deny`` for one with FAIL/BLOCKER
     occurrences and no active rule learned from it, ``warn`` for the others."""
@@ -584,6 +589,7 @@ def _summary(checks: list[GateCheck]) -> str:
     return "all 4 checks passed"
 
 
+@checked
 def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> GateResult:
     """Run the four checks for ``video_id`` before ``stage``; the result says whether it is
     blocked, why, and what each check found (its level and outcome)."""
@@ -662,6 +668,7 @@ class Acknowledgement(Record):
     note: str | None = None
 
 
+@checked
 def acknowledge(
     video_id: str, stage: str, *, note: str | None = None, store: Store | None = None
 ) -> Acknowledgement:
@@ -684,7 +691,7 @@ def acknowledge(
             agent=t.agent,
             policies=[] if policy_check.passed else [policy_check.reason],
             soul=None if soul_check.passed else soul_check.reason,
-            note=note,
+            note=cap_text(note, t.policies.LEARNING_MAX_TEXT_CHARS) if note else note,
         )
         state.acks.append(ack.to_dict())
     return ack

@@ -58,6 +58,7 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.errors import (
     error_symptom,
     link_to_event,
@@ -305,6 +306,7 @@ class StageRun:
 
 
 # -- diagnosers ---------------------------------------------------------------------------------
+@checked
 def diagnose_from_history(failure: Failure) -> Diagnosis | None:
     """The default diagnoser: the most recent resolution of the same failure pattern.
 
@@ -354,6 +356,7 @@ def diagnose_from_history(failure: Failure) -> Diagnosis | None:
     return None
 
 
+@checked
 def chain_diagnosers(*diagnosers: Diagnoser) -> Diagnoser:
     """A diagnoser that asks each of ``diagnosers`` in turn and returns the first diagnosis,
     e.g. ``chain_diagnosers(diagnose_from_history, ask_llm)``: history first, the LLM only for
@@ -769,6 +772,7 @@ class _Loop:
         self.save_steps(status="verified", verification=verification)
 
 
+@checked
 def run_stage(
     video_id: str,
     stage: str,
@@ -922,6 +926,7 @@ class LearningStage(Generic[P, T]):
         return f"<learning_stage {self.stage!r} {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
 
+@checked
 def learning_stage(
     stage: str,
     *,

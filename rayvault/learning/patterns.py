@@ -21,6 +21,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from rayvault.learning.exceptions import InvalidInputError
+
 #: Longest template kept (the key still covers the whole masked text).
 TEMPLATE_LIMIT = 240
 
@@ -90,13 +92,21 @@ def mask(text: str) -> str:
 
 
 def fingerprint(stage: str, text: str) -> Fingerprint:
-    """The fingerprint of a failure of ``stage`` (already folded) described by ``text``."""
+    """The fingerprint of a failure of ``stage`` (already folded) described by ``text``.
+
+    Total over all text (it stores nothing, so it is not checked like the storing API): a lone
+    surrogate is hashed as its code point, never an error."""
+    if not isinstance(stage, str) or not isinstance(text, str):
+        raise InvalidInputError(
+            f"fingerprint takes text, got {type(stage).__name__} and {type(text).__name__}"
+        )
     template = mask(text)
     if _ONLY_PLACEHOLDERS.fullmatch(template):
         # Nothing constant is left to group by: the literal token(s) are the failure.
         template = _SPACE.sub(" ", failure_text(text)).strip()
     normal = template.lower().rstrip(" .:;!")
-    digest = hashlib.sha256(f"{stage.strip().lower()}\n{normal}".encode()).hexdigest()[:16]
+    key = f"{stage.strip().lower()}\n{normal}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(key).hexdigest()[:16]
     if len(template) > TEMPLATE_LIMIT:
         template = template[: TEMPLATE_LIMIT - 1] + "…"
     return Fingerprint(key=f"{stage.strip()}:{digest}", template=template, stage=stage.strip())

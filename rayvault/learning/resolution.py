@@ -24,6 +24,7 @@ from typing import Any
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.events import build_query
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError
 from rayvault.learning.models import ErrorEntry, ErrorResolution, LearningEvent
@@ -93,6 +94,7 @@ def _clean(value: object, name: str) -> str | None:
     return value.strip()
 
 
+@checked
 def resolve_events(
     event_ids: Sequence[str] = (),
     *,
@@ -124,6 +126,8 @@ def resolve_events(
         raise InvalidInputError("event ids must be a list of ids")
     ids = [validate_identifier(i, "event id") for i in dict.fromkeys(event_ids)]
     text = _clean(verification, "verification")
+    if text is not None:
+        text = cap_text(text, store.policies.LEARNING_MAX_TEXT_CHARS)
     if migrated is not None and not isinstance(migrated, bool):
         raise InvalidInputError(f"migrated must be True, False or None (got {migrated!r})")
     filters: dict[str, Any] = {

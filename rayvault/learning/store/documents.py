@@ -24,6 +24,8 @@ from rayvault.policies import POLICIES_FILENAME, Policies
 
 NOTE_INDEX = "_index.md"
 NOTE_INDEX_ARCHIVE = "_index-archive.md"
+#: Full texts of fields cut to the size caps, one file per distinct text.
+ATTACHMENTS_DIR = "data/attachments"
 
 
 class Documents:
@@ -59,6 +61,19 @@ class Documents:
             return path.relative_to(root).as_posix()
         except ValueError:
             return str(path)
+
+    # -- full texts of capped fields ----------------------------------------------------------
+    def keep_full_text(self, text: str) -> str:
+        """Keep ``text`` once, as ``data/attachments/<digest>.txt``: named by its SHA-256, so the
+        same text is written once however often it is capped. Returns the path relative to the
+        data root."""
+        self._writable()
+        data = text.encode()
+        name = f"{hashlib.sha256(data).hexdigest()[:32]}.txt"
+        path = self._inside_root(ATTACHMENTS_DIR, "the attachments folder") / name
+        if not path.exists():
+            create_exclusive(path, data)
+        return f"{ATTACHMENTS_DIR}/{name}"
 
     # -- skill graph --------------------------------------------------------------------------
     @property
