@@ -27,8 +27,9 @@ from rayvault.learning.exceptions import LearningError
 from rayvault.learning.models import CRITICAL_SEVERITIES, Finding, Record
 from rayvault.learning.store import EventQuery, ProgressCallback, Store, get_store
 
-#: Store findings after which the event index cannot say whether an event exists.
-_INDEX_UNRELIABLE = frozenset({"log-corrupt", "index-inconsistent"})
+#: Store findings after which the event index cannot say whether an event exists (and must not
+#: be brought up to date: it may hold the only copy of records the log lost).
+_INDEX_UNRELIABLE = frozenset({"log-corrupt", "index-inconsistent", "log-records-missing"})
 
 
 class DoctorReport(Record):
@@ -125,20 +126,24 @@ def check_incomplete_events(store: Store, *, repair: bool = False) -> list[Findi
             rule_id = rule_in_memory(event, store)
         except LearningError:
             continue  # an unreadable memory is the store check's finding
-        young = now - event.timestamp < INCOMPLETE_GRACE
-        if rule_id is not None:
-            why = f"its rule {rule_id} is in {event.agent}'s memory, the event does not say so"
-        elif young:
+        if now - event.timestamp < INCOMPLETE_GRACE:  # perhaps being written right now
+            state = (
+                f"its rule {rule_id} is in memory, the event does not record it yet"
+                if rule_id is not None
+                else "its rule is not applied yet"
+            )
             findings.append(
                 Finding(
                     code="event-loop-incomplete",
                     path=event.event_id,
-                    message="its rule is not applied yet (being written, or its writer was "
-                    "killed a moment ago)",
+                    message=f"{state} (being written, or its writer was killed a moment ago: "
+                    "its next touch completes it)",
                     level="info",
                 )
             )
             continue
+        if rule_id is not None:
+            why = f"its rule {rule_id} is in {event.agent}'s memory, the event does not say so"
         else:
             why = f"its rule was never applied to {event.agent} (its writer stopped)"
         finding = Finding(

@@ -114,11 +114,17 @@ class FileStoreDoctor:
         #: True while this run holds the logs' locks (its repairs then take them no more).
         self._held = False
         self._recoverable: set[str] = set()
+        self._index_rows: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def run(self) -> list[Finding]:
         store = self.store
         if self.repair:
-            with store._events_locked(), locked(store.errors_path):
+            events_lock = (
+                store._events_locked()
+                if store.events_path.exists()
+                else _log_lock(store.events_path)
+            )
+            with events_lock, _log_lock(store.errors_path):
                 self._held = True
                 self._check_logs()
                 self._held = False
@@ -128,7 +134,7 @@ class FileStoreDoctor:
                 # Perhaps a writer at work: look again with the writers held off.
                 self.findings.clear()
                 self._recoverable.clear()
-                with locked(store.events_path), locked(store.errors_path):
+                with _log_lock(store.events_path), _log_lock(store.errors_path):
                     self._held = True
                     self._check_logs()
                     self._held = False
@@ -143,9 +149,13 @@ class FileStoreDoctor:
         locks are held)."""
         store = self.store
         # Read before anything brings the index up to date: after a log lost records, the index
-        # may be the last place that still has them.
-        index_events = read_index_rows(store.index.path, "events", "event_id")
-        index_errors = read_index_rows(store.index.path, "errors", "id")
+        # may be the last place that still has them (read once: a second pass sees the same).
+        if self._index_rows is None:
+            self._index_rows = (
+                read_index_rows(store.index.path, "events", "event_id"),
+                read_index_rows(store.index.path, "errors", "id"),
+            )
+        index_events, index_errors = self._index_rows
         event_copies = self._event_copies(index_events)
         events = self._check_log(
             store.events_path,
@@ -176,7 +186,12 @@ class FileStoreDoctor:
         )
         if events is not None:
             self._check_video_files(events)
-        if events is not None and errors is not None:
+        unrestored = any(
+            f.open and f.code in ("log-records-missing", "log-corrupt") for f in self.findings
+        )
+        # Bringing the index up to date with a log that lost records would drop the index's copy
+        # of them: left for ``--repair``, which restores them first.
+        if events is not None and errors is not None and not unrestored:
             self._check_index(events, errors)
 
     def _lock(self, path: Path) -> contextlib.AbstractContextManager[Any]:
@@ -184,7 +199,7 @@ class FileStoreDoctor:
             return contextlib.nullcontext()
         if path == self.store.events_path:
             return self.store._events_locked()
-        return locked(path)
+        return _log_lock(path)
 
     # -- helpers ------------------------------------------------------------------------------
     def _rel(self, path: Path) -> str:
@@ -457,7 +472,7 @@ class FileStoreDoctor:
             if self._validate(LearningEvent, raw) is not None:
                 continue
             have = copies.get(path.stem)
-            if have is None or version_time(raw) > version_time(have):
+            if have is None or version_time(raw) >= version_time(have):
                 copies[path.stem] = {**raw, "__source__": "per-video files"}
         return copies
 
@@ -910,3 +925,9 @@ def _missing(
 
 def _sources(records: dict[str, dict[str, Any]]) -> str:
     return ", ".join(sorted({str(r.get("__source__")) for r in records.values()}))
+
+
+def _log_lock(path: Path) -> contextlib.AbstractContextManager[int]:
+    """A log's lock, taken by the doctor: its lock file is removed again when the log does not
+    exist (a check leaves no lock file behind)."""
+    return locked(path, remove=not path.exists())
