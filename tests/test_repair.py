@@ -197,6 +197,7 @@ def test_restore_leaves_out_rules_tombstoned_since(root: Path, clock: Clock) -> 
 
 
 # -- what killed writers leave ------------------------------------------------------------------
+@pytest.mark.both_stores
 def test_killed_create_event_is_completed_by_the_next_touch(root: Path, clock: Clock) -> None:
     """Steps 1 and 3 of create_event done, the final version never written (a kill -9)."""
     store = get_store()
@@ -220,6 +221,7 @@ def test_killed_create_event_is_completed_by_the_next_touch(root: Path, clock: C
     assert len(load_active_memory("publisher").rules) == 1  # nothing applied twice
 
 
+@pytest.mark.both_stores
 def test_killed_create_event_without_its_rule(root: Path, clock: Clock) -> None:
     store = get_store()
     event = create_event(**event_kwargs(verification="", agent=None))  # type: ignore[arg-type]
