@@ -301,6 +301,34 @@ def test_failed_calls_for_an_unknown_agent_leave_nothing(
     assert main(["doctor"]) == 0
 
 
+@pytest.mark.both_stores
+def test_failed_calls_on_a_fresh_root_leave_nothing(root: Path, backend: str | None) -> None:
+    from rayvault.learning.errors import promote_to_learning, resolve_error
+    from rayvault.learning.events import resolve_event, update_event
+    from rayvault.learning.exceptions import LearningError
+    from rayvault.learning.memory import mark_delivered
+
+    before = sorted(root.rglob("*"))
+    calls = [
+        lambda: tombstone_rule("ghost", "r-1", "why"),
+        lambda: resolve_event("le-20260101T000000Z-000000000000", "checked"),
+        lambda: update_event("le-20260101T000000Z-000000000000", status="verified"),
+        lambda: resolve_error("e-20260101T000000-000000000000", "cause", "fix"),
+        lambda: promote_to_learning("e-20260101T000000-000000000000", root_cause="c", fix="f"),
+    ]
+    for call in calls:
+        with pytest.raises(LearningError):
+            call()
+    assert mark_delivered("ghost", ["r-1"]) == []
+    if backend is None:  # no file but the derived index (a cache reads create)
+        cache = root / "state/cache"
+        files = [p for p in root.rglob("*") if p.is_file() and not p.is_relative_to(cache)]
+        assert files == before
+        assert not (root / "state/agents/ghost").exists()
+    assert "ghost" not in get_store().list_agents()
+    assert check_root().clean
+
+
 # -- the doctor beside active writers -------------------------------------------------------------
 @pytest.mark.slow
 def test_doctor_beside_active_writers_reports_nothing_false(

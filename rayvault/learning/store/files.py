@@ -235,6 +235,8 @@ class FileStore:
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
         self._writable()
+        if not self.events_path.exists():  # no lock file for a call that must fail
+            raise EventNotFoundError(event_id)
         with self._events_locked() as lock:
             current = self.get_event(event_id)
             if current is None:
@@ -532,6 +534,8 @@ class FileStore:
 
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
         self._writable()
+        if not self.errors_path.exists():  # no lock file for a call that must fail
+            raise ErrorEntryNotFoundError(error_id)
         with locked(self.errors_path):
             current = self.get_error(error_id)
             if current is None:
