@@ -299,7 +299,7 @@ class FileLayout:
 
     def skipped_files(self) -> list[str]:
         """Files under the store's folders that no kind covers (relative to the root)."""
-        covered = {self.files.events_path, self.files.errors_path}
+        covered = {self.files.events_path, self.files.errors_path, self.files.errors_journal}
         for agent_dir in self._agent_dirs():
             covered |= {agent_dir / MEMORY_FILE, agent_dir / TOMBSTONES_FILE}
             archive = agent_dir / ARCHIVE_DIR
@@ -333,7 +333,7 @@ class FileLayout:
         counts: Counter[str] = Counter()
         logs = {
             EVENT: _LogWriter(self.files.events_path),
-            ERROR: _LogWriter(self.files.errors_path),
+            ERROR: _LogWriter(self.files.errors_path, journal=self.files.errors_journal),
         }
         try:
             for item in items:
@@ -388,13 +388,16 @@ class FileLayout:
 
 class _LogWriter:
     """An append-only log written in one go, in the layout ``JsonArrayLog`` appends to:
-    ``[``, one element per line, ``]``. Built in a temp file, renamed into place at the end."""
+    ``[``, one element per line, ``]``. Built in a temp file, renamed into place at the end.
+    With ``journal``, the same elements also go to that JSON-lines copy (the error log's)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, journal: Path | None = None) -> None:
         self.path = path
         self.tmp: Path | None = None
         self.fh: Any = None
         self.count = 0
+        self.journal = journal
+        self.lines: list[bytes] = []
 
     def add(self, text: str) -> None:
         if "\n" in text:
@@ -408,6 +411,8 @@ class _LogWriter:
             self.fh.write(b",\n")
         self.fh.write(text.encode())
         self.count += 1
+        if self.journal is not None:
+            self.lines.append(text.encode())
 
     def finish(self) -> None:
         if self.fh is None or self.tmp is None:
@@ -417,6 +422,8 @@ class _LogWriter:
         self.fh = None
         os.replace(self.tmp, self.path)
         self.tmp = None
+        if self.journal is not None:
+            atomic_write(self.journal, b"".join(line + b"\n" for line in self.lines))
 
     def discard(self) -> None:
         if self.fh is not None:
