@@ -325,7 +325,7 @@ class FileStoreDoctor:
                 path,
                 f"{bad - MAX_ELEMENT_FINDINGS} more elements are not {what}",
             )
-        recover = _missing(latest, copies, newer=newer)
+        recover = _missing(latest, copies, model, newer=newer)
         missing: Finding | None = None
         if recover:
             damaged = True
@@ -432,7 +432,7 @@ class FileStoreDoctor:
                     corrupt = True
                     items = salvage_records(data, key).items
             latest = latest_by_key((i for i in items if isinstance(i, dict)), key)
-            recover = _missing(latest, copies, newer=newer)
+            recover = _missing(latest, copies, model, newer=newer)
             ordered = sorted(recover.values(), key=version_time)
             for record in ordered:
                 record.pop("__source__", None)
@@ -459,8 +459,8 @@ class FileStoreDoctor:
         """Events as their per-video files and the derived index hold them (newest of the two),
         each marked with where it was found."""
         copies: dict[str, dict[str, Any]] = {}
-        for event_id, raw in index_rows.items():
-            if self._validate(LearningEvent, raw) is None and raw.get("event_id") == event_id:
+        for event_id, raw in index_rows.items():  # validated when restored (see _missing)
+            if raw.get("event_id") == event_id:
                 copies[event_id] = {**raw, "__source__": "the derived index"}
         for path in self._video_files():
             try:
@@ -468,8 +468,6 @@ class FileStoreDoctor:
             except (OSError, orjson.JSONDecodeError):
                 continue
             if not isinstance(raw, dict) or raw.get("event_id") != path.stem:
-                continue
-            if self._validate(LearningEvent, raw) is not None:
                 continue
             have = copies.get(path.stem)
             if have is None or version_time(raw) >= version_time(have):
@@ -480,15 +478,14 @@ class FileStoreDoctor:
         """Error-log entries as the journal (latest version) and the derived index hold them."""
         copies: dict[str, dict[str, Any]] = {}
         for error_id, raw in index_rows.items():
-            if self._validate(ErrorEntry, raw) is None and raw.get("id") == error_id:
+            if raw.get("id") == error_id:
                 copies[error_id] = {**raw, "__source__": "the derived index"}
         try:
             journal = self.store.errors_journal.read_bytes()
         except FileNotFoundError:
             return copies
         for error_id, raw in latest_by_key(salvage_records(journal, "id").items, "id").items():
-            if self._validate(ErrorEntry, raw) is None:
-                copies[error_id] = {**raw, "__source__": "the journal"}
+            copies[error_id] = {**raw, "__source__": "the journal"}
         return copies
 
     def _events_referenced(self) -> set[str]:
@@ -913,14 +910,24 @@ def _ids(keys: Iterable[str]) -> str:
 
 
 def _missing(
-    latest: dict[str, dict[str, Any]], copies: dict[str, dict[str, Any]], *, newer: bool
+    latest: dict[str, dict[str, Any]],
+    copies: dict[str, dict[str, Any]],
+    model: type[BaseModel],
+    *,
+    newer: bool,
 ) -> dict[str, dict[str, Any]]:
-    """The copies of records the log lacks (with ``newer``: or holds in an older version)."""
-    return {
-        k: dict(v)
-        for k, v in copies.items()
-        if k not in latest or (newer and version_time(v) > version_time(latest[k]))
-    }
+    """The copies of records the log lacks (with ``newer``: or holds in an older version) that
+    have the record's shape (only those are validated: a doctor run reads every copy)."""
+    found = {}
+    for k, v in copies.items():
+        if k in latest and not (newer and version_time(v) > version_time(latest[k])):
+            continue
+        try:
+            model.model_validate({f: x for f, x in v.items() if f != "__source__"})
+        except ValidationError:
+            continue
+        found[k] = dict(v)
+    return found
 
 
 def _sources(records: dict[str, dict[str, Any]]) -> str:
