@@ -456,7 +456,7 @@ class FileStore:
         new inode, so the snapshot keeps the old bytes without copying them. ``link`` also never
         overwrites: several changes in one second each keep their own snapshot. The name carries
         a sequence number (kept in the memory file, ``snapshot_seq``) that orders snapshots taken
-        within one second (see ``_snapshots.snapshot_order``).
+        within one second (see ``_snapshots.ordered_snapshots``).
         """
         from rayvault.learning.store._snapshots import next_snapshot_name
 
