@@ -114,6 +114,8 @@ class FileStoreDoctor:
         #: True while this run holds the logs' locks (its repairs then take them no more).
         self._held = False
         self._recoverable: set[str] = set()
+        #: Per-video files read this pass for their copies, reused by their own check.
+        self._video_bytes: dict[Path, bytes] = {}
         self._index_rows: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def run(self) -> list[Finding]:
@@ -148,6 +150,7 @@ class FileStoreDoctor:
         """The two logs, their copies and the derived index (a consistent view when the logs'
         locks are held)."""
         store = self.store
+        self._video_bytes.clear()
         # Read before anything brings the index up to date: after a log lost records, the index
         # may be the last place that still has them (read once: a second pass sees the same).
         if self._index_rows is None:
@@ -464,7 +467,8 @@ class FileStoreDoctor:
                 copies[event_id] = {**raw, "__source__": "the derived index"}
         for path in self._video_files():
             try:
-                raw = orjson.loads(path.read_bytes())
+                data = self._video_bytes[path] = path.read_bytes()  # read once a pass
+                raw = orjson.loads(data)
             except (OSError, orjson.JSONDecodeError):
                 continue
             if not isinstance(raw, dict) or raw.get("event_id") != path.stem:
@@ -540,7 +544,7 @@ class FileStoreDoctor:
                 self._tick("per-video files", done, total)
             raw = events[event_id]
             try:
-                data = path.read_bytes()
+                data = self._video_bytes.pop(path, None) or path.read_bytes()
             except FileNotFoundError:
                 if self._validate(LearningEvent, raw) is not None:
                     continue  # an invalid event (reported with the index) cannot be written
