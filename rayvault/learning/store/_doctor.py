@@ -116,6 +116,7 @@ class FileStoreDoctor:
         self._recoverable: set[str] = set()
         #: Per-video files read this pass for their copies, reused by their own check.
         self._video_bytes: dict[Path, bytes] = {}
+        self._video_paths: list[Path] | None = None
         self._index_rows: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def run(self) -> list[Finding]:
@@ -151,6 +152,7 @@ class FileStoreDoctor:
         locks are held)."""
         store = self.store
         self._video_bytes.clear()
+        self._video_paths = None
         # Read before anything brings the index up to date: after a log lost records, the index
         # may be the last place that still has them (read once: a second pass sees the same).
         if self._index_rows is None:
@@ -465,7 +467,8 @@ class FileStoreDoctor:
         for event_id, raw in index_rows.items():  # validated when restored (see _missing)
             if raw.get("event_id") == event_id:
                 copies[event_id] = {**raw, "__source__": "the derived index"}
-        for path in self._video_files():
+        self._video_paths = list(self._video_files())
+        for path in self._video_paths:
             try:
                 data = self._video_bytes[path] = path.read_bytes()  # read once a pass
                 raw = orjson.loads(data)
@@ -536,7 +539,7 @@ class FileStoreDoctor:
             video = raw.get("video_id")
             if video and is_safe_identifier(video) and is_safe_identifier(event_id):
                 expected[store.video_events_dir(video) / f"{event_id}.json"] = event_id
-        on_disk = set(self._video_files())
+        on_disk = set(self._video_paths if self._video_paths is not None else self._video_files())
         total = len(expected) + len(on_disk - expected.keys())
         to_write: list[tuple[Path, str, Finding]] = []
         for done, (path, event_id) in enumerate(sorted(expected.items()), 1):
