@@ -13,6 +13,10 @@ FAIL whose fingerprint was seen before, also gets a suggested SOUL addition (``s
 
 Status: an event created with verification text is ``verified`` at once; one without stays
 unresolved (``open``, then ``applied`` once its rule is in memory) until someone verifies the fix.
+
+A writer killed between steps 1 and 3 leaves the event ``open`` with an agent, no ``rule_id`` and
+no ``loop_errors``, though its rule may already be in memory. The next touch of the event
+(``get_event``, ``update_event``, ``doctor --repair``) completes it (:func:`complete_event`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from rayvault.learning._ids import new_event_id, validate_identifier
@@ -126,9 +131,9 @@ def create_event(
     ):
         event.soul_update = suggest_soul_update(event, event.promotion_rule)
 
-    # (a) From here on the event is safe. Its per-video copy is written with the version below,
-    # which always follows (it records the node, the rule or the failures of steps b and c).
-    store.append_events([event], video_files=False)
+    # (a) From here on the event is safe, in the log and in its per-video copy (a second copy
+    # that ``doctor --repair`` restores the log from; rewritten with the version below).
+    store.append_events([event])
 
     changes: dict[str, Any] = {}
     loop_errors: list[dict[str, Any]] = []
@@ -156,12 +161,82 @@ def create_event(
     return final
 
 
+#: An event whose loop is incomplete this long after it was created has lost its writer (a
+#: ``create_event`` takes milliseconds; a writer may wait up to a minute for a lock).
+INCOMPLETE_GRACE = timedelta(minutes=5)
+
+
+def loop_incomplete(event: LearningEvent) -> bool:
+    """True when ``create_event`` did not finish this event: it names an agent, its rule is not
+    recorded, and no step failed."""
+    return (
+        event.status == "open"
+        and bool(event.agent)
+        and not event.rule_id
+        and not event.loop_errors
+        and event.updated is None
+    )
+
+
+def rule_in_memory(event: LearningEvent, store: Store) -> str | None:
+    """The id of the agent's rule that came from (or was last applied by) ``event``."""
+    assert event.agent
+    for rule in store.load_memory(event.agent).rules:
+        if event.event_id in (rule.source_event_id, rule.last_event_id):
+            return rule.rule_id
+    return None
+
+
+def complete_event(
+    event: LearningEvent, *, store: Store, force: bool = False
+) -> LearningEvent | None:
+    """Finish the loop of an event ``create_event`` left incomplete (see the module doc): record
+    the rule already in memory, or, once the event is older than ``INCOMPLETE_GRACE`` (or with
+    ``force``), apply it. None when there is nothing to do (yet)."""
+    if not loop_incomplete(event):
+        return None
+    assert event.agent
+    rule_id = rule_in_memory(event, store)
+    how = "its rule was in memory"
+    if rule_id is None:
+        if not force and utcnow() - event.timestamp < INCOMPLETE_GRACE:
+            return None  # perhaps its writer is still at work
+        rule_id = apply_event(event, event.agent, store=store).rule.rule_id
+        how = "its rule applied now"
+
+    def change(current: LearningEvent) -> LearningEvent:
+        if not loop_incomplete(current):
+            return current  # completed meanwhile
+        steps = [
+            *current.loop_steps,
+            {
+                "step": "complete",
+                "detail": f"completed after its writer stopped: {how}",
+                "at": format_ts(utcnow()),
+            },
+        ]
+        return current.model_copy(
+            update={
+                "rule_id": rule_id,
+                "status": "applied",
+                "loop_steps": steps,
+                "updated": utcnow(),
+            }
+        )
+
+    log.info("event %s: %s (its writer stopped before recording it)", event.event_id, how)
+    return store.update_event(event.event_id, change)
+
+
 @checked
 def get_event(event_id: str, *, store: Store | None = None) -> LearningEvent:
     """The latest version of an event; :class:`EventNotFoundError` when there is none."""
-    event = (store or get_store()).get_event(event_id)
+    store = store or get_store()
+    event = store.get_event(event_id)
     if event is None:
         raise EventNotFoundError(event_id)
+    if loop_incomplete(event) and not getattr(store, "is_read_only", False):
+        return complete_event(event, store=store) or event
     return event
 
 
@@ -241,6 +316,9 @@ def update_event(
     """
     store = store or get_store()
     cap = store.policies.LEARNING_MAX_TEXT_CHARS
+    current = store.get_event(event_id)
+    if current is not None and loop_incomplete(current):
+        complete_event(current, store=store)
     changes: dict[str, Any] = {}
     if loop_steps is not None:
         if isinstance(loop_steps, str | bytes) or not all(

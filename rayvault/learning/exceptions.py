@@ -44,7 +44,8 @@ class CorruptFileError(LearningError):
         self.detail = detail
         super().__init__(
             f"{self.path} is corrupt: {detail}",
-            hint="the file was left unchanged; inspect it, or run `rayvault-learn doctor`",
+            hint="the file was left unchanged; `rayvault-learn doctor --repair` restores what "
+            "can be restored (the damaged file is kept)",
         )
 
 

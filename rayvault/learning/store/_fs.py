@@ -134,7 +134,7 @@ def lock_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -> Iterator[None]:
+def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -> Iterator[int]:
     """Hold the inter-process lock of ``path``: ``flock`` on a ``.lock`` file beside it.
 
     A plain ``flock`` rather than the filelock package: filelock 4 measured 110-290 µs per
@@ -145,6 +145,9 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -
     for lock files left behind), so after ``flock`` succeeds the lock file must still be the one
     at the path: a process that opened a file which was unlinked before it got the lock would
     otherwise hold a lock nobody else can see, and two writers would run at once.
+
+    Yields the lock file's descriptor: a holder may note in it what it is in the middle of, so
+    the next holder can finish the work of one that was killed (see ``FileStore``).
     """
     lock_file = lock_path_for(path)
     deadline = time.monotonic() + timeout
@@ -160,7 +163,7 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
     try:
-        yield
+        yield fd
     finally:
         try:
             if remove:

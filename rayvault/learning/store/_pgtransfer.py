@@ -19,13 +19,13 @@ from psycopg import sql
 
 from rayvault.learning.exceptions import StoreError
 from rayvault.learning.store._pgschema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
+from rayvault.learning.store._snapshots import snapshot_time
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 from rayvault.learning.store.files import (
     _REPORT,
     _TOMBSTONE_ARCHIVE,
     original_tombstone_archive_day,
     parse_dated,
-    snapshot_time,
 )
 from rayvault.learning.store.transfer import (
     ERROR,

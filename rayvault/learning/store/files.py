@@ -4,6 +4,7 @@
 
     data/learning_events.json            append-only event index (every version; last wins)
     data/error_log.json                  append-only raw error log
+    data/error_log.journal               the same records as JSON lines (repair's second copy)
     data/archive/                        event indexes as they were before each compaction
     data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
     state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
@@ -27,7 +28,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,11 +64,13 @@ from rayvault.learning.store._fs import (
     atomic_write,
     create_exclusive,
     dump_json,
+    fsync_enabled,
     locked,
     parse_json,
     read_json,
 )
 from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store._snapshots import snapshot_time
 from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
@@ -101,13 +104,11 @@ MEMORY_FILE = "memory_active.json"
 TOMBSTONES_FILE = "memory_tombstones.json"
 ARCHIVE_DIR = "memory_archive"
 TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
-_SNAPSHOT = re.compile(r"memory_active-(\d{8}T\d{6}Z)(?:-[0-9a-f]+)?\.json")
 _REPORT = re.compile(r"weekly-(\d{4}-\d{2}-\d{2})(?:-(\d+))?")
 _TOMBSTONE_ARCHIVE = re.compile(r"tombstones-(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json")
-#: What the original system wrote in ``memory_archive/``: memory snapshots named by local time,
-#: and tombstone archives (a bare JSON list of tombstones) named by local day. Both are data:
+#: The original system's tombstone archives in ``memory_archive/`` (a bare JSON list of
+#: tombstones, named by local day; its memory snapshots are named in ``_snapshots``). Data:
 #: listed, pruned and moved by ``store export/import`` like ours.
-_ORIGINAL_SNAPSHOT = re.compile(r"memory_(\d{8}T\d{6})\.json")
 _ORIGINAL_TOMBSTONE_ARCHIVE = re.compile(r"tombstones_archive_(\d{8})\.json")
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
@@ -151,6 +152,7 @@ class FileStore:
         self.archive_dir = self.data_dir / "archive"
         self.events_path = self.data_dir / "learning_events.json"
         self.errors_path = self.data_dir / "error_log.json"
+        self.errors_journal = self.data_dir / "error_log.journal"
         self.reports_dir = self.data_dir / "learning_reports"
         self.agents_dir = self.root / "state" / "agents"
         self.gate_dir = self.root / "state" / "learning_gate"
@@ -211,10 +213,33 @@ class FileStore:
             if event.video_id:
                 validate_identifier(event.video_id, "video id")
             lines.append(event.model_dump_json().encode())
-        with locked(self.events_path):
+        with self._events_locked() as lock:
+            pending = [e.event_id for e in events if e.video_id] if video_files else []
+            _mark(lock, pending)
             self._events.append(lines)
-            if video_files:
+            if pending:
                 self._write_video_files(events)
+                _mark(lock, [])
+
+    @contextlib.contextmanager
+    def _events_locked(self) -> Iterator[int]:
+        """The event log's lock. A writer notes in the lock file the events whose per-video
+        files it is about to write, and clears the note once they are written: the next holder
+        finding a note finishes the work of a writer that was killed in between (a kill -9 leaves
+        no per-video file missing or stale for longer than the next write)."""
+        with locked(self.events_path) as lock:
+            if os.fstat(lock).st_size:
+                self._finish_video_files(lock)
+            yield lock
+
+    def _finish_video_files(self, lock: int) -> None:
+        note = os.pread(lock, 1 << 20, 0)
+        ids = [i for i in note.decode("ascii", "replace").split() if is_safe_identifier(i)]
+        for event_id in ids:
+            event = self.get_event(event_id)
+            if event is not None and event.video_id:
+                self._write_video_files([event])
+        _mark(lock, [])
 
     def _write_video_files(self, events: Sequence[LearningEvent]) -> None:
         for event in events:
@@ -226,13 +251,17 @@ class FileStore:
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
         self._writable()
-        with locked(self.events_path):
+        if not self.events_path.exists():  # no lock file for a call that must fail
+            raise EventNotFoundError(event_id)
+        with self._events_locked() as lock:
             current = self.get_event(event_id)
             if current is None:
                 raise EventNotFoundError(event_id)
             new = change(current)
+            _mark(lock, [new.event_id] if new.video_id else [])
             self._events.append([new.model_dump_json().encode()])
             self._write_video_files([new])
+            _mark(lock, [])
             return new
 
     def update_events(
@@ -424,7 +453,10 @@ class FileStore:
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
         tombstones_path = folder / TOMBSTONES_FILE
-        with locked(memory_path):
+        # A call that fails for an agent without state leaves nothing behind: no lock file, no
+        # empty folder (both are removed again when nothing was written).
+        new_agent = not folder.is_dir()
+        with _drop_if_empty(folder, new_agent), locked(memory_path, remove=new_agent):
             try:
                 old_bytes: bytes | None = memory_path.read_bytes()
             except FileNotFoundError:
@@ -444,29 +476,39 @@ class FileStore:
             now = utcnow()
             if state.memory_changed:
                 if old_bytes is not None and state.archive:
-                    self._snapshot(folder, memory_path, now)
+                    self._snapshot(folder, memory_path, now, state.memory)
                 state.memory.updated = now
                 atomic_write(memory_path, dump_json(state.memory.model_dump(mode="json")))
             if state.tombstones_changed:
                 state.tombstones.updated = now
                 atomic_write(tombstones_path, dump_json(state.tombstones.model_dump(mode="json")))
 
-    def _snapshot(self, folder: Path, memory_path: Path, now: datetime) -> None:
+    def _snapshot(
+        self, folder: Path, memory_path: Path, now: datetime, memory: AgentMemory
+    ) -> None:
         """Archive the current memory file before it is replaced.
 
         A hard link to the current file: the replace that follows gives ``memory_active.json`` a
         new inode, so the snapshot keeps the old bytes without copying them. ``link`` also never
-        overwrites: several changes in one second each keep their own snapshot.
+        overwrites: several changes in one second each keep their own snapshot. The name carries
+        a sequence number (kept in the memory file, ``snapshot_seq``) that orders snapshots taken
+        within one second (see ``_snapshots.ordered_snapshots``).
         """
+        from rayvault.learning.store._snapshots import next_snapshot_name
+
         archive = folder / ARCHIVE_DIR
         archive.mkdir(exist_ok=True)
-        stamp = compact_ts(now)
+        extra = memory.__pydantic_extra__
+        assert extra is not None  # records keep unknown fields
         while True:
+            name, seq = next_snapshot_name(archive, now, extra.get("snapshot_seq"))
             try:
-                os.link(memory_path, archive / f"memory_active-{stamp}-{_token()}.json")
-                return
+                os.link(memory_path, archive / name)
             except FileExistsError:
+                extra["snapshot_seq"] = seq
                 continue
+            extra["snapshot_seq"] = seq
+            return
 
     def list_agents(self) -> list[str]:
         if not self.agents_dir.is_dir():
@@ -524,15 +566,20 @@ class FileStore:
             lines.append(entry.model_dump_json().encode())
         with locked(self.errors_path):
             self._errors.append(lines)
+            append_journal(self.errors_journal, lines)
 
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
         self._writable()
+        if not self.errors_path.exists():  # no lock file for a call that must fail
+            raise ErrorEntryNotFoundError(error_id)
         with locked(self.errors_path):
             current = self.get_error(error_id)
             if current is None:
                 raise ErrorEntryNotFoundError(error_id)
             new = change(current)
-            self._errors.append([new.model_dump_json().encode()])
+            line = new.model_dump_json().encode()
+            self._errors.append([line])
+            append_journal(self.errors_journal, [line])
             return new
 
     def update_errors(
@@ -743,7 +790,7 @@ class FileStore:
         self._writable()
         path = self.events_path
         relative = self.relative(path)
-        with locked(path):
+        with self._events_locked():
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -844,22 +891,6 @@ class FileStore:
         return self._load(WeeklyReport, path, "the weekly report")
 
 
-def snapshot_time(name: str) -> datetime | None:
-    """When the memory snapshot named ``name`` was taken, in UTC: ours
-    (``memory_active-<UTC stamp>-<token>.json``) or the original system's
-    (``memory_<local %Y%m%dT%H%M%S>.json``); None for any other name."""
-    match = _SNAPSHOT.fullmatch(name)
-    if match:
-        return parse_ts(match.group(1))
-    match = _ORIGINAL_SNAPSHOT.fullmatch(name)
-    if match:
-        try:  # a naive time is the local time of the machine that wrote it
-            return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").astimezone(UTC)
-        except ValueError:
-            return None
-    return None
-
-
 class OriginalTombstoneArchive(RootModel[list[Tombstone]]):
     """The content of the original system's ``tombstones_archive_YYYYMMDD.json``: a bare list."""
 
@@ -893,6 +924,39 @@ def _rows_by_key(conn: Any, table: str, key: str, keys: Sequence[str]) -> dict[s
 
 def _token() -> str:
     return secrets.token_hex(4)
+
+
+@contextlib.contextmanager
+def _drop_if_empty(folder: Path, new: bool) -> Iterator[None]:
+    """Remove ``folder`` on the way out when it was created for this call and is still empty
+    (the lock file is removed first, see ``locked(remove=True)``)."""
+    try:
+        yield
+    finally:
+        if new:
+            with contextlib.suppress(OSError):
+                (folder / ARCHIVE_DIR).rmdir()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _mark(lock: int, event_ids: Sequence[str]) -> None:
+    """Note (or, empty, clear) in the event log's lock file the per-video files being written."""
+    if event_ids:
+        os.pwrite(lock, " ".join(event_ids).encode() + b"\n", 0)
+    os.ftruncate(lock, len(" ".join(event_ids)) + 1 if event_ids else 0)
+
+
+def append_journal(path: Path, lines: Sequence[bytes]) -> None:
+    """Append records to a JSON-lines journal (one ``write`` with ``O_APPEND``): a second copy
+    of a log that ``doctor --repair`` restores it from when the log itself is lost."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, b"\n".join(lines) + b"\n")
+        if fsync_enabled():
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def dated_name(prefix: str, day: date, n: int) -> str:

@@ -45,6 +45,7 @@ from rayvault.learning.store._fs import (
     temp_path_for,
 )
 from rayvault.learning.store._jsonlog import parse_array, scan_after
+from rayvault.learning.store._snapshots import snapshot_time
 from rayvault.learning.store.base import Store
 from rayvault.learning.store.files import (
     _REPORT,
@@ -56,7 +57,6 @@ from rayvault.learning.store.files import (
     FileStore,
     original_tombstone_archive_day,
     parse_dated,
-    snapshot_time,
     validate_record,
 )
 
@@ -306,7 +306,7 @@ class FileLayout:
 
     def skipped_files(self) -> list[str]:
         """Files under the store's folders that no kind covers (relative to the root)."""
-        covered = {self.files.events_path, self.files.errors_path}
+        covered = {self.files.events_path, self.files.errors_path, self.files.errors_journal}
         for agent_dir in self._agent_dirs():
             covered |= {agent_dir / MEMORY_FILE, agent_dir / TOMBSTONES_FILE}
             archive = agent_dir / ARCHIVE_DIR
@@ -340,7 +340,7 @@ class FileLayout:
         counts: Counter[str] = Counter()
         logs = {
             EVENT: _LogWriter(self.files.events_path),
-            ERROR: _LogWriter(self.files.errors_path),
+            ERROR: _LogWriter(self.files.errors_path, journal=self.files.errors_journal),
         }
         try:
             for item in items:
@@ -397,13 +397,16 @@ class FileLayout:
 
 class _LogWriter:
     """An append-only log written in one go, in the layout ``JsonArrayLog`` appends to:
-    ``[``, one element per line, ``]``. Built in a temp file, renamed into place at the end."""
+    ``[``, one element per line, ``]``. Built in a temp file, renamed into place at the end.
+    With ``journal``, the same elements also go to that JSON-lines copy (the error log's)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, journal: Path | None = None) -> None:
         self.path = path
         self.tmp: Path | None = None
         self.fh: Any = None
         self.count = 0
+        self.journal = journal
+        self.lines: list[bytes] = []
 
     def add(self, text: str) -> None:
         if "\n" in text:
@@ -417,6 +420,8 @@ class _LogWriter:
             self.fh.write(b",\n")
         self.fh.write(text.encode())
         self.count += 1
+        if self.journal is not None:
+            self.lines.append(text.encode())
 
     def finish(self) -> None:
         if self.fh is None or self.tmp is None:
@@ -426,6 +431,8 @@ class _LogWriter:
         self.fh = None
         os.replace(self.tmp, self.path)
         self.tmp = None
+        if self.journal is not None:
+            atomic_write(self.journal, b"".join(line + b"\n" for line in self.lines))
 
     def discard(self) -> None:
         if self.fh is not None:
