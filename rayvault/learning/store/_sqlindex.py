@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError
+from rayvault.learning.store._fs import check_inside
 from rayvault.learning.store._jsonlog import parse_array, scan_after
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 
@@ -177,6 +178,7 @@ class SqliteIndex:
             conn = self._open()
             self._local.conn = conn
             return conn
+        check_inside(self.path)  # SQLite follows links: the cache must not lead out of the root
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._open()

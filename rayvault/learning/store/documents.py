@@ -7,6 +7,7 @@ This is the only code that knows where they live; the locations come from the po
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from rayvault.learning.exceptions import (
     InvalidInputError,
     StoreError,
 )
-from rayvault.learning.store._fs import atomic_write, create_exclusive, locked
+from rayvault.learning.store._fs import (
+    atomic_write,
+    check_inside,
+    create_exclusive,
+    locked,
+    open_nofollow,
+    register_root,
+)
 from rayvault.policies import POLICIES_FILENAME, Policies
 
 NOTE_INDEX = "_index.md"
@@ -32,6 +40,7 @@ class Documents:
         self, root: Path, policies: Callable[[], Policies], *, read_only: bool = False
     ) -> None:
         self.root = root
+        register_root(root)
         self._policies = policies
         self._resolved: dict[str, Path] = {}
         self.read_only = read_only
@@ -91,7 +100,9 @@ class Documents:
             text, overflow = update(current)
             if overflow:
                 archive = folder / NOTE_INDEX_ARCHIVE
-                with archive.open("a", encoding="utf-8") as fh:
+                check_inside(archive)
+                fd = open_nofollow(archive, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                with os.fdopen(fd, "a", encoding="utf-8") as fh:
                     fh.write("".join(line + "\n" for line in overflow))
             atomic_write(path, text.encode())
         return path

@@ -61,11 +61,14 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store._fs import (
     atomic_write,
+    check_folder,
+    check_inside,
     create_exclusive,
     dump_json,
     locked,
     parse_json,
     read_json,
+    register_root,
 )
 from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
 from rayvault.learning.store._sql import (
@@ -138,6 +141,7 @@ class FileStore:
 
     def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
         self.root = Path(root).absolute()
+        register_root(self.root)
         self.is_read_only = read_only
         self.data_dir = self.root / "data"
         self.archive_dir = self.data_dir / "archive"
@@ -194,6 +198,8 @@ class FileStore:
             if event.video_id:
                 validate_identifier(event.video_id, "video id")
             lines.append(event.model_dump_json().encode())
+            if event.video_id:  # its per-video copy: refused before anything is written
+                check_inside(self.video_events_dir(event.video_id) / f"{event.event_id}.json")
         with locked(self.events_path):
             self._events.append(lines)
             if video_files:
@@ -422,6 +428,7 @@ class FileStore:
         overwrites: several changes in one second each keep their own snapshot.
         """
         archive = folder / ARCHIVE_DIR
+        check_folder(archive)
         archive.mkdir(exist_ok=True)
         stamp = compact_ts(now)
         while True:
@@ -473,6 +480,7 @@ class FileStore:
         removed = []
         for stamp, name in self.list_memory_snapshots(agent):
             if stamp < older_than:
+                check_folder(archive)  # never removes files through a link out of the root
                 with contextlib.suppress(FileNotFoundError):
                     (archive / name).unlink()
                 removed.append(name)
@@ -701,6 +709,7 @@ class FileStore:
         name = f"{path.stem}-{stamp}{path.suffix}"
         while True:
             target = self.archive_dir / name
+            check_inside(target)
             self.archive_dir.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(path, target)
