@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rayvault.cli import main as cli_run
 from rayvault.learning import (
     UnsafePathError,
     apply_to_memory,
@@ -21,7 +22,6 @@ from rayvault.learning import (
     list_events,
 )
 from rayvault.learning.errors import log_error
-from rayvault.cli import main as cli_run
 from rayvault.learning.store import FileStore
 from rayvault.learning.store._fs import locked
 from tests.conftest import event_kwargs

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from rayvault.cli._common import (
+    IdempotencyKeyOption,
     JsonOption,
     RootOption,
     StoreOption,
@@ -40,6 +41,7 @@ def log_command(
     context: Annotated[
         str | None, typer.Option("--context", help='Extra JSON object, e.g. \'{"run_id": "r1"}\'.')
     ] = None,
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -68,6 +70,7 @@ def log_command(
         exit_code=exit_code,
         context=extra,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
     emit(
         entry.to_dict(),
@@ -259,6 +262,7 @@ def promote_command(
     verification: Annotated[
         str, typer.Option("--verification", help="How the fix was verified (if it was).")
     ] = "",
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -279,6 +283,7 @@ def promote_command(
         agent=agent,
         verification=verification,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
 
     def human() -> None:

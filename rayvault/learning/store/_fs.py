@@ -110,8 +110,8 @@ def _allowed(root: str, folder: str, real: str) -> bool:
         return False
     if setting == "*":
         return True
-    for entry in setting.split(":"):
-        entry = entry.strip().strip("/")
+    for item in setting.split(":"):
+        entry = item.strip().strip("/")
         if not entry:
             continue
         linked = os.path.join(root, entry)

@@ -74,6 +74,8 @@ class EventQuery:
     date_from: datetime | None = None
     date_to: datetime | None = None
     exclude_event_id: str | None = None
+    #: The event created by the call that carried this idempotency key.
+    idempotency_key: str | None = None
     newest_first: bool = False
     limit: int | None = None
 
@@ -87,6 +89,8 @@ class ErrorQuery:
     #: True: only unresolved entries; False: only resolved ones.
     unresolved: bool | None = None
     fingerprint: str | None = None
+    #: The entry logged by the call that carried this idempotency key.
+    idempotency_key: str | None = None
     newest_first: bool = False
     limit: int | None = None
 
