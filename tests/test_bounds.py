@@ -93,6 +93,36 @@ def test_linked_skill_graph_folder_is_refused(root: Path, outside: Path) -> None
     assert files_under(outside) == []
 
 
+def test_allowed_linked_skill_graph_folder_works(
+    root: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link(root / "agents" / "skills" / "learnings", outside)
+    monkeypatch.setenv("RAYVAULT_ALLOW_SYMLINKS", "agents/skills/learnings")
+    event = create_event(**event_kwargs(video_id=None, agent=None))
+    assert event.skill_node and not event.loop_errors
+    assert (outside / "_index.md").is_file()
+
+
+def test_linked_soul_file_is_refused(root: Path, outside: Path) -> None:
+    target = outside / "SOUL.md"
+    target.write_text("# outside\n")
+    link(root / "agents" / "dzine_producer" / "SOUL.md", target)
+    store = FileStore(root)
+    with pytest.raises(UnsafePathError, match="SOUL.md"):
+        store.docs.write_soul(root / "agents" / "dzine_producer" / "SOUL.md", str.upper)
+    with pytest.raises(UnsafePathError, match="LEARNING_SOUL_PATHS"):
+        store.docs.find_soul("dzine_producer")
+    assert target.read_text() == "# outside\n"
+
+
+def test_linked_soul_folder_is_refused(root: Path, outside: Path) -> None:
+    link(root / "agents" / "dzine_producer", outside)
+    store = FileStore(root)
+    with pytest.raises(UnsafePathError, match="agents/dzine_producer"):
+        store.docs.create_soul("dzine_producer", "# new\n")
+    assert files_under(outside) == []
+
+
 def test_linked_note_index_archive_is_refused(root: Path, outside: Path) -> None:
     store = FileStore(root)
     folder = root / "agents" / "skills" / "learnings"

@@ -85,7 +85,7 @@ def _check_folder(folder: str, path: Path | str) -> None:
         return
     real = os.path.realpath(folder)
     for root in roots:
-        if _under(real, os.path.realpath(root)) or _allowed(root, folder, real):
+        if _under(real, os.path.realpath(root)) or allowed_link(root, folder, real):
             continue
         where = "it" if os.fspath(path) == folder else folder
         raise UnsafePathError(
@@ -102,7 +102,7 @@ def _check_folder(folder: str, path: Path | str) -> None:
     _checked[folder] = (st.st_dev, st.st_ino)
 
 
-def _allowed(root: str, folder: str, real: str) -> bool:
+def allowed_link(root: str, folder: str, real: str) -> bool:
     """Whether ``folder`` lies under a link ``RAYVAULT_ALLOW_SYMLINKS`` allows, and resolves
     inside that link's target."""
     setting = os.environ.get(ALLOW_SYMLINKS_ENV, "").strip()

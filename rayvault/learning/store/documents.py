@@ -18,8 +18,10 @@ from rayvault.learning.exceptions import (
     InvalidIdentifierError,
     InvalidInputError,
     StoreError,
+    UnsafePathError,
 )
 from rayvault.learning.store._fs import (
+    allowed_link,
     atomic_write,
     check_inside,
     create_exclusive,
@@ -53,9 +55,17 @@ class Documents:
         known = self._resolved.get(relative)
         if known is not None:
             return known
-        path = (self.root / relative).resolve()
+        lexical = os.path.normpath(self.root / relative)
+        path = Path(lexical).resolve()
         if not path.is_relative_to(self.root.resolve()):
-            raise ConfigError(f"{what} {relative!r} points outside the data root {self.root}")
+            if not Path(lexical).is_relative_to(self.root):
+                raise ConfigError(f"{what} {relative!r} points outside the data root {self.root}")
+            if not allowed_link(str(self.root), lexical, str(path)):
+                raise UnsafePathError(
+                    lexical,
+                    f"{what} {relative!r} leads outside the data root {self.root} through a "
+                    f"symbolic link (it resolves to {path})",
+                )
         if len(self._resolved) < 256:
             self._resolved[relative] = path
         return path
@@ -178,6 +188,8 @@ class Documents:
         nothing changed."""
         self._writable()
         with locked(path):
+            if path.is_symlink():  # its text would be read from wherever the link leads
+                raise UnsafePathError(path, "it is a symbolic link")
             try:
                 # Bytes, then decode: read_text would turn CRLF line ends into LF, and the rewrite
                 # would change every line of a file we only add a section to.
