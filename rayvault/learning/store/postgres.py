@@ -615,7 +615,7 @@ class PostgresStore:
                 hint="run `rayvault-learn store init`",
             ) from e
         except psycopg.OperationalError as e:
-            if conn is not None and (conn.broken or conn.closed):
+            if conn is not None and conn.broken:
                 raise self._lost(e) from e
             raise StoreError(
                 f"PostgreSQL store {self.target.display}: {_first_line(e)}",
