@@ -211,6 +211,10 @@ def test_allowed_linked_folder_works(
     monkeypatch.setenv("RAYVAULT_ALLOW_SYMLINKS", "artifacts/videos")
     event = create_event(**event_kwargs())
     assert (outside / "v042" / "learning" / "events" / f"{event.event_id}.json").is_file()
+    monkeypatch.delenv("RAYVAULT_ALLOW_SYMLINKS")  # the permission is read on every write
+    with pytest.raises(UnsafePathError):
+        create_event(**event_kwargs(symptom="without the permission"))
+    monkeypatch.setenv("RAYVAULT_ALLOW_SYMLINKS", "artifacts/videos")
     # Only that folder: a link elsewhere is still refused.
     link(root / "state" / "agents" / "other", outside)
     with pytest.raises(UnsafePathError):
