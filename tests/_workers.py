@@ -76,3 +76,25 @@ def promote(root: str, error_id: str, url: str | None = None) -> tuple[bool, str
     finally:
         store.close()
     return result.created, result.event.event_id
+
+
+def create_with_key(root: str, url: str | None, key: str, worker: int) -> str:
+    """Create one event with the idempotency ``key`` (all workers share it); return its id."""
+    from rayvault.learning import create_event
+    from rayvault.learning.store import FileStore, open_store
+
+    store = open_store(root, url) if url else FileStore(root)
+    try:
+        event = create_event(
+            run_id=f"w{worker}",
+            severity="FAIL",
+            component="assets",
+            symptom=f"failure seen by worker {letters(worker, 0)}",
+            video_id="v042",
+            agent="dzine_producer",
+            store=store,
+            idempotency_key=key,
+        )
+    finally:
+        store.close()
+    return event.event_id

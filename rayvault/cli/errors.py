@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from rayvault.cli._common import (
+    IdempotencyKeyOption,
     JsonOption,
     RootOption,
     StoreOption,
@@ -56,6 +57,7 @@ def log_command(
     context: Annotated[
         str | None, typer.Option("--context", help='Extra JSON object, e.g. \'{"run_id": "r1"}\'.')
     ] = None,
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -84,6 +86,7 @@ def log_command(
         exit_code=exit_code,
         context=extra,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
     emit(
         entry.to_dict(),
@@ -283,6 +286,7 @@ def promote_command(
     verification: Annotated[
         str, typer.Option("--verification", help="How the fix was verified (if it was).")
     ] = "",
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -303,6 +307,7 @@ def promote_command(
         agent=agent,
         verification=verification,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
 
     def human() -> None:

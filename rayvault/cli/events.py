@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from rayvault.cli._common import (
+    IdempotencyKeyOption,
     JsonOption,
     RootOption,
     StoreOption,
@@ -204,6 +205,7 @@ def create_command(
         str | None, typer.Option("--agent", help="Agent whose memory gets the rule now.")
     ] = None,
     run_id: Annotated[str, typer.Option("--run-id", help="Pipeline run id.")] = "",
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -226,6 +228,7 @@ def create_command(
         video_id=video,
         agent=agent,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
     if want_json(as_json):
         print_json(event.to_dict())

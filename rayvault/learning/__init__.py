@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         RuleNotFoundError,
         SoulFileNotFoundError,
         StoreError,
+        UnsafePathError,
     )
     from rayvault.learning.loop import (
         Diagnoser,
@@ -178,6 +179,7 @@ _EXPORTS: dict[str, str] = {
     "ErrorEntryNotFoundError": "exceptions",
     "SoulFileNotFoundError": "exceptions",
     "StoreError": "exceptions",
+    "UnsafePathError": "exceptions",
     "GateBlocked": "exceptions",
 }
 
@@ -224,6 +226,7 @@ __all__ = [
     "StoreError",
     "Tombstone",
     "TombstoneFile",
+    "UnsafePathError",
     "WeeklyReport",
     "apply_to_memory",
     "chain_diagnosers",

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
 from rayvault.learning._validate import cap_text, checked, keep_capped
@@ -76,8 +77,12 @@ def log_error(
     exit_code: int = 1,
     context: dict[str, Any] | None = None,
     store: Store | None = None,
+    idempotency_key: str | None = None,
 ) -> ErrorEntry:
-    """Record a stage failure in the error log; returns the entry (with its fingerprint)."""
+    """Record a stage failure in the error log; returns the entry (with its fingerprint).
+
+    With an ``idempotency_key`` already used by an entry, returns that entry as stored and logs
+    nothing (see :mod:`rayvault.learning._idempotency`)."""
     store = store or get_store()
     if video_id:
         validate_identifier(video_id, "video id")
@@ -96,10 +101,37 @@ def log_error(
                 f"context is {size} bytes as JSON, more than LEARNING_MAX_ERROR_TEXT_CHARS "
                 f"({limit}): keep large output in a file and put its path in the context"
             )
+    key = validate_key(idempotency_key)
     note_unknown_component(stage, store.policies, "log_error")
     # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
     # traceback's failure line, the fingerprint's source), and its full text as an attachment.
     text = keep_capped(store, text, limit, keep_tail=True)
+    args: dict[str, Any] = {
+        "video_id": video_id,
+        "stage": stage,
+        "text": text,
+        "exit_code": exit_code,
+        "context": context,
+    }
+    if key is None:
+        return _new_entry(store, **args, idempotency_key=None)
+    with store.exclusive(lock_name("error", key)):
+        found = store.query_errors(ErrorQuery(idempotency_key=key, limit=1))
+        if found:
+            return found[0]
+        return _new_entry(store, **args, idempotency_key=key)
+
+
+def _new_entry(
+    store: Store,
+    *,
+    video_id: str | None,
+    stage: str,
+    text: str,
+    exit_code: int,
+    context: dict[str, Any] | None,
+    idempotency_key: str | None,
+) -> ErrorEntry:
     now = utcnow()
     fp = fingerprint(fold_stage(stage, store.policies), text)
     entry = ErrorEntry(
@@ -114,6 +146,8 @@ def log_error(
         resolution=None,
         fingerprint=fp.key,
         pattern=fp.template,
+        # Stored only when given (an extra field: records without one keep their shape).
+        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
     )
     store.append_errors([entry])
     return entry
@@ -278,19 +312,26 @@ def promote_to_learning(
     agent: str | None = None,
     verification: str = "",
     store: Store | None = None,
+    idempotency_key: str | None = None,
 ) -> PromotionResult:
     """Resolve an error and create the learning event for it, in one call.
 
     The event carries ``source_error_id``; its symptom is the error's failure line and its
     component the error's stage unless given. Promoting an error again returns the event
-    created the first time (``created=False``) and creates nothing.
+    created the first time (``created=False``) and creates nothing. ``idempotency_key`` is
+    given to the event's :func:`create_event`: a call retried after a failure between the
+    event and the error's update returns that event, as does one whose key created it.
     """
     store = store or get_store()
     validate_identifier(error_id, "error id")
     resolution = _resolution(root_cause, fix, store.policies.LEARNING_MAX_TEXT_CHARS)
+    key = validate_key(idempotency_key)
     with store.exclusive(f"promote-{error_id}"):
         entry = get_error(error_id, store=store)
         existing = _promoted_event(entry, store)
+        if existing is None and key is not None:
+            found = store.query_events(EventQuery(idempotency_key=key, limit=1))
+            existing = found[0] if found else None
         created = existing is None
         if existing is None:
             existing = create_event(
@@ -305,6 +346,7 @@ def promote_to_learning(
                 agent=agent,
                 source_error_id=entry.id,
                 store=store,
+                idempotency_key=key,
             )
         if not (entry.resolved and entry.learning_event_id == existing.event_id):
             event_id = existing.event_id

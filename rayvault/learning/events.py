@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning._validate import cap_deep, checked, keep_capped
@@ -78,10 +79,13 @@ def create_event(
     agent: str | None = None,
     source_error_id: str | None = None,
     store: Store | None = None,
+    idempotency_key: str | None = None,
 ) -> LearningEvent:
     """Record a failure as a learning event and learn from it immediately (see module doc).
 
-    Returns the event as stored last (with ``rule_id``, ``skill_node``, ``status``).
+    Returns the event as stored last (with ``rule_id``, ``skill_node``, ``status``). With an
+    ``idempotency_key`` already used by an event, returns that event as stored and creates
+    nothing (see :mod:`rayvault.learning._idempotency`): a caller may retry a call that raised.
     """
     store = store or get_store()
     sev = _severity(severity)
@@ -99,10 +103,45 @@ def create_event(
         _text(fix_applied, "fix_applied"),
         _text(verification, "verification"),
     ]
+    key = validate_key(idempotency_key)
     # Everything is valid: only now may a text too long be kept as an attachment.
     cap = store.policies.LEARNING_MAX_TEXT_CHARS
     symptom = keep_capped(store, symptom, cap)
     run_id, root_cause, fix_applied, verification = (keep_capped(store, t, cap) for t in texts)
+    args: dict[str, Any] = {
+        "run_id": run_id,
+        "root_cause": root_cause,
+        "fix_applied": fix_applied,
+        "verification": verification,
+        "video_id": video_id,
+        "agent": agent,
+        "source_error_id": source_error_id,
+    }
+    if key is None:
+        return _new_event(store, sev, component, symptom, **args)
+    with store.exclusive(lock_name("event", key)):
+        found = store.query_events(EventQuery(idempotency_key=key, limit=1))
+        if found:
+            log.info("idempotency key %r: event %s already created", key, found[0].event_id)
+            return found[0]
+        return _new_event(store, sev, component, symptom, **args, idempotency_key=key)
+
+
+def _new_event(
+    store: Store,
+    sev: str,
+    component: str,
+    symptom: str,
+    *,
+    run_id: str,
+    root_cause: str,
+    fix_applied: str,
+    verification: str,
+    video_id: str | None,
+    agent: str | None,
+    source_error_id: str | None,
+    idempotency_key: str | None = None,
+) -> LearningEvent:
     policies = store.policies
     note_unknown_component(component, policies, "create_event")
     now = utcnow()
@@ -124,6 +163,8 @@ def create_event(
         fingerprint=fp.key,
         pattern=fp.template,
         resolved_at=now if verification else None,
+        # Stored only when given (an extra field: records without one keep their shape).
+        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
     )
     event.promotion_rule = rule_text(event)
     if sev == "BLOCKER" or (

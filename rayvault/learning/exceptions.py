@@ -104,6 +104,19 @@ class StoreError(LearningError):
     """The configured store cannot be opened or used."""
 
 
+class UnsafePathError(StoreError):
+    """A path under the data root leads out of it through a symbolic link: nothing is written
+    there (see ``RAYVAULT_ALLOW_SYMLINKS`` for deliberate layouts)."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        self.path = Path(path)
+        super().__init__(
+            f"refusing to write {self.path}: {detail}",
+            hint="replace the symbolic link with a real folder or file, or allow a deliberately "
+            "linked folder with RAYVAULT_ALLOW_SYMLINKS=<folder relative to the data root>",
+        )
+
+
 class GateBlocked(LearningError):
     """A stage was refused by the learning gate; ``result`` says why."""
 
@@ -122,6 +135,6 @@ class GateBlocked(LearningError):
 def describe(error: BaseException) -> dict[str, Any]:
     """A JSON-ready description of an error, as recorded on events and printed under --json."""
     info: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
-    if isinstance(error, CorruptFileError):
+    if isinstance(error, CorruptFileError | UnsafePathError):
         info["path"] = str(error.path)
     return info

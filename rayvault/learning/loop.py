@@ -49,6 +49,7 @@ shown by ``rayvault-learn events get ID``), so an operator can replay what the l
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
+from rayvault.learning._idempotency import MAX_KEY_LENGTH
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, utcnow
 from rayvault.learning._validate import checked
@@ -384,6 +386,18 @@ class _Learned:
     diagnosed: bool
 
 
+def loop_key(run: StageRun, attempt: int, what: str) -> str:
+    """The idempotency key of what the loop records for one attempt of a run (``error``,
+    ``event``): the same run id, video, stage and attempt give the same key, so a run replayed
+    with its run id after a store call that raised (and may have committed) records nothing
+    twice. A new run needs a new run id (``run_stage`` makes one unless given)."""
+    key = f"loop:{run.run_id}:{run.video_id}:{run.stage}:{attempt}:{what}"
+    if len(key) > MAX_KEY_LENGTH:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        key = f"loop:{digest}:{attempt}:{what}"
+    return key
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -545,6 +559,7 @@ class _Loop:
                 "rule_ids": [r.rule_id for r in ctx.rules],
             },
             store=self.store,
+            idempotency_key=loop_key(run, ctx.attempt, "error"),
         )
         run.error_ids.append(entry.id)
         failure = Failure(context=ctx, exception=exc, error=entry)
@@ -652,6 +667,7 @@ class _Loop:
             agent=run.agent if diagnosis else None,
             source_error_id=entry.id,
             store=store,
+            idempotency_key=loop_key(run, attempt, "event"),
         )
         link_to_event(entry.id, event.event_id, store=store)
         run.event_ids.append(event.event_id)
@@ -793,15 +809,17 @@ def run_stage(
     ``retries``: attempts after the first (0: none). ``diagnose``: the diagnoser (default
     :func:`diagnose_from_history`). ``agent``: the agent whose rules the stage gets (default: the
     stage's agent in ``LEARNING_STAGE_AGENTS``). ``run_id``: the pipeline run id recorded on errors
-    and events (default: a new one). ``on_blocked`` / ``on_failure``: ``"raise"`` (default)
-    :class:`GateBlocked` / the last exception, or ``"return"`` the :class:`StageRun`.
-    ``progress``: called with every :class:`LoopStep` as it happens. A ``stage`` no map knows
-    (``LEARNING_STAGE_AGENTS``, ``LEARNING_STAGE_ALIASES``) is refused before anything runs or
-    is written (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it.
-    ``ignore``: exception
-    types (a type or a tuple) that are not failures of the stage to learn from: like a
-    :class:`LearningError` raised inside ``fn``, they propagate at once, with nothing logged,
-    no event and no rule.
+    and events (default: a new one). What the loop records carries an idempotency key made of the
+    run id, video, stage and attempt (:func:`loop_key`): a run replayed under its run id after a
+    store call that raised returns what was recorded instead of recording it twice.
+    ``on_blocked`` / ``on_failure``: ``"raise"`` (default) :class:`GateBlocked` / the last
+    exception, or ``"return"`` the :class:`StageRun`. ``progress``: called with every
+    :class:`LoopStep` as it happens. A ``stage`` no map knows (``LEARNING_STAGE_AGENTS``,
+    ``LEARNING_STAGE_ALIASES``) is refused before anything runs or is written
+    (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it. ``ignore``:
+    exception types (a type or a tuple) that are not failures of the stage to learn from: like a
+    :class:`LearningError` raised inside ``fn``, they propagate at once, with nothing logged, no
+    event and no rule.
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """

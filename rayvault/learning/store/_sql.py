@@ -27,6 +27,7 @@ EVENT_COLUMNS = (
     "source_error_id",
     "source_note",
     "resolved",
+    "idempotency_key",
 )
 FACETS = ("severity", "status", "component", "agent")
 #: No step-name aliases (the default of :func:`event_row` and :func:`error_row`).
@@ -81,6 +82,7 @@ def event_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> 
         item.get("source_error_id") or None,
         item.get("source_note") or None,
         1 if status in RESOLVED_STATUSES else 0,
+        item.get("idempotency_key") or None,
     )
 
 
@@ -141,15 +143,11 @@ def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
         else:
             clauses.append(f"agent = {ph}")
             params.append(agent)
-    if query.fingerprint is not None:
-        clauses.append(f"fingerprint = {ph}")
-        params.append(query.fingerprint)
-    if query.source_error_id is not None:
-        clauses.append(f"source_error_id = {ph}")
-        params.append(query.source_error_id)
-    if query.source_note is not None:
-        clauses.append(f"source_note = {ph}")
-        params.append(query.source_note)
+    for column in ("fingerprint", "source_error_id", "source_note", "idempotency_key"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"{column} = {ph}")
+            params.append(value)
     if query.unresolved is not None:
         clauses.append(f"resolved = {ph}")
         params.append(0 if query.unresolved else 1)
@@ -181,6 +179,7 @@ ERROR_COLUMNS = (
     "resolved",
     "resolved_ts",
     "learning_event_id",
+    "idempotency_key",
 )
 
 
@@ -210,6 +209,7 @@ def error_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> 
         1 if item.get("resolved") else 0,
         resolved_ts,
         item.get("learning_event_id") or None,
+        item.get("idempotency_key") or None,
     )
 
 
@@ -241,6 +241,9 @@ def error_where(query: ErrorQuery, ph: str = "?") -> tuple[str, list[Any]]:
         clauses.append(f"({' OR '.join(parts)})" if parts else "0 = 1")
         for _, values in either:
             params.extend(values)
+    if query.idempotency_key is not None:
+        clauses.append(f"idempotency_key = {ph}")
+        params.append(query.idempotency_key)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     order = " ORDER BY ts DESC, seq DESC" if query.newest_first else " ORDER BY ts, seq"
     if query.limit is not None:

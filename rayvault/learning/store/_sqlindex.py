@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError
+from rayvault.learning.store._fs import check_inside
 from rayvault.learning.store._jsonlog import parse_array, scan_after
 from rayvault.learning.store._sql import (
     ERROR_COLUMNS,
@@ -111,21 +112,24 @@ CREATE TABLE sources (
 CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
     component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
-    source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
+    source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, idempotency_key TEXT,
+    data BLOB NOT NULL
 );
 CREATE INDEX events_video ON events (video_id, component);
 CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
 CREATE INDEX events_source_error ON events (source_error_id) WHERE source_error_id IS NOT NULL;
 CREATE INDEX events_source_note ON events (source_note) WHERE source_note IS NOT NULL;
+CREATE INDEX events_idempotency ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE errors (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, stage TEXT,
     video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, resolved_ts INTEGER,
-    learning_event_id TEXT, data BLOB NOT NULL
+    learning_event_id TEXT, idempotency_key TEXT, data BLOB NOT NULL
 );
 CREATE INDEX errors_stage ON errors (stage, fingerprint, resolved, learning_event_id);
 CREATE INDEX errors_fingerprint ON errors (fingerprint, resolved_ts);
 CREATE INDEX errors_video ON errors (video_id, stage);
+CREATE INDEX errors_idempotency ON errors (idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 -- Occurrences per (component or stage, fingerprint), kept current by triggers, so the gate's
 -- known-failures check reads a few aggregate rows instead of scanning a stage's history.
@@ -210,6 +214,7 @@ class SqliteIndex:
             conn = self._open()
             self._local.conn = conn
             return conn
+        check_inside(self.path)  # SQLite follows links: the cache must not lead out of the root
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._open()

@@ -74,6 +74,8 @@ class EventQuery:
     date_from: datetime | None = None
     date_to: datetime | None = None
     exclude_event_id: str | None = None
+    #: The event created by the call that carried this idempotency key.
+    idempotency_key: str | None = None
     newest_first: bool = False
     limit: int | None = None
 
@@ -91,6 +93,8 @@ class ErrorQuery:
     #: (``learning_event_id``); given both, an entry matching either.
     ids: tuple[str, ...] | None = None
     learning_event_ids: tuple[str, ...] | None = None
+    #: The entry logged by the call that carried this idempotency key.
+    idempotency_key: str | None = None
     newest_first: bool = False
     limit: int | None = None
 

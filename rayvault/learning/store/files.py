@@ -62,12 +62,15 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store._fs import (
     atomic_write,
+    check_folder,
+    check_inside,
     create_exclusive,
     dump_json,
     fsync_enabled,
     locked,
     parse_json,
     read_json,
+    register_root,
 )
 from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
 from rayvault.learning.store._snapshots import snapshot_time
@@ -147,6 +150,7 @@ class FileStore:
 
     def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
         self.root = Path(root).absolute()
+        register_root(self.root)
         self.is_read_only = read_only
         self.data_dir = self.root / "data"
         self.archive_dir = self.data_dir / "archive"
@@ -213,6 +217,8 @@ class FileStore:
             if event.video_id:
                 validate_identifier(event.video_id, "video id")
             lines.append(event.model_dump_json().encode())
+            if event.video_id:  # its per-video copy: refused before anything is written
+                check_inside(self.video_events_dir(event.video_id) / f"{event.event_id}.json")
         with self._events_locked() as lock:
             pending = [e.event_id for e in events if e.video_id] if video_files else []
             _mark(lock, pending)
@@ -497,6 +503,7 @@ class FileStore:
         from rayvault.learning.store._snapshots import next_snapshot_name
 
         archive = folder / ARCHIVE_DIR
+        check_folder(archive)
         archive.mkdir(exist_ok=True)
         extra = memory.__pydantic_extra__
         assert extra is not None  # records keep unknown fields
@@ -552,6 +559,7 @@ class FileStore:
         removed = []
         for stamp, name in self.list_memory_snapshots(agent):
             if stamp < older_than:
+                check_folder(archive)  # never removes files through a link out of the root
                 with contextlib.suppress(FileNotFoundError):
                     (archive / name).unlink()
                 removed.append(name)
@@ -835,6 +843,7 @@ class FileStore:
         name = f"{path.stem}-{stamp}{path.suffix}"
         while True:
             target = self.archive_dir / name
+            check_inside(target)
             self.archive_dir.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(path, target)

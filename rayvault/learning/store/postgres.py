@@ -260,6 +260,29 @@ class _RetryableError(StoreError):
     of it was committed, and running it again is safe."""
 
 
+class _ConnectionLost(StoreError):
+    """The connection broke under a call (the server terminated it, the network dropped it).
+    ``in_commit``: it broke while a transaction was being committed, so the write may or may
+    not have been stored."""
+
+    in_commit = False
+
+
+class _PoolLog(logging.Handler):
+    """psycopg_pool's own messages ("discarding closed connection" after the server ended a
+    pooled connection, …) go to the ``rayvault.learning`` logger at INFO: they are expected, the
+    store reconnects, and they must not be printed around the CLI's ``Error:`` line (with no
+    handler of its own, Python would print the pool's warnings to stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.info("PostgreSQL connection pool: %s", record.getMessage())
+
+
+_pool_log = logging.getLogger("psycopg.pool")
+if not any(isinstance(h, _PoolLog) for h in _pool_log.handlers):
+    _pool_log.addHandler(_PoolLog())
+
+
 def _snapshot_name(stamp: str) -> str:
     return f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
 
@@ -581,6 +604,9 @@ class PostgresStore:
                     open=False,
                     name=f"rayvault-{self.schema}",
                     timeout=POOL_TIMEOUT,
+                    # A connection the server ended while it sat in the pool is found and
+                    # replaced when it is checked out, not reported as the next call's error.
+                    check=ConnectionPool.check_connection,
                 )
                 pool.open(wait=False)
                 self._pool = pool
@@ -591,6 +617,7 @@ class PostgresStore:
     def _pooled(self) -> Iterator[Conn]:
         """A pooled connection of its own (not the thread's current transaction)."""
         pool = self._get_pool()
+        conn: Conn | None = None
         try:
             if self._phantom_schema:
                 with self._phantom_connection() as conn:
@@ -622,10 +649,61 @@ class PostgresStore:
                 hint="run `rayvault-learn store init`",
             ) from e
         except psycopg.OperationalError as e:
+            if conn is not None and conn.broken:
+                raise self._lost(e) from e
             raise StoreError(
                 f"PostgreSQL store {self.target.display}: {_first_line(e)}",
                 hint="check that the server is running and reachable",
             ) from e
+
+    def _lost(self, error: psycopg.OperationalError) -> _ConnectionLost:
+        in_commit = bool(getattr(error, "rayvault_in_commit", False))
+        lost = _ConnectionLost(
+            f"PostgreSQL store {self.target.display}: the connection was lost"
+            + (" while committing: the write may or may not have been stored" if in_commit else "")
+            + f" ({_first_line(error)})",
+            hint="retry with the same idempotency key (--idempotency-key): a write that was "
+            "stored is then returned, not made twice"
+            if in_commit
+            else "check that the server is running and reachable",
+        )
+        lost.in_commit = in_commit
+        return lost
+
+    def _reconnecting(
+        self, call: Callable[[], None], *, stored: Callable[[], bool] | None = None
+    ) -> None:
+        """Run a write ``call`` again, once, on a new connection when its connection was lost
+        and that is safe: it broke before a commit was under way (nothing of it was stored), or
+        ``stored()`` (asked on a new connection) says the write did not reach the database. A
+        write that did is not made twice. Never inside a transaction block (the block's
+        connection is gone: the block fails), never for other errors (constraints, bad data)."""
+        try:
+            call()
+        except _ConnectionLost as e:
+            if getattr(self._local, "conn", None) is not None:
+                raise
+            if stored is not None:
+                if stored():
+                    log.info("PostgreSQL store: connection lost (%s); the write was stored", e)
+                    return
+            elif e.in_commit:
+                raise
+            log.info("PostgreSQL store: connection lost (%s); retried on a new connection", e)
+            call()
+
+    def _version_stored(self, statement: str, params: tuple[Any, ...]) -> bool:
+        """Whether the record version of an upsert's ``params`` (key, JSON text, …) is in its
+        versions table: after a connection lost during the upsert, it tells whether it was
+        committed."""
+        errors = statement is ERROR_UPSERT
+        versions, key = ("error_versions", "id") if errors else ("event_versions", "event_id")
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM {versions} WHERE {key} = %s AND data::text = %s LIMIT 1",
+                params[:2],
+            ).fetchone()
+        return row is not None
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Conn]:
@@ -646,8 +724,16 @@ class PostgresStore:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Conn]:
         """A transaction (a savepoint when the thread is already in one)."""
-        with self._connection() as conn, conn.transaction():
-            yield conn
+        with self._connection() as conn:
+            committing = False
+            try:
+                with conn.transaction():
+                    yield conn
+                    committing = True
+            except psycopg.OperationalError as e:
+                # Lost during COMMIT: the server may have stored it (see ``_lost``).
+                e.rayvault_in_commit = committing  # type: ignore[attr-defined]
+                raise
 
     def lock_tables(self, conn: Conn, tables: str, mode: str) -> None:
         """``LOCK TABLE tables IN mode MODE`` in the caller's transaction, for maintenance that
@@ -676,15 +762,23 @@ class PostgresStore:
             with conn.cursor() as cur:
                 cur.executemany(statement, params)
 
-        self._retrying(write)
+        # Upserts, in one transaction: all of them were committed or none.
+        self._retrying(write, stored=lambda: self._version_stored(statement, params[0]))
 
-    def _retrying(self, write: Callable[[Conn], None]) -> None:
+    def _retrying(
+        self, write: Callable[[Conn], None], *, stored: Callable[[], bool] | None = None
+    ) -> None:
         """Run a multi-statement write in a transaction, again if PostgreSQL picked it as the
-        victim of a deadlock (nothing of it was committed)."""
+        victim of a deadlock (nothing of it was committed), or once on a new connection when its
+        connection was lost (see ``_reconnecting``)."""
+
+        def run() -> None:
+            with self._transaction() as conn:
+                write(conn)
+
         for attempt in range(5):
             try:
-                with self._transaction() as conn:
-                    write(conn)
+                self._reconnecting(run, stored=stored)
                 return
             except _RetryableError:
                 if attempt == 4 or getattr(self._local, "conn", None) is not None:
@@ -873,10 +967,19 @@ class PostgresStore:
                 validate_identifier(event.video_id, "video id")
             params.append(self._event_params(event))
         if len(params) == 1:
-            with self._connection() as conn:
-                conn.execute(EVENT_UPSERT, params[0])
+            self._execute_upsert(EVENT_UPSERT, params[0])
         elif params:
             self._executemany(EVENT_UPSERT, params)
+
+    def _execute_upsert(self, statement: str, params: tuple[Any, ...]) -> None:
+        """One record version, in a statement of its own (autocommit); if the connection was
+        lost, again on a new one unless the version was committed after all."""
+
+        def run() -> None:
+            with self._connection() as conn:
+                conn.execute(statement, params)
+
+        self._reconnecting(run, stored=lambda: self._version_stored(statement, params))
 
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
@@ -1159,8 +1262,7 @@ class PostgresStore:
             validate_identifier(entry.id, "error id")
             params.append(self._error_params(entry))
         if len(params) == 1:
-            with self._connection() as conn:
-                conn.execute(ERROR_UPSERT, params[0])
+            self._execute_upsert(ERROR_UPSERT, params[0])
         elif params:
             self._executemany(ERROR_UPSERT, params)
 
