@@ -8,7 +8,9 @@ graph live). A project overrides them, in this order of precedence:
    switches);
 2. a ``policies.py`` at the data root, holding plain ``NAME = <literal>`` assignments. It is read
    with :mod:`ast`, never executed, so a data root cannot run code in the pipeline;
-3. the defaults below.
+3. the defaults below, as this module holds them when policies are resolved: a program (or a
+   test) that assigns ``rayvault.policies.LEARNING_GATE_ENABLED = False`` at run time, as the
+   original system's users did, changes the default from then on.
 
 :func:`load_policies` resolves them once into a frozen :class:`Policies`; the learning gate
 compares these *effective* values between runs, so it can say which constant changed.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import operator
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,6 +86,23 @@ LEARNING_SKILL_GRAPH_DIR = "agents/skills/learnings"
 LEARNING_SKILL_INDEX_MAX_ENTRIES = 50
 #: Character budget of the rules block rendered into an agent's prompt.
 LEARNING_RULES_RENDER_BUDGET = 4000
+#: Gate check → level: ``deny`` (blocks, exit 2) or ``warn`` (reported, exit 0). A value may be a
+#: map of gate stage → level (``"*"``: the other stages). ``check_known_failures`` at ``deny``
+#: denies only a recurring FAIL/BLOCKER failure with no active rule learned from it; its other
+#: recurring failures are warnings. An override names only the checks it changes.
+LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = MappingProxyType(
+    {
+        "check_diff_policies": "deny",
+        "check_diff_soul": "deny",
+        "check_regressions": "deny",
+        "check_known_failures": "deny",
+    }
+)
+#: Longest text (characters) kept in one field of an event, a rule, a resolution or a tombstone;
+#: longer text is cut with a visible marker, so no record's size grows every later write's cost.
+LEARNING_MAX_TEXT_CHARS = 4000
+#: Longest error text kept in an error-log entry; a longer one keeps its start and its end.
+LEARNING_MAX_ERROR_TEXT_CHARS = 20_000
 
 POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_GATE_ENABLED",
@@ -98,6 +118,9 @@ POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_SKILL_GRAPH_DIR",
     "LEARNING_SKILL_INDEX_MAX_ENTRIES",
     "LEARNING_RULES_RENDER_BUDGET",
+    "LEARNING_GATE_LEVELS",
+    "LEARNING_MAX_TEXT_CHARS",
+    "LEARNING_MAX_ERROR_TEXT_CHARS",
 )
 POLICIES_FILENAME = "policies.py"
 ENV_PREFIX = "RAYVAULT_"
@@ -115,6 +138,8 @@ _MINIMUMS = {
     "LEARNING_KNOWN_FAILURE_THRESHOLD": 1,
     "LEARNING_SKILL_INDEX_MAX_ENTRIES": 1,
     "LEARNING_RULES_RENDER_BUDGET": 80,
+    "LEARNING_MAX_TEXT_CHARS": 200,
+    "LEARNING_MAX_ERROR_TEXT_CHARS": 200,
 }
 
 
@@ -141,6 +166,11 @@ class Policies:
     LEARNING_SKILL_GRAPH_DIR: str = LEARNING_SKILL_GRAPH_DIR
     LEARNING_SKILL_INDEX_MAX_ENTRIES: int = LEARNING_SKILL_INDEX_MAX_ENTRIES
     LEARNING_RULES_RENDER_BUDGET: int = LEARNING_RULES_RENDER_BUDGET
+    LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = field(
+        default_factory=lambda: LEARNING_GATE_LEVELS
+    )
+    LEARNING_MAX_TEXT_CHARS: int = LEARNING_MAX_TEXT_CHARS
+    LEARNING_MAX_ERROR_TEXT_CHARS: int = LEARNING_MAX_ERROR_TEXT_CHARS
     #: Which constants were overridden, and where (``policies.py`` or ``env RAYVAULT_NAME``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: The policies file that was read, and the SHA-256 of its bytes (None when there is none).
@@ -162,6 +192,8 @@ def _plain(value: Any) -> Any:
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
     """Check an override against the type of its default; return it in the default's shape."""
+    if name == "LEARNING_GATE_LEVELS":
+        return _gate_levels(_maybe_json(value), origin)
     default = getattr(Policies(), name)
     problem: str | None = None
     if isinstance(default, bool):
@@ -208,6 +240,32 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
     raise PolicyError(f"{name} from {origin} is {value!r}: {problem}")
 
 
+GATE_LEVELS = ("deny", "warn")
+
+
+def _gate_levels(value: Any, origin: str) -> Mapping[str, Any]:
+    """``{check: level | {stage: level}}`` merged over the defaults (check names may drop their
+    ``check_`` prefix; levels are ``deny`` or ``warn``)."""
+    where = f"LEARNING_GATE_LEVELS from {origin}"
+    if not isinstance(value, dict):
+        raise PolicyError(f"{where} is {value!r}: expected a mapping of gate check to level")
+    levels: dict[str, Any] = dict(LEARNING_GATE_LEVELS)
+    for key, level in value.items():
+        check = key if str(key).startswith("check_") else f"check_{key}"
+        if check not in LEARNING_GATE_LEVELS:
+            raise PolicyError(
+                f"{where}: unknown gate check {key!r} (known: {', '.join(LEARNING_GATE_LEVELS)})"
+            )
+        by_stage = level if isinstance(level, dict) else {"*": level}
+        for stage, one in by_stage.items():
+            if not isinstance(stage, str) or not stage or one not in GATE_LEVELS:
+                raise PolicyError(
+                    f"{where}: {key} → {stage!r}: {one!r} is not a level (deny or warn)"
+                )
+        levels[check] = level if isinstance(level, str) else MappingProxyType(dict(level))
+    return MappingProxyType(levels)
+
+
 def _maybe_json(value: Any) -> Any:
     if isinstance(value, str) and value.strip()[:1] in "[{":
         import json
@@ -252,14 +310,39 @@ def read_policies_file(path: Path) -> tuple[dict[str, Any], str]:
     return found, digest
 
 
-_cache: dict[tuple[Any, ...], Policies] = {}
+def _frozen(value: Any) -> Any:
+    """A hashable image of a constant's value for the cache key. A dict, list or set assigned
+    at run time may be changed in place, so its content counts; other maps stand for themselves
+    by identity (a hit is confirmed by identity, see ``load_policies``)."""
+    if isinstance(value, dict):
+        return (dict, tuple((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | set):
+        return (type(value), tuple(_frozen(v) for v in value))
+    if isinstance(value, Mapping):
+        return (id, id(value))
+    return value
+
+
+def _module_defaults() -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+    """The defaults as this module holds them now, in ``POLICY_NAMES`` order (read by name: a
+    constant added to the list needs nothing here), and their cache key (None while none was
+    reassigned: the usual case costs one identity test per constant)."""
+    namespace = globals()
+    values = tuple(namespace[name] for name in POLICY_NAMES)
+    if all(map(operator.is_, values, _ORIGINAL_DEFAULTS)):
+        return values, None
+    return values, tuple(map(_frozen, values))
+
+
+#: Resolved policies by key, with the module's default values they were resolved from.
+_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], Policies]] = {}
 
 
 def load_policies(root: Path | str | None = None) -> Policies:
     """Resolve the effective policies for the data root ``root`` (default: the current directory).
 
-    Cached on the policies file's size and mtime and on the ``RAYVAULT_LEARNING_*`` environment,
-    so calling it on every operation costs a ``stat``.
+    Cached on the policies file's size and mtime, on the ``RAYVAULT_LEARNING_*`` environment and
+    on the values of this module's constants, so calling it on every operation costs a ``stat``.
     """
     base = str(root) if root is not None else os.getcwd()
     path = os.path.join(base, POLICIES_FILENAME)
@@ -270,14 +353,23 @@ def load_policies(root: Path | str | None = None) -> Policies:
         file_key = ()
     get = os.environ.get
     env = tuple((var, get(var)) for var in _ENV_VARS)
-    key = (base, file_key, env)
-    cached = _cache.get(key)
-    if cached is not None:
-        return cached
+    defaults, defaults_key = _module_defaults()
+    key = (base, file_key, env, defaults_key)
+    try:
+        cached, cacheable = _cache.get(key), True
+    except TypeError:  # an unhashable value assigned to a constant: resolved without the cache
+        cached, cacheable = None, False
+    # Maps enter the key by identity: a hit counts only if they are the very same objects.
+    if cached is not None and all(a is b for a, b in zip(cached[0], defaults, strict=True)):
+        return cached[1]
 
     overrides: dict[str, Any] = {}
     sources: dict[str, str] = {}
     digest: str | None = None
+    for name, value, original in zip(POLICY_NAMES, defaults, _ORIGINAL_DEFAULTS, strict=True):
+        if value is not original and value != original:
+            overrides[name] = _coerce(name, value, f"rayvault.policies.{name}")
+            sources[name] = "rayvault.policies"
     if file_key:
         from_file, digest = read_policies_file(Path(path))
         for name, value in from_file.items():
@@ -294,8 +386,13 @@ def load_policies(root: Path | str | None = None) -> Policies:
     )
     if len(_cache) > 64:
         _cache.clear()
-    _cache[key] = policies
+    if cacheable:
+        _cache[key] = (defaults, policies)
     return policies
+
+
+#: The defaults as this module defined them (a run-time assignment is told apart from them).
+_ORIGINAL_DEFAULTS: tuple[Any, ...] = tuple(globals()[name] for name in POLICY_NAMES)
 
 
 def reset_policies_cache() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rayvault.learning._time import parse_ts
 from rayvault.learning.store import FileStore, Store
-from rayvault.learning.store.files import _REPORT, _SNAPSHOT, _TOMBSTONE_ARCHIVE, parse_dated
+from rayvault.learning.store._snapshots import snapshot_time
+from rayvault.learning.store.files import _REPORT, _TOMBSTONE_ARCHIVE, parse_dated
 from rayvault.learning.store.transfer import (
     GATE_STATE,
     MEMORY,
@@ -93,9 +93,9 @@ def _pg(store: Store) -> Any:
 def _extra(kind: str, key: tuple[str, ...]) -> tuple[Any, ...]:
     """The columns a table keeps besides the key: the time or day and number in the name."""
     if kind == SNAPSHOT:
-        match = _SNAPSHOT.fullmatch(key[1])
-        assert match, key
-        return (parse_ts(match.group(1)),)
+        taken = snapshot_time(key[1])
+        assert taken, key
+        return (taken,)
     if kind == TOMBSTONE_ARCHIVE:
         dated = parse_dated(_TOMBSTONE_ARCHIVE, key[1])
         assert dated, key

@@ -147,3 +147,25 @@ def append_many(path: str, worker: int, count: int) -> int:
         with locked(log.path):
             log.append([orjson.dumps(record)])
     return count
+
+
+def create_with_key(root: str, url: str | None, key: str, worker: int) -> str:
+    """Create one event with the idempotency ``key`` (all workers share it); return its id."""
+    from rayvault.learning import create_event
+    from rayvault.learning.store import FileStore, open_store
+
+    store = open_store(root, url) if url else FileStore(root)
+    try:
+        event = create_event(
+            run_id=f"w{worker}",
+            severity="FAIL",
+            component="assets",
+            symptom=f"failure seen by worker {letters(worker, 0)}",
+            video_id="v042",
+            agent="dzine_producer",
+            store=store,
+            idempotency_key=key,
+        )
+    finally:
+        store.close()
+    return event.event_id

@@ -143,20 +143,26 @@ def test_unreadable_and_orphan_per_video_files(root: Path, healthy: dict[str, st
 
 
 @FILE_LAYOUT("a memory file that does not parse (a table holds only JSON)")
-def test_corrupt_memory_is_reported_never_touched(root: Path, healthy: dict[str, str]) -> None:
+def test_corrupt_memory_is_restored_from_its_snapshot(root: Path, healthy: dict[str, str]) -> None:
     memory = root / "state/agents/dzine_producer/memory_active.json"
-    create_event(**event_kwargs(symptom="Second failure"))  # type: ignore[arg-type]
+    second = create_event(**event_kwargs(symptom="Second failure"))  # type: ignore[arg-type]
     memory.write_text('{"rules": [')
-    report = check_root(repair=True)
-    [finding] = report.findings
+    [finding] = check_root().findings
     assert finding.code == "memory-corrupt" and finding.level == "error"
     assert finding.path == "state/agents/dzine_producer/memory_active.json"
-    assert not finding.repairable and not finding.repaired
-    assert "left unchanged; the newest snapshot is state/agents/dzine_producer/memory_archive/" in (
+    assert finding.repairable and not finding.repaired
+    assert "; the newest valid snapshot is state/agents/dzine_producer/memory_archive/" in (
         finding.message
     )
     assert memory.read_text() == '{"rules": ['
-    assert not report.clean
+    report = check_root(repair=True)
+    [finding] = report.findings
+    assert finding.repaired and report.clean
+    assert "1 later events' rules applied again" in (finding.action or "")
+    rules = load_active_memory("dzine_producer").rules
+    assert {r.source_event_id for r in rules} == {healthy["first"], second.event_id}
+    [kept] = (root / "state/doctor-archive").rglob("memory_active.json")
+    assert kept.read_text() == '{"rules": ['
 
 
 def test_memory_of_the_wrong_shape_is_reported_never_touched(
@@ -165,14 +171,15 @@ def test_memory_of_the_wrong_shape_is_reported_never_touched(
     create_event(**event_kwargs(symptom="Second failure"))  # type: ignore[arg-type]
     store = get_store()
     _raw.put(store, MEMORY, ("dzine_producer",), '{"rules": [{"rule_id": 1}]}')
-    report = check_root(repair=True)
+    report = check_root()
     [finding] = report.findings
     assert finding.code == "memory-corrupt" and finding.level == "error"
     assert finding.path == finding_path(store, MEMORY, "dzine_producer")
     assert finding.path == store.memory_location("dzine_producer")
-    assert not finding.repairable and not finding.repaired
+    # The file store restores it from the snapshot with --repair (see above).
+    assert finding.repairable == isinstance(store, FileStore) and not finding.repaired
     [(_, snapshot)] = store.list_memory_snapshots("dzine_producer")
-    assert "; the newest snapshot is " in finding.message
+    assert " snapshot is " in finding.message
     assert finding.message.endswith(f"/{snapshot}")
     assert _raw.get(store, MEMORY, "dzine_producer") == '{"rules": [{"rule_id": 1}]}'
     assert not report.clean
@@ -204,9 +211,8 @@ def test_documents_that_do_not_fit_are_reported_never_touched(
     [
         ("state/agents/publisher/memory_tombstones.json", "[]", "tombstones-corrupt"),
         ("state/agents/publisher/memory_active.json", '{"rules": [{"rule_id": 1}]}', "memory-corrupt"),
-        ("state/learning_gate/v042.json", '{"runs": []}', "gate-state-corrupt"),
+        ("state/learning_gate/v042.json", '{"runs": {}}', "gate-state-corrupt"),
         ("data/learning_reports/weekly-2026-02-16.json", "{", "report-corrupt"),
-        ("data/error_log.json", '[{"id": "e-1"} {"id": ', "log-corrupt"),
     ],
 )  # fmt: skip
 def test_state_files_that_do_not_parse_or_fit_are_reported(

@@ -174,11 +174,20 @@ def test_blocker_and_repeated_fail_get_a_soul_suggestion(clock: Clock) -> None:
     assert warn.soul_update is None
 
 
-@pytest.mark.parametrize("severity", ["CRITICAL", "", "fatal", None, 3])
-def test_invalid_severity_is_refused_and_nothing_written(root: Path, severity: object) -> None:
-    with pytest.raises(
-        InvalidInputError, match="severity must be one of INFO, WARN, FAIL, BLOCKER"
-    ):
+@pytest.mark.parametrize(
+    ("severity", "message"),
+    [
+        ("CRITICAL", "severity must be one of INFO, WARN, FAIL, BLOCKER"),
+        ("", "severity must be one of INFO, WARN, FAIL, BLOCKER"),
+        ("fatal", "severity must be one of INFO, WARN, FAIL, BLOCKER"),
+        (None, "severity must be text, got NoneType"),
+        (3, "severity must be text, got int"),
+    ],
+)
+def test_invalid_severity_is_refused_and_nothing_written(
+    root: Path, severity: object, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
         create_event(**event_kwargs(severity=severity))  # type: ignore[arg-type]
     assert not (root / "data").exists()
     assert list_events() == []

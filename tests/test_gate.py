@@ -73,7 +73,13 @@ def test_first_run_records_baselines_and_passes(root: Path, souls: Path, clock: 
     assert soul["path"] == str(souls / "dzine_producer/SOUL.md")
     assert len(soul["sha256"]) == 64
     assert state["runs"] == [
-        {"at": "2026-02-19T12:00:00.000000Z", "stage": "assets", "blocked": False, "failed": []}
+        {
+            "at": "2026-02-19T12:00:00.000000Z",
+            "stage": "assets",
+            "blocked": False,
+            "failed": [],
+            "warned": [],
+        }
     ]
 
 
@@ -153,6 +159,8 @@ def test_soul_in_team_layout_and_missing_or_removed_soul(root: Path, souls: Path
 
 
 def test_unmapped_stage_is_reported(root: Path) -> None:
+    """A stage the alias map names but no agent runs is known: reported as unmapped."""
+    (root / "policies.py").write_text('LEARNING_STAGE_ALIASES = {"thumbs": "thumbnails"}\n')
     result = learning_gate("v1", "thumbnails")
     soul = check(result, "check_diff_soul")
     assert soul.passed is True
@@ -219,8 +227,10 @@ def test_known_failures_across_videos(root: Path, monkeypatch: pytest.MonkeyPatc
     known = check(result, "check_known_failures")
     assert known.passed is False
     assert known.reason == (
-        "1 known failure pattern(s): 'Timeout after <dur> on <id>' seen 3× (3 unresolved)"
+        "1 recurring failure(s) with no answer: 'Timeout after <dur> on <id>' seen 3× "
+        "(3 unresolved; FAIL/BLOCKER occurrences and no active rule learned from it)"
     )
+    assert (known.level, known.outcome) == ("deny", "deny")
     assert known.details["patterns"][0]["occurrences"] == 3
     assert learning_gate("v9", "assets").blocked is False  # other stages are not held
     for entry in [*errors, third]:

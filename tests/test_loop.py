@@ -500,6 +500,7 @@ def test_latest_resolution_is_an_indexed_lookup(store: Store, clock: Clock) -> N
 
 def test_unmapped_stage_runs_without_an_agent(root: Path) -> None:
     """A stage with no agent gets no rules; a diagnosed failure is recorded on its event only."""
+    (root / "policies.py").write_text('LEARNING_STAGE_ALIASES = {"quality-check": "qa"}\n')
     attempts: list[StageContext] = []
 
     def qa(ctx: StageContext) -> str:

@@ -104,3 +104,56 @@ def test_numbers_and_ids_never_change_the_key(seconds: float, asin: str, code: i
 def test_fingerprint_is_total_and_stable(text: str) -> None:
     """Any text fingerprints without error, and the same text always gives the same key."""
     assert fingerprint("assets", text) == fingerprint("assets", text)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("E404", "ERR_429"), ("429", "500"), ("s2", "s3"), ("E404", "E405"), ("B0ABC", "B0XYZ")],
+)
+def test_single_token_symptoms_keep_their_identity(a: str, b: str) -> None:
+    """A symptom masking would turn wholly into placeholders keeps its literal token: two such
+    symptoms are two failures, and the template shows the token, not ``<id>``."""
+    fa, fb = fingerprint("assets", a), fingerprint("assets", b)
+    assert fa.key != fb.key
+    assert (fa.template, fb.template) == (a, b)
+
+
+def test_single_token_of_a_traceback_keeps_its_identity() -> None:
+    """The failure line of a traceback is what counts, also when it is a lone token."""
+    tb = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\n    g()\nE404'
+    assert fingerprint("assets", tb).key == fingerprint("assets", "E404").key
+    assert fingerprint("assets", tb).key != fingerprint("assets", "E405").key
+
+
+_TOKEN = st.from_regex(r"[A-Za-z]{0,4}_?[0-9]{1,5}|[0-9]{1,6}|s[0-9]{1,3}", fullmatch=True)
+#: Error codes such as E404 or ERR_429 (no hex letters: those mask as <hex>).
+_CODE = st.from_regex(r"[G-Zg-z]{1,4}_?[0-9]{1,5}", fullmatch=True)
+
+
+@given(a=_TOKEN, b=_TOKEN, pad=st.sampled_from(["", " ", "  ", "\n", "\t"]))
+def test_lone_tokens_differ_exactly_when_their_text_does(a: str, b: str, pad: str) -> None:
+    """Property: lone tokens get the same key iff they are the same token (case-folded), and
+    surrounding whitespace never changes a key."""
+    fa = fingerprint("tts", f"{pad}{a}{pad}")
+    assert fa == fingerprint("tts", a)
+    assert (fa.key == fingerprint("tts", b).key) == (a.lower() == b.lower())
+
+
+@given(
+    token=_CODE,
+    other=_CODE,
+    words=st.sampled_from(["Upload failed with", "Timeout on", "Voice rejected:"]),
+)
+def test_a_token_inside_words_is_still_masked(token: str, other: str, words: str) -> None:
+    """Property: the literal is kept only when nothing else is left: next to constant words a
+    token is a variable part, as before."""
+    assert fingerprint("tts", f"{words} {token}").key == fingerprint("tts", f"{words} {other}").key
+
+
+@given(st.text(max_size=60))
+def test_keys_have_one_shape(text: str) -> None:
+    """Property: every key is the stage, a colon and 16 hex digits; every template is short."""
+    fp = fingerprint("research", text)
+    stage, digest = fp.key.split(":")
+    assert stage == "research" and len(digest) == 16 and int(digest, 16) >= 0
+    assert len(fp.template) <= 240

@@ -80,7 +80,7 @@ def test_an_old_schema_is_upgraded_and_source_notes_filled_in(
     """m006 adds the source_note column and fills it from the events already stored: the
     migration's idempotency lookup finds the notes migrated before the upgrade."""
     store = old_schema(root, pg_schemas.new_url())
-    columns = [c for c in EVENT_COLUMNS if c != "source_note"]
+    columns = [c for c in EVENT_COLUMNS if c not in ("source_note", "idempotency_key")]
     for event_id, note in (("le-a", "agents/skills/learnings/a.md"), ("le-b", ""), ("le-c", None)):
         event = LearningEvent(
             event_id=event_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,90 @@ def test_values_are_plain_for_comparison(root: Path) -> None:
     ]
     assert values["LEARNING_STAGE_AGENTS"]["research"] == "researcher"
     assert list(values) == list(policy_module.POLICY_NAMES)
+
+
+def test_module_assignment_changes_the_default(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``rayvault.policies.LEARNING_GATE_ENABLED = False`` at run time (as the original's users
+    and tests did) disables the gate through the spec path and the CLI; undoing it enables it
+    again: the cache notices both."""
+    import tools.learning_gate
+    from rayvault.cli import main
+
+    assert tools.learning_gate.learning_gate("v1", "assets").enabled
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(policy_module, "LEARNING_GATE_ENABLED", False)
+        result = tools.learning_gate.learning_gate("v1", "assets")
+        assert not result.enabled and not result.blocked
+        assert "LEARNING_GATE_ENABLED = False (rayvault.policies)" in result.reason
+        assert load_policies(root).sources == {"LEARNING_GATE_ENABLED": "rayvault.policies"}
+        capsys.readouterr()
+        assert main(["gate", "v1", "assets"]) == 0
+        assert "disabled" in capsys.readouterr().out
+    assert tools.learning_gate.learning_gate("v1", "assets").enabled
+    assert (root / "state/learning_gate/v1.json").is_file()
+    assert load_policies(root).sources == {}
+
+
+def test_module_assignment_yields_to_the_file_and_environment(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module assignment is a default: policies.py and RAYVAULT_* still override it."""
+    monkeypatch.setattr(policy_module, "LEARNING_MAX_ACTIVE_RULES_PER_AGENT", 7)
+    assert load_policies(root).LEARNING_MAX_ACTIVE_RULES_PER_AGENT == 7
+    (root / "policies.py").write_text("LEARNING_MAX_ACTIVE_RULES_PER_AGENT = 9\n")
+    assert load_policies(root).LEARNING_MAX_ACTIVE_RULES_PER_AGENT == 9
+    monkeypatch.setenv("RAYVAULT_LEARNING_MAX_ACTIVE_RULES_PER_AGENT", "11")
+    assert load_policies(root).LEARNING_MAX_ACTIVE_RULES_PER_AGENT == 11
+
+
+def test_a_map_assigned_and_changed_in_place_is_seen(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain dict assigned to a constant, then changed in place, is read as it is now; the
+    effective map stays read-only."""
+    aliases = dict(policy_module.LEARNING_STAGE_ALIASES)
+    monkeypatch.setattr(policy_module, "LEARNING_STAGE_ALIASES", aliases)
+    assert "scrape" not in load_policies(root).LEARNING_STAGE_ALIASES
+    aliases["scrape"] = "research"
+    effective = load_policies(root).LEARNING_STAGE_ALIASES
+    assert effective["scrape"] == "research"
+    with pytest.raises(TypeError):
+        effective["x"] = "y"  # type: ignore[index]
+
+
+def test_a_bad_module_assignment_is_named(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value of the wrong type assigned on the module is refused, naming the constant."""
+    monkeypatch.setattr(policy_module, "LEARNING_TOMBSTONE_GRACE_DAYS", "soon")
+    with pytest.raises(PolicyError, match=r"rayvault\.policies\.LEARNING_TOMBSTONE_GRACE_DAYS"):
+        load_policies(root)
+    with pytest.raises(ConfigError, match="LEARNING_TOMBSTONE_GRACE_DAYS"):
+        create_event(**event_kwargs(), store=FileStore(root))  # type: ignore[arg-type]
+
+
+def _another_value(value: object) -> object:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value + "-other"
+    if isinstance(value, tuple):
+        return value[:-1] if len(value) > 1 else (*value, *value)
+    if isinstance(value, Mapping):
+        return dict(list(value.items())[:-1])
+    raise AssertionError(f"no test value for {value!r}")
+
+
+@pytest.mark.parametrize("name", policy_module.POLICY_NAMES)
+def test_every_constant_is_read_from_the_module(
+    root: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Every constant of POLICY_NAMES is taken from the module when policies are resolved (a
+    constant added to the list needs nothing more)."""
+    value = _another_value(getattr(policy_module, name))
+    monkeypatch.setattr(policy_module, name, value)
+    effective = load_policies(root)
+    assert effective.values()[name] == policy_module._plain(value)
+    assert effective.sources == {name: "rayvault.policies"}

@@ -52,6 +52,7 @@ def store_files(root: Path) -> dict[str, bytes]:
             rel = path.relative_to(root).as_posix()
             if path.is_file() and not rel.startswith("state/cache/") and ".lock" not in path.name:
                 found[rel] = path.read_bytes()
+    found.pop("data/error_log.journal", None)  # repair's second copy, rebuilt on import
     return found
 
 

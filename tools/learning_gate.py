@@ -7,9 +7,23 @@ Run as a script, it is ``rayvault-learn gate``: ``python3 tools/learning_gate.py
 if __name__ == "__main__":
     import _bootstrap  # noqa: F401
 
-from rayvault.learning.gate import acknowledge, learning_gate
+from rayvault.learning.gate import (
+    acknowledge,
+    check_diff_policies,
+    check_diff_soul,
+    check_known_failures,
+    check_regressions,
+    learning_gate,
+)
 
-__all__ = ["acknowledge", "learning_gate"]
+__all__ = [
+    "acknowledge",
+    "check_diff_policies",
+    "check_diff_soul",
+    "check_known_failures",
+    "check_regressions",
+    "learning_gate",
+]
 
 if __name__ == "__main__":
     from rayvault.cli import run_group

@@ -36,6 +36,14 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+IdempotencyKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="Your key for this call: repeating it (e.g. a retry after an error) returns the "
+        "record the first call created and creates nothing.",
+    ),
+]
 
 
 @dataclass

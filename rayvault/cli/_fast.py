@@ -45,10 +45,16 @@ def _parse(args: list[str]) -> dict[str, Any] | None:
     return options
 
 
+_TAGS = {"pass": "PASS", "warn": "WARN", "deny": "FAIL"}
+
+
 def format_result(result: Any) -> str:
-    """``BLOCKED: …`` or ``PASSED: …``, then one ``[PASS]``/``[FAIL]`` line per check."""
+    """``BLOCKED: …`` or ``PASSED: …``, then one ``[PASS]``/``[WARN]``/``[FAIL]`` line per
+    check; under a denying check, the commands that clear it."""
     lines = [f"{'BLOCKED' if result.blocked else 'PASSED'}: {result.reason}"]
-    lines += [f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.reason}" for c in result.checks]
+    for c in result.checks:
+        lines.append(f"  [{_TAGS.get(c.outcome, 'FAIL')}] {c.name}: {c.reason}")
+        lines += [f"      to clear: {command}" for command in c.clear]
     return "\n".join(lines) + "\n"
 
 
@@ -67,6 +73,12 @@ def run_gate_fast(args: list[str]) -> int | None:
     except LearningError as e:
         hint = f"  hint: {e.hint}\n" if e.hint else ""
         sys.stderr.write(f"Error: {e}\n{hint}")
+        return 1
+    except OSError as e:
+        # A data root that cannot be used as one (a file where a folder must be, no permission):
+        # one line naming the path, never a traceback.
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"Error: {e.strerror or e}{where}\n")
         return 1
     if options["--json"]:
         import orjson

@@ -34,8 +34,10 @@ def doctor_command(
         bool,
         typer.Option(
             "--repair",
-            help="Fix what is safe to fix (files: torn tails, per-video files, the derived "
-            "index, temp and lock files left behind, whatever is replaced archived first; "
+            help="Fix what is safe to fix (files: damaged logs salvaged and completed from "
+            "their copies, a corrupt memory restored from its newest snapshot, torn tails, "
+            "per-video files, the derived index, unfinished events, temp and lock files left "
+            "behind, whatever is replaced archived first; "
             "PostgreSQL: pending migrations, tables and failure counts that disagree with the "
             "versions).",
         ),

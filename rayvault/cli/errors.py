@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from rayvault.cli._common import (
+    IdempotencyKeyOption,
     JsonOption,
     RootOption,
     StoreOption,
@@ -31,6 +32,22 @@ RootCauseOption = Annotated[str, typer.Option("--root-cause", help="Why it faile
 FixOption = Annotated[str, typer.Option("--fix", help="What fixed it.")]
 
 
+def _read_stdin() -> str:
+    """Standard input as text. Bytes that are not UTF-8 are refused, like a lone surrogate in an
+    argument (what Python makes of such bytes in argv): nothing is stored that differs from
+    what the step printed. The terminal's locale plays no part."""
+    from rayvault.learning.exceptions import InvalidInputError
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"stdin is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
+            hint="convert it first, e.g. `iconv -f latin1 -t utf-8` or `iconv -c -t utf-8`",
+        ) from None
+
+
 @app.command("log")
 def log_command(
     stage: Annotated[str, typer.Argument(help="Stage or pipeline step that failed.")],
@@ -40,6 +57,7 @@ def log_command(
     context: Annotated[
         str | None, typer.Option("--context", help='Extra JSON object, e.g. \'{"run_id": "r1"}\'.')
     ] = None,
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -54,7 +72,7 @@ def log_command(
     from rayvault.learning.errors import log_error
     from rayvault.learning.exceptions import InvalidInputError
 
-    text = sys.stdin.read() if error == "-" else error
+    text = _read_stdin() if error == "-" else error
     extra = None
     if context:
         try:
@@ -68,6 +86,7 @@ def log_command(
         exit_code=exit_code,
         context=extra,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
     emit(
         entry.to_dict(),
@@ -163,8 +182,16 @@ def resolve_command(
     """
     from rayvault.learning.errors import resolve_error
 
-    entry = resolve_error(error_id, root_cause, fix, store=open_cli_store(root, store_url))
-    emit(entry.to_dict(), as_json, lambda: console().print(f"{entry.id} resolved"))
+    store = open_cli_store(root, store_url)
+    entry = resolve_error(error_id, root_cause, fix, store=store)
+    event_id = entry.learning_event_id
+
+    def human() -> None:
+        console().print(f"{entry.id} resolved")
+        if event_id and store.event_statuses([event_id]).get(event_id) in ("verified", "archived"):
+            console().print(f"  its learning event {event_id} is resolved too")
+
+    emit(entry.to_dict(), as_json, human)
 
 
 @app.command("patterns")
@@ -259,6 +286,7 @@ def promote_command(
     verification: Annotated[
         str, typer.Option("--verification", help="How the fix was verified (if it was).")
     ] = "",
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -279,6 +307,7 @@ def promote_command(
         agent=agent,
         verification=verification,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
 
     def human() -> None:

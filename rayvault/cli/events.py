@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from rayvault.cli._common import (
+    IdempotencyKeyOption,
     JsonOption,
     RootOption,
     StoreOption,
@@ -204,6 +205,7 @@ def create_command(
         str | None, typer.Option("--agent", help="Agent whose memory gets the rule now.")
     ] = None,
     run_id: Annotated[str, typer.Option("--run-id", help="Pipeline run id.")] = "",
+    idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
@@ -226,6 +228,7 @@ def create_command(
         video_id=video,
         agent=agent,
         store=open_cli_store(root, store_url),
+        idempotency_key=idempotency_key,
     )
     if want_json(as_json):
         print_json(event.to_dict())
@@ -246,24 +249,114 @@ def create_command(
 
 @app.command("resolve")
 def resolve_command(
-    event_id: Annotated[str, typer.Argument(help="The event id.")],
-    verification: Annotated[str, typer.Option("--verification", help="How the fix was verified.")],
+    event_ids: Annotated[
+        list[str] | None, typer.Argument(help="Event ids (or select them with the filters).")
+    ] = None,
+    verification: Annotated[
+        str | None,
+        typer.Option("--verification", help="How the fixes were verified (needed to write)."),
+    ] = None,
+    pattern: Annotated[
+        str | None, typer.Option("--pattern", help="Only events with this fingerprint.")
+    ] = None,
+    component: ComponentOption = None,
+    video: VideoOption = None,
+    severity: SeverityOption = None,
+    before: Annotated[
+        str | None,
+        typer.Option("--before", help="Only events older than this date or timestamp (UTC)."),
+    ] = None,
+    migrated: Annotated[
+        bool, typer.Option("--migrated", help="Only events brought in by `migrate`.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Write: resolve the events the filters select.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what would be resolved.")
+    ] = False,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Mark an event's fix as verified, so it no longer holds the gate.
+    """Mark events' fixes as verified, so they no longer hold the gate; their error-log entries
+    are resolved with them. Events given by id are resolved at once; events selected by filters
+    are only listed (a dry run) until you add --yes.
 
     Example: rayvault-learn events resolve le-… --verification "re-ran, 5/5 images correct"
-    """
-    from rayvault.learning.events import resolve_event
 
-    event = resolve_event(event_id, verification, store=open_cli_store(root, store_url))
-    emit(
-        event.to_dict(),
-        as_json,
-        lambda: console().print(f"{event.event_id} is now {event.status}"),
+    Example: rayvault-learn events resolve --migrated --before 2026-01-01 --yes
+    --verification "old notes, fixed long ago"
+    """
+    from rayvault.learning.resolution import resolve_events
+
+    filtered = any(v is not None for v in (pattern, component, video, severity, before))
+    apply = not dry_run and (yes or not (filtered or migrated))
+    result = resolve_events(
+        event_ids or [],
+        verification=verification,
+        pattern=pattern,
+        component=component,
+        video_id=video,
+        severity=severity,
+        before=before,
+        migrated=True if migrated else None,
+        apply=apply,
+        store=open_cli_store(root, store_url),
     )
+    emit(result.to_dict(), as_json, lambda: _print_resolution(result))
+
+
+#: Events listed by a human-readable `events resolve`; --json lists them all.
+_RESOLVE_SHOWN = 20
+
+
+def _print_resolution(result: Any) -> None:
+    out = console()
+    n, m = len(result.events), len(result.errors)
+    for event_id in result.already_resolved:
+        out.print(f"{event_id} was resolved already: left as it is")
+    if not n:
+        if not result.already_resolved:
+            out.print("No unresolved learning events match: nothing to resolve.")
+        return
+    if result.applied and n == 1 and "event_ids" in result.selection:
+        event = result.events[0]
+        out.print(f"{event.event_id} is now {event.status}")
+    else:
+        verb = "Resolved" if result.applied else "Would resolve"
+        out.print(
+            f"{verb} [bold]{n:,}[/] learning event{'s' if n != 1 else ''} "
+            f"and {m:,} linked error-log entr{'ies' if m != 1 else 'y'}"
+            + (f", verification: {escape(result.verification)}" if result.verification else "")
+        )
+        wide = is_wide()
+        table = new_table()
+        table.add_column("Event", no_wrap=True)
+        if wide:
+            table.add_column("When", no_wrap=True)
+        table.add_column("Sev", no_wrap=True)
+        table.add_column("Component", no_wrap=True)
+        if wide:
+            table.add_column("Video", no_wrap=True)
+        table.add_column("Symptom", ratio=1)
+        for e in result.events[:_RESOLVE_SHOWN]:
+            cells = [e.event_id]
+            if wide:
+                cells.append(when(e.timestamp))
+            cells += [severity_text(e.severity), escape(e.component)]
+            if wide:
+                cells.append(e.video_id or "-")
+            cells.append(escape(short(e.symptom, 80)))
+            table.add_row(*cells)
+        out.print(table)
+        if n > _RESOLVE_SHOWN:
+            out.print(f"… and {n - _RESOLVE_SHOWN:,} more (--json lists them all)")
+    if m and (result.applied and n == 1 and "event_ids" in result.selection):
+        out.print(f"  {m} linked error-log entr{'ies' if m != 1 else 'y'} resolved with it")
+    if not result.applied:
+        need = "" if result.verification else ' --verification "how the fixes were checked"'
+        out.print(f"Dry run: nothing written. Run again with --yes{need} to resolve them.")
 
 
 @app.command("update")

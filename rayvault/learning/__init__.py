@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         RuleNotFoundError,
         SoulFileNotFoundError,
         StoreError,
+        UnsafePathError,
     )
     from rayvault.learning.loop import (
         Diagnoser,
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
         get_weekly_summary,
         query_events,
     )
+    from rayvault.learning.resolution import BulkResolution, resolve_events
     from rayvault.learning.revisit import revisit
     from rayvault.learning.skill_graph import record_learning
     from rayvault.learning.soul import promote_rule
@@ -99,6 +101,8 @@ _EXPORTS: dict[str, str] = {
     "list_events": "events",
     "update_event": "events",
     "resolve_event": "events",
+    "resolve_events": "resolution",
+    "BulkResolution": "resolution",
     "event_stats": "events",
     "record_learning": "skill_graph",
     # agent memory
@@ -175,12 +179,14 @@ _EXPORTS: dict[str, str] = {
     "ErrorEntryNotFoundError": "exceptions",
     "SoulFileNotFoundError": "exceptions",
     "StoreError": "exceptions",
+    "UnsafePathError": "exceptions",
     "GateBlocked": "exceptions",
 }
 
 __all__ = [
     "AgentMemory",
     "AgentSweep",
+    "BulkResolution",
     "CompactResult",
     "ConfigError",
     "CorruptFileError",
@@ -220,6 +226,7 @@ __all__ = [
     "StoreError",
     "Tombstone",
     "TombstoneFile",
+    "UnsafePathError",
     "WeeklyReport",
     "apply_to_memory",
     "chain_diagnosers",
@@ -249,6 +256,7 @@ __all__ = [
     "render_rules",
     "reset_store",
     "resolve_event",
+    "resolve_events",
     "revisit",
     "run_stage",
     "tombstone_rule",

@@ -11,6 +11,7 @@ import secrets
 from datetime import datetime
 
 from rayvault.learning._time import compact_ts
+from rayvault.learning._validate import shown
 from rayvault.learning.exceptions import InvalidIdentifierError
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -33,7 +34,7 @@ def validate_identifier(value: object, kind: str) -> str:
         assert isinstance(value, str)
         return value
     raise InvalidIdentifierError(
-        f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-', "
+        f"invalid {kind} {shown(value)}: use letters, digits, '.', '_' and '-', "
         f"starting with a letter or digit, without '..', at most {MAX_IDENTIFIER_LENGTH} characters"
     )
 

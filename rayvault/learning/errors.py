@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 
+from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
+from rayvault.learning._validate import cap_text, checked, keep_capped
 from rayvault.learning.events import create_event, get_event
 from rayvault.learning.exceptions import (
     ErrorEntryNotFoundError,
@@ -34,13 +36,10 @@ from rayvault.learning.models import (
     Record,
 )
 from rayvault.learning.patterns import failure_text, fingerprint
-from rayvault.learning.stages import fold_stage, stage_names
+from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
 
-#: Longest error text kept in an entry (a traceback can be huge); the fingerprint still uses
-#: the failure line, which tracebacks end with.
-MAX_ERROR_TEXT = 20_000
 #: Longest symptom an error becomes when promoted to an event.
 MAX_SYMPTOM = 300
 
@@ -57,19 +56,19 @@ class PromotionResult(Record):
 def _error_text(error: object) -> str:
     if isinstance(error, BaseException):
         text = "".join(traceback.format_exception(error)).strip()
+        # Text the library derives itself (a file name read with surrogateescape, say) is made
+        # storable; text the caller gives is refused instead (see _validate).
+        text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
     elif isinstance(error, str):
         text = error.strip()
     else:
         raise InvalidInputError(f"error must be text or an exception, got {type(error).__name__}")
     if not text:
         raise InvalidInputError("error text must not be empty")
-    if len(text) > MAX_ERROR_TEXT:
-        # Keep the head and the tail: the tail holds a traceback's failure line.
-        half = MAX_ERROR_TEXT // 2
-        text = f"{text[:half]}\n…\n{text[-half:]}"
     return text
 
 
+@checked
 def log_error(
     video_id: str | None,
     stage: str,
@@ -78,20 +77,61 @@ def log_error(
     exit_code: int = 1,
     context: dict[str, Any] | None = None,
     store: Store | None = None,
+    idempotency_key: str | None = None,
 ) -> ErrorEntry:
-    """Record a stage failure in the error log; returns the entry (with its fingerprint)."""
+    """Record a stage failure in the error log; returns the entry (with its fingerprint).
+
+    With an ``idempotency_key`` already used by an entry, returns that entry as stored and logs
+    nothing (see :mod:`rayvault.learning._idempotency`)."""
     store = store or get_store()
     if video_id:
         validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
+    limit = store.policies.LEARNING_MAX_ERROR_TEXT_CHARS
     text = _error_text(error)
     if context is not None:
         if not isinstance(context, dict):
             raise InvalidInputError("context must be a mapping")
         try:
-            orjson.dumps(context)
+            size = len(orjson.dumps(context))
         except TypeError as e:
             raise InvalidInputError(f"context must be JSON-serialisable: {e}") from e
+        if size > limit:
+            raise InvalidInputError(
+                f"context is {size} bytes as JSON, more than LEARNING_MAX_ERROR_TEXT_CHARS "
+                f"({limit}): keep large output in a file and put its path in the context"
+            )
+    key = validate_key(idempotency_key)
+    note_unknown_component(stage, store.policies, "log_error")
+    # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
+    # traceback's failure line, the fingerprint's source), and its full text as an attachment.
+    text = keep_capped(store, text, limit, keep_tail=True)
+    args: dict[str, Any] = {
+        "video_id": video_id,
+        "stage": stage,
+        "text": text,
+        "exit_code": exit_code,
+        "context": context,
+    }
+    if key is None:
+        return _new_entry(store, **args, idempotency_key=None)
+    with store.exclusive(lock_name("error", key)):
+        found = store.query_errors(ErrorQuery(idempotency_key=key, limit=1))
+        if found:
+            return found[0]
+        return _new_entry(store, **args, idempotency_key=key)
+
+
+def _new_entry(
+    store: Store,
+    *,
+    video_id: str | None,
+    stage: str,
+    text: str,
+    exit_code: int,
+    context: dict[str, Any] | None,
+    idempotency_key: str | None,
+) -> ErrorEntry:
     now = utcnow()
     fp = fingerprint(fold_stage(stage, store.policies), text)
     entry = ErrorEntry(
@@ -106,6 +146,8 @@ def log_error(
         resolution=None,
         fingerprint=fp.key,
         pattern=fp.template,
+        # Stored only when given (an extra field: records without one keep their shape).
+        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
     )
     store.append_errors([entry])
     return entry
@@ -118,6 +160,7 @@ def error_symptom(entry: ErrorEntry) -> str:
     return lines[0].strip()[:MAX_SYMPTOM]
 
 
+@checked
 def link_to_event(error_id: str, event_id: str, *, store: Store | None = None) -> ErrorEntry:
     """Record that ``event_id`` is the learning event of an error, without resolving it.
 
@@ -131,6 +174,7 @@ def link_to_event(error_id: str, event_id: str, *, store: Store | None = None) -
     )
 
 
+@checked
 def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
     """The latest version of an error-log entry; :class:`ErrorEntryNotFoundError` if none."""
     entry = (store or get_store()).get_error(error_id)
@@ -139,24 +183,55 @@ def get_error(error_id: str, *, store: Store | None = None) -> ErrorEntry:
     return entry
 
 
-def _resolution(root_cause: str, fix: str) -> ErrorResolution:
+def _resolution(root_cause: str, fix: str, limit: int) -> ErrorResolution:
     if not isinstance(root_cause, str) or not isinstance(fix, str):
         raise InvalidInputError("root cause and fix must be text")
     if not root_cause.strip() and not fix.strip():
         raise InvalidInputError("a resolution needs a root cause or a fix")
-    return ErrorResolution(resolved_at=utcnow(), root_cause=root_cause.strip(), fix=fix.strip())
-
-
-def resolve_error(
-    error_id: str, root_cause: str, fix: str, *, store: Store | None = None
-) -> ErrorEntry:
-    """Mark an error resolved with its root cause and fix (appended as a new version)."""
-    resolution = _resolution(root_cause, fix)
-    return (store or get_store()).update_error(
-        error_id, lambda e: e.model_copy(update={"resolved": True, "resolution": resolution})
+    return ErrorResolution(
+        resolved_at=utcnow(),
+        root_cause=cap_text(root_cause.strip(), limit),
+        fix=cap_text(fix.strip(), limit),
     )
 
 
+@checked
+def resolve_error(
+    error_id: str,
+    root_cause: str,
+    fix: str,
+    *,
+    cascade: bool = True,
+    store: Store | None = None,
+) -> ErrorEntry:
+    """Mark an error resolved with its root cause and fix (appended as a new version).
+
+    When the error has a learning event (it was promoted, or the loop linked it) that is still
+    unresolved, the event is verified too, saying which error resolution verified it, with its
+    other error-log entries (``cascade=False``: the error alone, for a caller that verifies the
+    event itself).
+    """
+    store = store or get_store()
+    resolution = _resolution(root_cause, fix, store.policies.LEARNING_MAX_TEXT_CHARS)
+    entry = store.update_error(
+        error_id, lambda e: e.model_copy(update={"resolved": True, "resolution": resolution})
+    )
+    if cascade:
+        event = _promoted_event(entry, store)
+        if event is not None and not event.resolved:
+            from rayvault.learning.resolution import resolve_events
+
+            how = resolution.fix or resolution.root_cause
+            resolve_events(
+                [event.event_id],
+                verification=f"error {entry.id} resolved: {how}",
+                apply=True,
+                store=store,
+            )
+    return entry
+
+
+@checked
 def list_errors(
     *,
     stage: str | None = None,
@@ -180,6 +255,7 @@ def list_errors(
     )
 
 
+@checked
 def get_unresolved(
     stage: str | None = None, video_id: str | None = None, *, store: Store | None = None
 ) -> list[ErrorEntry]:
@@ -187,6 +263,7 @@ def get_unresolved(
     return list_errors(stage=stage, video_id=video_id, unresolved=True, store=store)
 
 
+@checked
 def get_patterns(min_count: int = 2, *, store: Store | None = None) -> list[ErrorPattern]:
     """Error-log entries grouped by fingerprint, with at least ``min_count`` occurrences."""
     if min_count < 1:
@@ -194,28 +271,37 @@ def get_patterns(min_count: int = 2, *, store: Store | None = None) -> list[Erro
     return (store or get_store()).error_patterns(min_count)
 
 
+@checked
 def get_lessons(*, store: Store | None = None) -> list[Lesson]:
     """The latest resolution of every failure pattern: what was learned, newest first."""
     store = store or get_store()
     counts = {p.fingerprint: p.count for p in store.error_patterns(1)}
     lessons = []
     for entry in store.latest_resolutions():
-        assert entry.resolution is not None and entry.fingerprint is not None
+        if entry.resolution is None:
+            continue  # ``resolved`` without a resolution: nothing was learned
+        if entry.fingerprint is None:
+            # The original system stored no fingerprint: key it as the store's index does.
+            fp = fingerprint(fold_stage(entry.stage, store.policies), entry.error)
+            key, pattern = fp.key, entry.pattern or fp.template
+        else:
+            key, pattern = entry.fingerprint, entry.pattern or entry.error[:200]
         lessons.append(
             Lesson(
-                fingerprint=entry.fingerprint,
-                pattern=entry.pattern or entry.error[:200],
+                fingerprint=key,
+                pattern=pattern,
                 stage=entry.stage,
                 root_cause=entry.resolution.root_cause,
                 fix=entry.resolution.fix,
                 resolved_at=entry.resolution.resolved_at,
                 error_id=entry.id,
-                occurrences=counts.get(entry.fingerprint, 1),
+                occurrences=counts.get(key, 1),
             )
         )
     return lessons
 
 
+@checked
 def promote_to_learning(
     error_id: str,
     *,
@@ -226,19 +312,26 @@ def promote_to_learning(
     agent: str | None = None,
     verification: str = "",
     store: Store | None = None,
+    idempotency_key: str | None = None,
 ) -> PromotionResult:
     """Resolve an error and create the learning event for it, in one call.
 
     The event carries ``source_error_id``; its symptom is the error's failure line and its
     component the error's stage unless given. Promoting an error again returns the event
-    created the first time (``created=False``) and creates nothing.
+    created the first time (``created=False``) and creates nothing. ``idempotency_key`` is
+    given to the event's :func:`create_event`: a call retried after a failure between the
+    event and the error's update returns that event, as does one whose key created it.
     """
     store = store or get_store()
     validate_identifier(error_id, "error id")
-    resolution = _resolution(root_cause, fix)
+    resolution = _resolution(root_cause, fix, store.policies.LEARNING_MAX_TEXT_CHARS)
+    key = validate_key(idempotency_key)
     with store.exclusive(f"promote-{error_id}"):
         entry = get_error(error_id, store=store)
         existing = _promoted_event(entry, store)
+        if existing is None and key is not None:
+            found = store.query_events(EventQuery(idempotency_key=key, limit=1))
+            existing = found[0] if found else None
         created = existing is None
         if existing is None:
             existing = create_event(
@@ -253,6 +346,7 @@ def promote_to_learning(
                 agent=agent,
                 source_error_id=entry.id,
                 store=store,
+                idempotency_key=key,
             )
         if not (entry.resolved and entry.learning_event_id == existing.event_id):
             event_id = existing.event_id

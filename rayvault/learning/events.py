@@ -13,6 +13,10 @@ FAIL whose fingerprint was seen before, also gets a suggested SOUL addition (``s
 
 Status: an event created with verification text is ``verified`` at once; one without stays
 unresolved (``open``, then ``applied`` once its rule is in memory) until someone verifies the fix.
+
+A writer killed between steps 1 and 3 leaves the event ``open`` with an agent, no ``rule_id`` and
+no ``loop_errors``, though its rule may already be in memory. The next touch of the event
+(``get_event``, ``update_event``, ``doctor --repair``) completes it (:func:`complete_event`).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._validate import cap_deep, checked, keep_capped
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
 from rayvault.learning.memory import apply_event, rule_text
 from rayvault.learning.models import (
@@ -35,7 +42,7 @@ from rayvault.learning.models import (
 from rayvault.learning.patterns import fingerprint
 from rayvault.learning.skill_graph import record_learning
 from rayvault.learning.soul import suggest_soul_update
-from rayvault.learning.stages import fold_stage, stage_names
+from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 
 log = logging.getLogger("rayvault.learning")
@@ -58,6 +65,7 @@ def _text(value: object, name: str, *, required: bool = False) -> str:
     return value.strip()
 
 
+@checked
 def create_event(
     *,
     run_id: str,
@@ -71,10 +79,13 @@ def create_event(
     agent: str | None = None,
     source_error_id: str | None = None,
     store: Store | None = None,
+    idempotency_key: str | None = None,
 ) -> LearningEvent:
     """Record a failure as a learning event and learn from it immediately (see module doc).
 
-    Returns the event as stored last (with ``rule_id``, ``skill_node``, ``status``).
+    Returns the event as stored last (with ``rule_id``, ``skill_node``, ``status``). With an
+    ``idempotency_key`` already used by an event, returns that event as stored and creates
+    nothing (see :mod:`rayvault.learning._idempotency`): a caller may retry a call that raised.
     """
     store = store or get_store()
     sev = _severity(severity)
@@ -86,19 +97,64 @@ def create_event(
         validate_identifier(agent, "agent")
     if source_error_id:
         validate_identifier(source_error_id, "error id")
-    verification = _text(verification, "verification")
+    texts = [
+        _text(run_id, "run_id"),
+        _text(root_cause, "root_cause"),
+        _text(fix_applied, "fix_applied"),
+        _text(verification, "verification"),
+    ]
+    key = validate_key(idempotency_key)
+    # Everything is valid: only now may a text too long be kept as an attachment.
+    cap = store.policies.LEARNING_MAX_TEXT_CHARS
+    symptom = keep_capped(store, symptom, cap)
+    run_id, root_cause, fix_applied, verification = (keep_capped(store, t, cap) for t in texts)
+    args: dict[str, Any] = {
+        "run_id": run_id,
+        "root_cause": root_cause,
+        "fix_applied": fix_applied,
+        "verification": verification,
+        "video_id": video_id,
+        "agent": agent,
+        "source_error_id": source_error_id,
+    }
+    if key is None:
+        return _new_event(store, sev, component, symptom, **args)
+    with store.exclusive(lock_name("event", key)):
+        found = store.query_events(EventQuery(idempotency_key=key, limit=1))
+        if found:
+            log.info("idempotency key %r: event %s already created", key, found[0].event_id)
+            return found[0]
+        return _new_event(store, sev, component, symptom, **args, idempotency_key=key)
+
+
+def _new_event(
+    store: Store,
+    sev: str,
+    component: str,
+    symptom: str,
+    *,
+    run_id: str,
+    root_cause: str,
+    fix_applied: str,
+    verification: str,
+    video_id: str | None,
+    agent: str | None,
+    source_error_id: str | None,
+    idempotency_key: str | None = None,
+) -> LearningEvent:
     policies = store.policies
+    note_unknown_component(component, policies, "create_event")
     now = utcnow()
     fp = fingerprint(fold_stage(component, policies), symptom)
     event = LearningEvent(
         event_id=new_event_id(now),
-        run_id=_text(run_id, "run_id"),
+        run_id=run_id,
         timestamp=now,
         severity=sev,
         component=component,
         symptom=symptom,
-        root_cause=_text(root_cause, "root_cause"),
-        fix_applied=_text(fix_applied, "fix_applied"),
+        root_cause=root_cause,
+        fix_applied=fix_applied,
         verification=verification,
         status="verified" if verification else "open",
         video_id=video_id or None,
@@ -107,6 +163,8 @@ def create_event(
         fingerprint=fp.key,
         pattern=fp.template,
         resolved_at=now if verification else None,
+        # Stored only when given (an extra field: records without one keep their shape).
+        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
     )
     event.promotion_rule = rule_text(event)
     if sev == "BLOCKER" or (
@@ -114,9 +172,9 @@ def create_event(
     ):
         event.soul_update = suggest_soul_update(event, event.promotion_rule)
 
-    # (a) From here on the event is safe. Its per-video copy is written with the version below,
-    # which always follows (it records the node, the rule or the failures of steps b and c).
-    store.append_events([event], video_files=False)
+    # (a) From here on the event is safe, in the log and in its per-video copy (a second copy
+    # that ``doctor --repair`` restores the log from; rewritten with the version below).
+    store.append_events([event])
 
     changes: dict[str, Any] = {}
     loop_errors: list[dict[str, Any]] = []
@@ -144,11 +202,82 @@ def create_event(
     return final
 
 
+#: An event whose loop is incomplete this long after it was created has lost its writer (a
+#: ``create_event`` takes milliseconds; a writer may wait up to a minute for a lock).
+INCOMPLETE_GRACE = timedelta(minutes=5)
+
+
+def loop_incomplete(event: LearningEvent) -> bool:
+    """True when ``create_event`` did not finish this event: it names an agent, its rule is not
+    recorded, and no step failed."""
+    return (
+        event.status == "open"
+        and bool(event.agent)
+        and not event.rule_id
+        and not event.loop_errors
+        and event.updated is None
+    )
+
+
+def rule_in_memory(event: LearningEvent, store: Store) -> str | None:
+    """The id of the agent's rule that came from (or was last applied by) ``event``."""
+    assert event.agent
+    for rule in store.load_memory(event.agent).rules:
+        if event.event_id in (rule.source_event_id, rule.last_event_id):
+            return rule.rule_id
+    return None
+
+
+def complete_event(
+    event: LearningEvent, *, store: Store, force: bool = False
+) -> LearningEvent | None:
+    """Finish the loop of an event ``create_event`` left incomplete (see the module doc): record
+    the rule already in memory, or, once the event is older than ``INCOMPLETE_GRACE`` (or with
+    ``force``), apply it. None when there is nothing to do (yet)."""
+    if not loop_incomplete(event):
+        return None
+    assert event.agent
+    rule_id = rule_in_memory(event, store)
+    how = "its rule was in memory"
+    if rule_id is None:
+        if not force and utcnow() - event.timestamp < INCOMPLETE_GRACE:
+            return None  # perhaps its writer is still at work
+        rule_id = apply_event(event, event.agent, store=store).rule.rule_id
+        how = "its rule applied now"
+
+    def change(current: LearningEvent) -> LearningEvent:
+        if not loop_incomplete(current):
+            return current  # completed meanwhile
+        steps = [
+            *current.loop_steps,
+            {
+                "step": "complete",
+                "detail": f"completed after its writer stopped: {how}",
+                "at": format_ts(utcnow()),
+            },
+        ]
+        return current.model_copy(
+            update={
+                "rule_id": rule_id,
+                "status": "applied",
+                "loop_steps": steps,
+                "updated": utcnow(),
+            }
+        )
+
+    log.info("event %s: %s (its writer stopped before recording it)", event.event_id, how)
+    return store.update_event(event.event_id, change)
+
+
+@checked
 def get_event(event_id: str, *, store: Store | None = None) -> LearningEvent:
     """The latest version of an event; :class:`EventNotFoundError` when there is none."""
-    event = (store or get_store()).get_event(event_id)
+    store = store or get_store()
+    event = store.get_event(event_id)
     if event is None:
         raise EventNotFoundError(event_id)
+    if loop_incomplete(event) and not getattr(store, "is_read_only", False):
+        return complete_event(event, store=store) or event
     return event
 
 
@@ -183,6 +312,7 @@ def build_query(
     )
 
 
+@checked
 def list_events(
     *,
     video_id: str | None = None,
@@ -209,6 +339,7 @@ def list_events(
     return store.query_events(query)
 
 
+@checked
 def update_event(
     event_id: str,
     *,
@@ -225,13 +356,17 @@ def update_event(
     :mod:`rayvault.learning.loop`).
     """
     store = store or get_store()
+    cap = store.policies.LEARNING_MAX_TEXT_CHARS
+    current = store.get_event(event_id)
+    if current is not None and loop_incomplete(current):
+        complete_event(current, store=store)
     changes: dict[str, Any] = {}
     if loop_steps is not None:
         if isinstance(loop_steps, str | bytes) or not all(
             isinstance(step, Mapping) for step in loop_steps
         ):
             raise InvalidInputError("loop_steps must be a list of mappings")
-        changes["loop_steps"] = [dict(step) for step in loop_steps]
+        changes["loop_steps"] = [cap_deep(dict(step), cap) for step in loop_steps]
     if status is not None:
         changes["status"] = _choice(status, STATUSES, "status")[0]  # type: ignore[index]
     for name, value in (
@@ -245,6 +380,11 @@ def update_event(
         raise InvalidInputError(
             "nothing to update: give a status, verification, root cause, fix or loop steps"
         )
+    long_texts = [n for n, v in changes.items() if isinstance(v, str) and len(v) > cap]
+    if long_texts:
+        get_event(event_id, store=store)  # an unknown id keeps no attachment behind
+        for name in long_texts:
+            changes[name] = keep_capped(store, changes[name], cap)
 
     def change(current: LearningEvent) -> LearningEvent:
         now = utcnow()
@@ -259,16 +399,41 @@ def update_event(
     return store.update_event(event_id, change)
 
 
+@checked
 def resolve_event(event_id: str, verification: str, *, store: Store | None = None) -> LearningEvent:
-    """Mark an event's fix as verified (``status: verified``), saying how it was checked."""
+    """Mark an event's fix as verified (``status: verified``), saying how it was checked; its
+    unresolved error-log entries are resolved with it (many at once:
+    :func:`rayvault.learning.resolution.resolve_events`)."""
+    from rayvault.learning.resolution import resolve_linked_errors
+
+    store = store or get_store()
     text = _text(verification, "verification", required=True)
+    # The errors first: should the event's write fail, resolving it again finishes the job.
+    resolve_linked_errors([get_event(event_id, store=store)], text, store=store)
     return update_event(event_id, status="verified", verification=text, store=store)
 
 
-def event_stats(*, store: Store | None = None, **filters: Any) -> dict[str, Any]:
-    """Totals of the events by severity, status, component and agent, and how many are open."""
+@checked
+def event_stats(
+    *,
+    video_id: str | None = None,
+    component: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    agent: str | None = None,
+    store: Store | None = None,
+) -> dict[str, Any]:
+    """Totals of the events by severity, status, component and agent, and how many are open;
+    the filters are those of :func:`list_events`."""
     store = store or get_store()
-    query = build_query(store, **filters)
+    query = build_query(
+        store,
+        video_id=video_id,
+        component=component,
+        severity=severity,
+        status=status,
+        agent=agent,
+    )
     facets = store.event_facets(query)
     total = sum(facets["severity"].values())
     unresolved = store.count_events(replace(query, unresolved=True))

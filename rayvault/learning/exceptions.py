@@ -44,7 +44,8 @@ class CorruptFileError(LearningError):
         self.detail = detail
         super().__init__(
             f"{self.path} is corrupt: {detail}",
-            hint="the file was left unchanged; inspect it, or run `rayvault-learn doctor`",
+            hint="the file was left unchanged; `rayvault-learn doctor --repair` restores what "
+            "can be restored (the damaged file is kept)",
         )
 
 
@@ -103,14 +104,30 @@ class StoreError(LearningError):
     """The configured store cannot be opened or used."""
 
 
+class UnsafePathError(StoreError):
+    """A path under the data root leads out of it through a symbolic link: nothing is written
+    there (see ``RAYVAULT_ALLOW_SYMLINKS`` for deliberate layouts)."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        self.path = Path(path)
+        super().__init__(
+            f"refusing to write {self.path}: {detail}",
+            hint="replace the symbolic link with a real folder or file, or allow a deliberately "
+            "linked folder with RAYVAULT_ALLOW_SYMLINKS=<folder relative to the data root>",
+        )
+
+
 class GateBlocked(LearningError):
     """A stage was refused by the learning gate; ``result`` says why."""
 
     def __init__(self, result: GateResult) -> None:
         self.result = result
+        clear = [command for check in result.checks for command in check.clear]
         super().__init__(
             f"learning gate blocked {result.video_id}/{result.stage}: {result.reason}",
-            hint="fix or resolve what the failing checks name, "
+            hint="to clear it: " + " ; ".join(f"`{c}`" for c in clear[:3])
+            if clear
+            else "fix or resolve what the failing checks name, "
             "or acknowledge a reviewed change with `rayvault-learn gate ack`",
         )
 
@@ -118,6 +135,6 @@ class GateBlocked(LearningError):
 def describe(error: BaseException) -> dict[str, Any]:
     """A JSON-ready description of an error, as recorded on events and printed under --json."""
     info: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
-    if isinstance(error, CorruptFileError):
+    if isinstance(error, CorruptFileError | UnsafePathError):
         info["path"] = str(error.path)
     return info

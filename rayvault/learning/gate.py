@@ -8,12 +8,33 @@
 4. ``check_known_failures`` — a fingerprint seen ``LEARNING_KNOWN_FAILURE_THRESHOLD`` times or more
    in this stage (events and error log, across videos) with occurrences still unresolved.
 
+Levels (``LEARNING_GATE_LEVELS``, per check and optionally per stage): a check at ``deny`` blocks
+(exit 2), at ``warn`` it is reported and does not block (exit 0). Each check's record carries its
+``level`` and ``outcome`` (``pass``, ``warn`` or ``deny``), and a denial lists the commands that
+clear it. Known failures deny only a recurring failure the system has no answer for: one whose
+occurrences include FAIL/BLOCKER (an error-log entry counts as FAIL: a stage failed) and from
+which no active rule of the stage's agent was learned. A recurring failure whose rule is being
+delivered to the agent, or one seen only as INFO/WARN, is a warning: the pipeline keeps learning
+instead of stalling on every later video.
+
 The first run for a video records the baselines and the diff checks pass. A policies or SOUL
 change blocks once and is then acknowledged: by running the gate again (the old behaviour) or
 explicitly with :func:`acknowledge` (``rayvault-learn gate ack``); acknowledgements are recorded
 in the gate state. Stage names fold through the alias map, so failures logged under a pipeline
-step name count for their stage. ``RAYVAULT_SKIP_LEARNING_GATE=1`` or
-``LEARNING_GATE_ENABLED = False`` disables the gate, and the result says so.
+step name count for their stage; a stage no map knows is refused (:class:`InvalidInputError`,
+with a suggestion). ``RAYVAULT_SKIP_LEARNING_GATE=1`` or ``LEARNING_GATE_ENABLED = False``
+disables the gate, and the result says so.
+
+Gate state written by the original system (``{"policies_sha", "soul_shas", "last_passed"}``,
+SHA-1 hashes of the files' bytes, no ``video_id``) is a valid baseline: it tells *that* the
+policies file or a SOUL file changed, not which constant or which lines. It is upgraded to the
+current shape, in place and atomically, by the next gate run or acknowledgement.
+
+Each check is also callable alone — :func:`check_diff_policies`, :func:`check_diff_soul`,
+:func:`check_regressions`, :func:`check_known_failures` — and returns its :class:`GateCheck`.
+Called alone, the checks only read: the diff checks compare with the recorded baseline (when
+there is none, they pass saying so) and never record or acknowledge one; only
+:func:`learning_gate` and :func:`acknowledge` write the gate state.
 """
 
 from __future__ import annotations
@@ -24,15 +45,34 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rayvault.learning._ids import validate_identifier
-from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._time import format_ts, parse_ts, utcnow
+from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.models import GateCheck, GateResult, GateState, Record
-from rayvault.learning.stages import agent_for_stage, fold_stage, stage_names
+from rayvault.learning.models import (
+    GateCheck,
+    GateResult,
+    GateState,
+    KnownFailure,
+    Record,
+)
+from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.policies import Policies
+
+__all__ = [
+    "CHECK_NAMES",
+    "Acknowledgement",
+    "acknowledge",
+    "check_diff_policies",
+    "check_diff_soul",
+    "check_known_failures",
+    "check_level",
+    "check_regressions",
+    "learning_gate",
+]
 
 CHECK_NAMES = (
     "check_diff_policies",
@@ -43,6 +83,9 @@ CHECK_NAMES = (
 #: Gate runs kept in a video's gate state (acknowledgements are all kept).
 RUNS_KEPT = 50
 _LISTED = 3  # events or patterns named in a block reason
+#: The fields of a gate state written by the original system.
+_LEGACY_FIELDS = ("policies_sha", "soul_shas", "last_passed")
+Level = Literal["deny", "warn"]
 
 
 def skip_requested() -> bool:
@@ -54,35 +97,109 @@ def skip_requested() -> bool:
     }
 
 
+def check_level(name: str, stage: str, policies: Policies) -> Level:
+    """The level of check ``name`` for gate stage ``stage`` (``LEARNING_GATE_LEVELS``)."""
+    value = policies.LEARNING_GATE_LEVELS.get(name, "deny")
+    if isinstance(value, Mapping):
+        value = value.get(stage) or value.get("*") or "deny"
+    return "warn" if value == "warn" else "deny"
+
+
+def _graded(check: GateCheck, level: Level) -> GateCheck:
+    """``check`` with its level, and its outcome capped by the level (a denial at ``warn`` is a
+    warning)."""
+    outcome = check.outcome
+    if not check.passed and outcome == "pass":
+        outcome = "deny"
+    if outcome == "deny" and level == "warn":
+        outcome = "warn"
+    check.level = level
+    check.outcome = outcome
+    check.passed = outcome != "deny"
+    if outcome != "deny":
+        check.clear = []
+    return check
+
+
 @dataclass(frozen=True)
 class _Soul:
     agent: str | None
     path: Path | None
     text: str | None
     searched: list[Path]
+    #: SHA-1 of the bytes of each searched location ("" when missing): the original's hashes.
+    sha1s: frozenset[str] = frozenset()
 
     @property
     def sha256(self) -> str | None:
         return None if self.text is None else hashlib.sha256(self.text.encode()).hexdigest()
 
 
-def _read_soul(store: Store, agent: str | None) -> _Soul:
+def _sha1_file(path: Path) -> str:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return ""
+
+
+def _read_soul(store: Store, agent: str | None, *, legacy: bool = False) -> _Soul:
     if agent is None:
         return _Soul(None, None, None, [])
     searched = store.docs.soul_candidates(agent)
     path = store.docs.find_soul(agent)
+    sha1s = frozenset(_sha1_file(p) for p in searched) if legacy else frozenset()
     if path is None:
-        return _Soul(agent, None, None, searched)
+        return _Soul(agent, None, None, searched, sha1s)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise CorruptFileError(path, f"is not UTF-8 text ({e.reason})") from e
-    return _Soul(agent, path, text, searched)
+    return _Soul(agent, path, text, searched, sha1s)
 
 
+# -- gate state written by the original system ---------------------------------------------------
+def _upgrade_state(state: GateState, video_id: str) -> bool:
+    """Turn an original gate state (``policies_sha``, ``soul_shas``, ``last_passed``) into the
+    current shape, in memory: its SHA-1 hashes become baselines compared by SHA-1, its last pass
+    a run. Whether it was one (the caller writes it back, atomically, when it writes)."""
+    extra = state.__pydantic_extra__ if state.__pydantic_extra__ is not None else {}
+    if state.video_id is None:
+        state.video_id = video_id
+    if not any(name in extra for name in _LEGACY_FIELDS):
+        return False
+    policies_sha = extra.pop("policies_sha", None)
+    if state.policies is None and isinstance(policies_sha, str):
+        state.policies = {"sha1": policies_sha, "values": None, "from": "original"}
+    soul_shas = extra.pop("soul_shas", None)
+    if isinstance(soul_shas, Mapping):
+        for agent, sha in soul_shas.items():
+            if isinstance(agent, str) and isinstance(sha, str) and agent not in state.souls:
+                state.souls[agent] = {"path": None, "sha1": sha, "from": "original"}
+    last = extra.pop("last_passed", None)
+    if isinstance(last, Mapping):
+        run: dict[str, Any] = {"stage": last.get("stage"), "blocked": False, "failed": []}
+        try:
+            run["at"] = format_ts(parse_ts(last.get("timestamp")))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            run["at"] = last.get("timestamp")
+        state.runs.insert(0, {"at": run.pop("at"), **run, "from": "original"})
+    return True
+
+
+def _load_state(store: Store, video_id: str) -> GateState:
+    """The video's gate state as the gate would see it (upgraded in memory; nothing written)."""
+    state = store.load_gate_state(video_id) or GateState(video_id=video_id)
+    _upgrade_state(state, video_id)
+    return state
+
+
+# -- 1. policies ---------------------------------------------------------------------------------
 def _policy_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    defaults = Policies().values()
     changes = []
     for name in sorted(set(old) | set(new)):
+        if name not in old and new.get(name) == defaults.get(name):
+            continue  # a constant added by an upgrade, at its default: nothing was changed
         if old.get(name) != new.get(name):
             changes.append(f"{name}: {_short(old.get(name))} → {_short(new.get(name))}")
     return changes
@@ -97,14 +214,37 @@ def _policy_baseline(policies: Policies) -> dict[str, Any]:
     return {"sha256": policies.file_sha256, "values": policies.values()}
 
 
-def check_diff_policies(state: GateState, policies: Policies) -> GateCheck:
-    """Blocks (once) when the effective policies changed since the last run for this video."""
+def _ack_command(video_id: str, stage: str) -> str:
+    return f'rayvault-learn gate ack {video_id} {stage} --note "<what you reviewed>"'
+
+
+def _diff_policies(
+    store: Store, state: GateState, policies: Policies, video_id: str, stage: str
+) -> GateCheck:
     name = "check_diff_policies"
     current = _policy_baseline(policies)
     previous = state.policies
     state.policies = current
+    clear = [_ack_command(video_id, stage)]
     if previous is None:
         return GateCheck(name=name, passed=True, reason="baseline recorded for this video")
+    if previous.get("values") is None and "sha1" in previous:
+        # The original system's baseline: a SHA-1 of its policies file's bytes.
+        if previous["sha1"] in store.docs.policies_sha1s():
+            return GateCheck(
+                name=name,
+                passed=True,
+                reason="policies file unchanged since the original system's last run "
+                "(baseline upgraded)",
+            )
+        return GateCheck(
+            name=name,
+            passed=False,
+            reason="policies file changed since the original system's last gate run for this "
+            "video (it kept only a SHA-1 of the file: which constant changed cannot be told)",
+            details={"changes": [], "sha1": previous["sha1"]},
+            clear=clear,
+        )
     changes = _policy_changes(previous.get("values", {}), current["values"])
     if changes:
         return GateCheck(
@@ -112,6 +252,7 @@ def check_diff_policies(state: GateState, policies: Policies) -> GateCheck:
             passed=False,
             reason="policies changed: " + "; ".join(changes),
             details={"changes": changes},
+            clear=clear,
         )
     if previous.get("sha256") != current["sha256"]:
         return GateCheck(
@@ -119,10 +260,12 @@ def check_diff_policies(state: GateState, policies: Policies) -> GateCheck:
             passed=False,
             reason="policies.py changed (no learning constant changed value)",
             details={"changes": [], "sha256": [previous.get("sha256"), current["sha256"]]},
+            clear=clear,
         )
     return GateCheck(name=name, passed=True, reason="policies unchanged")
 
 
+# -- 2. SOUL -------------------------------------------------------------------------------------
 def _diff_summary(old: str | None, new: str | None, limit: int = 4) -> tuple[str, list[str]]:
     old_lines = (old or "").splitlines()
     new_lines = (new or "").splitlines()
@@ -137,8 +280,7 @@ def _diff_summary(old: str | None, new: str | None, limit: int = 4) -> tuple[str
     return f"+{added} −{removed} lines", shown
 
 
-def check_diff_soul(store: Store, state: GateState, stage: str, soul: _Soul) -> GateCheck:
-    """Blocks (once) when the SOUL file of the stage's agent changed since the last run."""
+def _diff_soul(store: Store, state: GateState, stage: str, soul: _Soul, video_id: str) -> GateCheck:
     name = "check_diff_soul"
     if soul.agent is None:
         return GateCheck(
@@ -150,9 +292,8 @@ def check_diff_soul(store: Store, state: GateState, stage: str, soul: _Soul) -> 
     previous = state.souls.get(soul.agent)
     sha = soul.sha256
     state.souls[soul.agent] = {"path": str(soul.path) if soul.path else None, "sha256": sha}
-    if soul.text is not None and sha is not None:
-        store.save_soul_snapshot(sha, soul.text)
     where = ", ".join(store.docs.relative(p) for p in soul.searched)
+    clear = [_ack_command(video_id, stage)]
     if previous is None:
         if soul.path is None:
             return GateCheck(
@@ -166,6 +307,24 @@ def check_diff_soul(store: Store, state: GateState, stage: str, soul: _Soul) -> 
             passed=True,
             reason=f"baseline recorded for {soul.agent}'s SOUL",
             details={"agent": soul.agent},
+        )
+    if "sha256" not in previous and "sha1" in previous:
+        # The original system's baseline: a SHA-1 of the SOUL file's bytes ("" for none).
+        if previous["sha1"] in soul.sha1s:
+            return GateCheck(
+                name=name,
+                passed=True,
+                reason=f"{soul.agent}'s SOUL unchanged since the original system's last run "
+                "(baseline upgraded)",
+                details={"agent": soul.agent},
+            )
+        return GateCheck(
+            name=name,
+            passed=False,
+            reason=f"{soul.agent}'s SOUL changed since the original system's last gate run "
+            "(it kept only a SHA-1 of the file: no diff)",
+            details={"agent": soul.agent, "sha1": previous["sha1"], "sha256": [None, sha]},
+            clear=clear,
         )
     old_sha = previous.get("sha256")
     if old_sha == sha:
@@ -198,11 +357,16 @@ def check_diff_soul(store: Store, state: GateState, stage: str, soul: _Soul) -> 
         passed=False,
         reason=reason,
         details={"agent": soul.agent, "summary": summary, "lines": lines, "sha256": [old_sha, sha]},
+        clear=clear,
     )
 
 
-def check_regressions(store: Store, video_id: str, components: tuple[str, ...]) -> GateCheck:
-    """Blocks while FAIL/BLOCKER events of this video and stage are unresolved."""
+# -- 3. regressions ------------------------------------------------------------------------------
+def _resolve_command(event_id: str) -> str:
+    return f'rayvault-learn events resolve {event_id} --verification "<how the fix was verified>"'
+
+
+def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> GateCheck:
     name = "check_regressions"
     open_events = store.query_events(
         EventQuery(
@@ -223,11 +387,59 @@ def check_regressions(store: Store, video_id: str, components: tuple[str, ...]) 
         passed=False,
         reason=f"{len(open_events)} unresolved FAIL/BLOCKER event(s): {named}{more}",
         details={"event_ids": [e.event_id for e in open_events]},
+        clear=[_resolve_command(e.event_id) for e in open_events],
     )
 
 
-def check_known_failures(store: Store, components: tuple[str, ...], threshold: int) -> GateCheck:
-    """Blocks while a recurring failure of this stage has unresolved occurrences."""
+# -- 4. known failures ---------------------------------------------------------------------------
+def _pattern_verdict(
+    known: KnownFailure, failing: bool, rule_id: str | None, agent: str | None
+) -> dict[str, Any]:
+    """Whether one recurring failure denies: it has FAIL/BLOCKER occurrences (events, or
+    error-log entries, which are stage failures) and no active rule of the agent learned from it."""
+    verdict: dict[str, Any] = {
+        **known.to_dict(),
+        "failing": failing,
+        "rule_id": rule_id,
+        "outcome": "deny" if failing and rule_id is None else "warn",
+    }
+    if not failing:
+        verdict["why"] = "seen only as INFO/WARN"
+    elif rule_id is not None:
+        verdict["why"] = f"rule {rule_id} of {agent} is being delivered"
+    else:
+        verdict["why"] = "FAIL/BLOCKER occurrences and no active rule learned from it"
+    return verdict
+
+
+def _clear_known(
+    store: Store, fp: str, components: tuple[str, ...], agent: str | None
+) -> list[str]:
+    """Commands that clear a recurring failure: teach its agent a rule from one of its errors, or
+    resolve its open occurrences (a few named; indexed look-ups, no sort)."""
+    event_ids, error_ids = store.open_occurrences(fp, components, _LISTED)
+    commands = []
+    if event_ids:  # every open occurrence at once (a dry run without --yes)
+        commands.append(
+            f"rayvault-learn events resolve --pattern {fp} --yes "
+            '--verification "<how the fix was verified>"'
+        )
+    commands += [_resolve_command(event_id) for event_id in event_ids]
+    for error_id in error_ids:
+        if agent is not None and not commands:
+            commands.append(
+                f"rayvault-learn errors promote {error_id} --root-cause "
+                f'"<why it fails>" --fix "<what to do>" --agent {agent}'
+            )
+        commands.append(
+            f'rayvault-learn errors resolve {error_id} --root-cause "<why>" --fix "<what fixed it>"'
+        )
+    return commands
+
+
+def _known_failures(
+    store: Store, components: tuple[str, ...], threshold: int, agent: str | None
+) -> GateCheck:
     name = "check_known_failures"
     known = store.known_failures(components, threshold)
     if not known:
@@ -236,28 +448,155 @@ def check_known_failures(store: Store, components: tuple[str, ...], threshold: i
             passed=True,
             reason=f"no failure pattern seen {threshold}+ times with open occurrences",
         )
+    rules: dict[str, str] = {}
+    if agent is not None:
+        for rule in store.load_memory(agent).rules:
+            fp = rule.fingerprint
+            if not fp:  # a rule written before fingerprints: computed (masking imports cost)
+                from rayvault.learning.memory import rule_fingerprint
+
+                fp = rule_fingerprint(rule, store)
+            rules.setdefault(fp, rule.rule_id)
+    failing = store.failing_fingerprints([k.fingerprint for k in known], components)
+    verdicts = [
+        _pattern_verdict(k, k.fingerprint in failing, rules.get(k.fingerprint), agent)
+        for k in known
+    ]
+    denied = [v for v in verdicts if v["outcome"] == "deny"]
+    shown = (denied or verdicts)[:_LISTED]
     named = "; ".join(
-        f"{k.pattern[:70]!r} seen {k.occurrences}× ({k.unresolved} unresolved)"
-        for k in known[:_LISTED]
+        f"{v['pattern'][:70]!r} seen {v['occurrences']}× ({v['unresolved']} unresolved; {v['why']})"
+        for v in shown
     )
-    more = f" and {len(known) - _LISTED} more" if len(known) > _LISTED else ""
+    total = len(denied) or len(verdicts)
+    more = f" and {total - _LISTED} more" if total > _LISTED else ""
+    if denied:
+        reason = f"{len(denied)} recurring failure(s) with no answer: {named}{more}"
+        if len(verdicts) > len(denied):
+            reason += f" (+{len(verdicts) - len(denied)} more as warnings)"
+        # Ids for the first pattern only: the gate is on every stage's hot path, and the
+        # others are in ``details`` (and cleared the same way).
+        clear = _clear_known(store, denied[0]["fingerprint"], components, agent)
+    else:
+        reason = f"{len(verdicts)} recurring failure(s), none unanswered: {named}{more}"
+        clear = []
     return GateCheck(
         name=name,
-        passed=False,
-        reason=f"{len(known)} known failure pattern(s): {named}{more}",
-        details={"patterns": [k.to_dict() for k in known]},
+        passed=not denied,
+        reason=reason,
+        details={"patterns": verdicts},
+        outcome="deny" if denied else "warn",
+        clear=clear,
     )
 
 
-def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> GateResult:
-    """Run the four checks for ``video_id`` before ``stage``; the result says whether it is
-    blocked, why, and what each check found."""
-    store = store or get_store()
-    validate_identifier(video_id, "video id")
+# -- the four checks, callable alone -------------------------------------------------------------
+@dataclass(frozen=True)
+class _Target:
+    stage: str
+    agent: str | None
+    components: tuple[str, ...]
+    policies: Policies
+
+
+def _target(store: Store, stage: str) -> _Target:
     validate_identifier(stage, "stage")
     policies = store.policies
+    check_stage(stage, policies)
     target = fold_stage(stage, policies)
-    agent = agent_for_stage(target, policies)
+    return _Target(
+        target, agent_for_stage(target, policies), stage_names(target, policies), policies
+    )
+
+
+@checked
+def check_diff_policies(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
+    """Whether the effective policies changed since ``video_id``'s recorded baseline (read only:
+    nothing is recorded or acknowledged; with no baseline yet it passes saying so)."""
+    store = store or get_store()
+    validate_identifier(video_id, "video id")
+    t = _target(store, stage)
+    state = _load_state(store, video_id)
+    if state.policies is None:
+        return _graded(
+            GateCheck(
+                name="check_diff_policies",
+                passed=True,
+                reason="no baseline yet for this video (the gate records one on its first run)",
+            ),
+            check_level("check_diff_policies", t.stage, t.policies),
+        )
+    check = _diff_policies(store, state, t.policies, video_id, stage)
+    return _graded(check, check_level(check.name, t.stage, t.policies))
+
+
+@checked
+def check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
+    """Whether the SOUL of ``stage``'s agent changed since ``video_id``'s recorded baseline
+    (read only, like :func:`check_diff_policies`)."""
+    store = store or get_store()
+    validate_identifier(video_id, "video id")
+    t = _target(store, stage)
+    state = _load_state(store, video_id)
+    if t.agent is not None and t.agent not in state.souls:
+        return _graded(
+            GateCheck(
+                name="check_diff_soul",
+                passed=True,
+                reason=f"no baseline yet for {t.agent}'s SOUL for this video "
+                "(the gate records one on its first run)",
+                details={"agent": t.agent},
+            ),
+            check_level("check_diff_soul", t.stage, t.policies),
+        )
+    soul = _read_soul(store, t.agent, legacy=True)
+    check = _diff_soul(store, state, t.stage, soul, video_id)
+    return _graded(check, check_level(check.name, t.stage, t.policies))
+
+
+@checked
+def check_regressions(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
+    """Unresolved FAIL/BLOCKER events of ``video_id`` in ``stage`` (and its step names)."""
+    store = store or get_store()
+    validate_identifier(video_id, "video id")
+    t = _target(store, stage)
+    check = _regressions(store, video_id, t.components)
+    return _graded(check, check_level(check.name, t.stage, t.policies))
+
+
+@checked
+def check_known_failures(stage: str, *, store: Store | None = None) -> GateCheck:
+    """Recurring failures of ``stage`` across videos: ``deny`` for one with FAIL/BLOCKER
+    occurrences and no active rule learned from it, ``warn`` for the others."""
+    store = store or get_store()
+    t = _target(store, stage)
+    check = _known_failures(
+        store, t.components, t.policies.LEARNING_KNOWN_FAILURE_THRESHOLD, t.agent
+    )
+    return _graded(check, check_level(check.name, t.stage, t.policies))
+
+
+# -- the gate ------------------------------------------------------------------------------------
+def _summary(checks: list[GateCheck]) -> str:
+    denied = [c for c in checks if c.outcome == "deny"]
+    warned = [c for c in checks if c.outcome == "warn"]
+    if denied:
+        return "; ".join(f"{c.name}: {c.reason}" for c in denied)
+    if warned:
+        return f"passed with {len(warned)} warning(s): " + "; ".join(
+            f"{c.name}: {c.reason}" for c in warned
+        )
+    return "all 4 checks passed"
+
+
+@checked
+def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> GateResult:
+    """Run the four checks for ``video_id`` before ``stage``; the result says whether it is
+    blocked, why, and what each check found (its level and outcome)."""
+    store = store or get_store()
+    validate_identifier(video_id, "video id")
+    t = _target(store, stage)
+    policies, agent = t.policies, t.agent
     now = utcnow()
     if skip_requested() or not policies.LEARNING_GATE_ENABLED:
         why = (
@@ -275,36 +614,46 @@ def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> G
             enabled=False,
             timestamp=now,
         )
-    components = stage_names(target, policies)
-    soul = _read_soul(store, agent)
     with store.gate_state(video_id) as state:
+        _upgrade_state(state, video_id)
+        soul = _read_soul(store, agent, legacy=_has_sha1(state, agent))
+        if soul.text is not None and soul.sha256 is not None:
+            store.save_soul_snapshot(soul.sha256, soul.text)
         checks = [
-            check_diff_policies(state, policies),
-            check_diff_soul(store, state, target, soul),
-            check_regressions(store, video_id, components),
-            check_known_failures(store, components, policies.LEARNING_KNOWN_FAILURE_THRESHOLD),
+            _diff_policies(store, state, policies, video_id, stage),
+            _diff_soul(store, state, t.stage, soul, video_id),
+            _regressions(store, video_id, t.components),
+            _known_failures(store, t.components, policies.LEARNING_KNOWN_FAILURE_THRESHOLD, agent),
         ]
-        failed = [c for c in checks if not c.passed]
+        checks = [_graded(c, check_level(c.name, t.stage, policies)) for c in checks]
+        denied = [c for c in checks if c.outcome == "deny"]
         state.runs.append(
             {
                 "at": format_ts(now),
                 "stage": stage,
-                "blocked": bool(failed),
-                "failed": [c.name for c in failed],
+                "blocked": bool(denied),
+                "failed": [c.name for c in denied],
+                "warned": [c.name for c in checks if c.outcome == "warn"],
             }
         )
         del state.runs[:-RUNS_KEPT]
-    reason = "; ".join(f"{c.name}: {c.reason}" for c in failed) if failed else "all 4 checks passed"
+    outcome = "deny" if denied else "warn" if any(c.outcome == "warn" for c in checks) else "pass"
     return GateResult(
         video_id=video_id,
         stage=stage,
-        blocked=bool(failed),
-        reason=reason,
+        blocked=bool(denied),
+        reason=_summary(checks),
         checks=checks,
         agent=agent,
         enabled=True,
         timestamp=now,
+        outcome=outcome,
     )
+
+
+def _has_sha1(state: GateState, agent: str | None) -> bool:
+    previous = state.souls.get(agent) if agent else None
+    return previous is not None and "sha256" not in previous and "sha1" in previous
 
 
 class Acknowledgement(Record):
@@ -319,6 +668,7 @@ class Acknowledgement(Record):
     note: str | None = None
 
 
+@checked
 def acknowledge(
     video_id: str, stage: str, *, note: str | None = None, store: Store | None = None
 ) -> Acknowledgement:
@@ -326,22 +676,22 @@ def acknowledge(
     diff checks pass from now on; the acknowledgement (what changed) is recorded."""
     store = store or get_store()
     validate_identifier(video_id, "video id")
-    validate_identifier(stage, "stage")
-    policies = store.policies
-    target = fold_stage(stage, policies)
-    agent = agent_for_stage(target, policies)
-    soul = _read_soul(store, agent)
+    t = _target(store, stage)
     with store.gate_state(video_id) as state:
-        policy_check = check_diff_policies(state, policies)
-        soul_check = check_diff_soul(store, state, target, soul)
+        _upgrade_state(state, video_id)
+        soul = _read_soul(store, t.agent, legacy=_has_sha1(state, t.agent))
+        if soul.text is not None and soul.sha256 is not None:
+            store.save_soul_snapshot(soul.sha256, soul.text)
+        policy_check = _diff_policies(store, state, t.policies, video_id, stage)
+        soul_check = _diff_soul(store, state, t.stage, soul, video_id)
         ack = Acknowledgement(
             video_id=video_id,
             stage=stage,
             at=format_ts(utcnow()),
-            agent=agent,
+            agent=t.agent,
             policies=[] if policy_check.passed else [policy_check.reason],
             soul=None if soul_check.passed else soul_check.reason,
-            note=note,
+            note=cap_text(note, t.policies.LEARNING_MAX_TEXT_CHARS) if note else note,
         )
         state.acks.append(ack.to_dict())
     return ack

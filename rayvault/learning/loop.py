@@ -32,6 +32,11 @@ What one stage run does:
    When retries run out, errors and events stay open and the last exception is raised (or, with
    ``on_failure="return"``, the failed run returned).
 
+The loop never learns from the library's own failures: a :class:`LearningError` raised by the
+stage itself (a bad video id passed on by the caller, a nested stage's :class:`GateBlocked`, …)
+and any exception type listed in ``ignore=`` propagate at once, whatever ``on_failure`` says:
+no error is logged, no event created, no rule learned.
+
 If learning data cannot be written while a failure is handled, the ``LearningError`` naming the
 file is raised (chained to the stage's exception); after a success it is only logged and
 recorded, so the stage's result is never lost to bookkeeping.
@@ -44,6 +49,7 @@ shown by ``rayvault-learn events get ID``), so an operator can replay what the l
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -51,8 +57,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
+from rayvault.learning._idempotency import MAX_KEY_LENGTH
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.errors import (
     error_symptom,
     link_to_event,
@@ -70,7 +78,7 @@ from rayvault.learning.models import (
     Rule,
     normalize_severity,
 )
-from rayvault.learning.stages import agent_for_stage
+from rayvault.learning.stages import agent_for_stage, check_stage
 from rayvault.learning.store import EventQuery, Store, get_store
 
 __all__ = [
@@ -94,6 +102,8 @@ P = ParamSpec("P")
 Outcome = Literal["succeeded", "failed", "blocked"]
 OnBlocked = Literal["raise", "return"]
 OnFailure = Literal["raise", "return"]
+#: Exception types a stage run lets through without learning from them (``ignore=``).
+Ignore = type[BaseException] | tuple[type[BaseException], ...]
 #: Verified events looked at per fingerprint when diagnosing from history (some may have no fix).
 _HISTORY_LOOKUP = 5
 
@@ -298,6 +308,7 @@ class StageRun:
 
 
 # -- diagnosers ---------------------------------------------------------------------------------
+@checked
 def diagnose_from_history(failure: Failure) -> Diagnosis | None:
     """The default diagnoser: the most recent resolution of the same failure pattern.
 
@@ -347,6 +358,7 @@ def diagnose_from_history(failure: Failure) -> Diagnosis | None:
     return None
 
 
+@checked
 def chain_diagnosers(*diagnosers: Diagnoser) -> Diagnoser:
     """A diagnoser that asks each of ``diagnosers`` in turn and returns the first diagnosis,
     e.g. ``chain_diagnosers(diagnose_from_history, ask_llm)``: history first, the LLM only for
@@ -374,6 +386,18 @@ class _Learned:
     diagnosed: bool
 
 
+def loop_key(run: StageRun, attempt: int, what: str) -> str:
+    """The idempotency key of what the loop records for one attempt of a run (``error``,
+    ``event``): the same run id, video, stage and attempt give the same key, so a run replayed
+    with its run id after a store call that raised (and may have committed) records nothing
+    twice. A new run needs a new run id (``run_stage`` makes one unless given)."""
+    key = f"loop:{run.run_id}:{run.video_id}:{run.stage}:{attempt}:{what}"
+    if len(key) > MAX_KEY_LENGTH:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        key = f"loop:{digest}:{attempt}:{what}"
+    return key
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -385,6 +409,17 @@ def _named(ids: list[str], word: str) -> str:
 def _choice(value: str, name: str) -> None:
     if value not in ("raise", "return"):
         raise InvalidInputError(f"{name} must be 'raise' or 'return' (got {value!r})")
+
+
+def _ignored(ignore: object) -> tuple[type[BaseException], ...]:
+    """``ignore=`` as a tuple of exception types (:class:`LearningError` always among them)."""
+    types = ignore if isinstance(ignore, tuple) else () if ignore is None else (ignore,)
+    for item in types:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise InvalidInputError(
+                f"ignore must be an exception type or a tuple of them (got {item!r})"
+            )
+    return (LearningError, *types)
 
 
 def _check_retries(retries: object) -> None:
@@ -524,6 +559,7 @@ class _Loop:
                 "rule_ids": [r.rule_id for r in ctx.rules],
             },
             store=self.store,
+            idempotency_key=loop_key(run, ctx.attempt, "error"),
         )
         run.error_ids.append(entry.id)
         failure = Failure(context=ctx, exception=exc, error=entry)
@@ -631,6 +667,7 @@ class _Loop:
             agent=run.agent if diagnosis else None,
             source_error_id=entry.id,
             store=store,
+            idempotency_key=loop_key(run, attempt, "event"),
         )
         link_to_event(entry.id, event.event_id, store=store)
         run.event_ids.append(event.event_id)
@@ -733,7 +770,7 @@ class _Loop:
             # Every error of a run that goes on to succeed was diagnosed (an undiagnosed failure
             # ends the run), so its event holds the root cause and fix it is resolved with.
             if item.diagnosed:
-                resolve_error(error_id, item.root_cause, item.fix, store=store)
+                resolve_error(error_id, item.root_cause, item.fix, cascade=False, store=store)
         rules = ", ".join(r.rule_id for r in ctx.rules) or "no rules"
         verification = (
             f"closed loop: {run.stage} of {run.video_id} succeeded on attempt {attempt} of "
@@ -751,6 +788,7 @@ class _Loop:
         self.save_steps(status="verified", verification=verification)
 
 
+@checked
 def run_stage(
     video_id: str,
     stage: str,
@@ -764,24 +802,36 @@ def run_stage(
     on_failure: OnFailure = "raise",
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
+    ignore: Ignore | None = None,
 ) -> StageRun:
     """Run ``fn`` as ``stage`` of ``video_id`` through the closed loop (see the module doc).
 
     ``retries``: attempts after the first (0: none). ``diagnose``: the diagnoser (default
     :func:`diagnose_from_history`). ``agent``: the agent whose rules the stage gets (default: the
     stage's agent in ``LEARNING_STAGE_AGENTS``). ``run_id``: the pipeline run id recorded on errors
-    and events (default: a new one). ``on_blocked`` / ``on_failure``: ``"raise"`` (default)
-    :class:`GateBlocked` / the last exception, or ``"return"`` the :class:`StageRun`.
-    ``progress``: called with every :class:`LoopStep` as it happens.
+    and events (default: a new one). What the loop records carries an idempotency key made of the
+    run id, video, stage and attempt (:func:`loop_key`): a run replayed under its run id after a
+    store call that raised returns what was recorded instead of recording it twice.
+    ``on_blocked`` / ``on_failure``: ``"raise"`` (default) :class:`GateBlocked` / the last
+    exception, or ``"return"`` the :class:`StageRun`. ``progress``: called with every
+    :class:`LoopStep` as it happens. A ``stage`` no map knows (``LEARNING_STAGE_AGENTS``,
+    ``LEARNING_STAGE_ALIASES``) is refused before anything runs or is written
+    (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it. ``ignore``:
+    exception types (a type or a tuple) that are not failures of the stage to learn from: like a
+    :class:`LearningError` raised inside ``fn``, they propagate at once, with nothing logged, no
+    event and no rule.
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """
     store = store or get_store()
     validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
+    # The gate refuses a stage no map knows: refused here first, before anything is written.
+    check_stage(stage, store.policies)
     _check_retries(retries)
     _choice(on_blocked, "on_blocked")
     _choice(on_failure, "on_failure")
+    passthrough = _ignored(ignore)
     if agent is not None:
         validate_identifier(agent, "agent")
     else:
@@ -807,6 +857,16 @@ def run_stage(
         ctx = loop.context(attempt, previous)
         try:
             value = fn(ctx)
+        except passthrough as exc:
+            log.info(
+                "%s/%s attempt %d: %s is not learned from (%s): propagated",
+                video_id,
+                stage,
+                attempt,
+                type(exc).__name__,
+                "the library's own error" if isinstance(exc, LearningError) else "ignore=",
+            )
+            raise
         except Exception as exc:
             previous = exc
             if loop.fail(ctx, exc):
@@ -839,7 +899,9 @@ class LearningStage(Generic[P, T]):
         agent: str | None,
         store: Store | None,
         progress: Callable[[LoopStep], None] | None,
+        ignore: Ignore | None = None,
     ) -> None:
+        _ignored(ignore)
         self.fn = fn
         self.stage = validate_identifier(stage, "stage")
         self.retries = retries
@@ -847,6 +909,7 @@ class LearningStage(Generic[P, T]):
         self.agent = agent
         self.store = store
         self.progress = progress
+        self.ignore = ignore
         functools.update_wrapper(self, fn)
 
     def _run(
@@ -866,6 +929,7 @@ class LearningStage(Generic[P, T]):
             on_failure=mode,
             store=self.store,
             progress=self.progress,
+            ignore=self.ignore,
         )
 
     def __call__(self, video_id: str, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -880,6 +944,7 @@ class LearningStage(Generic[P, T]):
         return f"<learning_stage {self.stage!r} {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
 
+@checked
 def learning_stage(
     stage: str,
     *,
@@ -888,6 +953,7 @@ def learning_stage(
     agent: str | None = None,
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
+    ignore: Ignore | None = None,
 ) -> Callable[[Callable[Concatenate[StageContext, P], T]], LearningStage[P, T]]:
     """Decorate a stage function ``fn(ctx, *args, **kwargs)`` so that calling it as
     ``fn(video_id, *args, **kwargs)`` runs it through the closed loop (see :func:`run_stage`
@@ -901,6 +967,7 @@ def learning_stage(
         images = make_assets("v042", "B0ABC")  # or make_assets.run("v042", "B0ABC") → StageRun
     """
     _check_retries(retries)
+    _ignored(ignore)
 
     def wrap(fn: Callable[Concatenate[StageContext, P], T]) -> LearningStage[P, T]:
         return LearningStage(
@@ -911,6 +978,7 @@ def learning_stage(
             agent=agent,
             store=store,
             progress=progress,
+            ignore=ignore,
         )
 
     return wrap

@@ -23,6 +23,7 @@ from typing import Any
 
 from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
+from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
 from rayvault.learning.models import (
     CRITICAL_SEVERITIES,
@@ -79,7 +80,10 @@ def rule_fingerprint(rule: Rule, store: Store) -> str:
 def _as_event(event: LearningEvent | Mapping[str, Any]) -> LearningEvent:
     if isinstance(event, LearningEvent):
         return event
-    return LearningEvent.model_validate(dict(event))
+    try:
+        return LearningEvent.model_validate(dict(event))
+    except ValueError as e:  # pydantic's ValidationError: name the argument, not the model
+        raise InvalidInputError(f"event is not a learning event: {e}") from None
 
 
 def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResult:
@@ -158,25 +162,31 @@ def _prune_archive_if_due(state: AgentState, store: Store) -> None:
         extra["archive_pruned_at"] = format_ts(now)
 
 
+@checked
 def apply_to_memory(
     event: LearningEvent | Mapping[str, Any], agent: str, *, store: Store | None = None
 ) -> Rule:
     """Apply ``event`` as a rule in ``agent``'s memory now; returns the new or re-applied rule."""
-    return apply_event(_as_event(event), agent, store=store or get_store()).rule
+    store = store or get_store()
+    limit = store.policies.LEARNING_MAX_TEXT_CHARS
+    return apply_event(cap_fields(_as_event(event), TEXT_FIELDS, limit), agent, store=store).rule
 
 
+@checked
 def load_active_memory(agent: str, *, store: Store | None = None) -> AgentMemory:
     """The agent's ``memory_active.json`` (empty when the agent has none yet)."""
     validate_identifier(agent, "agent")
     return (store or get_store()).load_memory(agent)
 
 
+@checked
 def load_tombstones(agent: str, *, store: Store | None = None) -> TombstoneFile:
     """The agent's removed rules, with reasons and evidence."""
     validate_identifier(agent, "agent")
     return (store or get_store()).load_tombstones(agent)
 
 
+@checked
 def tombstone_rule(
     agent: str,
     rule_id: str,
@@ -190,7 +200,11 @@ def tombstone_rule(
     validate_identifier(agent, "agent")
     if not reason or not reason.strip():
         raise InvalidInputError("a tombstone needs a reason")
+    evidence = [validate_identifier(e, "evidence id") for e in evidence_ids]
+    if superseded_by is not None:
+        validate_identifier(superseded_by, "superseded_by rule id")
     store = store or get_store()
+    reason = cap_text(reason.strip(), store.policies.LEARNING_MAX_TEXT_CHARS)
     with store.agent_state(agent) as state:
         rule = next((r for r in state.memory.rules if r.rule_id == rule_id), None)
         if rule is None:
@@ -201,13 +215,14 @@ def tombstone_rule(
             **rule.model_dump(),
             tombstoned_at=utcnow(),
             reason=reason.strip(),
-            evidence_ids=list(evidence_ids),
+            evidence_ids=evidence,
             superseded_by=superseded_by,
         )
         state.tombstones.tombstones.append(tombstone)
     return tombstone
 
 
+@checked
 def init_memory(
     agents: Iterable[str] | None = None, *, store: Store | None = None
 ) -> dict[str, bool]:
@@ -243,6 +258,7 @@ class PromptRules:
     total: int
 
 
+@checked
 def prompt_rules(
     agent: str, *, budget: int | None = None, store: Store | None = None
 ) -> PromptRules:
@@ -276,12 +292,14 @@ def prompt_rules(
     return PromptRules(agent, "\n".join(lines), shown, len(rules))
 
 
+@checked
 def render_rules(agent: str, *, budget: int | None = None, store: Store | None = None) -> str:
     """The agent's active rules as a prompt-ready block, most severe and recent first, within
     ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none."""
     return prompt_rules(agent, budget=budget, store=store).text
 
 
+@checked
 def mark_delivered(
     agent: str, rule_ids: Iterable[str], *, store: Store | None = None
 ) -> list[Rule]:

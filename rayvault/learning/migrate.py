@@ -55,6 +55,7 @@ from pydantic import Field
 
 from rayvault.learning._ids import is_safe_identifier, new_event_id
 from rayvault.learning._time import format_ts, parse_ts, utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import LearningError
 from rayvault.learning.memory import rule_text
 from rayvault.learning.models import ErrorEntry, LearningEvent, Record
@@ -684,6 +685,7 @@ def build_event(draft: Draft, policies: Policies, now: datetime) -> LearningEven
 
 
 # -- the run ----------------------------------------------------------------------------------
+@checked
 def migrate_learnings(
     *,
     apply: bool = False,

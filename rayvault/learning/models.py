@@ -266,9 +266,13 @@ class KnownFailure(Record):
 
 
 class GateState(Record):
-    """``state/learning_gate/<video_id>.json``: what the gate last saw for one video."""
+    """``state/learning_gate/<video_id>.json``: what the gate last saw for one video.
 
-    video_id: str
+    The original system wrote ``{"policies_sha", "soul_shas", "last_passed"}`` and no
+    ``video_id`` (the file name holds it): read as a baseline (kept as extra fields here), and
+    upgraded by the gate's next run (``rayvault.learning.gate``)."""
+
+    video_id: str | None = None
     #: ``{"sha256": …, "values": {constant: value}}`` of the effective policies.
     policies: dict[str, Any] | None = None
     #: ``{agent: {"path": …, "sha256": … | None}}`` of the SOUL files seen.
@@ -278,13 +282,21 @@ class GateState(Record):
     updated: Timestamp | None = None
 
 
+GateOutcome = Literal["pass", "warn", "deny"]
+
+
 class GateCheck(Record):
-    """One of the gate's four checks."""
+    """One of the gate's four checks. ``passed`` is False only when it denies (blocks);
+    ``outcome`` tells a warning apart, ``level`` is the check's level for this stage
+    (``LEARNING_GATE_LEVELS``) and ``clear`` the commands that clear a denial."""
 
     name: str
     passed: bool
     reason: str
     details: dict[str, Any] = Field(default_factory=dict)
+    level: Literal["deny", "warn"] = "deny"
+    outcome: GateOutcome = "pass"
+    clear: list[str] = Field(default_factory=list)
 
 
 class GateResult(Record):
@@ -295,6 +307,8 @@ class GateResult(Record):
     blocked: bool
     reason: str
     checks: list[GateCheck] = Field(default_factory=list)
+    #: ``deny`` when blocked, ``warn`` when a check warned, else ``pass``.
+    outcome: GateOutcome = "pass"
     agent: str | None = None
     enabled: bool = True
     timestamp: Timestamp

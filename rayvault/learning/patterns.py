@@ -7,7 +7,12 @@ paths, quoted values, durations and numbers — and hashes the stage plus the ma
 by the first 80 characters (the old way) missed. For a Python traceback only the final
 ``Type: message`` line counts: the frames differ between call sites of the same failure.
 
-It is computed once, when an error or event is written, and stored on it.
+A text that masking would turn entirely into placeholders (``E404``, ``ERR_429``, ``429``,
+``s2``) has nothing constant left to group by: its literal text is the template, so ``E404`` and
+``ERR_429`` stay two failures instead of one ``<id>``.
+
+It is computed once, when an error or event is written, and stored on it (a key stored by an
+earlier version is kept; a record stored without one is fingerprinted on read).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+
+from rayvault.learning.exceptions import InvalidInputError
 
 #: Longest template kept (the key still covers the whole masked text).
 TEMPLATE_LIMIT = 240
@@ -51,6 +58,9 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 _SPACE = re.compile(r"\s+")
+_PLACEHOLDERS = "url|id|ts|date|time|uuid|path|str|hex|asin|dur|n"
+#: A template of placeholders and punctuation only.
+_ONLY_PLACEHOLDERS = re.compile(rf"(?:[\W_]*<(?:{_PLACEHOLDERS})>)+[\W_]*")
 _TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -82,10 +92,21 @@ def mask(text: str) -> str:
 
 
 def fingerprint(stage: str, text: str) -> Fingerprint:
-    """The fingerprint of a failure of ``stage`` (already folded) described by ``text``."""
+    """The fingerprint of a failure of ``stage`` (already folded) described by ``text``.
+
+    Total over all text (it stores nothing, so it is not checked like the storing API): a lone
+    surrogate is hashed as its code point, never an error."""
+    if not isinstance(stage, str) or not isinstance(text, str):
+        raise InvalidInputError(
+            f"fingerprint takes text, got {type(stage).__name__} and {type(text).__name__}"
+        )
     template = mask(text)
+    if _ONLY_PLACEHOLDERS.fullmatch(template):
+        # Nothing constant is left to group by: the literal token(s) are the failure.
+        template = _SPACE.sub(" ", failure_text(text)).strip()
     normal = template.lower().rstrip(" .:;!")
-    digest = hashlib.sha256(f"{stage.strip().lower()}\n{normal}".encode()).hexdigest()[:16]
+    key = f"{stage.strip().lower()}\n{normal}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(key).hexdigest()[:16]
     if len(template) > TEMPLATE_LIMIT:
         template = template[: TEMPLATE_LIMIT - 1] + "…"
     return Fingerprint(key=f"{stage.strip()}:{digest}", template=template, stage=stage.strip())

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import as_utc, parse_ts
+from rayvault.learning._validate import checked
 from rayvault.learning.events import build_query
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.models import (
@@ -59,6 +60,7 @@ def to_datetime(value: DateLike | None, name: str, *, end_of_day: bool = False) 
         ) from e
 
 
+@checked
 def query_events(
     *,
     component: str | None = None,
@@ -91,6 +93,7 @@ def query_events(
     return store.query_events(query)
 
 
+@checked
 def get_patterns(
     min_count: int = 3,
     *,
@@ -127,6 +130,7 @@ def agent_query(agent: str, store: Store) -> EventQuery:
     return EventQuery(agent_or_components=_agent_scope(agent, store))
 
 
+@checked
 def get_agent_learnings(
     agent: str,
     *,
@@ -175,6 +179,7 @@ def promotion_candidates(
     return found
 
 
+@checked
 def get_promotion_candidates(
     threshold: int | None = None,
     *,
@@ -196,6 +201,7 @@ def get_promotion_candidates(
     return promotion_candidates({a: store.load_memory(a) for a in agents}, limit, store)
 
 
+@checked
 def get_weekly_summary(*, store: Store | None = None) -> WeeklyReport | None:
     """The latest weekly report written by the revisit, or None when there is none yet."""
     return (store or get_store()).load_weekly_report()

@@ -30,6 +30,7 @@ from rayvault.learning._conflicts import analyse, rules_conflict
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._report_html import render_html
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.memory import rule_fingerprint
 from rayvault.learning.models import (
@@ -92,6 +93,7 @@ def scope_agents(scope: str, store: Store) -> list[str]:
     return [scope]
 
 
+@checked
 def revisit(
     scope: str = SCOPE_ALL,
     days: int | None = None,

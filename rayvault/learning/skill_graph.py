@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 
+from rayvault.learning._validate import TEXT_FIELDS, cap_fields, checked
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.store import Store, get_store
 
@@ -142,6 +143,7 @@ def add_to_index(
     return "\n".join(new_lines).rstrip("\n") + "\n", overflow
 
 
+@checked
 def record_learning(event: LearningEvent, *, store: Store | None = None) -> str:
     """Write the skill-graph node for ``event`` and list it first in ``_index.md``.
 
@@ -149,6 +151,7 @@ def record_learning(event: LearningEvent, *, store: Store | None = None) -> str:
     the same day) gets the event id's suffix, so no node is ever overwritten.
     """
     store = store or get_store()
+    event = cap_fields(event, TEXT_FIELDS, store.policies.LEARNING_MAX_TEXT_CHARS)
     docs = store.docs
     stem = note_stem(event)
     text = render_note(event)

@@ -14,6 +14,7 @@ rule is never in the file twice; everything outside the block is left byte for b
 from __future__ import annotations
 
 from rayvault.learning._ids import validate_identifier
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import (
     InvalidInputError,
     RuleNotFoundError,
@@ -116,6 +117,7 @@ def _separator(before: str, nl: str) -> str:
     return nl if before.endswith(nl) else nl + nl
 
 
+@checked
 def promote_rule(agent: str, rule_id: str, *, store: Store | None = None) -> SoulPromotion:
     """Write the promotion section of ``agent``'s active rule ``rule_id`` into the agent's SOUL
     file (idempotent: promoting again leaves one section, refreshed). Only on a person's command.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import StoreError
 from rayvault.learning.store.base import (
     AgentState,
@@ -42,6 +43,7 @@ def resolve_root(root: Path | str | None = None) -> Path:
     return Path(env).expanduser().absolute() if env else Path.cwd()
 
 
+@checked
 def open_store(root: Path | str | None = None, url: str | None = None) -> Store:
     """Open the store for ``root``: the file store, or the server store ``url`` names
     (``RAYVAULT_STORE`` when ``url`` is None)."""
@@ -67,6 +69,7 @@ def open_store(root: Path | str | None = None, url: str | None = None) -> Store:
     )
 
 
+@checked
 def get_store() -> Store:
     """The default store of this process for the current ``RAYVAULT_ROOT``/``RAYVAULT_STORE``."""
     key = (str(resolve_root()), os.environ.get("RAYVAULT_STORE", "").strip())
@@ -76,6 +79,7 @@ def get_store() -> Store:
     return store
 
 
+@checked
 def reset_store() -> None:
     """Close and forget the default stores (tests call this between cases)."""
     for store in _default.values():

@@ -5,14 +5,25 @@ What is checked, and what a repair does:
 
 - the event index and the error log parse (a *torn tail* is cut off and the array closed again;
   the bytes cut are kept), and every element has the record's shape (reported only);
+- a log that does not parse is rebuilt: every readable record salvaged into a new file, the
+  damaged file kept in the archive; records missing from a log (cut off, or lost in the damage)
+  are restored from their surviving copies: events from the per-video files and the derived
+  index, error-log entries from the journal (``error_log.journal``) and the index. What no copy
+  holds but something refers to (rules' source events, events' source errors) is reported lost;
 - every per-video event file exists and equals the latest version in the index (a missing one is
   written from the index; a stale or unreadable one is moved to the archive and re-written);
   per-video files of events the index does not have are reported only;
 - memory, tombstone, memory snapshot, gate state and report files parse and have their shape,
-  SOUL snapshots match their hash (reported only: these are the only copy of their data);
+  SOUL snapshots match their hash (reported only: these are the only copy of their data); a
+  corrupt memory is restored from its newest valid snapshot (``check_root`` then replays the rules
+  of the agent's later events);
 - temp files of writes that never finished (moved to the archive when older than
   ``TEMP_STALE_SECONDS``) and lock files left behind (not held and guarding nothing: removed);
 - the derived SQLite index agrees with the logs (rebuilt in place).
+
+Findings that a writer at work could cause (a per-video file or index row not yet caught up) are
+checked again holding the logs' locks, so a doctor run beside active writers reports what is
+really there.
 
 Repairs never delete data that cannot be restored: whatever is replaced or moved aside goes to
 ``state/doctor-archive/<timestamp>/`` under its path relative to the data root.
@@ -25,10 +36,11 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from rayvault.learning._ids import is_safe_identifier
@@ -53,7 +65,14 @@ from rayvault.learning.store._fs import (
     parse_json,
     remove_lock_file,
 )
-from rayvault.learning.store._jsonlog import JsonArrayLog, parse_array
+from rayvault.learning.store._jsonlog import ArrayFile, JsonArrayLog, parse_array, read_array
+from rayvault.learning.store._salvage import (
+    latest_by_key,
+    read_index_rows,
+    salvage_records,
+    version_time,
+)
+from rayvault.learning.store._snapshots import max_seq, ordered_snapshots
 
 if TYPE_CHECKING:
     from rayvault.learning.store.base import ProgressCallback
@@ -64,6 +83,21 @@ if TYPE_CHECKING:
 TEMP_STALE_SECONDS = 600
 #: Shape errors reported per file before summing up the rest in one finding.
 MAX_ELEMENT_FINDINGS = 20
+#: Ids named in one finding before the rest are counted.
+MAX_IDS_SHOWN = 10
+#: Findings a writer at work can cause for a moment: checked again under the logs' locks.
+_RACY = frozenset(
+    {
+        "index-inconsistent",
+        "video-file-orphan",
+        "video-file-stale",
+        "video-file-missing",
+        "video-file-unreadable",
+        "video-file-misplaced",
+        "log-torn-tail",
+        "log-records-missing",
+    }
+)
 
 
 class FileStoreDoctor:
@@ -77,20 +111,100 @@ class FileStoreDoctor:
         self.progress = progress
         self.findings: list[Finding] = []
         self._archive: Path | None = None
+        #: True while this run holds the logs' locks (its repairs then take them no more).
+        self._held = False
+        self._recoverable: set[str] = set()
+        #: Per-video files read this pass for their copies, reused by their own check.
+        self._video_bytes: dict[Path, bytes] = {}
+        self._video_paths: list[Path] | None = None
+        self._index_rows: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def run(self) -> list[Finding]:
         store = self.store
-        events = self._check_log(store.events_path, "event_id", LearningEvent, "an event")
-        errors = self._check_log(store.errors_path, "id", ErrorEntry, "an error-log entry")
-        if events is not None:
-            self._check_video_files(events)
+        if self.repair:
+            events_lock = (
+                store._events_locked()
+                if store.events_path.exists()
+                else _log_lock(store.events_path)
+            )
+            with events_lock, _log_lock(store.errors_path):
+                self._held = True
+                self._check_logs()
+                self._held = False
+        else:
+            self._check_logs()
+            if any(f.code in _RACY for f in self.findings):
+                # Perhaps a writer at work: look again with the writers held off.
+                self.findings.clear()
+                self._recoverable.clear()
+                with _log_lock(store.events_path), _log_lock(store.errors_path):
+                    self._held = True
+                    self._check_logs()
+                    self._held = False
         self._check_agents()
         self._check_gate_states()
         self._check_reports()
-        if events is not None and errors is not None:
-            self._check_index(events, errors)
         self._check_leftovers()
         return self.findings
+
+    def _check_logs(self) -> None:
+        """The two logs, their copies and the derived index (a consistent view when the logs'
+        locks are held)."""
+        store = self.store
+        self._video_bytes.clear()
+        self._video_paths = None
+        # Read before anything brings the index up to date: after a log lost records, the index
+        # may be the last place that still has them (read once: a second pass sees the same).
+        if self._index_rows is None:
+            self._index_rows = (
+                read_index_rows(store.index.path, "events", "event_id"),
+                read_index_rows(store.index.path, "errors", "id"),
+            )
+        index_events, index_errors = self._index_rows
+        event_copies = self._event_copies(index_events)
+        events = self._check_log(
+            store.events_path,
+            "event_id",
+            LearningEvent,
+            "an event",
+            event_copies,
+            self._events_referenced,
+            newer=True,
+        )
+        error_copies = self._error_copies(index_errors)
+
+        def errors_referenced() -> set[str]:
+            return {
+                str(raw["source_error_id"])
+                for raw in (events or {}).values()
+                if isinstance(raw.get("source_error_id"), str)
+            }
+
+        errors = self._check_log(
+            store.errors_path,
+            "id",
+            ErrorEntry,
+            "an error-log entry",
+            error_copies,
+            errors_referenced,
+            newer=False,
+        )
+        if events is not None:
+            self._check_video_files(events)
+        unrestored = any(
+            f.open and f.code in ("log-records-missing", "log-corrupt") for f in self.findings
+        )
+        # Bringing the index up to date with a log that lost records would drop the index's copy
+        # of them: left for ``--repair``, which restores them first.
+        if events is not None and errors is not None and not unrestored:
+            self._check_index(events, errors)
+
+    def _lock(self, path: Path) -> contextlib.AbstractContextManager[Any]:
+        if self._held:
+            return contextlib.nullcontext()
+        if path == self.store.events_path:
+            return self.store._events_locked()
+        return _log_lock(path)
 
     # -- helpers ------------------------------------------------------------------------------
     def _rel(self, path: Path) -> str:
@@ -174,36 +288,28 @@ class FileStoreDoctor:
         return None
 
     # -- the two logs ---------------------------------------------------------------------------
-    def _check_log(
-        self, path: Path, key: str, model: type[BaseModel], what: str
+    def _check_log(  # noqa: PLR0917
+        self,
+        path: Path,
+        key: str,
+        model: type[BaseModel],
+        what: str,
+        copies: dict[str, dict[str, Any]],
+        referenced: Callable[[], set[str]],
+        *,
+        newer: bool,
     ) -> dict[str, dict[str, Any]] | None:
         """Check one append-only log; the latest raw version of each record, or None when the
-        log cannot be used (corrupt, or elements without a key)."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        try:
-            parsed = parse_array(data, path)
-        except CorruptFileError as e:
-            self._add("log-corrupt", path, f"is corrupt: {e.detail}; left unchanged")
-            return None
-        if parsed.torn_at is not None:
-            cut = len(data) - parsed.torn_at
-            finding = self._add(
-                "log-torn-tail",
-                path,
-                f"has a torn tail ({cut} bytes of an append that never finished); readers "
-                "ignore it and the next write cuts it off",
-                level="warning",
-                repairable=True,
-            )
-            if self.repair:
-                self._repair_torn_tail(path, finding)
+        log cannot be used (corrupt, or elements without a key).
+
+        ``copies``: the latest version of records found elsewhere (restored into the log when it
+        lacks them, or, with ``newer``, holds an older version); ``referenced``: keys other data
+        refers to, reported lost when a damaged log and every copy lack them."""
+        items, corrupt, damaged = self._read_log(path, key)
         latest: dict[str, dict[str, Any]] = {}
         bad = 0
         keyless = False
-        for i, item in enumerate(parsed.items):
+        for i, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get(key), str):
                 keyless = True
                 problem: str | None = f"is not a record with a {key!r}"
@@ -224,11 +330,196 @@ class FileStoreDoctor:
                 path,
                 f"{bad - MAX_ELEMENT_FINDINGS} more elements are not {what}",
             )
+        recover = _missing(latest, copies, model, newer=newer)
+        missing: Finding | None = None
+        if recover:
+            damaged = True
+            self._recoverable |= recover.keys()
+            missing = self._add(
+                "log-records-missing",
+                path,
+                f"{len(recover)} records are missing from it (or older there) but survive "
+                f"elsewhere ({_sources(recover)}): {_ids(recover)}",
+                repairable=True,
+            )
+        if damaged:
+            gone = referenced() - latest.keys() - recover.keys()
+            if gone:
+                self._add(
+                    "log-records-lost",
+                    path,
+                    f"{len(gone)} records that other data refers to are in no copy any more "
+                    f"(lost): {_ids(gone)}",
+                )
+        if self.repair and (corrupt is not None or missing is not None):
+            restored = self._restore_log(path, key, model, copies, newer=newer)
+            if restored is None:
+                return None
+            latest, action = restored
+            for done in (corrupt, missing):
+                if done is not None:
+                    self._repaired(done, action)
+            return latest
+        if corrupt is not None:
+            return None
         # The index cannot hold a log with keyless elements: skip the checks that need it.
         return None if keyless else latest
 
+    def _read_log(self, path: Path, key: str) -> tuple[list[Any], Finding | None, bool]:
+        """The elements of a log (salvaged when it does not parse), the ``log-corrupt`` finding,
+        and whether it is damaged (corrupt or torn)."""
+        whole: ArrayFile | None = None
+        error: CorruptFileError | None = None
+        try:
+            whole = read_array(path)  # as it is between appends, never in the middle of one
+            data = None if whole is None else whole.data
+        except CorruptFileError as exc:
+            error = exc
+            data = path.read_bytes()
+        corrupt: Finding | None = None
+        damaged = False
+        items: list[Any] = []
+        if data is not None:
+            if error is not None:
+                salvage = salvage_records(data, key)
+                items = salvage.items
+                damaged = True
+                lost = (
+                    f"{salvage.damaged_chars} bytes in {salvage.damaged_regions} damaged "
+                    "stretch(es) cannot be read"
+                )
+                if salvage.damaged_keys:
+                    lost += f" (they held {_ids(salvage.damaged_keys)})"
+                corrupt = self._add(
+                    "log-corrupt",
+                    path,
+                    f"is corrupt: {error.detail}; {len(items)} readable records can be salvaged, "
+                    f"{lost}; until repaired, every call that reads it fails",
+                    repairable=True,
+                )
+            elif whole is not None:
+                parsed = whole.parsed
+                items = parsed.items
+                if parsed.torn_at is not None:
+                    damaged = True
+                    cut = len(data) - parsed.torn_at
+                    finding = self._add(
+                        "log-torn-tail",
+                        path,
+                        f"has a torn tail ({cut} bytes of an append that never finished); "
+                        "readers ignore it and the next write cuts it off",
+                        level="warning",
+                        repairable=True,
+                    )
+                    if self.repair:
+                        self._repair_torn_tail(path, finding)
+        return items, corrupt, damaged
+
+    def _restore_log(
+        self,
+        path: Path,
+        key: str,
+        model: type[BaseModel],
+        copies: dict[str, dict[str, Any]],
+        *,
+        newer: bool,
+    ) -> tuple[dict[str, dict[str, Any]], str] | None:
+        """Rebuild a corrupt log from what it still holds, and add the records only copies
+        hold; the latest version of each record afterwards and what was done."""
+        with self._lock(path):
+            try:
+                data: bytes | None = path.read_bytes()
+            except FileNotFoundError:
+                data = None
+            corrupt = False
+            items: list[Any] = []
+            if data is not None:
+                try:
+                    items = parse_array(data, path).items
+                except CorruptFileError:
+                    corrupt = True
+                    items = salvage_records(data, key).items
+            latest = latest_by_key((i for i in items if isinstance(i, dict)), key)
+            recover = _missing(latest, copies, model, newer=newer)
+            ordered = sorted(recover.values(), key=version_time)
+            for record in ordered:
+                record.pop("__source__", None)
+            lines = [orjson.dumps(record) for record in ordered]
+            parts = []
+            if corrupt:
+                assert data is not None
+                kept = self._keep_copy(path)
+                body = [orjson.dumps(item) for item in items] + lines
+                atomic_write(path, b"[\n" + b",\n".join(body) + b"\n]\n" if body else b"[\n]\n")
+                parts.append(
+                    f"{len(items)} readable records salvaged into a new file; the damaged "
+                    f"file is in {self._rel(kept)}"
+                )
+            elif lines:
+                JsonArrayLog(path).append(lines)
+            if lines:
+                parts.append(f"{len(lines)} records restored from their copies ({_ids(recover)})")
+            latest.update((record[key], record) for record in ordered)
+        self.store.index.forget()
+        return latest, "; ".join(parts) or "nothing left to restore"
+
+    def _event_copies(self, index_rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Events as their per-video files and the derived index hold them (newest of the two),
+        each marked with where it was found."""
+        copies: dict[str, dict[str, Any]] = {}
+        for event_id, raw in index_rows.items():  # validated when restored (see _missing)
+            if raw.get("event_id") == event_id:
+                copies[event_id] = {**raw, "__source__": "the derived index"}
+        self._video_paths = list(self._video_files())
+        for path in self._video_paths:
+            try:
+                data = self._video_bytes[path] = path.read_bytes()  # read once a pass
+                raw = orjson.loads(data)
+            except (OSError, orjson.JSONDecodeError):
+                continue
+            if not isinstance(raw, dict) or raw.get("event_id") != path.stem:
+                continue
+            have = copies.get(path.stem)
+            if have is None or version_time(raw) >= version_time(have):
+                copies[path.stem] = {**raw, "__source__": "per-video files"}
+        return copies
+
+    def _error_copies(self, index_rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Error-log entries as the journal (latest version) and the derived index hold them."""
+        copies: dict[str, dict[str, Any]] = {}
+        for error_id, raw in index_rows.items():
+            if raw.get("id") == error_id:
+                copies[error_id] = {**raw, "__source__": "the derived index"}
+        try:
+            journal = self.store.errors_journal.read_bytes()
+        except FileNotFoundError:
+            return copies
+        for error_id, raw in latest_by_key(salvage_records(journal, "id").items, "id").items():
+            copies[error_id] = {**raw, "__source__": "the journal"}
+        return copies
+
+    def _events_referenced(self) -> set[str]:
+        """Events that agents' rules and tombstones name as their source."""
+        from rayvault.learning.store.files import MEMORY_FILE, TOMBSTONES_FILE
+
+        found: set[str] = set()
+        agents = self.store.agents_dir
+        if not agents.is_dir():
+            return found
+        for folder in agents.iterdir():
+            for name, field in ((MEMORY_FILE, "rules"), (TOMBSTONES_FILE, "tombstones")):
+                try:
+                    raw = orjson.loads((folder / name).read_bytes())
+                except (OSError, orjson.JSONDecodeError):
+                    continue
+                rules = raw.get(field) if isinstance(raw, dict) else None
+                for rule in rules if isinstance(rules, list) else []:
+                    if isinstance(rule, dict) and isinstance(rule.get("source_event_id"), str):
+                        found.add(rule["source_event_id"])
+        return found
+
     def _repair_torn_tail(self, path: Path, finding: Finding) -> None:
-        with locked(path):
+        with self._lock(path):
             try:
                 cut = JsonArrayLog(path).cut_torn_tail()
             except CorruptFileError as e:
@@ -251,7 +542,7 @@ class FileStoreDoctor:
             video = raw.get("video_id")
             if video and is_safe_identifier(video) and is_safe_identifier(event_id):
                 expected[store.video_events_dir(video) / f"{event_id}.json"] = event_id
-        on_disk = set(self._video_files())
+        on_disk = set(self._video_paths if self._video_paths is not None else self._video_files())
         total = len(expected) + len(on_disk - expected.keys())
         to_write: list[tuple[Path, str, Finding]] = []
         for done, (path, event_id) in enumerate(sorted(expected.items()), 1):
@@ -259,7 +550,7 @@ class FileStoreDoctor:
                 self._tick("per-video files", done, total)
             raw = events[event_id]
             try:
-                data = path.read_bytes()
+                data = self._video_bytes.pop(path, None) or path.read_bytes()
             except FileNotFoundError:
                 if self._validate(LearningEvent, raw) is not None:
                     continue  # an invalid event (reported with the index) cannot be written
@@ -311,7 +602,7 @@ class FileStoreDoctor:
                     f"event {event_id} belongs to video {events[event_id].get('video_id')!r}",
                     level="warning",
                 )
-            else:
+            elif event_id not in self._recoverable:  # else: reported as missing from the log
                 self._add(
                     "video-file-orphan",
                     path,
@@ -337,7 +628,7 @@ class FileStoreDoctor:
         store = self.store
         # Under the index lock, like every writer of these files, and from the latest version
         # at that moment: an event may have changed since it was read above.
-        with locked(store.events_path):
+        with self._lock(store.events_path):
             for path, event_id, finding in to_write:
                 try:
                     event = store.get_event(event_id)
@@ -379,7 +670,13 @@ class FileStoreDoctor:
         )
 
     def _check_agents(self) -> None:
-        from rayvault.learning.store.files import ARCHIVE_DIR, MEMORY_FILE, TOMBSTONES_FILE
+        from rayvault.learning.store.files import (
+            ARCHIVE_DIR,
+            MEMORY_FILE,
+            TOMBSTONES_FILE,
+            OriginalTombstoneArchive,
+            original_tombstone_archive_day,
+        )
 
         agents = self.store.agents_dir
         if not agents.is_dir():
@@ -388,12 +685,7 @@ class FileStoreDoctor:
             memory = folder / MEMORY_FILE
             finding = self._check_json(memory, AgentMemory, "memory-corrupt", "the agent's memory")
             if finding is not None:
-                snapshots = sorted((folder / ARCHIVE_DIR).glob("memory_active-*.json"))
-                finding.message += (
-                    f"; the newest snapshot is {self._rel(snapshots[-1])}"
-                    if snapshots
-                    else "; there is no snapshot in memory_archive/"
-                )
+                self._restore_memory(memory, folder / ARCHIVE_DIR, finding)
             self._check_json(
                 folder / TOMBSTONES_FILE,
                 TombstoneFile,
@@ -403,7 +695,15 @@ class FileStoreDoctor:
             archive = folder / ARCHIVE_DIR
             if archive.is_dir():
                 for snapshot in sorted(archive.glob("*.json")):
-                    if TEMP_MARKER not in snapshot.name:
+                    if original_tombstone_archive_day(snapshot.name) is not None:
+                        self._check_json(
+                            snapshot,
+                            OriginalTombstoneArchive,
+                            "tombstone-archive-corrupt",
+                            "the tombstone archive",
+                            level="warning",
+                        )
+                    elif TEMP_MARKER not in snapshot.name:
                         self._check_json(
                             snapshot,
                             AgentMemory,
@@ -411,6 +711,60 @@ class FileStoreDoctor:
                             "the memory snapshot",
                             level="warning",
                         )
+
+    def _newest_valid_snapshot(self, archive: Path) -> tuple[Path, dict[str, Any]] | None:
+        for snapshot in reversed(ordered_snapshots(archive)):
+            try:
+                raw = parse_json(snapshot.read_bytes(), snapshot)
+            except (OSError, CorruptFileError):
+                continue
+            if isinstance(raw, dict) and self._validate(AgentMemory, raw) is None:
+                return snapshot, raw
+        return None
+
+    def _restore_memory(self, memory: Path, archive: Path, finding: Finding) -> None:
+        """Offer (and with ``repair``, do) the restore of a corrupt memory from its newest valid
+        snapshot; rules tombstoned since are left out, and ``check_root`` replays the rules of
+        the agent's events created after it."""
+        from rayvault.learning.store.files import TOMBSTONES_FILE
+
+        found = self._newest_valid_snapshot(archive)
+        if found is None:
+            finding.message += "; there is no valid snapshot in memory_archive/"
+            return
+        snapshot, raw = found
+        finding.message += f"; the newest valid snapshot is {self._rel(snapshot)}"
+        finding.repairable = True
+        if not self.repair:
+            return
+        with locked(memory):
+            try:
+                parse_json(memory.read_bytes(), memory)
+            except CorruptFileError:
+                pass
+            except FileNotFoundError:
+                pass
+            else:
+                self._repaired(finding, "already repaired by another process")
+                return
+            try:
+                tombstones = orjson.loads((memory.parent / TOMBSTONES_FILE).read_bytes())
+                buried = {t["rule_id"] for t in tombstones["tombstones"]}
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+                buried = set()
+            rules = [r for r in raw.get("rules", []) if r.get("rule_id") not in buried]
+            dropped = len(raw.get("rules", [])) - len(rules)
+            restored = {**raw, "rules": rules, "snapshot_seq": max_seq(archive)}
+            restored["restored_from"] = snapshot.name
+            kept = self._keep_copy(memory) if memory.exists() else None
+            atomic_write(memory, dump_json(restored))
+        action = f"restored from {self._rel(snapshot)} ({len(rules)} rules"
+        if dropped:
+            action += f", {dropped} tombstoned since left out"
+        action += ")"
+        if kept is not None:
+            action += f"; the corrupt file is in {self._rel(kept)}"
+        self._repaired(finding, action)
 
     def _check_gate_states(self) -> None:
         gate = self.store.gate_dir
@@ -569,3 +923,42 @@ class FileStoreDoctor:
             self._repaired(finding, "removed")
         else:
             finding.action = "not repaired: a process took the lock meanwhile"
+
+
+def _ids(keys: Iterable[str]) -> str:
+    """Up to ``MAX_IDS_SHOWN`` ids, then how many more."""
+    ordered = sorted(keys)
+    shown = ", ".join(ordered[:MAX_IDS_SHOWN])
+    more = len(ordered) - MAX_IDS_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _missing(
+    latest: dict[str, dict[str, Any]],
+    copies: dict[str, dict[str, Any]],
+    model: type[BaseModel],
+    *,
+    newer: bool,
+) -> dict[str, dict[str, Any]]:
+    """The copies of records the log lacks (with ``newer``: or holds in an older version) that
+    have the record's shape (only those are validated: a doctor run reads every copy)."""
+    found = {}
+    for k, v in copies.items():
+        if k in latest and not (newer and version_time(v) > version_time(latest[k])):
+            continue
+        try:
+            model.model_validate({f: x for f, x in v.items() if f != "__source__"})
+        except ValidationError:
+            continue
+        found[k] = dict(v)
+    return found
+
+
+def _sources(records: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(sorted({str(r.get("__source__")) for r in records.values()}))
+
+
+def _log_lock(path: Path) -> contextlib.AbstractContextManager[int]:
+    """A log's lock, taken by the doctor: its lock file is removed again when the log does not
+    exist (a check leaves no lock file behind)."""
+    return locked(path, remove=not path.exists())

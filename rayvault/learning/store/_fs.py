@@ -6,11 +6,17 @@
 - Read-modify-write cycles hold an inter-process lock (``flock`` on ``<file>.lock``).
 - A file that does not parse raises :class:`CorruptFileError` naming it, and is never rewritten:
   the old system read such files as empty and overwrote them, losing everything in them.
+- Nothing is written outside a data root (:func:`register_root`) through a symbolic link: the
+  folder of every file created, replaced, appended to or locked must resolve inside the root
+  (:func:`check_inside`), and files appended to or locked are opened with ``O_NOFOLLOW``. A
+  root that is itself a link is fine; ``RAYVAULT_ALLOW_SYMLINKS`` names linked folders allowed on
+  purpose. :class:`UnsafePathError` otherwise, before anything is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -21,12 +27,110 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from rayvault.learning.exceptions import CorruptFileError, StoreError
+from rayvault.learning.exceptions import CorruptFileError, StoreError, UnsafePathError
 
 TEMP_MARKER = ".tmp-"
 LOCK_SUFFIX = ".lock"
 #: How long a writer waits for another process's lock before giving up, in seconds.
 LOCK_TIMEOUT = 60.0
+#: Folders (relative to the data root, separated by ``:``) that may be symbolic links leading out
+#: of it, for deliberate layouts (``artifacts/videos`` on another disk); ``*`` allows every link.
+#: What lies under an allowed folder must still stay inside the folder's target.
+ALLOW_SYMLINKS_ENV = "RAYVAULT_ALLOW_SYMLINKS"
+#: ``O_NOFOLLOW``: opening a final component that is a symbolic link fails (ELOOP).
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+#: Data roots, as given (absolute, not resolved): paths under one are confined to it.
+_roots: set[str] = set()
+#: Folders found inside their root, with the (device, inode) they had then and the
+#: ``RAYVAULT_ALLOW_SYMLINKS`` in force: a folder that is still the same directory needs no new
+#: resolution (one ``stat`` instead of a ``realpath``, 4 µs against 120 µs). A folder replaced
+#: by a link is another directory: checked again.
+_checked: dict[str, tuple[int, int, str]] = {}
+_CHECKED_MAX = 4096
+
+
+def register_root(root: Path) -> None:
+    """Confine every write under ``root`` (and under its resolved path) to it."""
+    _roots.add(os.path.abspath(root))
+    _roots.add(os.path.realpath(root))
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_inside(path: Path | str) -> None:
+    """Refuse (:class:`UnsafePathError`, nothing written) a file under a data root whose folder
+    resolves outside it through a symbolic link. Paths under no root are not checked."""
+    _check_folder(os.path.dirname(path), path)
+
+
+def check_folder(folder: Path | str) -> None:
+    """:func:`check_inside` for a folder about to be written into (links, removals)."""
+    _check_folder(os.fspath(folder), folder)
+
+
+def _check_folder(folder: str, path: Path | str) -> None:
+    known = _checked.get(folder)
+    setting = os.environ.get(ALLOW_SYMLINKS_ENV, "")
+    if known is not None:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            pass
+        else:
+            if (st.st_dev, st.st_ino, setting) == known:
+                return
+    roots = [root for root in _roots if _under(folder, root)]
+    if not roots:
+        return
+    real = os.path.realpath(folder)
+    for root in roots:
+        if _under(real, os.path.realpath(root)) or allowed_link(root, folder, real):
+            continue
+        where = "it" if os.fspath(path) == folder else folder
+        raise UnsafePathError(
+            path,
+            f"{where} leads outside the data root {root} through a symbolic link "
+            f"(it resolves to {real})",
+        )
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return  # not created yet: its existing part resolved inside; checked again next time
+    if len(_checked) >= _CHECKED_MAX:
+        _checked.clear()
+    _checked[folder] = (st.st_dev, st.st_ino, setting)
+
+
+def allowed_link(root: str, folder: str, real: str) -> bool:
+    """Whether ``folder`` lies under a link ``RAYVAULT_ALLOW_SYMLINKS`` allows, and resolves
+    inside that link's target."""
+    setting = os.environ.get(ALLOW_SYMLINKS_ENV, "").strip()
+    if not setting:
+        return False
+    if setting == "*":
+        return True
+    for item in setting.split(":"):
+        entry = item.strip().strip("/")
+        if not entry:
+            continue
+        linked = os.path.join(root, entry)
+        if _under(folder, linked) and _under(real, os.path.realpath(linked)):
+            return True
+    return False
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that never follows a symbolic link at ``path`` itself (after
+    :func:`check_inside` has vetted its folder); :class:`UnsafePathError` when it is one."""
+    try:
+        return os.open(path, flags | NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(path, "it is a symbolic link") from None
+        raise
 
 
 def fsync_enabled() -> bool:
@@ -62,6 +166,7 @@ def _create(path: Path) -> BinaryIO:
 def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new bytes, never a mix."""
     durable = fsync_enabled() if fsync is None else fsync
+    check_inside(path)
     tmp = temp_path_for(path)
     try:
         with _create(tmp) as fh:
@@ -69,7 +174,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # replaces a link at ``path`` itself, never writes through it
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -84,6 +189,7 @@ def create_exclusive(path: Path, data: bytes, *, fsync: bool | None = None) -> b
     Used for dated files (snapshots, notes) that must never overwrite one another.
     """
     durable = fsync_enabled() if fsync is None else fsync
+    check_inside(path)
     tmp = temp_path_for(path)
     try:
         with _create(tmp) as fh:
@@ -134,7 +240,7 @@ def lock_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -> Iterator[None]:
+def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -> Iterator[int]:
     """Hold the inter-process lock of ``path``: ``flock`` on a ``.lock`` file beside it.
 
     A plain ``flock`` rather than the filelock package: filelock 4 measured 110-290 µs per
@@ -145,8 +251,12 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -
     for lock files left behind), so after ``flock`` succeeds the lock file must still be the one
     at the path: a process that opened a file which was unlinked before it got the lock would
     otherwise hold a lock nobody else can see, and two writers would run at once.
+
+    Yields the lock file's descriptor: a holder may note in it what it is in the middle of, so
+    the next holder can finish the work of one that was killed (see ``FileStore``).
     """
     lock_file = lock_path_for(path)
+    check_inside(lock_file)
     deadline = time.monotonic() + timeout
     while True:
         fd = _open_lock(lock_file, path)
@@ -160,7 +270,7 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
     try:
-        yield
+        yield fd
     finally:
         try:
             if remove:
@@ -172,11 +282,12 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -
 
 
 def _open_lock(lock_file: Path, path: Path) -> int:
+    # O_NOFOLLOW: a (dangling) link in place of the lock file would create its target.
     try:
-        return os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_nofollow(lock_file, os.O_RDWR | os.O_CREAT)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_nofollow(lock_file, os.O_RDWR | os.O_CREAT)
 
 
 def _is_current(fd: int, lock_file: Path) -> bool:
@@ -209,9 +320,13 @@ def _acquire(fd: int, path: Path, deadline: float, timeout: float) -> None:
 def lock_file_held(lock_file: Path) -> bool:
     """True when some process holds the lock file ``lock_file`` right now."""
     try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC | NOFOLLOW)
     except FileNotFoundError:
         return False
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return False  # a link is never used as a lock (see _open_lock)
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -231,9 +346,13 @@ def remove_lock_file(lock_file: Path) -> bool:
     before sees it is gone once it gets the lock, and takes a new one (see :func:`locked`).
     """
     try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC | NOFOLLOW)
     except FileNotFoundError:
         return True
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return False  # a link, not a lock file of ours: left for a person to look at
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

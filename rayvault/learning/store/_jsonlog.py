@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError
-from rayvault.learning.store._fs import LOCK_TIMEOUT, atomic_write, fsync_enabled
+from rayvault.learning.store._fs import LOCK_TIMEOUT, atomic_write, fsync_enabled, open_nofollow
 
 _WS = b" \t\r\n"
 # What may follow the last complete element of a torn file: an optional comma and the start of
@@ -241,7 +241,7 @@ class JsonArrayLog:
         body = b",\n".join(elements)
         durable = fsync_enabled()
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = open_nofollow(self.path, os.O_RDWR)
         except FileNotFoundError:
             atomic_write(self.path, b"[\n" + body + b"\n]\n")
             return
@@ -263,7 +263,7 @@ class JsonArrayLog:
         when the file is absent or whole. Caller holds the lock. :class:`CorruptFileError`
         (nothing written) when the damage is more than a torn tail."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = open_nofollow(self.path, os.O_RDWR)
         except FileNotFoundError:
             return None
         try:

@@ -32,7 +32,7 @@ snapshot; repairs run afterwards, each in its own transaction.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ import orjson
 from psycopg import errors as pg_errors
 from pydantic import BaseModel, ValidationError
 
+from rayvault.learning.exceptions import ConfigError
 from rayvault.learning.models import (
     AgentMemory,
     ErrorEntry,
@@ -52,6 +53,8 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store import _pgschema as schema_sql
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store.files import OriginalTombstoneArchive, original_tombstone_archive_day
+from rayvault.policies import Policies
 
 if TYPE_CHECKING:
     import psycopg
@@ -76,7 +79,7 @@ class _Log:
     table: str
     key: str
     columns: tuple[str, ...]
-    row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    row: Callable[[dict[str, Any], Mapping[str, str]], tuple[Any, ...]]
     model: type[BaseModel]
     what: str
     code: str
@@ -115,6 +118,17 @@ class PostgresDoctor:
         self.repair = repair
         self.progress = progress
         self.findings: list[Finding] = []
+        self._alias_map: Mapping[str, str] | None = None
+
+    def _aliases(self) -> Mapping[str, str]:
+        """The alias map that keys records stored without a fingerprint (the defaults when the
+        policies cannot be read: that is reported elsewhere); resolved once per run."""
+        if self._alias_map is None:
+            try:
+                self._alias_map = self.store.policies.LEARNING_STAGE_ALIASES
+            except ConfigError:
+                self._alias_map = Policies().LEARNING_STAGE_ALIASES
+        return self._alias_map
 
     def run(self) -> list[Finding]:
         store = self.store
@@ -337,7 +351,7 @@ class PostgresDoctor:
             if done % 5000 == 0:
                 self._tick(table, done, total)
             try:
-                expected = log.row(orjson.loads(row[-1]))
+                expected = log.row(orjson.loads(row[-1]), self._aliases())
             except (KeyError, TypeError, AttributeError):
                 continue  # not a record: reported with the versions
             if tuple(row[:-1]) != expected:
@@ -403,7 +417,7 @@ class PostgresDoctor:
                 row = conn.execute(f"SELECT seq FROM {table} WHERE {key} = %s", (record,))
                 kept = row.fetchone()
                 try:
-                    columns = log.row(orjson.loads(text))
+                    columns = log.row(orjson.loads(text), self._aliases())
                 except (KeyError, TypeError, AttributeError):
                     skipped.append(record)
                     continue
@@ -523,7 +537,8 @@ class PostgresDoctor:
         for agent, name, text in conn.execute(
             "SELECT agent, name, data::text FROM tombstone_archives ORDER BY agent, name"
         ):
-            problem = self._problem(TombstoneFile, text)
+            original = original_tombstone_archive_day(name) is not None
+            problem = self._problem(OriginalTombstoneArchive if original else TombstoneFile, text)
             if problem:
                 self._add(
                     "tombstone-archive-corrupt",

@@ -272,6 +272,22 @@ CREATE TABLE event_version_archive (
 );
 """
 
+M009_IDEMPOTENCY_KEYS = """
+-- The caller's idempotency key of the call that created an event or logged an error: a retried
+-- call finds the record it created instead of creating a second one. Unique: two records can
+-- never share a key, even when two retries race. Filled in for the records already there.
+ALTER TABLE events ADD COLUMN idempotency_key TEXT COLLATE "C";
+UPDATE events SET idempotency_key = data->>'idempotency_key'
+ WHERE json_typeof(data->'idempotency_key') = 'string' AND data->>'idempotency_key' <> '';
+CREATE UNIQUE INDEX events_idempotency ON events (idempotency_key)
+ WHERE idempotency_key IS NOT NULL;
+ALTER TABLE errors ADD COLUMN idempotency_key TEXT COLLATE "C";
+UPDATE errors SET idempotency_key = data->>'idempotency_key'
+ WHERE json_typeof(data->'idempotency_key') = 'string' AND data->>'idempotency_key' <> '';
+CREATE UNIQUE INDEX errors_idempotency ON errors (idempotency_key)
+ WHERE idempotency_key IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_events", M001_EVENTS),
     Migration("m002_error_log", M002_ERROR_LOG),
@@ -281,6 +297,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m006_event_source_note", M006_EVENT_SOURCE_NOTE),
     Migration("m007_reports_and_tombstone_archives", M007_REPORTS_AND_TOMBSTONE_ARCHIVES),
     Migration("m008_event_version_archive", M008_EVENT_VERSION_ARCHIVE),
+    Migration("m009_idempotency_keys", M009_IDEMPOTENCY_KEYS),
 )
 
 #: What each migration creates that the store relies on, for the doctor: tables, and
@@ -295,6 +312,7 @@ CREATES: dict[str, tuple[str, ...]] = {
     "m006_event_source_note": ("events.source_note",),
     "m007_reports_and_tombstone_archives": ("weekly_reports", "tombstone_archives"),
     "m008_event_version_archive": ("event_version_archive",),
+    "m009_idempotency_keys": ("events.idempotency_key", "errors.idempotency_key"),
 }
 
 #: Tables holding data (checked by ``store import`` before it loads into a schema).

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from psycopg import sql
 
-from rayvault.learning._time import parse_ts
 from rayvault.learning.exceptions import StoreError
 from rayvault.learning.store._pgschema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
+from rayvault.learning.store._snapshots import snapshot_time
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
-from rayvault.learning.store.files import _REPORT, _SNAPSHOT, _TOMBSTONE_ARCHIVE, parse_dated
+from rayvault.learning.store.files import (
+    _REPORT,
+    _TOMBSTONE_ARCHIVE,
+    original_tombstone_archive_day,
+    parse_dated,
+)
 from rayvault.learning.store.transfer import (
     ERROR,
     EVENT,
@@ -145,15 +151,17 @@ def _copy(conn: Conn, statement: str, rows: Iterable[tuple[Any, ...]]) -> None:
 
 def _snapshot_row(item: Item) -> tuple[Any, ...]:
     agent, name = item.key
-    match = _SNAPSHOT.fullmatch(name)
-    if match is None:
+    taken = snapshot_time(name)
+    if taken is None:
         raise StoreError(f"{name!r} is not a memory snapshot name; nothing was imported")
-    return (agent, name, parse_ts(match.group(1)), item.text)
+    return (agent, name, taken, item.text)
 
 
 def _tombstone_archive_row(item: Item) -> tuple[Any, ...]:
     agent, name = item.key
-    dated = parse_dated(_TOMBSTONE_ARCHIVE, name)
+    original = original_tombstone_archive_day(name)
+    # The original system's archive of a day sorts before ours of that day (number 0).
+    dated = (original, 0) if original is not None else parse_dated(_TOMBSTONE_ARCHIVE, name)
     if dated is None:
         raise StoreError(f"{name!r} is not a tombstone archive name; nothing was imported")
     return (agent, name, *dated, item.text)
@@ -187,9 +195,19 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
         # Row by row, the aggregate's triggers would cost more than the load: they stand aside
         # for this transaction, and the aggregate is counted once at the end.
         conn.execute("SELECT set_config(%s, 'on', true)", (BULK_LOAD_SETTING,))
+        # Records of the original system carry no fingerprint: keyed with this root's aliases.
+        aliases = store.policies.LEARNING_STAGE_ALIASES
         logs = {
-            EVENT: _Log("event_versions", "events", "event_id", EVENT_COLUMNS, event_row),
-            ERROR: _Log("error_versions", "errors", "id", ERROR_COLUMNS, error_row),
+            EVENT: _Log(
+                "event_versions",
+                "events",
+                "event_id",
+                EVENT_COLUMNS,
+                partial(event_row, aliases=aliases),
+            ),
+            ERROR: _Log(
+                "error_versions", "errors", "id", ERROR_COLUMNS, partial(error_row, aliases=aliases)
+            ),
         }
         agents: dict[str, list[str | None]] = {}
         reports: dict[str, list[str | None]] = {}

@@ -6,7 +6,9 @@ timestamps are stored as integer microseconds since the epoch so they compare as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from rayvault.learning._time import to_micros
@@ -25,8 +27,11 @@ EVENT_COLUMNS = (
     "source_error_id",
     "source_note",
     "resolved",
+    "idempotency_key",
 )
 FACETS = ("severity", "status", "component", "agent")
+#: No step-name aliases (the default of :func:`event_row` and :func:`error_row`).
+NO_ALIASES: Mapping[str, str] = MappingProxyType({})
 MICROS_PER_DAY = 86_400_000_000
 #: The aggregate listing a column's distinct values as one comma-separated text, per dialect (ids,
 #: agents and components are validated identifiers: they hold no comma).
@@ -51,8 +56,12 @@ PATTERN_COLUMNS = (
 )
 
 
-def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
-    """The indexed columns of one event (a raw dict as stored), in ``EVENT_COLUMNS`` order."""
+def event_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> tuple[Any, ...]:
+    """The indexed columns of one event (a raw dict as stored), in ``EVENT_COLUMNS`` order.
+
+    ``aliases`` (the policies' step-name map) folds the component of an event that was stored
+    without a fingerprint (the original system's) before fingerprinting it, as new ones are.
+    """
     from rayvault.learning._time import parse_ts
 
     try:
@@ -68,20 +77,36 @@ def event_row(item: dict[str, Any]) -> tuple[Any, ...]:
         status,
         item.get("video_id") or None,
         item.get("agent") or None,
-        item.get("fingerprint") or _legacy_fingerprint(item.get("component"), item.get("symptom")),
+        item.get("fingerprint")
+        or legacy_fingerprint(item.get("component"), item.get("symptom"), aliases),
         item.get("source_error_id") or None,
         item.get("source_note") or None,
         1 if status in RESOLVED_STATUSES else 0,
+        item.get("idempotency_key") or None,
     )
 
 
-def _legacy_fingerprint(stage: object, text: object) -> str | None:
-    """Records written before fingerprints existed are grouped by one computed from their stage
-    as written (no alias folding: the index does not know the policies)."""
-    if isinstance(stage, str) and isinstance(text, str) and text.strip():
+def legacy_fingerprint(
+    stage: object, text: object, aliases: Mapping[str, str] = NO_ALIASES
+) -> str | None:
+    """The fingerprint of a record written before fingerprints existed (the original system's),
+    computed on read exactly as a new record's is at write time: its stage or component folded
+    through ``aliases``, its text masked. So old and new occurrences of one failure, logged under
+    any of its step names, are one pattern."""
+    if isinstance(stage, str) and stage.strip() and isinstance(text, str) and text.strip():
+        from rayvault.learning.patterns import fingerprint
+        from rayvault.learning.stages import fold_name
+
+        return fingerprint(fold_name(stage, aliases), text).key
+    return None
+
+
+def shown_pattern(text: object) -> str | None:
+    """The template shown for a record stored without one (the original system's)."""
+    if isinstance(text, str) and text.strip():
         from rayvault.learning.patterns import fingerprint
 
-        return fingerprint(stage, text).key
+        return fingerprint("", text).template
     return None
 
 
@@ -118,15 +143,11 @@ def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
         else:
             clauses.append(f"agent = {ph}")
             params.append(agent)
-    if query.fingerprint is not None:
-        clauses.append(f"fingerprint = {ph}")
-        params.append(query.fingerprint)
-    if query.source_error_id is not None:
-        clauses.append(f"source_error_id = {ph}")
-        params.append(query.source_error_id)
-    if query.source_note is not None:
-        clauses.append(f"source_note = {ph}")
-        params.append(query.source_note)
+    for column in ("fingerprint", "source_error_id", "source_note", "idempotency_key"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"{column} = {ph}")
+            params.append(value)
     if query.unresolved is not None:
         clauses.append(f"resolved = {ph}")
         params.append(0 if query.unresolved else 1)
@@ -158,11 +179,13 @@ ERROR_COLUMNS = (
     "resolved",
     "resolved_ts",
     "learning_event_id",
+    "idempotency_key",
 )
 
 
-def error_row(item: dict[str, Any]) -> tuple[Any, ...]:
-    """The indexed columns of one error-log entry (a raw dict as stored)."""
+def error_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> tuple[Any, ...]:
+    """The indexed columns of one error-log entry (a raw dict as stored); ``aliases`` as for
+    :func:`event_row`."""
     from rayvault.learning._time import parse_ts
 
     try:
@@ -181,10 +204,12 @@ def error_row(item: dict[str, Any]) -> tuple[Any, ...]:
         ts,
         item.get("stage"),
         item.get("video_id") or None,
-        item.get("fingerprint") or _legacy_fingerprint(item.get("stage"), item.get("error")),
+        item.get("fingerprint")
+        or legacy_fingerprint(item.get("stage"), item.get("error"), aliases),
         1 if item.get("resolved") else 0,
         resolved_ts,
         item.get("learning_event_id") or None,
+        item.get("idempotency_key") or None,
     )
 
 
@@ -206,6 +231,19 @@ def error_where(query: ErrorQuery, ph: str = "?") -> tuple[str, list[Any]]:
     if query.fingerprint is not None:
         clauses.append(f"fingerprint = {ph}")
         params.append(query.fingerprint)
+    either = [
+        (column, values)
+        for column, values in (("id", query.ids), ("learning_event_id", query.learning_event_ids))
+        if values is not None
+    ]
+    if either:
+        parts = [f"{c} IN ({', '.join([ph] * len(v))})" for c, v in either if v]
+        clauses.append(f"({' OR '.join(parts)})" if parts else "0 = 1")
+        for _, values in either:
+            params.extend(values)
+    if query.idempotency_key is not None:
+        clauses.append(f"idempotency_key = {ph}")
+        params.append(query.idempotency_key)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     order = " ORDER BY ts DESC, seq DESC" if query.newest_first else " ORDER BY ts, seq"
     if query.limit is not None:
@@ -224,6 +262,37 @@ def known_failures_sql(components: int, ph: str = "?") -> str:
          GROUP BY fingerprint
         HAVING sum(total) >= {ph} AND sum(open) > 0
          ORDER BY sum(total) DESC, fingerprint
+    """
+
+
+def failing_fingerprints_sql(fingerprints: int, components: int, ph: str = "?") -> str:
+    """Which of the fingerprints have, in the components, a FAIL/BLOCKER event or an error-log
+    entry not promoted to an event (a stage failure); each answered by an indexed EXISTS that
+    stops at the first such occurrence. Parameters: the fingerprints, then the components twice."""
+    keys = ", ".join([f"({ph})"] * fingerprints)
+    marks = ", ".join([ph] * components)
+    return f"""
+        WITH k(fp) AS (VALUES {keys})
+        SELECT fp FROM k
+         WHERE EXISTS (SELECT 1 FROM events WHERE fingerprint = k.fp AND component IN ({marks})
+                          AND severity IN ('FAIL', 'BLOCKER'))
+            OR EXISTS (SELECT 1 FROM errors WHERE fingerprint = k.fp AND stage IN ({marks})
+                          AND learning_event_id IS NULL)
+    """
+
+
+def open_occurrences_sql(components: int, ph: str = "?") -> str:
+    """A few unresolved occurrences of one fingerprint in the components, in index order (no
+    sort: only their ids are wanted): event ids, then ids of error-log entries not promoted.
+    Parameters: fingerprint, components, limit, fingerprint, components, limit."""
+    marks = ", ".join([ph] * components)
+    return f"""
+        SELECT * FROM (SELECT 'event', event_id FROM events
+          WHERE fingerprint = {ph} AND component IN ({marks}) AND resolved = 0 LIMIT {ph}) AS e
+        UNION ALL
+        SELECT * FROM (SELECT 'error', id FROM errors
+          WHERE fingerprint = {ph} AND stage IN ({marks}) AND resolved = 0
+            AND learning_event_id IS NULL LIMIT {ph}) AS r
     """
 
 

@@ -6,30 +6,43 @@ reading only what was appended since, so no hot path parses the whole event log.
 rewritten (compaction, an editor, a different inode) or the index is missing or damaged, it is
 rebuilt from the log. Deleting ``state/cache/`` is always safe.
 
-The log is stat'ed again once the index's write lock is held: a size taken before it may be older
-than what another process has meanwhile caught up to, and would look like a log that shrank.
-Every full rebuild is counted (:attr:`SqliteIndex.rebuilds`) and logged with its reason.
+Records stored without a fingerprint (the original system's) are fingerprinted here, with their
+stage folded through the policies' step-name aliases; the index remembers which alias map it used
+(a hash) and rebuilds itself when the map changes.
+
+The log is judged by what is seen of it under its shared lock (no append under way) once the
+index's write lock is held: a size taken before may be older than what another process has
+meanwhile caught up to, and would look like a log that shrank. Every full rebuild is counted
+(:attr:`SqliteIndex.rebuilds`) and logged with its reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError
+from rayvault.learning.store._fs import check_inside
 from rayvault.learning.store._jsonlog import read_array, read_from, scan_after
-from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store._sql import (
+    ERROR_COLUMNS,
+    EVENT_COLUMNS,
+    NO_ALIASES,
+    error_row,
+    event_row,
+)
 
 logger = logging.getLogger("rayvault.learning.index")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -102,26 +115,29 @@ _RECOUNT = "INSERT INTO fp_counts (component, fingerprint, total, open)" + _OCCU
 _SCHEMA = """
 CREATE TABLE sources (
     name TEXT PRIMARY KEY, inode INTEGER, offset INTEGER, sig BLOB, next_seq INTEGER,
-    size INTEGER, mtime INTEGER
+    size INTEGER, mtime INTEGER, aliases TEXT
 );
 CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
     component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
-    source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, data BLOB NOT NULL
+    source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, idempotency_key TEXT,
+    data BLOB NOT NULL
 );
 CREATE INDEX events_video ON events (video_id, component);
 CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
 CREATE INDEX events_source_error ON events (source_error_id) WHERE source_error_id IS NOT NULL;
 CREATE INDEX events_source_note ON events (source_note) WHERE source_note IS NOT NULL;
+CREATE INDEX events_idempotency ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE errors (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, stage TEXT,
     video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, resolved_ts INTEGER,
-    learning_event_id TEXT, data BLOB NOT NULL
+    learning_event_id TEXT, idempotency_key TEXT, data BLOB NOT NULL
 );
 CREATE INDEX errors_stage ON errors (stage, fingerprint, resolved, learning_event_id);
 CREATE INDEX errors_fingerprint ON errors (fingerprint, resolved_ts);
 CREATE INDEX errors_video ON errors (video_id, stage);
+CREATE INDEX errors_idempotency ON errors (idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 -- Occurrences per (component or stage, fingerprint), kept current by triggers, so the gate's
 -- known-failures check reads a few aggregate rows instead of scanning a stage's history.
@@ -143,7 +159,12 @@ class Source:
     table: str
     key: str
     columns: tuple[str, ...]
-    row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    row: Callable[[dict[str, Any], Mapping[str, str]], tuple[Any, ...]]
+
+
+#: What a process saw of a log when it last caught up: (inode, size, mtime) or None when it did
+#: not exist, and the hash of the alias map the index was built with.
+_Seen = tuple[tuple[int, int, int] | None, str]
 
 
 class SqliteIndex:
@@ -153,23 +174,40 @@ class SqliteIndex:
     use: for read-only stores, which must not write even their cache.
     """
 
-    def __init__(self, path: Path | None, sources: list[Source]) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        sources: list[Source],
+        aliases: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.path = path
         self.sources = {s.name: s for s in sources}
         self._local = threading.local()
-        # (inode, size, mtime) of each log when this process last caught up with it.
-        self._seen_on_disk: dict[str, tuple[int, int, int] | None] = {}
+        # What this process saw of each log when it last caught up with it.
+        self._seen_on_disk: dict[str, _Seen] = {}
         self._pid = os.getpid()
+        self._aliases = aliases or (lambda: NO_ALIASES)
+        self._alias_memo: tuple[Mapping[str, str], str] | None = None
         #: Full rebuilds of a table already indexed, from its log, done by this process (each
         #: logged with its reason; the first build of a table is logged but not counted).
         self.rebuilds = 0
 
+    def _alias_map(self) -> tuple[Mapping[str, str], str]:
+        """The step-name aliases in effect and their hash (memoised on the map's identity: the
+        policies are cached, so an unchanged map is the same object)."""
+        aliases = self._aliases()
+        memo = self._alias_memo
+        if memo is None or memo[0] is not aliases:
+            text = "\n".join(f"{k}\t{v}" for k, v in sorted(aliases.items()))
+            memo = self._alias_memo = (aliases, hashlib.sha256(text.encode()).hexdigest()[:16])
+        return memo
+
     @property
-    def _seen(self) -> dict[str, tuple[int, int, int] | None]:
+    def _seen(self) -> dict[str, _Seen]:
         if self.path is not None:
             return self._seen_on_disk
         # An in-memory index belongs to one thread's connection: so does what it has seen.
-        seen: dict[str, tuple[int, int, int] | None] | None = getattr(self._local, "seen", None)
+        seen: dict[str, _Seen] | None = getattr(self._local, "seen", None)
         if seen is None:
             seen = self._local.seen = {}
         return seen
@@ -187,6 +225,7 @@ class SqliteIndex:
             conn = self._open()
             self._local.conn = conn
             return conn
+        check_inside(self.path)  # SQLite follows links: the cache must not lead out of the root
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._open()
@@ -243,12 +282,13 @@ class SqliteIndex:
     def rebuild(self) -> None:
         """Rebuild every table from the logs, in place (other processes may have it open)."""
         conn = self._connect()
+        aliases = self._alias_map()
         with _write(conn):
             for source in self.sources.values():
                 if source.path.exists():
-                    self._rebuild(conn, source, "requested")
+                    self._rebuild(conn, source, aliases, "requested")
                 else:
-                    self._catch_up(conn, source, None)
+                    self._catch_up(conn, source, None, aliases)
         self.forget()
 
     def verify(self, expected: dict[str, dict[str, Any]]) -> list[str]:
@@ -298,20 +338,25 @@ class SqliteIndex:
         source = self.sources[name]
         conn = self._connect()
         seen = _stat(source.path)
-        if name in self._seen and self._seen[name] == seen:
+        aliases = self._alias_map()
+        if self._seen.get(name) == (seen, aliases[1]):
             return conn
         with _write(conn):
             # Again under the lock: another process may have caught up past the size seen above.
             seen = _stat(source.path)
-            self._catch_up(conn, source, seen)
-        self._seen[name] = seen
+            self._catch_up(conn, source, seen, aliases)
+        self._seen[name] = (seen, aliases[1])
         return conn
 
     def _catch_up(
-        self, conn: sqlite3.Connection, source: Source, seen: tuple[int, int, int] | None
+        self,
+        conn: sqlite3.Connection,
+        source: Source,
+        seen: tuple[int, int, int] | None,
+        aliases: tuple[Mapping[str, str], str],
     ) -> None:
         row = conn.execute(
-            "SELECT inode, offset, sig, next_seq, size, mtime FROM sources WHERE name = ?",
+            "SELECT inode, offset, sig, next_seq, size, mtime, aliases FROM sources WHERE name = ?",
             (source.name,),
         ).fetchone()
         if seen is None:
@@ -320,7 +365,11 @@ class SqliteIndex:
                 conn.execute("DELETE FROM sources WHERE name = ?", (source.name,))
             return
         if row is None:
-            self._rebuild(conn, source, "not indexed yet", initial=True)
+            self._rebuild(conn, source, aliases, "not indexed yet", initial=True)
+            return
+        if row[6] != aliases[1]:
+            # Fingerprints computed for records stored without one depend on the alias map.
+            self._rebuild(conn, source, aliases, "the step-name aliases changed")
             return
         offset, sig, next_seq = row[1], row[2], row[3]
         start = max(0, offset - _SIG_BYTES)
@@ -328,29 +377,30 @@ class SqliteIndex:
         # while an append is under way can show the new change time with the old size.
         read = read_from(source.path, start)
         if read is None:
-            self._rebuild(conn, source, "removed while being read")
+            self._rebuild(conn, source, aliases, "removed while being read")
             return
         data, st = read
         if row[0] != st.st_ino:
-            self._rebuild(conn, source, "replaced by a new file")
+            self._rebuild(conn, source, aliases, "replaced by a new file")
             return
         if offset > st.st_size:
-            self._rebuild(conn, source, "shorter than the part already indexed")
+            self._rebuild(conn, source, aliases, "shorter than the part already indexed")
             return
         if row[4] == st.st_size and row[5] != st.st_mtime_ns:
             # Same size but touched since: rewritten in place (appends always grow the file).
-            self._rebuild(conn, source, "changed in place without growing")
+            self._rebuild(conn, source, aliases, "changed in place without growing")
             return
         if data[: offset - start] != sig:
-            self._rebuild(conn, source, "rewritten: the bytes before the indexed offset changed")
+            why = "rewritten: the bytes before the indexed offset changed"
+            self._rebuild(conn, source, aliases, why)
             return
         scan = scan_after(data[offset - start :], offset)
         if scan is None:
-            self._rebuild(conn, source, "appended to in another layout")
+            self._rebuild(conn, source, aliases, "appended to in another layout")
             return
         new_sig = data[max(0, scan.end - _SIG_BYTES - start) : scan.end - start]
         if scan.items:
-            self._store(conn, source, [item for item, _ in scan.items], next_seq)
+            self._store(conn, source, [item for item, _ in scan.items], next_seq, aliases[0])
         conn.execute(
             "UPDATE sources SET offset = ?, sig = ?, next_seq = ?, size = ?, mtime = ? "
             "WHERE name = ?",
@@ -365,11 +415,17 @@ class SqliteIndex:
         )
 
     def _rebuild(
-        self, conn: sqlite3.Connection, source: Source, why: str, *, initial: bool = False
+        self,
+        conn: sqlite3.Connection,
+        source: Source,
+        aliases: tuple[Mapping[str, str], str],
+        why: str,
+        *,
+        initial: bool = False,
     ) -> None:
         whole = read_array(source.path)
         if whole is None:
-            self._catch_up(conn, source, None)
+            self._catch_up(conn, source, None, aliases)
             return
         data, st, parsed = whole.data, whole.stat, whole.parsed
         if not initial:
@@ -382,14 +438,15 @@ class SqliteIndex:
         for name in _TRIGGER_NAMES:
             conn.execute(f"DROP TRIGGER IF EXISTS {name}")
         conn.execute(f"DELETE FROM {source.table}")
-        self._store(conn, source, parsed.items, 0)
+        self._store(conn, source, parsed.items, 0, aliases[0])
         conn.execute("DELETE FROM fp_counts")
         conn.execute(_RECOUNT)
         for statement in _statements(_TRIGGERS):
             conn.execute(statement)
         conn.execute(
-            "INSERT OR REPLACE INTO sources (name, inode, offset, sig, next_seq, size, mtime) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sources "
+            "(name, inode, offset, sig, next_seq, size, mtime, aliases) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 source.name,
                 st.st_ino,
@@ -398,11 +455,17 @@ class SqliteIndex:
                 len(parsed.items),
                 st.st_size,
                 st.st_mtime_ns,
+                aliases[1],
             ),
         )
 
     def _store(
-        self, conn: sqlite3.Connection, source: Source, items: list[Any], first_seq: int
+        self,
+        conn: sqlite3.Connection,
+        source: Source,
+        items: list[Any],
+        first_seq: int,
+        aliases: Mapping[str, str],
     ) -> None:
         import orjson
 
@@ -419,7 +482,7 @@ class SqliteIndex:
                 raise CorruptFileError(
                     source.path, f"element {first_seq + i} is not a record with a {source.key!r}"
                 )
-            rows.append((*source.row(item), first_seq + i, orjson.dumps(item)))
+            rows.append((*source.row(item, aliases), first_seq + i, orjson.dumps(item)))
         conn.executemany(sql, rows)
 
 

@@ -74,6 +74,8 @@ class EventQuery:
     date_from: datetime | None = None
     date_to: datetime | None = None
     exclude_event_id: str | None = None
+    #: The event created by the call that carried this idempotency key.
+    idempotency_key: str | None = None
     newest_first: bool = False
     limit: int | None = None
 
@@ -87,6 +89,12 @@ class ErrorQuery:
     #: True: only unresolved entries; False: only resolved ones.
     unresolved: bool | None = None
     fingerprint: str | None = None
+    #: Only these entries (by id), or only entries linked to one of these learning events
+    #: (``learning_event_id``); given both, an entry matching either.
+    ids: tuple[str, ...] | None = None
+    learning_event_ids: tuple[str, ...] | None = None
+    #: The entry logged by the call that carried this idempotency key.
+    idempotency_key: str | None = None
     newest_first: bool = False
     limit: int | None = None
 
@@ -159,6 +167,17 @@ class Store(Protocol):
         writers; raises ``EventNotFoundError``."""
         ...
 
+    def update_events(
+        self,
+        event_ids: Sequence[str],
+        change: Callable[[LearningEvent], LearningEvent | None],
+    ) -> list[LearningEvent]:
+        """:meth:`update_event` for many events under one lock (one transaction): each
+        ``change(latest)`` that is not None is appended as the new version; returns those, in
+        the order of ``event_ids``. An unknown id raises ``EventNotFoundError`` before anything
+        is written."""
+        ...
+
     def get_event(self, event_id: str) -> LearningEvent | None: ...
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]: ...
@@ -225,6 +244,12 @@ class Store(Protocol):
         """Append ``change(latest)`` atomically; raises ``ErrorEntryNotFoundError``."""
         ...
 
+    def update_errors(
+        self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
+    ) -> list[ErrorEntry]:
+        """:meth:`update_error` for many entries under one lock, as :meth:`update_events`."""
+        ...
+
     def get_error(self, error_id: str) -> ErrorEntry | None: ...
 
     def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]: ...
@@ -245,6 +270,20 @@ class Store(Protocol):
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
         """Fingerprints seen at least ``threshold`` times among the events and (not promoted)
         error-log entries of these components, with at least one occurrence unresolved."""
+        ...
+
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        """Those of ``fingerprints`` with a FAIL/BLOCKER event or a (not promoted) error-log
+        entry among the components: the recurring failures the gate may deny."""
+        ...
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        """Up to ``limit`` unresolved event ids and (not promoted) error-log entry ids of one
+        fingerprint among the components, in no particular order: what a gate denial names."""
         ...
 
     def gate_state(self, video_id: str) -> AbstractContextManager[GateState]:

@@ -7,6 +7,8 @@ This is the only code that knows where they live; the locations come from the po
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,12 +19,23 @@ from rayvault.learning.exceptions import (
     InvalidIdentifierError,
     InvalidInputError,
     StoreError,
+    UnsafePathError,
 )
-from rayvault.learning.store._fs import atomic_write, create_exclusive, locked
+from rayvault.learning.store._fs import (
+    allowed_link,
+    atomic_write,
+    check_inside,
+    create_exclusive,
+    locked,
+    open_nofollow,
+    register_root,
+)
 from rayvault.policies import POLICIES_FILENAME, Policies
 
 NOTE_INDEX = "_index.md"
 NOTE_INDEX_ARCHIVE = "_index-archive.md"
+#: Full texts of fields cut to the size caps, one file per distinct text.
+ATTACHMENTS_DIR = "data/attachments"
 
 
 class Documents:
@@ -32,6 +45,7 @@ class Documents:
         self, root: Path, policies: Callable[[], Policies], *, read_only: bool = False
     ) -> None:
         self.root = root
+        register_root(root)
         self._policies = policies
         self._resolved: dict[str, Path] = {}
         self.read_only = read_only
@@ -44,9 +58,17 @@ class Documents:
         known = self._resolved.get(relative)
         if known is not None:
             return known
-        path = (self.root / relative).resolve()
+        lexical = os.path.normpath(self.root / relative)
+        path = Path(lexical).resolve()
         if not path.is_relative_to(self.root.resolve()):
-            raise ConfigError(f"{what} {relative!r} points outside the data root {self.root}")
+            if not Path(lexical).is_relative_to(self.root):
+                raise ConfigError(f"{what} {relative!r} points outside the data root {self.root}")
+            if not allowed_link(str(self.root), lexical, str(path)):
+                raise UnsafePathError(
+                    lexical,
+                    f"{what} {relative!r} leads outside the data root {self.root} through a "
+                    f"symbolic link (it resolves to {path})",
+                )
         if len(self._resolved) < 256:
             self._resolved[relative] = path
         return path
@@ -58,6 +80,19 @@ class Documents:
             return path.relative_to(root).as_posix()
         except ValueError:
             return str(path)
+
+    # -- full texts of capped fields ----------------------------------------------------------
+    def keep_full_text(self, text: str) -> str:
+        """Keep ``text`` once, as ``data/attachments/<digest>.txt``: named by its SHA-256, so the
+        same text is written once however often it is capped. Returns the path relative to the
+        data root."""
+        self._writable()
+        data = text.encode()
+        name = f"{hashlib.sha256(data).hexdigest()[:32]}.txt"
+        path = self._inside_root(ATTACHMENTS_DIR, "the attachments folder") / name
+        if not path.exists():
+            create_exclusive(path, data)
+        return f"{ATTACHMENTS_DIR}/{name}"
 
     # -- skill graph --------------------------------------------------------------------------
     @property
@@ -91,7 +126,9 @@ class Documents:
             text, overflow = update(current)
             if overflow:
                 archive = folder / NOTE_INDEX_ARCHIVE
-                with archive.open("a", encoding="utf-8") as fh:
+                check_inside(archive)
+                fd = open_nofollow(archive, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                with os.fdopen(fd, "a", encoding="utf-8") as fh:
                     fh.write("".join(line + "\n" for line in overflow))
             atomic_write(path, text.encode())
         return path
@@ -167,6 +204,8 @@ class Documents:
         nothing changed."""
         self._writable()
         with locked(path):
+            if path.is_symlink():  # its text would be read from wherever the link leads
+                raise UnsafePathError(path, "it is a symbolic link")
             try:
                 # Bytes, then decode: read_text would turn CRLF line ends into LF, and the rewrite
                 # would change every line of a file we only add a section to.
@@ -183,3 +222,15 @@ class Documents:
     @property
     def policies_file(self) -> Path:
         return self.root / POLICIES_FILENAME
+
+    def policies_sha1s(self) -> set[str]:
+        """SHA-1 of the bytes of ``policies.py`` and of ``rayvault/policies.py`` (the original
+        system's location), ``""`` for a missing one: what its gate state recorded."""
+        return {_sha1(self.policies_file), _sha1(self.root / "rayvault" / POLICIES_FILENAME)}
+
+
+def _sha1(path: Path) -> str:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return ""

@@ -4,6 +4,7 @@
 
     data/learning_events.json            append-only event index (every version; last wins)
     data/error_log.json                  append-only raw error log
+    data/error_log.journal               the same records as JSON lines (repair's second copy)
     data/archive/                        event indexes as they were before each compaction
     data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
     state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, from_micros, parse_ts, utcnow
@@ -61,13 +62,18 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store._fs import (
     atomic_write,
+    check_folder,
+    check_inside,
     create_exclusive,
     dump_json,
+    fsync_enabled,
     locked,
     parse_json,
     read_json,
+    register_root,
 )
 from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store._snapshots import snapshot_time
 from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
@@ -75,8 +81,11 @@ from rayvault.learning.store._sql import (
     error_where,
     event_order,
     event_where,
+    failing_fingerprints_sql,
     known_failures_sql,
+    open_occurrences_sql,
     pattern_sql,
+    shown_pattern,
     timeline_sql,
 )
 from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
@@ -98,9 +107,12 @@ MEMORY_FILE = "memory_active.json"
 TOMBSTONES_FILE = "memory_tombstones.json"
 ARCHIVE_DIR = "memory_archive"
 TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
-_SNAPSHOT = re.compile(r"memory_active-(\d{8}T\d{6}Z)(?:-[0-9a-f]+)?\.json")
 _REPORT = re.compile(r"weekly-(\d{4}-\d{2}-\d{2})(?:-(\d+))?")
 _TOMBSTONE_ARCHIVE = re.compile(r"tombstones-(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json")
+#: The original system's tombstone archives in ``memory_archive/`` (a bare JSON list of
+#: tombstones, named by local day; its memory snapshots are named in ``_snapshots``). Data:
+#: listed, pruned and moved by ``store export/import`` like ours.
+_ORIGINAL_TOMBSTONE_ARCHIVE = re.compile(r"tombstones_archive_(\d{8})\.json")
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
 
@@ -138,11 +150,13 @@ class FileStore:
 
     def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
         self.root = Path(root).absolute()
+        register_root(self.root)
         self.is_read_only = read_only
         self.data_dir = self.root / "data"
         self.archive_dir = self.data_dir / "archive"
         self.events_path = self.data_dir / "learning_events.json"
         self.errors_path = self.data_dir / "error_log.json"
+        self.errors_journal = self.data_dir / "error_log.journal"
         self.reports_dir = self.data_dir / "learning_reports"
         self.agents_dir = self.root / "state" / "agents"
         self.gate_dir = self.root / "state" / "learning_gate"
@@ -155,6 +169,7 @@ class FileStore:
         self.index = SqliteIndex(
             None if read_only else self.cache_dir / "index.sqlite3",
             [event_source(self.events_path), error_source(self.errors_path)],
+            self._stage_aliases,
         )
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
 
@@ -176,6 +191,14 @@ class FileStore:
         except PolicyError as e:
             raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
 
+    def _stage_aliases(self) -> Mapping[str, str]:
+        """The alias map the index folds unfingerprinted records with. Unusable policies fall
+        back to the defaults (the index follows when they are fixed), so ``doctor`` still reads."""
+        try:
+            return self.policies.LEARNING_STAGE_ALIASES
+        except ConfigError:
+            return Policies().LEARNING_STAGE_ALIASES
+
     def describe(self) -> str:
         return f"file store at {self.root}" + (" (read-only)" if self.is_read_only else "")
 
@@ -194,10 +217,35 @@ class FileStore:
             if event.video_id:
                 validate_identifier(event.video_id, "video id")
             lines.append(event.model_dump_json().encode())
-        with locked(self.events_path):
+            if event.video_id:  # its per-video copy: refused before anything is written
+                check_inside(self.video_events_dir(event.video_id) / f"{event.event_id}.json")
+        with self._events_locked() as lock:
+            pending = [e.event_id for e in events if e.video_id] if video_files else []
+            _mark(lock, pending)
             self._events.append(lines)
-            if video_files:
+            if pending:
                 self._write_video_files(events)
+                _mark(lock, [])
+
+    @contextlib.contextmanager
+    def _events_locked(self) -> Iterator[int]:
+        """The event log's lock. A writer notes in the lock file the events whose per-video
+        files it is about to write, and clears the note once they are written: the next holder
+        finding a note finishes the work of a writer that was killed in between (a kill -9 leaves
+        no per-video file missing or stale for longer than the next write)."""
+        with locked(self.events_path) as lock:
+            if os.fstat(lock).st_size:
+                self._finish_video_files(lock)
+            yield lock
+
+    def _finish_video_files(self, lock: int) -> None:
+        note = os.pread(lock, 1 << 20, 0)
+        ids = [i for i in note.decode("ascii", "replace").split() if is_safe_identifier(i)]
+        for event_id in ids:
+            event = self.get_event(event_id)
+            if event is not None and event.video_id:
+                self._write_video_files([event])
+        _mark(lock, [])
 
     def _write_video_files(self, events: Sequence[LearningEvent]) -> None:
         for event in events:
@@ -209,13 +257,37 @@ class FileStore:
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
         self._writable()
-        with locked(self.events_path):
+        if not self.events_path.exists():  # no lock file for a call that must fail
+            raise EventNotFoundError(event_id)
+        with self._events_locked() as lock:
             current = self.get_event(event_id)
             if current is None:
                 raise EventNotFoundError(event_id)
             new = change(current)
+            _mark(lock, [new.event_id] if new.video_id else [])
             self._events.append([new.model_dump_json().encode()])
             self._write_video_files([new])
+            _mark(lock, [])
+            return new
+
+    def update_events(
+        self,
+        event_ids: Sequence[str],
+        change: Callable[[LearningEvent], LearningEvent | None],
+    ) -> list[LearningEvent]:
+        self._writable()
+        ids = list(dict.fromkeys(event_ids))
+        with locked(self.events_path):
+            current = _rows_by_key(self.index.sync("events"), "events", "event_id", ids)
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise EventNotFoundError(missing)
+            new = [e for e in (change(self._event(current[i])) for i in ids) if e is not None]
+            for event in new:
+                validate_identifier(event.event_id, "event id")
+            if new:
+                self._events.append([e.model_dump_json().encode() for e in new])
+                self._write_video_files(new)
             return new
 
     def _event(self, data: bytes) -> LearningEvent:
@@ -387,7 +459,10 @@ class FileStore:
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
         tombstones_path = folder / TOMBSTONES_FILE
-        with locked(memory_path):
+        # A call that fails for an agent without state leaves nothing behind: no lock file, no
+        # empty folder (both are removed again when nothing was written).
+        new_agent = not folder.is_dir()
+        with _drop_if_empty(folder, new_agent), locked(memory_path, remove=new_agent):
             try:
                 old_bytes: bytes | None = memory_path.read_bytes()
             except FileNotFoundError:
@@ -407,29 +482,40 @@ class FileStore:
             now = utcnow()
             if state.memory_changed:
                 if old_bytes is not None and state.archive:
-                    self._snapshot(folder, memory_path, now)
+                    self._snapshot(folder, memory_path, now, state.memory)
                 state.memory.updated = now
                 atomic_write(memory_path, dump_json(state.memory.model_dump(mode="json")))
             if state.tombstones_changed:
                 state.tombstones.updated = now
                 atomic_write(tombstones_path, dump_json(state.tombstones.model_dump(mode="json")))
 
-    def _snapshot(self, folder: Path, memory_path: Path, now: datetime) -> None:
+    def _snapshot(
+        self, folder: Path, memory_path: Path, now: datetime, memory: AgentMemory
+    ) -> None:
         """Archive the current memory file before it is replaced.
 
         A hard link to the current file: the replace that follows gives ``memory_active.json`` a
         new inode, so the snapshot keeps the old bytes without copying them. ``link`` also never
-        overwrites: several changes in one second each keep their own snapshot.
+        overwrites: several changes in one second each keep their own snapshot. The name carries
+        a sequence number (kept in the memory file, ``snapshot_seq``) that orders snapshots taken
+        within one second (see ``_snapshots.ordered_snapshots``).
         """
+        from rayvault.learning.store._snapshots import next_snapshot_name
+
         archive = folder / ARCHIVE_DIR
+        check_folder(archive)
         archive.mkdir(exist_ok=True)
-        stamp = compact_ts(now)
+        extra = memory.__pydantic_extra__
+        assert extra is not None  # records keep unknown fields
         while True:
+            name, seq = next_snapshot_name(archive, now, extra.get("snapshot_seq"))
             try:
-                os.link(memory_path, archive / f"memory_active-{stamp}-{_token()}.json")
-                return
+                os.link(memory_path, archive / name)
             except FileExistsError:
+                extra["snapshot_seq"] = seq
                 continue
+            extra["snapshot_seq"] = seq
+            return
 
     def list_agents(self) -> list[str]:
         if not self.agents_dir.is_dir():
@@ -462,9 +548,9 @@ class FileStore:
             return []
         found = []
         for entry in archive.iterdir():
-            match = _SNAPSHOT.fullmatch(entry.name)
-            if match:
-                found.append((parse_ts(match.group(1)), entry.name))
+            taken = snapshot_time(entry.name)
+            if taken is not None:
+                found.append((taken, entry.name))
         return sorted(found)
 
     def prune_memory_snapshots(self, agent: str, older_than: datetime) -> list[str]:
@@ -473,6 +559,7 @@ class FileStore:
         removed = []
         for stamp, name in self.list_memory_snapshots(agent):
             if stamp < older_than:
+                check_folder(archive)  # never removes files through a link out of the root
                 with contextlib.suppress(FileNotFoundError):
                     (archive / name).unlink()
                 removed.append(name)
@@ -487,15 +574,37 @@ class FileStore:
             lines.append(entry.model_dump_json().encode())
         with locked(self.errors_path):
             self._errors.append(lines)
+            append_journal(self.errors_journal, lines)
 
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
         self._writable()
+        if not self.errors_path.exists():  # no lock file for a call that must fail
+            raise ErrorEntryNotFoundError(error_id)
         with locked(self.errors_path):
             current = self.get_error(error_id)
             if current is None:
                 raise ErrorEntryNotFoundError(error_id)
             new = change(current)
-            self._errors.append([new.model_dump_json().encode()])
+            line = new.model_dump_json().encode()
+            self._errors.append([line])
+            append_journal(self.errors_journal, [line])
+            return new
+
+    def update_errors(
+        self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
+    ) -> list[ErrorEntry]:
+        self._writable()
+        ids = list(dict.fromkeys(error_ids))
+        with locked(self.errors_path):
+            current = _rows_by_key(self.index.sync("errors"), "errors", "id", ids)
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise ErrorEntryNotFoundError(missing)
+            new = [e for e in (change(self._error(current[i])) for i in ids) if e is not None]
+            for entry in new:
+                validate_identifier(entry.id, "error id")
+            if new:
+                self._errors.append([e.model_dump_json().encode() for e in new])
             return new
 
     def _error(self, data: bytes) -> ErrorEntry:
@@ -575,26 +684,59 @@ class FileStore:
                     "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
                 ).fetchone()
             )
-            template = orjson.loads(sample[0]).get("pattern") if sample else None
+            raw = orjson.loads(sample[0]) if sample else {}
+            text = raw.get("symptom") or raw.get("error")
             found.append(
                 KnownFailure(
                     fingerprint=fp,
-                    pattern=template or fp,
+                    pattern=raw.get("pattern") or shown_pattern(text) or fp,
                     occurrences=occurrences,
                     unresolved=unresolved,
                 )
             )
         return found
 
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        if not fingerprints or not components:
+            return set()
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        sql = failing_fingerprints_sql(len(fingerprints), len(components))
+        return {fp for (fp,) in conn.execute(sql, [*fingerprints, *components, *components])}
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        if not components:
+            return [], []
+        self.index.sync("errors")
+        conn = self.index.sync("events")
+        params = [fingerprint, *components, limit]
+        rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
+        return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
+
     def gate_state_path(self, video_id: str) -> Path:
         return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
 
+    def _gate_folder_usable(self) -> None:
+        """A file where ``state/learning_gate`` (or ``state``) must be a folder: one clear error."""
+        for folder in (self.gate_dir, self.gate_dir.parent):
+            if folder.exists() and not folder.is_dir():
+                raise StoreError(
+                    f"{folder} is a file, where the gate keeps its state in a folder",
+                    hint="move the file away, or point --root at the right data root",
+                )
+
     def load_gate_state(self, video_id: str) -> GateState | None:
+        self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         self._writable()
+        self._gate_folder_usable()
         path = self.gate_state_path(video_id)
         with locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
@@ -656,7 +798,7 @@ class FileStore:
         self._writable()
         path = self.events_path
         relative = self.relative(path)
-        with locked(path):
+        with self._events_locked():
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -701,6 +843,7 @@ class FileStore:
         name = f"{path.stem}-{stamp}{path.suffix}"
         while True:
             target = self.archive_dir / name
+            check_inside(target)
             self.archive_dir.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(path, target)
@@ -757,8 +900,72 @@ class FileStore:
         return self._load(WeeklyReport, path, "the weekly report")
 
 
+class OriginalTombstoneArchive(RootModel[list[Tombstone]]):
+    """The content of the original system's ``tombstones_archive_YYYYMMDD.json``: a bare list."""
+
+
+def original_tombstone_archive_day(name: str) -> date | None:
+    """The day of the original system's ``tombstones_archive_<local %Y%m%d>.json`` (None for
+    any other name)."""
+    match = _ORIGINAL_TOMBSTONE_ARCHIVE.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+#: Keys per ``IN (…)`` lookup (well under SQLite's limit on bound parameters).
+_KEYS_PER_QUERY = 500
+
+
+def _rows_by_key(conn: Any, table: str, key: str, keys: Sequence[str]) -> dict[str, bytes]:
+    """The stored record of each of ``keys`` that exists, by key, in a few indexed lookups."""
+    found: dict[str, bytes] = {}
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[start : start + _KEYS_PER_QUERY]
+        marks = ", ".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT {key}, data FROM {table} WHERE {key} IN ({marks})", chunk)
+        found.update(rows)
+    return found
+
+
 def _token() -> str:
     return secrets.token_hex(4)
+
+
+@contextlib.contextmanager
+def _drop_if_empty(folder: Path, new: bool) -> Iterator[None]:
+    """Remove ``folder`` on the way out when it was created for this call and is still empty
+    (the lock file is removed first, see ``locked(remove=True)``)."""
+    try:
+        yield
+    finally:
+        if new:
+            with contextlib.suppress(OSError):
+                (folder / ARCHIVE_DIR).rmdir()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _mark(lock: int, event_ids: Sequence[str]) -> None:
+    """Note (or, empty, clear) in the event log's lock file the per-video files being written."""
+    if event_ids:
+        os.pwrite(lock, " ".join(event_ids).encode() + b"\n", 0)
+    os.ftruncate(lock, len(" ".join(event_ids)) + 1 if event_ids else 0)
+
+
+def append_journal(path: Path, lines: Sequence[bytes]) -> None:
+    """Append records to a JSON-lines journal (one ``write`` with ``O_APPEND``): a second copy
+    of a log that ``doctor --repair`` restores it from when the log itself is lost."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, b"\n".join(lines) + b"\n")
+        if fsync_enabled():
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def dated_name(prefix: str, day: date, n: int) -> str:

@@ -18,7 +18,10 @@ Documents are stored as the text the file store writes, so an export gives back 
 Skill-graph notes, SOUL files and ``policies.py`` stay files under ``root`` (``docs``).
 
 A read-only view (``read_only()``, for dry runs) has its own connections, on which every
-transaction is ``READ ONLY``: a write the store forgot to refuse still fails in the server.
+transaction is ``READ ONLY``: a write the store forgot to refuse still fails in the server. A
+view of a schema that does not exist yet reads an empty store: an empty copy of the schema is
+built once, under a private name, in a transaction held open by one connection of the view and
+rolled back when it closes (see ``_phantom_connection``); nothing of it is ever committed.
 
 Concurrency: a read-modify-write (agent memory, gate state, an event or error update) runs in one
 transaction under a lock: a transaction-level advisory lock keyed by schema and name, or the row's
@@ -52,6 +55,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
@@ -90,8 +94,11 @@ from rayvault.learning.store._sql import (
     event_order,
     event_row,
     event_where,
+    failing_fingerprints_sql,
     known_failures_sql,
+    open_occurrences_sql,
     pattern_sql,
+    shown_pattern,
     timeline_sql,
 )
 from rayvault.learning.store.base import (
@@ -137,6 +144,8 @@ _MICROS_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Pools inherited by a forked child: kept referenced and never closed there (closing would end
 #: the parent's sessions; psycopg itself leaves a connection made by another process alone).
 _INHERITED: list[ConnectionPool[Any]] = []
+#: The same for the connection holding a read-only view's empty schema (see ``_phantom``).
+_INHERITED_CONNECTIONS: list[Any] = []
 
 
 # -- URLs -------------------------------------------------------------------------------------
@@ -251,6 +260,29 @@ class _RetryableError(StoreError):
     of it was committed, and running it again is safe."""
 
 
+class _ConnectionLost(StoreError):
+    """The connection broke under a call (the server terminated it, the network dropped it).
+    ``in_commit``: it broke while a transaction was being committed, so the write may or may
+    not have been stored."""
+
+    in_commit = False
+
+
+class _PoolLog(logging.Handler):
+    """psycopg_pool's own messages ("discarding closed connection" after the server ended a
+    pooled connection, …) go to the ``rayvault.learning`` logger at INFO: they are expected, the
+    store reconnects, and they must not be printed around the CLI's ``Error:`` line (with no
+    handler of its own, Python would print the pool's warnings to stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.info("PostgreSQL connection pool: %s", record.getMessage())
+
+
+_pool_log = logging.getLogger("psycopg.pool")
+if not any(isinstance(h, _PoolLog) for h in _pool_log.handlers):
+    _pool_log.addHandler(_PoolLog())
+
+
 def _snapshot_name(stamp: str) -> str:
     return f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
 
@@ -299,6 +331,11 @@ EVENT_BY_ID = "SELECT data::text FROM events WHERE event_id = %s"
 EVENT_FOR_UPDATE = EVENT_BY_ID + " FOR UPDATE"
 ERROR_BY_ID = "SELECT data::text FROM errors WHERE id = %s"
 ERROR_FOR_UPDATE = ERROR_BY_ID + " FOR UPDATE"
+# Many rows locked in key order, so two bulk writers never wait for each other in a cycle.
+EVENTS_FOR_UPDATE = (
+    "SELECT event_id, data::text FROM events WHERE event_id = ANY(%s) ORDER BY event_id FOR UPDATE"
+)
+ERRORS_FOR_UPDATE = "SELECT id, data::text FROM errors WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 EVENT_FACETS = """
     SELECT CASE WHEN GROUPING(severity) = 0 THEN 'severity'
                 WHEN GROUPING(status) = 0 THEN 'status'
@@ -327,12 +364,17 @@ LATEST_RESOLUTIONS = """
     ORDER BY resolved_ts DESC, seq DESC
 """
 # The pattern shown for a known failure: from an event with the fingerprint if there is one
-# (its pattern, or none: then the fingerprint is shown), else from an error-log entry.
+# (its pattern, or none: then the fingerprint is shown), else from an error-log entry; and the
+# text of that record, masked for records stored without a pattern (the original system's).
 KNOWN_FAILURES = """
     SELECT k.fingerprint, k.occurrences, k.unresolved,
            coalesce((SELECT coalesce(e.data->>'pattern', '') FROM events AS e
                       WHERE e.fingerprint = k.fingerprint LIMIT 1),
                     (SELECT r.data->>'pattern' FROM errors AS r
+                      WHERE r.fingerprint = k.fingerprint LIMIT 1)),
+           coalesce((SELECT e.data->>'symptom' FROM events AS e
+                      WHERE e.fingerprint = k.fingerprint LIMIT 1),
+                    (SELECT r.data->>'error' FROM errors AS r
                       WHERE r.fingerprint = k.fingerprint LIMIT 1))
       FROM ({inner}) AS k
      ORDER BY k.occurrences DESC, k.fingerprint
@@ -442,9 +484,13 @@ class PostgresStore:
             self.conninfo = make_conninfo(
                 self.conninfo, options=f"{options} -c default_transaction_read_only=on"
             )
-        #: A read-only view of a schema that does not exist yet sees it empty: each of its
-        #: connections creates it in a transaction that is rolled back (see ``_pooled``).
+        #: A read-only view of a schema that does not exist yet sees it empty: one connection
+        #: holds an empty copy of the schema in a transaction never committed (``_pooled``).
         self._phantom_schema = False
+        self._phantom_conn: Conn | None = None
+        self._phantom_lock = threading.RLock()
+        #: How many times this store built that empty schema (once per process and store).
+        self.phantom_builds = 0
         self._pool: ConnectionPool[Any] | None = None
         self._finalizer: weakref.finalize[Any, PostgresStore] | None = None
         self._pool_lock = threading.Lock()
@@ -499,6 +545,13 @@ class PostgresStore:
                 self._finalizer = None
         if pool is not None:
             _close_pool(pool, self._pid)
+        with self._phantom_lock:
+            phantom, self._phantom_conn = self._phantom_conn, None
+        if phantom is not None and not phantom.closed:
+            if os.getpid() == self._pid:
+                phantom.close()  # rolls the empty schema back
+            else:
+                _INHERITED_CONNECTIONS.append(phantom)
 
     # -- connections ----------------------------------------------------------------------------
     def lock_key(self, *parts: str) -> int:
@@ -519,6 +572,10 @@ class PostgresStore:
             _INHERITED.append(self._pool)
         self._pool = None
         self._finalizer = None
+        if self._phantom_conn is not None:
+            _INHERITED_CONNECTIONS.append(self._phantom_conn)
+            self._phantom_conn = None
+        self._phantom_lock = threading.RLock()
         self._local = threading.local()
         self._pool_lock = threading.Lock()
         self._pid = os.getpid()
@@ -547,6 +604,9 @@ class PostgresStore:
                     open=False,
                     name=f"rayvault-{self.schema}",
                     timeout=POOL_TIMEOUT,
+                    # A connection the server ended while it sat in the pool is found and
+                    # replaced when it is checked out, not reported as the next call's error.
+                    check=ConnectionPool.check_connection,
                 )
                 pool.open(wait=False)
                 self._pool = pool
@@ -557,12 +617,13 @@ class PostgresStore:
     def _pooled(self) -> Iterator[Conn]:
         """A pooled connection of its own (not the thread's current transaction)."""
         pool = self._get_pool()
+        conn: Conn | None = None
         try:
-            with pool.connection() as conn:
-                if self._phantom_schema:
-                    with self._phantom(conn):
-                        yield conn
-                else:
+            if self._phantom_schema:
+                with self._phantom_connection() as conn:
+                    yield conn
+            else:
+                with pool.connection() as conn:
                     yield conn
         except PoolTimeout as e:
             raise StoreError(
@@ -588,10 +649,61 @@ class PostgresStore:
                 hint="run `rayvault-learn store init`",
             ) from e
         except psycopg.OperationalError as e:
+            if conn is not None and conn.broken:
+                raise self._lost(e) from e
             raise StoreError(
                 f"PostgreSQL store {self.target.display}: {_first_line(e)}",
                 hint="check that the server is running and reachable",
             ) from e
+
+    def _lost(self, error: psycopg.OperationalError) -> _ConnectionLost:
+        in_commit = bool(getattr(error, "rayvault_in_commit", False))
+        lost = _ConnectionLost(
+            f"PostgreSQL store {self.target.display}: the connection was lost"
+            + (" while committing: the write may or may not have been stored" if in_commit else "")
+            + f" ({_first_line(error)})",
+            hint="retry with the same idempotency key (--idempotency-key): a write that was "
+            "stored is then returned, not made twice"
+            if in_commit
+            else "check that the server is running and reachable",
+        )
+        lost.in_commit = in_commit
+        return lost
+
+    def _reconnecting(
+        self, call: Callable[[], None], *, stored: Callable[[], bool] | None = None
+    ) -> None:
+        """Run a write ``call`` again, once, on a new connection when its connection was lost
+        and that is safe: it broke before a commit was under way (nothing of it was stored), or
+        ``stored()`` (asked on a new connection) says the write did not reach the database. A
+        write that did is not made twice. Never inside a transaction block (the block's
+        connection is gone: the block fails), never for other errors (constraints, bad data)."""
+        try:
+            call()
+        except _ConnectionLost as e:
+            if getattr(self._local, "conn", None) is not None:
+                raise
+            if stored is not None:
+                if stored():
+                    log.info("PostgreSQL store: connection lost (%s); the write was stored", e)
+                    return
+            elif e.in_commit:
+                raise
+            log.info("PostgreSQL store: connection lost (%s); retried on a new connection", e)
+            call()
+
+    def _version_stored(self, statement: str, params: tuple[Any, ...]) -> bool:
+        """Whether the record version of an upsert's ``params`` (key, JSON text, …) is in its
+        versions table: after a connection lost during the upsert, it tells whether it was
+        committed."""
+        errors = statement is ERROR_UPSERT
+        versions, key = ("error_versions", "id") if errors else ("event_versions", "event_id")
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM {versions} WHERE {key} = %s AND data::text = %s LIMIT 1",
+                params[:2],
+            ).fetchone()
+        return row is not None
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Conn]:
@@ -612,8 +724,16 @@ class PostgresStore:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Conn]:
         """A transaction (a savepoint when the thread is already in one)."""
-        with self._connection() as conn, conn.transaction():
-            yield conn
+        with self._connection() as conn:
+            committing = False
+            try:
+                with conn.transaction():
+                    yield conn
+                    committing = True
+            except psycopg.OperationalError as e:
+                # Lost during COMMIT: the server may have stored it (see ``_lost``).
+                e.rayvault_in_commit = committing  # type: ignore[attr-defined]
+                raise
 
     def lock_tables(self, conn: Conn, tables: str, mode: str) -> None:
         """``LOCK TABLE tables IN mode MODE`` in the caller's transaction, for maintenance that
@@ -642,15 +762,23 @@ class PostgresStore:
             with conn.cursor() as cur:
                 cur.executemany(statement, params)
 
-        self._retrying(write)
+        # Upserts, in one transaction: all of them were committed or none.
+        self._retrying(write, stored=lambda: self._version_stored(statement, params[0]))
 
-    def _retrying(self, write: Callable[[Conn], None]) -> None:
+    def _retrying(
+        self, write: Callable[[Conn], None], *, stored: Callable[[], bool] | None = None
+    ) -> None:
         """Run a multi-statement write in a transaction, again if PostgreSQL picked it as the
-        victim of a deadlock (nothing of it was committed)."""
+        victim of a deadlock (nothing of it was committed), or once on a new connection when its
+        connection was lost (see ``_reconnecting``)."""
+
+        def run() -> None:
+            with self._transaction() as conn:
+                write(conn)
+
         for attempt in range(5):
             try:
-                with self._transaction() as conn:
-                    write(conn)
+                self._reconnecting(run, stored=stored)
                 return
             except _RetryableError:
                 if attempt == 4 or getattr(self._local, "conn", None) is not None:
@@ -658,17 +786,46 @@ class PostgresStore:
                 log.info("PostgreSQL store: write retried after a deadlock")
 
     @contextlib.contextmanager
-    def _phantom(self, conn: Conn) -> Iterator[None]:
-        """For a read-only view of a schema not created yet: the schema as a first use would
-        create it, in a transaction that is rolled back whatever happens (the view reads an empty
-        store, and nothing of it is left in the database)."""
-        conn.execute("BEGIN READ WRITE")
+    def _phantom_connection(self) -> Iterator[Conn]:
+        """For a read-only view of a schema not created yet: the one connection that sees an
+        empty store, for the duration of a call (calls of several threads take turns). A call
+        that leaves its transaction failed drops it: the next call builds a new one."""
+        with self._phantom_lock:
+            conn = self._phantom_conn
+            if conn is None or conn.closed:
+                conn = self._phantom_conn = self._build_phantom()
+            try:
+                yield conn
+            finally:
+                if conn.info.transaction_status != TransactionStatus.INTRANS:
+                    self._phantom_conn = None
+                    conn.close()
+
+    def _build_phantom(self) -> Conn:
+        """A connection in an open transaction holding the schema as a first use would create
+        it, empty, under a private name (a concurrent ``store init`` of the real one never
+        waits for it), read-only from then on. The transaction is never committed: closing the
+        view rolls it back, and nothing of it is left in the database. Built once per view."""
+        name = f"rayvault_empty_{secrets.token_hex(6)}"
+        conn = self.connect()
         try:
-            schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
+            conn.execute("BEGIN READ WRITE")
+            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(name)))
+            schema_sql.migrate(conn, name, self.lock_key("empty", name))
             conn.execute("SET TRANSACTION READ ONLY")
-            yield
-        finally:
-            conn.execute("ROLLBACK")
+        except psycopg.Error as e:
+            conn.close()
+            raise StoreError(
+                f"cannot read schema {self.schema!r} at {self.target.display}, which is not "
+                f"initialised, as an empty store: {_first_line(e)}",
+                hint="run `rayvault-learn store init`",
+            ) from e
+        self.phantom_builds += 1
+        log.info(
+            "schema %s is not initialised: the read-only view reads it as an empty store",
+            self.schema,
+        )
+        return conn
 
     def _check_readable(self, conn: Conn) -> None:
         """A read-only view reads the schema as it is: a missing one is empty (``_phantom``), one
@@ -793,10 +950,10 @@ class PostgresStore:
         return self._record(ErrorEntry, text, self._where("errors"), "an error-log entry")
 
     # -- events -----------------------------------------------------------------------------------
-    @staticmethod
-    def _event_params(event: LearningEvent) -> tuple[Any, ...]:
+    def _event_params(self, event: LearningEvent) -> tuple[Any, ...]:
         data = event.model_dump_json()
-        return (event.event_id, data, *event_row(orjson.loads(data)))
+        aliases = self.policies.LEARNING_STAGE_ALIASES
+        return (event.event_id, data, *event_row(orjson.loads(data), aliases))
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         # Per-video copies are not stored: in this store they are the latest version of each
@@ -810,10 +967,19 @@ class PostgresStore:
                 validate_identifier(event.video_id, "video id")
             params.append(self._event_params(event))
         if len(params) == 1:
-            with self._connection() as conn:
-                conn.execute(EVENT_UPSERT, params[0])
+            self._execute_upsert(EVENT_UPSERT, params[0])
         elif params:
             self._executemany(EVENT_UPSERT, params)
+
+    def _execute_upsert(self, statement: str, params: tuple[Any, ...]) -> None:
+        """One record version, in a statement of its own (autocommit); if the connection was
+        lost, again on a new one unless the version was committed after all."""
+
+        def run() -> None:
+            with self._connection() as conn:
+                conn.execute(statement, params)
+
+        self._reconnecting(run, stored=lambda: self._version_stored(statement, params))
 
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
@@ -826,6 +992,26 @@ class PostgresStore:
             new = change(self._event(row[0]))
             validate_identifier(new.event_id, "event id")
             conn.execute(EVENT_UPSERT, self._event_params(new))
+            return new
+
+    def update_events(
+        self,
+        event_ids: Sequence[str],
+        change: Callable[[LearningEvent], LearningEvent | None],
+    ) -> list[LearningEvent]:
+        self._writable()
+        ids = list(dict.fromkeys(event_ids))
+        with self._transaction() as conn:
+            current = dict(conn.execute(EVENTS_FOR_UPDATE, (sorted(ids),)).fetchall())
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise EventNotFoundError(missing)
+            new = [e for e in (change(self._event(current[i])) for i in ids) if e is not None]
+            for event in new:
+                validate_identifier(event.event_id, "event id")
+            if new:
+                with conn.cursor() as cur:
+                    cur.executemany(EVENT_UPSERT, [self._event_params(e) for e in new])
             return new
 
     def get_event(self, event_id: str) -> LearningEvent | None:
@@ -1064,10 +1250,10 @@ class PostgresStore:
         return [name for _, name in sorted((as_utc(at), name) for at, name in rows)]
 
     # -- error log --------------------------------------------------------------------------------
-    @staticmethod
-    def _error_params(entry: ErrorEntry) -> tuple[Any, ...]:
+    def _error_params(self, entry: ErrorEntry) -> tuple[Any, ...]:
         data = entry.model_dump_json()
-        return (entry.id, data, *error_row(orjson.loads(data)))
+        aliases = self.policies.LEARNING_STAGE_ALIASES
+        return (entry.id, data, *error_row(orjson.loads(data), aliases))
 
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
         self._writable()
@@ -1076,8 +1262,7 @@ class PostgresStore:
             validate_identifier(entry.id, "error id")
             params.append(self._error_params(entry))
         if len(params) == 1:
-            with self._connection() as conn:
-                conn.execute(ERROR_UPSERT, params[0])
+            self._execute_upsert(ERROR_UPSERT, params[0])
         elif params:
             self._executemany(ERROR_UPSERT, params)
 
@@ -1090,6 +1275,24 @@ class PostgresStore:
             new = change(self._error(row[0]))
             validate_identifier(new.id, "error id")
             conn.execute(ERROR_UPSERT, self._error_params(new))
+            return new
+
+    def update_errors(
+        self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
+    ) -> list[ErrorEntry]:
+        self._writable()
+        ids = list(dict.fromkeys(error_ids))
+        with self._transaction() as conn:
+            current = dict(conn.execute(ERRORS_FOR_UPDATE, (sorted(ids),)).fetchall())
+            missing = next((i for i in ids if i not in current), None)
+            if missing is not None:
+                raise ErrorEntryNotFoundError(missing)
+            new = [e for e in (change(self._error(current[i])) for i in ids) if e is not None]
+            for entry in new:
+                validate_identifier(entry.id, "error id")
+            if new:
+                with conn.cursor() as cur:
+                    cur.executemany(ERROR_UPSERT, [self._error_params(e) for e in new])
             return new
 
     def get_error(self, error_id: str) -> ErrorEntry | None:
@@ -1150,12 +1353,33 @@ class PostgresStore:
             return [
                 KnownFailure(
                     fingerprint=fp,
-                    pattern=template or fp,
+                    pattern=template or shown_pattern(text) or fp,
                     occurrences=occurrences,
                     unresolved=unresolved,
                 )
-                for fp, occurrences, unresolved, template in rows
+                for fp, occurrences, unresolved, template, text in rows
             ]
+
+    def failing_fingerprints(
+        self, fingerprints: list[str], components: tuple[str, ...]
+    ) -> set[str]:
+        if not fingerprints or not components:
+            return set()
+        sql = failing_fingerprints_sql(len(fingerprints), len(components), "%s")
+        with self._connection() as conn:
+            rows = conn.execute(sql, [*fingerprints, *components, *components])
+            return {fp for (fp,) in rows}
+
+    def open_occurrences(
+        self, fingerprint: str, components: tuple[str, ...], limit: int
+    ) -> tuple[list[str], list[str]]:
+        if not components:
+            return [], []
+        params = [fingerprint, *components, limit]
+        with self._connection() as conn:
+            rows = conn.execute(open_occurrences_sql(len(components), "%s"), params * 2)
+            found = rows.fetchall()
+        return [i for k, i in found if k == "event"], [i for k, i in found if k == "error"]
 
     def load_gate_state(self, video_id: str) -> GateState | None:
         validate_identifier(video_id, "video id")

@@ -45,16 +45,17 @@ from rayvault.learning.store._fs import (
     temp_path_for,
 )
 from rayvault.learning.store._jsonlog import read_array, scan_after
+from rayvault.learning.store._snapshots import snapshot_time
 from rayvault.learning.store.base import Store
 from rayvault.learning.store.files import (
     _REPORT,
-    _SNAPSHOT,
     _TOMBSTONE_ARCHIVE,
     ARCHIVE_DIR,
     MEMORY_FILE,
     TOMBSTONE_ARCHIVE_DIR,
     TOMBSTONES_FILE,
     FileStore,
+    original_tombstone_archive_day,
     parse_dated,
     validate_record,
 )
@@ -230,20 +231,26 @@ class FileLayout:
             archive = agent_dir / ARCHIVE_DIR
             if archive.is_dir():
                 for path in sorted(archive.iterdir()):
-                    if _SNAPSHOT.fullmatch(path.name) and path.is_file():
+                    if snapshot_time(path.name) is not None and path.is_file():
                         yield Item(SNAPSHOT, (agent, path.name), self._json_text(path))
 
     @staticmethod
     def _tombstone_archives(agent_dir: Path) -> list[Path]:
-        """The agent's ``tombstones-YYYY-MM-DD[-N].json`` files, oldest first."""
-        folder = agent_dir / TOMBSTONE_ARCHIVE_DIR
-        if not folder.is_dir():
-            return []
+        """The agent's ``tombstones-YYYY-MM-DD[-N].json`` files and the original system's
+        ``memory_archive/tombstones_archive_YYYYMMDD.json``, oldest first."""
         found = []
-        for path in folder.iterdir():
-            dated = parse_dated(_TOMBSTONE_ARCHIVE, path.name)
-            if dated is not None and _is_data_file(path):
-                found.append((*dated, path.name, path))
+        folder = agent_dir / TOMBSTONE_ARCHIVE_DIR
+        if folder.is_dir():
+            for path in folder.iterdir():
+                dated = parse_dated(_TOMBSTONE_ARCHIVE, path.name)
+                if dated is not None and _is_data_file(path):
+                    found.append((*dated, path.name, path))
+        original = agent_dir / ARCHIVE_DIR
+        if original.is_dir():
+            for path in original.iterdir():
+                day = original_tombstone_archive_day(path.name)
+                if day is not None and _is_data_file(path):
+                    found.append((day, 0, path.name, path))
         return [path for *_, path in sorted(found)]
 
     def _reports(self) -> list[tuple[str, dict[str, Path]]]:
@@ -298,12 +305,12 @@ class FileLayout:
 
     def skipped_files(self) -> list[str]:
         """Files under the store's folders that no kind covers (relative to the root)."""
-        covered = {self.files.events_path, self.files.errors_path}
+        covered = {self.files.events_path, self.files.errors_path, self.files.errors_journal}
         for agent_dir in self._agent_dirs():
             covered |= {agent_dir / MEMORY_FILE, agent_dir / TOMBSTONES_FILE}
             archive = agent_dir / ARCHIVE_DIR
             if archive.is_dir():
-                covered |= {p for p in archive.iterdir() if _SNAPSHOT.fullmatch(p.name)}
+                covered |= {p for p in archive.iterdir() if snapshot_time(p.name) is not None}
             covered |= set(self._tombstone_archives(agent_dir))
         for _, suffixes in self._reports():
             covered |= set(suffixes.values())
@@ -332,7 +339,7 @@ class FileLayout:
         counts: Counter[str] = Counter()
         logs = {
             EVENT: _LogWriter(self.files.events_path),
-            ERROR: _LogWriter(self.files.errors_path),
+            ERROR: _LogWriter(self.files.errors_path, journal=self.files.errors_journal),
         }
         try:
             for item in items:
@@ -366,6 +373,8 @@ class FileLayout:
         if item.kind == SNAPSHOT:
             return files.agent_dir(item.key[0]) / ARCHIVE_DIR / item.key[1]
         if item.kind == TOMBSTONE_ARCHIVE:
+            if original_tombstone_archive_day(item.key[1]) is not None:
+                return files.agent_dir(item.key[0]) / ARCHIVE_DIR / item.key[1]
             if parse_dated(_TOMBSTONE_ARCHIVE, item.key[1]) is None:
                 raise StoreError(
                     f"{item.key[1]!r} is not a tombstone archive name; nothing written"
@@ -387,13 +396,16 @@ class FileLayout:
 
 class _LogWriter:
     """An append-only log written in one go, in the layout ``JsonArrayLog`` appends to:
-    ``[``, one element per line, ``]``. Built in a temp file, renamed into place at the end."""
+    ``[``, one element per line, ``]``. Built in a temp file, renamed into place at the end.
+    With ``journal``, the same elements also go to that JSON-lines copy (the error log's)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, journal: Path | None = None) -> None:
         self.path = path
         self.tmp: Path | None = None
         self.fh: Any = None
         self.count = 0
+        self.journal = journal
+        self.lines: list[bytes] = []
 
     def add(self, text: str) -> None:
         if "\n" in text:
@@ -407,6 +419,8 @@ class _LogWriter:
             self.fh.write(b",\n")
         self.fh.write(text.encode())
         self.count += 1
+        if self.journal is not None:
+            self.lines.append(text.encode())
 
     def finish(self) -> None:
         if self.fh is None or self.tmp is None:
@@ -416,6 +430,8 @@ class _LogWriter:
         self.fh = None
         os.replace(self.tmp, self.path)
         self.tmp = None
+        if self.journal is not None:
+            atomic_write(self.journal, b"".join(line + b"\n" for line in self.lines))
 
     def discard(self) -> None:
         if self.fh is not None:
