@@ -23,7 +23,14 @@ from rayvault.cli import (
     soul,
     store,
 )
-from rayvault.cli._common import GLOBALS, Globals, console, report_error, reset_consoles
+from rayvault.cli._common import (
+    GLOBALS,
+    Globals,
+    console,
+    report_error,
+    reset_consoles,
+    show_location,
+)
 
 app = typer.Typer(
     name="rayvault-learn",
@@ -90,7 +97,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="rayvault-learn", standalone_mode=False)
+        show_location()
     except LearningError as e:
+        show_location()
         if GLOBALS.debug:
             raise
         report_error(e)
@@ -108,6 +117,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        show_location()
         if GLOBALS.debug:
             raise
         console(stderr=True).print(

@@ -100,7 +100,7 @@ def list_command(
         unresolved=None if show_all else True,
         limit=limit or None,
         newest_first=True,
-        store=open_cli_store(root, store_url),
+        store=open_cli_store(root, store_url, read=True),
     )
 
     def human() -> None:
@@ -140,7 +140,7 @@ def get_command(
     """
     from rayvault.learning.errors import get_error
 
-    entry = get_error(error_id, store=open_cli_store(root, store_url))
+    entry = get_error(error_id, store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         console().print(record_table(f"Error {entry.id}", entry.to_dict()))
@@ -182,7 +182,7 @@ def patterns_command(
     """
     from rayvault.learning.errors import get_patterns
 
-    patterns = get_patterns(min_count, store=open_cli_store(root, store_url))
+    patterns = get_patterns(min_count, store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         if not patterns:
@@ -221,7 +221,7 @@ def lessons_command(
     """
     from rayvault.learning.errors import get_lessons
 
-    lessons = get_lessons(store=open_cli_store(root, store_url))
+    lessons = get_lessons(store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         if not lessons:

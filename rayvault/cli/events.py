@@ -65,7 +65,7 @@ def list_command(
     """
     from rayvault.learning.events import list_events
 
-    store = open_cli_store(root, store_url)
+    store = open_cli_store(root, store_url, read=True)
     events = list_events(
         video_id=video,
         component=component,
@@ -120,7 +120,7 @@ def get_command(
     """
     from rayvault.learning.events import get_event
 
-    event = get_event(event_id, store=open_cli_store(root, store_url))
+    event = get_event(event_id, store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         data = event.to_dict()
@@ -167,7 +167,10 @@ def stats_command(
     from rayvault.learning.events import event_stats
 
     stats = event_stats(
-        store=open_cli_store(root, store_url), video_id=video, component=component, agent=agent
+        store=open_cli_store(root, store_url, read=True),
+        video_id=video,
+        component=component,
+        agent=agent,
     )
 
     def human() -> None:

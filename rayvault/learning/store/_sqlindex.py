@@ -143,11 +143,15 @@ class SqliteIndex:
     """The derived index of one data root. Safe to share between threads and processes.
 
     With ``path=None`` the index lives in memory (one per thread), rebuilt from the logs on first
-    use: for read-only stores, which must not write even their cache.
+    use: for read-only stores, which must not write even their cache. While the folder ``root``
+    does not exist, reads use a throwaway in-memory index too: a read never creates a data root.
     """
 
-    def __init__(self, path: Path | None, sources: list[Source]) -> None:
+    def __init__(
+        self, path: Path | None, sources: list[Source], *, root: Path | None = None
+    ) -> None:
         self.path = path
+        self.root = root
         self.sources = {s.name: s for s in sources}
         self._local = threading.local()
         # (inode, size, mtime) of each log when this process last caught up with it.
@@ -177,6 +181,8 @@ class SqliteIndex:
             conn = self._open()
             self._local.conn = conn
             return conn
+        if self.root is not None and not self.root.exists():
+            return self._open(in_memory=True)  # nothing to index, nowhere to keep it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._open()
@@ -187,11 +193,12 @@ class SqliteIndex:
         self._local.conn = conn
         return conn
 
-    def _open(self) -> sqlite3.Connection:
-        target = ":memory:" if self.path is None else self.path
+    def _open(self, *, in_memory: bool = False) -> sqlite3.Connection:
+        on_disk = self.path is not None and not in_memory
+        target = self.path if on_disk and self.path is not None else ":memory:"
         conn = sqlite3.connect(target, timeout=60, isolation_level=None)
         try:
-            if self.path is not None:
+            if on_disk:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:

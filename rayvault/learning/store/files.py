@@ -155,6 +155,7 @@ class FileStore:
         self.index = SqliteIndex(
             None if read_only else self.cache_dir / "index.sqlite3",
             [event_source(self.events_path), error_source(self.errors_path)],
+            root=self.root,
         )
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
 
