@@ -69,10 +69,10 @@ def run_gate_fast(args: list[str]) -> int | None:
         location = store_location(store)
         result = learning_gate(options["video"], options["stage"], store=store)
     except LearningError as e:
-        if location is not None:
-            write_location(location)
         hint = f"  hint: {e.hint}\n" if e.hint else ""
         sys.stderr.write(f"Error: {e}\n{hint}")
+        if location is not None:
+            write_location(location)
         return 1
     if options["--json"]:
         import orjson

@@ -99,10 +99,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         result = command.main(args=args, prog_name="rayvault-learn", standalone_mode=False)
         show_location()
     except LearningError as e:
-        show_location()
         if GLOBALS.debug:
             raise
         report_error(e)
+        show_location()
         return 1
     except typer.TyperException as e:  # usage errors: exit 1, not click's 2 (2 means blocked)
         show = getattr(e, "show", None)
@@ -117,7 +117,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        show_location()
         if GLOBALS.debug:
             raise
         console(stderr=True).print(
@@ -125,6 +124,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             soft_wrap=True,
             markup=True,
         )
+        show_location()
         return 1
     finally:
         logger.removeHandler(handler)

@@ -183,6 +183,9 @@ class FileStoreDoctor:
             data = path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as e:
+            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
+            return None
         try:
             parsed = parse_array(data, path)
         except CorruptFileError as e:
@@ -366,6 +369,9 @@ class FileStoreDoctor:
         try:
             raw = parse_json(path.read_bytes(), path)
         except FileNotFoundError:
+            return None
+        except OSError as e:
+            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
             return None
         except CorruptFileError as e:
             return self._add(

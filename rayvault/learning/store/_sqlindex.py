@@ -10,6 +10,7 @@ rebuilt from the log. Deleting ``state/cache/`` is always safe.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rayvault.learning.exceptions import CorruptFileError
+from rayvault.learning.exceptions import CorruptFileError, StoreError
+from rayvault.learning.store._fs import os_error
 from rayvault.learning.store._jsonlog import parse_array, scan_after
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 
@@ -183,9 +185,20 @@ class SqliteIndex:
             return conn
         if self.root is not None and not self.root.exists():
             return self._open(in_memory=True)  # nothing to index, nowhere to keep it
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for source in self.sources.values():  # a log that cannot be read leaves no index behind
+            try:
+                if source.path.is_dir():
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source.path)
+            except OSError as e:
+                raise os_error(source.path, e, "read") from e
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(self.path.parent, e, "create the index folder") from e
         try:
             conn = self._open()
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"cannot open the derived index {self.path}: {e}") from e
         except sqlite3.DatabaseError:
             # The index is derived data: a damaged one is dropped and rebuilt from the logs.
             self._remove_files()
@@ -293,12 +306,14 @@ class SqliteIndex:
     def sync(self, name: str) -> sqlite3.Connection:
         """Bring the index up to date with log ``name``; return the connection to query."""
         source = self.sources[name]
-        conn = self._connect()
         try:
             st = os.stat(source.path)
             seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             seen = None
+        except OSError as e:  # before connecting: a log that cannot be read leaves no index behind
+            raise os_error(source.path, e, "read") from e
+        conn = self._connect()
         if name in self._seen and self._seen[name] == seen:
             return conn
         with _write(conn):
@@ -330,10 +345,13 @@ class SqliteIndex:
             return
         offset, sig, next_seq = row[1], row[2], row[3]
         start = max(0, offset - _SIG_BYTES)
-        with source.path.open("rb") as fh:
-            st = os.fstat(fh.fileno())
-            fh.seek(start)
-            data = fh.read()
+        try:
+            with source.path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                fh.seek(start)
+                data = fh.read()
+        except OSError as e:
+            raise os_error(source.path, e, "read") from e
         if data[: offset - start] != sig:
             self._rebuild(conn, source)
             return
@@ -358,9 +376,12 @@ class SqliteIndex:
         )
 
     def _rebuild(self, conn: sqlite3.Connection, source: Source) -> None:
-        with source.path.open("rb") as fh:
-            st = os.fstat(fh.fileno())
-            data = fh.read()
+        try:
+            with source.path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read()
+        except OSError as e:
+            raise os_error(source.path, e, "read") from e
         parsed = parse_array(data, source.path)
         # Row-by-row triggers would make a rebuild of 100k events several times slower: drop
         # them, reload, recount the aggregate in one statement, and put them back.

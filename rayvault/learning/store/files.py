@@ -64,6 +64,7 @@ from rayvault.learning.store._fs import (
     create_exclusive,
     dump_json,
     locked,
+    os_error,
     parse_json,
     read_json,
 )
@@ -158,6 +159,7 @@ class FileStore:
             root=self.root,
         )
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
+        self._layout_checked = False
 
     def __repr__(self) -> str:
         extra = ", read_only=True" if self.is_read_only else ""
@@ -169,6 +171,32 @@ class FileStore:
     def _writable(self) -> None:
         if self.is_read_only:
             raise StoreError(f"the file store at {self.root} was opened read-only")
+        if not self._layout_checked:
+            self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Before the first write: no file where the layout has a folder, nor the reverse, so a
+        damaged root fails with one clear error before anything (even a lock file) is created."""
+        folders = (
+            self.data_dir, self.archive_dir, self.reports_dir, self.root / "state",
+            self.agents_dir, self.gate_dir, self.cache_dir, self.locks_dir,
+            self.root / "artifacts", self.videos_dir,
+        )  # fmt: skip
+        for path in (self.root, *folders):
+            if path.exists() and not path.is_dir():
+                raise StoreError(
+                    f"cannot write to the file store at {self.root}: {path} is a file where "
+                    "the layout has a folder",
+                    hint="move the file aside (`rayvault-learn doctor` lists what it finds)",
+                )
+        for path in (self.events_path, self.errors_path):
+            if path.is_dir():
+                raise StoreError(
+                    f"cannot write to the file store at {self.root}: {path} is a folder where "
+                    "the layout has a file",
+                    hint="move the folder aside (`rayvault-learn doctor` lists what it finds)",
+                )
+        self._layout_checked = True
 
     @property
     def policies(self) -> Policies:
@@ -393,6 +421,8 @@ class FileStore:
                 old_bytes: bytes | None = memory_path.read_bytes()
             except FileNotFoundError:
                 old_bytes = None
+            except OSError as e:
+                raise os_error(memory_path, e, "read") from e
             memory = (
                 validate_record(
                     AgentMemory, parse_json(old_bytes, memory_path), memory_path, "agent memory"
@@ -660,7 +690,9 @@ class FileStore:
         with locked(path):
             try:
                 data = path.read_bytes()
-            except FileNotFoundError:
+            except OSError as e:
+                if not isinstance(e, FileNotFoundError):
+                    raise os_error(path, e, "read") from e
                 return CompactResult(
                     path=relative,
                     compacted=False,
