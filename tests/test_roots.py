@@ -208,10 +208,15 @@ def test_every_output_names_the_root_or_store(
     assert code == 0
     assert json.loads(out)["location"] == {"root": str(root), "store": store}
     assert expected not in err
-    # … JSON lists keep their shape, and the line goes to stderr.
+    # … JSON lists and records (the stored shape) keep their shape; the line goes to stderr.
     code, out, err = run(capsys, "events", "list", "--json")
     assert code == 0
-    assert isinstance(json.loads(out), list)
+    listed = json.loads(out)
+    assert isinstance(listed, list)
+    assert err.splitlines() == [expected]
+    code, out, err = run(capsys, "events", "get", listed[0]["event_id"], "--json")
+    assert code == 0
+    assert json.loads(out) == listed[0]
     assert err.splitlines() == [expected]
     # An error names the root too, after the one Error line.
     code, out, err = run(capsys, "events", "get", "le-nope")

@@ -123,14 +123,17 @@ def reset_consoles() -> None:
     _consoles.clear()
 
 
-def print_json(data: Any) -> None:
-    """JSON on stdout; an object gets the ``location`` field of the store the command used."""
+def print_json(data: Any, *, record: bool = False) -> None:
+    """JSON on stdout. A result object gets the ``location`` field of the store the command used;
+    a ``record`` (an event, an error entry, a memory file: the stored shape) and a list keep
+    their shape, and the root line goes to stderr for them."""
     import orjson
 
     from rayvault.cli._location import with_location
 
-    data, added = with_location(data, GLOBALS.location)
-    GLOBALS.location_shown = GLOBALS.location_shown or added
+    if not record:
+        data, added = with_location(data, GLOBALS.location)
+        GLOBALS.location_shown = GLOBALS.location_shown or added
 
     def default(value: Any) -> Any:
         if hasattr(value, "model_dump"):
@@ -145,10 +148,10 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+def emit(data: Any, as_json: bool, human: Callable[[], None], *, record: bool = False) -> None:
     """Print ``data`` as JSON under ``--json``, else call ``human`` to render it for people."""
     if want_json(as_json):
-        print_json(data)
+        print_json(data, record=record)
     else:
         human()
 

@@ -73,6 +73,7 @@ def log_command(
         entry.to_dict(),
         as_json,
         lambda: console().print(f"Logged {entry.id} ({escape(entry.pattern or '')})"),
+        record=True,
     )
 
 
@@ -145,7 +146,7 @@ def get_command(
     def human() -> None:
         console().print(record_table(f"Error {entry.id}", entry.to_dict()))
 
-    emit(entry.to_dict(), as_json, human)
+    emit(entry.to_dict(), as_json, human, record=True)
 
 
 @app.command("resolve")
@@ -164,7 +165,7 @@ def resolve_command(
     from rayvault.learning.errors import resolve_error
 
     entry = resolve_error(error_id, root_cause, fix, store=open_cli_store(root, store_url))
-    emit(entry.to_dict(), as_json, lambda: console().print(f"{entry.id} resolved"))
+    emit(entry.to_dict(), as_json, lambda: console().print(f"{entry.id} resolved"), record=True)
 
 
 @app.command("patterns")

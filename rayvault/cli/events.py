@@ -130,7 +130,7 @@ def get_command(
         if event.loop_steps:
             console().print(loop_steps_table(event.loop_steps, event.run_id))
 
-    emit(event.to_dict(), as_json, human)
+    emit(event.to_dict(), as_json, human, record=True)
 
 
 def loop_steps_table(steps: list[dict[str, Any]], run_id: str = "") -> Table:
@@ -231,7 +231,7 @@ def create_command(
         store=open_cli_store(root, store_url),
     )
     if want_json(as_json):
-        print_json(event.to_dict())
+        print_json(event.to_dict(), record=True)
     else:
         out = console()
         out.print(f"Recorded {event.event_id} ({severity_text(event.severity)}, {event.status})")
@@ -266,6 +266,7 @@ def resolve_command(
         event.to_dict(),
         as_json,
         lambda: console().print(f"{event.event_id} is now {event.status}"),
+        record=True,
     )
 
 
@@ -298,6 +299,7 @@ def update_command(
         event.to_dict(),
         as_json,
         lambda: console().print(f"{event.event_id} updated (status {event.status})"),
+        record=True,
     )
 
 

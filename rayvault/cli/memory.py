@@ -76,7 +76,7 @@ def show_command(
                 "`rayvault-learn revisit`."
             )
 
-    emit({**memory.to_dict(), "status": status}, as_json, human)
+    emit({**memory.to_dict(), "status": status}, as_json, human, record=True)
 
 
 @app.command("tombstones")
@@ -118,7 +118,7 @@ def tombstones_command(
             table.add_row(*cells)
         console().print(table)
 
-    emit(tombstones.to_dict(), as_json, human)
+    emit(tombstones.to_dict(), as_json, human, record=True)
 
 
 @app.command("init")
@@ -181,6 +181,7 @@ def tombstone_command(
         tombstone.to_dict(),
         as_json,
         lambda: console().print(f"Tombstoned {tombstone.rule_id} of {agent}: {tombstone.reason}"),
+        record=True,
     )
 
 

@@ -133,4 +133,4 @@ def report_command(
                     soft_wrap=True,
                 )
 
-    emit(report.to_dict(), as_json, human)
+    emit(report.to_dict(), as_json, human, record=True)
