@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.store._fs import atomic_write, fsync_enabled, open_nofollow
+from rayvault.learning.store._fs import atomic_write, fsync_enabled, open_nofollow, os_error
 
 _WS = b" \t\r\n"
 # What may follow the last complete element of a torn file: an optional comma and the start of
@@ -119,6 +119,8 @@ class JsonArrayLog:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return ParsedArray([], 0, None)
+        except OSError as e:
+            raise os_error(self.path, e, "read") from e
         return parse_array(data, self.path)
 
     def append(self, elements: Sequence[bytes]) -> None:
@@ -135,6 +137,8 @@ class JsonArrayLog:
         except FileNotFoundError:
             atomic_write(self.path, b"[\n" + body + b"\n]\n")
             return
+        except OSError as e:
+            raise os_error(self.path, e) from e
         try:
             pos, empty = self._end_of_elements(fd)
             payload = (b"\n" if empty else b",\n") + body + b"\n]\n"
@@ -155,6 +159,8 @@ class JsonArrayLog:
             fd = open_nofollow(self.path, os.O_RDWR)
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise os_error(self.path, e) from e
         try:
             data = os.pread(fd, os.fstat(fd).st_size, 0)
             parsed = parse_array(data, self.path)
