@@ -283,7 +283,10 @@ def read_policies_file(path: Path) -> tuple[dict[str, Any], str]:
     Only top-level ``NAME = <literal>`` assignments of known constants are taken; other statements
     (a real project's policies.py holds many unrelated constants) are ignored.
     """
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PolicyError(f"{path} cannot be read: {e.strerror or e}") from e
     digest = hashlib.sha256(data).hexdigest()
     try:
         tree = ast.parse(data, filename=str(path))

@@ -184,7 +184,8 @@ def test_a_file_in_place_of_the_gate_folder_is_one_error_line(
     for args in (["gate", "v1", "assets"], ["gate", "check", "v1", "assets"]):
         assert main(args) == 1
         err = capsys.readouterr().err
-        assert err.startswith(f"Error: {root}/state/learning_gate is a file, where the gate")
+        assert err.startswith(f"Error: cannot write to the file store at {root}: ")
+        assert f"{root}/state/learning_gate is a file where the layout has a folder" in err
         assert "Traceback" not in err
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run(

@@ -292,7 +292,11 @@ def test_cli_argument_that_is_not_utf8_is_refused(store: Store) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     err = done.stderr.decode()
-    assert err.startswith("Error: symptom is not valid text: lone surrogate '\\udcff'")
+    # Refused at the entry point, before any command runs (rayvault.cli.main).
+    assert err.startswith(
+        "Error: argument 8 'Render failed \\xff\\xfe at frame 3' is not valid UTF-8"
+    )
+    assert len(err.splitlines()) == 1
     assert "Traceback" not in err
     assert nothing_stored(store)
 

@@ -15,16 +15,52 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (the console script passes it to ``sys.exit``)."""
+    """Run the CLI; returns the exit code (the console script passes it to ``sys.exit``).
+
+    The last-resort error boundary of every entry point (``rayvault-learn``, ``python -m
+    rayvault.cli``, the ``tools/*.py`` scripts): whatever escapes is one ``Error:`` line and exit
+    1; the traceback only with ``--debug``.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    from rayvault.cli._fast import run_gate_fast
+    try:
+        problem = _not_utf8(args)
+        if problem is not None:
+            sys.stderr.write(f"Error: {problem}\n")
+            return 1
+        from rayvault.cli._fast import run_gate_fast
 
-    code = run_gate_fast(args)
-    if code is not None:
-        return code
-    from rayvault.cli.app import run
+        code = run_gate_fast(args)
+        if code is not None:
+            return code
+        from rayvault.cli.app import run
 
-    return run(args)
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if "--debug" in args:
+            raise
+        sys.stderr.write(
+            f"Error: unexpected {type(e).__name__}: {e} (run with --debug for details)\n"
+        )
+        sys.stderr.flush()
+        return 1
+
+
+def _not_utf8(args: list[str]) -> str | None:
+    """What is not valid UTF-8 among the arguments and ``RAYVAULT_*`` variables (Python keeps
+    undecodable bytes as surrogates, which no JSON file or table can hold), or None."""
+    import os
+
+    named = [(f"argument {i} ", arg) for i, arg in enumerate(args, 1)]
+    named += [(f"{k}=", v) for k, v in os.environ.items() if k.startswith("RAYVAULT_")]
+    for label, value in named:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            return f"{label}'{shown}' is not valid UTF-8"
+    return None
 
 
 def run_group(group: str, argv: Sequence[str] | None = None) -> int:

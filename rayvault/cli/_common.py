@@ -54,15 +54,56 @@ class Globals:
     store: str | None = None
     json: bool = False
     debug: bool = False
+    #: The root and store the command opened (see ``_location``); None before it opens one.
+    location: dict[str, str] | None = None
+    #: Whether the location was already reported (in a JSON object or on stderr).
+    location_shown: bool = False
 
 
 GLOBALS = Globals()
 
 
-def open_cli_store(root: Path | None, store: str | None = None) -> Store:
-    from rayvault.learning.store import open_store
+def open_cli_store(root: Path | None, store: str | None = None, *, read: bool = False) -> Store:
+    """Open the store a command uses. ``read=True`` for commands that only read: they refuse a
+    root that does not exist, or a current directory that is not a data root, and create nothing
+    (see ``rayvault.learning.store.roots``). The root is reported when the command ends."""
+    from rayvault.cli._location import store_location
+    from rayvault.learning.store import (
+        choose_root,
+        is_data_root,
+        open_store,
+        root_for_reading,
+        uses_server_store,
+    )
 
-    return open_store(root if root is not None else GLOBALS.root, store or GLOBALS.store)
+    given = root if root is not None else GLOBALS.root
+    url = store or GLOBALS.store
+    if read:
+        target = root_for_reading(given, url, given_as="--root")
+    else:
+        choice = choose_root(given)
+        target = choice.path
+        if (
+            choice.source == "current directory"
+            and not uses_server_store(url)
+            and not is_data_root(target)
+        ):
+            warn(
+                f"the current directory {target} is not a data root yet (RAYVAULT_ROOT is not "
+                "set): writing one there"
+            )
+    opened = open_store(target, url)
+    GLOBALS.location = store_location(opened)
+    return opened
+
+
+def show_location() -> None:
+    """Report the root and store the command used (once), as the ``root: …`` line on stderr."""
+    from rayvault.cli._location import write_location
+
+    if GLOBALS.location is not None and not GLOBALS.location_shown:
+        GLOBALS.location_shown = True
+        write_location(GLOBALS.location)
 
 
 def want_json(flag: bool) -> bool:
@@ -90,8 +131,17 @@ def reset_consoles() -> None:
     _consoles.clear()
 
 
-def print_json(data: Any) -> None:
+def print_json(data: Any, *, record: bool = False) -> None:
+    """JSON on stdout. A result object gets the ``location`` field of the store the command used;
+    a ``record`` (an event, an error entry, a memory file: the stored shape) and a list keep
+    their shape, and the root line goes to stderr for them."""
     import orjson
+
+    from rayvault.cli._location import with_location
+
+    if not record:
+        data, added = with_location(data, GLOBALS.location)
+        GLOBALS.location_shown = GLOBALS.location_shown or added
 
     def default(value: Any) -> Any:
         if hasattr(value, "model_dump"):
@@ -106,10 +156,10 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+def emit(data: Any, as_json: bool, human: Callable[[], None], *, record: bool = False) -> None:
     """Print ``data`` as JSON under ``--json``, else call ``human`` to render it for people."""
     if want_json(as_json):
-        print_json(data)
+        print_json(data, record=record)
     else:
         human()
 

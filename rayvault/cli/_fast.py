@@ -63,16 +63,22 @@ def run_gate_fast(args: list[str]) -> int | None:
     options = _parse(args)
     if options is None:
         return None
+    from rayvault.cli._location import store_location, with_location, write_location
     from rayvault.learning.exceptions import LearningError
     from rayvault.learning.gate import learning_gate
-    from rayvault.learning.store import open_store
+    from rayvault.learning.store import open_store, root_for_reading
 
+    location = None
     try:
-        store = open_store(options["--root"], options["--store"])
+        root = root_for_reading(options["--root"], options["--store"], given_as="--root")
+        store = open_store(root, options["--store"])
+        location = store_location(store)
         result = learning_gate(options["video"], options["stage"], store=store)
     except LearningError as e:
         hint = f"  hint: {e.hint}\n" if e.hint else ""
         sys.stderr.write(f"Error: {e}\n{hint}")
+        if location is not None:
+            write_location(location)
         return 1
     except OSError as e:
         # A data root that cannot be used as one (a file where a folder must be, no permission):
@@ -83,8 +89,10 @@ def run_gate_fast(args: list[str]) -> int | None:
     if options["--json"]:
         import orjson
 
-        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        data, _ = with_location(result.to_dict(), location)
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(format_result(result))
+        write_location(location)
     sys.stdout.flush()
     return EXIT_BLOCKED if result.blocked else 0

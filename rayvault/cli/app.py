@@ -23,7 +23,14 @@ from rayvault.cli import (
     soul,
     store,
 )
-from rayvault.cli._common import GLOBALS, Globals, console, report_error, reset_consoles
+from rayvault.cli._common import (
+    GLOBALS,
+    Globals,
+    console,
+    report_error,
+    reset_consoles,
+    show_location,
+)
 
 app = typer.Typer(
     name="rayvault-learn",
@@ -90,10 +97,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="rayvault-learn", standalone_mode=False)
+        show_location()
     except LearningError as e:
         if GLOBALS.debug:
             raise
         report_error(e)
+        show_location()
         return 1
     except typer.TyperException as e:  # usage errors: exit 1, not click's 2 (2 means blocked)
         show = getattr(e, "show", None)
@@ -115,6 +124,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             soft_wrap=True,
             markup=True,
         )
+        show_location()
         return 1
     finally:
         logger.removeHandler(handler)

@@ -53,7 +53,7 @@ def doctor_command(
     """
     from rayvault.learning.doctor import check_root
 
-    store = open_cli_store(root, store_url)
+    store = open_cli_store(root, store_url, read=not repair)
     with progress_bar(as_json) as progress:
         report = check_root(repair=repair, progress=progress, store=store)
     if want_json(as_json):

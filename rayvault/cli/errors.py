@@ -92,6 +92,7 @@ def log_command(
         entry.to_dict(),
         as_json,
         lambda: console().print(f"Logged {entry.id} ({escape(entry.pattern or '')})"),
+        record=True,
     )
 
 
@@ -119,7 +120,7 @@ def list_command(
         unresolved=None if show_all else True,
         limit=limit or None,
         newest_first=True,
-        store=open_cli_store(root, store_url),
+        store=open_cli_store(root, store_url, read=True),
     )
 
     def human() -> None:
@@ -159,12 +160,12 @@ def get_command(
     """
     from rayvault.learning.errors import get_error
 
-    entry = get_error(error_id, store=open_cli_store(root, store_url))
+    entry = get_error(error_id, store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         console().print(record_table(f"Error {entry.id}", entry.to_dict()))
 
-    emit(entry.to_dict(), as_json, human)
+    emit(entry.to_dict(), as_json, human, record=True)
 
 
 @app.command("resolve")
@@ -191,7 +192,7 @@ def resolve_command(
         if event_id and store.event_statuses([event_id]).get(event_id) in ("verified", "archived"):
             console().print(f"  its learning event {event_id} is resolved too")
 
-    emit(entry.to_dict(), as_json, human)
+    emit(entry.to_dict(), as_json, human, record=True)
 
 
 @app.command("patterns")
@@ -209,7 +210,7 @@ def patterns_command(
     """
     from rayvault.learning.errors import get_patterns
 
-    patterns = get_patterns(min_count, store=open_cli_store(root, store_url))
+    patterns = get_patterns(min_count, store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         if not patterns:
@@ -248,7 +249,7 @@ def lessons_command(
     """
     from rayvault.learning.errors import get_lessons
 
-    lessons = get_lessons(store=open_cli_store(root, store_url))
+    lessons = get_lessons(store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         if not lessons:

@@ -66,7 +66,7 @@ def list_command(
     """
     from rayvault.learning.events import list_events
 
-    store = open_cli_store(root, store_url)
+    store = open_cli_store(root, store_url, read=True)
     events = list_events(
         video_id=video,
         component=component,
@@ -121,7 +121,7 @@ def get_command(
     """
     from rayvault.learning.events import get_event
 
-    event = get_event(event_id, store=open_cli_store(root, store_url))
+    event = get_event(event_id, store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         data = event.to_dict()
@@ -131,7 +131,7 @@ def get_command(
         if event.loop_steps:
             console().print(loop_steps_table(event.loop_steps, event.run_id))
 
-    emit(event.to_dict(), as_json, human)
+    emit(event.to_dict(), as_json, human, record=True)
 
 
 def loop_steps_table(steps: list[dict[str, Any]], run_id: str = "") -> Table:
@@ -168,7 +168,10 @@ def stats_command(
     from rayvault.learning.events import event_stats
 
     stats = event_stats(
-        store=open_cli_store(root, store_url), video_id=video, component=component, agent=agent
+        store=open_cli_store(root, store_url, read=True),
+        video_id=video,
+        component=component,
+        agent=agent,
     )
 
     def human() -> None:
@@ -231,7 +234,7 @@ def create_command(
         idempotency_key=idempotency_key,
     )
     if want_json(as_json):
-        print_json(event.to_dict())
+        print_json(event.to_dict(), record=True)
     else:
         out = console()
         out.print(f"Recorded {event.event_id} ({severity_text(event.severity)}, {event.status})")
@@ -302,7 +305,7 @@ def resolve_command(
         before=before,
         migrated=True if migrated else None,
         apply=apply,
-        store=open_cli_store(root, store_url),
+        store=open_cli_store(root, store_url, read=not apply),
     )
     emit(result.to_dict(), as_json, lambda: _print_resolution(result))
 
@@ -388,6 +391,7 @@ def update_command(
         event.to_dict(),
         as_json,
         lambda: console().print(f"{event.event_id} updated (status {event.status})"),
+        record=True,
     )
 
 

@@ -47,7 +47,7 @@ def check_command(
     """
     from rayvault.learning.gate import learning_gate
 
-    result = learning_gate(video, stage, store=open_cli_store(root, store_url))
+    result = learning_gate(video, stage, store=open_cli_store(root, store_url, read=True))
     if want_json(as_json):
         print_json(result.to_dict())
     else:

@@ -40,7 +40,7 @@ def show_command(
     """
     from rayvault.learning.memory import load_active_memory, memory_status, sorted_rules
 
-    store = open_cli_store(root, store_url)
+    store = open_cli_store(root, store_url, read=True)
     memory = load_active_memory(agent, store=store)
     status = memory_status(agent, store=store)
 
@@ -76,7 +76,7 @@ def show_command(
                 "`rayvault-learn revisit`."
             )
 
-    emit({**memory.to_dict(), "status": status}, as_json, human)
+    emit({**memory.to_dict(), "status": status}, as_json, human, record=True)
 
 
 @app.command("tombstones")
@@ -92,7 +92,7 @@ def tombstones_command(
     """
     from rayvault.learning.memory import load_tombstones
 
-    tombstones = load_tombstones(agent, store=open_cli_store(root, store_url))
+    tombstones = load_tombstones(agent, store=open_cli_store(root, store_url, read=True))
 
     def human() -> None:
         if not tombstones.tombstones:
@@ -118,7 +118,7 @@ def tombstones_command(
             table.add_row(*cells)
         console().print(table)
 
-    emit(tombstones.to_dict(), as_json, human)
+    emit(tombstones.to_dict(), as_json, human, record=True)
 
 
 @app.command("init")
@@ -181,6 +181,7 @@ def tombstone_command(
         tombstone.to_dict(),
         as_json,
         lambda: console().print(f"Tombstoned {tombstone.rule_id} of {agent}: {tombstone.reason}"),
+        record=True,
     )
 
 
@@ -201,7 +202,7 @@ def render_command(
     """
     from rayvault.learning.memory import render_rules
 
-    text = render_rules(agent, budget=budget, store=open_cli_store(root, store_url))
+    text = render_rules(agent, budget=budget, store=open_cli_store(root, store_url, read=True))
     emit(
         {"agent": agent, "text": text},
         as_json,

@@ -69,7 +69,7 @@ def migrate_command(
     """
     from rayvault.learning.migrate import migrate_learnings
 
-    store = open_cli_store(root, store_url)
+    store = open_cli_store(root, store_url, read=not apply)
     with progress_bar(as_json) as progress:
         report = migrate_learnings(
             apply=apply,

@@ -53,7 +53,7 @@ def patterns_command(
         component=component,
         agent=agent,
         date_from=since,
-        store=open_cli_store(root, store_url),
+        store=open_cli_store(root, store_url, read=True),
     )
     shown = patterns[:limit] if limit else patterns
 
@@ -94,7 +94,7 @@ def report_command(
     """
     from rayvault.learning.registry import get_weekly_summary
 
-    report = get_weekly_summary(store=open_cli_store(root, store_url))
+    report = get_weekly_summary(store=open_cli_store(root, store_url, read=True))
     if report is None:
         emit(None, as_json, lambda: console().print("No weekly report yet: run the revisit."))
         return
@@ -133,4 +133,4 @@ def report_command(
                     soft_wrap=True,
                 )
 
-    emit(report.to_dict(), as_json, human)
+    emit(report.to_dict(), as_json, human, record=True)

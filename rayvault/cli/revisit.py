@@ -55,7 +55,7 @@ def revisit_command(
     """
     from rayvault.learning.revisit import revisit
 
-    store = open_cli_store(root, store_url)
+    store = open_cli_store(root, store_url, read=dry_run)
     with progress_bar(as_json, min_items=0) as progress:
         result = revisit(scope, days, dry_run=dry_run, progress=progress, store=store)
     emit(result.to_dict(), as_json, lambda: show_revisit(result))

@@ -49,7 +49,9 @@ def candidates_command(
     """
     from rayvault.learning.registry import get_promotion_candidates
 
-    found = get_promotion_candidates(threshold, agent=agent, store=open_cli_store(root, store_url))
+    found = get_promotion_candidates(
+        threshold, agent=agent, store=open_cli_store(root, store_url, read=True)
+    )
 
     def human() -> None:
         if not found:

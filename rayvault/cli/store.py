@@ -89,7 +89,9 @@ def status_command(
     """
     from rayvault.learning.store.admin import store_status
 
-    status = store_status(open_cli_store(root, store_url))  # looks; never creates or upgrades
+    status = store_status(
+        open_cli_store(root, store_url, read=True)
+    )  # looks; never creates or upgrades
 
     def human() -> None:
         out = console()
@@ -158,7 +160,7 @@ def export_command(
     """
     from rayvault.learning.store.transfer import export_store
 
-    _summary(export_store(open_cli_store(root, store_url), to), as_json)
+    _summary(export_store(open_cli_store(root, store_url, read=True), to), as_json)
 
 
 @app.command("import")

@@ -31,7 +31,15 @@ def utcnow() -> datetime:
         return as_utc(_clock())
     fixed = os.environ.get("RAYVAULT_NOW")
     if fixed:
-        return parse_ts(fixed)
+        try:
+            return parse_ts(fixed)
+        except ValueError:
+            from rayvault.learning.exceptions import ConfigError
+
+            raise ConfigError(
+                f"RAYVAULT_NOW={fixed!r} is not a timestamp",
+                hint="use ISO 8601, e.g. RAYVAULT_NOW=2026-02-19T12:00:00Z, or unset it",
+            ) from None
     return datetime.now(UTC)
 
 

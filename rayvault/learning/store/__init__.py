@@ -17,19 +17,33 @@ from rayvault.learning.store.base import (
     Store,
 )
 from rayvault.learning.store.files import FileStore
+from rayvault.learning.store.roots import (
+    DATA_ROOT_MARKERS,
+    RootChoice,
+    choose_root,
+    is_data_root,
+    root_for_reading,
+    uses_server_store,
+)
 
 __all__ = [
+    "DATA_ROOT_MARKERS",
     "AgentState",
     "ArchivedTombstones",
     "EventQuery",
     "FileStore",
     "ProgressCallback",
+    "RootChoice",
     "SavedReport",
     "Store",
+    "choose_root",
     "get_store",
+    "is_data_root",
     "open_store",
     "reset_store",
     "resolve_root",
+    "root_for_reading",
+    "uses_server_store",
 ]
 
 _default: dict[tuple[str, str], Store] = {}

@@ -305,7 +305,11 @@ class FileStoreDoctor:
         ``copies``: the latest version of records found elsewhere (restored into the log when it
         lacks them, or, with ``newer``, holds an older version); ``referenced``: keys other data
         refers to, reported lost when a damaged log and every copy lack them."""
-        items, corrupt, damaged = self._read_log(path, key)
+        try:
+            items, corrupt, damaged = self._read_log(path, key)
+        except OSError as e:
+            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
+            return None
         latest: dict[str, dict[str, Any]] = {}
         bad = 0
         keyless = False
@@ -492,7 +496,11 @@ class FileStoreDoctor:
                 copies[error_id] = {**raw, "__source__": "the derived index"}
         try:
             journal = self.store.errors_journal.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # none, or data/ is not a folder
+            return copies
+        except OSError as e:
+            path = self.store.errors_journal
+            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
             return copies
         for error_id, raw in latest_by_key(salvage_records(journal, "id").items, "id").items():
             copies[error_id] = {**raw, "__source__": "the journal"}
@@ -657,6 +665,9 @@ class FileStoreDoctor:
         try:
             raw = parse_json(path.read_bytes(), path)
         except FileNotFoundError:
+            return None
+        except OSError as e:
+            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
             return None
         except CorruptFileError as e:
             return self._add(

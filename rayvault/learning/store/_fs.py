@@ -154,13 +154,27 @@ def is_temp_file(path: Path) -> bool:
     return TEMP_MARKER in path.name
 
 
+def os_error(path: Path, error: OSError, doing: str = "write") -> StoreError:
+    """An operating-system error on a data file (a file where a folder should be, a folder where
+    a file should be, no permission, …) as a :class:`StoreError` naming the path at fault."""
+    where = error.filename if error.filename else path
+    return StoreError(
+        f"cannot {doing} {where}: {error.strerror or error}",
+        hint="check the data root's layout (a file where a folder belongs, or the reverse) "
+        "and its permissions",
+    )
+
+
 def _create(path: Path) -> BinaryIO:
     """Open a new file for writing, creating its folder on first use."""
     try:
-        return path.open("xb")
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("xb")
+        try:
+            return path.open("xb")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("xb")
+    except OSError as e:
+        raise os_error(path, e) from e
 
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
@@ -174,9 +188,12 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)  # replaces a link at ``path`` itself, never writes through it
+        try:  # replaces a link at ``path`` itself, never writes through it
+            os.replace(tmp, path)
+        except OSError as e:
+            raise os_error(path, e) from e
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never created, or its folder is not one
             tmp.unlink()
         raise
     if durable:
@@ -202,8 +219,10 @@ def create_exclusive(path: Path, data: bytes, *, fsync: bool | None = None) -> b
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError as e:
+            raise os_error(path, e) from e
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never created, or its folder is not one
             tmp.unlink()
     if durable:
         fsync_dir(path.parent)
@@ -284,10 +303,13 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT, *, remove: bool = False) -
 def _open_lock(lock_file: Path, path: Path) -> int:
     # O_NOFOLLOW: a (dangling) link in place of the lock file would create its target.
     try:
-        return open_nofollow(lock_file, os.O_RDWR | os.O_CREAT)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open_nofollow(lock_file, os.O_RDWR | os.O_CREAT)
+        try:
+            return open_nofollow(lock_file, os.O_RDWR | os.O_CREAT)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open_nofollow(lock_file, os.O_RDWR | os.O_CREAT)
+    except OSError as e:
+        raise os_error(lock_file, e, "lock") from e
 
 
 def _is_current(fd: int, lock_file: Path) -> bool:

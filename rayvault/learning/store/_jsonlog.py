@@ -37,7 +37,13 @@ from typing import Any
 import orjson
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError
-from rayvault.learning.store._fs import LOCK_TIMEOUT, atomic_write, fsync_enabled, open_nofollow
+from rayvault.learning.store._fs import (
+    LOCK_TIMEOUT,
+    atomic_write,
+    fsync_enabled,
+    open_nofollow,
+    os_error,
+)
 
 _WS = b" \t\r\n"
 # What may follow the last complete element of a torn file: an optional comma and the start of
@@ -160,9 +166,13 @@ def read_from(path: Path, offset: int) -> tuple[bytes, os.stat_result] | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise os_error(path, e, "read") from e
     try:
         with _flocked(fd, path, shared=True):
             return _read_fd(fd, offset), os.fstat(fd)
+    except OSError as e:
+        raise os_error(path, e, "read") from e
     finally:
         os.close(fd)
 
@@ -190,24 +200,32 @@ def read_array(path: Path) -> ArrayFile | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise os_error(path, e, "read") from e
     try:
-        before = os.fstat(fd)
-        data = _read_fd(fd, 0)
-        after = os.fstat(fd)
-        if _same(before, after) and len(data) == after.st_size:
-            try:
-                parsed = parse_array(data, path)
-            except CorruptFileError:
-                pass
-            else:
-                if parsed.torn_at is None:
-                    return ArrayFile(data, after, parsed)
-        with _flocked(fd, path, shared=True):
-            data = _read_fd(fd, 0)
-            st = os.fstat(fd)
-        return ArrayFile(data, st, parse_array(data, path))
+        return _read_array(fd, path)
+    except OSError as e:
+        raise os_error(path, e, "read") from e
     finally:
         os.close(fd)
+
+
+def _read_array(fd: int, path: Path) -> ArrayFile:
+    before = os.fstat(fd)
+    data = _read_fd(fd, 0)
+    after = os.fstat(fd)
+    if _same(before, after) and len(data) == after.st_size:
+        try:
+            parsed = parse_array(data, path)
+        except CorruptFileError:
+            pass
+        else:
+            if parsed.torn_at is None:
+                return ArrayFile(data, after, parsed)
+    with _flocked(fd, path, shared=True):
+        data = _read_fd(fd, 0)
+        st = os.fstat(fd)
+    return ArrayFile(data, st, parse_array(data, path))
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
@@ -245,6 +263,8 @@ class JsonArrayLog:
         except FileNotFoundError:
             atomic_write(self.path, b"[\n" + body + b"\n]\n")
             return
+        except OSError as e:
+            raise os_error(self.path, e) from e
         try:
             with _flocked(fd, self.path, shared=False):
                 pos, empty = self._end_of_elements(fd)
@@ -266,6 +286,8 @@ class JsonArrayLog:
             fd = open_nofollow(self.path, os.O_RDWR)
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise os_error(self.path, e) from e
         try:
             with _flocked(fd, self.path, shared=False):
                 data = os.pread(fd, os.fstat(fd).st_size, 0)

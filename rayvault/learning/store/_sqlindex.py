@@ -19,6 +19,7 @@ meanwhile caught up to, and would look like a log that shrank. Every full rebuil
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -29,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.store._fs import check_inside
+from rayvault.learning.exceptions import CorruptFileError, StoreError
+from rayvault.learning.store._fs import check_inside, os_error
 from rayvault.learning.store._jsonlog import read_array, read_from, scan_after
 from rayvault.learning.store._sql import (
     ERROR_COLUMNS,
@@ -171,7 +172,8 @@ class SqliteIndex:
     """The derived index of one data root. Safe to share between threads and processes.
 
     With ``path=None`` the index lives in memory (one per thread), rebuilt from the logs on first
-    use: for read-only stores, which must not write even their cache.
+    use: for read-only stores, which must not write even their cache. While the folder ``root``
+    does not exist, reads use a throwaway in-memory index too: a read never creates a data root.
     """
 
     def __init__(
@@ -179,8 +181,11 @@ class SqliteIndex:
         path: Path | None,
         sources: list[Source],
         aliases: Callable[[], Mapping[str, str]] | None = None,
+        *,
+        root: Path | None = None,
     ) -> None:
         self.path = path
+        self.root = root
         self.sources = {s.name: s for s in sources}
         self._local = threading.local()
         # What this process saw of each log when it last caught up with it.
@@ -225,10 +230,23 @@ class SqliteIndex:
             conn = self._open()
             self._local.conn = conn
             return conn
+        if self.root is not None and not self.root.exists():
+            return self._open(in_memory=True)  # nothing to index, nowhere to keep it
+        for source in self.sources.values():  # a log that cannot be read leaves no index behind
+            try:
+                if source.path.is_dir():
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source.path)
+            except OSError as e:
+                raise os_error(source.path, e, "read") from e
         check_inside(self.path)  # SQLite follows links: the cache must not lead out of the root
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(self.path.parent, e, "create the index folder") from e
         try:
             conn = self._open()
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"cannot open the derived index {self.path}: {e}") from e
         except sqlite3.DatabaseError:
             # The index is derived data: a damaged one is dropped and rebuilt from the logs.
             self._remove_files()
@@ -236,11 +254,12 @@ class SqliteIndex:
         self._local.conn = conn
         return conn
 
-    def _open(self) -> sqlite3.Connection:
-        target = ":memory:" if self.path is None else self.path
+    def _open(self, *, in_memory: bool = False) -> sqlite3.Connection:
+        on_disk = self.path is not None and not in_memory
+        target = self.path if on_disk and self.path is not None else ":memory:"
         conn = sqlite3.connect(target, timeout=60, isolation_level=None)
         try:
-            if self.path is not None:
+            if on_disk:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
@@ -336,8 +355,8 @@ class SqliteIndex:
     def sync(self, name: str) -> sqlite3.Connection:
         """Bring the index up to date with log ``name``; return the connection to query."""
         source = self.sources[name]
+        seen = _stat(source.path)  # before connecting: a log that cannot be read leaves no index
         conn = self._connect()
-        seen = _stat(source.path)
         aliases = self._alias_map()
         if self._seen.get(name) == (seen, aliases[1]):
             return conn
@@ -491,6 +510,8 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise os_error(path, e, "read") from e
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 

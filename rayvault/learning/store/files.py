@@ -68,6 +68,7 @@ from rayvault.learning.store._fs import (
     dump_json,
     fsync_enabled,
     locked,
+    os_error,
     parse_json,
     read_json,
     register_root,
@@ -170,8 +171,10 @@ class FileStore:
             None if read_only else self.cache_dir / "index.sqlite3",
             [event_source(self.events_path), error_source(self.errors_path)],
             self._stage_aliases,
+            root=self.root,
         )
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
+        self._layout_checked = False
 
     def __repr__(self) -> str:
         extra = ", read_only=True" if self.is_read_only else ""
@@ -183,6 +186,32 @@ class FileStore:
     def _writable(self) -> None:
         if self.is_read_only:
             raise StoreError(f"the file store at {self.root} was opened read-only")
+        if not self._layout_checked:
+            self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Before the first write: no file where the layout has a folder, nor the reverse, so a
+        damaged root fails with one clear error before anything (even a lock file) is created."""
+        folders = (
+            self.data_dir, self.archive_dir, self.reports_dir, self.root / "state",
+            self.agents_dir, self.gate_dir, self.cache_dir, self.locks_dir,
+            self.root / "artifacts", self.videos_dir,
+        )  # fmt: skip
+        for path in (self.root, *folders):
+            if path.exists() and not path.is_dir():
+                raise StoreError(
+                    f"cannot write to the file store at {self.root}: {path} is a file where "
+                    "the layout has a folder",
+                    hint="move the file aside (`rayvault-learn doctor` lists what it finds)",
+                )
+        for path in (self.events_path, self.errors_path):
+            if path.is_dir():
+                raise StoreError(
+                    f"cannot write to the file store at {self.root}: {path} is a folder where "
+                    "the layout has a file",
+                    hint="move the folder aside (`rayvault-learn doctor` lists what it finds)",
+                )
+        self._layout_checked = True
 
     @property
     def policies(self) -> Policies:
@@ -467,6 +496,8 @@ class FileStore:
                 old_bytes: bytes | None = memory_path.read_bytes()
             except FileNotFoundError:
                 old_bytes = None
+            except OSError as e:
+                raise os_error(memory_path, e, "read") from e
             memory = (
                 validate_record(
                     AgentMemory, parse_json(old_bytes, memory_path), memory_path, "agent memory"
@@ -801,7 +832,9 @@ class FileStore:
         with self._events_locked():
             try:
                 data = path.read_bytes()
-            except FileNotFoundError:
+            except OSError as e:
+                if not isinstance(e, FileNotFoundError):
+                    raise os_error(path, e, "read") from e
                 return CompactResult(
                     path=relative,
                     compacted=False,
