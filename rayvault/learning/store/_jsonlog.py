@@ -161,18 +161,14 @@ def _read_fd(fd: int, offset: int) -> bytes:
 
 def read_from(path: Path, offset: int) -> tuple[bytes, os.stat_result] | None:
     """The bytes of ``path`` from ``offset`` on, read while no append is in progress, with the
-    file's stat taken under the same lock; None when the file is absent."""
+    file's stat taken under the same lock; None when the file is absent (``OSError`` otherwise)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except OSError as e:
-        raise os_error(path, e, "read") from e
     try:
         with _flocked(fd, path, shared=True):
             return _read_fd(fd, offset), os.fstat(fd)
-    except OSError as e:
-        raise os_error(path, e, "read") from e
     finally:
         os.close(fd)
 
@@ -187,7 +183,8 @@ class ArrayFile:
 
 
 def read_array(path: Path) -> ArrayFile | None:
-    """Read and parse the whole log as it is between appends; None when it is absent.
+    """Read and parse the whole log as it is between appends; None when it is absent
+    (``OSError`` when it cannot be read).
 
     The first read takes no lock, so readers never hold up writers. It is kept only when it
     parses as a complete array and the file's identity, size and change time are the same before
@@ -200,12 +197,8 @@ def read_array(path: Path) -> ArrayFile | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except OSError as e:
-        raise os_error(path, e, "read") from e
     try:
         return _read_array(fd, path)
-    except OSError as e:
-        raise os_error(path, e, "read") from e
     finally:
         os.close(fd)
 
@@ -246,7 +239,10 @@ class JsonArrayLog:
     def read(self) -> ParsedArray:
         """All elements (every version), ignoring a torn tail; empty when the file is absent.
         Never sees an append in progress (see :func:`read_array`)."""
-        whole = read_array(self.path)
+        try:
+            whole = read_array(self.path)
+        except OSError as e:
+            raise os_error(self.path, e, "read") from e
         return ParsedArray([], 0, None) if whole is None else whole.parsed
 
     def append(self, elements: Sequence[bytes]) -> None:

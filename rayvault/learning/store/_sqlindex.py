@@ -394,7 +394,10 @@ class SqliteIndex:
         start = max(0, offset - _SIG_BYTES)
         # Judge the log by the stat taken with its bytes, under its shared lock: a stat taken
         # while an append is under way can show the new change time with the old size.
-        read = read_from(source.path, start)
+        try:
+            read = read_from(source.path, start)
+        except OSError as e:
+            raise os_error(source.path, e, "read") from e
         if read is None:
             self._rebuild(conn, source, aliases, "removed while being read")
             return
@@ -442,7 +445,10 @@ class SqliteIndex:
         *,
         initial: bool = False,
     ) -> None:
-        whole = read_array(source.path)
+        try:
+            whole = read_array(source.path)
+        except OSError as e:
+            raise os_error(source.path, e, "read") from e
         if whole is None:
             self._catch_up(conn, source, None, aliases)
             return
