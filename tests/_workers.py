@@ -78,6 +78,77 @@ def promote(root: str, error_id: str, url: str | None = None) -> tuple[bool, str
     return result.created, result.event.event_id
 
 
+def create_counting(
+    root: str, worker: int, count: int, severity: str
+) -> tuple[list[str], list[str], int]:
+    """Create ``count`` events like :func:`create_many`, but go on after an error: the ids
+    created, the errors raised, and the index's full rebuilds in this process."""
+    from rayvault.learning import create_event
+    from rayvault.learning.store import FileStore
+
+    store = FileStore(root)
+    ids, errors = [], []
+    for i in range(count):
+        try:
+            event = create_event(
+                run_id=f"w{worker}",
+                severity=severity,
+                component="assets",
+                symptom=f"failure kind {letters(worker, i)}",
+                video_id=f"v{worker}",
+                agent="dzine_producer",
+                store=store,
+            )
+            ids.append(event.event_id)
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {e}")
+    rebuilds = store.index.rebuilds
+    store.close()
+    return ids, errors, rebuilds
+
+
+def read_until(root: str, stop: str) -> tuple[int, list[str], int]:
+    """Read the event log whole and through the index until the file ``stop`` exists: the
+    number of reads, the errors raised, and the index's full rebuilds in this process."""
+    import time
+    from pathlib import Path
+
+    from rayvault.learning.store import EventQuery, FileStore
+    from rayvault.learning.store._jsonlog import JsonArrayLog
+
+    store = FileStore(root)
+    log = JsonArrayLog(store.events_path)
+    reads, errors = 0, []
+    while not Path(stop).exists():
+        try:
+            log.read()
+            store.count_events(EventQuery(components=("assets",)))
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {e}")
+        reads += 1
+        time.sleep(0.002)
+    rebuilds = store.index.rebuilds
+    store.close()
+    return reads, errors, rebuilds
+
+
+def append_many(path: str, worker: int, count: int) -> int:
+    """Append ``count`` records to a JSON-array log under its lock, one append each."""
+    from pathlib import Path
+
+    import orjson
+
+    from rayvault.learning.store._fs import locked
+    from rayvault.learning.store._jsonlog import JsonArrayLog
+
+    log = JsonArrayLog(Path(path))
+    for i in range(count):
+        record = {"id": f"{worker}-{i}", "pad": "x" * (i * 97 % 3000)}
+        with locked(log.path):
+            log.append([orjson.dumps(record)])
+    return count
+
+
 def create_with_key(root: str, url: str | None, key: str, worker: int) -> str:
     """Create one event with the idempotency ``key`` (all workers share it); return its id."""
     from rayvault.learning import create_event

@@ -101,3 +101,54 @@ def test_killed_writer_loses_no_acknowledged_event(root: Path) -> None:
     data = json.loads((root / "data/learning_events.json").read_text())  # repaired, valid
     assert data[-1]["event_id"] == event.event_id
     assert set(acknowledged) <= {e.event_id for e in list_events()}
+
+
+def test_sixteen_writers_and_two_readers_see_no_write_in_progress(root: Path) -> None:
+    """16 writer processes (FAIL and WARN events) and 2 reader processes at once: no call fails,
+    every acknowledged event is in the log and the index, the index agrees with the log, and no
+    process rebuilt the index from scratch (nothing rewrote the log)."""
+    from rayvault.learning.store import EventQuery, FileStore
+
+    stop = root / "stop-readers"
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=18, mp_context=ctx) as pool:
+        readers = [pool.submit(_workers.read_until, str(root), str(stop)) for _ in range(2)]
+        writers = [
+            pool.submit(_workers.create_counting, str(root), w, 12, "FAIL" if w % 2 else "WARN")
+            for w in range(16)
+        ]
+        written = [f.result() for f in writers]
+        stop.touch()
+        read = [f.result() for f in readers]
+
+    errors = [e for _, errs, _ in written + read for e in errs]
+    assert errors == []
+    assert all(reads > 0 for reads, _, _ in read)
+    ids = {event_id for event_ids, _, _ in written for event_id in event_ids}
+    assert len(ids) == 16 * 12
+    raw = json.loads((root / "data/learning_events.json").read_bytes())  # valid JSON
+    assert {e["event_id"] for e in raw} == ids
+    store = FileStore(root)
+    assert {e.event_id for e in store.query_events(EventQuery())} == ids
+    latest = {e["event_id"]: e for e in raw}
+    assert store.index.verify({"events": latest}) == []
+    assert sum(rebuilds for _, _, rebuilds in written + read) == 0
+    store.close()
+
+
+def test_whole_file_reads_never_see_an_append_in_progress(tmp_path: Path) -> None:
+    """Raw reads of a log while 3 processes append to it (elements up to 3 KB, so appends
+    straddle pages and reads): every read is a complete array of whole records."""
+    path = tmp_path / "log.json"
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=3, mp_context=ctx) as pool:
+        futures = [pool.submit(_workers.append_many, str(path), w, 300) for w in range(3)]
+        log = JsonArrayLog(path)
+        reads = 0
+        while not all(f.done() for f in futures):
+            items = log.read().items
+            assert all(set(item) == {"id", "pad"} for item in items)
+            reads += 1
+        assert sum(f.result() for f in futures) == 900
+    assert reads > 0
+    assert len(json.loads(path.read_bytes())) == 900

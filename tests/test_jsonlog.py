@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import threading
 from pathlib import Path
 
 import orjson
@@ -215,3 +218,65 @@ def test_any_crash_point_leaves_a_readable_prefix(
     assert got == items[: len(got)]
     log.append([line({"id": "after-crash"})])
     assert json.loads(path.read_text()) == [*got, {"id": "after-crash"}]
+
+
+def test_a_read_that_straddles_an_append_is_read_again_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer appends between a reader's two ``read`` calls: the first call got the old
+    closing bracket, the second the rest of the new element. The reader must not report that as
+    corruption, nor return it: it reads again while no append is in progress."""
+    path = tmp_path / "log.json"
+    log = JsonArrayLog(path)
+    log.append([line({"id": "a"})])
+    real_pread = os.pread
+    straddled: list[bytes] = []
+
+    def racing_pread(fd: int, n: int, offset: int) -> bytes:
+        data = real_pread(fd, n, offset)
+        if not straddled:
+            monkeypatch.setattr(os, "pread", real_pread)
+            JsonArrayLog(path).append([line({"id": "b", "text": "x" * 100})])
+            straddled.append(data + real_pread(fd, 1 << 20, len(data)))
+            monkeypatch.setattr(os, "pread", racing_pread)
+        return data
+
+    monkeypatch.setattr(os, "pread", racing_pread)
+    items = log.read().items
+    assert straddled, "the reader's first read was not interrupted"
+    with pytest.raises(CorruptFileError):  # what the straddling read alone would have reported
+        parse_array(straddled[0], path)
+    assert [item["id"] for item in items] == ["a", "b"]
+
+
+def test_reader_waits_for_an_append_in_progress(tmp_path: Path) -> None:
+    """While a writer holds the data file's exclusive lock mid-append, a reader that finds no
+    complete array waits for it, then sees the finished append."""
+    path = tmp_path / "log.json"
+    JsonArrayLog(path).append([line({"id": "a"})])
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        whole = path.read_bytes()
+        os.pwrite(fd, b',\n{"id": "b", "te', len(whole) - 3)  # half of an append
+        result: list[list[str]] = []
+        reader = threading.Thread(
+            target=lambda: result.append([i["id"] for i in JsonArrayLog(path).read().items])
+        )
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not result  # waiting, not reporting corruption
+        os.pwrite(fd, b',\n{"id": "b", "text": "done"}\n]\n', len(whole) - 3)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        reader.join(10)
+    finally:
+        os.close(fd)
+    assert result == [["a", "b"]]
+
+
+def test_garbage_is_still_corruption_after_the_locked_read(tmp_path: Path) -> None:
+    """Bytes that are no array stay corruption when read again under the lock, named."""
+    path = tmp_path / "log.json"
+    path.write_bytes(b'[\n{"id": "a"}\n]\n{"id": garbage}\n]\n')
+    with pytest.raises(CorruptFileError, match=r"log\.json"):
+        JsonArrayLog(path).read()

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from rayvault.learning import CorruptFileError, create_event, list_events
@@ -110,3 +111,89 @@ def test_last_version_wins_in_the_index(root: Path, store: FileStore) -> None:
     resolve_event(event.event_id, "checked", store=store)
     assert store.count_events(EventQuery(unresolved=True)) == 0
     assert store.count_events(EventQuery(statuses=("verified",))) == 1
+
+
+def test_a_stale_size_is_not_taken_for_a_shrunk_log(
+    root: Path, store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process catches the index up between this process's look at the log and its
+    taking the index's lock: the size it saw is smaller than what is indexed, yet the log only
+    grew. The index catches up without a rebuild (the log is looked at again under the lock)."""
+    from rayvault.learning.store import _sqlindex
+
+    create_event(**event_kwargs(symptom="first"), store=store)  # type: ignore[arg-type]
+    store.index.sync("events")
+    stale = _sqlindex._stat(store.events_path)
+    create_event(**event_kwargs(symptom="second"), store=store)  # type: ignore[arg-type]
+    other = FileStore(root)  # another process: catches the index up to the second event
+    other.index.sync("events")
+    other.close()
+    third = create_event(**event_kwargs(symptom="third"), store=store)  # type: ignore[arg-type]
+    real_stat = _sqlindex._stat
+    calls: list[int] = []
+
+    def first_stale(path: Path) -> tuple[int, int, int] | None:
+        calls.append(1)
+        return stale if len(calls) == 1 else real_stat(path)
+
+    monkeypatch.setattr(_sqlindex, "_stat", first_stale)
+    store.index.forget()
+    before = store.index.rebuilds
+    assert store.get_event(third.event_id) is not None
+    assert len(calls) == 2  # once before the lock, once under it
+    assert store.index.rebuilds == before
+
+
+def test_rebuilds_are_counted_and_logged(
+    root: Path, store: FileStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Appends never rebuild; a log replaced by a new file is rebuilt once, counted and logged
+    with the reason."""
+    for i in range(3):
+        create_event(**event_kwargs(symptom=f"event {i}"), store=store)  # type: ignore[arg-type]
+        assert len(ids(store)) == i + 1
+    assert store.index.rebuilds == 0
+    path = root / "data/learning_events.json"
+    tmp = path.with_name("rewrite.json")
+    tmp.write_bytes(path.read_bytes())
+    os.replace(tmp, path)
+    with caplog.at_level("INFO", logger="rayvault.learning.index"):
+        assert len(ids(store)) == 3
+    assert store.index.rebuilds == 1
+    assert "replaced by a new file" in caplog.text
+
+
+def test_a_log_caught_in_the_middle_of_an_append_is_no_rewrite(
+    root: Path, store: FileStore
+) -> None:
+    """An append under way has already set the log's change time but not yet its size: that
+    looks like a rewrite in place. The index judges the log only by what it sees under the log's
+    shared lock, after the append: it catches up without a rebuild."""
+    import fcntl
+    import threading
+
+    create_event(**event_kwargs(symptom="first"), store=store)  # type: ignore[arg-type]
+    store.index.sync("events")
+    path = root / "data/learning_events.json"
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a writer mid-append
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        reader = FileStore(root)  # another process
+        found: list[int] = []
+        thread = threading.Thread(
+            target=lambda: found.append(len(reader.query_events(EventQuery())))
+        )
+        thread.start()
+        thread.join(0.3)
+        assert thread.is_alive()  # waiting for the append, not rebuilding
+        second = orjson.dumps({**json.loads(path.read_bytes())[0], "event_id": "second"})
+        os.pwrite(fd, b",\n" + second + b"\n]\n", size - 3)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        thread.join(10)
+    finally:
+        os.close(fd)
+    assert found == [2]
+    assert reader.index.rebuilds == 0
+    reader.close()

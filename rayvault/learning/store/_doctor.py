@@ -65,7 +65,7 @@ from rayvault.learning.store._fs import (
     parse_json,
     remove_lock_file,
 )
-from rayvault.learning.store._jsonlog import JsonArrayLog, parse_array
+from rayvault.learning.store._jsonlog import ArrayFile, JsonArrayLog, parse_array, read_array
 from rayvault.learning.store._salvage import (
     latest_by_key,
     read_index_rows,
@@ -372,17 +372,19 @@ class FileStoreDoctor:
     def _read_log(self, path: Path, key: str) -> tuple[list[Any], Finding | None, bool]:
         """The elements of a log (salvaged when it does not parse), the ``log-corrupt`` finding,
         and whether it is damaged (corrupt or torn)."""
+        whole: ArrayFile | None = None
+        error: CorruptFileError | None = None
         try:
-            data: bytes | None = path.read_bytes()
-        except FileNotFoundError:
-            data = None
+            whole = read_array(path)  # as it is between appends, never in the middle of one
+            data = None if whole is None else whole.data
+        except CorruptFileError as exc:
+            error = exc
+            data = path.read_bytes()
         corrupt: Finding | None = None
         damaged = False
         items: list[Any] = []
         if data is not None:
-            try:
-                parsed = parse_array(data, path)
-            except CorruptFileError as e:
+            if error is not None:
                 salvage = salvage_records(data, key)
                 items = salvage.items
                 damaged = True
@@ -395,11 +397,12 @@ class FileStoreDoctor:
                 corrupt = self._add(
                     "log-corrupt",
                     path,
-                    f"is corrupt: {e.detail}; {len(items)} readable records can be salvaged, "
+                    f"is corrupt: {error.detail}; {len(items)} readable records can be salvaged, "
                     f"{lost}; until repaired, every call that reads it fails",
                     repairable=True,
                 )
-            else:
+            elif whole is not None:
+                parsed = whole.parsed
                 items = parsed.items
                 if parsed.torn_at is not None:
                     damaged = True

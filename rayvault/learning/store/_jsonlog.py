@@ -8,6 +8,14 @@ Format contract (DESIGN.md §5):
   closing bracket), in one ``pwrite``: the cost is the size of the element, not the size of the
   file, and readers see a valid array before and after. One element per line, comma-terminated.
 - A later version of a record is appended like a new one; readers keep the last version per key.
+- Readers never see an append in progress. An append rewrites the closing bracket, so a reader
+  whose ``read`` calls straddle it could get the old bracket followed by the rest of the new
+  element: not an array. Every change to an existing file (append, torn-tail cut) holds an
+  exclusive ``flock`` on the data file itself for the few microseconds of its ``pwrite`` and
+  ``ftruncate``; readers read without it and keep the result only when it is a complete array and
+  the file did not change meanwhile, else they read again under a shared ``flock`` (see
+  :func:`read_array`). Reads of what was appended since an offset always take the shared lock
+  (:func:`read_from`). The lock is a leaf: nothing else is acquired while it is held.
 - A crash can leave a *torn tail*: the closing bracket missing and at most one partial element
   (plus the NUL bytes some filesystems leave after a power cut). Readers ignore it; the next
   append cuts it off first. Anything else that does not parse is corruption: reported by name,
@@ -16,17 +24,26 @@ Format contract (DESIGN.md §5):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.store._fs import atomic_write, fsync_enabled, open_nofollow, os_error
+from rayvault.learning.exceptions import CorruptFileError, StoreError
+from rayvault.learning.store._fs import (
+    LOCK_TIMEOUT,
+    atomic_write,
+    fsync_enabled,
+    open_nofollow,
+    os_error,
+)
 
 _WS = b" \t\r\n"
 # What may follow the last complete element of a torn file: an optional comma and the start of
@@ -107,6 +124,112 @@ def _find_torn_cut(data: bytes) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def _flocked(fd: int, path: Path, *, shared: bool) -> Iterator[None]:
+    """Hold ``flock`` on the open data file ``fd``: shared to read, exclusive to change it."""
+    op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    delay = 0.0001
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"timed out after {LOCK_TIMEOUT:.0f}s waiting to "
+                    f"{'read' if shared else 'append to'} {path}",
+                    hint="another process holds it and does not let go",
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_fd(fd: int, offset: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.pread(fd, max(1 << 20, os.fstat(fd).st_size - offset + 1), offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def read_from(path: Path, offset: int) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of ``path`` from ``offset`` on, read while no append is in progress, with the
+    file's stat taken under the same lock; None when the file is absent (``OSError`` otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        with _flocked(fd, path, shared=True):
+            return _read_fd(fd, offset), os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class ArrayFile:
+    """A whole log as read by :func:`read_array`."""
+
+    data: bytes
+    stat: os.stat_result
+    parsed: ParsedArray
+
+
+def read_array(path: Path) -> ArrayFile | None:
+    """Read and parse the whole log as it is between appends; None when it is absent
+    (``OSError`` when it cannot be read).
+
+    The first read takes no lock, so readers never hold up writers. It is kept only when it
+    parses as a complete array and the file's identity, size and change time are the same before
+    and after it: a read that straddled an append sees either a torn tail or no array at all (the
+    old closing bracket followed by the rest of the new element), and a file that changed. Any
+    other outcome is read again under the shared lock, which excludes appends: what that read
+    finds (a complete array, a torn tail left by a crash, or corruption) is the file's state.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        return _read_array(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _read_array(fd: int, path: Path) -> ArrayFile:
+    before = os.fstat(fd)
+    data = _read_fd(fd, 0)
+    after = os.fstat(fd)
+    if _same(before, after) and len(data) == after.st_size:
+        try:
+            parsed = parse_array(data, path)
+        except CorruptFileError:
+            pass
+        else:
+            if parsed.torn_at is None:
+                return ArrayFile(data, after, parsed)
+    with _flocked(fd, path, shared=True):
+        data = _read_fd(fd, 0)
+        st = os.fstat(fd)
+    return ArrayFile(data, st, parse_array(data, path))
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
+
+
 class JsonArrayLog:
     """One append-only JSON array file. Callers hold the file's lock around :meth:`append`."""
 
@@ -114,14 +237,13 @@ class JsonArrayLog:
         self.path = path
 
     def read(self) -> ParsedArray:
-        """All elements (every version), ignoring a torn tail; empty when the file is absent."""
+        """All elements (every version), ignoring a torn tail; empty when the file is absent.
+        Never sees an append in progress (see :func:`read_array`)."""
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return ParsedArray([], 0, None)
+            whole = read_array(self.path)
         except OSError as e:
             raise os_error(self.path, e, "read") from e
-        return parse_array(data, self.path)
+        return ParsedArray([], 0, None) if whole is None else whole.parsed
 
     def append(self, elements: Sequence[bytes]) -> None:
         """Append single-line JSON objects, repairing a torn tail first. Caller holds the lock."""
@@ -140,12 +262,13 @@ class JsonArrayLog:
         except OSError as e:
             raise os_error(self.path, e) from e
         try:
-            pos, empty = self._end_of_elements(fd)
-            payload = (b"\n" if empty else b",\n") + body + b"\n]\n"
-            os.pwrite(fd, payload, pos)
-            new_size = pos + len(payload)
-            if os.fstat(fd).st_size > new_size:
-                os.ftruncate(fd, new_size)
+            with _flocked(fd, self.path, shared=False):
+                pos, empty = self._end_of_elements(fd)
+                payload = (b"\n" if empty else b",\n") + body + b"\n]\n"
+                os.pwrite(fd, payload, pos)
+                new_size = pos + len(payload)
+                if os.fstat(fd).st_size > new_size:
+                    os.ftruncate(fd, new_size)
             if durable:
                 os.fsync(fd)
         finally:
@@ -162,13 +285,14 @@ class JsonArrayLog:
         except OSError as e:
             raise os_error(self.path, e) from e
         try:
-            data = os.pread(fd, os.fstat(fd).st_size, 0)
-            parsed = parse_array(data, self.path)
-            if parsed.torn_at is None:
-                return None
-            closing = b"\n]\n"
-            os.pwrite(fd, closing, parsed.torn_at)
-            os.ftruncate(fd, parsed.torn_at + len(closing))
+            with _flocked(fd, self.path, shared=False):
+                data = os.pread(fd, os.fstat(fd).st_size, 0)
+                parsed = parse_array(data, self.path)
+                if parsed.torn_at is None:
+                    return None
+                closing = b"\n]\n"
+                os.pwrite(fd, closing, parsed.torn_at)
+                os.ftruncate(fd, parsed.torn_at + len(closing))
             if fsync_enabled():
                 os.fsync(fd)
             return data[parsed.torn_at :]

@@ -9,6 +9,11 @@ rebuilt from the log. Deleting ``state/cache/`` is always safe.
 Records stored without a fingerprint (the original system's) are fingerprinted here, with their
 stage folded through the policies' step-name aliases; the index remembers which alias map it used
 (a hash) and rebuilds itself when the map changes.
+
+The log is judged by what is seen of it under its shared lock (no append under way) once the
+index's write lock is held: a size taken before may be older than what another process has
+meanwhile caught up to, and would look like a log that shrank. Every full rebuild is counted
+(:attr:`SqliteIndex.rebuilds`) and logged with its reason.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -26,7 +32,7 @@ from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError
 from rayvault.learning.store._fs import check_inside, os_error
-from rayvault.learning.store._jsonlog import parse_array, scan_after
+from rayvault.learning.store._jsonlog import read_array, read_from, scan_after
 from rayvault.learning.store._sql import (
     ERROR_COLUMNS,
     EVENT_COLUMNS,
@@ -34,6 +40,8 @@ from rayvault.learning.store._sql import (
     error_row,
     event_row,
 )
+
+logger = logging.getLogger("rayvault.learning.index")
 
 SCHEMA_VERSION = 6
 _SIG_BYTES = 32
@@ -185,6 +193,9 @@ class SqliteIndex:
         self._pid = os.getpid()
         self._aliases = aliases or (lambda: NO_ALIASES)
         self._alias_memo: tuple[Mapping[str, str], str] | None = None
+        #: Full rebuilds of a table already indexed, from its log, done by this process (each
+        #: logged with its reason; the first build of a table is logged but not counted).
+        self.rebuilds = 0
 
     def _alias_map(self) -> tuple[Mapping[str, str], str]:
         """The step-name aliases in effect and their hash (memoised on the map's identity: the
@@ -294,7 +305,7 @@ class SqliteIndex:
         with _write(conn):
             for source in self.sources.values():
                 if source.path.exists():
-                    self._rebuild(conn, source, aliases)
+                    self._rebuild(conn, source, aliases, "requested")
                 else:
                     self._catch_up(conn, source, None, aliases)
         self.forget()
@@ -344,21 +355,16 @@ class SqliteIndex:
     def sync(self, name: str) -> sqlite3.Connection:
         """Bring the index up to date with log ``name``; return the connection to query."""
         source = self.sources[name]
-        try:
-            st = os.stat(source.path)
-            seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            seen = None
-        except OSError as e:  # before connecting: a log that cannot be read leaves no index behind
-            raise os_error(source.path, e, "read") from e
+        seen = _stat(source.path)  # before connecting: a log that cannot be read leaves no index
         conn = self._connect()
         aliases = self._alias_map()
-        state = (seen, aliases[1])
-        if self._seen.get(name) == state:
+        if self._seen.get(name) == (seen, aliases[1]):
             return conn
         with _write(conn):
+            # Again under the lock: another process may have caught up past the size seen above.
+            seen = _stat(source.path)
             self._catch_up(conn, source, seen, aliases)
-        self._seen[name] = state
+        self._seen[name] = (seen, aliases[1])
         return conn
 
     def _catch_up(
@@ -377,33 +383,42 @@ class SqliteIndex:
                 conn.execute(f"DELETE FROM {source.table}")
                 conn.execute("DELETE FROM sources WHERE name = ?", (source.name,))
             return
-        inode, size, mtime = seen
-        if (
-            row is None
-            or row[0] != inode
-            or row[1] > size
-            # Same size but touched since: rewritten in place (appends always grow the file).
-            or (row[4] == size and row[5] != mtime)
+        if row is None:
+            self._rebuild(conn, source, aliases, "not indexed yet", initial=True)
+            return
+        if row[6] != aliases[1]:
             # Fingerprints computed for records stored without one depend on the alias map.
-            or row[6] != aliases[1]
-        ):
-            self._rebuild(conn, source, aliases)
+            self._rebuild(conn, source, aliases, "the step-name aliases changed")
             return
         offset, sig, next_seq = row[1], row[2], row[3]
         start = max(0, offset - _SIG_BYTES)
+        # Judge the log by the stat taken with its bytes, under its shared lock: a stat taken
+        # while an append is under way can show the new change time with the old size.
         try:
-            with source.path.open("rb") as fh:
-                st = os.fstat(fh.fileno())
-                fh.seek(start)
-                data = fh.read()
+            read = read_from(source.path, start)
         except OSError as e:
             raise os_error(source.path, e, "read") from e
+        if read is None:
+            self._rebuild(conn, source, aliases, "removed while being read")
+            return
+        data, st = read
+        if row[0] != st.st_ino:
+            self._rebuild(conn, source, aliases, "replaced by a new file")
+            return
+        if offset > st.st_size:
+            self._rebuild(conn, source, aliases, "shorter than the part already indexed")
+            return
+        if row[4] == st.st_size and row[5] != st.st_mtime_ns:
+            # Same size but touched since: rewritten in place (appends always grow the file).
+            self._rebuild(conn, source, aliases, "changed in place without growing")
+            return
         if data[: offset - start] != sig:
-            self._rebuild(conn, source, aliases)
+            why = "rewritten: the bytes before the indexed offset changed"
+            self._rebuild(conn, source, aliases, why)
             return
         scan = scan_after(data[offset - start :], offset)
         if scan is None:
-            self._rebuild(conn, source, aliases)
+            self._rebuild(conn, source, aliases, "appended to in another layout")
             return
         new_sig = data[max(0, scan.end - _SIG_BYTES - start) : scan.end - start]
         if scan.items:
@@ -422,15 +437,27 @@ class SqliteIndex:
         )
 
     def _rebuild(
-        self, conn: sqlite3.Connection, source: Source, aliases: tuple[Mapping[str, str], str]
+        self,
+        conn: sqlite3.Connection,
+        source: Source,
+        aliases: tuple[Mapping[str, str], str],
+        why: str,
+        *,
+        initial: bool = False,
     ) -> None:
         try:
-            with source.path.open("rb") as fh:
-                st = os.fstat(fh.fileno())
-                data = fh.read()
+            whole = read_array(source.path)
         except OSError as e:
             raise os_error(source.path, e, "read") from e
-        parsed = parse_array(data, source.path)
+        if whole is None:
+            self._catch_up(conn, source, None, aliases)
+            return
+        data, st, parsed = whole.data, whole.stat, whole.parsed
+        if not initial:
+            self.rebuilds += 1
+        logger.info(
+            "%s the index of %s: %s", "building" if initial else "rebuilding", source.path, why
+        )
         # Row-by-row triggers would make a rebuild of 100k events several times slower: drop
         # them, reload, recount the aggregate in one statement, and put them back.
         for name in _TRIGGER_NAMES:
@@ -482,6 +509,16 @@ class SqliteIndex:
                 )
             rows.append((*source.row(item, aliases), first_seq + i, orjson.dumps(item)))
         conn.executemany(sql, rows)
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise os_error(path, e, "read") from e
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ from rayvault.learning.store._fs import (
     parse_json,
     temp_path_for,
 )
-from rayvault.learning.store._jsonlog import parse_array, scan_after
+from rayvault.learning.store._jsonlog import read_array, scan_after
 from rayvault.learning.store._snapshots import snapshot_time
 from rayvault.learning.store.base import Store
 from rayvault.learning.store.files import (
@@ -276,11 +276,10 @@ class FileLayout:
 
         Elements in our single-line layout keep their exact bytes; elements of older,
         pretty-printed files are re-serialised compactly (the same JSON)."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        whole = read_array(path)  # never an append in progress; refuses a corrupt log, by name
+        if whole is None:
             return
-        parsed = parse_array(data, path)  # refuses a corrupt log, by name
+        data, parsed = whole.data, whole.parsed
         start = data.find(b"[") + 1
         scan = scan_after(data[start : parsed.end], start)
         lines = (
