@@ -15,17 +15,18 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from rayvault.learning import _time
+from rayvault.learning import testing
 from rayvault.learning.store import FileStore, Store, open_store, reset_store
-from rayvault.policies import reset_policies_cache
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RAYVAULT_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: The real data the tests use, in the repository (``tests/data``, see its README); another copy
+#: with the same layout can be given in ``RAYVAULT_SHARED_DATA``.
+SHARED_DATA = Path(os.environ.get("RAYVAULT_SHARED_DATA") or Path(__file__).parent / "data")
 #: Read before the hermetic fixture scrubs RAYVAULT_* from the environment.
 PG_DSN = os.environ.get("RAYVAULT_TEST_PG_DSN", "").strip()
 _pg_checked: list[str | None] = []
@@ -103,21 +104,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in list(os.environ):
-        if name.startswith("RAYVAULT_") and name != "RAYVAULT_SHARED_DATA":
-            monkeypatch.delenv(name)
+    """The test's data root ``tmp_path/root``, isolated by :func:`rayvault.learning.testing.isolated`
+    (``RAYVAULT_ROOT`` names it, no other ``RAYVAULT_*`` variable, fresh policies, stores and
+    clock), with the working directory in ``tmp_path``."""
     root = tmp_path / "root"
     root.mkdir()
-    monkeypatch.setenv("RAYVAULT_ROOT", str(root))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.chdir(tmp_path)
-    reset_store()
-    reset_policies_cache()
-    _time.set_clock(None)
-    yield root
-    reset_store()
-    reset_policies_cache()
-    _time.set_clock(None)
+    with testing.isolated(root, keep=("RAYVAULT_SHARED_DATA",)):
+        yield root
 
 
 @pytest.fixture
@@ -177,31 +172,22 @@ def file_store(root: Path) -> Iterator[FileStore]:
     s.close()
 
 
-class Clock:
-    """A fixed, steppable clock for tests of windows, staleness and grace periods."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        _time.set_clock(lambda: self.now)
-
-    def set(self, value: datetime) -> None:
-        self.now = value
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+#: The fixed clock of the ``clock`` fixture (``.now``, ``.set(…)``, ``.advance(days=…)``).
+Clock = testing.FixedClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC))
+def clock() -> Iterator[Clock]:
+    """A fixed clock at 2026-02-19 12:00 UTC, read by the library during the test."""
+    with testing.fixed_clock(datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC)) as fixed:
+        yield fixed
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The real skill-graph notes and SOUL files in ``../shared/data`` (read-only: copy them)."""
+    """The real skill-graph notes and SOUL files in ``tests/data`` (read-only: copy them)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED_DATA} (set RAYVAULT_SHARED_DATA)")
+        raise FileNotFoundError(f"test data not found at {SHARED_DATA} (RAYVAULT_SHARED_DATA)")
     return SHARED_DATA
 
 
