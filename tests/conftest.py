@@ -7,21 +7,35 @@ twice — on the file store and on PostgreSQL (``RAYVAULT_TEST_PG_DSN``; skipped
 when it is not set or not reachable). On PostgreSQL the test gets a schema of its own, dropped
 after it, and ``RAYVAULT_STORE`` points at it, so domain calls without ``store=`` use it too.
 A test about the file layout's bytes is marked ``files_only("why")`` and runs on files only.
+
+Markers mean what they say: every test that reaches PostgreSQL is marked ``postgres`` (added here
+to the PostgreSQL runs of ``store``/``both_stores`` tests and to every test using ``pg_schemas``),
+and a test that starts a process is marked ``slow`` — it fails when it is not (see
+``processes_need_slow``). ``-m "not postgres and not slow"`` is the quick in-process set.
+
+Hypothesis: the ``ci`` profile (no deadline, derandomised, no example database) is loaded when
+``CI`` is set or ``HYPOTHESIS_PROFILE=ci``; ``HYPOTHESIS_PROFILE`` names any registered profile.
 """
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from rayvault.learning import testing
 from rayvault.learning.store import FileStore, Store, open_store, reset_store
+
+#: ``pytester`` runs small test suites in-process (tests/test_markers.py checks the marker rules).
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: The real data the tests use, in the repository (``tests/data``, see its README); another copy
@@ -30,6 +44,21 @@ SHARED_DATA = Path(os.environ.get("RAYVAULT_SHARED_DATA") or Path(__file__).pare
 #: Read before the hermetic fixture scrubs RAYVAULT_* from the environment.
 PG_DSN = os.environ.get("RAYVAULT_TEST_PG_DSN", "").strip()
 _pg_checked: list[str | None] = []
+
+#: Hypothesis under CI, on loaded machines: a slow example is not a failure, and every run tries
+#: the same examples (a failure found once is found again by the next run).
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile("dev")
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "").strip() or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 def pg_unavailable() -> str | None:
@@ -99,6 +128,56 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             "backend",
             ["file", pytest.param("postgres", marks=pytest.mark.postgres)],
             indirect=True,
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that reaches PostgreSQL: the PostgreSQL runs of ``store`` /
+    ``both_stores`` tests (their parameter already carries it) and tests using ``pg_schemas``."""
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            continue
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("backend") == "postgres"
+        if on_pg or "pg_schemas" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(autouse=True)
+def processes_need_slow(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that starts a process (``subprocess``, ``multiprocessing``, ``os.fork``)
+    without the ``slow`` marker, so ``-m "not slow"`` really leaves every process test out."""
+    started: list[str] = []
+    popen_execute = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+    process_start = multiprocessing.process.BaseProcess.start
+    fork = os.fork
+
+    def execute(self: subprocess.Popen[bytes], args: object, *rest: object) -> object:
+        started.append(f"subprocess {args!r}"[:120])
+        return popen_execute(self, args, *rest)
+
+    def start(self: multiprocessing.process.BaseProcess) -> None:
+        started.append(f"multiprocessing {self.name}")
+        process_start(self)
+
+    def forked() -> int:
+        started.append("os.fork()")
+        return fork()
+
+    subprocess.Popen._execute_child = execute  # type: ignore[attr-defined]
+    multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
+    os.fork = forked
+    try:
+        yield
+    finally:
+        subprocess.Popen._execute_child = popen_execute  # type: ignore[attr-defined]
+        multiprocessing.process.BaseProcess.start = process_start  # type: ignore[method-assign]
+        os.fork = fork
+    if started and request.node.get_closest_marker("slow") is None:
+        pytest.fail(
+            f"{request.node.nodeid} starts a process ({started[0]}) but is not marked slow: "
+            "add @pytest.mark.slow",
+            pytrace=False,
         )
 
 
