@@ -24,7 +24,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,7 +123,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if metafunc.definition.get_closest_marker("files_only"):
         return
-    if "store" in metafunc.fixturenames or metafunc.definition.get_closest_marker("both_stores"):
+    on_both = {"store", "store_factory"} & set(metafunc.fixturenames)
+    if on_both or metafunc.definition.get_closest_marker("both_stores"):
         metafunc.parametrize(
             "backend",
             ["file", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -241,6 +242,21 @@ def store(root: Path, backend: str | None) -> Iterator[Store]:
     s = open_store(root, backend)
     yield s
     s.close()
+
+
+@pytest.fixture
+def store_factory(root: Path, backend: str | None) -> Iterator[Callable[[], Store]]:
+    """Opens a new store on the test's data at each call (the file store, then, a second run,
+    PostgreSQL), all closed after the test: what tests/test_store_contract.py runs on."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        opened.append(open_store(root, backend))
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        s.close()
 
 
 @pytest.fixture
