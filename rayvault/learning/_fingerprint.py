@@ -16,15 +16,13 @@ earlier version is kept; a record stored without one is fingerprinted on read).
 
 This module is in the base layer (it imports nothing above the exceptions), so the stores compute
 the key of a record stored without one without importing the domain;
-:mod:`rayvault.learning.patterns` is its public name. :func:`fold_name` lives here too: a key is
-computed on a stage folded through the alias map.
+:mod:`rayvault.learning.patterns` is its public name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rayvault.learning.exceptions import InvalidInputError
@@ -116,10 +114,3 @@ def fingerprint(stage: str, text: str) -> Fingerprint:
     if len(template) > TEMPLATE_LIMIT:
         template = template[: TEMPLATE_LIMIT - 1] + "…"
     return Fingerprint(key=f"{stage.strip()}:{digest}", template=template, stage=stage.strip())
-
-
-def fold_name(name: str, aliases: Mapping[str, str]) -> str:
-    """The stage a component or step name belongs to under the alias map ``aliases`` (the name
-    itself when it is not an alias); :func:`rayvault.learning.stages.fold_stage` over policies."""
-    key = name.strip()
-    return aliases.get(key) or key

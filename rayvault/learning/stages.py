@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import logging
 
-from rayvault.learning._fingerprint import fold_name
+from rayvault.learning._aliases import fold_name
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.policies import Policies
 
