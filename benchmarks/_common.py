@@ -24,6 +24,12 @@ from rayvault.learning.patterns import fingerprint
 BENCH_DIR = os.environ.get("RAYVAULT_BENCH_DIR") or tempfile.gettempdir()
 Path(BENCH_DIR).mkdir(parents=True, exist_ok=True)
 
+#: The real notes and SOUL files: the repository's copy (``tests/data``, see its README), or another
+#: folder of the same layout in RAYVAULT_SHARED_DATA.
+REAL_DATA = Path(
+    os.environ.get("RAYVAULT_SHARED_DATA") or Path(__file__).resolve().parents[1] / "tests" / "data"
+)
+
 STAGES = ["research", "script", "assets", "tts", "manifest", "render", "publish"]
 AGENTS = {
     "research": "researcher",

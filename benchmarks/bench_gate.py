@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
     BENCH_DIR,
+    REAL_DATA,
     STAGES,
     bench_schema_url,
     drop_schema,
@@ -48,7 +49,7 @@ def bench_store(args: argparse.Namespace, url: str | None) -> None:
     store: object = None
     try:
         print(f"[{label}] data root {root}: {args.events:,} events, {args.errors:,} errors")
-        shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "agents"
+        shared = REAL_DATA / "agents"
         if shared.is_dir():
             shutil.copytree(shared, root / "agents")
         t0 = time.perf_counter()

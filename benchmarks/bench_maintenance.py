@@ -8,8 +8,8 @@
 - ``doctor`` over the same root with a per-video file for every event (clean, then with one
   per-video file missing and ``--repair``);
 - ``migrate`` dry run and apply of ``--notes`` skill-graph notes (copies of the real notes in
-  ``../shared/data``, or synthetic ones) and ``--errors`` error-log entries, about half resolved;
-  then the second, idempotent apply.
+  ``tests/data``, or ``RAYVAULT_SHARED_DATA``, or synthetic ones) and ``--errors`` error-log
+  entries, about half resolved; then the second, idempotent apply.
 
 With ``--store URL`` the same is measured on PostgreSQL too (a schema of its own, dropped
 afterwards): compaction of ``event_versions``, the doctor's table checks (clean, then with wrong
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
     BENCH_DIR,
+    REAL_DATA,
     bench_schema_url,
     drop_schema,
     open_history,
@@ -42,7 +43,7 @@ from benchmarks._common import (
     write_index,
 )
 
-SHARED_NOTES = Path(__file__).resolve().parents[2] / "shared" / "data" / "skill-graph" / "learnings"
+SHARED_NOTES = REAL_DATA / "skill-graph" / "learnings"
 
 
 T = TypeVar("T")

@@ -5,8 +5,9 @@ same on an initialised, empty schema.
                                          [--reads 200]
 
 The data root holds ``--notes`` skill-graph notes: copies of the real notes in
-``../shared/data/skill-graph`` (cycled to reach the count). Each case opens a new store on a new
-schema (dropped afterwards) and measures, through the read-only view dry runs use:
+``tests/data/skill-graph``, or ``RAYVAULT_SHARED_DATA`` (cycled to reach the count). Each case
+opens a new store on a new schema (dropped afterwards) and measures, through the read-only view
+dry runs use:
 
 - ``--reads`` reads (``count_events``, ``query_events`` by source note, ``load_memory``);
 - ``migrate`` without ``--apply`` over the notes.
@@ -28,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import BENCH_DIR, bench_schema_url, drop_schema
+from benchmarks._common import BENCH_DIR, REAL_DATA, bench_schema_url, drop_schema
 
-SHARED_NOTES = Path(__file__).resolve().parents[2] / "shared" / "data" / "skill-graph" / "learnings"
+SHARED_NOTES = REAL_DATA / "skill-graph" / "learnings"
 NOTES = "agents/skills/learnings"
 
 

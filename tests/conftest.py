@@ -7,28 +7,58 @@ twice — on the file store and on PostgreSQL (``RAYVAULT_TEST_PG_DSN``; skipped
 when it is not set or not reachable). On PostgreSQL the test gets a schema of its own, dropped
 after it, and ``RAYVAULT_STORE`` points at it, so domain calls without ``store=`` use it too.
 A test about the file layout's bytes is marked ``files_only("why")`` and runs on files only.
+
+Markers mean what they say: every test that reaches PostgreSQL is marked ``postgres`` (added here
+to the PostgreSQL runs of ``store``/``both_stores`` tests and to every test using ``pg_schemas``),
+and a test that starts a process is marked ``slow`` — it fails when it is not (see
+``processes_need_slow``). ``-m "not postgres and not slow"`` is the quick in-process set.
+
+Hypothesis: the ``ci`` profile (no deadline, derandomised, no example database) is loaded when
+``CI`` is set or ``HYPOTHESIS_PROFILE=ci``; ``HYPOTHESIS_PROFILE`` names any registered profile.
 """
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import shutil
+import subprocess
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-from rayvault.learning import _time
+from rayvault.learning import testing
 from rayvault.learning.store import FileStore, Store, open_store, reset_store
-from rayvault.policies import reset_policies_cache
+
+#: ``pytester`` runs small test suites in-process (tests/test_markers.py checks the marker rules).
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RAYVAULT_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: The real data the tests use, in the repository (``tests/data``, see its README); another copy
+#: with the same layout can be given in ``RAYVAULT_SHARED_DATA``.
+SHARED_DATA = Path(os.environ.get("RAYVAULT_SHARED_DATA") or Path(__file__).parent / "data")
 #: Read before the hermetic fixture scrubs RAYVAULT_* from the environment.
 PG_DSN = os.environ.get("RAYVAULT_TEST_PG_DSN", "").strip()
 _pg_checked: list[str | None] = []
+
+#: Hypothesis under CI, on loaded machines: a slow example is not a failure, and every run tries
+#: the same examples (a failure found once is found again by the next run).
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile("dev")
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "").strip() or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 def pg_unavailable() -> str | None:
@@ -93,7 +123,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if metafunc.definition.get_closest_marker("files_only"):
         return
-    if "store" in metafunc.fixturenames or metafunc.definition.get_closest_marker("both_stores"):
+    on_both = {"store", "store_factory"} & set(metafunc.fixturenames)
+    if on_both or metafunc.definition.get_closest_marker("both_stores"):
         metafunc.parametrize(
             "backend",
             ["file", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -101,23 +132,67 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that reaches PostgreSQL: the PostgreSQL runs of ``store`` /
+    ``both_stores`` tests (their parameter already carries it) and tests using ``pg_schemas``."""
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            continue
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("backend") == "postgres"
+        if on_pg or "pg_schemas" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(autouse=True)
+def processes_need_slow(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that starts a process (``subprocess``, ``multiprocessing``, ``os.fork``)
+    without the ``slow`` marker, so ``-m "not slow"`` really leaves every process test out."""
+    started: list[str] = []
+    popen_execute = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+    process_start = multiprocessing.process.BaseProcess.start
+    fork = os.fork
+
+    def execute(self: subprocess.Popen[bytes], args: object, *rest: object) -> object:
+        started.append(f"subprocess {args!r}"[:120])
+        return popen_execute(self, args, *rest)
+
+    def start(self: multiprocessing.process.BaseProcess) -> None:
+        started.append(f"multiprocessing {self.name}")
+        process_start(self)
+
+    def forked() -> int:
+        started.append("os.fork()")
+        return fork()
+
+    subprocess.Popen._execute_child = execute  # type: ignore[attr-defined]
+    multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
+    os.fork = forked
+    try:
+        yield
+    finally:
+        subprocess.Popen._execute_child = popen_execute  # type: ignore[attr-defined]
+        multiprocessing.process.BaseProcess.start = process_start  # type: ignore[method-assign]
+        os.fork = fork
+    if started and request.node.get_closest_marker("slow") is None:
+        pytest.fail(
+            f"{request.node.nodeid} starts a process ({started[0]}) but is not marked slow: "
+            "add @pytest.mark.slow",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(autouse=True)
 def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in list(os.environ):
-        if name.startswith("RAYVAULT_") and name != "RAYVAULT_SHARED_DATA":
-            monkeypatch.delenv(name)
+    """The test's data root ``tmp_path/root``, isolated by :func:`rayvault.learning.testing.isolated`
+    (``RAYVAULT_ROOT`` names it, no other ``RAYVAULT_*`` variable, fresh policies, stores and
+    clock), with the working directory in ``tmp_path``."""
     root = tmp_path / "root"
     root.mkdir()
-    monkeypatch.setenv("RAYVAULT_ROOT", str(root))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.chdir(tmp_path)
-    reset_store()
-    reset_policies_cache()
-    _time.set_clock(None)
-    yield root
-    reset_store()
-    reset_policies_cache()
-    _time.set_clock(None)
+    with testing.isolated(root, keep=("RAYVAULT_SHARED_DATA",)):
+        yield root
 
 
 @pytest.fixture
@@ -170,6 +245,21 @@ def store(root: Path, backend: str | None) -> Iterator[Store]:
 
 
 @pytest.fixture
+def store_factory(root: Path, backend: str | None) -> Iterator[Callable[[], Store]]:
+    """Opens a new store on the test's data at each call (the file store, then, a second run,
+    PostgreSQL), all closed after the test: what tests/test_store_contract.py runs on."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        opened.append(open_store(root, backend))
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
 def file_store(root: Path) -> Iterator[FileStore]:
     """The file store of the test's root, for tests about the file layout."""
     s = FileStore(root)
@@ -177,31 +267,22 @@ def file_store(root: Path) -> Iterator[FileStore]:
     s.close()
 
 
-class Clock:
-    """A fixed, steppable clock for tests of windows, staleness and grace periods."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        _time.set_clock(lambda: self.now)
-
-    def set(self, value: datetime) -> None:
-        self.now = value
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+#: The fixed clock of the ``clock`` fixture (``.now``, ``.set(…)``, ``.advance(days=…)``).
+Clock = testing.FixedClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC))
+def clock() -> Iterator[Clock]:
+    """A fixed clock at 2026-02-19 12:00 UTC, read by the library during the test."""
+    with testing.fixed_clock(datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC)) as fixed:
+        yield fixed
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The real skill-graph notes and SOUL files in ``../shared/data`` (read-only: copy them)."""
+    """The real skill-graph notes and SOUL files in ``tests/data`` (read-only: copy them)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED_DATA} (set RAYVAULT_SHARED_DATA)")
+        raise FileNotFoundError(f"test data not found at {SHARED_DATA} (RAYVAULT_SHARED_DATA)")
     return SHARED_DATA
 
 

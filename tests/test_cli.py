@@ -183,6 +183,7 @@ def test_root_option_before_or_after_the_command(
     assert run_json(capsys, "events", "list") == []  # RAYVAULT_ROOT is still the test root
 
 
+@pytest.mark.slow
 @pytest.mark.both_stores
 def test_tools_scripts_give_the_same_output(root: Path) -> None:
     """``python3 tools/learning_event.py …`` is ``rayvault-learn events …``, byte for byte."""
@@ -209,6 +210,7 @@ def test_tools_scripts_give_the_same_output(root: Path) -> None:
     assert "Error: no learning event with id 'le-missing'" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.both_stores
 def test_spec_import_paths_work_from_a_checkout(root: Path) -> None:
     code = (

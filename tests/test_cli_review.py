@@ -134,6 +134,7 @@ def test_report_command(root: Path, history: None, capsys: pytest.CaptureFixture
     assert "3 this window, 3 in all: Timeout after <dur> on <id>" in out
 
 
+@pytest.mark.slow
 def test_tools_script_is_the_revisit_command(root: Path, history: None) -> None:
     """``python3 tools/learning_revisit.py --scope all --days 7`` is ``rayvault-learn revisit``."""
     env = {**os.environ, "RAYVAULT_ROOT": str(root), "COLUMNS": "200",
@@ -153,6 +154,7 @@ def test_tools_script_is_the_revisit_command(root: Path, history: None) -> None:
     assert str(_raw.get(get_store(), REPORT_HTML, "weekly-2026-02-19")).startswith("<!DOCTYPE")
 
 
+@pytest.mark.slow
 def test_spec_import_paths(root: Path) -> None:
     code = (
         "from tools.learning_revisit import revisit, run_revisit\n"

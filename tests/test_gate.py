@@ -456,6 +456,7 @@ def test_cli_ack(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out.strip() == "Nothing to acknowledge for v1/research: no policies or SOUL change."
 
 
+@pytest.mark.slow
 def test_tools_script_and_cold_process(root: Path) -> None:
     fail_event(video_id="v042")
     env = {**os.environ, "RAYVAULT_ROOT": str(root)}

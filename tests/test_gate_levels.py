@@ -108,6 +108,7 @@ def test_unknown_stage_far_from_any_lists_the_known_ones(root: Path) -> None:
         learning_gate("v1", "zzz")
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_unknown_stage_on_every_path(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

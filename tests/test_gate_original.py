@@ -171,6 +171,7 @@ def test_store_import_into_postgres_accepts_original_state(
     pg.close()
 
 
+@pytest.mark.slow
 @pytest.mark.files_only("a file where a folder must be")
 def test_a_file_in_place_of_the_gate_folder_is_one_error_line(
     root: Path, capsys: pytest.CaptureFixture[str]

@@ -155,6 +155,7 @@ def test_the_key_survives_an_index_rebuild(root: Path, backend: str | None) -> N
     assert {e["idempotency_key"] for e in log} == {"kept"}
 
 
+@pytest.mark.slow
 def test_processes_racing_with_one_key_create_one_event(root: Path, backend: str | None) -> None:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:

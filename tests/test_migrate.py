@@ -727,6 +727,7 @@ def test_cli_errors(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and json.loads(out)["notes_folder"] is None
 
 
+@pytest.mark.slow
 def test_the_spec_script_runs_from_the_repo_root(notes: Path, root: Path) -> None:
     """``python3 tools/migrate_errors_to_learning.py --dry-run --verbose`` from a checkout."""
     env = {**os.environ, "RAYVAULT_ROOT": str(root), "COLUMNS": "200"}

@@ -332,6 +332,7 @@ def _child_writes(queue: multiprocessing.Queue[str]) -> None:
     queue.put(event.event_id)
 
 
+@pytest.mark.slow
 def test_a_forked_child_builds_its_own_pool(pg: PostgresStore) -> None:
     """A child process using the parent's store object gets its own connections and leaves the
     parent's alone."""

@@ -97,6 +97,7 @@ def test_a_missing_root_from_the_environment_is_named_as_such(
     assert not (tmp_path / "typo").exists()
 
 
+@pytest.mark.slow
 def test_the_fast_gate_refuses_a_missing_root_and_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     for extra in ([], ["--json"]):
@@ -225,6 +226,7 @@ def test_every_output_names_the_root_or_store(
     assert err.splitlines()[-1] == expected
 
 
+@pytest.mark.slow
 def test_the_fast_gate_names_the_root(root: Path) -> None:
     env = {**os.environ, "RAYVAULT_ROOT": str(root)}
     cmd = [sys.executable, "-m", "rayvault.cli", "gate", "v1", "research"]
@@ -309,6 +311,7 @@ def _check_one_error_line(done: subprocess.CompletedProcess[str], expected: str)
     assert "unexpected" not in errors[0]  # turned into a named error at its source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=str)
 @pytest.mark.parametrize("case", BROKEN, ids=str)
 def test_no_traceback_from_a_broken_root(root: Path, entry: str, case: str) -> None:
@@ -323,6 +326,7 @@ def test_no_traceback_from_a_broken_root(root: Path, entry: str, case: str) -> N
     assert tree(root) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
@@ -347,6 +351,7 @@ def test_no_traceback_from_other_commands_on_a_broken_root(root: Path, command: 
     assert tree(root) == before
 
 
+@pytest.mark.slow
 def test_the_doctor_reports_an_unreadable_log(root: Path) -> None:
     _data_is_a_file(root)
     before = tree(root)
@@ -361,6 +366,7 @@ def test_the_doctor_reports_an_unreadable_log(root: Path) -> None:
     assert tree(root) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=str)
 def test_a_non_utf8_argument_is_one_error_line(root: Path, entry: str) -> None:
     before = tree(root.parent)
@@ -376,6 +382,7 @@ def test_a_non_utf8_argument_is_one_error_line(root: Path, entry: str) -> None:
     assert tree(root.parent) == before
 
 
+@pytest.mark.slow
 def test_a_non_utf8_root_variable_is_one_error_line(tmp_path: Path) -> None:
     env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
     env[b"RAYVAULT_ROOT"] = os.fsencode(str(tmp_path)) + b"/r\xff"
@@ -389,6 +396,7 @@ def test_a_non_utf8_root_variable_is_one_error_line(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["root"]
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(root: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "rayvault.cli", "--debug", "gate", "v1", "research"],
@@ -425,6 +433,7 @@ def test_malformed_clock_variable_is_a_config_error(monkeypatch: pytest.MonkeyPa
         utcnow()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
 def test_an_unreadable_log_is_one_error_line(root: Path) -> None:
     log = root / "data" / "learning_events.json"

@@ -283,6 +283,7 @@ def cli(*args: str | bytes, stdin: bytes = b"") -> subprocess.CompletedProcess[b
     )
 
 
+@pytest.mark.slow
 def test_cli_argument_that_is_not_utf8_is_refused(store: Store) -> None:
     """Bytes that are not UTF-8 in an argument: exit 1, one Error line naming the option's
     argument, nothing stored."""
@@ -301,6 +302,7 @@ def test_cli_argument_that_is_not_utf8_is_refused(store: Store) -> None:
     assert nothing_stored(store)
 
 
+@pytest.mark.slow
 def test_cli_stdin_that_is_not_utf8_is_refused(store: Store) -> None:
     """Bytes that are not UTF-8 on stdin: exit 1, the offending byte named, nothing logged;
     UTF-8 text with accents is stored as given."""

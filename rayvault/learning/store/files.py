@@ -901,6 +901,7 @@ class FileStore:
 
     # -- weekly reports -----------------------------------------------------------------------
     def save_weekly_report(self, day: date, report: Mapping[str, Any], html: str) -> SavedReport:
+        self._writable()
         json_path, html_path = _create_dated(
             self.reports_dir,
             "weekly",
