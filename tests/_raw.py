@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from rayvault.learning.store import FileStore, Store
-from rayvault.learning.store._snapshots import snapshot_time
-from rayvault.learning.store.files import _REPORT, _TOMBSTONE_ARCHIVE, parse_dated
+from rayvault.learning.store._names import (
+    REPORT_NAME,
+    TOMBSTONE_ARCHIVE_NAME,
+    parse_dated,
+    snapshot_time,
+)
 from rayvault.learning.store.transfer import (
     GATE_STATE,
     MEMORY,
@@ -97,11 +101,11 @@ def _extra(kind: str, key: tuple[str, ...]) -> tuple[Any, ...]:
         assert taken, key
         return (taken,)
     if kind == TOMBSTONE_ARCHIVE:
-        dated = parse_dated(_TOMBSTONE_ARCHIVE, key[1])
+        dated = parse_dated(TOMBSTONE_ARCHIVE_NAME, key[1])
         assert dated, key
         return dated
     if kind in (REPORT, REPORT_HTML):
-        dated = parse_dated(_REPORT, key[0])
+        dated = parse_dated(REPORT_NAME, key[0])
         assert dated, key
         return dated
     return ()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rayvault.learning.store.base import ErrorQuery, EventQuery, Store
-from rayvault.learning.store.files import FileStore
+from rayvault.learning.store.files.store import FileStore
 
 
 def _schema_store(store: Store) -> Any | None:

@@ -15,9 +15,9 @@ what compaction and the doctor archived (``data/archive/``, ``state/doctor-archi
 ``event_version_archive``), which belong to the store they were made in. Any other file found
 under the store's folders is reported in the summary as *skipped*, so nothing is dropped silently.
 
-Adding a kind of data: add its constant to ``KINDS``, read it in ``FileLayout.dump_items``, write
-it in ``FileLayout.load_items``, and do the same in ``_pgtransfer``; ``FileLayout.skipped_files``
-stops reporting its files once it is known there.
+Adding a kind of data: add its constant to ``_items.KINDS``, read it in ``FileLayout.dump_items``,
+write it in ``FileLayout.load_items``, and do the same in ``postgres.transfer``;
+``FileLayout.skipped_files`` stops reporting its files once it is known there.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import orjson
 
@@ -44,92 +44,65 @@ from rayvault.learning.store._fs import (
     parse_json,
     temp_path_for,
 )
+from rayvault.learning.store._items import (
+    ERROR,
+    EVENT,
+    GATE_STATE,
+    KIND_LABELS,
+    KINDS,
+    MEMORY,
+    REPORT,
+    REPORT_HTML,
+    SNAPSHOT,
+    SOUL,
+    TOMBSTONE_ARCHIVE,
+    TOMBSTONES,
+    VIDEO_EVENT,
+    Item,
+    Portable,
+    not_empty,
+)
 from rayvault.learning.store._jsonlog import read_array, scan_after
-from rayvault.learning.store._snapshots import snapshot_time
+from rayvault.learning.store._names import (
+    REPORT_NAME,
+    TOMBSTONE_ARCHIVE_NAME,
+    original_tombstone_archive_day,
+    parse_dated,
+    snapshot_time,
+)
+from rayvault.learning.store._records import validate_record
 from rayvault.learning.store.base import Store
-from rayvault.learning.store.files import (
-    _REPORT,
-    _TOMBSTONE_ARCHIVE,
+from rayvault.learning.store.files.store import (
     ARCHIVE_DIR,
     MEMORY_FILE,
     TOMBSTONE_ARCHIVE_DIR,
     TOMBSTONES_FILE,
     FileStore,
-    original_tombstone_archive_day,
-    parse_dated,
-    validate_record,
 )
 
-#: One version of an event (key: event_id); every version, in the order written.
-EVENT = "event"
-#: One version of an error-log entry (key: id).
-ERROR = "error"
-#: ``memory_active.json`` of an agent (key: agent).
-MEMORY = "memory"
-#: ``memory_tombstones.json`` of an agent (key: agent).
-TOMBSTONES = "tombstones"
-#: A file of ``memory_archive/`` (key: agent, file name).
-SNAPSHOT = "memory_snapshot"
-#: A file of ``tombstone_archive/``: ``tombstones-YYYY-MM-DD[-N].json`` (key: agent, file name).
-TOMBSTONE_ARCHIVE = "tombstone_archive"
-#: ``state/learning_gate/<video_id>.json`` (key: video_id).
-GATE_STATE = "gate_state"
-#: ``state/learning_gate/souls/<sha256>.md`` (key: sha256).
-SOUL = "soul_snapshot"
-#: ``data/learning_reports/weekly-YYYY-MM-DD[-N].json`` (key: the report's name).
-REPORT = "weekly_report"
-#: ``data/learning_reports/weekly-YYYY-MM-DD[-N].html``, the report's rendering (key: its name).
-REPORT_HTML = "weekly_report_html"
-#: The per-video copy of an event's latest version (key: video_id, event_id). Derived: written by
-#: an export, never read by an import.
-VIDEO_EVENT = "video_event"
-KINDS = (
-    EVENT,
-    ERROR,
-    MEMORY,
-    TOMBSTONES,
-    SNAPSHOT,
-    TOMBSTONE_ARCHIVE,
-    GATE_STATE,
-    SOUL,
-    REPORT,
-    REPORT_HTML,
-    VIDEO_EVENT,
-)
-#: How each kind is named for people.
-KIND_LABELS = {
-    EVENT: "event versions",
-    ERROR: "error-log versions",
-    MEMORY: "agent memories",
-    TOMBSTONES: "tombstone lists",
-    SNAPSHOT: "memory snapshots",
-    TOMBSTONE_ARCHIVE: "tombstone archives",
-    GATE_STATE: "gate states",
-    SOUL: "SOUL snapshots",
-    REPORT: "weekly reports",
-    REPORT_HTML: "weekly report pages",
-    VIDEO_EVENT: "per-video event files",
-}
-
-
-@dataclass(frozen=True)
-class Item:
-    """One record version or document, with its exact text."""
-
-    kind: str
-    key: tuple[str, ...]
-    text: str
-
-
-@runtime_checkable
-class Portable(Protocol):
-    """A store that can give and take a whole data root as items."""
-
-    def has_data(self) -> bool: ...
-
-    def dump_items(self) -> Iterator[Item]: ...
-
-    def load_items(self, items: Iterable[Item]) -> dict[str, int]: ...
+__all__ = [
+    "ERROR",
+    "EVENT",
+    "GATE_STATE",
+    "KINDS",
+    "KIND_LABELS",
+    "MEMORY",
+    "REPORT",
+    "REPORT_HTML",
+    "SNAPSHOT",
+    "SOUL",
+    "TOMBSTONES",
+    "TOMBSTONE_ARCHIVE",
+    "VIDEO_EVENT",
+    "FileLayout",
+    "Item",
+    "Portable",
+    "TransferSummary",
+    "export_store",
+    "import_root",
+    "portable",
+    "transfer",
+]
 
 
 @dataclass
@@ -242,7 +215,7 @@ class FileLayout:
         folder = agent_dir / TOMBSTONE_ARCHIVE_DIR
         if folder.is_dir():
             for path in folder.iterdir():
-                dated = parse_dated(_TOMBSTONE_ARCHIVE, path.name)
+                dated = parse_dated(TOMBSTONE_ARCHIVE_NAME, path.name)
                 if dated is not None and _is_data_file(path):
                     found.append((*dated, path.name, path))
         original = agent_dir / ARCHIVE_DIR
@@ -260,10 +233,10 @@ class FileLayout:
             return []
         found: dict[str, dict[str, Path]] = {}
         for path in folder.iterdir():
-            dated = parse_dated(_REPORT, path.stem)
+            dated = parse_dated(REPORT_NAME, path.stem)
             if path.suffix in (".json", ".html") and dated is not None and _is_data_file(path):
                 found.setdefault(path.stem, {})[path.suffix] = path
-        return sorted(found.items(), key=lambda item: (parse_dated(_REPORT, item[0]), item[0]))
+        return sorted(found.items(), key=lambda item: (parse_dated(REPORT_NAME, item[0]), item[0]))
 
     def _agent_dirs(self) -> list[Path]:
         folder = self.files.agents_dir
@@ -335,7 +308,7 @@ class FileLayout:
     def load_items(self, items: Iterable[Item]) -> dict[str, int]:
         """Write items as the file store would have; the root must hold no store data."""
         if self.has_data():
-            raise _not_empty(self.describe())
+            raise not_empty(self.describe())
         counts: Counter[str] = Counter()
         logs = {
             EVENT: _LogWriter(self.files.events_path),
@@ -375,13 +348,13 @@ class FileLayout:
         if item.kind == TOMBSTONE_ARCHIVE:
             if original_tombstone_archive_day(item.key[1]) is not None:
                 return files.agent_dir(item.key[0]) / ARCHIVE_DIR / item.key[1]
-            if parse_dated(_TOMBSTONE_ARCHIVE, item.key[1]) is None:
+            if parse_dated(TOMBSTONE_ARCHIVE_NAME, item.key[1]) is None:
                 raise StoreError(
                     f"{item.key[1]!r} is not a tombstone archive name; nothing written"
                 )
             return files.agent_dir(item.key[0]) / TOMBSTONE_ARCHIVE_DIR / item.key[1]
         if item.kind in (REPORT, REPORT_HTML):
-            if parse_dated(_REPORT, item.key[0]) is None:
+            if parse_dated(REPORT_NAME, item.key[0]) is None:
                 raise StoreError(f"{item.key[0]!r} is not a weekly report name; nothing written")
             suffix = ".json" if item.kind == REPORT else ".html"
             return files.reports_dir / f"{item.key[0]}{suffix}"
@@ -463,14 +436,6 @@ def _read_text(path: Path) -> str:
     return _decode(path.read_bytes(), path)
 
 
-def _not_empty(where: str) -> StoreError:
-    return StoreError(
-        f"the {where} already holds learning data: nothing was written",
-        hint="export into a folder without a data/ or state/ tree, "
-        "or import into an empty schema (e.g. a new ?schema=NAME)",
-    )
-
-
 # -- the operations -----------------------------------------------------------------------------
 def portable(store: Store | FileLayout) -> Portable:
     """The item interface of ``store``: its own, or the file layout of a file store."""
@@ -486,7 +451,7 @@ def transfer(
 ) -> TransferSummary:
     """Copy every item of ``source`` into ``destination``, which must hold no data."""
     if destination.has_data():
-        raise _not_empty(destination_name)
+        raise not_empty(destination_name)
     skipped = source.skipped_files() if isinstance(source, FileLayout) else []
     counts = destination.load_items(source.dump_items())
     return TransferSummary(source_name, destination_name, counts, skipped)

@@ -72,11 +72,11 @@ from rayvault.learning.store._salvage import (
     salvage_records,
     version_time,
 )
-from rayvault.learning.store._snapshots import max_seq, ordered_snapshots
+from rayvault.learning.store.files.snapshots import max_seq, ordered_snapshots
 
 if TYPE_CHECKING:
     from rayvault.learning.store.base import ProgressCallback
-    from rayvault.learning.store.files import FileStore
+    from rayvault.learning.store.files.store import FileStore
 
 #: A temp file older than this is left over from a write that never finished (writes take
 #: milliseconds; even compacting a large index takes seconds).
@@ -508,7 +508,7 @@ class FileStoreDoctor:
 
     def _events_referenced(self) -> set[str]:
         """Events that agents' rules and tombstones name as their source."""
-        from rayvault.learning.store.files import MEMORY_FILE, TOMBSTONES_FILE
+        from rayvault.learning.store.files.store import MEMORY_FILE, TOMBSTONES_FILE
 
         found: set[str] = set()
         agents = self.store.agents_dir
@@ -681,13 +681,9 @@ class FileStoreDoctor:
         )
 
     def _check_agents(self) -> None:
-        from rayvault.learning.store.files import (
-            ARCHIVE_DIR,
-            MEMORY_FILE,
-            TOMBSTONES_FILE,
-            OriginalTombstoneArchive,
-            original_tombstone_archive_day,
-        )
+        from rayvault.learning.store._names import original_tombstone_archive_day
+        from rayvault.learning.store._records import OriginalTombstoneArchive
+        from rayvault.learning.store.files.store import ARCHIVE_DIR, MEMORY_FILE, TOMBSTONES_FILE
 
         agents = self.store.agents_dir
         if not agents.is_dir():
@@ -737,7 +733,7 @@ class FileStoreDoctor:
         """Offer (and with ``repair``, do) the restore of a corrupt memory from its newest valid
         snapshot; rules tombstoned since are left out, and ``check_root`` replays the rules of
         the agent's events created after it."""
-        from rayvault.learning.store.files import TOMBSTONES_FILE
+        from rayvault.learning.store.files.store import TOMBSTONES_FILE
 
         found = self._newest_valid_snapshot(archive)
         if found is None:

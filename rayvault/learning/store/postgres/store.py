@@ -2,7 +2,7 @@
 several machines (DESIGN.md §4–§5). Selected by a ``postgresql://`` URL (``RAYVAULT_STORE`` or
 ``--store``); psycopg 3 with a connection pool, imported only when asked for.
 
-Tables (created and upgraded by the migrations in ``_pgschema``, in the URL's ``schema``)::
+Tables (created and upgraded by the migrations in ``postgres.schema``, in the URL's ``schema``)::
 
     event_versions, events     every version of every event / the latest one, with indexed columns
     error_versions, errors     the same for the error log
@@ -45,7 +45,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -60,7 +60,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
-from rayvault.learning._time import as_utc, compact_ts, parse_ts, utcnow
+from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
     CorruptFileError,
@@ -70,7 +70,6 @@ from rayvault.learning.exceptions import (
     StoreError,
 )
 from rayvault.learning.models import (
-    SEVERITIES,
     AgentMemory,
     CompactResult,
     ErrorEntry,
@@ -83,8 +82,14 @@ from rayvault.learning.models import (
     TombstoneFile,
     WeeklyReport,
 )
-from rayvault.learning.store import _pgschema as schema_sql
 from rayvault.learning.store._fs import dump_json
+from rayvault.learning.store._names import REPORT_NAME, dated_name
+from rayvault.learning.store._records import (
+    error_pattern_from_row,
+    pattern_from_row,
+    tombstone_archive_document,
+    validate_record,
+)
 from rayvault.learning.store._sql import (
     ERROR_COLUMNS,
     EVENT_COLUMNS,
@@ -112,12 +117,7 @@ from rayvault.learning.store.base import (
     build_records,
 )
 from rayvault.learning.store.documents import Documents
-from rayvault.learning.store.files import (
-    _REPORT,
-    dated_name,
-    tombstone_archive_document,
-    validate_record,
-)
+from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.policies import Policies, PolicyError, load_policies
 
 log = logging.getLogger("rayvault.learning")
@@ -140,7 +140,6 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _OPTIONS_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*\"?([^\s,\"]+)")
 #: Query parameters of a store URL that are ours, not libpq's.
 _OWN_PARAMS = ("schema", "pool_max")
-_MICROS_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Pools inherited by a forked child: kept referenced and never closed there (closing would end
 #: the parent's sessions; psycopg itself leaves a connection made by another process alone).
 _INHERITED: list[ConnectionPool[Any]] = []
@@ -251,10 +250,6 @@ def _connect_error(display: str, error: BaseException) -> StoreError:
     )
 
 
-def _from_micros(value: int) -> datetime:
-    return _MICROS_EPOCH + timedelta(microseconds=value)
-
-
 class _RetryableError(StoreError):
     """PostgreSQL rolled a transaction back (deadlock victim, serialization failure): nothing
     of it was committed, and running it again is safe."""
@@ -285,10 +280,6 @@ if not any(isinstance(h, _PoolLog) for h in _pool_log.handlers):
 
 def _snapshot_name(stamp: str) -> str:
     return f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
-
-
-def _split_list(value: str | None) -> list[str]:
-    return sorted(value.split(",")) if value else []
 
 
 def _close_pool(pool: ConnectionPool[Any], pid: int) -> None:
@@ -1057,29 +1048,7 @@ class PostgresStore:
                     PATTERN_SAMPLES, ([row[6] for row in rows],)
                 )
             }
-        patterns = []
-        for row in rows:
-            fp, count, open_count, recent, first, last, sample, videos, n_videos = row[:9]
-            components, agents, severity_counts = row[9], row[10], row[11:]
-            patterns.append(
-                Pattern(
-                    fingerprint=fp,
-                    stage=fp.split(":", 1)[0] if ":" in fp else "",
-                    pattern=samples.get(sample, ""),
-                    count=count,
-                    open_count=open_count,
-                    recent_count=recent,
-                    severities={
-                        s: int(n) for s, n in zip(SEVERITIES, severity_counts, strict=True) if n
-                    },
-                    components=_split_list(components),
-                    agents=_split_list(agents),
-                    videos=_split_list(videos),
-                    video_count=n_videos,
-                    first_seen=_from_micros(first),
-                    last_seen=_from_micros(last),
-                )
-            )
+        patterns = [pattern_from_row(row, samples.get(row[6], "")) for row in rows]
         return patterns
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
@@ -1106,7 +1075,7 @@ class PostgresStore:
                 except ValueError:
                     continue
                 if resolved_since is None or when >= resolved_since:
-                    times.append((_from_micros(ts), when))
+                    times.append((from_micros(ts), when))
         return times
 
     def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
@@ -1313,23 +1282,10 @@ class PostgresStore:
                 entry_id: self._error(text)
                 for entry_id, text in conn.execute(ERRORS_BY_IDS, ([g[5] for g in groups],))
             }
-        patterns = []
-        for fp, count, unresolved, first, last, example, videos, stages in groups:
-            sample = examples[example]
-            patterns.append(
-                ErrorPattern(
-                    fingerprint=fp,
-                    pattern=sample.pattern or sample.error[:200],
-                    stage=fp.split(":", 1)[0],
-                    count=count,
-                    unresolved=unresolved,
-                    videos=sorted(videos),
-                    stages=sorted(stages),
-                    first_seen=_from_micros(first),
-                    last_seen=_from_micros(last),
-                    example_id=example,
-                )
-            )
+        patterns = [
+            error_pattern_from_row(group, examples[group[5]], group[6], group[7])
+            for group in groups
+        ]
         return patterns
 
     def latest_resolutions(self) -> list[ErrorEntry]:
@@ -1490,7 +1446,7 @@ class PostgresStore:
             if not names:
                 return None
             name = names[-1]
-        elif not _REPORT.fullmatch(name):
+        elif not REPORT_NAME.fullmatch(name):
             raise InvalidIdentifierError(
                 f"invalid weekly report name {name!r}: expected weekly-YYYY-MM-DD or "
                 "weekly-YYYY-MM-DD-N"
@@ -1554,11 +1510,11 @@ class PostgresStore:
     def check(
         self, repair: bool = False, *, progress: ProgressCallback | None = None
     ) -> list[Finding]:
-        """Check the schema and every stored record (see ``_pgdoctor``); with ``repair``, fix
+        """Check the schema and every stored record (see ``postgres.doctor``); with ``repair``, fix
         what can be fixed without losing anything."""
         if repair:
             self._writable()
-        from rayvault.learning.store._pgdoctor import PostgresDoctor
+        from rayvault.learning.store.postgres.doctor import PostgresDoctor
 
         return PostgresDoctor(self, repair=repair, progress=progress).run()
 
@@ -1570,13 +1526,13 @@ class PostgresStore:
         return bool(row and row[0])
 
     def dump_items(self) -> Iterator[Any]:
-        from rayvault.learning.store import _pgtransfer
+        from rayvault.learning.store.postgres import transfer as _pgtransfer
 
         return _pgtransfer.dump(self)
 
     def load_items(self, items: Iterable[Any]) -> dict[str, int]:
         self._writable()
-        from rayvault.learning.store import _pgtransfer
+        from rayvault.learning.store.postgres import transfer as _pgtransfer
 
         return _pgtransfer.load(self, items)
 

@@ -24,29 +24,25 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, RootModel, ValidationError
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
-from rayvault.learning._time import compact_ts, format_ts, from_micros, parse_ts, utcnow
+from rayvault.learning._time import compact_ts, from_micros, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
-    CorruptFileError,
     ErrorEntryNotFoundError,
     EventNotFoundError,
     InvalidIdentifierError,
     StoreError,
 )
 from rayvault.learning.models import (
-    SEVERITIES,
     AgentMemory,
     CompactResult,
     ErrorEntry,
@@ -56,7 +52,6 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
-    Tombstone,
     TombstoneFile,
     WeeklyReport,
 )
@@ -74,7 +69,20 @@ from rayvault.learning.store._fs import (
     register_root,
 )
 from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
-from rayvault.learning.store._snapshots import snapshot_time
+from rayvault.learning.store._names import (
+    REPORT_NAME,
+    dated_name,
+    parse_dated,
+    snapshot_time,
+)
+from rayvault.learning.store._records import (
+    M,
+    error_pattern_from_row,
+    pattern_from_row,
+    tombstone_archive_document,
+    validate_json_record,
+    validate_record,
+)
 from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
@@ -102,44 +110,12 @@ from rayvault.learning.store.base import (
 from rayvault.learning.store.documents import Documents
 from rayvault.policies import Policies, PolicyError, load_policies
 
-M = TypeVar("M", bound=BaseModel)
-
 MEMORY_FILE = "memory_active.json"
 TOMBSTONES_FILE = "memory_tombstones.json"
 ARCHIVE_DIR = "memory_archive"
 TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
-_REPORT = re.compile(r"weekly-(\d{4}-\d{2}-\d{2})(?:-(\d+))?")
-_TOMBSTONE_ARCHIVE = re.compile(r"tombstones-(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json")
-#: The original system's tombstone archives in ``memory_archive/`` (a bare JSON list of
-#: tombstones, named by local day; its memory snapshots are named in ``_snapshots``). Data:
-#: listed, pruned and moved by ``store export/import`` like ours.
-_ORIGINAL_TOMBSTONE_ARCHIVE = re.compile(r"tombstones_archive_(\d{8})\.json")
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
-
-
-def validate_record(model: type[M], raw: Any, path: Path, what: str) -> M:
-    """Validate data read from ``path``; a shape error is a :class:`CorruptFileError`."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        raise _shape_error(e, path, what) from e
-
-
-def validate_json_record(model: type[M], data: bytes, path: Path, what: str) -> M:
-    """:func:`validate_record` for JSON bytes (parsed by pydantic: a quarter faster)."""
-    try:
-        return model.model_validate_json(data)
-    except ValidationError as e:
-        raise _shape_error(e, path, what) from e
-
-
-def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileError:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return CorruptFileError(
-        path, f"{what} does not match the expected shape: {where}: {first['msg']}"
-    )
 
 
 class FileStore:
@@ -374,27 +350,9 @@ class FileStore:
         samples = self._raw_events(conn, [row[6] for row in rows])
         patterns = []
         for row in rows:
-            fp, count, open_count, recent, first, last, sample, videos, n_videos = row[:9]
-            components, agents, severity_counts = row[9], row[10], row[11:]
-            raw = samples.get(sample) or {}
+            raw = samples.get(row[6]) or {}
             patterns.append(
-                Pattern(
-                    fingerprint=fp,
-                    stage=fp.split(":", 1)[0] if ":" in fp else "",
-                    pattern=str(raw.get("pattern") or raw.get("symptom") or ""),
-                    count=count,
-                    open_count=open_count,
-                    recent_count=recent,
-                    severities={
-                        s: n for s, n in zip(SEVERITIES, severity_counts, strict=True) if n
-                    },
-                    components=_split_list(components),
-                    agents=_split_list(agents),
-                    videos=_split_list(videos),
-                    video_count=n_videos,
-                    first_seen=from_micros(first),
-                    last_seen=from_micros(last),
-                )
+                pattern_from_row(row, str(raw.get("pattern") or raw.get("symptom") or ""))
             )
         return patterns
 
@@ -529,9 +487,9 @@ class FileStore:
         new inode, so the snapshot keeps the old bytes without copying them. ``link`` also never
         overwrites: several changes in one second each keep their own snapshot. The name carries
         a sequence number (kept in the memory file, ``snapshot_seq``) that orders snapshots taken
-        within one second (see ``_snapshots.ordered_snapshots``).
+        within one second (see ``files.snapshots.ordered_snapshots``).
         """
-        from rayvault.learning.store._snapshots import next_snapshot_name
+        from rayvault.learning.store.files.snapshots import next_snapshot_name
 
         archive = folder / ARCHIVE_DIR
         check_folder(archive)
@@ -656,28 +614,17 @@ class FileStore:
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
         conn = self.index.sync("errors")
         patterns = []
-        for fp, count, unresolved, first, last, example in conn.execute(
-            ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)
-        ).fetchall():
+        for group in conn.execute(ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)).fetchall():
+            fp, example = group[0], group[5]
             rows = conn.execute(
                 "SELECT DISTINCT video_id, stage FROM errors WHERE fingerprint = ?", (fp,)
             ).fetchall()
             sample = self._error(
                 conn.execute("SELECT data FROM errors WHERE id = ?", (example,)).fetchone()[0]
             )
+            videos = {v for v, _ in rows if v}
             patterns.append(
-                ErrorPattern(
-                    fingerprint=fp,
-                    pattern=sample.pattern or sample.error[:200],
-                    stage=fp.split(":", 1)[0],
-                    count=count,
-                    unresolved=unresolved,
-                    videos=sorted({v for v, _ in rows if v}),
-                    stages=sorted({s for _, s in rows if s}),
-                    first_seen=from_micros(first),
-                    last_seen=from_micros(last),
-                    example_id=example,
-                )
+                error_pattern_from_row(group, sample, videos, {s for _, s in rows if s})
             )
         return patterns
 
@@ -895,7 +842,7 @@ class FileStore:
         fixed without losing anything."""
         if repair:
             self._writable()
-        from rayvault.learning.store._doctor import FileStoreDoctor
+        from rayvault.learning.store.files.doctor import FileStoreDoctor
 
         return FileStoreDoctor(self, repair=repair, progress=progress).run()
 
@@ -914,7 +861,7 @@ class FileStore:
             return []
         found = []
         for entry in self.reports_dir.iterdir():
-            if entry.suffix == ".json" and (dated := parse_dated(_REPORT, entry.stem)):
+            if entry.suffix == ".json" and (dated := parse_dated(REPORT_NAME, entry.stem)):
                 found.append((*dated, entry))
         return [entry.stem for _, _, entry in sorted(found)]
 
@@ -924,29 +871,13 @@ class FileStore:
             if not names:
                 return None
             name = names[-1]
-        elif not _REPORT.fullmatch(name):
+        elif not REPORT_NAME.fullmatch(name):
             raise InvalidIdentifierError(
                 f"invalid weekly report name {name!r}: expected weekly-YYYY-MM-DD or "
                 "weekly-YYYY-MM-DD-N"
             )
         path = self.reports_dir / f"{name}.json"
         return self._load(WeeklyReport, path, "the weekly report")
-
-
-class OriginalTombstoneArchive(RootModel[list[Tombstone]]):
-    """The content of the original system's ``tombstones_archive_YYYYMMDD.json``: a bare list."""
-
-
-def original_tombstone_archive_day(name: str) -> date | None:
-    """The day of the original system's ``tombstones_archive_<local %Y%m%d>.json`` (None for
-    any other name)."""
-    match = _ORIGINAL_TOMBSTONE_ARCHIVE.fullmatch(name)
-    if match is None:
-        return None
-    try:
-        return datetime.strptime(match.group(1), "%Y%m%d").date()
-    except ValueError:
-        return None
 
 
 #: Keys per ``IN (…)`` lookup (well under SQLite's limit on bound parameters).
@@ -999,40 +930,6 @@ def append_journal(path: Path, lines: Sequence[bytes]) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def dated_name(prefix: str, day: date, n: int) -> str:
-    """``<prefix>-YYYY-MM-DD`` for the first of a day, ``…-2``, ``…-3`` for the next ones."""
-    return f"{prefix}-{day.isoformat()}" + (f"-{n}" if n > 1 else "")
-
-
-def parse_dated(pattern: re.Pattern[str], name: str) -> tuple[date, int] | None:
-    """The day and number within the day of a dated name (``_REPORT``, ``_TOMBSTONE_ARCHIVE``),
-    or None when ``name`` is not one."""
-    match = pattern.fullmatch(name)
-    if match is None:
-        return None
-    try:
-        return date.fromisoformat(match.group(1)), int(match.group(2) or 1)
-    except ValueError:
-        return None  # weekly-2026-13-45: not ours
-
-
-def tombstone_archive_document(
-    agent: str, now: datetime, older_than: datetime, due: Sequence[Tombstone]
-) -> dict[str, Any]:
-    """The content of a tombstone archive (``tombstones-YYYY-MM-DD[-N].json``)."""
-    return {
-        "agent": agent,
-        "archived_at": format_ts(now),
-        "older_than": format_ts(older_than),
-        "tombstones": [t.model_dump(mode="json") for t in due],
-        "count": len(due),
-    }
-
-
-def _split_list(value: str | None) -> list[str]:
-    return sorted(value.split(",")) if value else []
 
 
 def _create_dated(

@@ -51,16 +51,17 @@ from rayvault.learning.models import (
     TombstoneFile,
     WeeklyReport,
 )
-from rayvault.learning.store import _pgschema as schema_sql
+from rayvault.learning.store._names import original_tombstone_archive_day
+from rayvault.learning.store._records import OriginalTombstoneArchive
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
-from rayvault.learning.store.files import OriginalTombstoneArchive, original_tombstone_archive_day
+from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.policies import Policies
 
 if TYPE_CHECKING:
     import psycopg
 
     from rayvault.learning.store.base import ProgressCallback
-    from rayvault.learning.store.postgres import PostgresStore
+    from rayvault.learning.store.postgres.store import PostgresStore
 
     Conn = psycopg.Connection[Any]
 
