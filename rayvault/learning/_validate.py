@@ -36,7 +36,7 @@ from rayvault.learning.exceptions import InvalidInputError, LearningError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from rayvault.learning.store import Store
+    from rayvault.learning.store.base import Store
 
 log = logging.getLogger("rayvault.learning")
 
