@@ -41,11 +41,7 @@ def store_status(store: Store) -> dict[str, Any]:
         status["description"] = store.describe()
         return status
     assert isinstance(store, FileStore)
-    gate_states = (
-        sum(1 for p in store.gate_dir.glob("*.json") if p.is_file())
-        if store.gate_dir.is_dir()
-        else 0
-    )
+    gate_states = len(store.layout.gate_state_files())
     return {
         "backend": "file",
         "description": store.describe(),

@@ -1,19 +1,5 @@
-"""The embedded file store: the specification's data layout under one project root.
-
-::
-
-    data/learning_events.json            append-only event index (every version; last wins)
-    data/error_log.json                  append-only raw error log
-    data/error_log.journal               the same records as JSON lines (repair's second copy)
-    data/archive/                        event indexes as they were before each compaction
-    data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
-    state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
-        tombstone_archive/tombstones-YYYY-MM-DD[-N].json   tombstones past their grace period
-    state/learning_gate/<video_id>.json  the gate's last-seen hashes and acknowledgements
-    state/cache/index.sqlite3            derived index over the two logs (safe to delete)
-    state/doctor-archive/<timestamp>/    what ``doctor --repair`` moved aside or replaced
-    state/locks/<name>.lock              named inter-process locks (removed on release)
-    artifacts/videos/<vid>/learning/events/<event_id>.json
+"""The embedded file store: the specification's data layout (``files.layout``) under one
+project root.
 
 All writes follow the storage rules of ``_fs`` and ``_jsonlog``: atomic, locked, never over a
 file that does not parse.
@@ -108,12 +94,17 @@ from rayvault.learning.store.base import (
     build_records,
 )
 from rayvault.learning.store.documents import Documents
+from rayvault.learning.store.files.layout import (
+    ARCHIVE_DIR,
+    MEMORY_FILE,
+    REPORT_PREFIX,
+    TOMBSTONE_ARCHIVE_DIR,
+    TOMBSTONE_ARCHIVE_PREFIX,
+    TOMBSTONES_FILE,
+    Layout,
+)
 from rayvault.policies import Policies, PolicyError, load_policies
 
-MEMORY_FILE = "memory_active.json"
-TOMBSTONES_FILE = "memory_tombstones.json"
-ARCHIVE_DIR = "memory_archive"
-TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
 
@@ -129,22 +120,23 @@ class FileStore:
         self.root = Path(root).absolute()
         register_root(self.root)
         self.is_read_only = read_only
-        self.data_dir = self.root / "data"
-        self.archive_dir = self.data_dir / "archive"
-        self.events_path = self.data_dir / "learning_events.json"
-        self.errors_path = self.data_dir / "error_log.json"
-        self.errors_journal = self.data_dir / "error_log.journal"
-        self.reports_dir = self.data_dir / "learning_reports"
-        self.agents_dir = self.root / "state" / "agents"
-        self.gate_dir = self.root / "state" / "learning_gate"
-        self.cache_dir = self.root / "state" / "cache"
-        self.doctor_archive_dir = self.root / "state" / "doctor-archive"
-        self.locks_dir = self.root / "state" / "locks"
-        self.videos_dir = self.root / "artifacts" / "videos"
+        self.layout = layout = Layout(self.root)
+        self.data_dir = layout.data_dir
+        self.archive_dir = layout.archive_dir
+        self.events_path = layout.events_path
+        self.errors_path = layout.errors_path
+        self.errors_journal = layout.errors_journal
+        self.reports_dir = layout.reports_dir
+        self.agents_dir = layout.agents_dir
+        self.gate_dir = layout.gate_dir
+        self.cache_dir = layout.cache_dir
+        self.doctor_archive_dir = layout.doctor_archive_dir
+        self.locks_dir = layout.locks_dir
+        self.videos_dir = layout.videos_dir
         self._events = JsonArrayLog(self.events_path)
         self._errors = JsonArrayLog(self.errors_path)
         self.index = SqliteIndex(
-            None if read_only else self.cache_dir / "index.sqlite3",
+            None if read_only else layout.index_path,
             [event_source(self.events_path), error_source(self.errors_path)],
             self._stage_aliases,
             root=self.root,
@@ -168,12 +160,7 @@ class FileStore:
     def _check_layout(self) -> None:
         """Before the first write: no file where the layout has a folder, nor the reverse, so a
         damaged root fails with one clear error before anything (even a lock file) is created."""
-        folders = (
-            self.data_dir, self.archive_dir, self.reports_dir, self.root / "state",
-            self.agents_dir, self.gate_dir, self.cache_dir, self.locks_dir,
-            self.root / "artifacts", self.videos_dir,
-        )  # fmt: skip
-        for path in (self.root, *folders):
+        for path in (self.root, *self.layout.folders()):
             if path.exists() and not path.is_dir():
                 raise StoreError(
                     f"cannot write to the file store at {self.root}: {path} is a file where "
@@ -212,7 +199,7 @@ class FileStore:
 
     # -- events -------------------------------------------------------------------------------
     def video_events_dir(self, video_id: str) -> Path:
-        return self.videos_dir / validate_identifier(video_id, "video id") / "learning" / "events"
+        return self.layout.video_events_dir(video_id)
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         self._writable()
@@ -223,7 +210,7 @@ class FileStore:
                 validate_identifier(event.video_id, "video id")
             lines.append(event.model_dump_json().encode())
             if event.video_id:  # its per-video copy: refused before anything is written
-                check_inside(self.video_events_dir(event.video_id) / f"{event.event_id}.json")
+                check_inside(self.layout.video_event_path(event.video_id, event.event_id))
         with self._events_locked() as lock:
             pending = [e.event_id for e in events if e.video_id] if video_files else []
             _mark(lock, pending)
@@ -255,7 +242,7 @@ class FileStore:
     def _write_video_files(self, events: Sequence[LearningEvent]) -> None:
         for event in events:
             if event.video_id:
-                path = self.video_events_dir(event.video_id) / f"{event.event_id}.json"
+                path = self.layout.video_event_path(event.video_id, event.event_id)
                 atomic_write(path, dump_json(event.to_dict()))
 
     def update_event(
@@ -416,7 +403,7 @@ class FileStore:
 
     # -- agent memory -------------------------------------------------------------------------
     def agent_dir(self, agent: str) -> Path:
-        return self.agents_dir / validate_identifier(agent, "agent")
+        return self.layout.agent_dir(agent)
 
     def _load(self, model: type[M], path: Path, what: str) -> M | None:
         raw = read_json(path)
@@ -696,7 +683,7 @@ class FileStore:
         return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
 
     def gate_state_path(self, video_id: str) -> Path:
-        return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
+        return self.layout.gate_state_path(video_id)
 
     def _gate_folder_usable(self) -> None:
         """A file where ``state/learning_gate`` (or ``state``) must be a folder: one clear error."""
@@ -723,7 +710,7 @@ class FileStore:
             atomic_write(path, dump_json(state.model_dump(mode="json")))
 
     def _soul_snapshot_path(self, sha256: str) -> Path:
-        return self.gate_dir / "souls" / f"{validate_identifier(sha256, 'SOUL hash')}.md"
+        return self.layout.soul_path(sha256)
 
     def save_soul_snapshot(self, sha256: str, text: str) -> None:
         self._writable()
@@ -758,7 +745,10 @@ class FileStore:
             # The archive is written first: a crash before the tombstone list is rewritten
             # leaves them in both places (archived again next time), never in neither.
             [path] = _create_dated(
-                folder / TOMBSTONE_ARCHIVE_DIR, "tombstones", now.date(), {".json": content}
+                folder / TOMBSTONE_ARCHIVE_DIR,
+                TOMBSTONE_ARCHIVE_PREFIX,
+                now.date(),
+                {".json": content},
             )
             kept = [t for t in state.tombstones.tombstones if not t.tombstoned_at < older_than]
             state.tombstones.tombstones = kept
@@ -850,7 +840,7 @@ class FileStore:
     def save_weekly_report(self, day: date, report: Mapping[str, Any], html: str) -> SavedReport:
         json_path, html_path = _create_dated(
             self.reports_dir,
-            "weekly",
+            REPORT_PREFIX,
             day,
             {".json": dump_json(dict(report)), ".html": html.encode()},
         )
@@ -876,7 +866,7 @@ class FileStore:
                 f"invalid weekly report name {name!r}: expected weekly-YYYY-MM-DD or "
                 "weekly-YYYY-MM-DD-N"
             )
-        path = self.reports_dir / f"{name}.json"
+        path = self.layout.report_path(name)
         return self._load(WeeklyReport, path, "the weekly report")
 
 
