@@ -48,10 +48,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # mypy checks that both backends are stores (never run: psycopg stays lazy)
+    from rayvault.learning.store._items import Portable
+    from rayvault.learning.store.capabilities import SchemaAdmin, Transferable
     from rayvault.learning.store.postgres import PostgresStore
 
     _FILE_STORE: type[Store] = FileStore
     _POSTGRES_STORE: type[Store] = PostgresStore
+    _FILE_ADMIN: type[SchemaAdmin] = FileStore
+    _POSTGRES_ADMIN: type[SchemaAdmin] = PostgresStore
+    _FILE_TRANSFER: type[Transferable] = FileStore
+    _POSTGRES_TRANSFER: type[Transferable] = PostgresStore
+    _POSTGRES_PORTABLE: type[Portable] = PostgresStore
 
 _default: dict[tuple[str, str], Store] = {}
 

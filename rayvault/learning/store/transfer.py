@@ -46,7 +46,7 @@ from rayvault.learning.store._items import (
     not_empty,
 )
 from rayvault.learning.store.base import Store
-from rayvault.learning.store.files.store import FileStore
+from rayvault.learning.store.capabilities import Transferable
 from rayvault.learning.store.files.transfer import FileLayout
 
 __all__ = [
@@ -93,12 +93,10 @@ class TransferSummary:
 
 
 # -- the operations -----------------------------------------------------------------------------
-def portable(store: Store | FileLayout) -> Portable:
-    """The item interface of ``store``: its own, or the file layout of a file store."""
-    if isinstance(store, FileStore):
-        return FileLayout(store.root)
-    if isinstance(store, Portable):
-        return store
+def portable(store: Store) -> Portable:
+    """The item interface of ``store`` (see ``capabilities.Transferable``)."""
+    if isinstance(store, Transferable):
+        return store.portable()
     raise StoreError(f"{store.describe()} cannot export or import data")
 
 
@@ -108,7 +106,7 @@ def transfer(
     """Copy every item of ``source`` into ``destination``, which must hold no data."""
     if destination.has_data():
         raise not_empty(destination_name)
-    skipped = source.skipped_files() if isinstance(source, FileLayout) else []
+    skipped = source.skipped_files()
     counts = destination.load_items(source.dump_items())
     return TransferSummary(source_name, destination_name, counts, skipped)
 
@@ -117,10 +115,11 @@ def export_store(store: Store, destination: Path | str) -> TransferSummary:
     """Write everything ``store`` holds into ``destination`` in the file layout (the folder may
     hold documents, not store data)."""
     target = FileLayout(destination)
-    if isinstance(store, FileStore) and store.root.resolve() == target.root.resolve():
+    source = portable(store)
+    if source.is_data_root(target.root):
         raise StoreError(f"{target.root} is the store's own data root: nothing to export")
     return transfer(
-        portable(store),
+        source,
         target,
         source_name=store.describe(),
         destination_name=target.describe(),
@@ -132,11 +131,12 @@ def import_root(store: Store, source: Path | str) -> TransferSummary:
     layout = FileLayout(source)
     if not layout.root.is_dir():
         raise StoreError(f"{layout.root} is not a folder", hint="give a data root to import")
-    if isinstance(store, FileStore) and store.root.resolve() == layout.root.resolve():
+    destination = portable(store)
+    if destination.is_data_root(layout.root):
         raise StoreError(f"{layout.root} is the store's own data root: nothing to import")
     return transfer(
         layout,
-        portable(store),
+        destination,
         source_name=layout.describe(),
         destination_name=store.describe(),
     )

@@ -54,6 +54,7 @@ from rayvault.learning.store._fs import (
     read_json,
     register_root,
 )
+from rayvault.learning.store._items import Portable
 from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
 from rayvault.learning.store._names import (
     REPORT_NAME,
@@ -835,6 +836,39 @@ class FileStore:
         from rayvault.learning.store.files.doctor import FileStoreDoctor
 
         return FileStoreDoctor(self, repair=repair, progress=progress).run()
+
+    # -- capabilities (``store.capabilities``) -----------------------------------------------
+    def has_schema(self) -> bool:
+        return False  # its files are created as it writes
+
+    def init_schema(self) -> list[str]:
+        return []
+
+    def upgrade_schema(self) -> list[str]:
+        return []
+
+    def schema_status(self) -> dict[str, Any]:
+        return {
+            "backend": "file",
+            "description": self.describe(),
+            "root": str(self.root),
+            "initialised": True,
+            "migrations": [],
+            "pending": [],
+            "unknown": [],
+            "counts": {
+                "events": self.count_events(EventQuery()),
+                "errors": len(self.query_errors(ErrorQuery())),
+                "agents": len(self.list_agents()),
+                "gate_states": len(self.layout.gate_state_files()),
+            },
+        }
+
+    def portable(self) -> Portable:
+        """Its data root, read and written as items (``files.transfer``)."""
+        from rayvault.learning.store.files.transfer import FileLayout
+
+        return FileLayout(self.root)
 
     # -- weekly reports -----------------------------------------------------------------------
     def save_weekly_report(self, day: date, report: Mapping[str, Any], html: str) -> SavedReport:

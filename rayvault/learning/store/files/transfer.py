@@ -85,6 +85,9 @@ class FileLayout:
                 found += [p for p in sorted(folder.rglob("*")) if _is_data_file(p)]
         return found
 
+    def is_data_root(self, path: Path) -> bool:
+        return self.root.resolve() == path.resolve()
+
     def has_data(self) -> bool:
         return bool(self.data_files())
 

@@ -854,6 +854,9 @@ class PostgresStore:
                 hint="run `rayvault-learn store init` as a user allowed to create it",
             ) from e
 
+    def has_schema(self) -> bool:
+        return True
+
     def init_schema(self) -> list[str]:
         """Create the schema if needed and apply every pending migration; their names."""
         self._writable()
@@ -1519,6 +1522,16 @@ class PostgresStore:
         return PostgresDoctor(self, repair=repair, progress=progress).run()
 
     # -- whole-store transfer (``store export``/``store import``, see ``transfer``) ---------------
+    def portable(self) -> PostgresStore:
+        """The store gives and takes its data as items itself (``postgres.transfer``)."""
+        return self
+
+    def skipped_files(self) -> list[str]:
+        return []  # its data is rows, all of known kinds
+
+    def is_data_root(self, path: Path) -> bool:
+        return False  # its data is in the server, never in a folder
+
     def has_data(self) -> bool:
         with self._connection() as conn:
             query = " OR ".join(f"EXISTS (SELECT 1 FROM {t})" for t in schema_sql.DATA_TABLES)
