@@ -133,9 +133,9 @@ class PostgresDoctor:
 
     def run(self) -> list[Finding]:
         store = self.store
-        first_use = store._pool is None
+        first_use = not store.is_connected()
         if store.auto_migrate and first_use:
-            store._get_pool()  # a first use creates or upgrades the schema, as any command does
+            store.open_pool()  # a first use creates or upgrades the schema, as any command does
         with store.connect() as conn:
             if not self._check_schema(conn, upgraded=store.applied_on_open if first_use else []):
                 return self.findings
@@ -162,7 +162,7 @@ class PostgresDoctor:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _where(self, table: str, key: str | None = None, column: str | None = None) -> str:
-        return str(self.store._where(table, key, column))
+        return str(self.store.location(table, key, column))
 
     def _add(
         self,

@@ -82,7 +82,7 @@ DUMPS = (
 
 
 def dump(store: PostgresStore) -> Iterator[Item]:
-    with store._pooled() as conn, conn.transaction():
+    with store.pooled() as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for kind, query in DUMPS:
             with conn.cursor(name=f"rayvault_dump_{kind}") as cur:
@@ -185,7 +185,7 @@ COPY_AGENTS = "COPY agents (agent, memory, tombstones) FROM STDIN"
 
 def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
     counts: Counter[str] = Counter()
-    with store._transaction() as conn:
+    with store.transaction() as conn:
         tables = sql.SQL(", ").join(
             sql.Identifier(t) for t in (*DATA_TABLES, "events", "errors", "fp_counts")
         )
