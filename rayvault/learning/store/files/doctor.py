@@ -74,7 +74,13 @@ from rayvault.learning.store._salvage import (
     salvage_records,
     version_time,
 )
-from rayvault.learning.store.files.layout import ARCHIVE_DIR, MEMORY_FILE, TOMBSTONES_FILE
+from rayvault.learning.store.files.layout import (
+    ARCHIVE_DIR,
+    JSON_FILES,
+    MEMORY_FILE,
+    SOUL_FILES,
+    TOMBSTONES_FILE,
+)
 from rayvault.learning.store.files.snapshots import max_seq, ordered_snapshots
 
 if TYPE_CHECKING:
@@ -626,7 +632,7 @@ class FileStoreDoctor:
     def _video_files(self) -> Iterator[Path]:
         for folder in self.store.layout.video_event_folders():
             if folder.is_dir():
-                for path in folder.glob("*.json"):
+                for path in folder.glob(JSON_FILES):
                     if TEMP_MARKER not in path.name and path.is_file():
                         yield path
 
@@ -696,7 +702,7 @@ class FileStoreDoctor:
             )
             archive = folder / ARCHIVE_DIR
             if archive.is_dir():
-                for snapshot in sorted(archive.glob("*.json")):
+                for snapshot in sorted(archive.glob(JSON_FILES)):
                     if original_tombstone_archive_day(snapshot.name) is not None:
                         self._check_json(
                             snapshot,
@@ -771,12 +777,12 @@ class FileStoreDoctor:
         gate = self.store.gate_dir
         if not gate.is_dir():
             return
-        for path in sorted(gate.glob("*.json")):
+        for path in sorted(gate.glob(JSON_FILES)):
             if TEMP_MARKER not in path.name:
                 self._check_json(path, GateState, "gate-state-corrupt", "the gate state")
         souls = self.store.layout.souls_dir
         if souls.is_dir():
-            for path in sorted(souls.glob("*.md")):
+            for path in sorted(souls.glob(SOUL_FILES)):
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 if digest != path.stem:
                     self._add(
@@ -791,7 +797,7 @@ class FileStoreDoctor:
         reports = self.store.reports_dir
         if not reports.is_dir():
             return
-        for path in sorted(reports.glob("*.json")):
+        for path in sorted(reports.glob(JSON_FILES)):
             if TEMP_MARKER in path.name:
                 continue
             try:

@@ -68,6 +68,10 @@ REPORT_PREFIX = "weekly"
 TOMBSTONE_ARCHIVE_PREFIX = "tombstones"
 SOULS_DIR = "souls"
 INDEX_FILE = "index.sqlite3"
+#: Name patterns of the files in a folder: gate states, event copies, memory snapshots and
+#: reports (``*.json``), SOUL snapshots (``*.md``).
+JSON_FILES = "*.json"
+SOUL_FILES = "*.md"
 #: A video's event copies: ``artifacts/videos/<vid>/learning/events/``.
 _VIDEO_EVENTS = ("learning", "events")
 #: What ``rayvault-learn demo`` writes at the top of a data root it made.
@@ -132,7 +136,7 @@ class Layout:
         """The gate state files present (one per video)."""
         if not self.gate_dir.is_dir():
             return []
-        return [p for p in self.gate_dir.glob("*.json") if p.is_file()]
+        return [p for p in self.gate_dir.glob(JSON_FILES) if p.is_file()]
 
     def soul_path(self, sha256: str) -> Path:
         return self.souls_dir / f"{validate_identifier(sha256, 'SOUL hash')}.md"

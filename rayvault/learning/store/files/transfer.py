@@ -52,7 +52,9 @@ from rayvault.learning.store._names import (
 from rayvault.learning.store._records import validate_record
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
+    JSON_FILES,
     MEMORY_FILE,
+    SOUL_FILES,
     TOMBSTONE_ARCHIVE_DIR,
     TOMBSTONES_FILE,
 )
@@ -107,13 +109,13 @@ class FileLayout:
                 yield Item(TOMBSTONE_ARCHIVE, (agent_dir.name, path.name), self._json_text(path))
         gate_dir = self.files.gate_dir
         if gate_dir.is_dir():
-            for path in sorted(gate_dir.glob("*.json")):
+            for path in sorted(gate_dir.glob(JSON_FILES)):
                 if _is_data_file(path) and is_safe_identifier(path.stem):
                     text = self._document(path, GateState, "the gate state")
                     yield Item(GATE_STATE, (path.stem,), text)
             souls = self.layout.souls_dir
             if souls.is_dir():
-                for path in sorted(souls.glob("*.md")):
+                for path in sorted(souls.glob(SOUL_FILES)):
                     if _is_data_file(path) and is_safe_identifier(path.stem):
                         yield Item(SOUL, (path.stem,), _read_text(path))
         reports = self._reports()
@@ -229,8 +231,10 @@ class FileLayout:
             covered |= set(suffixes.values())
         gate_dir = self.files.gate_dir
         if gate_dir.is_dir():
-            covered |= {p for p in gate_dir.glob("*.json") if is_safe_identifier(p.stem)}
-            covered |= {p for p in self.layout.souls_dir.glob("*.md") if is_safe_identifier(p.stem)}
+            covered |= {p for p in gate_dir.glob(JSON_FILES) if is_safe_identifier(p.stem)}
+            covered |= {
+                p for p in self.layout.souls_dir.glob(SOUL_FILES) if is_safe_identifier(p.stem)
+            }
         skipped = []
         for folder in (self.layout.data_dir, self.layout.state_dir):
             if not folder.is_dir():
