@@ -65,10 +65,10 @@ from rayvault.learning.store._fs import (
     parse_json,
     remove_lock_file,
 )
-from rayvault.learning.store._jsonlog import ArrayFile, JsonArrayLog, parse_array, read_array
 from rayvault.learning.store._names import original_tombstone_archive_day
 from rayvault.learning.store._records import OriginalTombstoneArchive
-from rayvault.learning.store._salvage import (
+from rayvault.learning.store.files._jsonlog import ArrayFile, JsonArrayLog, parse_array, read_array
+from rayvault.learning.store.files._salvage import (
     latest_by_key,
     read_index_rows,
     salvage_records,

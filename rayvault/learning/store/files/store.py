@@ -55,7 +55,6 @@ from rayvault.learning.store._fs import (
     register_root,
 )
 from rayvault.learning.store._items import Portable
-from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
 from rayvault.learning.store._names import (
     REPORT_NAME,
     dated_name,
@@ -84,7 +83,6 @@ from rayvault.learning.store._sql import (
     shown_pattern,
     timeline_sql,
 )
-from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
 from rayvault.learning.store.base import (
     AgentState,
     ArchivedTombstones,
@@ -95,6 +93,8 @@ from rayvault.learning.store.base import (
     build_records,
 )
 from rayvault.learning.store.documents import Documents
+from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store.files._sqlindex import SqliteIndex, error_source, event_source
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
     MEMORY_FILE,

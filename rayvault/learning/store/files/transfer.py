@@ -41,7 +41,6 @@ from rayvault.learning.store._items import (
     Item,
     not_empty,
 )
-from rayvault.learning.store._jsonlog import read_array, scan_after
 from rayvault.learning.store._names import (
     REPORT_NAME,
     TOMBSTONE_ARCHIVE_NAME,
@@ -50,6 +49,7 @@ from rayvault.learning.store._names import (
     snapshot_time,
 )
 from rayvault.learning.store._records import validate_record
+from rayvault.learning.store.files._jsonlog import read_array, scan_after
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
     JSON_FILES,
