@@ -4,13 +4,26 @@ newest-first without ever dropping an entry."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rayvault.learning import create_event
-from rayvault.learning.skill_graph import RECENT_HEADING, add_to_index, slugify
+from rayvault.learning.models import LearningEvent
+from rayvault.learning.skill_graph import (
+    FIX_SECTIONS,
+    RECENT_HEADING,
+    ROOT_CAUSE_SECTIONS,
+    SYMPTOM_SECTIONS,
+    VERIFICATION_SECTIONS,
+    add_to_index,
+    parse_note,
+    render_note,
+    slugify,
+    summary,
+)
 
 from .conftest import Clock, event_kwargs
 
@@ -105,3 +118,68 @@ def test_slugify() -> None:
         "asin-b0f8hm4pyl-was-accessories-not-vacuum"
     )
     assert slugify("???") == "event"
+
+
+_LINE = st.text(
+    alphabet=st.characters(
+        codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="#`~\r\u2028\u2029\x85"
+    ),
+    min_size=1,
+    max_size=40,
+).map(str.strip)
+_TEXT = st.lists(_LINE, min_size=1, max_size=4).map(lambda lines: "\n".join(lines).strip())
+_PLACEHOLDER_TEXTS = ("(not yet diagnosed)", "(none yet)")
+
+
+@given(
+    severity=st.sampled_from(["INFO", "WARN", "FAIL", "BLOCKER"]),
+    component=st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True),
+    symptom=_TEXT.filter(bool),
+    root_cause=st.one_of(st.just(""), _TEXT.filter(lambda t: t not in _PLACEHOLDER_TEXTS)),
+    fix=st.one_of(st.just(""), _TEXT.filter(lambda t: t not in _PLACEHOLDER_TEXTS)),
+    verification=st.one_of(st.just(""), _TEXT),
+    video=st.one_of(st.none(), st.from_regex(r"v[a-z0-9-]{1,12}", fullmatch=True)),
+    agent=st.one_of(st.none(), st.sampled_from(["research-agent", "asset-agent"])),
+    fingerprint=st.one_of(st.none(), _LINE.filter(bool)),
+)
+def test_a_written_note_parses_back_to_what_was_written(
+    *,
+    severity: str,
+    component: str,
+    symptom: str,
+    root_cause: str,
+    fix: str,
+    verification: str,
+    video: str | None,
+    agent: str | None,
+    fingerprint: str | None,
+) -> None:
+    """Property: the format's writer and reader agree: every field render_note writes,
+    parse_note reads back (front matter, ``[SEVERITY] component: symptom`` title, sections)."""
+    event = LearningEvent(
+        event_id="le-20260219T120000Z-abcdef012345",
+        timestamp=datetime(2026, 2, 19, 12, tzinfo=UTC),
+        severity=severity,
+        component=component,
+        symptom=symptom,
+        root_cause=root_cause,
+        fix_applied=fix,
+        verification=verification,
+        video_id=video,
+        agent=agent,
+        fingerprint=fingerprint,
+    )
+    note = parse_note(render_note(event))
+    assert note.strict_yaml and note.shape == "event"
+    assert (note.title_severity, note.title_component) == (severity, component)
+    assert note.title_symptom == symptom.splitlines()[0].strip()
+    front = note.front
+    assert front["description"] == summary(event)
+    assert front["fix"] == fix and front["video_id"] == video
+    assert front["event_id"] == event.event_id and str(front["created"]) == "2026-02-19"
+    assert front["severity"] == severity.lower()
+    assert front.get("agent") == agent and front.get("fingerprint") == fingerprint
+    assert note.section(SYMPTOM_SECTIONS) == symptom
+    assert note.section(ROOT_CAUSE_SECTIONS) == root_cause
+    assert note.section(FIX_SECTIONS) == fix
+    assert note.section(VERIFICATION_SECTIONS) == verification

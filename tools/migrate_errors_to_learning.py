@@ -1,4 +1,5 @@
-"""Migration of existing learnings (spec path). Re-exports :mod:`rayvault.learning.migrate`.
+"""Migration of existing learnings (spec path). Re-exports :mod:`rayvault.learning.migrate` (and
+the note reader, :func:`rayvault.learning.skill_graph.parse_note`).
 
 Run as a script, it is ``rayvault-learn migrate``:
 ``python3 tools/migrate_errors_to_learning.py --dry-run --verbose`` (the default is a dry run),
@@ -14,8 +15,8 @@ from rayvault.learning.migrate import (
     MigrationReport,
     map_severity,
     migrate_learnings,
-    parse_note,
 )
+from rayvault.learning.skill_graph import parse_note
 
 __all__ = [
     "SEVERITY_WORDS",

@@ -5,7 +5,7 @@ Exit codes: 0 success; 2 the learning gate blocked; 1 a usage or data error, pri
 ``Error: …`` line on stderr (a traceback only for the unexpected, or under ``--debug``).
 
 ``rayvault-learn gate VIDEO STAGE`` runs before every pipeline stage, so its plain form is served
-without loading Typer and Rich (see ``_fast``); everything else goes through the Typer app.
+without loading Typer and Rich (see ``_gate_fast``); everything else goes through the Typer app.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             sys.stderr.write(f"Error: {problem}\n")
             return 1
-        from rayvault.cli._fast import run_gate_fast
+        from rayvault.cli._gate_fast import run_gate_fast
 
         code = run_gate_fast(args)
         if code is not None:

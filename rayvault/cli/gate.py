@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from rayvault.cli._common import (
     JsonOption,
@@ -18,8 +19,20 @@ from rayvault.cli._common import (
     print_json,
     want_json,
 )
-from rayvault.cli._fast import EXIT_BLOCKED, format_result
-from rayvault.cli._groups import DefaultGroup
+from rayvault.cli._gate_fast import EXIT_BLOCKED, format_result
+
+
+class DefaultGroup(TyperGroup):
+    """A command group with a default sub-command, so ``gate VIDEO STAGE`` runs ``gate check``
+    while ``gate ack VIDEO STAGE`` still reaches ``ack``."""
+
+    default_command = "check"
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
 
 app = typer.Typer(
     cls=DefaultGroup,

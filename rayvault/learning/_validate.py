@@ -29,14 +29,12 @@ import math
 import types
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from rayvault.learning.exceptions import InvalidInputError, LearningError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-
-    from rayvault.learning.store.base import Store
 
 log = logging.getLogger("rayvault.learning")
 
@@ -416,7 +414,18 @@ def _check_one(checker: _Checker, value: object, name: str) -> Any:
     return checker.check(value, name)
 
 
-def keep_capped(store: Store, text: str, limit: int, *, keep_tail: bool = False) -> str:
+class _FullTextKeeper(Protocol):
+    def keep_full_text(self, text: str) -> str: ...
+
+
+class _WithDocuments(Protocol):
+    """What :func:`keep_capped` needs of a store (named here: this layer is below the stores)."""
+
+    @property
+    def docs(self) -> _FullTextKeeper: ...
+
+
+def keep_capped(store: _WithDocuments, text: str, limit: int, *, keep_tail: bool = False) -> str:
     """:func:`cap_text`, keeping the full text once as an attachment under the data root
     (``store.docs.keep_full_text``) when it is cut; the marker names the file. If it cannot be
     written, the text is still cut, and a warning logged."""

@@ -40,7 +40,6 @@ Rules this module keeps:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from collections import Counter
@@ -50,7 +49,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field
 
 from rayvault.learning._ids import is_safe_identifier, new_event_id
@@ -60,7 +58,16 @@ from rayvault.learning.exceptions import LearningError
 from rayvault.learning.memory import rule_text
 from rayvault.learning.models import ErrorEntry, LearningEvent, Record
 from rayvault.learning.patterns import failure_text, fingerprint
-from rayvault.learning.skill_graph import NO_FIX, NO_ROOT_CAUSE
+from rayvault.learning.skill_graph import (
+    DETAIL_SECTIONS,
+    FIX_SECTIONS,
+    PREVENTION_SECTIONS,
+    ROOT_CAUSE_SECTIONS,
+    SYMPTOM_SECTIONS,
+    VERIFICATION_SECTIONS,
+    Note,
+    parse_note,
+)
 from rayvault.learning.stages import fold_stage
 from rayvault.learning.store import EventQuery, ProgressCallback, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
@@ -98,41 +105,8 @@ MAX_ERROR_SYMPTOM = 300
 #: Events appended to the index per write.
 _CHUNK = 200
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*):(?:[ \t]+(.*)|[ \t]*)$")
-_KNOWN_KEYS = frozenset(
-    {
-        "description",
-        "tags",
-        "created",
-        "updated",
-        "severity",
-        "status",
-        "video_id",
-        "affected_tools",
-        "fix",
-        "event_id",
-        "agent",
-        "fingerprint",
-        "component",
-        "run_id",
-    }
-)
-_EVENT_TITLE = re.compile(
-    r"\[(?P<severity>[A-Za-z]+)\]\s*(?P<component>[^:\n]+?)\s*:\s*(?P<symptom>.+)"
-)
 _DATED_TITLE = re.compile(r"\d{4}-\d{2}-\d{2}\s*(?:[—–:-]+\s*)?")
 _DATE_PREFIX = re.compile(r"(\d{4}-\d{2}-\d{2})")
-_FENCE = re.compile(r"\s*(```|~~~)")
-
-#: Section headings (lower case) that hold each part of a failure, in order of preference.
-SYMPTOM_SECTIONS = ("symptom", "incident")
-DETAIL_SECTIONS = ("what happened",)
-ROOT_CAUSE_SECTIONS = ("root cause", "root_cause", "cause")
-FIX_SECTIONS = ("fix applied", "fix", "resolution", "solution")
-VERIFICATION_SECTIONS = ("verification",)
-PREVENTION_SECTIONS = ("prevention", "prevention rule", "prevention rules")
-_PLACEHOLDERS = frozenset({NO_ROOT_CAUSE, NO_FIX})
 _FAILURE_SECTIONS = frozenset(
     (*SYMPTOM_SECTIONS, *DETAIL_SECTIONS, *ROOT_CAUSE_SECTIONS, *FIX_SECTIONS)
 )
@@ -218,146 +192,6 @@ class _Skip(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
-
-
-# -- reading notes ----------------------------------------------------------------------------
-@dataclass
-class Note:
-    """A skill-graph note as read: front matter, title and ``##`` sections."""
-
-    front: dict[str, Any]
-    #: False when the front matter was not valid YAML (or not a plain mapping) and the tolerant
-    #: line reader was used.
-    strict_yaml: bool
-    title: str
-    #: Section heading (lower case, no trailing colon) → its text, first occurrence.
-    sections: dict[str, str]
-    #: ``event`` (``# [SEVERITY] component: symptom``) or ``hand-written``.
-    shape: Literal["event", "hand-written"]
-    title_severity: str | None = None
-    title_component: str | None = None
-    title_symptom: str | None = None
-
-    def section(self, names: Iterable[str]) -> str:
-        """The text of the first of these sections that has some (placeholders that notes
-        written from events put in empty sections count as none)."""
-        for name in names:
-            text = self.sections.get(name, "").strip()
-            if text and text not in _PLACEHOLDERS:
-                return text
-        return ""
-
-
-def parse_note(text: str) -> Note:
-    """Read a note's front matter (tolerantly), title and sections. Raises ``ValueError`` for a
-    front matter block that is never closed."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
-    front: dict[str, Any] = {}
-    strict = True
-    body = text
-    if text.lstrip().startswith("---"):
-        lines = text.lstrip().split("\n")
-        end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
-        if lines[0].rstrip() != "---" or end is None:
-            raise ValueError("its front matter (---) is never closed")
-        block = "\n".join(lines[1:end])
-        front, strict = parse_front_matter(block)
-        body = "\n".join(lines[end + 1 :])
-    title, sections = _parse_body(body)
-    note = Note(
-        front=front, strict_yaml=strict, title=title, sections=sections, shape="hand-written"
-    )
-    match = _EVENT_TITLE.fullmatch(title)
-    if match:
-        note.shape = "event"
-        note.title_severity = match["severity"]
-        note.title_component = match["component"].strip()
-        note.title_symptom = match["symptom"].strip()
-    return note
-
-
-def parse_front_matter(block: str) -> tuple[dict[str, Any], bool]:
-    """The front matter's fields, and whether it was valid YAML.
-
-    YAML is tried first; when it fails, or yields keys that are really continuation lines (an
-    unquoted multi-line value whose second line contains ``After fix:``), each line that starts
-    with ``key:`` starts a field and every other line continues the previous one.
-    """
-    try:
-        data = yaml.safe_load(block) if block.strip() else {}
-    except yaml.YAMLError:
-        data = None
-    if isinstance(data, dict) and all(isinstance(k, str) and _KEY.fullmatch(k) for k in data):
-        return data, True
-    return _tolerant_front_matter(block), False
-
-
-def _tolerant_front_matter(block: str) -> dict[str, Any]:
-    raw: dict[str, list[str]] = {}
-    key: str | None = None
-    open_quote = False
-    for line in block.split("\n"):
-        match = _KEY_LINE.match(line)
-        starts_field = match is not None and (not open_quote or match[1] in _KNOWN_KEYS)
-        if match and starts_field:
-            key = match[1]
-            value = (match[2] or "").rstrip()
-            raw[key] = [value]
-            open_quote = value.startswith('"') and (len(value) == 1 or not value.endswith('"'))
-        elif key is not None:
-            raw[key].append(line.rstrip())
-            if open_quote and line.rstrip().endswith('"'):
-                open_quote = False
-    return {k: _scalar("\n".join(v).strip()) for k, v in raw.items()}
-
-
-def _scalar(text: str) -> Any:
-    if text in ("", "~", "null", "Null", "NULL"):
-        return None
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        try:
-            value = json.loads(text)  # our own notes write JSON-escaped strings
-        except ValueError:
-            return text[1:-1]
-        return value if isinstance(value, str) else text[1:-1]
-    if len(text) >= 2 and text[0] == text[-1] == "'":
-        return text[1:-1].replace("''", "'")
-    if text.startswith("[") and text.endswith("]") and "\n" not in text:
-        return [part.strip().strip("'\"") for part in text[1:-1].split(",") if part.strip()]
-    return text
-
-
-def _parse_body(body: str) -> tuple[str, dict[str, str]]:
-    title = ""
-    sections: dict[str, str] = {}
-    current: str | None = None
-    lines: list[str] = []
-    fenced = False
-
-    def close() -> None:
-        if current is not None and current not in sections:
-            sections[current] = "\n".join(lines).strip()
-
-    for line in body.split("\n"):
-        if _FENCE.match(line):
-            fenced = not fenced
-        elif not fenced and line.startswith("## "):
-            close()
-            current = _heading(line[3:])
-            lines = []
-            continue
-        elif not fenced and not title and line.startswith("# "):
-            title = line[2:].strip()
-            continue
-        if current is not None:
-            lines.append(line)
-    close()
-    return title, sections
-
-
-def _heading(text: str) -> str:
-    text = text.strip().strip("#").strip().replace("*", "").replace("`", "")
-    return " ".join(text.lower().rstrip(":").split())
 
 
 # -- turning notes into events ----------------------------------------------------------------

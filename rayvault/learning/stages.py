@@ -16,23 +16,31 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Mapping
 
+from rayvault.learning._aliases import fold_name
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.policies import Policies
 
 log = logging.getLogger("rayvault.learning")
 
+__all__ = [
+    "agent_for_stage",
+    "check_stage",
+    "components_of_agent",
+    "configured_agents",
+    "fold_name",
+    "fold_stage",
+    "is_known_stage",
+    "known_stage_names",
+    "note_unknown_component",
+    "stage_names",
+    "unknown_stage_message",
+]
+
 
 def fold_stage(name: str, policies: Policies) -> str:
     """The gate stage a component or step name belongs to (itself when it is not an alias)."""
     return fold_name(name, policies.LEARNING_STAGE_ALIASES)
-
-
-def fold_name(name: str, aliases: Mapping[str, str]) -> str:
-    """:func:`fold_stage` over an alias map (the stores' indexes hold the map, not policies)."""
-    key = name.strip()
-    return aliases.get(key) or key
 
 
 def known_stage_names(policies: Policies) -> list[str]:

@@ -94,8 +94,8 @@ def legacy_fingerprint(
     through ``aliases``, its text masked. So old and new occurrences of one failure, logged under
     any of its step names, are one pattern."""
     if isinstance(stage, str) and stage.strip() and isinstance(text, str) and text.strip():
-        from rayvault.learning.patterns import fingerprint
-        from rayvault.learning.stages import fold_name
+        from rayvault.learning._aliases import fold_name
+        from rayvault.learning._fingerprint import fingerprint
 
         return fingerprint(fold_name(stage, aliases), text).key
     return None
@@ -104,7 +104,7 @@ def legacy_fingerprint(
 def shown_pattern(text: object) -> str | None:
     """The template shown for a record stored without one (the original system's)."""
     if isinstance(text, str) and text.strip():
-        from rayvault.learning.patterns import fingerprint
+        from rayvault.learning._fingerprint import fingerprint
 
         return fingerprint("", text).template
     return None
