@@ -16,6 +16,7 @@ import orjson
 from rayvault.learning._ids import new_event_id
 from rayvault.learning._time import format_ts
 from rayvault.learning.patterns import fingerprint
+from rayvault.learning.store.files.layout import Layout
 
 #: Where benchmark data roots are created: the system temp folder, or RAYVAULT_BENCH_DIR. File
 #: creation cost varies a lot between folders of one disk on some virtual machines (seen here:
@@ -91,7 +92,7 @@ def synthetic_events(count: int, *, seed: int = 7, videos: int = 2000) -> list[d
 
 def write_index(root: Path, events: list[dict[str, object]]) -> None:
     """Write an event index in the layout the file store appends to."""
-    path = root / "data" / "learning_events.json"
+    path = Layout(root).events_path
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
         fh.write(b"[\n")
@@ -164,7 +165,7 @@ def synthetic_errors(count: int, *, seed: int = 11, videos: int = 2000) -> list[
 
 
 def write_error_log(root: Path, entries: list[dict[str, object]]) -> None:
-    path = root / "data" / "error_log.json"
+    path = Layout(root).errors_path
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
         fh.write(b"[\n")

@@ -75,7 +75,7 @@ def _letters(worker: int, i: int) -> str:
 
 def _reader(root: str, pause: float, start: Any, stop: Any) -> tuple[int, list[str], int]:
     from rayvault.learning.store import EventQuery, FileStore
-    from rayvault.learning.store._jsonlog import JsonArrayLog
+    from rayvault.learning.store.files._jsonlog import JsonArrayLog
 
     store = FileStore(root)
     log = JsonArrayLog(store.events_path)
@@ -117,7 +117,7 @@ def run(
     *, writers: int, per_worker: int, severity: str, readers: int, history: int, pause: float
 ) -> Run:
     from rayvault.learning.store import EventQuery, FileStore
-    from rayvault.learning.store._jsonlog import JsonArrayLog
+    from rayvault.learning.store.files._jsonlog import JsonArrayLog
 
     with tempfile.TemporaryDirectory(dir=BENCH_DIR) as tmp:
         if history:

@@ -113,6 +113,7 @@ def _worker(root: str, worker: int, count: int, url: str | None) -> int:
 
 def bench_processes(workers: int, per_worker: int, url: str | None) -> tuple[int, int, bool, float]:
     from rayvault.learning.store import EventQuery, FileStore
+    from rayvault.learning.store.files.layout import Layout
     from rayvault.learning.store.postgres import PostgresStore
 
     schema_url = bench_schema_url(url) if url else None
@@ -138,7 +139,7 @@ def bench_processes(workers: int, per_worker: int, url: str | None) -> tuple[int
             store.close()
             drop_schema(schema_url)
         else:
-            raw = json.loads((Path(tmp) / "data/learning_events.json").read_bytes())
+            raw = json.loads(Layout(Path(tmp)).events_path.read_bytes())
             kept, valid = FileStore(tmp).count_events(EventQuery()), isinstance(raw, list)
         return done, kept, valid, elapsed
 

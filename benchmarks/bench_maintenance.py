@@ -60,6 +60,7 @@ def bench_compact_and_doctor(count: int) -> None:
 
     from rayvault.learning.doctor import check_root
     from rayvault.learning.store import EventQuery, FileStore
+    from rayvault.learning.store.files.layout import Layout
 
     root = Path(tempfile.mkdtemp(dir=BENCH_DIR))
     try:
@@ -67,14 +68,12 @@ def bench_compact_and_doctor(count: int) -> None:
         second = [{**e, "status": "archived"} for e in events]
         write_index(root, events + second)
         for event in second:  # the per-video files hold the latest version
-            folder = root / "artifacts/videos" / str(event["video_id"]) / "learning/events"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{event['event_id']}.json").write_bytes(
-                orjson.dumps(event, option=orjson.OPT_INDENT_2)
-            )
+            path = Layout(root).video_event_path(str(event["video_id"]), str(event["event_id"]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(orjson.dumps(event, option=orjson.OPT_INDENT_2))
         store = FileStore(root)
         store.count_events(EventQuery())  # a running system has its derived index
-        size = (root / "data/learning_events.json").stat().st_size
+        size = Layout(root).events_path.stat().st_size
         took, result = seconds(store.compact_events)
         print(
             f"events compact: {count * 2:,} versions ({size / 1e6:.0f} MB) → "

@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from rayvault.learning.store import FileStore, Store
-from rayvault.learning.store._snapshots import snapshot_time
-from rayvault.learning.store.files import _REPORT, _TOMBSTONE_ARCHIVE, parse_dated
+from rayvault.learning.store._names import (
+    REPORT_NAME,
+    TOMBSTONE_ARCHIVE_NAME,
+    parse_dated,
+    snapshot_time,
+)
+from rayvault.learning.store.files.layout import Layout
 from rayvault.learning.store.transfer import (
     GATE_STATE,
     MEMORY,
@@ -19,8 +24,6 @@ from rayvault.learning.store.transfer import (
     SNAPSHOT,
     TOMBSTONE_ARCHIVE,
     TOMBSTONES,
-    FileLayout,
-    Item,
 )
 
 #: (insert or replace, select) per kind on PostgreSQL; parameters: the key, then the text.
@@ -97,11 +100,11 @@ def _extra(kind: str, key: tuple[str, ...]) -> tuple[Any, ...]:
         assert taken, key
         return (taken,)
     if kind == TOMBSTONE_ARCHIVE:
-        dated = parse_dated(_TOMBSTONE_ARCHIVE, key[1])
+        dated = parse_dated(TOMBSTONE_ARCHIVE_NAME, key[1])
         assert dated, key
         return dated
     if kind in (REPORT, REPORT_HTML):
-        dated = parse_dated(_REPORT, key[0])
+        dated = parse_dated(REPORT_NAME, key[0])
         assert dated, key
         return dated
     return ()
@@ -110,7 +113,7 @@ def _extra(kind: str, key: tuple[str, ...]) -> tuple[Any, ...]:
 def where(store: Store, kind: str, *key: str) -> str:
     """How the store names the document in its messages: a path, or a table row."""
     if not is_pg(store):
-        return str(FileLayout(store.root)._path(Item(kind, key, "")))
+        return str(Layout(store.root).item_path(kind, key))
     schema = _pg(store).schema
     first, rest = key[0], "/".join(key[1:])
     return {
@@ -128,7 +131,7 @@ def put(store: Store, kind: str, key: tuple[str, ...], text: str) -> None:
     """Store ``text`` as the document ``kind``/``key``, replacing it, as an older writer or a
     person editing it would have (no validation, no snapshot)."""
     if not is_pg(store):
-        path = FileLayout(store.root)._path(Item(kind, key, text))
+        path = Layout(store.root).item_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return
@@ -143,7 +146,7 @@ def put(store: Store, kind: str, key: tuple[str, ...], text: str) -> None:
 def get(store: Store, kind: str, *key: str) -> str | None:
     """The stored text of a document (None when there is none)."""
     if not is_pg(store):
-        path = FileLayout(store.root)._path(Item(kind, key, ""))
+        path = Layout(store.root).item_path(kind, key)
         return path.read_text() if path.exists() else None
     pg = _pg(store)
     _, select = _SQL[kind]

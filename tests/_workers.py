@@ -114,7 +114,7 @@ def read_until(root: str, stop: str) -> tuple[int, list[str], int]:
     from pathlib import Path
 
     from rayvault.learning.store import EventQuery, FileStore
-    from rayvault.learning.store._jsonlog import JsonArrayLog
+    from rayvault.learning.store.files._jsonlog import JsonArrayLog
 
     store = FileStore(root)
     log = JsonArrayLog(store.events_path)
@@ -139,7 +139,7 @@ def append_many(path: str, worker: int, count: int) -> int:
     import orjson
 
     from rayvault.learning.store._fs import locked
-    from rayvault.learning.store._jsonlog import JsonArrayLog
+    from rayvault.learning.store.files._jsonlog import JsonArrayLog
 
     log = JsonArrayLog(Path(path))
     for i in range(count):

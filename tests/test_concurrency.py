@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rayvault.learning import create_event, list_events, load_active_memory, load_tombstones
-from rayvault.learning.store._jsonlog import JsonArrayLog
+from rayvault.learning.store.files._jsonlog import JsonArrayLog
 
 from . import _workers
 

@@ -388,7 +388,7 @@ def _pg_counts(store) -> set[tuple[str, str, int, int]]:  # type: ignore[no-unty
 
 
 def _pg_recount(store) -> set[tuple[str, str, int, int]]:  # type: ignore[no-untyped-def]
-    from rayvault.learning.store._pgschema import FAILURE_RECOUNT
+    from rayvault.learning.store.postgres.schema import FAILURE_RECOUNT
 
     with store.connect() as conn:
         return set(conn.execute(FAILURE_RECOUNT).fetchall())

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.store._jsonlog import JsonArrayLog, parse_array, scan_after
+from rayvault.learning.store.files._jsonlog import JsonArrayLog, parse_array, scan_after
 
 
 def line(obj: dict[str, object]) -> bytes:

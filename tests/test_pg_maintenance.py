@@ -28,10 +28,10 @@ from rayvault.learning.gate import learning_gate
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.revisit import revisit
 from rayvault.learning.store import EventQuery, FileStore
-from rayvault.learning.store import _pgschema as schema_sql
 from rayvault.learning.store._fs import dump_json
 from rayvault.learning.store._sql import EVENT_COLUMNS, event_row
 from rayvault.learning.store.postgres import PostgresStore
+from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.learning.store.transfer import export_store, import_root
 
 from . import _raw

@@ -16,8 +16,8 @@ from rayvault.cli import main
 from rayvault.learning import StoreError
 from rayvault.learning.migrate import migrate_learnings
 from rayvault.learning.store import EventQuery
-from rayvault.learning.store import _pgschema as schema_sql
 from rayvault.learning.store.postgres import PostgresStore
+from rayvault.learning.store.postgres import schema as schema_sql
 
 from .conftest import PgSchemas
 
@@ -27,7 +27,7 @@ NOTES = "agents/skills/learnings"
 
 @pytest.fixture
 def migrations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The schema each call of ``_pgschema.migrate`` (the only DDL the store runs) worked on."""
+    """The schema each call of ``postgres.schema.migrate`` (the only DDL the store runs) worked on."""
     calls: list[str] = []
     original = schema_sql.migrate
 

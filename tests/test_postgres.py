@@ -25,8 +25,8 @@ from rayvault.learning import (
 from rayvault.learning.events import get_event
 from rayvault.learning.store import FileStore, Store, get_store, open_store
 from rayvault.learning.store._fs import dump_json
-from rayvault.learning.store._pgschema import MIGRATIONS
 from rayvault.learning.store.postgres import PostgresStore, display_url, parse_url, with_schema
+from rayvault.learning.store.postgres.schema import MIGRATIONS
 
 from . import _workers
 from .conftest import PgSchemas, event_kwargs

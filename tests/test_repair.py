@@ -27,8 +27,8 @@ from rayvault.learning.exceptions import CorruptFileError, RuleNotFoundError
 from rayvault.learning.memory import apply_event, tombstone_rule
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.store import FileStore, get_store
-from rayvault.learning.store._salvage import salvage_records
-from rayvault.learning.store._snapshots import ordered_snapshots
+from rayvault.learning.store.files._salvage import salvage_records
+from rayvault.learning.store.files.snapshots import ordered_snapshots
 
 from . import _workers
 from .conftest import Clock, event_kwargs

@@ -119,7 +119,7 @@ def test_a_stale_size_is_not_taken_for_a_shrunk_log(
     """Another process catches the index up between this process's look at the log and its
     taking the index's lock: the size it saw is smaller than what is indexed, yet the log only
     grew. The index catches up without a rebuild (the log is looked at again under the lock)."""
-    from rayvault.learning.store import _sqlindex
+    from rayvault.learning.store.files import _sqlindex
 
     create_event(**event_kwargs(symptom="first"), store=store)  # type: ignore[arg-type]
     store.index.sync("events")

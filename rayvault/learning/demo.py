@@ -24,17 +24,12 @@ one more call at the end.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import orjson
 
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning.exceptions import InvalidInputError
@@ -55,9 +50,10 @@ from rayvault.learning.revisit import SCOPE_ALL, revisit
 from rayvault.learning.stages import agent_for_stage
 from rayvault.learning.store import EventQuery, FileStore
 from rayvault.learning.store.base import ErrorQuery
+from rayvault.learning.store.files.layout import DEMO_MARKER, Layout
 
 #: Marks a directory as a demo data root, so a later demo may clear and reuse it.
-MARKER = ".rayvault-demo.json"
+MARKER = DEMO_MARKER
 VIDEOS: tuple[str, ...] = ("v101", "v102", "v103")
 STAGES: tuple[str, ...] = ("research", "script", "assets", "tts")
 #: Retries each stage gets.
@@ -130,46 +126,31 @@ class DemoResult:
 
 
 # -- the data root ------------------------------------------------------------------------------
-def _read_marker(root: Path) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads((root / MARKER).read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_marker(root: Path, data: dict[str, Any]) -> None:
-    tmp = root / f"{MARKER}.tmp"
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-    os.replace(tmp, root / MARKER)
-
-
 def prepare_root(root: Path | str | None = None) -> Path:
     """The demo's data root, ready and marked: a new temporary directory when ``root`` is None;
     else ``root``, which must be new, empty, or a previous demo root (whose contents — only
     what that demo made — are removed). Anything else is refused and left untouched."""
     if root is None:
-        path = Path(tempfile.mkdtemp(prefix="rayvault-demo-")).absolute()
+        layout = Layout.temporary("rayvault-demo-")
     else:
-        path = Path(root).expanduser().absolute()
-        if path.exists() and not path.is_dir():
+        layout = Layout(Path(root).expanduser().absolute())
+        if layout.root_is_a_file():
             raise InvalidInputError(
-                f"{path} is not a directory", hint="give a new or empty directory for the demo"
+                f"{layout.root} is not a directory",
+                hint="give a new or empty directory for the demo",
             )
-        if path.is_dir() and any(path.iterdir()):
-            _clear_previous_demo(path)
-        path.mkdir(parents=True, exist_ok=True)
-    _write_marker(
-        path,
+        if layout.root_holds_anything():
+            _clear_previous_demo(layout)
+        layout.create_root()
+    layout.write_demo_marker(
         {"made_by": "rayvault-learn demo", "started_at": format_ts(utcnow()), "complete": False},
     )
-    return path
+    return layout.root
 
 
-def _clear_previous_demo(path: Path) -> None:
-    marker = _read_marker(path)
+def _clear_previous_demo(layout: Layout) -> None:
+    path = layout.root
+    marker = layout.read_demo_marker()
     hint = "give a new or empty directory, or leave out --root for a fresh temporary one"
     if marker is None:
         raise InvalidInputError(
@@ -181,20 +162,15 @@ def _clear_previous_demo(path: Path) -> None:
             hint=f"delete {path} yourself, or {hint}",
         )
     made = {str(name) for name in marker["entries"]}
-    present = {p.name for p in path.iterdir()}
-    foreign = sorted(present - made - {MARKER})
+    present = set(layout.entries())
+    foreign = sorted(present - made)
     if foreign:
         raise InvalidInputError(
             f"{path} is a previous demo root but also holds {', '.join(foreign)}, which the demo "
             "did not make; nothing was changed",
             hint=hint,
         )
-    for name in sorted(present & made):
-        entry = path / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    layout.remove_entries(present & made)
 
 
 # -- the simulated pipeline ---------------------------------------------------------------------
@@ -449,12 +425,13 @@ def _summarise(store: FileStore, result: DemoResult) -> None:
 
 def _files(store: FileStore, events: list[Any], agents: list[str]) -> list[str]:
     root = store.root
-    paths = [root / MARKER, store.events_path, store.errors_path]
-    paths += [store.agent_dir(a) / "memory_active.json" for a in agents]
-    paths += [store.gate_state_path(v) for v in VIDEOS]
+    layout = store.layout
+    paths = [layout.demo_marker, layout.events_path, layout.errors_path]
+    paths += [layout.memory_path(a) for a in agents]
+    paths += [layout.gate_state_path(v) for v in VIDEOS]
     for event in events:
         if event.video_id:
-            paths.append(store.video_events_dir(event.video_id) / f"{event.event_id}.json")
+            paths.append(layout.video_event_path(event.video_id, event.event_id))
         if event.skill_node:
             paths.append(root / event.skill_node)
     notes = store.docs.skill_graph_dir
@@ -486,10 +463,10 @@ def _next_commands(result: DemoResult) -> list[str]:
 
 
 def _finish_marker(root: Path) -> None:
+    layout = Layout(root)
     with contextlib.suppress(OSError):
-        entries = sorted(p.name for p in root.iterdir() if p.name != MARKER)
-        _write_marker(
-            root,
+        entries = layout.entries()
+        layout.write_demo_marker(
             {
                 "made_by": "rayvault-learn demo",
                 "finished_at": format_ts(utcnow()),

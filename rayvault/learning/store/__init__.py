@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import StoreError
@@ -46,6 +47,19 @@ __all__ = [
     "uses_server_store",
 ]
 
+if TYPE_CHECKING:  # mypy checks that both backends are stores (never run: psycopg stays lazy)
+    from rayvault.learning.store._items import Portable
+    from rayvault.learning.store.capabilities import SchemaAdmin, Transferable
+    from rayvault.learning.store.postgres import PostgresStore
+
+    _FILE_STORE: type[Store] = FileStore
+    _POSTGRES_STORE: type[Store] = PostgresStore
+    _FILE_ADMIN: type[SchemaAdmin] = FileStore
+    _POSTGRES_ADMIN: type[SchemaAdmin] = PostgresStore
+    _FILE_TRANSFER: type[Transferable] = FileStore
+    _POSTGRES_TRANSFER: type[Transferable] = PostgresStore
+    _POSTGRES_PORTABLE: type[Portable] = PostgresStore
+
 _default: dict[tuple[str, str], Store] = {}
 
 
@@ -66,17 +80,14 @@ def open_store(root: Path | str | None = None, url: str | None = None) -> Store:
     if not target or target in {"file", "files"}:
         return FileStore(base)
     if target.startswith(("postgresql://", "postgres://")):
-        import importlib
-
         try:  # imported only when asked for: psycopg is an optional extra
-            module = importlib.import_module("rayvault.learning.store.postgres")
+            from rayvault.learning.store.postgres import PostgresStore
         except ImportError as e:
             raise StoreError(
                 f"the PostgreSQL store is not available: {e}",
                 hint="pip install 'rayvault-learning[postgres]'",
             ) from e
-        store: Store = module.PostgresStore(base, target)
-        return store
+        return PostgresStore(base, target)
     raise StoreError(
         f"unknown store {target!r}",
         hint="use a postgresql://… URL, or leave RAYVAULT_STORE unset for the file store",

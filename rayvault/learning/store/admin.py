@@ -8,56 +8,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayvault.learning.store.base import ErrorQuery, EventQuery, Store
-from rayvault.learning.store.files import FileStore
+from rayvault.learning.exceptions import StoreError
+from rayvault.learning.store.base import Store
+from rayvault.learning.store.capabilities import SchemaAdmin
 
 
-def _schema_store(store: Store) -> Any | None:
-    return store if hasattr(store, "init_schema") else None
+def _admin(store: Store) -> SchemaAdmin:
+    if isinstance(store, SchemaAdmin):
+        return store
+    raise StoreError(f"{store.describe()} has no schema administration")
 
 
 def init_schema(store: Store) -> list[str]:
     """Create the store's schema and apply every migration; the names applied now (none for the
     file store, or when the schema is up to date)."""
-    server = _schema_store(store)
-    return list(server.init_schema()) if server is not None else []
+    return list(_admin(store).init_schema())
 
 
 def upgrade_schema(store: Store) -> list[str]:
     """Apply the pending migrations of an initialised schema; the names applied now."""
-    server = _schema_store(store)
-    return list(server.upgrade_schema()) if server is not None else []
+    return list(_admin(store).upgrade_schema())
 
 
 def has_schema(store: Store) -> bool:
-    return _schema_store(store) is not None
+    return _admin(store).has_schema()
 
 
 def store_status(store: Store) -> dict[str, Any]:
     """Which store, its schema's migrations (server stores), and how much it holds."""
-    server = _schema_store(store)
-    if server is not None:
-        status: dict[str, Any] = server.schema_status()
-        status["description"] = store.describe()
-        return status
-    assert isinstance(store, FileStore)
-    gate_states = (
-        sum(1 for p in store.gate_dir.glob("*.json") if p.is_file())
-        if store.gate_dir.is_dir()
-        else 0
-    )
-    return {
-        "backend": "file",
-        "description": store.describe(),
-        "root": str(store.root),
-        "initialised": True,
-        "migrations": [],
-        "pending": [],
-        "unknown": [],
-        "counts": {
-            "events": store.count_events(EventQuery()),
-            "errors": len(store.query_errors(ErrorQuery())),
-            "agents": len(store.list_agents()),
-            "gate_states": gate_states,
-        },
-    }
+    status = _admin(store).schema_status()
+    status["description"] = store.describe()
+    return status

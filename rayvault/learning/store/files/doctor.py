@@ -65,18 +65,27 @@ from rayvault.learning.store._fs import (
     parse_json,
     remove_lock_file,
 )
-from rayvault.learning.store._jsonlog import ArrayFile, JsonArrayLog, parse_array, read_array
-from rayvault.learning.store._salvage import (
+from rayvault.learning.store._names import original_tombstone_archive_day
+from rayvault.learning.store._records import OriginalTombstoneArchive
+from rayvault.learning.store.files._jsonlog import ArrayFile, JsonArrayLog, parse_array, read_array
+from rayvault.learning.store.files._salvage import (
     latest_by_key,
     read_index_rows,
     salvage_records,
     version_time,
 )
-from rayvault.learning.store._snapshots import max_seq, ordered_snapshots
+from rayvault.learning.store.files.layout import (
+    ARCHIVE_DIR,
+    JSON_FILES,
+    MEMORY_FILE,
+    SOUL_FILES,
+    TOMBSTONES_FILE,
+)
+from rayvault.learning.store.files.snapshots import max_seq, ordered_snapshots
 
 if TYPE_CHECKING:
     from rayvault.learning.store.base import ProgressCallback
-    from rayvault.learning.store.files import FileStore
+    from rayvault.learning.store.files.store import FileStore
 
 #: A temp file older than this is left over from a write that never finished (writes take
 #: milliseconds; even compacting a large index takes seconds).
@@ -508,7 +517,6 @@ class FileStoreDoctor:
 
     def _events_referenced(self) -> set[str]:
         """Events that agents' rules and tombstones name as their source."""
-        from rayvault.learning.store.files import MEMORY_FILE, TOMBSTONES_FILE
 
         found: set[str] = set()
         agents = self.store.agents_dir
@@ -549,7 +557,7 @@ class FileStoreDoctor:
         for event_id, raw in events.items():
             video = raw.get("video_id")
             if video and is_safe_identifier(video) and is_safe_identifier(event_id):
-                expected[store.video_events_dir(video) / f"{event_id}.json"] = event_id
+                expected[store.layout.video_event_path(video, event_id)] = event_id
         on_disk = set(self._video_paths if self._video_paths is not None else self._video_files())
         total = len(expected) + len(on_disk - expected.keys())
         to_write: list[tuple[Path, str, Finding]] = []
@@ -622,13 +630,9 @@ class FileStoreDoctor:
             self._rewrite_video_files(to_write)
 
     def _video_files(self) -> Iterator[Path]:
-        videos = self.store.videos_dir
-        if not videos.is_dir():
-            return
-        for video in videos.iterdir():
-            folder = video / "learning" / "events"
+        for folder in self.store.layout.video_event_folders():
             if folder.is_dir():
-                for path in folder.glob("*.json"):
+                for path in folder.glob(JSON_FILES):
                     if TEMP_MARKER not in path.name and path.is_file():
                         yield path
 
@@ -681,13 +685,6 @@ class FileStoreDoctor:
         )
 
     def _check_agents(self) -> None:
-        from rayvault.learning.store.files import (
-            ARCHIVE_DIR,
-            MEMORY_FILE,
-            TOMBSTONES_FILE,
-            OriginalTombstoneArchive,
-            original_tombstone_archive_day,
-        )
 
         agents = self.store.agents_dir
         if not agents.is_dir():
@@ -705,7 +702,7 @@ class FileStoreDoctor:
             )
             archive = folder / ARCHIVE_DIR
             if archive.is_dir():
-                for snapshot in sorted(archive.glob("*.json")):
+                for snapshot in sorted(archive.glob(JSON_FILES)):
                     if original_tombstone_archive_day(snapshot.name) is not None:
                         self._check_json(
                             snapshot,
@@ -737,7 +734,6 @@ class FileStoreDoctor:
         """Offer (and with ``repair``, do) the restore of a corrupt memory from its newest valid
         snapshot; rules tombstoned since are left out, and ``check_root`` replays the rules of
         the agent's events created after it."""
-        from rayvault.learning.store.files import TOMBSTONES_FILE
 
         found = self._newest_valid_snapshot(archive)
         if found is None:
@@ -781,12 +777,12 @@ class FileStoreDoctor:
         gate = self.store.gate_dir
         if not gate.is_dir():
             return
-        for path in sorted(gate.glob("*.json")):
+        for path in sorted(gate.glob(JSON_FILES)):
             if TEMP_MARKER not in path.name:
                 self._check_json(path, GateState, "gate-state-corrupt", "the gate state")
-        souls = gate / "souls"
+        souls = self.store.layout.souls_dir
         if souls.is_dir():
-            for path in sorted(souls.glob("*.md")):
+            for path in sorted(souls.glob(SOUL_FILES)):
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 if digest != path.stem:
                     self._add(
@@ -801,7 +797,7 @@ class FileStoreDoctor:
         reports = self.store.reports_dir
         if not reports.is_dir():
             return
-        for path in sorted(reports.glob("*.json")):
+        for path in sorted(reports.glob(JSON_FILES)):
             if TEMP_MARKER in path.name:
                 continue
             try:
@@ -839,7 +835,7 @@ class FileStoreDoctor:
     # -- temp files and lock files ----------------------------------------------------------
     def _leftover_folders(self) -> list[Path]:
         store = self.store
-        folders = [store.data_dir, store.root / "state", store.root / "artifacts"]
+        folders = list(store.layout.top_folders())
         with contextlib.suppress(Exception):  # a bad policy value is the gate's to report
             folders.append(store.docs.skill_graph_dir)
         with contextlib.suppress(Exception):

@@ -1,19 +1,5 @@
-"""The embedded file store: the specification's data layout under one project root.
-
-::
-
-    data/learning_events.json            append-only event index (every version; last wins)
-    data/error_log.json                  append-only raw error log
-    data/error_log.journal               the same records as JSON lines (repair's second copy)
-    data/archive/                        event indexes as they were before each compaction
-    data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
-    state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
-        tombstone_archive/tombstones-YYYY-MM-DD[-N].json   tombstones past their grace period
-    state/learning_gate/<video_id>.json  the gate's last-seen hashes and acknowledgements
-    state/cache/index.sqlite3            derived index over the two logs (safe to delete)
-    state/doctor-archive/<timestamp>/    what ``doctor --repair`` moved aside or replaced
-    state/locks/<name>.lock              named inter-process locks (removed on release)
-    artifacts/videos/<vid>/learning/events/<event_id>.json
+"""The embedded file store: the specification's data layout (``files.layout``) under one
+project root.
 
 All writes follow the storage rules of ``_fs`` and ``_jsonlog``: atomic, locked, never over a
 file that does not parse.
@@ -24,29 +10,25 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, RootModel, ValidationError
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
-from rayvault.learning._time import compact_ts, format_ts, from_micros, parse_ts, utcnow
+from rayvault.learning._time import compact_ts, from_micros, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
-    CorruptFileError,
     ErrorEntryNotFoundError,
     EventNotFoundError,
     InvalidIdentifierError,
     StoreError,
 )
 from rayvault.learning.models import (
-    SEVERITIES,
     AgentMemory,
     CompactResult,
     ErrorEntry,
@@ -56,7 +38,6 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
-    Tombstone,
     TombstoneFile,
     WeeklyReport,
 )
@@ -73,8 +54,21 @@ from rayvault.learning.store._fs import (
     read_json,
     register_root,
 )
-from rayvault.learning.store._jsonlog import JsonArrayLog, latest_versions, parse_array
-from rayvault.learning.store._snapshots import snapshot_time
+from rayvault.learning.store._items import Portable
+from rayvault.learning.store._names import (
+    REPORT_NAME,
+    dated_name,
+    parse_dated,
+    snapshot_time,
+)
+from rayvault.learning.store._records import (
+    M,
+    error_pattern_from_row,
+    pattern_from_row,
+    tombstone_archive_document,
+    validate_json_record,
+    validate_record,
+)
 from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
@@ -89,7 +83,6 @@ from rayvault.learning.store._sql import (
     shown_pattern,
     timeline_sql,
 )
-from rayvault.learning.store._sqlindex import SqliteIndex, error_source, event_source
 from rayvault.learning.store.base import (
     AgentState,
     ArchivedTombstones,
@@ -100,46 +93,21 @@ from rayvault.learning.store.base import (
     build_records,
 )
 from rayvault.learning.store.documents import Documents
+from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store.files._sqlindex import SqliteIndex, error_source, event_source
+from rayvault.learning.store.files.layout import (
+    ARCHIVE_DIR,
+    MEMORY_FILE,
+    REPORT_PREFIX,
+    TOMBSTONE_ARCHIVE_DIR,
+    TOMBSTONE_ARCHIVE_PREFIX,
+    TOMBSTONES_FILE,
+    Layout,
+)
 from rayvault.policies import Policies, PolicyError, load_policies
 
-M = TypeVar("M", bound=BaseModel)
-
-MEMORY_FILE = "memory_active.json"
-TOMBSTONES_FILE = "memory_tombstones.json"
-ARCHIVE_DIR = "memory_archive"
-TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
-_REPORT = re.compile(r"weekly-(\d{4}-\d{2}-\d{2})(?:-(\d+))?")
-_TOMBSTONE_ARCHIVE = re.compile(r"tombstones-(\d{4}-\d{2}-\d{2})(?:-(\d+))?\.json")
-#: The original system's tombstone archives in ``memory_archive/`` (a bare JSON list of
-#: tombstones, named by local day; its memory snapshots are named in ``_snapshots``). Data:
-#: listed, pruned and moved by ``store export/import`` like ours.
-_ORIGINAL_TOMBSTONE_ARCHIVE = re.compile(r"tombstones_archive_(\d{8})\.json")
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
-
-
-def validate_record(model: type[M], raw: Any, path: Path, what: str) -> M:
-    """Validate data read from ``path``; a shape error is a :class:`CorruptFileError`."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        raise _shape_error(e, path, what) from e
-
-
-def validate_json_record(model: type[M], data: bytes, path: Path, what: str) -> M:
-    """:func:`validate_record` for JSON bytes (parsed by pydantic: a quarter faster)."""
-    try:
-        return model.model_validate_json(data)
-    except ValidationError as e:
-        raise _shape_error(e, path, what) from e
-
-
-def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileError:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return CorruptFileError(
-        path, f"{what} does not match the expected shape: {where}: {first['msg']}"
-    )
 
 
 class FileStore:
@@ -153,22 +121,23 @@ class FileStore:
         self.root = Path(root).absolute()
         register_root(self.root)
         self.is_read_only = read_only
-        self.data_dir = self.root / "data"
-        self.archive_dir = self.data_dir / "archive"
-        self.events_path = self.data_dir / "learning_events.json"
-        self.errors_path = self.data_dir / "error_log.json"
-        self.errors_journal = self.data_dir / "error_log.journal"
-        self.reports_dir = self.data_dir / "learning_reports"
-        self.agents_dir = self.root / "state" / "agents"
-        self.gate_dir = self.root / "state" / "learning_gate"
-        self.cache_dir = self.root / "state" / "cache"
-        self.doctor_archive_dir = self.root / "state" / "doctor-archive"
-        self.locks_dir = self.root / "state" / "locks"
-        self.videos_dir = self.root / "artifacts" / "videos"
+        self.layout = layout = Layout(self.root)
+        self.data_dir = layout.data_dir
+        self.archive_dir = layout.archive_dir
+        self.events_path = layout.events_path
+        self.errors_path = layout.errors_path
+        self.errors_journal = layout.errors_journal
+        self.reports_dir = layout.reports_dir
+        self.agents_dir = layout.agents_dir
+        self.gate_dir = layout.gate_dir
+        self.cache_dir = layout.cache_dir
+        self.doctor_archive_dir = layout.doctor_archive_dir
+        self.locks_dir = layout.locks_dir
+        self.videos_dir = layout.videos_dir
         self._events = JsonArrayLog(self.events_path)
         self._errors = JsonArrayLog(self.errors_path)
         self.index = SqliteIndex(
-            None if read_only else self.cache_dir / "index.sqlite3",
+            None if read_only else layout.index_path,
             [event_source(self.events_path), error_source(self.errors_path)],
             self._stage_aliases,
             root=self.root,
@@ -192,12 +161,7 @@ class FileStore:
     def _check_layout(self) -> None:
         """Before the first write: no file where the layout has a folder, nor the reverse, so a
         damaged root fails with one clear error before anything (even a lock file) is created."""
-        folders = (
-            self.data_dir, self.archive_dir, self.reports_dir, self.root / "state",
-            self.agents_dir, self.gate_dir, self.cache_dir, self.locks_dir,
-            self.root / "artifacts", self.videos_dir,
-        )  # fmt: skip
-        for path in (self.root, *folders):
+        for path in (self.root, *self.layout.folders()):
             if path.exists() and not path.is_dir():
                 raise StoreError(
                     f"cannot write to the file store at {self.root}: {path} is a file where "
@@ -236,7 +200,7 @@ class FileStore:
 
     # -- events -------------------------------------------------------------------------------
     def video_events_dir(self, video_id: str) -> Path:
-        return self.videos_dir / validate_identifier(video_id, "video id") / "learning" / "events"
+        return self.layout.video_events_dir(video_id)
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         self._writable()
@@ -247,7 +211,7 @@ class FileStore:
                 validate_identifier(event.video_id, "video id")
             lines.append(event.model_dump_json().encode())
             if event.video_id:  # its per-video copy: refused before anything is written
-                check_inside(self.video_events_dir(event.video_id) / f"{event.event_id}.json")
+                check_inside(self.layout.video_event_path(event.video_id, event.event_id))
         with self._events_locked() as lock:
             pending = [e.event_id for e in events if e.video_id] if video_files else []
             _mark(lock, pending)
@@ -279,7 +243,7 @@ class FileStore:
     def _write_video_files(self, events: Sequence[LearningEvent]) -> None:
         for event in events:
             if event.video_id:
-                path = self.video_events_dir(event.video_id) / f"{event.event_id}.json"
+                path = self.layout.video_event_path(event.video_id, event.event_id)
                 atomic_write(path, dump_json(event.to_dict()))
 
     def update_event(
@@ -374,27 +338,9 @@ class FileStore:
         samples = self._raw_events(conn, [row[6] for row in rows])
         patterns = []
         for row in rows:
-            fp, count, open_count, recent, first, last, sample, videos, n_videos = row[:9]
-            components, agents, severity_counts = row[9], row[10], row[11:]
-            raw = samples.get(sample) or {}
+            raw = samples.get(row[6]) or {}
             patterns.append(
-                Pattern(
-                    fingerprint=fp,
-                    stage=fp.split(":", 1)[0] if ":" in fp else "",
-                    pattern=str(raw.get("pattern") or raw.get("symptom") or ""),
-                    count=count,
-                    open_count=open_count,
-                    recent_count=recent,
-                    severities={
-                        s: n for s, n in zip(SEVERITIES, severity_counts, strict=True) if n
-                    },
-                    components=_split_list(components),
-                    agents=_split_list(agents),
-                    videos=_split_list(videos),
-                    video_count=n_videos,
-                    first_seen=from_micros(first),
-                    last_seen=from_micros(last),
-                )
+                pattern_from_row(row, str(raw.get("pattern") or raw.get("symptom") or ""))
             )
         return patterns
 
@@ -458,7 +404,7 @@ class FileStore:
 
     # -- agent memory -------------------------------------------------------------------------
     def agent_dir(self, agent: str) -> Path:
-        return self.agents_dir / validate_identifier(agent, "agent")
+        return self.layout.agent_dir(agent)
 
     def _load(self, model: type[M], path: Path, what: str) -> M | None:
         raw = read_json(path)
@@ -529,9 +475,9 @@ class FileStore:
         new inode, so the snapshot keeps the old bytes without copying them. ``link`` also never
         overwrites: several changes in one second each keep their own snapshot. The name carries
         a sequence number (kept in the memory file, ``snapshot_seq``) that orders snapshots taken
-        within one second (see ``_snapshots.ordered_snapshots``).
+        within one second (see ``files.snapshots.ordered_snapshots``).
         """
-        from rayvault.learning.store._snapshots import next_snapshot_name
+        from rayvault.learning.store.files.snapshots import next_snapshot_name
 
         archive = folder / ARCHIVE_DIR
         check_folder(archive)
@@ -656,28 +602,17 @@ class FileStore:
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
         conn = self.index.sync("errors")
         patterns = []
-        for fp, count, unresolved, first, last, example in conn.execute(
-            ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)
-        ).fetchall():
+        for group in conn.execute(ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)).fetchall():
+            fp, example = group[0], group[5]
             rows = conn.execute(
                 "SELECT DISTINCT video_id, stage FROM errors WHERE fingerprint = ?", (fp,)
             ).fetchall()
             sample = self._error(
                 conn.execute("SELECT data FROM errors WHERE id = ?", (example,)).fetchone()[0]
             )
+            videos = {v for v, _ in rows if v}
             patterns.append(
-                ErrorPattern(
-                    fingerprint=fp,
-                    pattern=sample.pattern or sample.error[:200],
-                    stage=fp.split(":", 1)[0],
-                    count=count,
-                    unresolved=unresolved,
-                    videos=sorted({v for v, _ in rows if v}),
-                    stages=sorted({s for _, s in rows if s}),
-                    first_seen=from_micros(first),
-                    last_seen=from_micros(last),
-                    example_id=example,
-                )
+                error_pattern_from_row(group, sample, videos, {s for _, s in rows if s})
             )
         return patterns
 
@@ -749,7 +684,7 @@ class FileStore:
         return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
 
     def gate_state_path(self, video_id: str) -> Path:
-        return self.gate_dir / f"{validate_identifier(video_id, 'video id')}.json"
+        return self.layout.gate_state_path(video_id)
 
     def _gate_folder_usable(self) -> None:
         """A file where ``state/learning_gate`` (or ``state``) must be a folder: one clear error."""
@@ -776,7 +711,7 @@ class FileStore:
             atomic_write(path, dump_json(state.model_dump(mode="json")))
 
     def _soul_snapshot_path(self, sha256: str) -> Path:
-        return self.gate_dir / "souls" / f"{validate_identifier(sha256, 'SOUL hash')}.md"
+        return self.layout.soul_path(sha256)
 
     def save_soul_snapshot(self, sha256: str, text: str) -> None:
         self._writable()
@@ -811,7 +746,10 @@ class FileStore:
             # The archive is written first: a crash before the tombstone list is rewritten
             # leaves them in both places (archived again next time), never in neither.
             [path] = _create_dated(
-                folder / TOMBSTONE_ARCHIVE_DIR, "tombstones", now.date(), {".json": content}
+                folder / TOMBSTONE_ARCHIVE_DIR,
+                TOMBSTONE_ARCHIVE_PREFIX,
+                now.date(),
+                {".json": content},
             )
             kept = [t for t in state.tombstones.tombstones if not t.tombstoned_at < older_than]
             state.tombstones.tombstones = kept
@@ -895,16 +833,49 @@ class FileStore:
         fixed without losing anything."""
         if repair:
             self._writable()
-        from rayvault.learning.store._doctor import FileStoreDoctor
+        from rayvault.learning.store.files.doctor import FileStoreDoctor
 
         return FileStoreDoctor(self, repair=repair, progress=progress).run()
+
+    # -- capabilities (``store.capabilities``) -----------------------------------------------
+    def has_schema(self) -> bool:
+        return False  # its files are created as it writes
+
+    def init_schema(self) -> list[str]:
+        return []
+
+    def upgrade_schema(self) -> list[str]:
+        return []
+
+    def schema_status(self) -> dict[str, Any]:
+        return {
+            "backend": "file",
+            "description": self.describe(),
+            "root": str(self.root),
+            "initialised": True,
+            "migrations": [],
+            "pending": [],
+            "unknown": [],
+            "counts": {
+                "events": self.count_events(EventQuery()),
+                "errors": len(self.query_errors(ErrorQuery())),
+                "agents": len(self.list_agents()),
+                "gate_states": len(self.layout.gate_state_files()),
+            },
+        }
+
+    def portable(self) -> Portable:
+        """Its data root, read and written as items (``files.transfer``)."""
+        from rayvault.learning.store.files.transfer import FileLayout
+
+        return FileLayout(self.root)
 
     # -- weekly reports -----------------------------------------------------------------------
     def save_weekly_report(self, day: date, report: Mapping[str, Any], html: str) -> SavedReport:
         self._writable()
         json_path, html_path = _create_dated(
             self.reports_dir,
-            "weekly",
+            REPORT_PREFIX,
             day,
             {".json": dump_json(dict(report)), ".html": html.encode()},
         )
@@ -915,7 +886,7 @@ class FileStore:
             return []
         found = []
         for entry in self.reports_dir.iterdir():
-            if entry.suffix == ".json" and (dated := parse_dated(_REPORT, entry.stem)):
+            if entry.suffix == ".json" and (dated := parse_dated(REPORT_NAME, entry.stem)):
                 found.append((*dated, entry))
         return [entry.stem for _, _, entry in sorted(found)]
 
@@ -925,29 +896,13 @@ class FileStore:
             if not names:
                 return None
             name = names[-1]
-        elif not _REPORT.fullmatch(name):
+        elif not REPORT_NAME.fullmatch(name):
             raise InvalidIdentifierError(
                 f"invalid weekly report name {name!r}: expected weekly-YYYY-MM-DD or "
                 "weekly-YYYY-MM-DD-N"
             )
-        path = self.reports_dir / f"{name}.json"
+        path = self.layout.report_path(name)
         return self._load(WeeklyReport, path, "the weekly report")
-
-
-class OriginalTombstoneArchive(RootModel[list[Tombstone]]):
-    """The content of the original system's ``tombstones_archive_YYYYMMDD.json``: a bare list."""
-
-
-def original_tombstone_archive_day(name: str) -> date | None:
-    """The day of the original system's ``tombstones_archive_<local %Y%m%d>.json`` (None for
-    any other name)."""
-    match = _ORIGINAL_TOMBSTONE_ARCHIVE.fullmatch(name)
-    if match is None:
-        return None
-    try:
-        return datetime.strptime(match.group(1), "%Y%m%d").date()
-    except ValueError:
-        return None
 
 
 #: Keys per ``IN (…)`` lookup (well under SQLite's limit on bound parameters).
@@ -1000,40 +955,6 @@ def append_journal(path: Path, lines: Sequence[bytes]) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def dated_name(prefix: str, day: date, n: int) -> str:
-    """``<prefix>-YYYY-MM-DD`` for the first of a day, ``…-2``, ``…-3`` for the next ones."""
-    return f"{prefix}-{day.isoformat()}" + (f"-{n}" if n > 1 else "")
-
-
-def parse_dated(pattern: re.Pattern[str], name: str) -> tuple[date, int] | None:
-    """The day and number within the day of a dated name (``_REPORT``, ``_TOMBSTONE_ARCHIVE``),
-    or None when ``name`` is not one."""
-    match = pattern.fullmatch(name)
-    if match is None:
-        return None
-    try:
-        return date.fromisoformat(match.group(1)), int(match.group(2) or 1)
-    except ValueError:
-        return None  # weekly-2026-13-45: not ours
-
-
-def tombstone_archive_document(
-    agent: str, now: datetime, older_than: datetime, due: Sequence[Tombstone]
-) -> dict[str, Any]:
-    """The content of a tombstone archive (``tombstones-YYYY-MM-DD[-N].json``)."""
-    return {
-        "agent": agent,
-        "archived_at": format_ts(now),
-        "older_than": format_ts(older_than),
-        "tombstones": [t.model_dump(mode="json") for t in due],
-        "count": len(due),
-    }
-
-
-def _split_list(value: str | None) -> list[str]:
-    return sorted(value.split(",")) if value else []
 
 
 def _create_dated(

@@ -1,8 +1,10 @@
 """The PostgreSQL store: one shared, transactional store for pipelines whose workers run on
 several machines (DESIGN.md §4–§5). Selected by a ``postgresql://`` URL (``RAYVAULT_STORE`` or
-``--store``); psycopg 3 with a connection pool, imported only when asked for.
+``--store``); psycopg 3 with a connection pool, imported only when asked for. This module is
+the store's operations; its connections, pool, transactions and retries are ``connection``
+(:class:`Connections`, which it extends), its SQL ``queries``.
 
-Tables (created and upgraded by the migrations in ``_pgschema``, in the URL's ``schema``)::
+Tables (created and upgraded by the migrations in ``postgres.schema``, in the URL's ``schema``)::
 
     event_versions, events     every version of every event / the latest one, with indexed columns
     error_versions, errors     the same for the error log
@@ -34,33 +36,22 @@ the parent's connections.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
-import random
-import re
 import secrets
-import threading
-import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
-from rayvault.learning._time import as_utc, compact_ts, parse_ts, utcnow
+from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
     CorruptFileError,
@@ -70,7 +61,6 @@ from rayvault.learning.exceptions import (
     StoreError,
 )
 from rayvault.learning.models import (
-    SEVERITIES,
     AgentMemory,
     CompactResult,
     ErrorEntry,
@@ -83,12 +73,15 @@ from rayvault.learning.models import (
     TombstoneFile,
     WeeklyReport,
 )
-from rayvault.learning.store import _pgschema as schema_sql
 from rayvault.learning.store._fs import dump_json
+from rayvault.learning.store._names import REPORT_NAME, dated_name
+from rayvault.learning.store._records import (
+    error_pattern_from_row,
+    pattern_from_row,
+    tombstone_archive_document,
+    validate_record,
+)
 from rayvault.learning.store._sql import (
-    ERROR_COLUMNS,
-    EVENT_COLUMNS,
-    LATEST_RESOLUTION_SQL,
     error_row,
     error_where,
     event_order,
@@ -112,11 +105,50 @@ from rayvault.learning.store.base import (
     build_records,
 )
 from rayvault.learning.store.documents import Documents
-from rayvault.learning.store.files import (
-    _REPORT,
-    dated_name,
-    tombstone_archive_document,
-    validate_record,
+from rayvault.learning.store.postgres import schema as schema_sql
+from rayvault.learning.store.postgres.connection import (
+    Connections,
+    _first_line,
+)
+from rayvault.learning.store.postgres.queries import (
+    AGENT_LOCKED,
+    AGENT_SAVE,
+    AGENT_STATE,
+    AGENT_WRITE,
+    COMPACT_PLAN,
+    COMPACT_SIZE,
+    COMPACT_STEPS,
+    ERROR_BY_ID,
+    ERROR_FOR_UPDATE,
+    ERROR_PATTERNS,
+    ERROR_UPSERT,
+    ERRORS_BY_IDS,
+    ERRORS_FOR_UPDATE,
+    EVENT_BY_ID,
+    EVENT_FACETS,
+    EVENT_FOR_UPDATE,
+    EVENT_STATUSES,
+    EVENT_UPSERT,
+    EVENTS_FOR_UPDATE,
+    GATE_SAVE,
+    GATE_STATE,
+    GATE_STATE_LOCKED,
+    KNOWN_FAILURES,
+    LATEST_RESOLUTION,
+    LATEST_RESOLUTIONS,
+    LOCK,
+    PATTERN_SAMPLES,
+    REPORT_INSERT,
+    REPORT_LIST,
+    REPORT_LOAD,
+    REPORT_NEXT,
+    SNAPSHOT_INSERT,
+    SNAPSHOT_LIST,
+    SNAPSHOT_PRUNE,
+    SOUL_LOAD,
+    SOUL_SAVE,
+    TOMBSTONE_ARCHIVE_INSERT,
+    TOMBSTONE_ARCHIVE_NEXT,
 )
 from rayvault.policies import Policies, PolicyError, load_policies
 
@@ -124,382 +156,22 @@ log = logging.getLogger("rayvault.learning")
 M = TypeVar("M", bound=BaseModel)
 Conn = psycopg.Connection[Any]
 
-DEFAULT_SCHEMA = "rayvault"
-#: How long a writer waits for a lock held by another worker before giving up (the file store
-#: waits as long for its file locks).
-LOCK_TIMEOUT_MS = 60_000
-#: Connections per process and store (``?pool_max=N`` to change): one per thread running a
-#: store call, plus one for an ``exclusive`` block.
-POOL_MAX = 4
-#: Seconds to wait for a free pooled connection.
-POOL_TIMEOUT = 30.0
-#: How long one attempt of a maintenance transaction waits for its table locks (well under
-#: PostgreSQL's deadlock_timeout, 1 s by default: it gives up before a writer could be aborted).
-MAINTENANCE_LOCK_TRY_MS = 200
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_OPTIONS_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*\"?([^\s,\"]+)")
-#: Query parameters of a store URL that are ours, not libpq's.
-_OWN_PARAMS = ("schema", "pool_max")
-_MICROS_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Pools inherited by a forked child: kept referenced and never closed there (closing would end
-#: the parent's sessions; psycopg itself leaves a connection made by another process alone).
-_INHERITED: list[ConnectionPool[Any]] = []
-#: The same for the connection holding a read-only view's empty schema (see ``_phantom``).
-_INHERITED_CONNECTIONS: list[Any] = []
-
-
-# -- URLs -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Target:
-    """Where a store URL points: libpq connection string, schema, and a printable URL."""
-
-    conninfo: str
-    schema: str
-    display: str
-    pool_max: int = POOL_MAX
-
-
-def display_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages and ``describe``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = "&".join(
-        f"{k}={'***' if k == 'password' else v}"
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def with_schema(url: str, schema: str) -> str:
-    """``url`` pointing at ``schema`` (its ``schema`` parameter set or replaced)."""
-    parts = urlsplit(url)
-    params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
-    params.append(("schema", schema))
-    return urlunsplit(parts._replace(query=urlencode(params, quote_via=quote)))
-
-
-def parse_url(url: str) -> Target:
-    """Split a store URL into libpq's connection string and our schema.
-
-    The schema comes from ``?schema=NAME``, else from ``options=-csearch_path=NAME``, else
-    ``rayvault``; ``?pool_max=N`` sizes the connection pool. Every connection gets the schema as
-    its search path, a lock timeout, and (unless the URL says otherwise) a connect timeout and an
-    application name.
-    """
-    display = display_url(url)
-    try:
-        parts = urlsplit(url)
-        params = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
-    except ValueError as e:
-        raise _bad_url(display, str(e)) from e
-    own = {k: v for k, v in params if k in _OWN_PARAMS}
-    rest = [(k, v) for k, v in params if k not in _OWN_PARAMS]
-    options = next((v for k, v in rest if k == "options"), "")
-    schema = own.get("schema")
-    if schema is None:
-        match = _OPTIONS_SEARCH_PATH.search(options)
-        schema = match.group(1) if match else DEFAULT_SCHEMA
-    if not _SCHEMA_NAME.fullmatch(schema):
-        raise _bad_url(
-            display,
-            f"schema {schema!r} is not a plain lower-case name "
-            "(letters, digits and '_', not starting with a digit, at most 63 characters)",
-        )
-    try:
-        pool_max = int(own.get("pool_max", POOL_MAX))
-    except ValueError:
-        pool_max = 0
-    if not 1 <= pool_max <= 1000:
-        raise _bad_url(
-            display, f"pool_max must be a number from 1 to 1000 (got {own['pool_max']!r})"
-        )
-    libpq_url = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
-    try:
-        info = conninfo_to_dict(libpq_url)
-    except psycopg.Error as e:
-        raise _bad_url(display, _first_line(e)) from e
-    own_options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
-    info["options"] = f"{own_options} {info.get('options') or ''} -c search_path={schema}".strip()
-    info.setdefault("connect_timeout", "10")
-    info.setdefault("application_name", "rayvault-learning")
-    return Target(make_conninfo("", **info), schema, display, pool_max)
-
-
-def _bad_url(display: str, why: str) -> StoreError:
-    return StoreError(
-        f"invalid PostgreSQL store URL {display}: {why}",
-        hint="use postgresql://USER@HOST:PORT/DATABASE[?schema=NAME] (--store or RAYVAULT_STORE)",
-    )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
-
-
-def _connect_error(display: str, error: BaseException) -> StoreError:
-    return StoreError(
-        f"cannot connect to PostgreSQL at {display}: {_first_line(error)}",
-        hint="check that the server is running and reachable, and the URL "
-        "(--store or RAYVAULT_STORE)",
-    )
-
-
-def _from_micros(value: int) -> datetime:
-    return _MICROS_EPOCH + timedelta(microseconds=value)
-
-
-class _RetryableError(StoreError):
-    """PostgreSQL rolled a transaction back (deadlock victim, serialization failure): nothing
-    of it was committed, and running it again is safe."""
-
-
-class _ConnectionLost(StoreError):
-    """The connection broke under a call (the server terminated it, the network dropped it).
-    ``in_commit``: it broke while a transaction was being committed, so the write may or may
-    not have been stored."""
-
-    in_commit = False
-
-
-class _PoolLog(logging.Handler):
-    """psycopg_pool's own messages ("discarding closed connection" after the server ended a
-    pooled connection, …) go to the ``rayvault.learning`` logger at INFO: they are expected, the
-    store reconnects, and they must not be printed around the CLI's ``Error:`` line (with no
-    handler of its own, Python would print the pool's warnings to stderr)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        log.info("PostgreSQL connection pool: %s", record.getMessage())
-
-
-_pool_log = logging.getLogger("psycopg.pool")
-if not any(isinstance(h, _PoolLog) for h in _pool_log.handlers):
-    _pool_log.addHandler(_PoolLog())
-
 
 def _snapshot_name(stamp: str) -> str:
     return f"memory_active-{stamp}-{secrets.token_hex(4)}.json"
 
 
-def _split_list(value: str | None) -> list[str]:
-    return sorted(value.split(",")) if value else []
-
-
-def _close_pool(pool: ConnectionPool[Any], pid: int) -> None:
-    if os.getpid() == pid:
-        pool.close()
-    else:
-        _INHERITED.append(pool)
-
-
-# -- SQL of one operation each ------------------------------------------------------------------
-_EVENT_TYPES = {"ts": "bigint", "resolved": "smallint"}
-_ERROR_TYPES = {"ts": "bigint", "resolved": "smallint", "resolved_ts": "bigint"}
-
-
-def _upsert_sql(
-    versions: str, table: str, key: str, columns: tuple[str, ...], types: dict[str, str]
-) -> str:
-    """Append one version and make it the record's latest unless a later one is already there.
-
-    Parameters: the key, the JSON text, then the indexed columns (``_sql.*_row``). The version's
-    ``seq`` decides which version is the latest, as the position in the file log does: a writer
-    that commits late never replaces a newer version.
-    """
-    values = ", ".join(f"%s::{types.get(c, 'text')}" for c in columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns[1:], "last_seq", "data"))
-    return f"""
-        WITH version AS (
-            INSERT INTO {versions} ({key}, data) VALUES (%s, %s) RETURNING seq, data
-        )
-        INSERT INTO {table} ({", ".join(columns)}, seq, last_seq, data)
-        SELECT {values}, seq, seq, data FROM version
-        ON CONFLICT ({key}) DO UPDATE SET {updates}
-        WHERE {table}.last_seq < excluded.last_seq
-    """
-
-
-EVENT_UPSERT = _upsert_sql("event_versions", "events", "event_id", EVENT_COLUMNS, _EVENT_TYPES)
-ERROR_UPSERT = _upsert_sql("error_versions", "errors", "id", ERROR_COLUMNS, _ERROR_TYPES)
-EVENT_BY_ID = "SELECT data::text FROM events WHERE event_id = %s"
-EVENT_FOR_UPDATE = EVENT_BY_ID + " FOR UPDATE"
-ERROR_BY_ID = "SELECT data::text FROM errors WHERE id = %s"
-ERROR_FOR_UPDATE = ERROR_BY_ID + " FOR UPDATE"
-# Many rows locked in key order, so two bulk writers never wait for each other in a cycle.
-EVENTS_FOR_UPDATE = (
-    "SELECT event_id, data::text FROM events WHERE event_id = ANY(%s) ORDER BY event_id FOR UPDATE"
-)
-ERRORS_FOR_UPDATE = "SELECT id, data::text FROM errors WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-EVENT_FACETS = """
-    SELECT CASE WHEN GROUPING(severity) = 0 THEN 'severity'
-                WHEN GROUPING(status) = 0 THEN 'status'
-                WHEN GROUPING(component) = 0 THEN 'component'
-                ELSE 'agent' END AS facet,
-           coalesce(severity, status, component, agent) AS value, count(*) AS n
-      FROM events{where}
-     GROUP BY GROUPING SETS ((severity), (status), (component), (agent))
-     ORDER BY facet, n DESC, value
-"""
-ERROR_PATTERNS = """
-    SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(id),
-           array_remove(array_agg(DISTINCT video_id), NULL),
-           array_remove(array_agg(DISTINCT stage), NULL)
-      FROM errors WHERE fingerprint IS NOT NULL
-     GROUP BY fingerprint HAVING count(*) >= %s
-     ORDER BY count(*) DESC, max(ts) DESC
-"""
-ERRORS_BY_IDS = "SELECT id, data::text FROM errors WHERE id = ANY(%s)"
-LATEST_RESOLUTIONS = """
-    SELECT data::text FROM (
-        SELECT DISTINCT ON (fingerprint) data, resolved_ts, seq FROM errors
-         WHERE resolved = 1 AND fingerprint IS NOT NULL AND resolved_ts IS NOT NULL
-         ORDER BY fingerprint, resolved_ts DESC, seq DESC
-    ) AS latest
-    ORDER BY resolved_ts DESC, seq DESC
-"""
-# The pattern shown for a known failure: from an event with the fingerprint if there is one
-# (its pattern, or none: then the fingerprint is shown), else from an error-log entry; and the
-# text of that record, masked for records stored without a pattern (the original system's).
-KNOWN_FAILURES = """
-    SELECT k.fingerprint, k.occurrences, k.unresolved,
-           coalesce((SELECT coalesce(e.data->>'pattern', '') FROM events AS e
-                      WHERE e.fingerprint = k.fingerprint LIMIT 1),
-                    (SELECT r.data->>'pattern' FROM errors AS r
-                      WHERE r.fingerprint = k.fingerprint LIMIT 1)),
-           coalesce((SELECT e.data->>'symptom' FROM events AS e
-                      WHERE e.fingerprint = k.fingerprint LIMIT 1),
-                    (SELECT r.data->>'error' FROM errors AS r
-                      WHERE r.fingerprint = k.fingerprint LIMIT 1))
-      FROM ({inner}) AS k
-     ORDER BY k.occurrences DESC, k.fingerprint
-"""
-LOCK = "SELECT pg_advisory_xact_lock(%s)"
-AGENT_STATE = "SELECT memory::text, tombstones::text FROM agents WHERE agent = %s"
-AGENT_LOCKED = AGENT_STATE + " FOR UPDATE"
-# One statement: archive the memory as it is (server side: it is not sent back) and save the new
-# documents. The snapshot reads the row as the statement found it: before the update.
-AGENT_WRITE = """
-    WITH snapshot AS (
-        INSERT INTO memory_snapshots (agent, name, taken_at, data)
-        SELECT agent, %(name)s, %(taken)s, memory FROM agents
-         WHERE agent = %(agent)s AND memory IS NOT NULL AND %(snapshot)s
-        ON CONFLICT DO NOTHING RETURNING name
-    )
-    INSERT INTO agents (agent, memory, tombstones) VALUES (%(agent)s, %(memory)s, %(tombstones)s)
-    ON CONFLICT (agent) DO UPDATE SET memory = coalesce(excluded.memory, agents.memory),
-                                      tombstones = coalesce(excluded.tombstones, agents.tombstones)
-    RETURNING (SELECT count(*) FROM snapshot)
-"""
-AGENT_SAVE = """
-    INSERT INTO agents (agent, memory, tombstones) VALUES (%s, %s, %s)
-    ON CONFLICT (agent) DO UPDATE SET memory = coalesce(excluded.memory, agents.memory),
-                                      tombstones = coalesce(excluded.tombstones, agents.tombstones)
-"""
-SNAPSHOT_INSERT = """
-    INSERT INTO memory_snapshots (agent, name, taken_at, data) VALUES (%s, %s, %s, %s)
-    ON CONFLICT DO NOTHING RETURNING name
-"""
-SNAPSHOT_LIST = (
-    "SELECT taken_at, name FROM memory_snapshots WHERE agent = %s ORDER BY taken_at, name"
-)
-SNAPSHOT_PRUNE = (
-    "DELETE FROM memory_snapshots WHERE agent = %s AND taken_at < %s RETURNING taken_at, name"
-)
-GATE_STATE = "SELECT data::text FROM gate_states WHERE video_id = %s"
-GATE_STATE_LOCKED = GATE_STATE + " FOR UPDATE"
-GATE_SAVE = """
-    INSERT INTO gate_states (video_id, data) VALUES (%s, %s)
-    ON CONFLICT (video_id) DO UPDATE SET data = excluded.data
-"""
-SOUL_SAVE = "INSERT INTO soul_snapshots (sha256, text) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-SOUL_LOAD = "SELECT text FROM soul_snapshots WHERE sha256 = %s"
-#: psycopg decodes the ``json`` column it selects: the record is validated from that.
-LATEST_RESOLUTION = LATEST_RESOLUTION_SQL.format(ph="%s")
-PATTERN_SAMPLES = (
-    "SELECT event_id, data->>'pattern', data->>'symptom' FROM events WHERE event_id = ANY(%s)"
-)
-EVENT_STATUSES = "SELECT event_id, status FROM events WHERE event_id = ANY(%s)"
-# Dated names (weekly-2026-02-19, …-2): the next number of the day, claimed by an insert that
-# never replaces a row (under a lock, so two writers of one day do not race for a number).
-REPORT_NEXT = "SELECT coalesce(max(n), 0) + 1 FROM weekly_reports WHERE day = %s"
-REPORT_INSERT = """
-    INSERT INTO weekly_reports (name, day, n, data, html) VALUES (%s, %s, %s, %s, %s)
-    ON CONFLICT (name) DO NOTHING RETURNING name
-"""
-REPORT_LIST = "SELECT name FROM weekly_reports WHERE data IS NOT NULL ORDER BY day, n, name"
-REPORT_LOAD = "SELECT data::text FROM weekly_reports WHERE name = %s AND data IS NOT NULL"
-TOMBSTONE_ARCHIVE_NEXT = (
-    "SELECT coalesce(max(n), 0) + 1 FROM tombstone_archives WHERE agent = %s AND day = %s"
-)
-TOMBSTONE_ARCHIVE_INSERT = """
-    INSERT INTO tombstone_archives (agent, name, day, n, data) VALUES (%s, %s, %s, %s, %s)
-    ON CONFLICT (agent, name) DO NOTHING RETURNING name
-"""
-# Compaction: the first version row of every event with several versions takes the latest
-# version's text; the other rows go. Everything changed or removed is copied to the archive first.
-COMPACT_SIZE = "SELECT count(*), coalesce(sum(octet_length(data::text)), 0) FROM event_versions"
-COMPACT_PLAN = """
-    CREATE TEMP TABLE rayvault_compact ON COMMIT DROP AS
-    SELECT v.event_id, min(v.seq) AS keep FROM event_versions AS v
-      JOIN events AS e ON e.event_id = v.event_id
-     GROUP BY v.event_id HAVING count(*) > 1
-"""
-COMPACT_STEPS = (
-    """INSERT INTO event_version_archive (compaction, seq, event_id, data)
-       SELECT %(name)s, v.seq, v.event_id, v.data FROM event_versions AS v
-         JOIN rayvault_compact AS c ON c.event_id = v.event_id""",
-    """UPDATE event_versions AS v SET data = e.data FROM rayvault_compact AS c, events AS e
-        WHERE v.seq = c.keep AND e.event_id = c.event_id""",
-    """DELETE FROM event_versions AS v USING rayvault_compact AS c
-        WHERE v.event_id = c.event_id AND v.seq <> c.keep""",
-    """UPDATE events AS e SET seq = c.keep, last_seq = c.keep FROM rayvault_compact AS c
-        WHERE e.event_id = c.event_id""",
-)
-
-
-class PostgresStore:
+class PostgresStore(Connections):
     """The shared store: learning data in PostgreSQL, documents as files under ``root``."""
 
     def __init__(
         self, root: Path | str, url: str, *, migrate: bool = True, read_only: bool = False
     ) -> None:
         self.root = Path(root).absolute()
-        self.url = url
-        self.target = parse_url(url)
-        self.schema = self.target.schema
-        self.is_read_only = read_only
+        self._init_connections(url, migrate=migrate, read_only=read_only)
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
-        #: Create or upgrade the schema on first use (``store status`` looks without changing it;
-        #: a read-only view never changes it).
-        self.auto_migrate = migrate and not read_only
-        self.conninfo = self.target.conninfo
-        if read_only:
-            options = conninfo_to_dict(self.conninfo).get("options") or ""
-            self.conninfo = make_conninfo(
-                self.conninfo, options=f"{options} -c default_transaction_read_only=on"
-            )
-        #: A read-only view of a schema that does not exist yet sees it empty: one connection
-        #: holds an empty copy of the schema in a transaction never committed (``_pooled``).
-        self._phantom_schema = False
-        self._phantom_conn: Conn | None = None
-        self._phantom_lock = threading.RLock()
-        #: How many times this store built that empty schema (once per process and store).
-        self.phantom_builds = 0
-        self._pool: ConnectionPool[Any] | None = None
-        self._finalizer: weakref.finalize[Any, PostgresStore] | None = None
-        self._pool_lock = threading.Lock()
-        self._local = threading.local()
-        self._pid = os.getpid()
         self._souls_saved: set[str] = set()
         self._read_only_view: PostgresStore | None = None
-        #: Migrations this object applied when it first connected (the doctor reports them).
-        self.applied_on_open: list[str] = []
 
     def __repr__(self) -> str:
         extra = ", read_only=True" if self.is_read_only else ""
@@ -538,160 +210,9 @@ class PostgresStore:
     def close(self) -> None:
         if self._read_only_view is not None:
             self._read_only_view.close()
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-            if self._finalizer is not None:
-                self._finalizer.detach()
-                self._finalizer = None
-        if pool is not None:
-            _close_pool(pool, self._pid)
-        with self._phantom_lock:
-            phantom, self._phantom_conn = self._phantom_conn, None
-        if phantom is not None and not phantom.closed:
-            if os.getpid() == self._pid:
-                phantom.close()  # rolls the empty schema back
-            else:
-                _INHERITED_CONNECTIONS.append(phantom)
+        self._close_connections()
 
-    # -- connections ----------------------------------------------------------------------------
-    def lock_key(self, *parts: str) -> int:
-        """A 64-bit advisory-lock key for ``parts`` in this schema (other schemas never block)."""
-        digest = hashlib.blake2b("\0".join((self.schema, *parts)).encode(), digest_size=8)
-        return int.from_bytes(digest.digest(), "big", signed=True)
-
-    def connect(self) -> Conn:
-        """A new connection of its own (not pooled), autocommit, on this store's schema."""
-        try:
-            return psycopg.connect(self.conninfo, autocommit=True)
-        except psycopg.OperationalError as e:
-            raise _connect_error(self.target.display, e) from e
-
-    def _forked(self) -> None:
-        """In a child process: forget the parent's pool and transaction; build our own."""
-        if self._pool is not None:
-            _INHERITED.append(self._pool)
-        self._pool = None
-        self._finalizer = None
-        if self._phantom_conn is not None:
-            _INHERITED_CONNECTIONS.append(self._phantom_conn)
-            self._phantom_conn = None
-        self._phantom_lock = threading.RLock()
-        self._local = threading.local()
-        self._pool_lock = threading.Lock()
-        self._pid = os.getpid()
-
-    def _get_pool(self) -> ConnectionPool[Any]:
-        if self._pid != os.getpid():
-            self._forked()
-        pool = self._pool
-        if pool is not None:
-            return pool
-        with self._pool_lock:
-            if self._pool is None:
-                if self.auto_migrate:
-                    # A connection of our own first: a bad URL or a server that is down is
-                    # reported at once and clearly (the pool would retry in the background).
-                    with self.connect() as conn:
-                        self._ensure_schema(conn)
-                elif self.is_read_only:
-                    with self.connect() as conn:
-                        self._check_readable(conn)
-                pool = ConnectionPool(
-                    self.conninfo,
-                    kwargs={"autocommit": True},
-                    min_size=1,
-                    max_size=self.target.pool_max,
-                    open=False,
-                    name=f"rayvault-{self.schema}",
-                    timeout=POOL_TIMEOUT,
-                    # A connection the server ended while it sat in the pool is found and
-                    # replaced when it is checked out, not reported as the next call's error.
-                    check=ConnectionPool.check_connection,
-                )
-                pool.open(wait=False)
-                self._pool = pool
-                self._finalizer = weakref.finalize(self, _close_pool, pool, self._pid)
-            return self._pool
-
-    @contextlib.contextmanager
-    def _pooled(self) -> Iterator[Conn]:
-        """A pooled connection of its own (not the thread's current transaction)."""
-        pool = self._get_pool()
-        conn: Conn | None = None
-        try:
-            if self._phantom_schema:
-                with self._phantom_connection() as conn:
-                    yield conn
-            else:
-                with pool.connection() as conn:
-                    yield conn
-        except PoolTimeout as e:
-            raise StoreError(
-                f"no PostgreSQL connection available at {self.target.display} "
-                f"after {POOL_TIMEOUT:.0f}s: {_first_line(e)}",
-                hint="check that the server is running and accepts connections",
-            ) from e
-        except pg_errors.LockNotAvailable as e:
-            raise StoreError(
-                f"timed out after {LOCK_TIMEOUT_MS // 1000}s waiting for a lock in the "
-                f"PostgreSQL store {self.target.display} (schema {self.schema})",
-                hint="another worker holds it; check for stuck sessions in pg_stat_activity",
-            ) from e
-        except pg_errors.TransactionRollback as e:
-            raise _RetryableError(
-                f"PostgreSQL store {self.target.display}: {_first_line(e)}",
-                hint="a concurrent write conflicted with this one; try again",
-            ) from e
-        except pg_errors.UndefinedTable as e:
-            raise StoreError(
-                f"schema {self.schema!r} at {self.target.display} is not initialised "
-                f"({_first_line(e)})",
-                hint="run `rayvault-learn store init`",
-            ) from e
-        except psycopg.OperationalError as e:
-            if conn is not None and conn.broken:
-                raise self._lost(e) from e
-            raise StoreError(
-                f"PostgreSQL store {self.target.display}: {_first_line(e)}",
-                hint="check that the server is running and reachable",
-            ) from e
-
-    def _lost(self, error: psycopg.OperationalError) -> _ConnectionLost:
-        in_commit = bool(getattr(error, "rayvault_in_commit", False))
-        lost = _ConnectionLost(
-            f"PostgreSQL store {self.target.display}: the connection was lost"
-            + (" while committing: the write may or may not have been stored" if in_commit else "")
-            + f" ({_first_line(error)})",
-            hint="retry with the same idempotency key (--idempotency-key): a write that was "
-            "stored is then returned, not made twice"
-            if in_commit
-            else "check that the server is running and reachable",
-        )
-        lost.in_commit = in_commit
-        return lost
-
-    def _reconnecting(
-        self, call: Callable[[], None], *, stored: Callable[[], bool] | None = None
-    ) -> None:
-        """Run a write ``call`` again, once, on a new connection when its connection was lost
-        and that is safe: it broke before a commit was under way (nothing of it was stored), or
-        ``stored()`` (asked on a new connection) says the write did not reach the database. A
-        write that did is not made twice. Never inside a transaction block (the block's
-        connection is gone: the block fails), never for other errors (constraints, bad data)."""
-        try:
-            call()
-        except _ConnectionLost as e:
-            if getattr(self._local, "conn", None) is not None:
-                raise
-            if stored is not None:
-                if stored():
-                    log.info("PostgreSQL store: connection lost (%s); the write was stored", e)
-                    return
-            elif e.in_commit:
-                raise
-            log.info("PostgreSQL store: connection lost (%s); retried on a new connection", e)
-            call()
-
+    # -- writes -------------------------------------------------------------------------------
     def _version_stored(self, statement: str, params: tuple[Any, ...]) -> bool:
         """Whether the record version of an upsert's ``params`` (key, JSON text, …) is in its
         versions table: after a connection lost during the upsert, it tells whether it was
@@ -705,58 +226,6 @@ class PostgresStore:
             ).fetchone()
         return row is not None
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[Conn]:
-        """The thread's connection: inside a transaction block, that block's; else a pooled one
-        for the duration (autocommit: a single statement is its own transaction)."""
-        if self._pid == os.getpid():
-            current: Conn | None = getattr(self._local, "conn", None)
-            if current is not None:
-                yield current
-                return
-        with self._pooled() as conn:
-            self._local.conn = conn
-            try:
-                yield conn
-            finally:
-                self._local.conn = None
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Conn]:
-        """A transaction (a savepoint when the thread is already in one)."""
-        with self._connection() as conn:
-            committing = False
-            try:
-                with conn.transaction():
-                    yield conn
-                    committing = True
-            except psycopg.OperationalError as e:
-                # Lost during COMMIT: the server may have stored it (see ``_lost``).
-                e.rayvault_in_commit = committing  # type: ignore[attr-defined]
-                raise
-
-    def lock_tables(self, conn: Conn, tables: str, mode: str) -> None:
-        """``LOCK TABLE tables IN mode MODE`` in the caller's transaction, for maintenance that
-        holds writers off (compaction, repairs) without ever waiting while it holds a lock.
-
-        Writers take the locks of ``events`` and ``event_versions`` in either order (an update
-        reads its row first, an append inserts its version first): a maintenance transaction
-        waiting for its second table could deadlock with one, and PostgreSQL could abort the
-        writer. So each attempt gives up quickly, releases what it got, and tries again, up to
-        the usual lock timeout."""
-        deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
-        while True:
-            try:
-                with conn.transaction():  # a savepoint: rolling it back releases its locks
-                    conn.execute(f"SET LOCAL lock_timeout = {MAINTENANCE_LOCK_TRY_MS}")
-                    conn.execute(f"LOCK TABLE {tables} IN {mode} MODE")
-                conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
-                return
-            except pg_errors.LockNotAvailable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(random.uniform(0.01, 0.1))
-
     def _executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         def write(conn: Conn) -> None:
             with conn.cursor() as cur:
@@ -765,103 +234,9 @@ class PostgresStore:
         # Upserts, in one transaction: all of them were committed or none.
         self._retrying(write, stored=lambda: self._version_stored(statement, params[0]))
 
-    def _retrying(
-        self, write: Callable[[Conn], None], *, stored: Callable[[], bool] | None = None
-    ) -> None:
-        """Run a multi-statement write in a transaction, again if PostgreSQL picked it as the
-        victim of a deadlock (nothing of it was committed), or once on a new connection when its
-        connection was lost (see ``_reconnecting``)."""
-
-        def run() -> None:
-            with self._transaction() as conn:
-                write(conn)
-
-        for attempt in range(5):
-            try:
-                self._reconnecting(run, stored=stored)
-                return
-            except _RetryableError:
-                if attempt == 4 or getattr(self._local, "conn", None) is not None:
-                    raise
-                log.info("PostgreSQL store: write retried after a deadlock")
-
-    @contextlib.contextmanager
-    def _phantom_connection(self) -> Iterator[Conn]:
-        """For a read-only view of a schema not created yet: the one connection that sees an
-        empty store, for the duration of a call (calls of several threads take turns). A call
-        that leaves its transaction failed drops it: the next call builds a new one."""
-        with self._phantom_lock:
-            conn = self._phantom_conn
-            if conn is None or conn.closed:
-                conn = self._phantom_conn = self._build_phantom()
-            try:
-                yield conn
-            finally:
-                if conn.info.transaction_status != TransactionStatus.INTRANS:
-                    self._phantom_conn = None
-                    conn.close()
-
-    def _build_phantom(self) -> Conn:
-        """A connection in an open transaction holding the schema as a first use would create
-        it, empty, under a private name (a concurrent ``store init`` of the real one never
-        waits for it), read-only from then on. The transaction is never committed: closing the
-        view rolls it back, and nothing of it is left in the database. Built once per view."""
-        name = f"rayvault_empty_{secrets.token_hex(6)}"
-        conn = self.connect()
-        try:
-            conn.execute("BEGIN READ WRITE")
-            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(name)))
-            schema_sql.migrate(conn, name, self.lock_key("empty", name))
-            conn.execute("SET TRANSACTION READ ONLY")
-        except psycopg.Error as e:
-            conn.close()
-            raise StoreError(
-                f"cannot read schema {self.schema!r} at {self.target.display}, which is not "
-                f"initialised, as an empty store: {_first_line(e)}",
-                hint="run `rayvault-learn store init`",
-            ) from e
-        self.phantom_builds += 1
-        log.info(
-            "schema %s is not initialised: the read-only view reads it as an empty store",
-            self.schema,
-        )
-        return conn
-
-    def _check_readable(self, conn: Conn) -> None:
-        """A read-only view reads the schema as it is: a missing one is empty (``_phantom``), one
-        written by an older version cannot be read (upgrading it would be a write)."""
-        try:
-            applied = schema_sql.applied_migrations(conn, self.schema)
-        except psycopg.OperationalError as e:
-            raise _connect_error(self.target.display, e) from e
-        if applied is None:
-            self._phantom_schema = True
-            return
-        pending = [m.name for m in schema_sql.MIGRATIONS if m.name not in applied]
-        if pending:
-            raise StoreError(
-                f"schema {self.schema!r} at {self.target.display} needs an upgrade "
-                f"({', '.join(pending)}) before it can be read; a read-only view does not "
-                "change it",
-                hint="run `rayvault-learn store upgrade`",
-            )
-
-    # -- schema -----------------------------------------------------------------------------------
-    def _ensure_schema(self, conn: Conn) -> None:
-        try:
-            if schema_sql.pending_migrations(conn, self.schema):
-                applied = schema_sql.migrate(conn, self.schema, self.lock_key("migrate"))
-                if applied:
-                    self.applied_on_open = applied
-                    log.info("schema %s: applied %s", self.schema, ", ".join(applied))
-        except psycopg.OperationalError as e:
-            raise _connect_error(self.target.display, e) from e
-        except psycopg.Error as e:
-            raise StoreError(
-                f"cannot create or upgrade schema {self.schema!r} at {self.target.display}: "
-                f"{_first_line(e)}",
-                hint="run `rayvault-learn store init` as a user allowed to create it",
-            ) from e
+    # -- schema -------------------------------------------------------------------------------
+    def has_schema(self) -> bool:
+        return True
 
     def init_schema(self) -> list[str]:
         """Create the schema if needed and apply every pending migration; their names."""
@@ -926,7 +301,7 @@ class PostgresStore:
         }
 
     # -- records ----------------------------------------------------------------------------------
-    def _where(self, table: str, key: str | None = None, column: str | None = None) -> Path:
+    def location(self, table: str, key: str | None = None, column: str | None = None) -> Path:
         """How a record is named in a corruption error (there is no file to name):
         ``rayvault.agents[dzine_producer].memory``."""
         name = f"{self.schema}.{table}" + (f"[{key}]" if key else "")
@@ -944,10 +319,10 @@ class PostgresStore:
             raise
 
     def _event(self, text: str) -> LearningEvent:
-        return self._record(LearningEvent, text, self._where("events"), "an event")
+        return self._record(LearningEvent, text, self.location("events"), "an event")
 
     def _error(self, text: str) -> ErrorEntry:
-        return self._record(ErrorEntry, text, self._where("errors"), "an error-log entry")
+        return self._record(ErrorEntry, text, self.location("errors"), "an error-log entry")
 
     # -- events -----------------------------------------------------------------------------------
     def _event_params(self, event: LearningEvent) -> tuple[Any, ...]:
@@ -1057,29 +432,7 @@ class PostgresStore:
                     PATTERN_SAMPLES, ([row[6] for row in rows],)
                 )
             }
-        patterns = []
-        for row in rows:
-            fp, count, open_count, recent, first, last, sample, videos, n_videos = row[:9]
-            components, agents, severity_counts = row[9], row[10], row[11:]
-            patterns.append(
-                Pattern(
-                    fingerprint=fp,
-                    stage=fp.split(":", 1)[0] if ":" in fp else "",
-                    pattern=samples.get(sample, ""),
-                    count=count,
-                    open_count=open_count,
-                    recent_count=recent,
-                    severities={
-                        s: int(n) for s, n in zip(SEVERITIES, severity_counts, strict=True) if n
-                    },
-                    components=_split_list(components),
-                    agents=_split_list(agents),
-                    videos=_split_list(videos),
-                    video_count=n_videos,
-                    first_seen=_from_micros(first),
-                    last_seen=_from_micros(last),
-                )
-            )
+        patterns = [pattern_from_row(row, samples.get(row[6], "")) for row in rows]
         return patterns
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
@@ -1106,7 +459,7 @@ class PostgresStore:
                 except ValueError:
                     continue
                 if resolved_since is None or when >= resolved_since:
-                    times.append((_from_micros(ts), when))
+                    times.append((from_micros(ts), when))
         return times
 
     def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
@@ -1122,13 +475,13 @@ class PostgresStore:
     def _memory(self, agent: str, text: str | None) -> AgentMemory:
         if text is None:
             return AgentMemory()
-        where = self._where("agents", agent, "memory")
+        where = self.location("agents", agent, "memory")
         return self._record(AgentMemory, text, where, "agent memory")
 
     def _tombstones(self, agent: str, text: str | None) -> TombstoneFile:
         if text is None:
             return TombstoneFile()
-        where = self._where("agents", agent, "tombstones")
+        where = self.location("agents", agent, "tombstones")
         return self._record(TombstoneFile, text, where, "the tombstone list")
 
     def load_memory(self, agent: str) -> AgentMemory:
@@ -1144,7 +497,7 @@ class PostgresStore:
         return self._tombstones(agent, tombstones)
 
     def memory_location(self, agent: str) -> str:
-        return str(self._where("agents", validate_identifier(agent, "agent"), "memory"))
+        return str(self.location("agents", validate_identifier(agent, "agent"), "memory"))
 
     def _locked_row(self, conn: Conn, query: str, key: str, *lock: str) -> tuple[Any, ...] | None:
         """Lock a record's row and read it, in the caller's transaction (``query`` ends in
@@ -1313,23 +666,10 @@ class PostgresStore:
                 entry_id: self._error(text)
                 for entry_id, text in conn.execute(ERRORS_BY_IDS, ([g[5] for g in groups],))
             }
-        patterns = []
-        for fp, count, unresolved, first, last, example, videos, stages in groups:
-            sample = examples[example]
-            patterns.append(
-                ErrorPattern(
-                    fingerprint=fp,
-                    pattern=sample.pattern or sample.error[:200],
-                    stage=fp.split(":", 1)[0],
-                    count=count,
-                    unresolved=unresolved,
-                    videos=sorted(videos),
-                    stages=sorted(stages),
-                    first_seen=_from_micros(first),
-                    last_seen=_from_micros(last),
-                    example_id=example,
-                )
-            )
+        patterns = [
+            error_pattern_from_row(group, examples[group[5]], group[6], group[7])
+            for group in groups
+        ]
         return patterns
 
     def latest_resolutions(self) -> list[ErrorEntry]:
@@ -1341,7 +681,7 @@ class PostgresStore:
             row = conn.execute(LATEST_RESOLUTION, (fingerprint,)).fetchone()
         if row is None:
             return None
-        return self._record(ErrorEntry, row[0], self._where("errors"), "an error-log entry")
+        return self._record(ErrorEntry, row[0], self.location("errors"), "an error-log entry")
 
     # -- the gate ---------------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
@@ -1387,7 +727,7 @@ class PostgresStore:
             row = conn.execute(GATE_STATE, (video_id,)).fetchone()
         if row is None:
             return None
-        where = self._where("gate_states", video_id)
+        where = self.location("gate_states", video_id)
         return self._record(GateState, row[0], where, "the gate state")
 
     @contextlib.contextmanager
@@ -1396,7 +736,7 @@ class PostgresStore:
         self._writable()
         with self._transaction() as conn:
             row = self._locked_row(conn, GATE_STATE_LOCKED, video_id, "gate", video_id)
-            where = self._where("gate_states", video_id)
+            where = self.location("gate_states", video_id)
             state = (
                 self._record(GateState, row[0], where, "the gate state")
                 if row
@@ -1490,7 +830,7 @@ class PostgresStore:
             if not names:
                 return None
             name = names[-1]
-        elif not _REPORT.fullmatch(name):
+        elif not REPORT_NAME.fullmatch(name):
             raise InvalidIdentifierError(
                 f"invalid weekly report name {name!r}: expected weekly-YYYY-MM-DD or "
                 "weekly-YYYY-MM-DD-N"
@@ -1499,7 +839,7 @@ class PostgresStore:
             row = conn.execute(REPORT_LOAD, (name,)).fetchone()
         if row is None:
             return None
-        where = self._where("weekly_reports", name, "data")
+        where = self.location("weekly_reports", name, "data")
         return self._record(WeeklyReport, row[0], where, "the weekly report")
 
     # -- maintenance ------------------------------------------------------------------------------
@@ -1554,15 +894,25 @@ class PostgresStore:
     def check(
         self, repair: bool = False, *, progress: ProgressCallback | None = None
     ) -> list[Finding]:
-        """Check the schema and every stored record (see ``_pgdoctor``); with ``repair``, fix
+        """Check the schema and every stored record (see ``postgres.doctor``); with ``repair``, fix
         what can be fixed without losing anything."""
         if repair:
             self._writable()
-        from rayvault.learning.store._pgdoctor import PostgresDoctor
+        from rayvault.learning.store.postgres.doctor import PostgresDoctor
 
         return PostgresDoctor(self, repair=repair, progress=progress).run()
 
     # -- whole-store transfer (``store export``/``store import``, see ``transfer``) ---------------
+    def portable(self) -> PostgresStore:
+        """The store gives and takes its data as items itself (``postgres.transfer``)."""
+        return self
+
+    def skipped_files(self) -> list[str]:
+        return []  # its data is rows, all of known kinds
+
+    def is_data_root(self, path: Path) -> bool:
+        return False  # its data is in the server, never in a folder
+
     def has_data(self) -> bool:
         with self._connection() as conn:
             query = " OR ".join(f"EXISTS (SELECT 1 FROM {t})" for t in schema_sql.DATA_TABLES)
@@ -1570,13 +920,13 @@ class PostgresStore:
         return bool(row and row[0])
 
     def dump_items(self) -> Iterator[Any]:
-        from rayvault.learning.store import _pgtransfer
+        from rayvault.learning.store.postgres import transfer as _pgtransfer
 
         return _pgtransfer.dump(self)
 
     def load_items(self, items: Iterable[Any]) -> dict[str, int]:
         self._writable()
-        from rayvault.learning.store import _pgtransfer
+        from rayvault.learning.store.postgres import transfer as _pgtransfer
 
         return _pgtransfer.load(self, items)
 

@@ -1,12 +1,5 @@
-"""The order of an agent's memory snapshots (``memory_archive/``), newest last.
-
-Names, oldest layout first:
-
-- ``memory_<local %Y%m%dT%H%M%S>.json``: the original system (local time, one per second);
-- ``memory_active-<UTC %Y%m%dT%H%M%SZ>-<8 hex>.json``: a random token, no order within a second;
-- ``memory_active-<UTC %Y%m%dT%H%M%SZ>-<10 digits>.json``: a sequence number that grows with each
-  snapshot of the agent (kept in the memory file as ``snapshot_seq``), so the many snapshots of
-  one second keep their order.
+"""The order of an agent's memory snapshots (``memory_archive/``), newest last (their names:
+``store._names``).
 
 Snapshots sort by their time, then their sequence number (names without one first), then the
 file's modification time (a snapshot is a hard link to the memory file it keeps: its mtime is
@@ -15,38 +8,17 @@ when that version was written).
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rayvault.learning._time import compact_ts
-
-SEQ_DIGITS = 10
-_NEW = re.compile(r"memory_active-(\d{8}T\d{6})Z(?:-([0-9a-f]+))?\.json")
-_ORIGINAL = re.compile(r"memory_(\d{8}T\d{6})\.json")
-
-
-def snapshot_time(name: str) -> datetime | None:
-    """When the memory snapshot named ``name`` was taken, in UTC (any of the layouts above);
-    None for any other name."""
-    if match := _NEW.fullmatch(name):
-        stamp, local = match.group(1), False
-    elif match := _ORIGINAL.fullmatch(name):
-        stamp, local = match.group(1), True
-    else:
-        return None
-    try:
-        naive = datetime.strptime(stamp, "%Y%m%dT%H%M%S")
-    except ValueError:
-        return None
-    # The original system wrote the local time of the machine that took the snapshot.
-    return naive.astimezone(UTC) if local else naive.replace(tzinfo=UTC)
+from rayvault.learning.store._names import SEQ_DIGITS, SNAPSHOT_NAME, snapshot_time
 
 
 def _seq(name: str) -> int:
     """The snapshot's sequence number (-1 for names without one)."""
-    match = _NEW.fullmatch(name)
+    match = SNAPSHOT_NAME.fullmatch(name)
     tail = (match.group(2) or "") if match else ""
     return int(tail) if len(tail) == SEQ_DIGITS and tail.isdigit() else -1
 

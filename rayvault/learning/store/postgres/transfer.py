@@ -18,16 +18,7 @@ import orjson
 from psycopg import sql
 
 from rayvault.learning.exceptions import StoreError
-from rayvault.learning.store._pgschema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
-from rayvault.learning.store._snapshots import snapshot_time
-from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
-from rayvault.learning.store.files import (
-    _REPORT,
-    _TOMBSTONE_ARCHIVE,
-    original_tombstone_archive_day,
-    parse_dated,
-)
-from rayvault.learning.store.transfer import (
+from rayvault.learning.store._items import (
     ERROR,
     EVENT,
     GATE_STATE,
@@ -40,13 +31,22 @@ from rayvault.learning.store.transfer import (
     TOMBSTONES,
     VIDEO_EVENT,
     Item,
-    _not_empty,
+    not_empty,
 )
+from rayvault.learning.store._names import (
+    REPORT_NAME,
+    TOMBSTONE_ARCHIVE_NAME,
+    original_tombstone_archive_day,
+    parse_dated,
+    snapshot_time,
+)
+from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store.postgres.schema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
 
 if TYPE_CHECKING:
     import psycopg
 
-    from rayvault.learning.store.postgres import PostgresStore
+    from rayvault.learning.store.postgres.store import PostgresStore
 
     Conn = psycopg.Connection[Any]
 
@@ -82,7 +82,7 @@ DUMPS = (
 
 
 def dump(store: PostgresStore) -> Iterator[Item]:
-    with store._pooled() as conn, conn.transaction():
+    with store.pooled() as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for kind, query in DUMPS:
             with conn.cursor(name=f"rayvault_dump_{kind}") as cur:
@@ -161,7 +161,7 @@ def _tombstone_archive_row(item: Item) -> tuple[Any, ...]:
     agent, name = item.key
     original = original_tombstone_archive_day(name)
     # The original system's archive of a day sorts before ours of that day (number 0).
-    dated = (original, 0) if original is not None else parse_dated(_TOMBSTONE_ARCHIVE, name)
+    dated = (original, 0) if original is not None else parse_dated(TOMBSTONE_ARCHIVE_NAME, name)
     if dated is None:
         raise StoreError(f"{name!r} is not a tombstone archive name; nothing was imported")
     return (agent, name, *dated, item.text)
@@ -169,7 +169,7 @@ def _tombstone_archive_row(item: Item) -> tuple[Any, ...]:
 
 def _report_rows(reports: dict[str, list[str | None]]) -> Iterator[tuple[Any, ...]]:
     for name, (data, html) in reports.items():
-        dated = parse_dated(_REPORT, name)
+        dated = parse_dated(REPORT_NAME, name)
         if dated is None:
             raise StoreError(f"{name!r} is not a weekly report name; nothing was imported")
         yield (name, *dated, data, html)
@@ -185,13 +185,13 @@ COPY_AGENTS = "COPY agents (agent, memory, tombstones) FROM STDIN"
 
 def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
     counts: Counter[str] = Counter()
-    with store._transaction() as conn:
+    with store.transaction() as conn:
         tables = sql.SQL(", ").join(
             sql.Identifier(t) for t in (*DATA_TABLES, "events", "errors", "fp_counts")
         )
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(tables))
         if store.has_data():
-            raise _not_empty(store.describe())
+            raise not_empty(store.describe())
         # Row by row, the aggregate's triggers would cost more than the load: they stand aside
         # for this transaction, and the aggregate is counted once at the end.
         conn.execute("SELECT set_config(%s, 'on', true)", (BULK_LOAD_SETTING,))

@@ -32,7 +32,6 @@ from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError
 from rayvault.learning.store._fs import check_inside, os_error
-from rayvault.learning.store._jsonlog import read_array, read_from, scan_after
 from rayvault.learning.store._sql import (
     ERROR_COLUMNS,
     EVENT_COLUMNS,
@@ -40,6 +39,7 @@ from rayvault.learning.store._sql import (
     error_row,
     event_row,
 )
+from rayvault.learning.store.files._jsonlog import read_array, read_from, scan_after
 
 logger = logging.getLogger("rayvault.learning.index")
 

@@ -51,16 +51,17 @@ from rayvault.learning.models import (
     TombstoneFile,
     WeeklyReport,
 )
-from rayvault.learning.store import _pgschema as schema_sql
+from rayvault.learning.store._names import original_tombstone_archive_day
+from rayvault.learning.store._records import OriginalTombstoneArchive
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
-from rayvault.learning.store.files import OriginalTombstoneArchive, original_tombstone_archive_day
+from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.policies import Policies
 
 if TYPE_CHECKING:
     import psycopg
 
     from rayvault.learning.store.base import ProgressCallback
-    from rayvault.learning.store.postgres import PostgresStore
+    from rayvault.learning.store.postgres.store import PostgresStore
 
     Conn = psycopg.Connection[Any]
 
@@ -132,9 +133,9 @@ class PostgresDoctor:
 
     def run(self) -> list[Finding]:
         store = self.store
-        first_use = store._pool is None
+        first_use = not store.is_connected()
         if store.auto_migrate and first_use:
-            store._get_pool()  # a first use creates or upgrades the schema, as any command does
+            store.open_pool()  # a first use creates or upgrades the schema, as any command does
         with store.connect() as conn:
             if not self._check_schema(conn, upgraded=store.applied_on_open if first_use else []):
                 return self.findings
@@ -161,7 +162,7 @@ class PostgresDoctor:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _where(self, table: str, key: str | None = None, column: str | None = None) -> str:
-        return str(self.store._where(table, key, column))
+        return str(self.store.location(table, key, column))
 
     def _add(
         self,

@@ -1,0 +1,103 @@
+"""The items of ``store export``/``store import``: one per record version or document, with its
+exact text, grouped by kind. Every backend speaks them (see ``transfer``); a backend's own dump
+and load import this module, never another backend's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from rayvault.learning.exceptions import StoreError
+
+#: One version of an event (key: event_id); every version, in the order written.
+EVENT = "event"
+#: One version of an error-log entry (key: id).
+ERROR = "error"
+#: ``memory_active.json`` of an agent (key: agent).
+MEMORY = "memory"
+#: ``memory_tombstones.json`` of an agent (key: agent).
+TOMBSTONES = "tombstones"
+#: A file of ``memory_archive/`` (key: agent, file name).
+SNAPSHOT = "memory_snapshot"
+#: A file of ``tombstone_archive/``: ``tombstones-YYYY-MM-DD[-N].json`` (key: agent, file name).
+TOMBSTONE_ARCHIVE = "tombstone_archive"
+#: ``state/learning_gate/<video_id>.json`` (key: video_id).
+GATE_STATE = "gate_state"
+#: ``state/learning_gate/souls/<sha256>.md`` (key: sha256).
+SOUL = "soul_snapshot"
+#: ``data/learning_reports/weekly-YYYY-MM-DD[-N].json`` (key: the report's name).
+REPORT = "weekly_report"
+#: ``data/learning_reports/weekly-YYYY-MM-DD[-N].html``, the report's rendering (key: its name).
+REPORT_HTML = "weekly_report_html"
+#: The per-video copy of an event's latest version (key: video_id, event_id). Derived: written by
+#: an export, never read by an import.
+VIDEO_EVENT = "video_event"
+KINDS = (
+    EVENT,
+    ERROR,
+    MEMORY,
+    TOMBSTONES,
+    SNAPSHOT,
+    TOMBSTONE_ARCHIVE,
+    GATE_STATE,
+    SOUL,
+    REPORT,
+    REPORT_HTML,
+    VIDEO_EVENT,
+)
+#: How each kind is named for people.
+KIND_LABELS = {
+    EVENT: "event versions",
+    ERROR: "error-log versions",
+    MEMORY: "agent memories",
+    TOMBSTONES: "tombstone lists",
+    SNAPSHOT: "memory snapshots",
+    TOMBSTONE_ARCHIVE: "tombstone archives",
+    GATE_STATE: "gate states",
+    SOUL: "SOUL snapshots",
+    REPORT: "weekly reports",
+    REPORT_HTML: "weekly report pages",
+    VIDEO_EVENT: "per-video event files",
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record version or document, with its exact text."""
+
+    kind: str
+    key: tuple[str, ...]
+    text: str
+
+
+@runtime_checkable
+class Portable(Protocol):
+    """A data root given and taken as items: a file-layout folder, or a whole server store."""
+
+    def describe(self) -> str: ...
+
+    def has_data(self) -> bool: ...
+
+    def dump_items(self) -> Iterator[Item]: ...
+
+    def load_items(self, items: Iterable[Item]) -> dict[str, int]: ...
+
+    def skipped_files(self) -> list[str]:
+        """Files found under its folders that no kind covers (reported, never dropped
+        silently); none where the data is not files."""
+        ...
+
+    def is_data_root(self, path: Path) -> bool:
+        """Whether ``path`` is where this data lives (a copy onto itself is refused)."""
+        ...
+
+
+def not_empty(where: str) -> StoreError:
+    return StoreError(
+        f"the {where} already holds learning data: nothing was written",
+        hint="export into a folder without a data/ or state/ tree, "
+        "or import into an empty schema (e.g. a new ?schema=NAME)",
+    )

@@ -1,0 +1,46 @@
+"""What a store can do beyond :class:`~rayvault.learning.store.base.Store`: explicit protocols
+that every backend implements (the file store answers as a store without a schema does), so the
+code that needs a capability asks for it by type — never by backend class or ``hasattr``. A
+third backend implements these and works with ``store init/upgrade/status/export/import`` as is.
+
+The doctor (``check``) is part of ``Store`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from rayvault.learning.store._items import Portable
+
+
+@runtime_checkable
+class SchemaAdmin(Protocol):
+    """Schema administration and status: ``store init``, ``store upgrade``, ``store status``."""
+
+    def has_schema(self) -> bool:
+        """Whether the store has a versioned schema (False: it creates what it needs as it
+        writes, and ``init_schema``/``upgrade_schema`` apply nothing)."""
+        ...
+
+    def init_schema(self) -> list[str]:
+        """Create the schema and apply every migration; the names applied now."""
+        ...
+
+    def upgrade_schema(self) -> list[str]:
+        """Apply the pending migrations of an initialised schema; the names applied now."""
+        ...
+
+    def schema_status(self) -> dict[str, Any]:
+        """Which backend, its migrations (applied, pending, unknown) and how much it holds:
+        ``backend``, ``initialised``, ``migrations``, ``pending``, ``unknown``, ``counts``.
+        Changes nothing."""
+        ...
+
+
+@runtime_checkable
+class Transferable(Protocol):
+    """A store whose whole data can be dumped and loaded: ``store export``/``store import``."""
+
+    def portable(self) -> Portable:
+        """Its data as a stream of items (``store._items``)."""
+        ...
