@@ -14,7 +14,7 @@ import pytest
 
 from rayvault.cli import main
 from rayvault.learning import create_event
-from rayvault.learning.store import get_store
+from rayvault.learning.store import EventQuery, get_store
 from rayvault.learning.store.transfer import MEMORY
 
 from . import _raw
@@ -70,6 +70,7 @@ def test_events_create_list_get_stats(root: Path, capsys: pytest.CaptureFixture[
 
 @pytest.mark.both_stores
 def test_unknown_event_is_one_clear_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    get_store().count_events(EventQuery())  # an initialised store (a new schema is refused)
     code, out, err = run(capsys, "events", "get", "le-nope")
     assert code == 1
     assert out == ""
@@ -79,6 +80,7 @@ def test_unknown_event_is_one_clear_line_and_exit_1(capsys: pytest.CaptureFixtur
 
 @pytest.mark.both_stores
 def test_bad_input_exit_codes(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    get_store().count_events(EventQuery())  # an initialised store (a new schema is refused)
     before = _raw.everything(get_store())
     code, _, err = run(
         capsys, "events", "create", "--severity", "CRITICAL", "--component", "a", "--symptom", "s"

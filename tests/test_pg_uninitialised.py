@@ -154,3 +154,55 @@ def test_a_failed_statement_does_not_spoil_the_view(root: Path, pg_schemas: PgSc
     assert view.phantom_builds == 2
     store.close()
     assert _leftover_schemas(store) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["events", "list"],
+        ["events", "stats"],
+        ["patterns"],
+        ["report"],
+        ["doctor"],
+        ["memory", "show", "researcher"],
+        ["errors", "list"],
+        ["revisit", "--dry-run"],
+        ["gate", "v1", "research"],
+        ["gate", "check", "v1", "research"],
+    ],
+    ids=" ".join,
+)
+def test_a_cli_read_on_a_schema_that_does_not_exist_creates_nothing(
+    root: Path, pg_schemas: PgSchemas, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """A read on a new (or mistyped) schema is one error naming the store, exit 1, and the schema
+    is not created: reads never create a store, on the server as on files (and the gate never
+    passes on a store that holds nothing because its name was mistyped)."""
+    url = pg_schemas.new_url()
+    probe = PostgresStore(root, url, migrate=False)
+    assert main([*command, "--store", url, "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: PostgreSQL store ")
+    assert "is not initialised: there is nothing to read" in err
+    assert "rayvault-learn store init" in err
+    assert "Traceback" not in err
+    assert _leftover_schemas(probe) == []
+    assert not probe.is_initialised()
+    probe.close()
+
+
+def test_store_status_and_a_migrate_dry_run_on_a_new_schema_create_nothing(
+    root: Path, pg_schemas: PgSchemas, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store status` reports a new schema as not initialised and a migrate dry run reads it as
+    empty: both exit 0, and the schema is still not there; `store init` then creates it."""
+    url = pg_schemas.new_url()
+    probe = PostgresStore(root, url, migrate=False)
+    assert main(["store", "status", "--json", "--store", url, "--root", str(root)]) == 0
+    assert '"initialised": false' in capsys.readouterr().out
+    assert main(["migrate", "--dry-run", "--store", url, "--root", str(root)]) == 0
+    assert _leftover_schemas(probe) == []
+    assert main(["store", "init", "--store", url, "--root", str(root)]) == 0
+    assert probe.is_initialised()
+    assert main(["events", "list", "--store", url, "--root", str(root)]) == 0
+    probe.close()

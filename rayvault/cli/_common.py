@@ -63,10 +63,18 @@ class Globals:
 GLOBALS = Globals()
 
 
-def open_cli_store(root: Path | None, store: str | None = None, *, read: bool = False) -> Store:
+def open_cli_store(
+    root: Path | None,
+    store: str | None = None,
+    *,
+    read: bool = False,
+    uninitialised_ok: bool = False,
+) -> Store:
     """Open the store a command uses. ``read=True`` for commands that only read: they refuse a
     root that does not exist, or a current directory that is not a data root, and create nothing
-    (see ``rayvault.learning.store.roots``). The root is reported when the command ends."""
+    (see ``rayvault.learning.store.roots``), and a server store whose schema does not exist yet
+    (``uninitialised_ok``: a command that reports on it). The root is reported when the command
+    ends."""
     from rayvault.cli._location import store_location
     from rayvault.learning.store import (
         choose_root,
@@ -94,6 +102,10 @@ def open_cli_store(root: Path | None, store: str | None = None, *, read: bool = 
             )
     opened = open_store(target, url)
     GLOBALS.location = store_location(opened)
+    if read and not uninitialised_ok:
+        from rayvault.learning.store.capabilities import require_initialised
+
+        require_initialised(opened)
     return opened
 
 

@@ -67,12 +67,14 @@ def run_gate_fast(args: list[str]) -> int | None:
     from rayvault.learning.exceptions import LearningError
     from rayvault.learning.gate import learning_gate
     from rayvault.learning.store import open_store, root_for_reading
+    from rayvault.learning.store.capabilities import require_initialised
 
     location = None
     try:
         root = root_for_reading(options["--root"], options["--store"], given_as="--root")
         store = open_store(root, options["--store"])
         location = store_location(store)
+        require_initialised(store)
         result = learning_gate(options["video"], options["stage"], store=store)
     except LearningError as e:
         hint = f"  hint: {e.hint}\n" if e.hint else ""

@@ -69,7 +69,8 @@ def migrate_command(
     """
     from rayvault.learning.migrate import migrate_learnings
 
-    store = open_cli_store(root, store_url, read=not apply)
+    # A dry run reads a schema that does not exist yet as an empty store (the usual first step).
+    store = open_cli_store(root, store_url, read=not apply, uninitialised_ok=True)
     with progress_bar(as_json) as progress:
         report = migrate_learnings(
             apply=apply,

@@ -90,7 +90,7 @@ def status_command(
     from rayvault.learning.store.admin import store_status
 
     status = store_status(
-        open_cli_store(root, store_url, read=True)
+        open_cli_store(root, store_url, read=True, uninitialised_ok=True)
     )  # looks; never creates or upgrades
 
     def human() -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from rayvault.learning.exceptions import StoreError
 from rayvault.learning.store._items import Portable
+from rayvault.learning.store.base import Store
 
 
 @runtime_checkable
@@ -20,6 +22,11 @@ class SchemaAdmin(Protocol):
     def has_schema(self) -> bool:
         """Whether the store has a versioned schema (False: it creates what it needs as it
         writes, and ``init_schema``/``upgrade_schema`` apply nothing)."""
+        ...
+
+    def is_initialised(self) -> bool:
+        """Whether there is anything to read: the schema exists (a store without a schema: True).
+        One catalogue query; creates nothing."""
         ...
 
     def init_schema(self) -> list[str]:
@@ -44,3 +51,14 @@ class Transferable(Protocol):
     def portable(self) -> Portable:
         """Its data as a stream of items (``store._items``)."""
         ...
+
+
+def require_initialised(store: Store) -> None:
+    """Reads never create a server schema: one that does not exist yet (a new store, or a
+    mistyped ``?schema=``) is a :class:`StoreError` naming it, not an empty store silently
+    created, nor a gate that passes on nothing."""
+    if isinstance(store, SchemaAdmin) and not store.is_initialised():
+        raise StoreError(
+            f"{store.describe()} is not initialised: there is nothing to read",
+            hint="run `rayvault-learn store init` to create it, or check --store / RAYVAULT_STORE",
+        )

@@ -841,6 +841,9 @@ class FileStore:
     def has_schema(self) -> bool:
         return False  # its files are created as it writes
 
+    def is_initialised(self) -> bool:
+        return True  # a missing root is the caller's to refuse (``roots.root_for_reading``)
+
     def init_schema(self) -> list[str]:
         return []
 

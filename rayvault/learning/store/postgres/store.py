@@ -238,6 +238,10 @@ class PostgresStore(Connections):
     def has_schema(self) -> bool:
         return True
 
+    def is_initialised(self) -> bool:
+        with self.connect() as conn:
+            return schema_sql.applied_migrations(conn, self.schema) is not None
+
     def init_schema(self) -> list[str]:
         """Create the schema if needed and apply every pending migration; their names."""
         self._writable()
