@@ -26,7 +26,7 @@ from rayvault.learning import (
 )
 from rayvault.learning.errors import log_error, promote_to_learning, resolve_error
 from rayvault.learning.gate import acknowledge, learning_gate
-from rayvault.learning.store import FileStore, get_store, open_store
+from rayvault.learning.store import EventQuery, FileStore, get_store, open_store
 from rayvault.learning.store.base import ErrorQuery
 
 from .conftest import Clock, PgSchemas, event_kwargs
@@ -404,6 +404,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def test_cli_exit_codes_and_lines(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    get_store().count_events(EventQuery())  # an initialised store (a new schema is refused)
     code, out, err = run(capsys, "gate", "v042", "assets")
     assert code == 0, err
     lines = out.splitlines()
