@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, RootModel, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rayvault.learning._time import format_ts, from_micros
 from rayvault.learning.exceptions import CorruptFileError
@@ -41,10 +41,6 @@ def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileEr
     return CorruptFileError(
         path, f"{what} does not match the expected shape: {where}: {first['msg']}"
     )
-
-
-class OriginalTombstoneArchive(RootModel[list[Tombstone]]):
-    """The content of the original system's ``tombstones_archive_YYYYMMDD.json``: a bare list."""
 
 
 def tombstone_archive_document(

@@ -66,7 +66,7 @@ from rayvault.learning.store._fs import (
     remove_lock_file,
 )
 from rayvault.learning.store._names import original_tombstone_archive_day
-from rayvault.learning.store._records import OriginalTombstoneArchive
+from rayvault.learning.store._original import OriginalTombstoneArchive
 from rayvault.learning.store.files._jsonlog import ArrayFile, JsonArrayLog, parse_array, read_array
 from rayvault.learning.store.files._salvage import (
     latest_by_key,

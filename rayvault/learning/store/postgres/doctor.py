@@ -52,7 +52,7 @@ from rayvault.learning.models import (
     WeeklyReport,
 )
 from rayvault.learning.store._names import original_tombstone_archive_day
-from rayvault.learning.store._records import OriginalTombstoneArchive
+from rayvault.learning.store._original import OriginalTombstoneArchive
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.policies import Policies
