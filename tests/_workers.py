@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 
 def letters(worker: int, i: int) -> str:
@@ -58,6 +60,19 @@ def write_forever(root: str) -> None:
         sys.stdout.write(event.event_id + "\n")
         sys.stdout.flush()
         i += 1
+
+
+def start_writer(root: Path) -> subprocess.Popen[str]:
+    """This module run as a process of its own: ``write_forever(root)``, ids on its stdout (the
+    crash tests kill it)."""
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [sys.executable, str(repo / "tests/_workers.py"), str(root)],
+        stdout=subprocess.PIPE,
+        cwd=repo,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
 
 
 if __name__ == "__main__":

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -75,13 +72,7 @@ def test_killed_writer_loses_no_acknowledged_event(root: Path) -> None:
     had returned) is in the index, the index is readable, and the next write repairs it."""
     acknowledged: list[str] = []
     for round_ in range(3):
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests/_workers.py"), str(root)],
-            stdout=subprocess.PIPE,
-            cwd=REPO,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
+        proc = _workers.start_writer(root)
         assert proc.stdout is not None
         with proc.stdout:
             for _ in range(10 + 7 * round_):

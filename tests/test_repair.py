@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -256,13 +253,7 @@ def test_kill_9_loop_leaves_nothing_the_next_write_does_not_heal(root: Path) -> 
     rng = random.Random(11)
     acknowledged: list[str] = []
     for _ in range(8):
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests/_workers.py"), str(root)],
-            stdout=subprocess.PIPE,
-            cwd=REPO,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
+        proc = _workers.start_writer(root)
         assert proc.stdout is not None
         with proc.stdout:
             for _ in range(3):

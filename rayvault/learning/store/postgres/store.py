@@ -274,19 +274,8 @@ class PostgresStore(Connections):
             known = {m.name for m in schema_sql.MIGRATIONS}
             counts: dict[str, int] = {}
             if done is not None:
-                for table in (
-                    "events",
-                    "event_versions",
-                    "errors",
-                    "error_versions",
-                    "agents",
-                    "memory_snapshots",
-                    "gate_states",
-                    "soul_snapshots",
-                    "weekly_reports",
-                    "tombstone_archives",
-                    "event_version_archive",
-                ):
+                # The two derived tables, then every table holding data.
+                for table in ("events", "errors", *schema_sql.DATA_TABLES):
                     query = sql.SQL("SELECT count(*) FROM {}.{}").format(
                         sql.Identifier(self.schema), sql.Identifier(table)
                     )
