@@ -67,92 +67,231 @@ def failure_text(text: str) -> str:
     return message or text
 
 
-# --- 2. masks --------------------------------------------------------------------------------------
+# --- 2. masks ---------------------------------------------------------------------------------
+#
+# A text is split at whitespace and each token is classified on its own: a token without a digit,
+# a slash or an "@" is a word and stays (most tokens; they are cached), any other token is matched
+# whole against the typed masks below, and what none of them matches keeps its letters with each
+# run holding a digit replaced (``uid=0`` -> ``uid=<n>``, ``blk_-123`` -> ``<id>``). Working per
+# token keeps the cost linear in the text and lets a cache make repeated tokens free. Two masks
+# look at a token's neighbour: a number followed by a unit word is a duration (``30 seconds``), a
+# month or weekday name next to a number is part of a date (``Sun Jul 10``).
 
-_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
-_WEEKDAY = r"(?:Mon|Tue|Tues|Wed|Thu|Thur|Thurs|Fri|Sat|Sun)[a-z]*\.?,?"
-_UNIT = r"(?:ns|us|µs|ms|s|m|min|h|d)"
-
-
-def _masks() -> tuple[tuple[str, re.Pattern[str], str], ...]:
-    table = (
-        ("url", r"\b[a-z][a-z0-9+.-]{1,15}://[^\s'\"<>)\]}]+", re.I),
-        ("id", r"\b(?:le|evt|rule|e)-\d{8}T\d{6}Z?-[0-9A-Za-z]+\b", 0),
-        ("uuid", r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),
-        ("email", r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b", 0),
-        ("ip", r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b", 0),
-        ("hex", r"\b(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}\b", re.I),
-        (
-            "ts",
-            r"\b\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
-            r"(?:\s?Z\b|\s?[+-]\d{2}:?\d{2}\b)?",
-            re.I,
-        ),
-        ("ts", r"\b\d{8}T\d{6}Z?\b", re.I),
-        # Written-out dates: "Sun Jul 10", "Jul 10, 2005", "10 Jul 2005", a weekday before digits.
-        (
-            "date",
-            rf"\b(?:{_WEEKDAY}\s+)?{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}}\b)?"
-            rf"|\b\d{{1,2}}\s+{_MONTH}\s+\d{{4}}\b|\b{_WEEKDAY}(?=\s+\d)",
-            0,
-        ),
-        ("date", r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b", 0),
-        ("time", r"(?<![\w.:])\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[AP]M\b)?", 0),
-        # Paths: rooted (/, ~/, ./, ../, C:\) or with a directory. Each starts where a token
-        # starts, so a long dotted text costs one pass, not one per character.
-        ("path", r"(?<![\w.@+/\\-])(?:~|\.{1,2})?/[\w.@+%=,-]*(?:/[\w.@+%=,-]*)*", 0),
-        ("path", r"(?<![\w\\])[A-Za-z]:\\[^\s'\"<>|]*", 0),
-        ("path", r"(?<![\w.@+/-])[\w.@+-]+(?:/[\w.@+-]+)+/?", 0),
-        ("hex", r"\b0x[0-9a-f]+\b", re.I),
-        # Durations in any unit and format: 250ms, 1.83s, 7m42.2s, 30 seconds.
-        ("dur", rf"(?<![\w.])\d+(?:\.\d+)?{_UNIT}(?:\d+(?:\.\d+)?{_UNIT})*(?![\w.])", 0),
-        (
-            "dur",
-            r"\b\d+(?:\.\d+)?\s?(?:milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?"
-            r"|days?)\b",
-            re.I,
-        ),
-        ("n", r"(?<![\w,.])\d{1,3}(?:,\d{3})+(?![\w,])", 0),
-    )
-    return tuple((name, re.compile(pattern, flags), f"<{name}>") for name, pattern, flags in table)
-
-
-_MASKS = _masks()
-#: Any other token holding a digit: a number (``<n>``) or an id (``<id>``). A run starts only
-#: where a token starts, so this is linear in the text's length.
-_DIGIT_RUN = re.compile(r"(?<![\w.+#-])[\w.+#-]*\d[\w.+#-]*")
-_NUMBER = re.compile(r"[-+]?\.?\d[\d.]*")
+_TYPED = re.compile(
+    r"(?P<url>[A-Za-z][\w+.-]{0,15}://\S*)"
+    r"|(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"|(?P<id>(?:le|evt|rule|e)-\d{8}T\d{6}Z?-[0-9A-Za-z]+)"
+    r"|(?P<ts>\d{4}-\d{2}-\d{2}T\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+    r"|\d{8}T\d{6}Z?)"
+    r"|(?P<email>[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
+    r"|(?P<ip>\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?)"
+    # Host names: a dotted name with a port, or ending in a common top-level domain.
+    # Host names: lower-case dotted names with a port, ending in a generic top-level domain, or
+    # with three or more labels ending in a two-letter country code.
+    r"|(?P<host>(?:[a-z0-9-]+\.)+[a-z0-9-]+:\d{1,5}"
+    r"|(?:[A-Za-z0-9-]+\.)+(?i:com|net|org|edu|gov|mil|int|io|info|biz|local|lan|internal"
+    r"|localdomain|localhost|arpa)(?::\d{1,5})?"
+    r"|(?:[a-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?)"
+    r"|(?P<hex>0[xX][0-9a-fA-F]+|(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}"
+    r"|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,})"
+    r"|(?P<date>\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
+    r"|(?P<time>\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)"
+    r"|(?P<dur>\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h|d)(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h))*)"
+    r"|(?P<n>[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)%?)"
+    r"|(?P<path>(?:~|\.{1,2})?/\S*|[A-Za-z]:\\\S*|[\w.@+-]+(?:/[\w.@+-]*)+)"
+)
+#: Any other run holding a digit, inside a token: a number or an id.
+_DIGIT_RUN = re.compile(r"[\w.+#-]*\d[\w.+#-]*")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)*")
+_LETTER = re.compile(r"[^\W\d_]")
+_OPEN = "([{<'\"`"
+_CLOSE = ")]}>'\"`,.;:!?"
+_UNITS = frozenset(
+    [
+        "ms",
+        "msec",
+        "msecs",
+        "millisecond",
+        "milliseconds",
+        "s",
+        "sec",
+        "secs",
+        "second",
+        "seconds",
+        "min",
+        "mins",
+        "minute",
+        "minutes",
+        "h",
+        "hr",
+        "hrs",
+        "hour",
+        "hours",
+        "d",
+        "day",
+        "days",
+    ]
+)
+_DATE_WORDS = frozenset(
+    [
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "may",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "mon",
+        "tue",
+        "tues",
+        "wed",
+        "thu",
+        "thur",
+        "thurs",
+        "fri",
+        "sat",
+        "sun",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ]
+)
+_NUMBERISH = frozenset({"<n>", "<time>", "<date>"})
+_PLACEHOLDER = re.compile(r"<(?:url|id|uuid|ts|date|time|email|ip|host|hex|path|dur|n|\*)>")
 _SPACE = re.compile(r"\s+")
-_PLACEHOLDER = re.compile(r"<(?:url|id|uuid|ts|date|time|email|ip|hex|path|dur|n|\*)>")
-_ONLY_PLACEHOLDERS = re.compile(rf"(?:[\W_]*{_PLACEHOLDER.pattern})+[\W_]*")
+#: What :func:`_classify` says of a token, by token; cleared when it grows past _CACHE_LIMIT
+#: (variable tokens rarely repeat).
+_cache: dict[str, tuple[str, bool, bool]] = {}
+_CACHE_LIMIT = 100_000
 
 
 def _digit_run(match: re.Match[str]) -> str:
-    return "<n>" if _NUMBER.fullmatch(match.group()) else "<id>"
+    return "<n>" if _NUMBER.fullmatch(match.group()) is not None else "<id>"
+
+
+def _mask_token(token: str) -> str:
+    """One whitespace-free token, masked (its surrounding brackets and quotes kept)."""
+    opened = token.lstrip(_OPEN)
+    core = opened.rstrip(_CLOSE)
+    if not core:
+        return token
+    return token[: len(token) - len(opened)] + _mask_core(core) + opened[len(core) :]
+
+
+def _mask_core(core: str) -> str:
+    if core.isdigit():
+        return "<n>"
+    match = _TYPED.fullmatch(core)
+    if match is not None:
+        return f"<{match.lastgroup}>"
+    if "," in core:
+        # a,b,c lists and k=v,k=v settings: each item on its own.
+        return ",".join(_mask_core(item) if item else item for item in core.split(","))
+    key, equals, value = core.partition("=")
+    if equals and value:
+        # key=value: the key names the field, the value is masked on its own.
+        return f"{_DIGIT_RUN.sub(_digit_run, key)}={_mask_core(value)}"
+    return _DIGIT_RUN.sub(_digit_run, core)
+
+
+_NEEDS_MASK = re.compile(r"[\d/\\@]|\.[^\s)\]}>'\"`,.;:!?]")
+
+
+def _is_context_word(token: str) -> bool:
+    if len(token) > 13 or not token[:1].isalpha():
+        return False
+    word = token.lower().rstrip(_CLOSE)
+    return word in _UNITS or word in _DATE_WORDS
+
+
+def _classify(token: str) -> tuple[str, bool, bool]:
+    """A token's mask, whether it is a unit/month/weekday word (looked at with its neighbours),
+    and whether its mask keeps a letter (something constant to group by)."""
+    masked = _mask_token(token) if _NEEDS_MASK.search(token) else token
+    rest = _PLACEHOLDER.sub("", masked) if "<" in masked else masked
+    return masked, _is_context_word(token), _LETTER.search(rest) is not None
+
+
+def _tokens(text: str) -> tuple[list[str], bool]:
+    """The failure's text (see :func:`failure_text`) as masked tokens, and whether any of them
+    keeps a letter."""
+    out = []
+    cache = _cache
+    context = constant = False
+    for token in failure_text(text).split():
+        entry = cache.get(token)
+        if entry is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            entry = cache[token] = _classify(token)
+        out.append(entry[0])
+        if entry[1]:
+            context = True
+        if entry[2]:
+            constant = True
+    if context:
+        _in_context(out)
+    return out, constant
+
+
+def _in_context(tokens: list[str]) -> None:
+    """Durations written as a number and a unit word, dates written with month or day names."""
+    for i, token in enumerate(tokens):
+        word = token.lower().strip(_CLOSE)
+        before = tokens[i - 1] if i else ""
+        after = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if word in _UNITS and before == "<n>":
+            tokens[i - 1] = "<dur>" + token[len(token.rstrip(_CLOSE)) :]
+            tokens[i] = ""
+        elif word in _DATE_WORDS and (
+            before.rstrip(",.;:") in _NUMBERISH
+            or after.rstrip(",.;:") in _NUMBERISH
+            or after.lower().rstrip(",.;:") in _DATE_WORDS
+        ):
+            tokens[i] = "<date>" + token[len(token.rstrip(_CLOSE)) :]
+    tokens[:] = [t for t in tokens if t]
 
 
 def mask(text: str) -> str:
     """The failure's text (see :func:`failure_text`) with its variable parts replaced by typed
     placeholders and its whitespace collapsed."""
-    masked = failure_text(text)
-    for _name, pattern, replacement in _MASKS:
-        masked = pattern.sub(replacement, masked)
-    masked = _DIGIT_RUN.sub(_digit_run, masked)
-    masked = _SPACE.sub(" ", masked).strip()
-    if _ONLY_PLACEHOLDERS.fullmatch(masked):
+    tokens, constant = _tokens(text)
+    masked = " ".join(tokens)
+    if not constant:
         # Nothing constant is left to group by ("E404", "ERR_429"): the literal text is the key.
         return _SPACE.sub(" ", failure_text(text)).strip()
     return masked
 
 
 def masks_applied(text: str) -> list[tuple[str, str]]:
-    """Which masks matched which parts of the failure's text, in the order they apply."""
-    masked = failure_text(text)
-    found: list[tuple[str, str]] = []
-    for name, pattern, replacement in _MASKS:
-        found.extend((name, m.group()) for m in pattern.finditer(masked))
-        masked = pattern.sub(replacement, masked)
-    found.extend((_digit_run(m)[1:-1], m.group()) for m in _DIGIT_RUN.finditer(masked))
+    """Which masks matched which tokens of the failure's text: ``(placeholder, token)`` pairs."""
+    found = []
+    for token in failure_text(text).split():
+        if _NEEDS_MASK.search(token):
+            masked = _mask_token(token)
+            if masked != token:
+                found.append((masked, token))
     return found
 
 
@@ -171,7 +310,7 @@ def pattern_key(stage: str, sig: str) -> str:
     return f"{stage.strip()}:{sig}"
 
 
-# --- 3. template clusters --------------------------------------------------------------------------
+# --- 3. template clusters ---------------------------------------------------------------------
 
 
 @dataclass
@@ -206,9 +345,10 @@ class PatternBook(Protocol):
         merges followed; None for a text never seen."""
         ...
 
-    def clusters(self, stage: str, length: int) -> list[Cluster]:
+    def clusters(self, stage: str, length: int, head: str | None = None) -> list[Cluster]:
         """The stage's live clusters (not merged into another) with this many tokens, oldest
-        first."""
+        first. ``head`` is a hint a book may use or ignore: the text's first token; clusters
+        whose first token cannot admit it (:func:`admits_head`) may be left out."""
         ...
 
     def save(self, cluster: Cluster, sig: str) -> None:
@@ -240,27 +380,87 @@ class Grouping:
 
 #: Distinct values at the same word positions that show those positions vary (a family of
 #: clusters that differ only there becomes one).
-MERGE_EVIDENCE = 3
+MERGE_EVIDENCE = 4
 
 
 def _is_placeholder(token: str) -> bool:
     return token.startswith("<") and _PLACEHOLDER.fullmatch(token) is not None
 
 
-def _differences(template: Sequence[str], tokens: Sequence[str]) -> list[int] | None:
-    """The positions where ``tokens`` does not fit ``template``."""
-    diff = []
-    for i, (a, b) in enumerate(zip(template, tokens, strict=True)):
-        if a == b or a == VARIABLE:
-            continue
-        if _is_placeholder(a) and _is_placeholder(b):
+def _shape(token: str) -> str:
+    """A token with every placeholder in it made alike: ``rhost=<ip>`` fits ``rhost=<id>``, and an
+    empty value fits any (``()`` fits ``(<host>)``)."""
+    return _PLACEHOLDER.sub("<*>", token) if "<" in token else token
+
+
+def _whole_placeholder(shape: str) -> bool:
+    return shape.lstrip("([{'\"`").rstrip(")]}'\"`,.;:!?") == "<*>"
+
+
+def _fits(a: str, b: str) -> bool:
+    """Whether template token ``a`` admits token ``b``."""
+    if a in (b, VARIABLE):
+        return True
+    sa, sb = _shape(a), _shape(b)
+    if sa == sb:
+        return True
+    # A token that is one placeholder admits any token holding one ("<ip>," and "LOCAL(<n>),").
+    if (_whole_placeholder(sa) and "<*>" in sb) or (_whole_placeholder(sb) and "<*>" in sa):
+        return True
+    # An empty value where the other has a placeholder: "()" and "(<*>)", "user=" and "user=<*>".
+    return sa.replace("<*>", "") == sb or sb.replace("<*>", "") == sa
+
+
+def _differences(template: Sequence[str], tokens: Sequence[str], limit: int) -> list[int] | None:
+    """The positions where ``tokens`` does not fit ``template``; None when more than ``limit``."""
+    diff: list[int] = []
+    for i, a in enumerate(template):
+        b = tokens[i]
+        if a in (b, VARIABLE) or _fits(a, b):
             continue
         diff.append(i)
+        if len(diff) > limit:
+            return None
     return diff
 
 
+def _quoted(token: str) -> bool:
+    """Whether a token is (part of) a quoted value: what is quoted names a thing, and a different
+    thing is a different failure (``KeyError: 'choices'`` is not ``KeyError: 'price'``)."""
+    return token[:1] in "'\"`" or token.rstrip(",.;:!?)]}")[-1:] in "'\"`"
+
+
+def _join(a: str, b: str) -> str:
+    """Template token ``a`` generalised to admit ``b`` too."""
+    if a == b:
+        return a
+    sa, sb = _shape(a), _shape(b)
+    if sa == sb and a != sa:
+        return sa
+    if "<*>" in sa and sa.replace("<*>", "") == sb:
+        return sa
+    if "<*>" in sb and sb.replace("<*>", "") == sa:
+        return sb
+    return VARIABLE
+
+
 def _generalise(template: Sequence[str], tokens: Sequence[str]) -> tuple[str, ...]:
-    return tuple(a if a == b else VARIABLE for a, b in zip(template, tokens, strict=True))
+    return tuple(_join(a, b) for a, b in zip(template, tokens, strict=True))
+
+
+#: Word tokens (not placeholders) a family of clusters must share outside the positions that vary.
+MIN_SHARED_WORDS = 2
+
+
+def _shared_words(tokens: Sequence[str], diff: Sequence[int]) -> int:
+    skip = set(diff)
+    return sum(
+        1
+        for i, t in enumerate(tokens)
+        if i not in skip
+        and any(c.isalpha() for c in t)
+        and not _is_placeholder(t.strip(_CLOSE + _OPEN))
+    )
 
 
 def _max_differences(length: int) -> int:
@@ -269,28 +469,38 @@ def _max_differences(length: int) -> int:
 
 def assign(book: PatternBook, stage: str, text: str) -> Grouping:
     """Group one failure text of ``stage``: find, join or make its cluster in ``book``."""
+    return assign_masked(book, stage, mask(text))
+
+
+def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
+    """:func:`assign` for a text already masked with :func:`mask`."""
     stage = stage.strip()
-    masked = mask(text)
     sig = signature(stage, masked)
     known = book.find(stage, sig)
     if known is not None:
         return Grouping(known.key, known.template, sig, masked, GROUPING_VERSION, "known")
     tokens = tuple(masked.split(" ")) if masked else ("",)
-    candidates = book.clusters(stage, len(tokens))
+    candidates = book.clusters(stage, len(tokens), tokens[0])
     families: dict[tuple[int, ...], list[Cluster]] = {}
     limit = _max_differences(len(tokens))
     for cluster in candidates:
-        diff = _differences(cluster.tokens, tokens)
+        diff = _differences(cluster.tokens, tokens, limit)
+        if diff is None:
+            continue
         if not diff:
             cluster.tokens = _generalise(cluster.tokens, tokens)
             book.save(cluster, sig)
             return Grouping(cluster.key, cluster.template, sig, masked, GROUPING_VERSION, "joined")
-        if len(diff) <= limit:
+        if (
+            diff[0] > 0
+            and not any(_quoted(tokens[i]) or _quoted(cluster.tokens[i]) for i in diff)
+            and _shared_words(tokens, diff) >= MIN_SHARED_WORDS
+        ):
             families.setdefault(tuple(diff), []).append(cluster)
     for positions, family in families.items():
-        values = {tuple(c.tokens[i] for i in positions) for c in family}
-        values.add(tuple(tokens[i] for i in positions))
-        if len(values) >= MERGE_EVIDENCE:
+        members = [c.tokens for c in family] + [tokens]
+        # Every varying position must show enough distinct values on its own.
+        if all(len({t[i] for t in members}) >= MERGE_EVIDENCE for i in positions):
             target, *others = family
             generalised = target.tokens
             for other in others:
@@ -306,6 +516,18 @@ def assign(book: PatternBook, stage: str, text: str) -> Grouping:
     cluster = Cluster(pattern_key(stage, sig), stage, tokens)
     book.save(cluster, sig)
     return Grouping(cluster.key, cluster.template, sig, masked, GROUPING_VERSION, "new")
+
+
+def head_key(token: str) -> str:
+    """The bucket a cluster's first token files it under: clusters under another bucket than
+    ``head_key(t)`` and ``VARIABLE`` cannot admit a text whose first token is ``t`` (a text's first
+    token never varies within a family, and a placeholder admits placeholders only)."""
+    return VARIABLE if "<" in token else token
+
+
+def admits_head(cluster_head: str, head: str) -> bool:
+    """Whether a cluster whose first token is ``cluster_head`` can take a text starting ``head``."""
+    return "<" in head or head_key(cluster_head) in (VARIABLE, head)
 
 
 class MemoryBook:
@@ -327,8 +549,11 @@ class MemoryBook:
         key = self._signatures.get((stage, sig))
         return None if key is None else self._clusters[self.resolve(key)]
 
-    def clusters(self, stage: str, length: int) -> list[Cluster]:
-        return [self._clusters[k] for k in self._live.get((stage, length), ())]
+    def clusters(self, stage: str, length: int, head: str | None = None) -> list[Cluster]:
+        live = (self._clusters[k] for k in self._live.get((stage, length), ()))
+        if head is None:
+            return list(live)
+        return [c for c in live if admits_head(c.tokens[0], head)]
 
     def save(self, cluster: Cluster, sig: str) -> None:
         if cluster.key not in self._clusters:
@@ -355,8 +580,15 @@ def group_failures(texts: Iterable[str], stage: str = "x") -> list[str]:
         raise InvalidInputError("stage must be non-empty text")
     book = MemoryBook()
     keys = []
+    # An identical masked text always lands where its first occurrence did (merges are followed
+    # at the end), so it is looked up here before any hashing.
+    seen: dict[str, str] = {}
     for text in texts:
         if not isinstance(text, str):
             raise InvalidInputError(f"group_failures takes texts, got {type(text).__name__}")
-        keys.append(assign(book, stage, text).key)
+        masked = mask(text)
+        key = seen.get(masked)
+        if key is None:
+            key = seen[masked] = assign_masked(book, stage, masked).key
+        keys.append(key)
     return [book.resolve(k) for k in keys]
