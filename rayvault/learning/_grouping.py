@@ -93,10 +93,12 @@ _TYPED = re.compile(
     r"|localdomain|localhost|arpa)(?::\d{1,5})?"
     r"|(?:[a-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?)"
     r"|(?P<hex>0[xX][0-9a-fA-F]+|(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}"
-    r"|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,})"
+    r"|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}"
+    r"|(?=[0-9a-f]*[a-f])[0-9a-f]{8,}|(?=[0-9A-F]*[A-F])[0-9A-F]{8,})"
     r"|(?P<date>\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
     r"|(?P<time>\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)"
     r"|(?P<dur>\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h|d)(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h))*)"
+    r"|(?P<size>\d+(?:\.\d+)?(?:[kKMGTP]i?B|B))"
     r"|(?P<n>[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)%?)"
     r"|(?P<path>(?:~|\.{1,2})?/\S*|[A-Za-z]:\\\S*|[\w.@+-]+(?:/[\w.@+-]*)+)"
 )
@@ -132,6 +134,7 @@ _UNITS = frozenset(
         "days",
     ]
 )
+_SIZES = frozenset("B kB KB MB GB TB PB KiB MiB GiB TiB".split())
 _DATE_WORDS = frozenset(
     [
         "jan",
@@ -178,7 +181,7 @@ _DATE_WORDS = frozenset(
     ]
 )
 _NUMBERISH = frozenset({"<n>", "<time>", "<date>"})
-_PLACEHOLDER = re.compile(r"<(?:url|id|uuid|ts|date|time|email|ip|host|hex|path|dur|n|\*)>")
+_PLACEHOLDER = re.compile(r"<(?:url|id|uuid|ts|date|time|email|ip|host|hex|path|dur|size|n|\*)>")
 _SPACE = re.compile(r"\s+")
 #: What :func:`_classify` says of a token, by token; cleared when it grows past _CACHE_LIMIT
 #: (variable tokens rarely repeat).
@@ -215,14 +218,14 @@ def _mask_core(core: str) -> str:
     return _DIGIT_RUN.sub(_digit_run, core)
 
 
-_NEEDS_MASK = re.compile(r"[\d/\\@]|\.[^\s)\]}>'\"`,.;:!?]")
+_NEEDS_MASK = re.compile(r"[\d/\\@]|\.[^\s)\]}>'\"`,.;:!?]|\b[a-f]{8,}\b|\b[A-F]{8,}\b")
 
 
 def _is_context_word(token: str) -> bool:
     if len(token) > 13 or not token[:1].isalpha():
         return False
-    word = token.lower().rstrip(_CLOSE)
-    return word in _UNITS or word in _DATE_WORDS
+    word = token.rstrip(_CLOSE)
+    return word in _SIZES or word.lower() in _UNITS or word.lower() in _DATE_WORDS
 
 
 def _classify(token: str) -> tuple[str, bool, bool]:
@@ -256,15 +259,19 @@ def _tokens(text: str) -> tuple[list[str], bool]:
 
 
 def _in_context(tokens: list[str]) -> None:
-    """Durations written as a number and a unit word, dates written with month or day names."""
+    """Durations and sizes written as a number and a unit word, dates written with month or day
+    names."""
     for i, token in enumerate(tokens):
-        word = token.lower().strip(_CLOSE)
+        word = token.rstrip(_CLOSE)
         before = tokens[i - 1] if i else ""
         after = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if word in _UNITS and before == "<n>":
-            tokens[i - 1] = "<dur>" + token[len(token.rstrip(_CLOSE)) :]
+        if before == "<n>" and (word.lower() in _UNITS or word in _SIZES):
+            kind = "<dur>" if word.lower() in _UNITS else "<size>"
+            tokens[i - 1] = kind + token[len(word) :]
             tokens[i] = ""
-        elif word in _DATE_WORDS and (
+            continue
+        word = word.lower()
+        if word in _DATE_WORDS and (
             before.rstrip(",.;:") in _NUMBERISH
             or after.rstrip(",.;:") in _NUMBERISH
             or after.lower().rstrip(",.;:") in _DATE_WORDS
@@ -424,6 +431,17 @@ def _differences(template: Sequence[str], tokens: Sequence[str], limit: int) -> 
     return diff
 
 
+_CONSTANT_CASE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+
+
+def _named(token: str) -> bool:
+    """Whether a token names something that makes a different failure when it differs: a quoted
+    value, or a word in CONSTANT_CASE (an enum value or keyword: ``RUNNING``, ``GET``)."""
+    return _quoted(token) or (
+        len(token) > 1 and _CONSTANT_CASE.fullmatch(token.strip(",.;:!?()[]{}")) is not None
+    )
+
+
 def _quoted(token: str) -> bool:
     """Whether a token is (part of) a quoted value: what is quoted names a thing, and a different
     thing is a different failure (``KeyError: 'choices'`` is not ``KeyError: 'price'``)."""
@@ -450,6 +468,9 @@ def _generalise(template: Sequence[str], tokens: Sequence[str]) -> tuple[str, ..
 
 #: Word tokens (not placeholders) a family of clusters must share outside the positions that vary.
 MIN_SHARED_WORDS = 2
+#: ... when the first token is one of those that vary (a log line usually starts with what it is
+#: about, so more must agree to let it vary).
+MIN_SHARED_WORDS_HEAD = 4
 
 
 def _shared_words(tokens: Sequence[str], diff: Sequence[int]) -> int:
@@ -492,9 +513,9 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
             book.save(cluster, sig)
             return Grouping(cluster.key, cluster.template, sig, masked, GROUPING_VERSION, "joined")
         if (
-            diff[0] > 0
-            and not any(_quoted(tokens[i]) or _quoted(cluster.tokens[i]) for i in diff)
-            and _shared_words(tokens, diff) >= MIN_SHARED_WORDS
+            not any(_named(tokens[i]) or _named(cluster.tokens[i]) for i in diff)
+            and _shared_words(tokens, diff)
+            >= (MIN_SHARED_WORDS if diff[0] > 0 else MIN_SHARED_WORDS_HEAD)
         ):
             families.setdefault(tuple(diff), []).append(cluster)
     for positions, family in families.items():
