@@ -134,7 +134,7 @@ _UNITS = frozenset(
         "days",
     ]
 )
-_SIZES = frozenset("B kB KB MB GB TB PB KiB MiB GiB TiB".split())
+_SIZES = frozenset(["B", "kB", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB"])
 _DATE_WORDS = frozenset(
     [
         "jan",
@@ -512,11 +512,9 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
             cluster.tokens = _generalise(cluster.tokens, tokens)
             book.save(cluster, sig)
             return Grouping(cluster.key, cluster.template, sig, masked, GROUPING_VERSION, "joined")
-        if (
-            not any(_named(tokens[i]) or _named(cluster.tokens[i]) for i in diff)
-            and _shared_words(tokens, diff)
-            >= (MIN_SHARED_WORDS if diff[0] > 0 else MIN_SHARED_WORDS_HEAD)
-        ):
+        if not any(_named(tokens[i]) or _named(cluster.tokens[i]) for i in diff) and _shared_words(
+            tokens, diff
+        ) >= (MIN_SHARED_WORDS if diff[0] > 0 else MIN_SHARED_WORDS_HEAD):
             families.setdefault(tuple(diff), []).append(cluster)
     for positions, family in families.items():
         members = [c.tokens for c in family] + [tokens]
