@@ -40,6 +40,11 @@ from rayvault.learning.exceptions import InvalidInputError
 GROUPING_VERSION = 2
 #: A template position that the cluster's evidence showed to vary.
 VARIABLE = "<*>"
+#: Tokens of a failure's text that decide its group: what identifies a failure comes first, and
+#: a bound keeps one 20,000-character text from costing more than a few milliseconds.
+MAX_TOKENS = 512
+#: A longer token is data (an encoded blob, a dump): ``<blob>``, not worth matching masks on.
+MAX_TOKEN_CHARS = 256
 #: Longest template kept for display (the signature still covers the whole masked text).
 TEMPLATE_LIMIT = 240
 
@@ -103,7 +108,7 @@ _TYPED = re.compile(
     r"|(?P<path>(?:~|\.{1,2})?/\S*|[A-Za-z]:\\\S*|[\w.@+-]+(?:/[\w.@+-]*)+)"
 )
 #: Any other run holding a digit, inside a token: a number or an id.
-_DIGIT_RUN = re.compile(r"[\w.+#-]*\d[\w.+#-]*")
+_DIGIT_RUN = re.compile(r"(?<![\w.+#-])[\w.+#-]*\d[\w.+#-]*")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)*")
 _LETTER = re.compile(r"[^\W\d_]")
 _OPEN = "([{<'\"`"
@@ -181,7 +186,9 @@ _DATE_WORDS = frozenset(
     ]
 )
 _NUMBERISH = frozenset({"<n>", "<time>", "<date>"})
-_PLACEHOLDER = re.compile(r"<(?:url|id|uuid|ts|date|time|email|ip|host|hex|path|dur|size|n|\*)>")
+_PLACEHOLDER = re.compile(
+    r"<(?:url|id|uuid|ts|date|time|email|ip|host|hex|path|dur|size|n|blob|\*)>"
+)
 _SPACE = re.compile(r"\s+")
 #: What :func:`_classify` says of a token, by token; cleared when it grows past _CACHE_LIMIT
 #: (variable tokens rarely repeat).
@@ -205,19 +212,30 @@ def _mask_token(token: str) -> str:
 def _mask_core(core: str) -> str:
     if core.isdigit():
         return "<n>"
+    if len(core) > MAX_TOKEN_CHARS:
+        return "<blob>"
     match = _TYPED.fullmatch(core)
     if match is not None:
         return f"<{match.lastgroup}>"
-    if "," in core:
-        # a,b,c lists and k=v,k=v settings: each item on its own.
-        return ",".join(_mask_core(item) if item else item for item in core.split(","))
-    key, equals, value = core.partition("=")
-    if equals and value:
-        # key=value: the key names the field, the value is masked on its own.
-        return f"{_DIGIT_RUN.sub(_digit_run, key)}={_mask_core(value)}"
+    if "," in core or "=" in core:
+        # a,b,c lists and k=v,k=v settings: the keys name fields, each item is masked on its own.
+        return "".join(
+            item if i % 2 or not item else _mask_item(item)
+            for i, item in enumerate(_ITEMS.split(core))
+        )
     return _DIGIT_RUN.sub(_digit_run, core)
 
 
+def _mask_item(item: str) -> str:
+    if item.isdigit():
+        return "<n>"
+    match = _TYPED.fullmatch(item)
+    if match is not None:
+        return f"<{match.lastgroup}>"
+    return _DIGIT_RUN.sub(_digit_run, item)
+
+
+_ITEMS = re.compile(r"([,=])")
 _NEEDS_MASK = re.compile(r"[\d/\\@]|\.[^\s)\]}>'\"`,.;:!?]|\b[a-f]{8,}\b|\b[A-F]{8,}\b")
 
 
@@ -236,13 +254,18 @@ def _classify(token: str) -> tuple[str, bool, bool]:
     return masked, _is_context_word(token), _LETTER.search(rest) is not None
 
 
+def _split(text: str) -> list[str]:
+    """The failure's text (see :func:`failure_text`) in tokens, at most :data:`MAX_TOKENS`."""
+    return failure_text(text).split(maxsplit=MAX_TOKENS)[:MAX_TOKENS]
+
+
 def _tokens(text: str) -> tuple[list[str], bool]:
     """The failure's text (see :func:`failure_text`) as masked tokens, and whether any of them
     keeps a letter."""
     out = []
     cache = _cache
     context = constant = False
-    for token in failure_text(text).split():
+    for token in _split(text):
         entry = cache.get(token)
         if entry is None:
             if len(cache) >= _CACHE_LIMIT:
@@ -287,14 +310,14 @@ def mask(text: str) -> str:
     masked = " ".join(tokens)
     if not constant:
         # Nothing constant is left to group by ("E404", "ERR_429"): the literal text is the key.
-        return _SPACE.sub(" ", failure_text(text)).strip()
+        return " ".join(_split(text))
     return masked
 
 
 def masks_applied(text: str) -> list[tuple[str, str]]:
     """Which masks matched which tokens of the failure's text: ``(placeholder, token)`` pairs."""
     found = []
-    for token in failure_text(text).split():
+    for token in failure_text(text).split(maxsplit=MAX_TOKENS)[:MAX_TOKENS]:
         if _NEEDS_MASK.search(token):
             masked = _mask_token(token)
             if masked != token:
@@ -352,10 +375,9 @@ class PatternBook(Protocol):
         merges followed; None for a text never seen."""
         ...
 
-    def clusters(self, stage: str, length: int, head: str | None = None) -> list[Cluster]:
+    def clusters(self, stage: str, length: int) -> list[Cluster]:
         """The stage's live clusters (not merged into another) with this many tokens, oldest
-        first. ``head`` is a hint a book may use or ignore: the text's first token; clusters
-        whose first token cannot admit it (:func:`admits_head`) may be left out."""
+        first."""
         ...
 
     def save(self, cluster: Cluster, sig: str) -> None:
@@ -501,7 +523,7 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
     if known is not None:
         return Grouping(known.key, known.template, sig, masked, GROUPING_VERSION, "known")
     tokens = tuple(masked.split(" ")) if masked else ("",)
-    candidates = book.clusters(stage, len(tokens), tokens[0])
+    candidates = book.clusters(stage, len(tokens))
     families: dict[tuple[int, ...], list[Cluster]] = {}
     limit = _max_differences(len(tokens))
     for cluster in candidates:
@@ -537,18 +559,6 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
     return Grouping(cluster.key, cluster.template, sig, masked, GROUPING_VERSION, "new")
 
 
-def head_key(token: str) -> str:
-    """The bucket a cluster's first token files it under: clusters under another bucket than
-    ``head_key(t)`` and ``VARIABLE`` cannot admit a text whose first token is ``t`` (a text's first
-    token never varies within a family, and a placeholder admits placeholders only)."""
-    return VARIABLE if "<" in token else token
-
-
-def admits_head(cluster_head: str, head: str) -> bool:
-    """Whether a cluster whose first token is ``cluster_head`` can take a text starting ``head``."""
-    return "<" in head or head_key(cluster_head) in (VARIABLE, head)
-
-
 class MemoryBook:
     """A :class:`PatternBook` in memory: what :func:`group_failures` groups with."""
 
@@ -568,11 +578,8 @@ class MemoryBook:
         key = self._signatures.get((stage, sig))
         return None if key is None else self._clusters[self.resolve(key)]
 
-    def clusters(self, stage: str, length: int, head: str | None = None) -> list[Cluster]:
-        live = (self._clusters[k] for k in self._live.get((stage, length), ()))
-        if head is None:
-            return list(live)
-        return [c for c in live if admits_head(c.tokens[0], head)]
+    def clusters(self, stage: str, length: int) -> list[Cluster]:
+        return [self._clusters[k] for k in self._live.get((stage, length), ())]
 
     def save(self, cluster: Cluster, sig: str) -> None:
         if cluster.key not in self._clusters:
