@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -149,7 +150,7 @@ def test_constant_case_words_and_quoted_values_never_vary() -> None:
     states = ["NEW", "UNASSIGNED", "ASSIGNED", "RUNNING", "SUCCEEDED"]
     texts = [
         f"attempt_{i} Transitioned from {a} to {b}"
-        for i, (a, b) in enumerate(zip(states, states[1:], strict=False))
+        for i, (a, b) in enumerate(itertools.pairwise(states))
     ]
     assert apart(*texts)
     keys = [f"KeyError: '{k}' in response" for k in ("choices", "price", "title", "id", "url")]
