@@ -209,3 +209,35 @@ def test_a_shuffled_arrival_order_gives_the_same_partition_for_clear_cases() -> 
     random.Random(3).shuffle(shuffled)
     assert len(set(group_failures(texts, stage="s"))) == 2
     assert len(set(group_failures(shuffled, stage="s"))) == 2
+
+
+def test_a_log_lines_timestamp_and_level_are_not_the_failure() -> None:
+    assert same(
+        "FileNotFoundError: [Errno 2] No such file or directory: '/a/b.png'",
+        "2026-11-03 14:02:11,532 ERROR FileNotFoundError: [Errno 2] No such file or directory: "
+        "'/c/d.png'",
+        "[2026-11-03T14:02:11Z] ERROR FileNotFoundError: [Errno 2] No such file or directory: "
+        "'/e.png'",
+    )
+
+
+def test_what_was_written_before_an_exception_is_where_it_was_caught() -> None:
+    assert same(
+        "KeyError: 'price'",
+        "giving up: KeyError: 'price'",
+        "attempt 2/5: KeyError: 'price'",
+    )
+    assert apart("giving up: KeyError: 'price'", "giving up: KeyError: 'title'")
+
+
+def test_an_exception_is_named_by_its_class_with_or_without_its_module() -> None:
+    assert same(
+        "openai.RateLimitError: Error code: 429 - {'error': {'type': 'tokens'}}",
+        "RateLimitError: Error code: 429 - {'error': {'type': 'tokens'}}",
+    )
+    assert mask("httpx.HTTPStatusError: boom") == "HTTPStatusError: boom"
+
+
+def test_ratios_and_fractions_are_numbers_not_hosts_or_paths() -> None:
+    assert mask("contrast ratio 2.1:1") == "contrast ratio <n>:<n>"
+    assert mask("attempt 2/5 failed") == "attempt <n>/<n> failed"

@@ -93,7 +93,7 @@ _TYPED = re.compile(
     # Host names: a dotted name with a port, or ending in a common top-level domain.
     # Host names: lower-case dotted names with a port, ending in a generic top-level domain, or
     # with three or more labels ending in a two-letter country code.
-    r"|(?P<host>(?:[a-z0-9-]+\.)+[a-z0-9-]+:\d{1,5}"
+    r"|(?P<host>(?=[\w.-]*[a-z])(?:[a-z0-9-]+\.)+[a-z0-9-]+:\d{1,5}"
     r"|(?:[A-Za-z0-9-]+\.)+(?i:com|net|org|edu|gov|mil|int|io|info|biz|local|lan|internal"
     r"|localdomain|localhost|arpa)(?::\d{1,5})?"
     r"|(?:[a-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?)"
@@ -105,7 +105,7 @@ _TYPED = re.compile(
     r"|(?P<dur>\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h|d)(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h))*)"
     r"|(?P<size>\d+(?:\.\d+)?(?:[kKMGTP]i?B|B))"
     r"|(?P<n>[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)%?)"
-    r"|(?P<path>(?:~|\.{1,2})?/\S*|[A-Za-z]:\\\S*|[\w.@+-]+(?:/[\w.@+-]*)+)"
+    r"|(?P<path>(?:~|\.{1,2})?/\S*|[A-Za-z]:\\\S*|(?=[\w.@+/-]*[A-Za-z_])[\w.@+-]+(?:/[\w.@+-]*)+)"
 )
 #: Any other run holding a digit, inside a token: a number or an id.
 _DIGIT_RUN = re.compile(r"(?<![\w.+#-])[\w.+#-]*\d[\w.+#-]*")
@@ -193,7 +193,10 @@ _SPACE = re.compile(r"\s+")
 #: What :func:`_classify` says of a token, by token; cleared when it grows past _CACHE_LIMIT
 #: (variable tokens rarely repeat).
 _cache: dict[str, tuple[str, bool, bool]] = {}
-_CACHE_LIMIT = 100_000
+#: Masked texts by text, for texts up to _CACHED_TEXT_CHARS long: the same failure text recurs.
+_texts: dict[str, str] = {}
+_CACHED_TEXT_CHARS = 1_000
+_CACHE_LIMIT = 20_000
 
 
 def _digit_run(match: re.Match[str]) -> str:
@@ -246,12 +249,50 @@ def _is_context_word(token: str) -> bool:
     return word in _SIZES or word.lower() in _UNITS or word.lower() in _DATE_WORDS
 
 
+_QUALIFIED = re.compile(
+    r"(?:[A-Za-z_]\w*\.)+([A-Z]\w*(?:Error|Exception|Warning|Exit|Interrupt|Timeout|Expired"
+    r"|Failure|Fault|Cancelled)\W{0,2})"
+)
+#: What a log line's prefix holds: its timestamp, and its level.
+_PREFIX = re.compile(r"[\[(]?(?:<ts>|<date>|<time>|<n>)[\])]?[,:]?")
+_LEVEL = re.compile(
+    r"[\[(]?(?:DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|CRITICAL|CRIT|FATAL|SEVERE|TRACE)[\])]?:?"
+)
+
+
+#: An exception's ``Type:`` among a log line's first tokens, after "…:".
+_EXCEPTION = re.compile(
+    r"[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Timeout|Expired|Cancelled|Failure|Fault):"
+)
+_EXCEPTION_WITHIN = 12
+
+
+def _without_prefix(tokens: list[str]) -> list[str]:
+    """The tokens after a log line's timestamp and level (``2026-11-03 14:02:11,532 ERROR``)."""
+    i = 0
+    while i < len(tokens) - 1 and _PREFIX.fullmatch(tokens[i]) and tokens[i] != "<n>":
+        i += 1
+        while i < len(tokens) - 1 and _PREFIX.fullmatch(tokens[i]):
+            i += 1
+    if i < len(tokens) - 1 and _LEVEL.fullmatch(tokens[i]):
+        i += 1
+    return tokens[i:] if i else tokens
+
+
 def _classify(token: str) -> tuple[str, bool, bool]:
     """A token's mask, whether it is a unit/month/weekday word (looked at with its neighbours),
     and whether its mask keeps a letter (something constant to group by)."""
+    qualified = _QUALIFIED.fullmatch(token)
+    if qualified is not None:
+        # httpx.HTTPStatusError: -> HTTPStatusError: (a traceback names the module, a log line
+        # written with type(e).__name__ does not).
+        token = qualified.group(1)
     masked = _mask_token(token) if _NEEDS_MASK.search(token) else token
     rest = _PLACEHOLDER.sub("", masked) if "<" in masked else masked
     return masked, _is_context_word(token), _LETTER.search(rest) is not None
+
+
+_PREFIX_STARTS = frozenset({"<t", "<d", "<n"})
 
 
 def _split(text: str) -> list[str]:
@@ -278,6 +319,14 @@ def _tokens(text: str) -> tuple[list[str], bool]:
             constant = True
     if context:
         _in_context(out)
+    if out and (out[0][:2] in _PREFIX_STARTS or out[0][:1] in "[(" or _LEVEL.fullmatch(out[0])):
+        out = _without_prefix(out)
+    for i in range(1, min(len(out), _EXCEPTION_WITHIN)):
+        if _EXCEPTION.fullmatch(out[i]) and out[i - 1].endswith(":"):
+            # "giving up: KeyError: 'price'": the exception is the failure, what was written
+            # before it is where it was caught.
+            out = out[i:]
+            break
     return out, constant
 
 
@@ -306,11 +355,16 @@ def _in_context(tokens: list[str]) -> None:
 def mask(text: str) -> str:
     """The failure's text (see :func:`failure_text`) with its variable parts replaced by typed
     placeholders and its whitespace collapsed."""
+    masked = _texts.get(text)
+    if masked is not None:
+        return masked
     tokens, constant = _tokens(text)
-    masked = " ".join(tokens)
-    if not constant:
-        # Nothing constant is left to group by ("E404", "ERR_429"): the literal text is the key.
-        return " ".join(_split(text))
+    # Nothing constant left to group by ("E404", "ERR_429"): the literal text is the template.
+    masked = " ".join(tokens) if constant else " ".join(_split(text))
+    if len(text) <= _CACHED_TEXT_CHARS:
+        if len(_texts) >= _CACHE_LIMIT:
+            _texts.clear()
+        _texts[text] = masked
     return masked
 
 
