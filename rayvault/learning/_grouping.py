@@ -28,6 +28,8 @@ This module is in the base layer (it imports nothing above the exceptions).
 from __future__ import annotations
 
 import hashlib
+import itertools
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,31 +84,81 @@ def failure_text(text: str) -> str:
 # look at a token's neighbour: a number followed by a unit word is a duration (``30 seconds``), a
 # month or weekday name next to a number is part of a date (``Sun Jul 10``).
 
-_TYPED = re.compile(
-    r"(?P<url>[A-Za-z][\w+.-]{0,15}://\S*)"
-    r"|(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-    r"|(?P<id>(?:le|evt|rule|e)-\d{8}T\d{6}Z?-[0-9A-Za-z]+)"
-    r"|(?P<ts>\d{4}-\d{2}-\d{2}T\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
-    r"|\d{8}T\d{6}Z?)"
-    r"|(?P<email>[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
-    r"|(?P<ip>\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?)"
-    # Host names: a dotted name with a port, or ending in a common top-level domain.
-    # Host names: lower-case dotted names with a port, ending in a generic top-level domain, or
-    # with three or more labels ending in a two-letter country code.
-    r"|(?P<host>(?=[\w.-]*[a-z])(?:[a-z0-9-]+\.)+[a-z0-9-]+:\d{1,5}"
+
+def _c(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+_URL = _c(r"[A-Za-z][\w+.-]{0,15}://\S*")
+_UUID = _c(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_OWN_ID = _c(r"(?:le|evt|rule|e)-\d{8}T\d{6}Z?-[0-9A-Za-z]+")
+_TS = _c(
+    r"\d{4}-\d{2}-\d{2}T\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?|\d{8}T\d{6}Z?"
+)
+_EMAIL = _c(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_IP = _c(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?")
+# Host names: lower-case dotted names with a port, names ending in a generic top-level domain,
+# and names of three or more labels ending in a two-letter country code.
+_HOST = _c(
+    r"(?=[\w.-]*[a-z])(?:[a-z0-9-]+\.)+[a-z0-9-]+:\d{1,5}"
     r"|(?:[A-Za-z0-9-]+\.)+(?i:com|net|org|edu|gov|mil|int|io|info|biz|local|lan|internal"
     r"|localdomain|localhost|arpa)(?::\d{1,5})?"
-    r"|(?:[a-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?)"
-    r"|(?P<hex>0[xX][0-9a-fA-F]+|(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}"
-    r"|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}"
-    r"|(?=[0-9a-f]*[a-f])[0-9a-f]{8,}|(?=[0-9A-F]*[A-F])[0-9A-F]{8,})"
-    r"|(?P<date>\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
-    r"|(?P<time>\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)"
-    r"|(?P<dur>\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h|d)(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h))*)"
-    r"|(?P<size>\d+(?:\.\d+)?(?:[kKMGTP]i?B|B))"
-    r"|(?P<n>[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)%?)"
-    r"|(?P<path>(?:~|\.{1,2})?/\S*|[A-Za-z]:\\\S*|(?=[\w.@+/-]*[A-Za-z_])[\w.@+-]+(?:/[\w.@+-]*)+)"
+    r"|(?:[a-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?"
 )
+_HEX = _c(
+    r"0[xX][0-9a-fA-F]+|(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}"
+    r"|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}"
+    r"|(?=[0-9a-f]*[a-f])[0-9a-f]{8,}|(?=[0-9A-F]*[A-F])[0-9A-F]{8,}"
+)
+_DATE = _c(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
+_TIME = _c(r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?")
+_DUR = _c(r"\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h|d)(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|min|h))*")
+_SIZE = _c(r"\d+(?:\.\d+)?(?:[kKMGTP]i?B|B)")
+_NUM = _c(r"[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)%?")
+_PATH = _c(r"(?:~|\.{1,2})?/\S*|[A-Za-z]:\\\S*|(?=[\w.@+/-]*[A-Za-z_])[\w.@+-]+(?:/[\w.@+-]*)+")
+
+
+def _typed(core: str) -> str | None:
+    """The placeholder a whole token core is, or None. Cheap tests decide which patterns can
+    apply at all, so a word costs a few string checks, not a dozen failed matches; the order is
+    the priority (a UUID before a hex number, a timestamp before a date)."""
+    first = core[:1]
+    digit = first.isdigit()
+    if "://" in core and _URL.fullmatch(core):
+        return "<url>"
+    if len(core) == 36 and _UUID.fullmatch(core):
+        return "<uuid>"
+    if first in "elr" and "-" in core and _OWN_ID.fullmatch(core):
+        return "<id>"
+    if digit and "T" in core and _TS.fullmatch(core):
+        return "<ts>"
+    if "@" in core and _EMAIL.fullmatch(core):
+        return "<email>"
+    dot = "." in core
+    if digit and dot and _IP.fullmatch(core):
+        return "<ip>"
+    if dot and _HOST.fullmatch(core):
+        return "<host>"
+    if len(core) >= 8 and _HEX.fullmatch(core) or first == "0" and _HEX.fullmatch(core):
+        return "<hex>"
+    if digit:
+        if _DATE.fullmatch(core):
+            return "<date>"
+        if ":" in core and _TIME.fullmatch(core):
+            return "<time>"
+        last = core[-1]
+        if last.isalpha():
+            if _DUR.fullmatch(core):
+                return "<dur>"
+            if last == "B" and _SIZE.fullmatch(core):
+                return "<size>"
+    if (digit or first in "+-.") and _NUM.fullmatch(core):
+        return "<n>"
+    if ("/" in core or "\\" in core) and _PATH.fullmatch(core):
+        return "<path>"
+    return None
+
+
 #: Any other run holding a digit, inside a token: a number or an id.
 _DIGIT_RUN = re.compile(r"(?<![\w.+#-])[\w.+#-]*\d[\w.+#-]*")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)*")
@@ -217,9 +269,9 @@ def _mask_core(core: str) -> str:
         return "<n>"
     if len(core) > MAX_TOKEN_CHARS:
         return "<blob>"
-    match = _TYPED.fullmatch(core)
-    if match is not None:
-        return f"<{match.lastgroup}>"
+    typed = _typed(core)
+    if typed is not None:
+        return typed
     if "," in core or "=" in core:
         # a,b,c lists and k=v,k=v settings: the keys name fields, each item is masked on its own.
         return "".join(
@@ -232,9 +284,9 @@ def _mask_core(core: str) -> str:
 def _mask_item(item: str) -> str:
     if item.isdigit():
         return "<n>"
-    match = _TYPED.fullmatch(item)
-    if match is not None:
-        return f"<{match.lastgroup}>"
+    typed = _typed(item)
+    if typed is not None:
+        return typed
     return _DIGIT_RUN.sub(_digit_run, item)
 
 
@@ -322,7 +374,9 @@ def _tokens(text: str) -> tuple[list[str], bool]:
     if out and (out[0][:2] in _PREFIX_STARTS or out[0][:1] in "[(" or _LEVEL.fullmatch(out[0])):
         out = _without_prefix(out)
     for i in range(1, min(len(out), _EXCEPTION_WITHIN)):
-        if _EXCEPTION.fullmatch(out[i]) and out[i - 1].endswith(":"):
+        if _EXCEPTION.fullmatch(out[i]) and (
+            out[i - 1].endswith(":") or _LEVEL.fullmatch(out[i - 1].upper())
+        ):
             # "giving up: KeyError: 'price'": the exception is the failure, what was written
             # before it is where it was caught.
             out = out[i:]
@@ -569,6 +623,9 @@ def assign(book: PatternBook, stage: str, text: str) -> Grouping:
     return assign_masked(book, stage, mask(text))
 
 
+_LT = itertools.repeat("<")
+
+
 def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
     """:func:`assign` for a text already masked with :func:`mask`."""
     stage = stage.strip()
@@ -581,6 +638,11 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
     families: dict[tuple[int, ...], list[Cluster]] = {}
     limit = _max_differences(len(tokens))
     for cluster in candidates:
+        # A cheap bound first (both sums run in C): positions that differ, less those where the
+        # template holds a placeholder and might still admit the token.
+        unequal = len(tokens) - sum(map(operator.eq, cluster.tokens, tokens))
+        if unequal - sum(map(operator.contains, cluster.tokens, _LT)) > limit:
+            continue
         diff = _differences(cluster.tokens, tokens, limit)
         if diff is None:
             continue
