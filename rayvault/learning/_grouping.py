@@ -139,7 +139,7 @@ def _typed(core: str) -> str | None:
         return "<ip>"
     if dot and _HOST.fullmatch(core):
         return "<host>"
-    if len(core) >= 8 and _HEX.fullmatch(core) or first == "0" and _HEX.fullmatch(core):
+    if (len(core) >= 8 or first == "0") and _HEX.fullmatch(core):
         return "<hex>"
     if digit:
         if _DATE.fullmatch(core):
