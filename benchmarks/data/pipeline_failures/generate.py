@@ -136,7 +136,9 @@ def ffaddr(rng: random.Random) -> str:
 
 
 def video_id(rng: random.Random) -> str:
-    return rng.choice([f"v{rng.randint(30, 140):03d}", f"v_{hexs(rng, 8)}", f"vid-{rng.randint(1000, 9999)}"])
+    return rng.choice(
+        [f"v{rng.randint(30, 140):03d}", f"v_{hexs(rng, 8)}", f"vid-{rng.randint(1000, 9999)}"]
+    )
 
 
 def run_dir(ctx: Ctx) -> str:
@@ -148,9 +150,8 @@ def run_dir(ctx: Ctx) -> str:
 def dur(rng: random.Random, seconds: float) -> str:
     """A duration as one of the formats pipelines and SDKs print."""
     style = rng.randrange(6)
-    if style == 0 or seconds < 1:
-        if seconds < 1:
-            return f"{round(seconds * 1000)}ms"
+    if seconds < 1 or (style == 0 and seconds < 10):
+        return f"{round(seconds * 1000)}ms"
     if style == 1:
         return f"{seconds:.2f}s"
     if style == 2 and seconds >= 60:
@@ -263,7 +264,8 @@ Frame = tuple[str, int, str, str]
 def app(ctx: Ctx, *calls: tuple[str, str, str]) -> list[Frame]:
     """Frames in the pipeline's own code (``module path, function, source line``)."""
     return [
-        (f"{ctx.env.root}/{path}", ctx.rng.randint(12, 480), func, code) for path, func, code in calls
+        (f"{ctx.env.root}/{path}", ctx.rng.randint(12, 480), func, code)
+        for path, func, code in calls
     ]
 
 
@@ -367,9 +369,21 @@ def research_url(rng: random.Random, a: str) -> str:
 def httpx_frames(ctx: Ctx) -> list[Frame]:
     caller = ctx.rng.choice(
         [
-            ("pipeline/stages/research.py", "discover_products", "offers = await fetch_offers(client, asin)"),
-            ("pipeline/stages/research.py", "verify_products", "data = await fetch_product(client, asin)"),
-            ("pipeline/research/keepa.py", "price_history", "resp = await self._get('product', params)"),
+            (
+                "pipeline/stages/research.py",
+                "discover_products",
+                "offers = await fetch_offers(client, asin)",
+            ),
+            (
+                "pipeline/stages/research.py",
+                "verify_products",
+                "data = await fetch_product(client, asin)",
+            ),
+            (
+                "pipeline/research/keepa.py",
+                "price_history",
+                "resp = await self._get('product', params)",
+            ),
         ]
     )
     return [
@@ -425,13 +439,31 @@ def requests_frames(ctx: Ctx, raise_line: str) -> list[Frame]:
     return [
         *app(
             ctx,
-            ("pipeline/stages/research.py", ctx.rng.choice(["discover_products", "scrape_listing"]), "html = fetch_page(url)"),
-            ("pipeline/research/scrape.py", "fetch_page", "r = session.get(url, timeout=TIMEOUT, headers=HEADERS)"),
+            (
+                "pipeline/stages/research.py",
+                ctx.rng.choice(["discover_products", "scrape_listing"]),
+                "html = fetch_page(url)",
+            ),
+            (
+                "pipeline/research/scrape.py",
+                "fetch_page",
+                "r = session.get(url, timeout=TIMEOUT, headers=HEADERS)",
+            ),
         ),
         *lib(
             ctx,
-            ("requests/sessions.py", (600, 602), "get", 'return self.request("GET", url, **kwargs)'),
-            ("requests/sessions.py", (587, 589), "request", "resp = self.send(prep, **send_kwargs)"),
+            (
+                "requests/sessions.py",
+                (600, 602),
+                "get",
+                'return self.request("GET", url, **kwargs)',
+            ),
+            (
+                "requests/sessions.py",
+                (587, 589),
+                "request",
+                "resp = self.send(prep, **send_kwargs)",
+            ),
             ("requests/sessions.py", (701, 703), "send", "r = adapter.send(request, **kwargs)"),
             ("requests/adapters.py", (682, 713), "send", raise_line),
         ),
@@ -443,7 +475,12 @@ def urllib3_frames(ctx: Ctx) -> list[Frame]:
         ctx,
         ("urllib3/connectionpool.py", (787, 793), "urlopen", "response = self._make_request("),
         ("urllib3/connectionpool.py", (534, 537), "_make_request", "response = conn.getresponse()"),
-        ("urllib3/connection.py", (507, 516), "getresponse", "httplib_response = super().getresponse()"),
+        (
+            "urllib3/connection.py",
+            (507, 516),
+            "getresponse",
+            "httplib_response = super().getresponse()",
+        ),
     )
 
 
@@ -469,7 +506,15 @@ def _read_timeout(ctx: Ctx) -> str:
         ctx,
         (sock, "TimeoutError: The read operation timed out"),
         (
-            lib(ctx, ("urllib3/connectionpool.py", (365, 367), "_raise_timeout", "raise ReadTimeoutError(")),
+            lib(
+                ctx,
+                (
+                    "urllib3/connectionpool.py",
+                    (365, 367),
+                    "_raise_timeout",
+                    "raise ReadTimeoutError(",
+                ),
+            ),
             f"urllib3.exceptions.ReadTimeoutError: {msg}",
         ),
         (requests_frames(ctx, "raise ReadTimeout(e, request=request)"), final),
@@ -515,7 +560,15 @@ def _conn_refused(ctx: Ctx) -> str:
     tb = traceback(
         ctx,
         (
-            lib(ctx, ("urllib3/connection.py", (196, 205), "_new_conn", "sock = connection.create_connection(")),
+            lib(
+                ctx,
+                (
+                    "urllib3/connection.py",
+                    (196, 205),
+                    "_new_conn",
+                    "sock = connection.create_connection(",
+                ),
+            ),
             "ConnectionRefusedError: [Errno 111] Connection refused",
         ),
         (
@@ -534,7 +587,7 @@ def _dns(ctx: Ctx) -> str:
     final = (
         f"requests.exceptions.ConnectionError: HTTPSConnectionPool(host='{host}', port=443): "
         f"Max retries exceeded with url: {path_of(url)} (Caused by NameResolutionError("
-        f"\"<urllib3.connection.HTTPSConnection object at {addr(ctx.rng)}>: Failed to resolve "
+        f'"<urllib3.connection.HTTPSConnection object at {addr(ctx.rng)}>: Failed to resolve '
         f"'{host}' ([Errno -3] Temporary failure in name resolution)\"))"
     )
     tb = traceback(ctx, (requests_frames(ctx, "raise ConnectionError(e, request=request)"), final))
@@ -555,7 +608,9 @@ def _conn_reset(ctx: Ctx) -> str:
             "ConnectionResetError: [Errno 104] Connection reset by peer",
         ),
         (
-            lib(ctx, ("urllib3/util/util.py", (38, 39), "reraise", "raise value.with_traceback(tb)")),
+            lib(
+                ctx, ("urllib3/util/util.py", (38, 39), "reraise", "raise value.with_traceback(tb)")
+            ),
             "urllib3.exceptions.ProtocolError: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))",
         ),
         (requests_frames(ctx, "raise ConnectionError(err, request=request)"), final),
@@ -573,14 +628,22 @@ def _ssl(ctx: Ctx) -> str:
         "(Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] "
         f"certificate verify failed: certificate has expired (_ssl.c:{ctx.rng.choice([1006, 1000, 1028])})')))"
     )
-    return record(ctx, traceback(ctx, (requests_frames(ctx, "raise SSLError(e, request=request)"), final)), final)
+    return record(
+        ctx,
+        traceback(ctx, (requests_frames(ctx, "raise SSLError(e, request=request)"), final)),
+        final,
+    )
 
 
 def parse_frames(ctx: Ctx, code: str) -> list[Frame]:
     return app(
         ctx,
         ("pipeline/run.py", "run_stage", "result = await stage.run(ctx)"),
-        ("pipeline/stages/research.py", ctx.rng.choice(["discover_products", "verify_products", "run"]), "products = [parse_offer(o) for o in offers]"),
+        (
+            "pipeline/stages/research.py",
+            ctx.rng.choice(["discover_products", "verify_products", "run"]),
+            "products = [parse_offer(o) for o in offers]",
+        ),
         ("pipeline/research/parse.py", "parse_offer", code),
     )
 
@@ -588,7 +651,11 @@ def parse_frames(ctx: Ctx, code: str) -> list[Frame]:
 @group("research", "keyerror-price", 18)
 def _keyerror_price(ctx: Ctx) -> str:
     code = ctx.rng.choice(
-        ['price = offer["price"]["value"]', 'return Offer(asin=o["asin"], price=o["price"], currency=cur)', 'amount = float(item["price"])']
+        [
+            'price = offer["price"]["value"]',
+            'return Offer(asin=o["asin"], price=o["price"], currency=cur)',
+            'amount = float(item["price"])',
+        ]
     )
     final = "KeyError: 'price'"
     tb = traceback(ctx, (parse_frames(ctx, code), final))
@@ -603,7 +670,11 @@ def _keyerror_choices(ctx: Ctx) -> str:
     frames = app(
         ctx,
         ("pipeline/stages/research.py", "rank_products", "ranking = summarize_reviews(reviews)"),
-        ("pipeline/research/llm.py", "summarize_reviews", 'return resp.json()["choices"][0]["message"]["content"]'),
+        (
+            "pipeline/research/llm.py",
+            "summarize_reviews",
+            'return resp.json()["choices"][0]["message"]["content"]',
+        ),
     )
     final = "KeyError: 'choices'"
     return record(ctx, traceback(ctx, (frames, final)), final, weights=(60, 25, 0, 15, 0))
@@ -614,18 +685,48 @@ def _json_empty(ctx: Ctx) -> str:
     decoder = std(
         ctx,
         ("json/__init__.py", (346, 346), "loads", "return _default_decoder.decode(s)"),
-        ("json/decoder.py", (337, 338), "decode", "obj, end = self.raw_decode(s, idx=_w(s, 0).end())"),
-        ("json/decoder.py", (355, 355), "raw_decode", "raise JSONDecodeError(\"Expecting value\", s, err.value) from None"),
+        (
+            "json/decoder.py",
+            (337, 338),
+            "decode",
+            "obj, end = self.raw_decode(s, idx=_w(s, 0).end())",
+        ),
+        (
+            "json/decoder.py",
+            (355, 355),
+            "raw_decode",
+            'raise JSONDecodeError("Expecting value", s, err.value) from None',
+        ),
     )
     first = "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
     if ctx.rng.random() < 0.5:
         final = "requests.exceptions.JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
         tb = traceback(
             ctx,
-            (lib(ctx, ("requests/models.py", (971, 974), "json", "return complexjson.loads(self.text, **kwargs)")) + decoder, first),
+            (
+                lib(
+                    ctx,
+                    (
+                        "requests/models.py",
+                        (971, 974),
+                        "json",
+                        "return complexjson.loads(self.text, **kwargs)",
+                    ),
+                )
+                + decoder,
+                first,
+            ),
             (
                 parse_frames(ctx, "data = r.json()")
-                + lib(ctx, ("requests/models.py", (975, 978), "json", "raise RequestsJSONDecodeError(e.msg, e.doc, e.pos)")),
+                + lib(
+                    ctx,
+                    (
+                        "requests/models.py",
+                        (975, 978),
+                        "json",
+                        "raise RequestsJSONDecodeError(e.msg, e.doc, e.pos)",
+                    ),
+                ),
                 final,
             ),
             links=[CONTEXT],
@@ -636,7 +737,12 @@ def _json_empty(ctx: Ctx) -> str:
     out = record(ctx, tb, final)
     if ctx.rng.random() < 0.3:
         body = ctx.rng.choice(
-            ["''", "'<html>\\r\\n<head><title>502 Bad Gateway</title></head>\\r\\n<body>\\r\\n<center><h1>502 Bad Gateway</h1></center>\\r\\n<hr><center>nginx</center>...'", "'<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Just a moment...</title>...'", "'\\n'"]
+            [
+                "''",
+                "'<html>\\r\\n<head><title>502 Bad Gateway</title></head>\\r\\n<body>\\r\\n<center><h1>502 Bad Gateway</h1></center>\\r\\n<hr><center>nginx</center>...'",
+                '\'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Just a moment...</title>...\'',
+                "'\\n'",
+            ]
         )
         out += f"\nresponse status={ctx.rng.choice([200, 200, 502, 204])} body[:200]={body}"
     return out
@@ -656,7 +762,7 @@ CAPTCHA_BODY = (
     '</i></div><div class="a-box a-alert a-alert-info a-spacing-base"><div class="a-box-inner">'
     '<i class="a-icon a-icon-alert"></i><h4>Enter the characters you see below</h4><p class='
     '"a-last">Sorry, we just need to make sure you\'re not a robot. For best results, please make '
-    "sure your browser is accepting cookies.</p></div></div><div class=\"a-section\"><h4>Type the "
+    'sure your browser is accepting cookies.</p></div></div><div class="a-section"><h4>Type the '
     'characters you see in this image:</h4><img src="https://images-na.ssl-images-amazon.com/'
     'captcha/{cap}/Captcha_{img}.jpg"><form method="get" action="/errors/validateCaptcha" '
     'name=""><input type=hidden name="amzn" value="{amzn}" /><input type=hidden name="amzn-r" '
@@ -668,8 +774,8 @@ CAPTCHA_BODY = (
     'nodeId=468496">Privacy Policy</a></div><div class="a-text-center a-size-mini a-color-base">'
     "&copy; 1996-2026, Amazon.com, Inc. or its affiliates<script>if (true === true) { var ue_t0 = "
     "(+ new Date()), ue_csm = window, ue = { t0: ue_t0, d: function() { return (+new Date() - "
-    "ue_t0); } }, ue_furl = \"fls-na.amazon.com\", ue_mid = \"ATVPDKIKX0DER\", ue_sid = "
-    '(document.cookie.match(/session-id=([0-9-]+)/) || [])[1]; }</script></div>'
+    'ue_t0); } }, ue_furl = "fls-na.amazon.com", ue_mid = "ATVPDKIKX0DER", ue_sid = '
+    "(document.cookie.match(/session-id=([0-9-]+)/) || [])[1]; }</script></div>"
     "<!-- To discuss automated access to Amazon data please contact "
     "api-services-support@amazon.com. --></div></body></html>"
 )
@@ -679,7 +785,9 @@ CAPTCHA_BODY = (
 def _captcha(ctx: Ctx) -> str:
     a = asin(ctx.rng)
     domain = ctx.rng.choice(["www.amazon.com", "www.amazon.de", "www.amazon.co.uk"])
-    url = f"https://{domain}/dp/{a}" + ctx.rng.choice(["", "?th=1", "?psc=1&smid=" + alnum(ctx.rng, 14, UPPER_ALNUM)])
+    url = f"https://{domain}/dp/{a}" + ctx.rng.choice(
+        ["", "?th=1", "?psc=1&smid=" + alnum(ctx.rng, 14, UPPER_ALNUM)]
+    )
     head = f"CaptchaBlockedError: {domain} served a robot-check page for {url}"
     if ctx.rng.random() < 0.45:
         return head
@@ -688,7 +796,12 @@ def _captcha(ctx: Ctx) -> str:
         f"window.ue_{alnum(ctx.rng, 4).lower()}=function(a,b){{return a&&b?{ctx.rng.randint(1, 999)}:0}};"
         for _ in range(ctx.rng.randint(5, 235))
     )
-    fill = {"{cap}": alnum(ctx.rng, 10).lower(), "{img}": alnum(ctx.rng, 8).lower(), "{amzn}": alnum(ctx.rng, 24), "{asin}": a}
+    fill = {
+        "{cap}": alnum(ctx.rng, 10).lower(),
+        "{img}": alnum(ctx.rng, 8).lower(),
+        "{amzn}": alnum(ctx.rng, 24),
+        "{asin}": a,
+    }
     body = CAPTCHA_BODY
     for key, value in fill.items():
         body = body.replace(key, value)
@@ -707,8 +820,16 @@ def _openai_ctx(ctx: Ctx) -> str:
     )
     frames = app(
         ctx,
-        ("pipeline/stages/research.py", "rank_products", "summary = await summarize(reviews[asin])"),
-        ("pipeline/research/llm.py", "summarize", "resp = await client.chat.completions.create(model=MODEL, messages=msgs)"),
+        (
+            "pipeline/stages/research.py",
+            "rank_products",
+            "summary = await summarize(reviews[asin])",
+        ),
+        (
+            "pipeline/research/llm.py",
+            "summarize",
+            "resp = await client.chat.completions.create(model=MODEL, messages=msgs)",
+        ),
     ) + openai_lib(ctx, async_=True)
     return record(ctx, traceback(ctx, (frames, final)), final)
 
@@ -723,7 +844,11 @@ def _openai_auth(ctx: Ctx) -> str:
     )
     frames = app(
         ctx,
-        ("pipeline/research/llm.py", "summarize", "resp = await client.chat.completions.create(model=MODEL, messages=msgs)"),
+        (
+            "pipeline/research/llm.py",
+            "summarize",
+            "resp = await client.chat.completions.create(model=MODEL, messages=msgs)",
+        ),
     ) + openai_lib(ctx, async_=True)
     return record(ctx, traceback(ctx, (frames, final)), final)
 
@@ -784,17 +909,40 @@ def openai_lib(ctx: Ctx, *, async_: bool) -> list[Frame]:
     aw = "await " if async_ else ""
     return lib(
         ctx,
-        ("openai/resources/chat/completions/completions.py", (914, 2585), "create", f"return {aw}self._post("),
-        ("openai/_base_client.py", (1242, 1794), "post", f"return {aw}self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)"),
-        ("openai/_base_client.py", (919, 1594), "request", "raise self._make_status_error_from_response(err.response) from None"),
+        (
+            "openai/resources/chat/completions/completions.py",
+            (914, 2585),
+            "create",
+            f"return {aw}self._post(",
+        ),
+        (
+            "openai/_base_client.py",
+            (1242, 1794),
+            "post",
+            f"return {aw}self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)",
+        ),
+        (
+            "openai/_base_client.py",
+            (919, 1594),
+            "request",
+            "raise self._make_status_error_from_response(err.response) from None",
+        ),
     )
 
 
 def script_llm_frames(ctx: Ctx) -> list[Frame]:
     caller = ctx.rng.choice(
         [
-            ("pipeline/stages/script.py", "write_script", "draft = await llm.complete(prompt, schema=ScriptOutput)"),
-            ("pipeline/stages/script.py", "revise_script", "draft = await llm.complete(critique_prompt, schema=ScriptOutput)"),
+            (
+                "pipeline/stages/script.py",
+                "write_script",
+                "draft = await llm.complete(prompt, schema=ScriptOutput)",
+            ),
+            (
+                "pipeline/stages/script.py",
+                "revise_script",
+                "draft = await llm.complete(critique_prompt, schema=ScriptOutput)",
+            ),
             ("pipeline/stages/script.py", "write_hook", "hook = await llm.complete(hook_prompt)"),
         ]
     )
@@ -802,7 +950,11 @@ def script_llm_frames(ctx: Ctx) -> list[Frame]:
         ctx,
         ("pipeline/run.py", "run_stage", "result = await stage.run(ctx)"),
         caller,
-        ("pipeline/llm/openai_client.py", "complete", "resp = await self.client.chat.completions.create(**kwargs)"),
+        (
+            "pipeline/llm/openai_client.py",
+            "complete",
+            "resp = await self.client.chat.completions.create(**kwargs)",
+        ),
     ) + openai_lib(ctx, async_=True)
 
 
@@ -812,14 +964,19 @@ def org(rng: random.Random) -> str:
 
 def retry_in(rng: random.Random) -> str:
     return rng.choice(
-        [f"{rng.randint(1, 999)}ms", f"{rng.uniform(0.1, 9.9):.3g}s", f"{rng.randint(1, 40)}.{rng.randint(0, 999)}s", f"{rng.randint(1, 12)}m{rng.uniform(0, 59):.1f}s"]
+        [
+            f"{rng.randint(1, 999)}ms",
+            f"{rng.uniform(0.1, 9.9):.3g}s",
+            f"{rng.randint(1, 40)}.{rng.randint(0, 999)}s",
+            f"{rng.randint(1, 12)}m{rng.uniform(0, 59):.1f}s",
+        ]
     )
 
 
 @group("script", "openai-rate-limit-tpm", 124, bursty=True)
 def _tpm(ctx: Ctx) -> str:
     rng = ctx.rng
-    model = rng.choice(MODELS_OPENAI[:2] + ["gpt-4o-mini"])
+    model = rng.choice([*MODELS_OPENAI[:2], "gpt-4o-mini"])
     limit = rng.choice([30000, 30000, 450000, 800000, 200000])
     used = rng.randint(int(limit * 0.8), limit)
     msg = (
@@ -839,7 +996,7 @@ def _tpm(ctx: Ctx) -> str:
 @group("script", "openai-rate-limit-rpm", 22, bursty=True)
 def _rpm(ctx: Ctx) -> str:
     rng = ctx.rng
-    model = rng.choice(MODELS_OPENAI[:2] + ["gpt-4o-mini"])
+    model = rng.choice([*MODELS_OPENAI[:2], "gpt-4o-mini"])
     limit = rng.choice([500, 500, 5000, 10000])
     msg = (
         f"Rate limit reached for {model} in organization {org(rng)} on requests per min (RPM): "
@@ -873,7 +1030,13 @@ def script_dict(rng: random.Random, drop: str) -> str:
     topic = rng.choice(TOPICS)
     fields = {
         "title": f"{topic.title()} — {rng.randint(3, 7)} Picks",
-        "hook": rng.choice(["Stop buying the wrong one.", "I tested all of them so you don't have to.", "This one surprised me."]),
+        "hook": rng.choice(
+            [
+                "Stop buying the wrong one.",
+                "I tested all of them so you don't have to.",
+                "This one surprised me.",
+            ]
+        ),
         "scenes": f"[{{'n': 1, 'text': 'Number {rng.randint(1, 5)}: the {rng.choice(PRODUCTS)}'}}]",
         "duration_seconds": str(rng.randint(420, 780)),
         "cta": "https://amzn.to/" + alnum(rng, 7),
@@ -881,7 +1044,10 @@ def script_dict(rng: random.Random, drop: str) -> str:
     del fields[drop]
     keys = list(fields)
     rng.shuffle(keys)
-    parts = [f"'{k}': {fields[k] if k in ('scenes', 'duration_seconds') else repr(fields[k])}" for k in keys]
+    parts = [
+        f"'{k}': {fields[k] if k in ('scenes', 'duration_seconds') else repr(fields[k])}"
+        for k in keys
+    ]
     return "{" + ", ".join(parts) + "}"
 
 
@@ -890,9 +1056,27 @@ def pydantic_record(ctx: Ctx, model: str, body: str) -> str:
     frames = app(
         ctx,
         ("pipeline/run.py", "run_stage", "result = await stage.run(ctx)"),
-        ("pipeline/stages/script.py", ctx.rng.choice(["write_script", "revise_script"]), "script = parse_script(raw)"),
-        ("pipeline/stages/script.py", "parse_script", ctx.rng.choice(["return ScriptOutput.model_validate(data)", "return ScriptOutput(**data)"])),
-    ) + lib(ctx, ("pydantic/main.py", (193, 705), ctx.rng.choice(["model_validate", "__init__"]), "validated_self = self.__pydantic_validator__.validate_python(data, self_instance=self)"))
+        (
+            "pipeline/stages/script.py",
+            ctx.rng.choice(["write_script", "revise_script"]),
+            "script = parse_script(raw)",
+        ),
+        (
+            "pipeline/stages/script.py",
+            "parse_script",
+            ctx.rng.choice(
+                ["return ScriptOutput.model_validate(data)", "return ScriptOutput(**data)"]
+            ),
+        ),
+    ) + lib(
+        ctx,
+        (
+            "pydantic/main.py",
+            (193, 705),
+            ctx.rng.choice(["model_validate", "__init__"]),
+            "validated_self = self.__pydantic_validator__.validate_python(data, self_instance=self)",
+        ),
+    )
     return record(ctx, traceback(ctx, (frames, final)), final, weights=(45, 30, 20, 5, 0))
 
 
@@ -924,7 +1108,11 @@ def _pyd_hook_missing(ctx: Ctx) -> str:
 def _pyd_title_type(ctx: Ctx) -> str:
     titles = [f"{t.title()}" for t in ctx.rng.sample(TOPICS, 2)]
     value, kind = ctx.rng.choice(
-        [(trunc_repr(repr(titles)), "list"), (trunc_repr(repr({"text": titles[0], "alt": titles[1]})), "dict"), ("None", "NoneType")]
+        [
+            (trunc_repr(repr(titles)), "list"),
+            (trunc_repr(repr({"text": titles[0], "alt": titles[1]})), "dict"),
+            ("None", "NoneType"),
+        ]
     )
     body = (
         f"title\n  Input should be a valid string [type=string_type, input_value={value}, input_type={kind}]\n"
@@ -936,22 +1124,56 @@ def _pyd_title_type(ctx: Ctx) -> str:
 def decoder_frames(ctx: Ctx, msg: str) -> list[Frame]:
     return app(
         ctx,
-        ("pipeline/stages/script.py", ctx.rng.choice(["write_script", "revise_script"]), "data = json.loads(raw)"),
+        (
+            "pipeline/stages/script.py",
+            ctx.rng.choice(["write_script", "revise_script"]),
+            "data = json.loads(raw)",
+        ),
     ) + std(
         ctx,
         ("json/__init__.py", (346, 346), "loads", "return _default_decoder.decode(s)"),
-        ("json/decoder.py", (337, 338), "decode", "obj, end = self.raw_decode(s, idx=_w(s, 0).end())"),
-        ("json/decoder.py", (353, 355), "raw_decode", "obj, end = self.scan_once(s, idx)" if "Expecting value" not in msg else 'raise JSONDecodeError("Expecting value", s, err.value) from None'),
+        (
+            "json/decoder.py",
+            (337, 338),
+            "decode",
+            "obj, end = self.raw_decode(s, idx=_w(s, 0).end())",
+        ),
+        (
+            "json/decoder.py",
+            (353, 355),
+            "raw_decode",
+            "obj, end = self.scan_once(s, idx)"
+            if "Expecting value" not in msg
+            else 'raise JSONDecodeError("Expecting value", s, err.value) from None',
+        ),
     )
 
 
+SENTENCES = [
+    "It charges fast and runs quiet.",
+    "The battery lasts all day, but the app is clunky.",
+    "Build quality is solid for the price.",
+    "If you have pets, this is the one to get.",
+    "It's loud on the max setting — around 78 dB in my test.",
+    "Setup took under five minutes.",
+    "The dock is bigger than you'd expect, so measure your shelf.",
+    "At this price, it's hard to argue with.",
+    "Skip it if you need USB-C passthrough.",
+    "Customer support answered in two days.",
+]
+
+
 def fake_script_json(rng: random.Random, scenes: int) -> str:
-    out = ['{\n  "title": "' + rng.choice(TOPICS).title() + '",\n  "hook": "Stop buying the wrong one.",\n  "scenes": [']
+    out = [
+        '{\n  "title": "'
+        + rng.choice(TOPICS).title()
+        + '",\n  "hook": "Stop buying the wrong one.",\n  "scenes": ['
+    ]
     for i in range(scenes):
         p = rng.choice(PRODUCTS)
         out.append(
             f'\n    {{"n": {i + 1}, "product": "{p}", "asin": "{asin(rng)}", "text": "Number {i + 1}: the {p}. '
-            + " ".join(rng.choice(["It", "charges", "fast,", "runs", "quiet", "and", "the", "battery", "lasts", "all", "day", "—", "but", "the", "app", "is", "clunky."]) for _ in range(rng.randint(30, 90)))
+            + " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(3, 9)))
             + f'", "broll": ["scene_{i + 1:02d}a.png", "scene_{i + 1:02d}b.png"]}},'
         )
     return "".join(out)
@@ -972,7 +1194,9 @@ def _json_malformed(ctx: Ctx) -> str:
         ]
     )
     final = f"json.decoder.JSONDecodeError: {msg}"
-    out = record(ctx, traceback(ctx, (decoder_frames(ctx, msg), final)), final, weights=(40, 35, 20, 5, 0))
+    out = record(
+        ctx, traceback(ctx, (decoder_frames(ctx, msg), final)), final, weights=(40, 35, 20, 5, 0)
+    )
     if rng.random() < 0.25:
         # The worker appends the raw completion it could not parse; long scripts make long lines.
         raw = fake_script_json(rng, rng.randint(1, 22))
@@ -984,7 +1208,9 @@ def _json_malformed(ctx: Ctx) -> str:
 def _json_empty_completion(ctx: Ctx) -> str:
     msg = "Expecting value: line 1 column 1 (char 0)"
     final = f"json.decoder.JSONDecodeError: {msg}"
-    out = record(ctx, traceback(ctx, (decoder_frames(ctx, msg), final)), final, weights=(40, 35, 20, 5, 0))
+    out = record(
+        ctx, traceback(ctx, (decoder_frames(ctx, msg), final)), final, weights=(40, 35, 20, 5, 0)
+    )
     if ctx.rng.random() < 0.3:
         out += f"\nraw completion: {ctx.rng.choice(['None', repr(''), repr(chr(10))])} (finish_reason={ctx.rng.choice(['stop', 'content_filter'])!r})"
     return out
@@ -994,13 +1220,36 @@ def anthropic_frames(ctx: Ctx) -> list[Frame]:
     return app(
         ctx,
         ("pipeline/run.py", "run_stage", "result = await stage.run(ctx)"),
-        ("pipeline/stages/script.py", ctx.rng.choice(["write_script", "critique_script", "revise_script"]), "draft = await llm.complete(prompt, schema=ScriptOutput)"),
-        ("pipeline/llm/anthropic_client.py", "complete", "msg = await self.client.messages.create(**kwargs)"),
+        (
+            "pipeline/stages/script.py",
+            ctx.rng.choice(["write_script", "critique_script", "revise_script"]),
+            "draft = await llm.complete(prompt, schema=ScriptOutput)",
+        ),
+        (
+            "pipeline/llm/anthropic_client.py",
+            "complete",
+            "msg = await self.client.messages.create(**kwargs)",
+        ),
     ) + lib(
         ctx,
-        ("anthropic/resources/messages/messages.py", (930, 2210), "create", "return await self._post("),
-        ("anthropic/_base_client.py", (1290, 1890), "post", "return await self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)"),
-        ("anthropic/_base_client.py", (1085, 1640), "request", "raise self._make_status_error_from_response(err.response) from None"),
+        (
+            "anthropic/resources/messages/messages.py",
+            (930, 2210),
+            "create",
+            "return await self._post(",
+        ),
+        (
+            "anthropic/_base_client.py",
+            (1290, 1890),
+            "post",
+            "return await self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)",
+        ),
+        (
+            "anthropic/_base_client.py",
+            (1085, 1640),
+            "request",
+            "raise self._make_status_error_from_response(err.response) from None",
+        ),
     )
 
 
@@ -1019,7 +1268,14 @@ def _overloaded(ctx: Ctx) -> str:
 @group("script", "anthropic-rate-limit-429", 18, bursty=True)
 def _anthropic_rate(ctx: Ctx) -> str:
     rng = ctx.rng
-    limit = rng.choice(["40,000 input tokens", "80,000 input tokens", "16,000 output tokens", "400,000 input tokens"])
+    limit = rng.choice(
+        [
+            "40,000 input tokens",
+            "80,000 input tokens",
+            "16,000 output tokens",
+            "400,000 input tokens",
+        ]
+    )
     rid = f", 'request_id': '{req_id(rng)}'" if rng.random() < 0.7 else ""
     final = (
         "anthropic.RateLimitError: Error code: 429 - {'type': 'error', 'error': {'type': 'rate_limit_error', "
@@ -1054,7 +1310,15 @@ def _asyncio_timeout(ctx: Ctx) -> str:
     rng = ctx.rng
     if ctx.env.py == 11:
         inner = std(ctx, ("asyncio/tasks.py", (490, 490), "wait_for", "return fut.result()"))
-        outer_std = std(ctx, ("asyncio/tasks.py", (492, 492), "wait_for", "raise exceptions.TimeoutError() from exc"))
+        outer_std = std(
+            ctx,
+            (
+                "asyncio/tasks.py",
+                (492, 492),
+                "wait_for",
+                "raise exceptions.TimeoutError() from exc",
+            ),
+        )
     else:
         inner = std(ctx, ("asyncio/tasks.py", (520, 520), "wait_for", "return await fut"))
         outer_std = std(
@@ -1065,9 +1329,15 @@ def _asyncio_timeout(ctx: Ctx) -> str:
     caller = app(
         ctx,
         ("pipeline/run.py", "run_stage", "result = await stage.run(ctx)"),
-        ("pipeline/stages/script.py", rng.choice(["write_script", "revise_script", "critique_script"]), "draft = await asyncio.wait_for(llm.complete(prompt), timeout=LLM_TIMEOUT)"),
+        (
+            "pipeline/stages/script.py",
+            rng.choice(["write_script", "revise_script", "critique_script"]),
+            "draft = await asyncio.wait_for(llm.complete(prompt), timeout=LLM_TIMEOUT)",
+        ),
     )
-    tb = traceback(ctx, (inner, "asyncio.exceptions.CancelledError"), (caller + outer_std, "TimeoutError"))
+    tb = traceback(
+        ctx, (inner, "asyncio.exceptions.CancelledError"), (caller + outer_std, "TimeoutError")
+    )
     return ctx.rng.choice(
         [
             tb,
@@ -1084,9 +1354,43 @@ def _api_timeout(ctx: Ctx) -> str:
     final = "openai.APITimeoutError: Request timed out."
     tb = traceback(
         ctx,
-        (lib(ctx, ("httpcore/_exceptions.py", (10, 14), "map_exceptions", "raise to_exc(exc) from exc")), "httpcore.ReadTimeout: The read operation timed out"),
-        (lib(ctx, ("httpx/_transports/default.py", (118, 118), "map_httpcore_exceptions", "raise mapped_exc(message) from exc")), "httpx.ReadTimeout: The read operation timed out"),
-        (script_llm_frames(ctx)[:-1] + lib(ctx, ("openai/_base_client.py", (1549, 1581), "request", "raise APITimeoutError(request=request) from err")), final),
+        (
+            lib(
+                ctx,
+                (
+                    "httpcore/_exceptions.py",
+                    (10, 14),
+                    "map_exceptions",
+                    "raise to_exc(exc) from exc",
+                ),
+            ),
+            "httpcore.ReadTimeout: The read operation timed out",
+        ),
+        (
+            lib(
+                ctx,
+                (
+                    "httpx/_transports/default.py",
+                    (118, 118),
+                    "map_httpcore_exceptions",
+                    "raise mapped_exc(message) from exc",
+                ),
+            ),
+            "httpx.ReadTimeout: The read operation timed out",
+        ),
+        (
+            script_llm_frames(ctx)[:-1]
+            + lib(
+                ctx,
+                (
+                    "openai/_base_client.py",
+                    (1549, 1581),
+                    "request",
+                    "raise APITimeoutError(request=request) from err",
+                ),
+            ),
+            final,
+        ),
     )
     return record(ctx, tb, final)
 
@@ -1096,15 +1400,55 @@ def _api_conn(ctx: Ctx) -> str:
     final = "openai.APIConnectionError: Connection error."
     first = ctx.rng.choice(
         [
-            ("httpcore.RemoteProtocolError: Server disconnected without sending a response.", "httpx.RemoteProtocolError: Server disconnected without sending a response."),
-            ("httpcore.ConnectError: [Errno 104] Connection reset by peer", "httpx.ConnectError: [Errno 104] Connection reset by peer"),
+            (
+                "httpcore.RemoteProtocolError: Server disconnected without sending a response.",
+                "httpx.RemoteProtocolError: Server disconnected without sending a response.",
+            ),
+            (
+                "httpcore.ConnectError: [Errno 104] Connection reset by peer",
+                "httpx.ConnectError: [Errno 104] Connection reset by peer",
+            ),
         ]
     )
     tb = traceback(
         ctx,
-        (lib(ctx, ("httpcore/_exceptions.py", (10, 14), "map_exceptions", "raise to_exc(exc) from exc")), first[0]),
-        (lib(ctx, ("httpx/_transports/default.py", (118, 118), "map_httpcore_exceptions", "raise mapped_exc(message) from exc")), first[1]),
-        (script_llm_frames(ctx)[:-1] + lib(ctx, ("openai/_base_client.py", (1559, 1591), "request", "raise APIConnectionError(request=request) from err")), final),
+        (
+            lib(
+                ctx,
+                (
+                    "httpcore/_exceptions.py",
+                    (10, 14),
+                    "map_exceptions",
+                    "raise to_exc(exc) from exc",
+                ),
+            ),
+            first[0],
+        ),
+        (
+            lib(
+                ctx,
+                (
+                    "httpx/_transports/default.py",
+                    (118, 118),
+                    "map_httpcore_exceptions",
+                    "raise mapped_exc(message) from exc",
+                ),
+            ),
+            first[1],
+        ),
+        (
+            script_llm_frames(ctx)[:-1]
+            + lib(
+                ctx,
+                (
+                    "openai/_base_client.py",
+                    (1559, 1591),
+                    "request",
+                    "raise APIConnectionError(request=request) from err",
+                ),
+            ),
+            final,
+        ),
     )
     return record(ctx, tb, final)
 
@@ -1132,7 +1476,7 @@ def _refused(ctx: Ctx) -> str:
 def _truncated(ctx: Ctx) -> str:
     rng = ctx.rng
     n = rng.choice([2048, 4096, 4096, 8192, 16384])
-    model = rng.choice(MODELS_OPENAI + ["gpt-4o-mini"] + MODELS_CLAUDE)
+    model = rng.choice([*MODELS_OPENAI, "gpt-4o-mini", *MODELS_CLAUDE])
     reason = "'max_tokens'" if model.startswith("claude") else "'length'"
     key = "stop_reason" if model.startswith("claude") else "finish_reason"
     return f"OutputTruncatedError: completion stopped at the token limit ({key}={reason}, output_tokens={n}, model='{model}', video={video_id(rng)})"
@@ -1198,7 +1542,17 @@ def _claim(ctx: Ctx) -> str:
 @group("script-review", "banned-phrase", 12)
 def _banned(ctx: Ctx) -> str:
     rng = ctx.rng
-    phrase = rng.choice(["game-changer", "game changer", "must-have", "best ever", "no-brainer", "revolutionary", "you won't believe"])
+    phrase = rng.choice(
+        [
+            "game-changer",
+            "game changer",
+            "must-have",
+            "best ever",
+            "no-brainer",
+            "revolutionary",
+            "you won't believe",
+        ]
+    )
     return rng.choice(
         [
             f"banned phrase '{phrase}' used in scene {rng.randint(1, 7)} (line {rng.randint(3, 90)})",
@@ -1210,7 +1564,17 @@ def _banned(ctx: Ctx) -> str:
 # --- assets --------------------------------------------------------------------------------------
 
 COLORS = ["red", "blue", "black", "white", "silver", "matte grey", "rose-gold", "green"]
-THINGS = ["car", "truck", "kettle", "vacuum", "headphones", "power bank", "air fryer", "robot vacuum", "toothbrush"]
+THINGS = [
+    "car",
+    "truck",
+    "kettle",
+    "vacuum",
+    "headphones",
+    "power bank",
+    "air fryer",
+    "robot vacuum",
+    "toothbrush",
+]
 
 
 @group("assets", "image-hallucination", 104)
@@ -1233,7 +1597,13 @@ def _hallucination(ctx: Ctx) -> str:
         ]
     )
     lead = rng.choice(
-        ["image hallucination: ", "image hallucination: ", "Image hallucination: ", "IMAGE HALLUCINATION — ", f"[QA {video_id(rng)}] image hallucination: "]
+        [
+            "image hallucination: ",
+            "image hallucination: ",
+            "Image hallucination: ",
+            "IMAGE HALLUCINATION — ",
+            f"[QA {video_id(rng)}] image hallucination: ",
+        ]
     )
     return lead + detail
 
@@ -1249,13 +1619,31 @@ def _content_policy(ctx: Ctx) -> str:
     )
     frames = app(
         ctx,
-        ("pipeline/stages/assets.py", ctx.rng.choice(["generate_scene_images", "generate_thumbnail_bg"]), "img = await images.generate(prompt, size=SIZE)"),
-        ("pipeline/assets/images.py", "generate", "resp = await self.client.images.generate(model=self.model, prompt=prompt, size=size, n=1)"),
+        (
+            "pipeline/stages/assets.py",
+            ctx.rng.choice(["generate_scene_images", "generate_thumbnail_bg"]),
+            "img = await images.generate(prompt, size=SIZE)",
+        ),
+        (
+            "pipeline/assets/images.py",
+            "generate",
+            "resp = await self.client.images.generate(model=self.model, prompt=prompt, size=size, n=1)",
+        ),
     ) + lib(
         ctx,
         ("openai/resources/images.py", (260, 1390), "generate", "return await self._post("),
-        ("openai/_base_client.py", (1242, 1794), "post", "return await self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)"),
-        ("openai/_base_client.py", (919, 1594), "request", "raise self._make_status_error_from_response(err.response) from None"),
+        (
+            "openai/_base_client.py",
+            (1242, 1794),
+            "post",
+            "return await self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)",
+        ),
+        (
+            "openai/_base_client.py",
+            (919, 1594),
+            "request",
+            "raise self._make_status_error_from_response(err.response) from None",
+        ),
     )
     out = record(ctx, traceback(ctx, (frames, final)), final)
     return out + (f" (x-request-id: {rid})" if ctx.rng.random() < 0.3 else "")
@@ -1267,21 +1655,52 @@ def _playwright(ctx: Ctx) -> str:
     ms = rng.choice([60000, 90000, 120000, 120000, 180000])
     log = ['  - waiting for locator("div.result-grid img.generated-image").first to be visible']
     for _ in range(rng.randint(0, 4)):
-        log.append(f'    {rng.randint(1, 40)} × locator resolved to {rng.randint(0, 3)} elements. Proceeding with the first one: <img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" class="generated-image placeholder"/>')
-    final = f"playwright._impl._errors.TimeoutError: Locator.wait_for: Timeout {ms}ms exceeded.\nCall log:\n" + "\n".join(log)
+        log.append(
+            f'    {rng.randint(1, 40)} × locator resolved to {rng.randint(0, 3)} elements. Proceeding with the first one: <img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" class="generated-image placeholder"/>'
+        )
+    final = (
+        f"playwright._impl._errors.TimeoutError: Locator.wait_for: Timeout {ms}ms exceeded.\nCall log:\n"
+        + "\n".join(log)
+    )
     frames = app(
         ctx,
-        ("pipeline/stages/assets.py", "generate_scene_images", "path = await dzine.generate(page, prompt, ref_image)"),
-        ("pipeline/assets/dzine.py", "generate", 'await page.locator("div.result-grid img.generated-image").first.wait_for(state="visible", timeout=GEN_TIMEOUT_MS)'),
+        (
+            "pipeline/stages/assets.py",
+            "generate_scene_images",
+            "path = await dzine.generate(page, prompt, ref_image)",
+        ),
+        (
+            "pipeline/assets/dzine.py",
+            "generate",
+            'await page.locator("div.result-grid img.generated-image").first.wait_for(state="visible", timeout=GEN_TIMEOUT_MS)',
+        ),
     ) + lib(
         ctx,
-        ("playwright/async_api/_generated.py", (17800, 18100), "wait_for", "await self._impl_obj.wait_for(timeout=timeout, state=state)"),
-        ("playwright/_impl/_locator.py", (700, 720), "wait_for", "await self._frame.wait_for_selector("),
-        ("playwright/_impl/_connection.py", (520, 560), "wrap_api_call", "raise rewrite_error(error, f\"{parsed_st['apiName']}: {error}\") from None"),
+        (
+            "playwright/async_api/_generated.py",
+            (17800, 18100),
+            "wait_for",
+            "await self._impl_obj.wait_for(timeout=timeout, state=state)",
+        ),
+        (
+            "playwright/_impl/_locator.py",
+            (700, 720),
+            "wait_for",
+            "await self._frame.wait_for_selector(",
+        ),
+        (
+            "playwright/_impl/_connection.py",
+            (520, 560),
+            "wrap_api_call",
+            "raise rewrite_error(error, f\"{parsed_st['apiName']}: {error}\") from None",
+        ),
     )
     out = record(ctx, traceback(ctx, (frames, final)), final, weights=(40, 35, 15, 10, 0))
     if rng.random() < 0.3:
-        out = f"dzine {video_id(rng)} scene {rng.randint(1, 8)} (progress {rng.randint(5, 95)}%): " + out
+        out = (
+            f"dzine {video_id(rng)} scene {rng.randint(1, 8)} (progress {rng.randint(5, 95)}%): "
+            + out
+        )
     return out
 
 
@@ -1310,7 +1729,14 @@ def _ghost(ctx: Ctx) -> str:
 
 def asset_path(ctx: Ctx) -> str:
     rng = ctx.rng
-    name = rng.choice([f"scene_{rng.randint(1, 9):02d}.png", f"ref_{asin(rng)}.jpg", "thumb_bg.png", f"scene_{rng.randint(1, 9):02d}_bgremoved.png"])
+    name = rng.choice(
+        [
+            f"scene_{rng.randint(1, 9):02d}.png",
+            f"ref_{asin(rng)}.jpg",
+            "thumb_bg.png",
+            f"scene_{rng.randint(1, 9):02d}_bgremoved.png",
+        ]
+    )
     return rng.choice(
         [
             f"{run_dir(ctx)}/images/{name}",
@@ -1324,7 +1750,11 @@ def asset_path(ctx: Ctx) -> str:
 def asset_frames(ctx: Ctx, code: str) -> list[Frame]:
     return app(
         ctx,
-        ("pipeline/stages/assets.py", ctx.rng.choice(["collect_assets", "prepare_references", "generate_scene_images"]), code),
+        (
+            "pipeline/stages/assets.py",
+            ctx.rng.choice(["collect_assets", "prepare_references", "generate_scene_images"]),
+            code,
+        ),
     )
 
 
@@ -1332,7 +1762,12 @@ def asset_frames(ctx: Ctx, code: str) -> list[Frame]:
 def _fnf(ctx: Ctx) -> str:
     path = asset_path(ctx)
     final = f"FileNotFoundError: [Errno 2] No such file or directory: '{path}'"
-    frames = asset_frames(ctx, ctx.rng.choice(["with open(path, 'rb') as f:", "img = Image.open(path)", "shutil.copy(path, dest)"]))
+    frames = asset_frames(
+        ctx,
+        ctx.rng.choice(
+            ["with open(path, 'rb') as f:", "img = Image.open(path)", "shutil.copy(path, dest)"]
+        ),
+    )
     return record(ctx, traceback(ctx, (frames, final)), final, weights=(45, 35, 10, 10, 0))
 
 
@@ -1340,21 +1775,37 @@ def _fnf(ctx: Ctx) -> str:
 def _perm(ctx: Ctx) -> str:
     path = asset_path(ctx)
     final = f"PermissionError: [Errno 13] Permission denied: '{path}'"
-    frames = asset_frames(ctx, ctx.rng.choice(["img.save(path)", "with open(path, 'wb') as f:", "shutil.copy(src, path)"]))
+    frames = asset_frames(
+        ctx,
+        ctx.rng.choice(["img.save(path)", "with open(path, 'wb') as f:", "shutil.copy(src, path)"]),
+    )
     return record(ctx, traceback(ctx, (frames, final)), final, weights=(45, 35, 10, 10, 0))
 
 
 @group("assets", "is-a-directory", 3)
 def _isdir(ctx: Ctx) -> str:
-    path = ctx.rng.choice(["assets/", f"./output/{video_id(ctx.rng)}/images", f"{run_dir(ctx)}/images/"])
+    path = ctx.rng.choice(
+        ["assets/", f"./output/{video_id(ctx.rng)}/images", f"{run_dir(ctx)}/images/"]
+    )
     final = f"IsADirectoryError: [Errno 21] Is a directory: '{path}'"
-    return record(ctx, traceback(ctx, (asset_frames(ctx, "with open(path, 'rb') as f:"), final)), final, weights=(50, 50, 0, 0, 0))
+    return record(
+        ctx,
+        traceback(ctx, (asset_frames(ctx, "with open(path, 'rb') as f:"), final)),
+        final,
+        weights=(50, 50, 0, 0, 0),
+    )
 
 
 @group("assets", "downloaded-file-not-an-image", 10)
 def _unidentified(ctx: Ctx) -> str:
     rng = ctx.rng
-    target = rng.choice([f"'/tmp/dzine_dl_{alnum(rng, 8).lower()}.webp'", f"<_io.BytesIO object at {addr(rng)}>", f"'{asset_path(ctx)}'"])
+    target = rng.choice(
+        [
+            f"'/tmp/dzine_dl_{alnum(rng, 8).lower()}.webp'",
+            f"<_io.BytesIO object at {addr(rng)}>",
+            f"'{asset_path(ctx)}'",
+        ]
+    )
     final = f"PIL.UnidentifiedImageError: cannot identify image file {target}"
     frames = asset_frames(ctx, "img = Image.open(io.BytesIO(resp.content))") + lib(
         ctx, ("PIL/Image.py", (3280, 3536), "open", "raise UnidentifiedImageError(msg)")
@@ -1374,9 +1825,21 @@ def cdn_image_url(rng: random.Random) -> str:
 def download_frames(ctx: Ctx) -> list[Frame]:
     return app(
         ctx,
-        ("pipeline/stages/assets.py", "prepare_references", "refs = [download_reference(u) for u in product.image_urls]"),
+        (
+            "pipeline/stages/assets.py",
+            "prepare_references",
+            "refs = [download_reference(u) for u in product.image_urls]",
+        ),
         ("pipeline/assets/download.py", "download_reference", "r.raise_for_status()"),
-    ) + lib(ctx, ("requests/models.py", (1021, 1026), "raise_for_status", "raise HTTPError(http_error_msg, response=self)"))
+    ) + lib(
+        ctx,
+        (
+            "requests/models.py",
+            (1021, 1026),
+            "raise_for_status",
+            "raise HTTPError(http_error_msg, response=self)",
+        ),
+    )
 
 
 @group("assets", "reference-image-403-forbidden", 12, bursty=True)
@@ -1410,16 +1873,29 @@ def _unreadable(ctx: Ctx) -> str:
 @group("thumbnail", "truncated-image-file", 6)
 def _trunc_img(ctx: Ctx) -> str:
     final = f"OSError: image file is truncated ({ctx.rng.randint(1, 900)} bytes not processed)"
-    frames = app(ctx, ("pipeline/stages/thumbnail.py", "compose", "bg = Image.open(bg_path).convert('RGB')")) + lib(
-        ctx, ("PIL/ImageFile.py", (280, 300), "load", 'raise OSError(msg)')
-    )
+    frames = app(
+        ctx, ("pipeline/stages/thumbnail.py", "compose", "bg = Image.open(bg_path).convert('RGB')")
+    ) + lib(ctx, ("PIL/ImageFile.py", (280, 300), "load", "raise OSError(msg)"))
     return record(ctx, traceback(ctx, (frames, final)), final, weights=(50, 40, 10, 0, 0))
 
 
 @group("thumbnail", "font-file-missing", 3)
 def _font(ctx: Ctx) -> str:
-    font = ctx.rng.choice(["Montserrat-ExtraBold.ttf", "fonts/Anton-Regular.ttf", "/usr/share/fonts/truetype/bebas/BebasNeue-Regular.ttf"])
-    frames = app(ctx, ("pipeline/stages/thumbnail.py", "compose", f'font = ImageFont.truetype("{font}", {ctx.rng.choice([96, 110, 128])})')) + lib(
+    font = ctx.rng.choice(
+        [
+            "Montserrat-ExtraBold.ttf",
+            "fonts/Anton-Regular.ttf",
+            "/usr/share/fonts/truetype/bebas/BebasNeue-Regular.ttf",
+        ]
+    )
+    frames = app(
+        ctx,
+        (
+            "pipeline/stages/thumbnail.py",
+            "compose",
+            f'font = ImageFont.truetype("{font}", {ctx.rng.choice([96, 110, 128])})',
+        ),
+    ) + lib(
         ctx,
         ("PIL/ImageFont.py", (797, 860), "truetype", "return freetype(font)"),
         ("PIL/ImageFont.py", (227, 260), "__init__", "self.font = core.getfont("),
@@ -1435,7 +1911,25 @@ def _thumb_size(ctx: Ctx) -> str:
 
 # --- tts -----------------------------------------------------------------------------------------
 
-NAMES = ["Nguyen", "Hyundai", "Xiaomi", "Łódź", "Kärcher", "De'Longhi", "Huawei", "Roborock", "Saoirse", "Şahin", "Miele", "Porsche", "Gigabyte", "Qi2", "Wi-Fi 6E", "Sennheiser", "Ærø"]
+NAMES = [
+    "Nguyen",
+    "Hyundai",
+    "Xiaomi",
+    "Łódź",
+    "Kärcher",
+    "De'Longhi",
+    "Huawei",
+    "Roborock",
+    "Saoirse",
+    "Şahin",
+    "Miele",
+    "Porsche",
+    "Gigabyte",
+    "Qi2",
+    "Wi-Fi 6E",
+    "Sennheiser",
+    "Ærø",
+]
 
 
 @group("tts", "mispronounced-name", 36)
@@ -1457,10 +1951,19 @@ def _mispronounced(ctx: Ctx) -> str:
 def eleven_frames(ctx: Ctx) -> list[Frame]:
     return app(
         ctx,
-        ("pipeline/stages/tts.py", ctx.rng.choice(["synthesize_voiceover", "synthesize_scene"]), "audio = client.text_to_speech.convert(voice_id=voice_id, text=chunk, model_id=MODEL)"),
+        (
+            "pipeline/stages/tts.py",
+            ctx.rng.choice(["synthesize_voiceover", "synthesize_scene"]),
+            "audio = client.text_to_speech.convert(voice_id=voice_id, text=chunk, model_id=MODEL)",
+        ),
     ) + lib(
         ctx,
-        ("elevenlabs/text_to_speech/client.py", (120, 1400), "convert", "raise ApiError(status_code=_response.status_code, body=_response_json)"),
+        (
+            "elevenlabs/text_to_speech/client.py",
+            (120, 1400),
+            "convert",
+            "raise ApiError(status_code=_response.status_code, body=_response_json)",
+        ),
     )
 
 
@@ -1527,8 +2030,31 @@ def _tts_timeout(ctx: Ctx) -> str:
     final = "httpx.ReadTimeout: The read operation timed out"
     tb = traceback(
         ctx,
-        (lib(ctx, ("httpcore/_exceptions.py", (10, 14), "map_exceptions", "raise to_exc(exc) from exc")), "httpcore.ReadTimeout: The read operation timed out"),
-        (eleven_frames(ctx)[:1] + lib(ctx, ("httpx/_transports/default.py", (118, 118), "map_httpcore_exceptions", "raise mapped_exc(message) from exc")), final),
+        (
+            lib(
+                ctx,
+                (
+                    "httpcore/_exceptions.py",
+                    (10, 14),
+                    "map_exceptions",
+                    "raise to_exc(exc) from exc",
+                ),
+            ),
+            "httpcore.ReadTimeout: The read operation timed out",
+        ),
+        (
+            eleven_frames(ctx)[:1]
+            + lib(
+                ctx,
+                (
+                    "httpx/_transports/default.py",
+                    (118, 118),
+                    "map_httpcore_exceptions",
+                    "raise mapped_exc(message) from exc",
+                ),
+            ),
+            final,
+        ),
     )
     out = record(ctx, tb, final, weights=(45, 35, 10, 10, 0))
     if ctx.rng.random() < 0.25:
@@ -1549,9 +2075,25 @@ def ffmpeg_cmd(ctx: Ctx, src: str, dst: str) -> list[str]:
         args += ["-i", f"{src.rsplit('/', 2)[0]}/audio/voiceover.mp3"]
     args += rng.choice(
         [
-            ["-vf", "scale=1080:1920,setsar=1", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(rng.randint(18, 23))],
+            [
+                "-vf",
+                "scale=1080:1920,setsar=1",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                str(rng.randint(18, 23)),
+            ],
             ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "30", "-c:a", "aac", "-b:a", "192k"],
-            ["-filter_complex", f"[0:v]zoompan=z='min(zoom+0.0015,1.5)':d={rng.randint(90, 300)}:s=1920x1080[v]", "-map", "[v]", "-c:v", "libx264"],
+            [
+                "-filter_complex",
+                f"[0:v]zoompan=z='min(zoom+0.0015,1.5)':d={rng.randint(90, 300)}:s=1920x1080[v]",
+                "-map",
+                "[v]",
+                "-c:v",
+                "libx264",
+            ],
             ["-c:v", "libx264", "-movflags", "+faststart", "-c:a", "copy"],
         ]
     )
@@ -1561,18 +2103,38 @@ def ffmpeg_cmd(ctx: Ctx, src: str, dst: str) -> list[str]:
 def scene_paths(ctx: Ctx) -> tuple[str, str]:
     d = run_dir(ctx)
     n = ctx.rng.randint(1, 12)
-    src = ctx.rng.choice([f"{d}/scenes/scene_{n:02d}.mp4", f"{d}/images/scene_{n:02d}.png", f"{d}/broll/{alnum(ctx.rng, 11)}.mp4"])
-    dst = ctx.rng.choice([f"{d}/out/scene_{n:02d}.mp4", f"{d}/out/final.mp4", f"{d}/render/part_{n:03d}.mp4"])
+    src = ctx.rng.choice(
+        [
+            f"{d}/scenes/scene_{n:02d}.mp4",
+            f"{d}/images/scene_{n:02d}.png",
+            f"{d}/broll/{alnum(ctx.rng, 11)}.mp4",
+        ]
+    )
+    dst = ctx.rng.choice(
+        [f"{d}/out/scene_{n:02d}.mp4", f"{d}/out/final.mp4", f"{d}/render/part_{n:03d}.mp4"]
+    )
     return src, dst
 
 
 def called_process(ctx: Ctx, cmd: list[str], code: int, stderr: str | None) -> str:
-    final = f"subprocess.CalledProcessError: Command '{cmd!r}' returned non-zero exit status {code}."
+    final = (
+        f"subprocess.CalledProcessError: Command '{cmd!r}' returned non-zero exit status {code}."
+    )
     frames = app(
         ctx,
-        ("pipeline/stages/render.py", ctx.rng.choice(["render_scene", "concat_scenes", "mux_audio"]), "run_ffmpeg(cmd)"),
-        ("pipeline/render/ffmpeg.py", "run_ffmpeg", "subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT)"),
-    ) + std(ctx, ("subprocess.py", (571, 577), "run", "raise CalledProcessError(retcode, process.args,"))
+        (
+            "pipeline/stages/render.py",
+            ctx.rng.choice(["render_scene", "concat_scenes", "mux_audio"]),
+            "run_ffmpeg(cmd)",
+        ),
+        (
+            "pipeline/render/ffmpeg.py",
+            "run_ffmpeg",
+            "subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT)",
+        ),
+    ) + std(
+        ctx, ("subprocess.py", (571, 577), "run", "raise CalledProcessError(retcode, process.args,")
+    )
     rng = ctx.rng
     way = rng.randrange(4)
     if way == 0:
@@ -1611,14 +2173,17 @@ def _ff_invalid(ctx: Ctx) -> str:
             "",
         ]
     )
-    return called_process(ctx, ffmpeg_cmd(ctx, src, dst), 1, f"{lead}{src}: Invalid data found when processing input")
+    return called_process(
+        ctx, ffmpeg_cmd(ctx, src, dst), 1, f"{lead}{src}: Invalid data found when processing input"
+    )
 
 
 @group("render", "ffmpeg-missing-input", 20)
 def _ff_missing(ctx: Ctx) -> str:
     src, dst = scene_paths(ctx)
-    missing = ctx.rng.choice([src, f"{src.rsplit('/', 2)[0]}/audio/voiceover.mp3"])
-    return called_process(ctx, ffmpeg_cmd(ctx, src, dst), 1, f"{missing}: No such file or directory")
+    cmd = ffmpeg_cmd(ctx, src, dst)
+    inputs = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-i"]
+    return called_process(ctx, cmd, 1, f"{ctx.rng.choice(inputs)}: No such file or directory")
 
 
 @group("render", "ffmpeg-output-dir-missing", 6)
@@ -1670,13 +2235,36 @@ def _ff_timeout(ctx: Ctx) -> str:
     final = f"subprocess.TimeoutExpired: Command '{cmd!r}' timed out after {secs} seconds"
     frames = app(
         ctx,
-        ("pipeline/stages/render.py", ctx.rng.choice(["render_scene", "concat_scenes"]), "run_ffmpeg(cmd)"),
-        ("pipeline/render/ffmpeg.py", "run_ffmpeg", "subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT)"),
+        (
+            "pipeline/stages/render.py",
+            ctx.rng.choice(["render_scene", "concat_scenes"]),
+            "run_ffmpeg(cmd)",
+        ),
+        (
+            "pipeline/render/ffmpeg.py",
+            "run_ffmpeg",
+            "subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT)",
+        ),
     ) + std(
         ctx,
-        ("subprocess.py", (550, 556), "run", "stdout, stderr = process.communicate(input, timeout=timeout)"),
-        ("subprocess.py", (1209, 1222), "communicate", "stdout, stderr = self._communicate(input, endtime, timeout)"),
-        ("subprocess.py", (2115, 2160), "_communicate", "self._check_timeout(endtime, orig_timeout, stdout, stderr)"),
+        (
+            "subprocess.py",
+            (550, 556),
+            "run",
+            "stdout, stderr = process.communicate(input, timeout=timeout)",
+        ),
+        (
+            "subprocess.py",
+            (1209, 1222),
+            "communicate",
+            "stdout, stderr = self._communicate(input, endtime, timeout)",
+        ),
+        (
+            "subprocess.py",
+            (2115, 2160),
+            "_communicate",
+            "self._check_timeout(endtime, orig_timeout, stdout, stderr)",
+        ),
         ("subprocess.py", (1253, 1270), "_check_timeout", "raise TimeoutExpired("),
     )
     return record(ctx, traceback(ctx, (frames, final)), final, weights=(40, 35, 15, 10, 0))
@@ -1686,7 +2274,9 @@ def _ff_timeout(ctx: Ctx) -> str:
 def _job_timeout(ctx: Ctx) -> str:
     rng = ctx.rng
     job = rng.choice([hexs(rng, 8), uuid(rng), hexs(rng, 4) + "…"])
-    waited = rng.choice([rng.uniform(30, 32), rng.uniform(59, 61), rng.uniform(120, 900), rng.uniform(0.5, 0.99)])
+    waited = rng.choice(
+        [rng.uniform(30, 32), rng.uniform(59, 61), rng.uniform(120, 900), rng.uniform(0.5, 0.99)]
+    )
     tail = rng.choice(
         [
             "",
@@ -1717,9 +2307,22 @@ def _dup_scene(ctx: Ctx) -> str:
 
 @group("render", "disk-full", 3)
 def _disk(ctx: Ctx) -> str:
-    src, dst = scene_paths(ctx)
+    dst = scene_paths(ctx)[1]
     final = f"OSError: [Errno 28] No space left on device: '{dst}'"
-    return record(ctx, traceback(ctx, (app(ctx, ("pipeline/stages/render.py", "concat_scenes", "shutil.copyfile(tmp, dst)")), final)), final, weights=(50, 50, 0, 0, 0))
+    return record(
+        ctx,
+        traceback(
+            ctx,
+            (
+                app(
+                    ctx, ("pipeline/stages/render.py", "concat_scenes", "shutil.copyfile(tmp, dst)")
+                ),
+                final,
+            ),
+        ),
+        final,
+        weights=(50, 50, 0, 0, 0),
+    )
 
 
 @group("render", "davinci-media-offline", 5)
@@ -1749,12 +2352,33 @@ def _yt_quota(ctx: Ctx) -> str:
     )
     frames = app(
         ctx,
-        ("pipeline/stages/publish.py", rng.choice(["upload_video", "set_thumbnail", "add_to_playlist"]), "response = request.execute()" if rng.random() < 0.5 else "status, response = request.next_chunk()"),
+        (
+            "pipeline/stages/publish.py",
+            rng.choice(["upload_video", "set_thumbnail", "add_to_playlist"]),
+            "response = request.execute()"
+            if rng.random() < 0.5
+            else "status, response = request.next_chunk()",
+        ),
     ) + lib(
         ctx,
-        ("googleapiclient/_helpers.py", (130, 130), "positional_wrapper", "return wrapped(*args, **kwargs)"),
-        ("googleapiclient/http.py", (938, 1068), "next_chunk", "return self._process_response(resp, content)"),
-        ("googleapiclient/http.py", (1094, 1100), "_process_response", "raise HttpError(resp, content, uri=self.uri)"),
+        (
+            "googleapiclient/_helpers.py",
+            (130, 130),
+            "positional_wrapper",
+            "return wrapped(*args, **kwargs)",
+        ),
+        (
+            "googleapiclient/http.py",
+            (938, 1068),
+            "next_chunk",
+            "return self._process_response(resp, content)",
+        ),
+        (
+            "googleapiclient/http.py",
+            (1094, 1100),
+            "_process_response",
+            "raise HttpError(resp, content, uri=self.uri)",
+        ),
     )
     return record(ctx, traceback(ctx, (frames, final)), final)
 
@@ -1774,7 +2398,11 @@ def _tt_quota(ctx: Ctx) -> str:
 def _tt_large(ctx: Ctx) -> str:
     rng = ctx.rng
     size = rng.uniform(4.01, 6.5)
-    return f"{tiktok_prefix(rng)}: file too large ({size:.2f} GB, max 4 GB)" if rng.random() < 0.6 else f"{tiktok_prefix(rng)}: file too large ({round(size * 1024)} MB > 4096 MB)"
+    return (
+        f"{tiktok_prefix(rng)}: file too large ({size:.2f} GB, max 4 GB)"
+        if rng.random() < 0.6
+        else f"{tiktok_prefix(rng)}: file too large ({round(size * 1024)} MB > 4096 MB)"
+    )
 
 
 @group("upload", "oauth-token-revoked", 10)
@@ -1783,11 +2411,23 @@ def _invalid_grant(ctx: Ctx) -> str:
         "google.auth.exceptions.RefreshError: ('invalid_grant: Token has been expired or revoked.', "
         "{'error': 'invalid_grant', 'error_description': 'Token has been expired or revoked.'})"
     )
-    frames = app(ctx, ("pipeline/stages/publish.py", "youtube_client", "creds.refresh(Request())")) + lib(
+    frames = app(
+        ctx, ("pipeline/stages/publish.py", "youtube_client", "creds.refresh(Request())")
+    ) + lib(
         ctx,
         ("google/oauth2/credentials.py", (409, 440), "refresh", ") = reauth.refresh_grant("),
-        ("google/oauth2/reauth.py", (366, 370), "refresh_grant", "_client._handle_error_response(response_data, retryable_error)"),
-        ("google/oauth2/_client.py", (68, 72), "_handle_error_response", "raise exceptions.RefreshError("),
+        (
+            "google/oauth2/reauth.py",
+            (366, 370),
+            "refresh_grant",
+            "_client._handle_error_response(response_data, retryable_error)",
+        ),
+        (
+            "google/oauth2/_client.py",
+            (68, 72),
+            "_handle_error_response",
+            "raise exceptions.RefreshError(",
+        ),
     )
     return record(ctx, traceback(ctx, (frames, final)), final)
 
@@ -1795,11 +2435,16 @@ def _invalid_grant(ctx: Ctx) -> str:
 @group("upload", "broken-pipe", 4)
 def _broken_pipe(ctx: Ctx) -> str:
     final = "BrokenPipeError: [Errno 32] Broken pipe"
-    frames = app(ctx, ("pipeline/stages/publish.py", "upload_video", "status, response = request.next_chunk()")) + std(
-        ctx, ("ssl.py", (1180, 1211), "sendall", "v = self.send(byte_view[count:])")
-    )
+    frames = app(
+        ctx,
+        ("pipeline/stages/publish.py", "upload_video", "status, response = request.next_chunk()"),
+    ) + std(ctx, ("ssl.py", (1180, 1211), "sendall", "v = self.send(byte_view[count:])"))
     out = record(ctx, traceback(ctx, (frames, final)), final, weights=(50, 30, 0, 20, 0))
-    return out + (f" (chunk {ctx.rng.randint(3, 400)} of {ctx.rng.randint(400, 900)}, {ctx.rng.randint(8, 64)} MiB)" if ctx.rng.random() < 0.4 else "")
+    return out + (
+        f" (chunk {ctx.rng.randint(3, 400)} of {ctx.rng.randint(400, 900)}, {ctx.rng.randint(8, 64)} MiB)"
+        if ctx.rng.random() < 0.4
+        else ""
+    )
 
 
 # --- arrival order and output ---------------------------------------------------------------------
@@ -1811,7 +2456,10 @@ def arrival_times(rng: random.Random, g: Group) -> list[datetime]:
     if not g.bursty:
         return [START + timedelta(seconds=rng.uniform(0, SPAN_HOURS * 3600)) for _ in range(g.size)]
     centers = [rng.uniform(0, SPAN_HOURS * 3600) for _ in range(max(2, g.size // 12))]
-    return [START + timedelta(seconds=rng.choice(centers) + abs(rng.gauss(0, 900))) for _ in range(g.size)]
+    return [
+        START + timedelta(seconds=rng.choice(centers) + abs(rng.gauss(0, 900)))
+        for _ in range(g.size)
+    ]
 
 
 def build() -> list[dict[str, str]]:
@@ -1821,7 +2469,9 @@ def build() -> list[dict[str, str]]:
         rng = random.Random(f"{SEED}:{g.label}")
         for i, t in enumerate(arrival_times(rng, g)):
             ctx = Ctx(rng, t, env_for(rng))
-            rows.append((t, g.label, i, {"stage": g.stage, "text": g.render(ctx), "group": g.label}))
+            rows.append(
+                (t, g.label, i, {"stage": g.stage, "text": g.render(ctx), "group": g.label})
+            )
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return [r[3] for r in rows]
 
