@@ -234,7 +234,7 @@ def slowest_message_ms(data: Dataset) -> float:
     return worst * 1000
 
 
-# --- 20,000-character messages ---------------------------------------------------------------------
+# --- 20,000-character messages ----------------------------------------------------------------
 
 
 def long_messages(size: int = LONG_SIZE) -> dict[str, str]:

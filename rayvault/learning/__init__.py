@@ -35,6 +35,11 @@ if TYPE_CHECKING:
         StoreError,
         UnsafePathError,
     )
+    from rayvault.learning.grouping import (
+        GroupingExplanation,
+        explain_grouping,
+        group_failures,
+    )
     from rayvault.learning.loop import (
         Diagnoser,
         Diagnosis,
@@ -79,11 +84,6 @@ if TYPE_CHECKING:
         Tombstone,
         TombstoneFile,
         WeeklyReport,
-    )
-    from rayvault.learning.grouping import (
-        GroupingExplanation,
-        explain_grouping,
-        group_failures,
     )
     from rayvault.learning.patterns import Fingerprint, fingerprint
     from rayvault.learning.registry import (

@@ -36,8 +36,8 @@ __all__ = [
     "GroupingExplanation",
     "MaskMatch",
     "explain_grouping",
-    "group_failures",
     "failure_template",
+    "group_failures",
 ]
 
 _TRACEBACK = "Traceback (most recent call last):"
