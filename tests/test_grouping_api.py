@@ -297,3 +297,8 @@ def test_explain_agrees_with_group_failures(text: str) -> None:
     assert e.key == group_failures([text], stage="x")[0]
     assert e.decision == "new"
     assert e.masked == failure_template(text)
+
+
+def test_explain_refuses_what_is_not_a_book() -> None:
+    with pytest.raises(InvalidInputError, match="pattern book"):
+        explain_grouping("x", "text", book=True)  # type: ignore[arg-type]

@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 _TRACEBACK = "Traceback (most recent call last):"
+#: What a :class:`PatternBook` has (a protocol that is not checked at run time: named here).
+_BOOK_METHODS = ("find", "clusters", "save", "merge")
 
 
 @checked
@@ -181,6 +183,13 @@ def explain_grouping(
     the assignment would save or merge is listed in ``writes``."""
     if not stage.strip():
         raise InvalidInputError("stage must be non-empty text")
+    if book is not None:
+        missing = [m for m in _BOOK_METHODS if not callable(getattr(book, m, None))]
+        if missing:
+            raise InvalidInputError(
+                f"book must be a pattern book (find, clusters, save, merge), got "
+                f"{type(book).__name__} without {', '.join(missing)}"
+            )
     stage = stage.strip()
     dry = _DryRunBook(book if book is not None else MemoryBook())
     result = assign(dry, stage, text)
@@ -188,7 +197,7 @@ def explain_grouping(
     tokens = tuple(result.masked.split(" ")) if result.masked else ("",)
     cluster = dry.saved.get(result.key) or dry.find(stage, result.sig)
     cluster_tokens = cluster.tokens if cluster is not None else tokens
-    differing = ()
+    differing: tuple[int, ...] = ()
     if result.decision != "new" and len(cluster_tokens) == len(tokens):
         differing = tuple(
             i
