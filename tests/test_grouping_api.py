@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rayvault.learning as api
-from rayvault.learning._grouping import MemoryBook, assign
+from rayvault.learning._grouping import MERGE_EVIDENCE, MemoryBook, assign
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.grouping import (
     GROUPING_VERSION,
@@ -110,9 +110,8 @@ def test_exported_from_the_package() -> None:
         ),
         pytest.param(
             [
-                "Failed password for alice from 10.0.0.1 port 22 ssh2",
-                "Failed password for bob from 10.0.0.2 port 2222 ssh2",
-                "Failed password for carol from 10.0.0.3 port 22 ssh2",
+                f"Failed password for {user} from 10.0.0.{i} port 22 ssh2"
+                for i, user in enumerate(["alice", "bob", "carol", "dave", "erin", "frank"])
             ],
             id="user-names-cluster",
         ),
@@ -153,7 +152,7 @@ def test_group_failures_checks_its_arguments() -> None:
 
 
 def test_failure_template_reads_as_the_pattern() -> None:
-    assert failure_template("Timeout after 12s on B0ABC12345") == "Timeout after <dur> on <id>"
+    assert failure_template("Timeout after 12s on B0XYZ12345") == "Timeout after <dur> on <id>"
     assert failure_template(KEY_ERROR_TRACEBACK) == "KeyError: 'choices'"
 
 
@@ -161,24 +160,24 @@ def test_failure_template_reads_as_the_pattern() -> None:
 
 
 def test_explain_a_new_text() -> None:
-    e = explain_grouping("render", "Timeout after 12s on B0ABC12345")
+    e = explain_grouping("render", "Timeout after 12s on B0XYZ12345")
     assert e.stage == "render"
     assert e.version == GROUPING_VERSION
-    assert e.text == "Timeout after 12s on B0ABC12345"
+    assert e.text == "Timeout after 12s on B0XYZ12345"
     assert e.text_reason == "whole text"
-    assert e.masks == (MaskMatch("dur", "12s"), MaskMatch("id", "B0ABC12345"))
+    assert e.masks == (MaskMatch("<dur>", "12s"), MaskMatch("<id>", "B0XYZ12345"))
     assert e.masked == "Timeout after <dur> on <id>"
     assert e.tokens == ("Timeout", "after", "<dur>", "on", "<id>")
     assert not e.literal
     assert e.decision == "new"
     assert e.key == f"render:{e.signature}"
-    assert e.key == group_failures(["Timeout after 12s on B0ABC12345"], stage="render")[0]
+    assert e.key == group_failures(["Timeout after 12s on B0XYZ12345"], stage="render")[0]
     assert e.template == "Timeout after <dur> on <id>"
     assert e.differing == ()
     assert e.writes == (BookWrite("save", e.key, e.signature),)
     assert not e.against_book
     summary = e.summary()
-    assert "mask <dur>: '12s'" in summary
+    assert "<dur> <- '12s'" in summary
     assert "decision: new -> render:" in summary
 
 
@@ -196,17 +195,24 @@ def test_explain_a_literal_text() -> None:
     e = explain_grouping("x", "E404")
     assert e.literal
     assert e.masked == "E404"
-    assert e.masks == (MaskMatch("id", "E404"),)
+    assert e.masks == (MaskMatch("<id>", "E404"),)
+
+
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+
+
+def failed_password(user: str) -> str:
+    return f"Failed password for {user} from 10.0.0.1 port 22"
 
 
 def test_explain_against_a_book_decides_like_the_store_and_writes_nothing() -> None:
+    """One user name short of the evidence a merge needs, then the explanation of the text that
+    brings it: "merged", as the real assignment then decides, and the book is untouched."""
     book = MemoryBook()
-    users = ["alice", "bob"]
-    keys = [
-        assign(book, "ssh", f"Failed password for {u} from 10.0.0.1 port 22").key for u in users
-    ]
+    earlier = USERS[: MERGE_EVIDENCE - 1]
+    keys = [assign(book, "ssh", failed_password(u)).key for u in earlier]
+    assert len(set(keys)) == len(earlier)  # not enough evidence yet: one cluster each
     snapshot = [(c.key, c.tokens) for c in book.clusters("ssh", 7)]
-    merges = book.merges()
 
     known = explain_grouping("ssh", "Failed password for alice from 10.0.0.9 port 2222", book=book)
     assert known.decision == "known"
@@ -214,31 +220,33 @@ def test_explain_against_a_book_decides_like_the_store_and_writes_nothing() -> N
     assert known.against_book
     assert known.writes == ()
 
-    third = explain_grouping("ssh", "Failed password for carol from 10.0.0.1 port 22", book=book)
-    assert third.decision == "merged"
-    assert third.key == keys[0]
-    assert third.merged == (keys[1],)
-    assert third.template == "Failed password for <*> from <ip> port <n>"
-    assert third.differing == (3,)
-    assert BookWrite("merge", keys[1], keys[0]) in third.writes
-    assert third.writes[0].action == "save"
+    text = failed_password(USERS[MERGE_EVIDENCE - 1])
+    e = explain_grouping("ssh", text, book=book)
+    assert e.decision == "merged"
+    assert e.key == keys[0]
+    assert e.merged == tuple(keys[1:])
+    assert e.template == "Failed password for <*> from <ip> port <n>"
+    assert e.differing == (3,)
+    assert e.writes[0] == BookWrite("save", keys[0], e.signature)
+    assert e.writes[1:] == tuple(BookWrite("merge", k, keys[0]) for k in keys[1:])
 
     # Nothing was applied: the clusters, their templates and the merges are as they were.
     assert [(c.key, c.tokens) for c in book.clusters("ssh", 7)] == snapshot
-    assert book.merges() == merges == {}
-    # And grouping the third text for real decides what the explanation said.
-    real = assign(book, "ssh", "Failed password for carol from 10.0.0.1 port 22")
-    assert (real.decision, real.key, real.merged) == ("merged", keys[0], (keys[1],))
+    assert book.merges() == {}
+    # And grouping the text for real decides what the explanation said.
+    real = assign(book, "ssh", text)
+    assert (real.decision, real.key, real.merged) == ("merged", keys[0], tuple(keys[1:]))
 
 
 def test_explain_joined_shows_the_differing_positions() -> None:
     book = MemoryBook()
-    for user in ("alice", "bob", "carol"):
-        assign(book, "ssh", f"Failed password for {user} from 10.0.0.1 port 22")
-    e = explain_grouping("ssh", "Failed password for dave from 10.0.0.1 port 22", book=book)
+    for user in USERS[:MERGE_EVIDENCE]:
+        assign(book, "ssh", failed_password(user))
+    e = explain_grouping("ssh", failed_password("zoe"), book=book)
     assert e.decision == "joined"
     assert e.differing == (3,)
     assert e.cluster_tokens[3] == "<*>"
+    assert e.writes == (BookWrite("save", e.key, e.signature),)
 
 
 def test_explain_checks_its_arguments() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rayvault.learning import create_event, get_event, load_active_memory, promote_rule
+from rayvault.learning.grouping import failure_template
 from rayvault.learning.store import Store
 
 from .conftest import event_kwargs
@@ -13,10 +14,12 @@ from .conftest import event_kwargs
 AGENT = "dzine_producer"
 FIRST = "Timeout after 12s on B0ABC12345"
 AGAIN = "Timeout after 30s on B0XYZ99999"
-TEMPLATE = "Timeout after <dur> on <id>"
+#: What the rule names: the template (the ASIN's placeholder type is the masks' business).
+TEMPLATE = failure_template(FIRST)
 
 
 def test_rule_and_soul_texts_read_as_the_template(store: Store, souls: Path) -> None:
+    assert TEMPLATE.startswith("Timeout after <dur> on <")
     kw = event_kwargs(agent=AGENT, severity="BLOCKER", store=store)
     event = create_event(**{**kw, "symptom": FIRST})  # type: ignore[arg-type]
 

@@ -65,9 +65,9 @@ def failure_template(text: str) -> str:
 
 @dataclass(frozen=True)
 class MaskMatch:
-    """One mask that matched: its placeholder name (``dur``, ``path``, ``n``…) and the text."""
+    """One token a mask changed: what it became (``<dur>``, ``'<id>'``…) and what it was."""
 
-    mask: str
+    placeholder: str
     matched: str
 
 
@@ -91,7 +91,7 @@ class GroupingExplanation:
     text: str
     #: Why that part: the whole text, or the last exception of a traceback (of chained ones).
     text_reason: str
-    #: Each mask that matched, in the order they apply, with what it matched.
+    #: Each token a mask changed, in the text's order, with what it became.
     masks: tuple[MaskMatch, ...]
     #: The masked text, and its tokens (what clusters compare position by position).
     masked: str
@@ -122,7 +122,7 @@ class GroupingExplanation:
             f"stage {self.stage!r}, grouping version {self.version}",
             f"failure text ({self.text_reason}): {self.text[:200]}",
         ]
-        lines += [f"  mask <{m.mask}>: {m.matched[:80]!r}" for m in self.masks]
+        lines += [f"  {m.placeholder} <- {m.matched[:80]!r}" for m in self.masks]
         literal = " (nothing constant left: the literal text)" if self.literal else ""
         lines += [
             f"template{literal}: {self.masked[:240]}",
@@ -210,7 +210,7 @@ def explain_grouping(
         version=result.version,
         text=chosen,
         text_reason=_text_reason(text, chosen),
-        masks=tuple(MaskMatch(name, matched) for name, matched in masks_applied(text)),
+        masks=tuple(MaskMatch(masked, token) for masked, token in masks_applied(text)),
         masked=result.masked,
         tokens=tokens,
         literal=literal,
