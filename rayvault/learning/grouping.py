@@ -5,7 +5,9 @@ information").
 The algorithm lives in the base layer (:mod:`rayvault.learning._grouping`, where the stores reach
 it without importing the domain); its steps are documented there. This module adds the argument
 checks of the API boundary and the explanation, which replays one assignment step by step
-against a book without writing to it.
+against a book without writing to it. The book types (:class:`MemoryBook`, the
+:class:`PatternBook` protocol, :class:`Cluster`) are re-exported for callers that explain against
+a book of their own.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ __all__ = [
     "GROUPING_VERSION",
     "VARIABLE",
     "BookWrite",
+    "Cluster",
     "GroupingExplanation",
     "MaskMatch",
+    "MemoryBook",
+    "PatternBook",
     "explain_grouping",
     "failure_template",
     "group_failures",
