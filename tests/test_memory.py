@@ -358,7 +358,8 @@ def test_prune_is_checked_at_most_daily(root: Path, clock: Clock) -> None:
 
 
 def test_rule_text_keeps_the_texts_own_punctuation() -> None:
-    """Paths, links and ellipses survive; a final period is not doubled."""
+    """Ellipses and the fix's paths survive; a final period is not doubled. The symptom reads as
+    its pattern's template, so its link's path is masked."""
     from rayvault.learning.memory import rule_text
     from rayvault.learning.models import LearningEvent
 
@@ -372,6 +373,6 @@ def test_rule_text_keeps_the_texts_own_punctuation() -> None:
         fix_applied="Crop   with ../tools/crop.sh",
     )
     assert rule_text(event) == (
-        "Avoid: Ghost edges, see [[../dzine/bg-remove]]... Cause: Phone in the reference. "
+        "Avoid: Ghost edges, see [[<path>]]... Cause: Phone in the reference. "
         "Do: Crop with ../tools/crop.sh."
     )

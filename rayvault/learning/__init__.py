@@ -35,6 +35,11 @@ if TYPE_CHECKING:
         StoreError,
         UnsafePathError,
     )
+    from rayvault.learning.grouping import (
+        GroupingExplanation,
+        explain_grouping,
+        group_failures,
+    )
     from rayvault.learning.loop import (
         Diagnoser,
         Diagnosis,
@@ -144,6 +149,10 @@ _EXPORTS: dict[str, str] = {
     # fingerprints
     "fingerprint": "patterns",
     "Fingerprint": "patterns",
+    # failure grouping
+    "group_failures": "grouping",
+    "explain_grouping": "grouping",
+    "GroupingExplanation": "grouping",
     # records
     "LearningEvent": "models",
     "Rule": "models",
@@ -203,6 +212,7 @@ __all__ = [
     "GateBlocked",
     "GateCheck",
     "GateResult",
+    "GroupingExplanation",
     "InvalidIdentifierError",
     "InvalidInputError",
     "LearningError",
@@ -234,6 +244,7 @@ __all__ = [
     "create_event",
     "diagnose_from_history",
     "event_stats",
+    "explain_grouping",
     "fingerprint",
     "get_agent_learnings",
     "get_event",
@@ -241,6 +252,7 @@ __all__ = [
     "get_promotion_candidates",
     "get_store",
     "get_weekly_summary",
+    "group_failures",
     "init_memory",
     "learning_stage",
     "list_events",

@@ -25,6 +25,7 @@ from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
+from rayvault.learning.grouping import failure_template
 from rayvault.learning.models import (
     CRITICAL_SEVERITIES,
     SEVERITY_RANK,
@@ -60,8 +61,10 @@ def _sentence(label: str, text: str) -> str:
 
 
 def rule_text(event: LearningEvent) -> str:
-    """The instruction an event becomes in the agent's memory."""
-    parts = [_sentence("Avoid", event.symptom)]
+    """The instruction an event becomes in the agent's memory. It names the failure by its
+    pattern's template (``Timeout after <dur>``), not by the first occurrence's numbers and ids:
+    the rule stands for every occurrence. The event keeps its raw symptom."""
+    parts = [_sentence("Avoid", failure_template(event.symptom))]
     if event.root_cause:
         parts.append(_sentence("Cause", event.root_cause))
     if event.fix_applied:

@@ -20,6 +20,7 @@ from rayvault.learning.exceptions import (
     RuleNotFoundError,
     SoulFileNotFoundError,
 )
+from rayvault.learning.grouping import failure_template
 from rayvault.learning.models import LearningEvent, Rule, SoulPromotion
 from rayvault.learning.store import Store, get_store
 
@@ -30,11 +31,18 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _heading(rule: Rule) -> str:
+    """A promoted rule's heading: its failure's template (the pattern, not the first occurrence's
+    numbers and ids), or the rule's text for a rule stored without a symptom."""
+    return _one_line(failure_template(rule.symptom) if rule.symptom else rule.rule)
+
+
 def suggest_soul_update(event: LearningEvent, rule_text: str) -> str:
-    """A ready-to-paste SOUL addition for a BLOCKER, or a FAIL that repeats a known failure."""
+    """A ready-to-paste SOUL addition for a BLOCKER, or a FAIL that repeats a known failure,
+    headed by the failure's template (the event itself keeps its raw symptom)."""
     why = "blocked the pipeline" if event.severity == "BLOCKER" else "failed again"
     lines = [
-        f"### {event.component}: {_one_line(event.symptom)}",
+        f"### {event.component}: {_one_line(failure_template(event.symptom))}",
         "",
         f"- Rule: {_one_line(rule_text)}",
         f"- Why: this {why} ({event.severity}, event {event.event_id}).",
@@ -51,7 +59,7 @@ def promotion_section(rule: Rule, agent: str) -> str:
     last = (rule.last_applied or rule.created).strftime("%Y-%m-%d")
     lines = [
         f"<!-- rayvault:rule {rule.rule_id} -->",
-        f"### [{rule.severity}] {rule.component}: {_one_line(rule.symptom or rule.rule)}",
+        f"### [{rule.severity}] {rule.component}: {_heading(rule)}",
         "",
         f"- {_one_line(rule.rule)}",
         f"- Evidence: applied {applied} time{'s' if applied != 1 else ''} for {agent}, "
