@@ -107,8 +107,8 @@ _HOST = _c(
 )
 _HEX = _c(
     r"0[xX][0-9a-fA-F]+|(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}"
-    r"|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}"
-    r"|(?=[0-9a-f]*[a-f])[0-9a-f]{8,}|(?=[0-9A-F]*[A-F])[0-9A-F]{8,}"
+    # Lower-case runs (upper-case letters and digits are ids: B0ABC12345 reads as one).
+    r"|(?=[0-9a-f]*[a-f])[0-9a-f]{8,}|[A-F]{8,}"
 )
 _DATE = _c(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 _TIME = _c(r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?")
