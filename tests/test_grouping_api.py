@@ -258,8 +258,7 @@ def test_explain_checks_its_arguments() -> None:
 
 # --- properties ----------------------------------------------------------------------------------
 
-#: Any text the stores accept: every Unicode character except NUL (surrogates are not text).
-# What the stores take: no NUL, no lone surrogates (both are refused at the API boundary).
+#: Any text the stores accept: every Unicode character except NUL and lone surrogates.
 TEXT = st.text(
     alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=300
 )
