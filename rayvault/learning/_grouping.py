@@ -33,7 +33,7 @@ import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from rayvault.learning.exceptions import InvalidInputError
 
@@ -278,6 +278,8 @@ def _mask_core(core: str) -> str:
             item if i % 2 or not item else _mask_item(item)
             for i, item in enumerate(_ITEMS.split(core))
         )
+    if _DIGIT_RUN.fullmatch(core):  # the common case, without a substitution
+        return "<n>" if _NUMBER.fullmatch(core) else "<id>"
     return _DIGIT_RUN.sub(_digit_run, core)
 
 
@@ -334,17 +336,23 @@ def _without_prefix(tokens: list[str]) -> list[str]:
 def _classify(token: str) -> tuple[str, bool, bool]:
     """A token's mask, whether it is a unit/month/weekday word (looked at with its neighbours),
     and whether its mask keeps a letter (something constant to group by)."""
-    qualified = _QUALIFIED.fullmatch(token)
-    if qualified is not None:
-        # httpx.HTTPStatusError: -> HTTPStatusError: (a traceback names the module, a log line
-        # written with type(e).__name__ does not).
-        token = qualified.group(1)
-    masked = _mask_token(token) if _NEEDS_MASK.search(token) else token
+    if "." in token and token[:1].isalpha():
+        qualified = _QUALIFIED.fullmatch(token)
+        if qualified is not None:
+            # httpx.HTTPStatusError: -> HTTPStatusError: (a traceback names the module, a log line
+            # written with type(e).__name__ does not).
+            token = qualified.group(1)
+    if _NEEDS_MASK.search(token) is None:
+        return token, _is_context_word(token), _LETTER.search(token) is not None
+    masked = _mask_token(token)
+    if masked[:1] == "<" and masked[-1:] == ">" and masked.count("<") == 1:
+        return masked, False, False  # one placeholder
     rest = _PLACEHOLDER.sub("", masked) if "<" in masked else masked
     return masked, _is_context_word(token), _LETTER.search(rest) is not None
 
 
 _PREFIX_STARTS = frozenset({"<t", "<d", "<n"})
+_MASKED, _CONTEXT, _CONSTANT = (operator.itemgetter(i) for i in range(3))
 
 
 def _split(text: str) -> list[str]:
@@ -355,33 +363,34 @@ def _split(text: str) -> list[str]:
 def _tokens(text: str) -> tuple[list[str], bool]:
     """The failure's text (see :func:`failure_text`) as masked tokens, and whether any of them
     keeps a letter."""
-    out = []
+    raw = _split(text)
     cache = _cache
-    context = constant = False
-    for token in _split(text):
-        entry = cache.get(token)
-        if entry is None:
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            entry = cache[token] = _classify(token)
-        out.append(entry[0])
-        if entry[1]:
-            context = True
-        if entry[2]:
-            constant = True
-    if context:
+    entries = list(map(cache.get, raw))  # most tokens were seen before: a lookup each, in C
+    if None in entries:
+        for i, entry in enumerate(entries):
+            if entry is None:
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                entries[i] = cache[raw[i]] = _classify(raw[i])
+    known = cast("list[tuple[str, bool, bool]]", entries)
+    out = list(map(_MASKED, known))
+    if any(map(_CONTEXT, known)):
         _in_context(out)
-    if out and (out[0][:2] in _PREFIX_STARTS or out[0][:1] in "[(" or _LEVEL.fullmatch(out[0])):
+    if out and (out[0][:2] in _PREFIX_STARTS or out[0][:1] in "[(" or out[0][:1].isupper()):
         out = _without_prefix(out)
     for i in range(1, min(len(out), _EXCEPTION_WITHIN)):
-        if _EXCEPTION.fullmatch(out[i]) and (
-            out[i - 1].endswith(":") or _LEVEL.fullmatch(out[i - 1].upper())
+        token = out[i]
+        if (
+            token[-1:] == ":"
+            and token[:1].isupper()
+            and _EXCEPTION.fullmatch(token)
+            and (out[i - 1].endswith(":") or _LEVEL.fullmatch(out[i - 1].upper()))
         ):
             # "giving up: KeyError: 'price'": the exception is the failure, what was written
             # before it is where it was caught.
             out = out[i:]
             break
-    return out, constant
+    return out, any(map(_CONSTANT, known))
 
 
 def _in_context(tokens: list[str]) -> None:
