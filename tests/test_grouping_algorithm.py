@@ -241,3 +241,20 @@ def test_an_exception_is_named_by_its_class_with_or_without_its_module() -> None
 def test_ratios_and_fractions_are_numbers_not_hosts_or_paths() -> None:
     assert mask("contrast ratio 2.1:1") == "contrast ratio <n>:<n>"
     assert mask("attempt 2/5 failed") == "attempt <n>/<n> failed"
+
+
+def test_status_and_exit_codes_name_the_failure() -> None:
+    assert apart("upload failed: HTTP 500", "upload failed: HTTP 503")
+    assert apart(
+        "Command '['ffmpeg', '-i', 'a.mp4']' returned non-zero exit status 1.",
+        "Command '['ffmpeg', '-i', 'a.mp4']' returned non-zero exit status 137.",
+    )
+    assert same(
+        "Command '['ffmpeg', '-i', 'a.mp4']' returned non-zero exit status 137.",
+        "Command '['ffmpeg', '-i', 'b.mp4']' returned non-zero exit status 137.",
+    )
+    assert apart("[Errno 2] No such file or directory", "[Errno 13] No such file or directory")
+    # A number after "status:" alone is a value (a request log's status column).
+    assert (
+        mask('"GET /a HTTP/1.1" status: 200 len: 12') == '"GET <path> <path>" status: <n> len: <n>'
+    )

@@ -191,6 +191,12 @@ _UNITS = frozenset(
         "days",
     ]
 )
+#: A number right after these words is a code that names the failure, kept as written ...
+_CODE_AFTER = frozenset(["http", "errno"])
+#: ... and so is one after these words, when the word before them is one of _CODE_BEFORE
+#: ("exit status 137", "Error code: 429", "status code 403"; not "status: 200").
+_CODE_WORDS = frozenset(["status", "code"])
+_CODE_BEFORE = frozenset(["exit", "error", "status", "return", "http", "response"])
 _SIZES = frozenset(["B", "kB", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB"])
 _DATE_WORDS = frozenset(
     [
@@ -297,10 +303,17 @@ _NEEDS_MASK = re.compile(r"[\d/\\@]|\.[^\s)\]}>'\"`,.;:!?]|\b[a-f]{8,}\b|\b[A-F]
 
 
 def _is_context_word(token: str) -> bool:
-    if len(token) > 13 or not token[:1].isalpha():
+    if len(token) > 13 or not (token[:1].isalpha() or token[:1] == "["):
         return False
     word = token.rstrip(_CLOSE)
-    return word in _SIZES or word.lower() in _UNITS or word.lower() in _DATE_WORDS
+    lower = word.lower().lstrip(_OPEN)
+    return (
+        word in _SIZES
+        or lower in _UNITS
+        or lower in _DATE_WORDS
+        or lower in _CODE_AFTER
+        or (lower in _CODE_WORDS)
+    )
 
 
 _QUALIFIED = re.compile(
@@ -375,7 +388,7 @@ def _tokens(text: str) -> tuple[list[str], bool]:
     known = cast("list[tuple[str, bool, bool]]", entries)
     out = list(map(_MASKED, known))
     if any(map(_CONTEXT, known)):
-        _in_context(out)
+        _in_context(out, raw)
     if out and (out[0][:2] in _PREFIX_STARTS or out[0][:1] in "[(" or out[0][:1].isupper()):
         out = _without_prefix(out)
     for i in range(1, min(len(out), _EXCEPTION_WITHIN)):
@@ -393,9 +406,19 @@ def _tokens(text: str) -> tuple[list[str], bool]:
     return out, any(map(_CONSTANT, known))
 
 
-def _in_context(tokens: list[str]) -> None:
-    """Durations and sizes written as a number and a unit word, dates written with month or day
-    names."""
+def _in_context(tokens: list[str], raw: list[str]) -> None:
+    """Status and exit codes, durations and sizes written as a number and a unit word, dates
+    written with month or day names."""
+    for i, token in enumerate(tokens):
+        if i and token[:3] == "<n>" and raw[i].strip(_OPEN + _CLOSE).isdigit():
+            before = raw[i - 1].lower().strip(_OPEN + _CLOSE)
+            if before in _CODE_AFTER or (
+                before in _CODE_WORDS
+                and i > 1
+                and raw[i - 2].lower().strip(_OPEN + _CLOSE) in _CODE_BEFORE
+            ):
+                # HTTP 404 is not HTTP 500, exit status 137 (killed) is not exit status 1.
+                tokens[i] = raw[i]
     for i, token in enumerate(tokens):
         word = token.rstrip(_CLOSE)
         before = tokens[i - 1] if i else ""
