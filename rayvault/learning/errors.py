@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from rayvault.learning._assign import group_failure
+from rayvault.learning._grouping import failure_text
 from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
@@ -35,13 +37,14 @@ from rayvault.learning.models import (
     Lesson,
     Record,
 )
-from rayvault.learning.patterns import failure_text, fingerprint
+from rayvault.learning.patterns import fingerprint
 from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
 
-#: Longest symptom an error becomes when promoted to an event.
-MAX_SYMPTOM = 300
+#: Longest symptom an error becomes when promoted to an event: a failure's whole final message
+#: (a traceback's exception with all its lines), so the event is grouped with the error.
+MAX_SYMPTOM = 2000
 
 
 class PromotionResult(Record):
@@ -133,7 +136,11 @@ def _new_entry(
     idempotency_key: str | None,
 ) -> ErrorEntry:
     now = utcnow()
-    fp = fingerprint(fold_stage(stage, store.policies), text)
+    grouping = group_failure(store, fold_stage(stage, store.policies), text)
+    # Stored only when given (extra fields: records without them keep their shape).
+    extra: dict[str, Any] = {"fingerprint_version": grouping.version}
+    if idempotency_key:
+        extra["idempotency_key"] = idempotency_key
     entry = ErrorEntry(
         id=new_error_id(now),
         video_id=video_id or None,
@@ -144,20 +151,18 @@ def _new_entry(
         context=context or {},
         resolved=False,
         resolution=None,
-        fingerprint=fp.key,
-        pattern=fp.template,
-        # Stored only when given (an extra field: records without one keep their shape).
-        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
+        fingerprint=grouping.key,
+        pattern=grouping.template,
+        **extra,
     )
     store.append_errors([entry])
     return entry
 
 
 def error_symptom(entry: ErrorEntry) -> str:
-    """The symptom an error becomes on its learning event: its failure line (a traceback's last
-    line), so the event's fingerprint is the error's."""
-    lines = failure_text(entry.error).strip().splitlines() or [entry.error.strip()]
-    return lines[0].strip()[:MAX_SYMPTOM]
+    """The symptom an error becomes on its learning event: the failure's whole final message
+    (a traceback's last exception, every line of it), so the event gets the error's pattern."""
+    return (failure_text(entry.error).strip() or entry.error.strip())[:MAX_SYMPTOM]
 
 
 @checked

@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from rayvault.learning._assign import group_failure
 from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
@@ -39,7 +40,6 @@ from rayvault.learning.models import (
     LearningEvent,
     normalize_severity,
 )
-from rayvault.learning.patterns import fingerprint
 from rayvault.learning.skill_graph import record_learning
 from rayvault.learning.soul import suggest_soul_update
 from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
@@ -145,7 +145,11 @@ def _new_event(
     policies = store.policies
     note_unknown_component(component, policies, "create_event")
     now = utcnow()
-    fp = fingerprint(fold_stage(component, policies), symptom)
+    fp = group_failure(store, fold_stage(component, policies), symptom)
+    # Stored only when given (extra fields: records without them keep their shape).
+    extra: dict[str, Any] = {"fingerprint_version": fp.version}
+    if idempotency_key:
+        extra["idempotency_key"] = idempotency_key
     event = LearningEvent(
         event_id=new_event_id(now),
         run_id=run_id,
@@ -163,8 +167,7 @@ def _new_event(
         fingerprint=fp.key,
         pattern=fp.template,
         resolved_at=now if verification else None,
-        # Stored only when given (an extra field: records without one keep their shape).
-        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
+        **extra,
     )
     event.promotion_rule = rule_text(event)
     if sev == "BLOCKER" or (

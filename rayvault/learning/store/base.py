@@ -14,6 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from rayvault.learning._grouping import PatternBook
 from rayvault.learning.models import (
     AgentMemory,
     CompactResult,
@@ -24,6 +25,7 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
+    PatternMerge,
     Tombstone,
     TombstoneFile,
     WeeklyReport,
@@ -135,6 +137,23 @@ class ArchivedTombstones:
     tombstones: list[Tombstone] = field(default_factory=list)
     #: Where they went (None when nothing was due).
     location: str | None = None
+
+
+class StorePatternBook(PatternBook, Protocol):
+    """The :class:`PatternBook` a store hands out (:meth:`Store.pattern_book`): clusters as the
+    grouping needs them, plus what links history written by an older grouping version."""
+
+    def link(self, source: str, target: str, reason: str) -> bool:
+        """Record that pattern key ``source`` (a key of stored records, not a live cluster of
+        this book) is merged into ``target`` for ``reason`` (``"version"``, ``"regroup"``). False,
+        recording nothing, when ``source`` is ``target``, is already merged, or would make a
+        cycle; the merge is committed with the book."""
+        ...
+
+    def in_history(self, key: str) -> bool:
+        """Whether stored records (events or error-log entries) carry ``key`` while it is not a
+        cluster of the current grouping: a key an older version handed out. An indexed lookup."""
+        ...
 
 
 @runtime_checkable
@@ -264,6 +283,23 @@ class Store(Protocol):
 
     def latest_resolution(self, fingerprint: str) -> ErrorEntry | None:
         """The most recently resolved entry with this fingerprint (an indexed lookup), or None."""
+        ...
+
+    # -- failure patterns ---------------------------------------------------------------------
+    def pattern_book(self, stage: str) -> AbstractContextManager[StorePatternBook]:
+        """The store's failure clusters as a book for :func:`rayvault.learning._grouping.assign`.
+        One stage's assignments are serialised across threads and processes while it is held;
+        what the block saved and merged is committed when it exits normally, rolled back on an
+        exception (a merge already made durable is kept: it is replayed). Read-only stores
+        refuse with ``StoreError``."""
+        ...
+
+    def resolve_pattern(self, key: str) -> str:
+        """``key`` with recorded merges followed (a key never merged is returned as is)."""
+        ...
+
+    def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
+        """The recorded merges (of one stage when given), oldest first."""
         ...
 
     # -- the gate ---------------------------------------------------------------------------
