@@ -108,8 +108,11 @@ def log_error(
     note_unknown_component(stage, store.policies, "log_error")
     # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
     # traceback's failure line, the fingerprint's source), and its full text as an attachment.
+    # Grouped by the whole text: a cut one would be grouped by the cut's marker line.
+    failure = text
     text = keep_capped(store, text, limit, keep_tail=True)
     args: dict[str, Any] = {
+        "failure": failure,
         "video_id": video_id,
         "stage": stage,
         "text": text,
@@ -128,6 +131,7 @@ def log_error(
 def _new_entry(
     store: Store,
     *,
+    failure: str,
     video_id: str | None,
     stage: str,
     text: str,
@@ -136,7 +140,7 @@ def _new_entry(
     idempotency_key: str | None,
 ) -> ErrorEntry:
     now = utcnow()
-    grouping = group_failure(store, fold_stage(stage, store.policies), text)
+    grouping = group_failure(store, fold_stage(stage, store.policies), failure)
     # Stored only when given (extra fields: records without them keep their shape).
     extra: dict[str, Any] = {"fingerprint_version": grouping.version}
     if idempotency_key:

@@ -59,9 +59,10 @@ class IndexBook:
         self.in_transaction = True
         # Merges another process recorded but no index applied yet (it crashed in between).
         self.store.index.catch_up_within(self.conn, "merges")
-        if self.conn.execute(
-            "SELECT 1 FROM pattern_state WHERE name = ?", (_BUILT,)
-        ).fetchone() is None:
+        if (
+            self.conn.execute("SELECT 1 FROM pattern_state WHERE name = ?", (_BUILT,)).fetchone()
+            is None
+        ):
             build_clusters(self.store, self.conn)
 
     def commit(self) -> None:
@@ -140,8 +141,9 @@ class IndexBook:
         if self.conn.execute("SELECT 1 FROM clusters WHERE key = ?", (key,)).fetchone():
             return False
         return any(
-            self.conn.execute(f"SELECT 1 FROM {table} WHERE record_fp = ? LIMIT 1", (key,))
-            .fetchone()
+            self.conn.execute(
+                f"SELECT 1 FROM {table} WHERE record_fp = ? LIMIT 1", (key,)
+            ).fetchone()
             for table in ("events", "errors")
         )
 
