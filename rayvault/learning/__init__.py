@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         tombstone_rule,
     )
     from rayvault.learning.migrate import MigrationReport, migrate_learnings
+    from rayvault.learning.regroup import PatternChange, RegroupResult, regroup
     from rayvault.learning.models import (
         AgentMemory,
         AgentSweep,
@@ -137,6 +138,9 @@ _EXPORTS: dict[str, str] = {
     # migration and maintenance
     "migrate_learnings": "migrate",
     "MigrationReport": "migrate",
+    "regroup": "regroup",
+    "RegroupResult": "regroup",
+    "PatternChange": "regroup",
     "check_root": "doctor",
     "DoctorReport": "doctor",
     "Finding": "models",
@@ -248,6 +252,9 @@ __all__ = [
     "load_tombstones",
     "mark_delivered",
     "migrate_learnings",
+    "regroup",
+    "RegroupResult",
+    "PatternChange",
     "open_store",
     "promote_rule",
     "prompt_rules",
