@@ -4,6 +4,7 @@ brings what version 1 wrote up to date (issue 13)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
@@ -193,9 +194,7 @@ def test_processes_logging_variants_of_one_failure_end_with_one_pattern(root: Pa
     assert len(entries) == 48  # nothing lost
     patterns = store.error_patterns(1)
     assert len(patterns) == 1 and patterns[0].count == 48
-    assert {store.resolve_pattern(str(e.fingerprint)) for e in entries} == {
-        patterns[0].fingerprint
-    }
+    assert {store.resolve_pattern(str(e.fingerprint)) for e in entries} == {patterns[0].fingerprint}
 
 
 def _log_variants(root: str, worker: int) -> int:
@@ -266,7 +265,11 @@ def test_a_new_version_does_not_split_history(root: Path) -> None:
     new = log_error("v1", "assets", "KeyError: 'choices'", store=store)
     assert new.fingerprint != old.fingerprint
     [merge] = store.pattern_merges()
-    assert (merge.source, merge.target, merge.reason) == (old.fingerprint, new.fingerprint, "version")
+    assert (merge.source, merge.target, merge.reason) == (
+        old.fingerprint,
+        new.fingerprint,
+        "version",
+    )
     assert len(store.query_errors(ErrorQuery(fingerprint=str(old.fingerprint)))) == 2
     [pattern] = store.error_patterns(1)
     assert pattern.count == 2
@@ -334,3 +337,33 @@ def test_regroup_reports_merges_and_splits_applies_and_is_idempotent(root: Path)
     again = regroup(store=store)
     assert again.nothing_to_do and not again.merges and not again.splits
     assert snapshot(root) == after
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from rayvault.cli import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.files_only("version 1 records are written in the file layout")
+def test_patterns_regroup_cli(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = FileStore(root)
+    write_version_1(store, "assets", ["Timeout after 12s", "Timeout after 7m42.2s"])
+    write_version_1(store, "assets", ["KeyError: 'choices'", "KeyError: 'price'"])
+    before = snapshot(root)
+    code, out, _ = cli(capsys, "patterns", "regroup", "--dry-run")
+    assert code == 0 and "merge" in out and "split" in out and "dry run" in out
+    assert snapshot(root) == before
+    code, out, _ = cli(capsys, "patterns", "regroup", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["errors"] == 4 and not data["dry_run"]
+    assert len(data["merges"]) == 1 and len(data["splits"]) == 1
+    code, out, _ = cli(capsys, "patterns", "regroup")
+    assert code == 0 and "Nothing to do" in out
+    code, out, _ = cli(capsys, "store", "upgrade", "--json")
+    assert code == 0 and json.loads(out)["regroup"]["errors"] == 0
+    code, out, _ = cli(capsys, "patterns", "--min-count", "1", "--json")
+    assert code == 0 and isinstance(json.loads(out), list)

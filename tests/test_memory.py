@@ -92,7 +92,9 @@ def test_eviction_order_at_the_cap(
     clock.advance(minutes=1)
     learn("WARN", "Audio clipping at the start")  # re-applied: now the most recently used
     clock.advance(minutes=1)
-    blocker = learn("BLOCKER", "Render farm unreachable")  # 4 rules > 3: the INFO is the least recent
+    blocker = learn(
+        "BLOCKER", "Render farm unreachable"
+    )  # 4 rules > 3: the INFO is the least recent
     memory = load_active_memory(AGENT)
     assert {r.rule_id for r in memory.rules} == {warn_old.rule_id, fail.rule_id, blocker.rule_id}
     assert blocker.obsolete_rules_removed == [info.rule_id]
@@ -263,7 +265,13 @@ def test_render_rules_orders_by_severity_then_recency_within_budget(
     lines = text.splitlines()
     assert lines[0] == "Learned rules for dzine_producer (follow them; most severe first):"
     order = [line.split("Avoid: ")[1].split(".")[0] for line in lines[1:]]
-    assert order == ["blocker stops the render", "newer fail", "older fail", "warn rule", "info rule"]
+    assert order == [
+        "blocker stops the render",
+        "newer fail",
+        "older fail",
+        "warn rule",
+        "info rule",
+    ]
     assert lines[1].startswith("- [BLOCKER] assets: Avoid: blocker stops the render.")
 
     short = render_rules(AGENT, budget=400)

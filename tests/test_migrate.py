@@ -26,7 +26,6 @@ from rayvault.learning.gate import learning_gate
 from rayvault.learning.migrate import draft_from_note as draft
 from rayvault.learning.migrate import map_severity, migrate_learnings
 from rayvault.learning.models import LearningEvent
-from rayvault.learning.patterns import fingerprint
 from rayvault.learning.skill_graph import parse_front_matter, parse_note, render_note
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.policies import Policies

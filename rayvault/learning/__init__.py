@@ -59,7 +59,6 @@ if TYPE_CHECKING:
         tombstone_rule,
     )
     from rayvault.learning.migrate import MigrationReport, migrate_learnings
-    from rayvault.learning.regroup import PatternChange, RegroupResult, regroup
     from rayvault.learning.models import (
         AgentMemory,
         AgentSweep,
@@ -89,6 +88,7 @@ if TYPE_CHECKING:
         get_weekly_summary,
         query_events,
     )
+    from rayvault.learning.regroup import PatternChange, RegroupResult, regroup
     from rayvault.learning.resolution import BulkResolution, resolve_events
     from rayvault.learning.revisit import revisit
     from rayvault.learning.skill_graph import record_learning
@@ -215,7 +215,9 @@ __all__ = [
     "LoopStep",
     "MigrationReport",
     "Pattern",
+    "PatternChange",
     "PromotionCandidate",
+    "RegroupResult",
     "Revalidation",
     "RevisitReport",
     "Rule",
@@ -252,14 +254,12 @@ __all__ = [
     "load_tombstones",
     "mark_delivered",
     "migrate_learnings",
-    "regroup",
-    "RegroupResult",
-    "PatternChange",
     "open_store",
     "promote_rule",
     "prompt_rules",
     "query_events",
     "record_learning",
+    "regroup",
     "render_rules",
     "reset_store",
     "resolve_event",
