@@ -90,7 +90,8 @@ def log_error(
     if video_id:
         validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
-    limit = store.policies.LEARNING_MAX_ERROR_TEXT_CHARS
+    policies = store.policies  # loaded once: each load reads the environment (~16 µs)
+    limit = policies.LEARNING_MAX_ERROR_TEXT_CHARS
     text = _error_text(error)
     if context is not None:
         if not isinstance(context, dict):
@@ -105,7 +106,7 @@ def log_error(
                 f"({limit}): keep large output in a file and put its path in the context"
             )
     key = validate_key(idempotency_key)
-    note_unknown_component(stage, store.policies, "log_error")
+    note_unknown_component(stage, policies, "log_error")
     # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
     # traceback's failure line, the fingerprint's source), and its full text as an attachment.
     # Grouped by the whole text: a cut one would be grouped by the cut's marker line.
@@ -113,6 +114,7 @@ def log_error(
     text = keep_capped(store, text, limit, keep_tail=True)
     args: dict[str, Any] = {
         "failure": failure,
+        "group": fold_stage(stage, policies),
         "video_id": video_id,
         "stage": stage,
         "text": text,
@@ -132,6 +134,7 @@ def _new_entry(
     store: Store,
     *,
     failure: str,
+    group: str,
     video_id: str | None,
     stage: str,
     text: str,
@@ -140,7 +143,7 @@ def _new_entry(
     idempotency_key: str | None,
 ) -> ErrorEntry:
     now = utcnow()
-    grouping = group_failure(store, fold_stage(stage, store.policies), failure)
+    grouping = group_failure(store, group, failure)
     # Stored only when given (extra fields: records without them keep their shape).
     extra: dict[str, Any] = {"fingerprint_version": grouping.version}
     if idempotency_key:
