@@ -209,7 +209,7 @@ def _log_variants(root: str, worker: int) -> int:
 
 
 # -- version 1 history: linked, regrouped ---------------------------------------------------------
-def write_version_1(store: FileStore, stage: str, texts: list[str]) -> list[ErrorEntry]:
+def write_version_1(store: Store, stage: str, texts: list[str]) -> list[ErrorEntry]:
     """Error-log entries as version 1 wrote them: its key and template, no version."""
     from rayvault.learning._ids import new_error_id
     from rayvault.learning._time import utcnow
@@ -232,7 +232,7 @@ def write_version_1(store: FileStore, stage: str, texts: list[str]) -> list[Erro
     return entries
 
 
-def write_version_1_events(store: FileStore, texts: list[str]) -> list[LearningEvent]:
+def write_version_1_events(store: Store, texts: list[str]) -> list[LearningEvent]:
     from rayvault.learning._ids import new_event_id
     from rayvault.learning._time import utcnow
 
@@ -256,11 +256,9 @@ def write_version_1_events(store: FileStore, texts: list[str]) -> list[LearningE
     return events
 
 
-@pytest.mark.files_only("version 1 records are written in the file layout")
-def test_a_new_version_does_not_split_history(root: Path) -> None:
+def test_a_new_version_does_not_split_history(store: Store) -> None:
     """Version 1 masked every quoted value: its key of ``KeyError: 'choices'`` is not version
     2's. The first version-2 occurrence links the old key to its new one."""
-    store = FileStore(root)
     [old] = write_version_1(store, "assets", ["KeyError: 'choices'"])
     new = log_error("v1", "assets", "KeyError: 'choices'", store=store)
     assert new.fingerprint != old.fingerprint
@@ -278,17 +276,24 @@ def test_a_new_version_does_not_split_history(root: Path) -> None:
     assert len(store.pattern_merges()) == 1
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {
+def snapshot(root: Path, store: Store | None = None) -> dict[str, object]:
+    """Every file's bytes under the root (the file store), and what the store holds."""
+    files: dict[str, object] = {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
         if p.is_file() and "cache" not in p.parts and "locks" not in p.parts
     }
+    if store is not None:
+        files["<events>"] = [e.to_dict() for e in store.query_events(EventQuery())]
+        files["<errors>"] = [e.to_dict() for e in store.query_errors(ErrorQuery())]
+        files["<merges>"] = store.pattern_merges()
+        files["<memory>"] = load_active_memory("dzine_producer", store=store).to_dict()
+    return files
 
 
-@pytest.mark.files_only("version 1 records are written in the file layout")
-def test_regroup_reports_merges_and_splits_applies_and_is_idempotent(root: Path) -> None:
-    store = FileStore(root)
+def test_regroup_reports_merges_and_splits_applies_and_is_idempotent(
+    root: Path, store: Store
+) -> None:
     # Version 1 kept the durations apart ("7m42.2s" was <id>) and put every quoted value in one
     # pattern; version 2 does the reverse.
     durations = ["Timeout after 12s", "Timeout after 1.83s", "Timeout after 7m42.2s"]
@@ -302,9 +307,9 @@ def test_regroup_reports_merges_and_splits_applies_and_is_idempotent(root: Path)
     assert len({e.fingerprint for e in old_durations}) == 2
     assert len({e.fingerprint for e in old_quoted}) == 1
 
-    before = snapshot(root)
+    before = snapshot(root, store)
     dry = regroup(dry_run=True, store=store)
-    assert snapshot(root) == before  # a dry run writes nothing
+    assert snapshot(root, store) == before  # a dry run writes nothing
     assert dry.events == 1 and dry.errors == 6
     [merge] = dry.merges
     assert set(merge.old) == {e.fingerprint for e in old_durations}
@@ -333,10 +338,10 @@ def test_regroup_reports_merges_and_splits_applies_and_is_idempotent(root: Path)
     for old in old_durations:  # the old keys of the merge resolve to the new pattern
         assert len(store.query_errors(ErrorQuery(fingerprint=str(old.fingerprint)))) == 3
 
-    after = snapshot(root)
+    after = snapshot(root, store)
     again = regroup(store=store)
     assert again.nothing_to_do and not again.merges and not again.splits
-    assert snapshot(root) == after
+    assert snapshot(root, store) == after
 
 
 # -- the CLI ------------------------------------------------------------------------------------
