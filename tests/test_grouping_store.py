@@ -372,3 +372,25 @@ def test_patterns_regroup_cli(root: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == 0 and json.loads(out)["regroup"]["errors"] == 0
     code, out, _ = cli(capsys, "patterns", "--min-count", "1", "--json")
     assert code == 0 and isinstance(json.loads(out), list)
+
+
+def test_cli_queries_by_pattern_follow_merges(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``events resolve --pattern`` with a merged key selects the whole pattern's events;
+    ``errors patterns`` shows the merged family as one pattern."""
+    from rayvault.learning.store import get_store
+
+    store = get_store()
+    events = [
+        create_event(**event_kwargs(symptom=text, verification="", agent=None), store=store)  # type: ignore[arg-type]
+        for text in FAMILY
+    ]
+    keys(FAMILY, store)
+    merged = str(events[1].fingerprint)
+    assert store.resolve_pattern(merged) != merged
+    code, out, _ = cli(capsys, "events", "resolve", "--pattern", merged, "--dry-run", "--json")
+    assert code == 0 and all(e.event_id in out for e in events)
+    code, out, _ = cli(capsys, "errors", "patterns", "--min-count", "1", "--json")
+    [pattern] = json.loads(out)
+    assert code == 0 and pattern["count"] == 4

@@ -666,6 +666,12 @@ class FileStore:
         a text seen before needs no lock at all (``files._patterns``)."""
         self._writable()
         validate_identifier(stage, "stage")
+        # The clusters live in the index, which lives under the root: a root not created yet
+        # would give the book a throwaway index (its caller is about to write there anyway).
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(self.root, e, "create the data root") from e
         return pattern_book(self)
 
     def resolve_pattern(self, key: str) -> str:
