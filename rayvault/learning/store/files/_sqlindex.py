@@ -111,6 +111,7 @@ _OCCURRENCES = """
     ) AS occurrence
     GROUP BY component, fingerprint
 """
+_NO_ALIAS_MAP: tuple[Mapping[str, str], str] = (NO_ALIASES, "")
 #: A record's pattern key with recorded merges followed (parameters: its key twice).
 _CANONICAL = "coalesce((SELECT canonical FROM merges WHERE source = ?), ?)"
 _RECOUNT = "INSERT INTO fp_counts (component, fingerprint, total, open)" + _OCCURRENCES
@@ -193,6 +194,8 @@ class Source:
     #: the generic insert, and ``reset`` clears what they did before a rebuild.
     apply: Callable[[sqlite3.Connection, list[dict[str, Any]], int], None] | None = None
     reset: Callable[[sqlite3.Connection], None] | None = None
+    #: Whether its rows depend on the step-name aliases (records stored without a fingerprint).
+    uses_aliases: bool = True
 
 
 #: What a process saw of a log when it last caught up: (inode, size, mtime) or None when it did
@@ -238,6 +241,11 @@ class SqliteIndex:
             text = "\n".join(f"{k}\t{v}" for k, v in sorted(aliases.items()))
             memo = self._alias_memo = (aliases, hashlib.sha256(text.encode()).hexdigest()[:16])
         return memo
+
+    def _aliases_for(self, source: Source) -> tuple[Mapping[str, str], str]:
+        """The alias map a log's rows are computed with (none for the merges: loading the
+        policies for them would cost every query a second load)."""
+        return self._alias_map() if source.uses_aliases else _NO_ALIAS_MAP
 
     @property
     def _seen(self) -> dict[str, _Seen]:
@@ -333,9 +341,9 @@ class SqliteIndex:
     def rebuild(self) -> None:
         """Rebuild every table from the logs, in place (other processes may have it open)."""
         conn = self._connect()
-        aliases = self._alias_map()
         with _write(conn):
             for source in self.sources.values():
+                aliases = self._aliases_for(source)
                 if source.path.exists():
                     self._rebuild(conn, source, aliases, "requested")
                 else:
@@ -395,7 +403,7 @@ class SqliteIndex:
             self.sync(dependency)
         seen = _stat(source.path)  # before connecting: a log that cannot be read leaves no index
         conn = self._connect()
-        aliases = self._alias_map()
+        aliases = self._aliases_for(source)
         if self._seen.get(name) == (seen, aliases[1]):
             return conn
         with _write(conn):
@@ -404,6 +412,12 @@ class SqliteIndex:
             self._catch_up(conn, source, seen, aliases)
         self._seen[name] = (seen, aliases[1])
         return conn
+
+    def absent(self, name: str) -> bool:
+        """Whether log ``name`` did not exist when this process last caught up with it (no
+        merges at all, say: resolving a key is then the identity, no query needed)."""
+        seen = self._seen.get(name)
+        return seen is not None and seen[0] is None
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (the schema created), to run a transaction of one's own."""
@@ -415,7 +429,7 @@ class SqliteIndex:
         source = self.sources[name]
         for dependency in source.depends:
             self.catch_up_within(conn, dependency)
-        self._catch_up(conn, source, _stat(source.path), self._alias_map())
+        self._catch_up(conn, source, _stat(source.path), self._aliases_for(source))
         self._seen.pop(name, None)
 
     def _catch_up(
@@ -631,7 +645,7 @@ def merge_source(path: Path) -> Source:
     they are read: see :func:`apply_merges`."""
     return Source(
         "merges", path, "merges", "source", (), lambda item, _: (), apply=apply_merges,
-        reset=reset_merges,
+        reset=reset_merges, uses_aliases=False,
     )  # fmt: skip
 
 
@@ -639,6 +653,19 @@ def resolve_key(conn: sqlite3.Connection, key: str) -> str:
     """``key`` with the merges indexed so far followed (one indexed lookup)."""
     row = conn.execute("SELECT canonical FROM merges WHERE source = ?", (key,)).fetchone()
     return str(row[0]) if row else key
+
+
+def resolve_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
+    """Each of ``keys`` with the merges indexed so far followed, in a few indexed lookups."""
+    resolved = {key: key for key in keys}
+    unique = list(resolved)
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        resolved.update(
+            conn.execute(f"SELECT source, canonical FROM merges WHERE source IN ({marks})", chunk)
+        )
+    return resolved
 
 
 def apply_merges(conn: sqlite3.Connection, items: list[dict[str, Any]], first_seq: int) -> None:

@@ -102,6 +102,7 @@ from rayvault.learning.store.files._sqlindex import (
     event_source,
     merge_source,
     resolve_key,
+    resolve_keys,
 )
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
@@ -675,7 +676,8 @@ class FileStore:
         return pattern_book(self)
 
     def resolve_pattern(self, key: str) -> str:
-        return resolve_key(self.index.sync("merges"), key)
+        conn = self.index.sync("merges")
+        return key if self.index.absent("merges") else resolve_key(conn, key)
 
     def _follow(self, query: Q) -> Q:
         """``query`` with its fingerprint resolved through the merges: a query by a merged key
@@ -729,7 +731,10 @@ class FileStore:
             return set()
         self.index.sync("errors")
         conn = self.index.sync("events")
-        resolved = {fp: resolve_key(conn, fp) for fp in fingerprints}
+        if self.index.absent("merges"):  # no merges: every key is its own pattern
+            resolved = {fp: fp for fp in fingerprints}
+        else:
+            resolved = resolve_keys(conn, fingerprints)
         keys = list(dict.fromkeys(resolved.values()))
         sql = failing_fingerprints_sql(len(keys), len(components))
         failing = {fp for (fp,) in conn.execute(sql, [*keys, *components, *components])}
@@ -742,7 +747,7 @@ class FileStore:
             return [], []
         self.index.sync("errors")
         conn = self.index.sync("events")
-        params = [resolve_key(conn, fingerprint), *components, limit]
+        params = [self.resolve_pattern(fingerprint), *components, limit]
         rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
         return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
 
