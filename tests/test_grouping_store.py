@@ -169,6 +169,8 @@ def test_a_corrupt_merges_log_is_reported_by_name_and_never_overwritten(root: Pa
 
     store = FileStore(root)
     keys(FAMILY, store)
+    create_event(**event_kwargs(symptom=FAMILY[1]), store=store)  # type: ignore[arg-type]
+    assert check_root().clean  # merges applied: the index agrees with the logs
     path = root / "data/pattern_merges.json"
     data = path.read_bytes()
     damaged = data[:-4] + b"}garbage{\n]\n"  # damage inside the array, not a torn tail
