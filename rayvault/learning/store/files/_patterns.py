@@ -84,10 +84,15 @@ class IndexBook:
         return found
 
     def _find(self, stage: str, sig: str) -> Cluster | None:
+        # One indexed lookup in the common case (the signature's cluster is live).
         row = self.conn.execute(
-            "SELECT key FROM signatures WHERE stage = ? AND sig = ?", (stage, sig)
+            "SELECT c.key, c.stage, c.tokens, c.data, c.merged_into FROM signatures AS s "
+            "JOIN clusters AS c ON c.key = s.key WHERE s.stage = ? AND s.sig = ?",
+            (stage, sig),
         ).fetchone()
-        return None if row is None else self._live(row[0])
+        if row is None:
+            return None
+        return _cluster(row) if row[4] is None else self._live(row[4])
 
     def _live(self, key: str) -> Cluster | None:
         seen = set()
@@ -234,6 +239,15 @@ def build_clusters(store: FileStore, conn: sqlite3.Connection) -> int:
         elif cluster.length == len(tokens):
             cluster.tokens = tuple(
                 a if a == b else VARIABLE for a, b in zip(cluster.tokens, tokens, strict=True)
+            )
+    # A cluster merged into another widened it: its members' variation is the target's too.
+    targets = dict(conn.execute("SELECT source, canonical FROM merges"))
+    for key, cluster in clusters.items():
+        target = clusters.get(targets.get(key, key))
+        if target is not None and target is not cluster and target.length == cluster.length:
+            target.tokens = tuple(
+                a if a == b else VARIABLE
+                for a, b in zip(target.tokens, cluster.tokens, strict=True)
             )
     for cluster in clusters.values():
         conn.execute(
