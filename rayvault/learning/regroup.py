@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -95,7 +95,6 @@ class _Old:
     old_key: str
     new_key: str = ""
     template: str = ""
-    moved: list[str] = field(default_factory=list)
 
     @property
     def at(self) -> datetime:
@@ -137,8 +136,12 @@ def regroup(
         return result
     old.sort(key=lambda o: o.at)  # arrival order (stable: events before errors at one instant)
     resolve = _assign_all(store, old, current, dry_run, progress)
+    templates: dict[str, str] = {}
     for item in old:
         item.new_key = resolve(item.new_key)
+        templates[item.new_key] = item.template  # the last is the most general
+    for item in old:
+        item.template = templates[item.new_key]
     _report(result, old)
     if not dry_run:
         _link(store, result)

@@ -666,7 +666,6 @@ class FileStore:
         serialises every stage's assignments at once: they take well under a millisecond, and
         a text seen before needs no lock at all (``files._patterns``)."""
         self._writable()
-        validate_identifier(stage, "stage")
         # The clusters live in the index, which lives under the root: a root not created yet
         # would give the book a throwaway index (its caller is about to write there anyway).
         try:
