@@ -210,7 +210,8 @@ class Store(Protocol):
     def event_patterns(
         self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
     ) -> list[Pattern]:
-        """The matching events grouped by fingerprint (events without one are left out), groups
+        """The matching events grouped by pattern (fingerprint, merges followed; events without
+        one are left out), groups
         of at least ``min_count``. With ``active_since`` only groups with an occurrence at or
         after it, counted in ``recent_count``. Most frequent first."""
         ...
@@ -274,7 +275,8 @@ class Store(Protocol):
     def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]: ...
 
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
-        """Error-log entries grouped by fingerprint, most frequent first."""
+        """Error-log entries grouped by pattern (fingerprint, merges followed), most frequent
+        first."""
         ...
 
     def latest_resolutions(self) -> list[ErrorEntry]:

@@ -6,6 +6,14 @@ reading only what was appended since, so no hot path parses the whole event log.
 rewritten (compaction, an editor, a different inode) or the index is missing or damaged, it is
 rebuilt from the log. Deleting ``state/cache/`` is always safe.
 
+Three logs are followed: the events, the error log, and the merges of failure patterns
+(``data/pattern_merges.json``). A record's ``fingerprint`` column holds its pattern key with the
+merges followed (its own key is in ``record_fp``), so every query that groups or filters by
+pattern sees a merged key as the pattern it was merged into; a merge read from its log updates
+those columns (and the occurrence counts, through their triggers). The failure clusters of
+grouping version 2 (``clusters``, ``signatures``) live here too; ``files._patterns`` writes and
+rebuilds them.
+
 Records stored without a fingerprint (the original system's) are fingerprinted here, with their
 stage folded through the policies' step-name aliases; the index remembers which alias map it used
 (a hash) and rebuilds itself when the map changes.
