@@ -298,6 +298,7 @@ def get_lessons(*, store: Store | None = None) -> list[Lesson]:
             key, pattern = fp.key, entry.pattern or fp.template
         else:
             key, pattern = entry.fingerprint, entry.pattern or entry.error[:200]
+        key = store.resolve_pattern(key)  # the pattern it belongs to now (merges followed)
         lessons.append(
             Lesson(
                 fingerprint=key,
