@@ -396,3 +396,25 @@ def test_cli_queries_by_pattern_follow_merges(
     code, out, _ = cli(capsys, "errors", "patterns", "--min-count", "1", "--json")
     [pattern] = json.loads(out)
     assert code == 0 and pattern["count"] == 4
+
+
+@pytest.mark.files_only("the merges log is the file layout's")
+def test_a_merge_in_the_log_but_not_the_index_is_applied_on_the_next_read(root: Path) -> None:
+    """A writer killed between making a merge durable and its index update loses nothing: the
+    next reader catches the index up with the merges log."""
+    store = FileStore(root)
+    first, second = keys(FAMILY[:2], store)
+    assert store.pattern_merges() == []
+    record = {
+        "source": second,
+        "target": first,
+        "stage": "assets",
+        "at": "2026-02-19T12:00:00.000000Z",
+        "version": GROUPING_VERSION,
+        "reason": "clusters",
+    }
+    store.merges_log.append([orjson.dumps(record)])  # durable; the index not told
+    reader = FileStore(root)
+    assert reader.resolve_pattern(second) == first
+    [pattern] = reader.error_patterns(1)
+    assert pattern.fingerprint == first and pattern.count == 2
