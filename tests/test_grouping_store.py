@@ -418,3 +418,19 @@ def test_a_merge_in_the_log_but_not_the_index_is_applied_on_the_next_read(root: 
     assert reader.resolve_pattern(second) == first
     [pattern] = reader.error_patterns(1)
     assert pattern.fingerprint == first and pattern.count == 2
+
+
+@pytest.mark.files_only("exports a file root to a folder")
+def test_merges_are_exported_and_imported(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = FileStore(root)
+    keys(FAMILY, store)
+    dest = tmp_path / "exported"
+    code, _, err = cli(capsys, "store", "export", "--to", str(dest))
+    assert code == 0, err
+    copy = FileStore(dest)
+    assert copy.pattern_merges() == store.pattern_merges() != []
+    assert [(p.fingerprint, p.count) for p in copy.error_patterns(1)] == [
+        (p.fingerprint, p.count) for p in store.error_patterns(1)
+    ]
