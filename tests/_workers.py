@@ -13,6 +13,14 @@ def letters(worker: int, i: int) -> str:
     return "".join(chr(97 + int(d)) for d in f"{worker:02d}{i:05d}")
 
 
+def distinct_failure(worker: int, i: int) -> str:
+    """A failure text of its own for (worker, i): two of its words are unique to it, so no
+    grouping takes two of them for variants of one failure (one word that varies in an
+    otherwise equal text is exactly what it groups)."""
+    word = letters(worker, i)
+    return f"{word} kind of failure {word[::-1]}"
+
+
 def create_many(
     root: str, worker: int, count: int, severity: str = "WARN", url: str | None = None
 ) -> list[str]:
@@ -28,7 +36,7 @@ def create_many(
             run_id=f"w{worker}",
             severity=severity,
             component="assets",
-            symptom=f"failure kind {letters(worker, i)}",
+            symptom=distinct_failure(worker, i),
             root_cause="cause",
             fix_applied="fix",
             video_id=f"v{worker}",
@@ -109,7 +117,7 @@ def create_counting(
                 run_id=f"w{worker}",
                 severity=severity,
                 component="assets",
-                symptom=f"failure kind {letters(worker, i)}",
+                symptom=distinct_failure(worker, i),
                 video_id=f"v{worker}",
                 agent="dzine_producer",
                 store=store,
@@ -175,7 +183,7 @@ def create_with_key(root: str, url: str | None, key: str, worker: int) -> str:
             run_id=f"w{worker}",
             severity="FAIL",
             component="assets",
-            symptom=f"failure seen by worker {letters(worker, 0)}",
+            symptom=distinct_failure(worker, 0),
             video_id="v042",
             agent="dzine_producer",
             store=store,

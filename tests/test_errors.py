@@ -69,6 +69,7 @@ def test_log_error_writes_every_field(root: Path, clock: Clock) -> None:
         "fingerprint": fingerprint("research", "Timeout after 30.2s on B0ABC").key,
         "pattern": "Timeout after <dur> on <id>",
         "learning_event_id": None,
+        "fingerprint_version": 2,  # grouping version 2 (version 1 records have none)
     }
     assert entry.id.startswith("e-20260219T120000-")
     assert entry.fingerprint is not None and entry.fingerprint.startswith("research:")
@@ -87,7 +88,8 @@ def test_log_an_exception_keeps_the_traceback_and_fingerprints_its_last_line(roo
     assert "Traceback (most recent call last)" in entries[0].error
     assert entries[0].error.rstrip().endswith("KeyError: 'price-1'")
     assert entries[0].fingerprint == entries[1].fingerprint
-    assert entries[0].pattern == "KeyError: <str>"
+    assert entries[0].pattern == "KeyError: '<id>'"  # quotes stay, their variable part masked
+    assert entries[0].fingerprint_version == 2
 
 
 def test_resolve_appends_a_version_and_last_wins(root: Path, clock: Clock) -> None:

@@ -84,15 +84,17 @@ def test_eviction_order_at_the_cap(
     """Over the cap the least recently applied INFO/WARN rule goes first, into the tombstones;
     FAIL/BLOCKER rules are never evicted."""
     monkeypatch.setenv("RAYVAULT_LEARNING_MAX_ACTIVE_RULES_PER_AGENT", "3")
-    warn_old = learn("WARN", "warn one")
+    warn_old = learn("WARN", "Audio clipping at the start")
     clock.advance(minutes=1)
-    fail = learn("FAIL", "fail one")
+    fail = learn("FAIL", "Image hallucination in background")
     clock.advance(minutes=1)
-    info = learn("INFO", "info one")
+    info = learn("INFO", "Slow upload of thumbnails")
     clock.advance(minutes=1)
-    learn("WARN", "warn one")  # re-applied: now the most recently used
+    learn("WARN", "Audio clipping at the start")  # re-applied: now the most recently used
     clock.advance(minutes=1)
-    blocker = learn("BLOCKER", "blocker one")  # 4 rules > 3: the INFO is the least recent
+    blocker = learn(
+        "BLOCKER", "Render farm unreachable"
+    )  # 4 rules > 3: the INFO is the least recent
     memory = load_active_memory(AGENT)
     assert {r.rule_id for r in memory.rules} == {warn_old.rule_id, fail.rule_id, blocker.rule_id}
     assert blocker.obsolete_rules_removed == [info.rule_id]
@@ -104,9 +106,9 @@ def test_eviction_order_at_the_cap(
     assert evicted.tombstoned_at == clock.now
 
     clock.advance(minutes=1)
-    learn("FAIL", "fail two")  # evicts the WARN, the last INFO/WARN rule
+    learn("FAIL", "Subtitle track missing entirely")  # evicts the WARN, the last INFO/WARN rule
     clock.advance(minutes=1)
-    learn("FAIL", "fail three")  # only FAIL/BLOCKER left: all kept, over the cap
+    learn("FAIL", "Voiceover out of sync")  # only FAIL/BLOCKER left: all kept, over the cap
     memory = load_active_memory(AGENT)
     assert len(memory.rules) == 4
     assert {r.severity for r in memory.rules} == {"FAIL", "BLOCKER"}
@@ -258,26 +260,38 @@ def test_render_rules_orders_by_severity_then_recency_within_budget(
     clock.advance(minutes=1)
     learn("FAIL", "newer fail")
     clock.advance(minutes=1)
-    learn("BLOCKER", "blocker rule")
+    learn("BLOCKER", "blocker stops the render")
     text = render_rules(AGENT, budget=10_000)
     lines = text.splitlines()
     assert lines[0] == "Learned rules for dzine_producer (follow them; most severe first):"
     order = [line.split("Avoid: ")[1].split(".")[0] for line in lines[1:]]
-    assert order == ["blocker rule", "newer fail", "older fail", "warn rule", "info rule"]
-    assert lines[1].startswith("- [BLOCKER] assets: Avoid: blocker rule.")
+    assert order == [
+        "blocker stops the render",
+        "newer fail",
+        "older fail",
+        "warn rule",
+        "info rule",
+    ]
+    assert lines[1].startswith("- [BLOCKER] assets: Avoid: blocker stops the render.")
 
     short = render_rules(AGENT, budget=400)
     assert len(short) <= 400
     assert short.splitlines()[-1].startswith("(and ")
-    assert "blocker rule" in short and "info rule" not in short
+    assert "blocker stops the render" in short and "info rule" not in short
     assert render_rules("researcher") == ""
 
 
 def test_prompt_rules_names_the_rules_its_text_shows(root: Path, clock: Clock) -> None:
     """The block and the rules it shows agree, also when the budget cuts some off."""
-    for n in range(4):
+    # Four different failures (variants of one text would be one pattern, one rule).
+    for symptom in (
+        "Image hallucination in background",
+        "Audio clipping at the start",
+        "Subtitle track missing entirely",
+        "Voiceover out of sync",
+    ):
         clock.advance(minutes=1)
-        learn("FAIL", f"failure number {'x' * n} seen")
+        learn("FAIL", symptom)
     full = prompt_rules(AGENT, budget=10_000)
     assert full.total == 4 and len(full.rules) == 4
     assert full.text == render_rules(AGENT, budget=10_000)

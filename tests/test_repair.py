@@ -41,7 +41,8 @@ def make_events(count: int, *, video: bool = True, agent: str = "researcher") ->
             run_id="r1",
             severity="WARN",
             component="research",
-            symptom=f"failure {_workers.letters(1, i)}",
+            # Texts of different lengths: distinct failures (variants would be one pattern).
+            symptom=" ".join(["failure", *["again"] * i]),
             video_id=f"v{i % 3}" if video else None,
             agent=agent,
         )

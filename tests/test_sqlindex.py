@@ -133,6 +133,8 @@ def test_a_stale_size_is_not_taken_for_a_shrunk_log(
     calls: list[int] = []
 
     def first_stale(path: Path) -> tuple[int, int, int] | None:
+        if path != store.events_path:
+            return real_stat(path)  # the merges log, caught up first
         calls.append(1)
         return stale if len(calls) == 1 else real_stat(path)
 

@@ -325,3 +325,69 @@ def test_weekly_reports_of_one_day_never_replace_each_other(store_factory: Store
     assert earlier is not None and earlier.events_total == 1
     with pytest.raises(LearningError):
         store.load_weekly_report("../outside")
+
+
+# -- failure patterns (grouping version 2) ----------------------------------------------------
+def test_the_pattern_book_saves_finds_merges_and_commits_on_a_clean_exit(
+    store_factory: StoreFactory,
+) -> None:
+    from rayvault.learning._grouping import GROUPING_VERSION, Cluster
+
+    store = store_factory()
+    a = Cluster("assets:a", "assets", ("user", "alice", "failed"), {"seen": 1})
+    b = Cluster("assets:b", "assets", ("user", "bob", "failed"))
+    with store.pattern_book("assets") as book:
+        assert book.find("assets", "sig-a") is None
+        book.save(a, "sig-a")
+        book.save(b, "sig-b")
+        assert [c.key for c in book.clusters("assets", 3)] == ["assets:a", "assets:b"]
+        assert book.clusters("assets", 2) == [] and book.clusters("tts", 3) == []
+    with pytest.raises(RuntimeError), store.pattern_book("assets") as book:
+        book.save(Cluster("assets:c", "assets", ("x",)), "sig-c")
+        raise RuntimeError("rolled back")
+    other = store_factory()  # committed: seen by another store on the same data
+    with other.pattern_book("assets") as book:
+        found = book.find("assets", "sig-a")
+        assert found is not None and found.tokens == a.tokens and found.data == {"seen": 1}
+        assert book.find("assets", "sig-c") is None
+        a.tokens = ("user", "<*>", "failed")
+        book.save(a, "sig-a2")  # generalised, and a second signature
+        book.merge(b, a)
+    assert other.resolve_pattern("assets:b") == "assets:a"
+    assert other.resolve_pattern("assets:a") == "assets:a"
+    assert other.resolve_pattern("never:merged") == "never:merged"
+    with store_factory().pattern_book("assets") as book:
+        for sig in ("sig-a", "sig-a2", "sig-b"):  # merges followed
+            found = book.find("assets", sig)
+            assert found is not None and found.key == "assets:a"
+            assert found.tokens == ("user", "<*>", "failed")
+        assert [c.key for c in book.clusters("assets", 3)] == ["assets:a"]  # live ones only
+    [merge] = store_factory().pattern_merges()
+    assert (merge.source, merge.target, merge.stage) == ("assets:b", "assets:a", "assets")
+    assert merge.version == GROUPING_VERSION and merge.reason == "clusters"
+    assert merge.at.tzinfo is not None
+    assert store_factory().pattern_merges("tts") == []
+
+
+def test_links_of_old_keys_follow_and_never_cycle(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    store.append_errors([error(1, fingerprint="assets:old"), error(2, fingerprint="assets:new")])
+    with store.pattern_book("assets") as book:
+        assert book.in_history("assets:old") and not book.in_history("assets:none")
+        assert book.link("assets:old", "assets:new", "version")
+        assert not book.link("assets:old", "assets:other", "version")  # merged already
+        assert not book.link("assets:new", "assets:old", "version")  # would be a cycle
+        assert not book.link("assets:new", "assets:new", "version")
+    reader = store_factory()
+    assert reader.resolve_pattern("assets:old") == "assets:new"
+    assert [m.reason for m in reader.pattern_merges()] == ["version"]
+    found = reader.query_errors(ErrorQuery(fingerprint="assets:old"))
+    assert sorted(e.fingerprint or "" for e in found) == ["assets:new", "assets:old"]
+    [pattern] = reader.error_patterns(1)
+    assert pattern.fingerprint == "assets:new" and pattern.count == 2
+
+
+def test_a_read_only_store_refuses_a_pattern_book(store_factory: StoreFactory) -> None:
+    view = store_factory().read_only()
+    with pytest.raises(StoreError), view.pattern_book("assets"):
+        pass

@@ -48,7 +48,7 @@ app.add_typer(errors.app, name="errors")
 app.add_typer(gate.app, name="gate")
 app.add_typer(soul.app, name="soul")
 app.command("revisit")(revisit.revisit_command)
-app.command("patterns")(registry.patterns_command)
+app.add_typer(registry.patterns_app, name="patterns")
 app.command("report")(registry.report_command)
 app.command(
     "demo", short_help="The closed loop on a simulated pipeline, leaving its data to explore."

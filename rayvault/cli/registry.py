@@ -1,9 +1,10 @@
 """``rayvault-learn patterns`` and ``rayvault-learn report``: registry reads (recurring failure
-patterns across videos, and the latest weekly report)."""
+patterns across videos, and the latest weekly report), and ``patterns regroup`` (re-fingerprint
+what an older grouping version wrote)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,12 +18,23 @@ from rayvault.cli._common import (
     is_wide,
     new_table,
     open_cli_store,
+    progress_bar,
     short,
     when,
 )
 
+if TYPE_CHECKING:
+    from rayvault.learning.regroup import RegroupResult
 
+patterns_app = typer.Typer(
+    help="Recurring failure patterns; `patterns regroup` re-fingerprints older records.",
+    invoke_without_command=True,
+)
+
+
+@patterns_app.callback(invoke_without_command=True)
 def patterns_command(
+    ctx: typer.Context,
     min_count: Annotated[
         int, typer.Option("--min-count", min=1, help="Minimum occurrences of a pattern.")
     ] = 3,
@@ -46,6 +58,8 @@ def patterns_command(
 
     Example: rayvault-learn patterns --min-count 3 --component research
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from rayvault.learning.registry import get_patterns
 
     patterns = get_patterns(
@@ -81,6 +95,67 @@ def patterns_command(
         console().print(table)
 
     emit([p.to_dict() for p in shown], as_json, human)
+
+
+@patterns_app.command("regroup")
+def regroup_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change; write nothing.")
+    ] = False,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-fingerprint every event and error-log entry written by an older grouping version.
+
+    Reports which old patterns merge (several old keys become one) and split (one old key
+    becomes several), then applies it: records get their new key, old keys that became one
+    pattern are recorded as merged into it (rules and gate follow), rules of a split key follow
+    their event. A second run finds nothing to do.
+
+    Example: rayvault-learn patterns regroup --dry-run
+    """
+    from rayvault.learning.regroup import regroup
+
+    store = open_cli_store(root, store_url, read=dry_run)
+    with progress_bar(as_json) as progress:
+        result = regroup(dry_run=dry_run, progress=progress, store=store)
+    emit(result.to_dict(), as_json, lambda: print_regroup(result), record=True)
+
+
+def print_regroup(result: RegroupResult) -> None:
+    out = console()
+    if result.nothing_to_do:
+        out.print(f"Nothing to do: every record is of grouping version {result.version}.")
+        return
+    verb = "Would regroup" if result.dry_run else "Regrouped"
+    out.print(
+        f"{verb} {result.events} events and {result.errors} error-log entries of an older "
+        f"grouping version; {result.rekeyed} get another key.",
+        soft_wrap=True,
+    )
+    for change in result.merges:
+        olds = ", ".join(f"{escape(k)} ({n})" for k, n in change.old.items())
+        [(new, count)] = change.new.items()
+        out.print(
+            f"  merge  {olds} → {escape(new)} ({count}): {escape(short(change.pattern, 100))}",
+            soft_wrap=True,
+        )
+    for change in result.splits:
+        [(old, count)] = change.old.items()
+        news = ", ".join(f"{escape(k)} ({n})" for k, n in change.new.items())
+        out.print(f"  split  {escape(old)} ({count}) → {news}", soft_wrap=True)
+    if not result.merges and not result.splits:
+        out.print("  No pattern merges or splits.")
+    links = len(result.links)
+    if result.dry_run:
+        out.print(f"{links} old keys would be recorded as merged. Nothing written (dry run).")
+    else:
+        out.print(
+            f"{links} old keys recorded as merged; {result.rules_moved} rules moved to their "
+            "event's new key.",
+            soft_wrap=True,
+        )
 
 
 def report_command(

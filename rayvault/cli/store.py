@@ -17,6 +17,8 @@ from rayvault.cli._common import (
     emit,
     new_table,
     open_cli_store,
+    print_json,
+    progress_bar,
     want_json,
     warn,
 )
@@ -69,14 +71,24 @@ def init_command(
 def upgrade_command(
     root: RootOption = None, store_url: StoreOption = None, as_json: JsonOption = False
 ) -> None:
-    """Apply the migrations a newer version brings to an initialised schema.
+    """Apply the migrations a newer version brings to an initialised schema, then regroup the
+    records an older grouping version wrote (as `rayvault-learn patterns regroup`).
 
     Example: rayvault-learn --store postgresql://db.internal/pipeline store upgrade
     """
+    from rayvault.cli.registry import print_regroup
+    from rayvault.learning.regroup import regroup
     from rayvault.learning.store.admin import upgrade_schema
 
     store = open_cli_store(root, store_url)
-    _migrations_done(upgrade_schema(store), store, "upgrade", as_json)
+    applied = upgrade_schema(store)
+    with progress_bar(as_json) as progress:
+        result = regroup(progress=progress, store=store)
+    if want_json(as_json):
+        print_json({"store": store.describe(), "applied": applied, "regroup": result.to_dict()})
+        return
+    _migrations_done(applied, store, "upgrade", as_json)
+    print_regroup(result)
 
 
 @app.command("status")

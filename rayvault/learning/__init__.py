@@ -93,6 +93,7 @@ if TYPE_CHECKING:
         get_weekly_summary,
         query_events,
     )
+    from rayvault.learning.regroup import PatternChange, RegroupResult, regroup
     from rayvault.learning.resolution import BulkResolution, resolve_events
     from rayvault.learning.revisit import revisit
     from rayvault.learning.skill_graph import record_learning
@@ -142,6 +143,9 @@ _EXPORTS: dict[str, str] = {
     # migration and maintenance
     "migrate_learnings": "migrate",
     "MigrationReport": "migrate",
+    "regroup": "regroup",
+    "RegroupResult": "regroup",
+    "PatternChange": "regroup",
     "check_root": "doctor",
     "DoctorReport": "doctor",
     "Finding": "models",
@@ -221,7 +225,9 @@ __all__ = [
     "LoopStep",
     "MigrationReport",
     "Pattern",
+    "PatternChange",
     "PromotionCandidate",
+    "RegroupResult",
     "Revalidation",
     "RevisitReport",
     "Rule",
@@ -265,6 +271,7 @@ __all__ = [
     "prompt_rules",
     "query_events",
     "record_learning",
+    "regroup",
     "render_rules",
     "reset_store",
     "resolve_event",

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from rayvault.learning._assign import group_failure
+from rayvault.learning._grouping import failure_text
 from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_error_id, validate_identifier
 from rayvault.learning._time import utcnow
@@ -35,13 +37,14 @@ from rayvault.learning.models import (
     Lesson,
     Record,
 )
-from rayvault.learning.patterns import failure_text, fingerprint
+from rayvault.learning.patterns import fingerprint
 from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.learning.store.base import ErrorQuery
 
-#: Longest symptom an error becomes when promoted to an event.
-MAX_SYMPTOM = 300
+#: Longest symptom an error becomes when promoted to an event: a failure's whole final message
+#: (a traceback's exception with all its lines), so the event is grouped with the error.
+MAX_SYMPTOM = 2000
 
 
 class PromotionResult(Record):
@@ -87,7 +90,8 @@ def log_error(
     if video_id:
         validate_identifier(video_id, "video id")
     validate_identifier(stage, "stage")
-    limit = store.policies.LEARNING_MAX_ERROR_TEXT_CHARS
+    policies = store.policies  # loaded once: each load reads the environment (~16 µs)
+    limit = policies.LEARNING_MAX_ERROR_TEXT_CHARS
     text = _error_text(error)
     if context is not None:
         if not isinstance(context, dict):
@@ -102,11 +106,15 @@ def log_error(
                 f"({limit}): keep large output in a file and put its path in the context"
             )
     key = validate_key(idempotency_key)
-    note_unknown_component(stage, store.policies, "log_error")
+    note_unknown_component(stage, policies, "log_error")
     # At most LEARNING_MAX_ERROR_TEXT_CHARS: a longer text keeps its start and its end (a
     # traceback's failure line, the fingerprint's source), and its full text as an attachment.
+    # Grouped by the whole text: a cut one would be grouped by the cut's marker line.
+    failure = text
     text = keep_capped(store, text, limit, keep_tail=True)
     args: dict[str, Any] = {
+        "failure": failure,
+        "group": fold_stage(stage, policies),
         "video_id": video_id,
         "stage": stage,
         "text": text,
@@ -125,6 +133,8 @@ def log_error(
 def _new_entry(
     store: Store,
     *,
+    failure: str,
+    group: str,
     video_id: str | None,
     stage: str,
     text: str,
@@ -133,7 +143,11 @@ def _new_entry(
     idempotency_key: str | None,
 ) -> ErrorEntry:
     now = utcnow()
-    fp = fingerprint(fold_stage(stage, store.policies), text)
+    grouping = group_failure(store, group, failure)
+    # Stored only when given (extra fields: records without them keep their shape).
+    extra: dict[str, Any] = {"fingerprint_version": grouping.version}
+    if idempotency_key:
+        extra["idempotency_key"] = idempotency_key
     entry = ErrorEntry(
         id=new_error_id(now),
         video_id=video_id or None,
@@ -144,20 +158,18 @@ def _new_entry(
         context=context or {},
         resolved=False,
         resolution=None,
-        fingerprint=fp.key,
-        pattern=fp.template,
-        # Stored only when given (an extra field: records without one keep their shape).
-        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
+        fingerprint=grouping.key,
+        pattern=grouping.template,
+        **extra,
     )
     store.append_errors([entry])
     return entry
 
 
 def error_symptom(entry: ErrorEntry) -> str:
-    """The symptom an error becomes on its learning event: its failure line (a traceback's last
-    line), so the event's fingerprint is the error's."""
-    lines = failure_text(entry.error).strip().splitlines() or [entry.error.strip()]
-    return lines[0].strip()[:MAX_SYMPTOM]
+    """The symptom an error becomes on its learning event: the failure's whole final message
+    (a traceback's last exception, every line of it), so the event gets the error's pattern."""
+    return (failure_text(entry.error).strip() or entry.error.strip())[:MAX_SYMPTOM]
 
 
 @checked
@@ -286,6 +298,7 @@ def get_lessons(*, store: Store | None = None) -> list[Lesson]:
             key, pattern = fp.key, entry.pattern or fp.template
         else:
             key, pattern = entry.fingerprint, entry.pattern or entry.error[:200]
+        key = store.resolve_pattern(key)  # the pattern it belongs to now (merges followed)
         lessons.append(
             Lesson(
                 fingerprint=key,

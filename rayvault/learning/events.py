@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from rayvault.learning._assign import group_failure
 from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
@@ -39,11 +40,11 @@ from rayvault.learning.models import (
     LearningEvent,
     normalize_severity,
 )
-from rayvault.learning.patterns import fingerprint
 from rayvault.learning.skill_graph import record_learning
 from rayvault.learning.soul import suggest_soul_update
 from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
+from rayvault.policies import Policies
 
 log = logging.getLogger("rayvault.learning")
 
@@ -105,7 +106,8 @@ def create_event(
     ]
     key = validate_key(idempotency_key)
     # Everything is valid: only now may a text too long be kept as an attachment.
-    cap = store.policies.LEARNING_MAX_TEXT_CHARS
+    policies = store.policies  # loaded once: each load reads the environment (~16 µs)
+    cap = policies.LEARNING_MAX_TEXT_CHARS
     symptom = keep_capped(store, symptom, cap)
     run_id, root_cause, fix_applied, verification = (keep_capped(store, t, cap) for t in texts)
     args: dict[str, Any] = {
@@ -116,6 +118,7 @@ def create_event(
         "video_id": video_id,
         "agent": agent,
         "source_error_id": source_error_id,
+        "policies": policies,
     }
     if key is None:
         return _new_event(store, sev, component, symptom, **args)
@@ -140,12 +143,16 @@ def _new_event(
     video_id: str | None,
     agent: str | None,
     source_error_id: str | None,
+    policies: Policies,
     idempotency_key: str | None = None,
 ) -> LearningEvent:
-    policies = store.policies
     note_unknown_component(component, policies, "create_event")
     now = utcnow()
-    fp = fingerprint(fold_stage(component, policies), symptom)
+    fp = group_failure(store, fold_stage(component, policies), symptom)
+    # Stored only when given (extra fields: records without them keep their shape).
+    extra: dict[str, Any] = {"fingerprint_version": fp.version}
+    if idempotency_key:
+        extra["idempotency_key"] = idempotency_key
     event = LearningEvent(
         event_id=new_event_id(now),
         run_id=run_id,
@@ -163,8 +170,7 @@ def _new_event(
         fingerprint=fp.key,
         pattern=fp.template,
         resolved_at=now if verification else None,
-        # Stored only when given (an extra field: records without one keep their shape).
-        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
+        **extra,
     )
     event.promotion_rule = rule_text(event)
     if sev == "BLOCKER" or (

@@ -450,12 +450,15 @@ def _known_failures(
         )
     rules: dict[str, str] = {}
     if agent is not None:
+        known_keys = {k.fingerprint for k in known}  # merges followed
         for rule in store.load_memory(agent).rules:
             fp = rule.fingerprint
             if not fp:  # a rule written before fingerprints: computed (masking imports cost)
                 from rayvault.learning.memory import rule_fingerprint
 
                 fp = rule_fingerprint(rule, store)
+            if fp not in known_keys:  # perhaps a pattern merged since: where it went
+                fp = store.resolve_pattern(fp)
             rules.setdefault(fp, rule.rule_id)
     failing = store.failing_fingerprints([k.fingerprint for k in known], components)
     verdicts = [

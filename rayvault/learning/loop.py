@@ -639,6 +639,11 @@ class _Loop:
         run, store = self.run, self.store
         fp, entry, attempt = failure.fingerprint, failure.error, failure.attempt
         seen = self.learned.get(fp)
+        if seen is None and self.learned:  # one pattern under two keys, merged since?
+            target = store.resolve_pattern(fp)
+            seen = next(
+                (v for k, v in self.learned.items() if store.resolve_pattern(k) == target), None
+            )
         if seen is not None:  # the same failure again in this run: its event holds the fix
             link_to_event(entry.id, seen.event_id, store=store)
             self.error_events[entry.id] = seen.event_id

@@ -89,6 +89,21 @@ def _as_event(event: LearningEvent | Mapping[str, Any]) -> LearningEvent:
         raise InvalidInputError(f"event is not a learning event: {e}") from None
 
 
+def rule_for_pattern(rules: list[Rule], key: str, store: Store) -> Rule | None:
+    """The rule of failure pattern ``key`` among ``rules``: the one with that fingerprint, else
+    the one whose fingerprint resolves (merges followed) to where ``key`` resolves, so a rule
+    learned under a pattern that was merged since is found, not written twice."""
+    keys = [rule_fingerprint(r, store) for r in rules]
+    for rule, fp in zip(rules, keys, strict=True):
+        if fp == key:
+            return rule
+    target = store.resolve_pattern(key)
+    for rule, fp in zip(rules, keys, strict=True):
+        if store.resolve_pattern(fp) == target:
+            return rule
+    return None
+
+
 def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResult:
     """Apply ``event`` as a rule in ``agent``'s memory; the detailed result."""
     validate_identifier(agent, "agent")
@@ -96,7 +111,7 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
     now = utcnow()
     key = event.fingerprint or fingerprint(fold_stage(event.component, policies), event.symptom).key
     with store.agent_state(agent) as state:
-        existing = next((r for r in state.memory.rules if rule_fingerprint(r, store) == key), None)
+        existing = rule_for_pattern(state.memory.rules, key, store)
         if existing is not None:
             existing.applied_count += 1
             existing.last_applied = now

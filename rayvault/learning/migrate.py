@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from rayvault.learning._assign import group_failure
 from rayvault.learning._ids import is_safe_identifier, new_event_id
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import checked
@@ -482,11 +483,20 @@ def draft_from_error(entry: ErrorEntry) -> Draft:
     )
 
 
-def build_event(draft: Draft, policies: Policies, now: datetime) -> LearningEvent:
-    """The learning event of a draft, with the source's dates and provenance."""
+def build_event(
+    draft: Draft, policies: Policies, now: datetime, store: Store | None = None
+) -> LearningEvent:
+    """The learning event of a draft, with the source's dates and provenance; grouped in
+    ``store``'s patterns when given (what is written), by version 1 otherwise (a preview)."""
     component = draft.component or "unknown"
     when = draft.timestamp or now
-    fp = fingerprint(fold_stage(component, policies), draft.symptom)
+    grouping: dict[str, Any]
+    if store is not None:
+        g = group_failure(store, fold_stage(component, policies), draft.symptom)
+        grouping = {"fingerprint": g.key, "pattern": g.template, "fingerprint_version": g.version}
+    else:
+        fp = fingerprint(fold_stage(component, policies), draft.symptom)
+        grouping = {"fingerprint": fp.key, "pattern": fp.template}
     provenance: dict[str, Any] = {
         "migrated_at": format_ts(now),
         "migrated_from": "error_log" if draft.source == "error_log" else "skill_graph_note",
@@ -507,8 +517,7 @@ def build_event(draft: Draft, policies: Policies, now: datetime) -> LearningEven
             "status": draft.status,
             "video_id": draft.video_id,
             "source_error_id": draft.source_error_id,
-            "fingerprint": fp.key,
-            "pattern": fp.template,
+            **grouping,
             "resolved_at": (draft.resolved_at or when) if draft.verification else None,
             **provenance,
             **draft.extra,
@@ -617,7 +626,7 @@ def _migrate_errors(
             current = store.get_error(entry.id) or entry
             present = _error_event(current, store)
             if present is None:
-                event = build_event(draft, policies, now)
+                event = build_event(draft, policies, now, store)
                 store.append_events([event])
                 present = event.event_id
                 report.add(_item(draft, "migrated", event_id=present))
@@ -722,7 +731,7 @@ def _migrate_notes(
         if not apply:
             report.add(_item(draft, "migrated"))
             continue
-        event = build_event(draft, policies, now)
+        event = build_event(draft, policies, now, store)
         pending.append(event)
         report.add(_item(draft, "migrated", event_id=event.event_id))
         if len(pending) >= _CHUNK:

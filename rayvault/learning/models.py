@@ -139,6 +139,14 @@ class LearningEvent(Record):
     def resolved(self) -> bool:
         return self.status in RESOLVED_STATUSES
 
+    @property
+    def fingerprint_version(self) -> int | None:
+        """The grouping version that computed ``fingerprint`` (None: version 1, or never
+        grouped). An extra field, written only when set (as ``idempotency_key``), so records of
+        version 1 keep their shape."""
+        value = (self.__pydantic_extra__ or {}).get("fingerprint_version")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
 
 class Rule(Record):
     """An active rule in an agent's memory, derived from a learning event."""
@@ -226,6 +234,30 @@ class ErrorEntry(Record):
     fingerprint: str | None = None
     pattern: str | None = None
     learning_event_id: str | None = None
+
+    @property
+    def fingerprint_version(self) -> int | None:
+        """The grouping version that computed ``fingerprint`` (None: version 1, or never
+        grouped). An extra field, written only when set (as ``idempotency_key``), so records of
+        version 1 keep their shape."""
+        value = (self.__pydantic_extra__ or {}).get("fingerprint_version")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class PatternMerge(Record):
+    """A recorded merge of two failure patterns: queries treat ``source`` as ``target`` from
+    then on (a pattern key once handed out is never reused for something else, so history keyed
+    by it follows the merge instead of being rewritten)."""
+
+    source: str
+    target: str
+    stage: str
+    at: Timestamp
+    #: The grouping version that merged them.
+    version: int
+    #: ``clusters`` (grouping found them one), ``regroup`` (re-fingerprinting with a newer
+    #: version made them one), ``version`` (a text's version-1 key joined its new key).
+    reason: Literal["clusters", "regroup", "version"]
 
 
 class ErrorPattern(Record):

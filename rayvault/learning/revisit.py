@@ -226,7 +226,7 @@ def conflicting_rules(agent: str, rules: list[Rule], store: Store) -> list[RuleC
     keyed = [
         (
             rule,
-            rule_fingerprint(rule, store),
+            store.resolve_pattern(rule_fingerprint(rule, store)),  # merges followed
             fold_stage(rule.component, policies),
             analyse(rule.rule),
         )

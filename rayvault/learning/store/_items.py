@@ -16,6 +16,8 @@ from rayvault.learning.exceptions import StoreError
 EVENT = "event"
 #: One version of an error-log entry (key: id).
 ERROR = "error"
+#: A recorded merge of two failure patterns (key: its source pattern key), in the order written.
+PATTERN_MERGE = "pattern_merge"
 #: ``memory_active.json`` of an agent (key: agent).
 MEMORY = "memory"
 #: ``memory_tombstones.json`` of an agent (key: agent).
@@ -38,6 +40,7 @@ VIDEO_EVENT = "video_event"
 KINDS = (
     EVENT,
     ERROR,
+    PATTERN_MERGE,
     MEMORY,
     TOMBSTONES,
     SNAPSHOT,
@@ -52,6 +55,7 @@ KINDS = (
 KIND_LABELS = {
     EVENT: "event versions",
     ERROR: "error-log versions",
+    PATTERN_MERGE: "pattern merges",
     MEMORY: "agent memories",
     TOMBSTONES: "tombstone lists",
     SNAPSHOT: "memory snapshots",

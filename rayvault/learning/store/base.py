@@ -14,6 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from rayvault.learning._grouping import PatternBook
 from rayvault.learning.models import (
     AgentMemory,
     CompactResult,
@@ -24,6 +25,7 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
+    PatternMerge,
     Tombstone,
     TombstoneFile,
     WeeklyReport,
@@ -137,6 +139,23 @@ class ArchivedTombstones:
     location: str | None = None
 
 
+class StorePatternBook(PatternBook, Protocol):
+    """The :class:`PatternBook` a store hands out (:meth:`Store.pattern_book`): clusters as the
+    grouping needs them, plus what links history written by an older grouping version."""
+
+    def link(self, source: str, target: str, reason: str) -> bool:
+        """Record that pattern key ``source`` (a key of stored records, not a live cluster of
+        this book) is merged into ``target`` for ``reason`` (``"version"``, ``"regroup"``). False,
+        recording nothing, when ``source`` is ``target``, is already merged, or would make a
+        cycle; the merge is committed with the book."""
+        ...
+
+    def in_history(self, key: str) -> bool:
+        """Whether stored records (events or error-log entries) carry ``key`` while it is not a
+        cluster of the current grouping: a key an older version handed out. An indexed lookup."""
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the domain needs from a backend."""
@@ -191,7 +210,8 @@ class Store(Protocol):
     def event_patterns(
         self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
     ) -> list[Pattern]:
-        """The matching events grouped by fingerprint (events without one are left out), groups
+        """The matching events grouped by pattern (fingerprint, merges followed; events without
+        one are left out), groups
         of at least ``min_count``. With ``active_since`` only groups with an occurrence at or
         after it, counted in ``recent_count``. Most frequent first."""
         ...
@@ -255,7 +275,8 @@ class Store(Protocol):
     def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]: ...
 
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
-        """Error-log entries grouped by fingerprint, most frequent first."""
+        """Error-log entries grouped by pattern (fingerprint, merges followed), most frequent
+        first."""
         ...
 
     def latest_resolutions(self) -> list[ErrorEntry]:
@@ -264,6 +285,23 @@ class Store(Protocol):
 
     def latest_resolution(self, fingerprint: str) -> ErrorEntry | None:
         """The most recently resolved entry with this fingerprint (an indexed lookup), or None."""
+        ...
+
+    # -- failure patterns ---------------------------------------------------------------------
+    def pattern_book(self, stage: str) -> AbstractContextManager[StorePatternBook]:
+        """The store's failure clusters as a book for :func:`rayvault.learning._grouping.assign`.
+        One stage's assignments are serialised across threads and processes while it is held;
+        what the block saved and merged is committed when it exits normally, rolled back on an
+        exception (a merge already made durable is kept: it is replayed). Read-only stores
+        refuse with ``StoreError``."""
+        ...
+
+    def resolve_pattern(self, key: str) -> str:
+        """``key`` with recorded merges followed (a key never merged is returned as is)."""
+        ...
+
+    def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
+        """The recorded merges (of one stage when given), oldest first."""
         ...
 
     # -- the gate ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Moving a whole data root between stores: ``rayvault-learn store export --to DIR`` writes the
 current store's data in the file layout, ``store import --from DIR`` loads a file-layout root into
 the current store. Lossless both ways: every version of every event and error-log entry (in
-order), agent memory and tombstones, memory snapshots, tombstone archives, gate states, SOUL
-snapshots and weekly reports (JSON and HTML), each with the exact text the file store writes.
+order), the merges of failure patterns (in order), agent memory and tombstones, memory
+snapshots, tombstone archives, gate states, SOUL snapshots and weekly reports (JSON and HTML),
+each with the exact text the file store writes.
 
 Both sides speak a stream of :class:`Item` — one per record version or document — so any store
 can be the source or the destination: the file layout (``FileLayout``) and PostgreSQL

@@ -6,6 +6,14 @@ reading only what was appended since, so no hot path parses the whole event log.
 rewritten (compaction, an editor, a different inode) or the index is missing or damaged, it is
 rebuilt from the log. Deleting ``state/cache/`` is always safe.
 
+Three logs are followed: the events, the error log, and the merges of failure patterns
+(``data/pattern_merges.json``). A record's ``fingerprint`` column holds its pattern key with the
+merges followed (its own key is in ``record_fp``), so every query that groups or filters by
+pattern sees a merged key as the pattern it was merged into; a merge read from its log updates
+those columns (and the occurrence counts, through their triggers). The failure clusters of
+grouping version 2 (``clusters``, ``signatures``) live here too; ``files._patterns`` writes and
+rebuilds them.
+
 Records stored without a fingerprint (the original system's) are fingerprinted here, with their
 stage folded through the policies' step-name aliases; the index remembers which alias map it used
 (a hash) and rebuilds itself when the map changes.
@@ -43,7 +51,7 @@ from rayvault.learning.store.files._jsonlog import read_array, read_from, scan_a
 
 logger = logging.getLogger("rayvault.learning.index")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -111,6 +119,9 @@ _OCCURRENCES = """
     ) AS occurrence
     GROUP BY component, fingerprint
 """
+_NO_ALIAS_MAP: tuple[Mapping[str, str], str] = (NO_ALIASES, "")
+#: A record's pattern key with recorded merges followed (parameters: its key twice).
+_CANONICAL = "coalesce((SELECT canonical FROM merges WHERE source = ?), ?)"
 _RECOUNT = "INSERT INTO fp_counts (component, fingerprint, total, open)" + _OCCURRENCES
 
 _SCHEMA = """
@@ -118,25 +129,29 @@ CREATE TABLE sources (
     name TEXT PRIMARY KEY, inode INTEGER, offset INTEGER, sig BLOB, next_seq INTEGER,
     size INTEGER, mtime INTEGER, aliases TEXT
 );
+-- ``fingerprint`` is the record's pattern key with recorded merges followed (what every query
+-- groups and filters on); ``record_fp`` is the key the record itself carries.
 CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
     component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
     source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, idempotency_key TEXT,
-    data BLOB NOT NULL
+    record_fp TEXT, data BLOB NOT NULL
 );
 CREATE INDEX events_video ON events (video_id, component);
 CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
+CREATE INDEX events_record_fp ON events (record_fp);
 CREATE INDEX events_source_error ON events (source_error_id) WHERE source_error_id IS NOT NULL;
 CREATE INDEX events_source_note ON events (source_note) WHERE source_note IS NOT NULL;
 CREATE INDEX events_idempotency ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE errors (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, stage TEXT,
     video_id TEXT, fingerprint TEXT, resolved INTEGER NOT NULL, resolved_ts INTEGER,
-    learning_event_id TEXT, idempotency_key TEXT, data BLOB NOT NULL
+    learning_event_id TEXT, idempotency_key TEXT, record_fp TEXT, data BLOB NOT NULL
 );
 CREATE INDEX errors_stage ON errors (stage, fingerprint, resolved, learning_event_id);
 CREATE INDEX errors_fingerprint ON errors (fingerprint, resolved_ts);
+CREATE INDEX errors_record_fp ON errors (record_fp);
 CREATE INDEX errors_video ON errors (video_id, stage);
 CREATE INDEX errors_idempotency ON errors (idempotency_key) WHERE idempotency_key IS NOT NULL;
 
@@ -148,6 +163,26 @@ CREATE TABLE fp_counts (
     total INTEGER NOT NULL, open INTEGER NOT NULL,
     PRIMARY KEY (component, fingerprint)
 ) WITHOUT ROWID;
+
+-- Merges of failure patterns, replayed from data/pattern_merges.json (the first merge of a key
+-- wins); ``canonical`` is where ``source`` ends up with every later merge followed.
+CREATE TABLE merges (
+    source TEXT PRIMARY KEY, target TEXT NOT NULL, canonical TEXT NOT NULL, stage TEXT,
+    seq INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX merges_canonical ON merges (canonical);
+
+-- The failure clusters of grouping version 2 (``_grouping``), in creation order, and the
+-- signatures (exact masked texts) that belong to each. Rebuilt from the records when missing.
+CREATE TABLE clusters (
+    seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, stage TEXT NOT NULL,
+    length INTEGER NOT NULL, tokens TEXT NOT NULL, data TEXT NOT NULL, merged_into TEXT
+);
+CREATE INDEX clusters_live ON clusters (stage, length, seq) WHERE merged_into IS NULL;
+CREATE TABLE signatures (
+    stage TEXT NOT NULL, sig TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (stage, sig)
+) WITHOUT ROWID;
+CREATE TABLE pattern_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -161,6 +196,14 @@ class Source:
     key: str
     columns: tuple[str, ...]
     row: Callable[[dict[str, Any], Mapping[str, str]], tuple[Any, ...]]
+    #: Logs this one's rows depend on, caught up first (events and errors: the merges).
+    depends: tuple[str, ...] = ()
+    #: For a log that is not a table of records (the merges): applies new items in place of
+    #: the generic insert, and ``reset`` clears what they did before a rebuild.
+    apply: Callable[[sqlite3.Connection, list[dict[str, Any]], int], None] | None = None
+    reset: Callable[[sqlite3.Connection], None] | None = None
+    #: Whether its rows depend on the step-name aliases (records stored without a fingerprint).
+    uses_aliases: bool = True
 
 
 #: What a process saw of a log when it last caught up: (inode, size, mtime) or None when it did
@@ -206,6 +249,11 @@ class SqliteIndex:
             text = "\n".join(f"{k}\t{v}" for k, v in sorted(aliases.items()))
             memo = self._alias_memo = (aliases, hashlib.sha256(text.encode()).hexdigest()[:16])
         return memo
+
+    def _aliases_for(self, source: Source) -> tuple[Mapping[str, str], str]:
+        """The alias map a log's rows are computed with (none for the merges: loading the
+        policies for them would cost every query a second load)."""
+        return self._alias_map() if source.uses_aliases else _NO_ALIAS_MAP
 
     @property
     def _seen(self) -> dict[str, _Seen]:
@@ -301,13 +349,17 @@ class SqliteIndex:
     def rebuild(self) -> None:
         """Rebuild every table from the logs, in place (other processes may have it open)."""
         conn = self._connect()
-        aliases = self._alias_map()
         with _write(conn):
             for source in self.sources.values():
+                aliases = self._aliases_for(source)
                 if source.path.exists():
                     self._rebuild(conn, source, aliases, "requested")
                 else:
                     self._catch_up(conn, source, None, aliases)
+            # The failure clusters are rebuilt from the records by the next pattern book.
+            conn.execute("DELETE FROM clusters")
+            conn.execute("DELETE FROM signatures")
+            conn.execute("DELETE FROM pattern_state")
         self.forget()
 
     def verify(self, expected: dict[str, dict[str, Any]]) -> list[str]:
@@ -355,9 +407,11 @@ class SqliteIndex:
     def sync(self, name: str) -> sqlite3.Connection:
         """Bring the index up to date with log ``name``; return the connection to query."""
         source = self.sources[name]
+        for dependency in source.depends:
+            self.sync(dependency)
         seen = _stat(source.path)  # before connecting: a log that cannot be read leaves no index
         conn = self._connect()
-        aliases = self._alias_map()
+        aliases = self._aliases_for(source)
         if self._seen.get(name) == (seen, aliases[1]):
             return conn
         with _write(conn):
@@ -366,6 +420,25 @@ class SqliteIndex:
             self._catch_up(conn, source, seen, aliases)
         self._seen[name] = (seen, aliases[1])
         return conn
+
+    def absent(self, name: str) -> bool:
+        """Whether log ``name`` did not exist when this process last caught up with it (no
+        merges at all, say: resolving a key is then the identity, no query needed)."""
+        seen = self._seen.get(name)
+        return seen is not None and seen[0] is None
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (the schema created), to run a transaction of one's own."""
+        return self._connect()
+
+    def catch_up_within(self, conn: sqlite3.Connection, name: str) -> None:
+        """Catch up with log ``name`` inside the caller's write transaction (what this process
+        saw is not noted: the transaction may still roll back)."""
+        source = self.sources[name]
+        for dependency in source.depends:
+            self.catch_up_within(conn, dependency)
+        self._catch_up(conn, source, _stat(source.path), self._aliases_for(source))
+        self._seen.pop(name, None)
 
     def _catch_up(
         self,
@@ -380,7 +453,10 @@ class SqliteIndex:
         ).fetchone()
         if seen is None:
             if row is not None:
-                conn.execute(f"DELETE FROM {source.table}")
+                if source.reset is not None:
+                    source.reset(conn)
+                else:
+                    conn.execute(f"DELETE FROM {source.table}")
                 conn.execute("DELETE FROM sources WHERE name = ?", (source.name,))
             return
         if row is None:
@@ -460,14 +536,18 @@ class SqliteIndex:
         )
         # Row-by-row triggers would make a rebuild of 100k events several times slower: drop
         # them, reload, recount the aggregate in one statement, and put them back.
-        for name in _TRIGGER_NAMES:
-            conn.execute(f"DROP TRIGGER IF EXISTS {name}")
-        conn.execute(f"DELETE FROM {source.table}")
-        self._store(conn, source, parsed.items, 0, aliases[0])
-        conn.execute("DELETE FROM fp_counts")
-        conn.execute(_RECOUNT)
-        for statement in _statements(_TRIGGERS):
-            conn.execute(statement)
+        if source.reset is not None:
+            source.reset(conn)
+            self._store(conn, source, parsed.items, 0, aliases[0])
+        else:
+            for name in _TRIGGER_NAMES:
+                conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+            conn.execute(f"DELETE FROM {source.table}")
+            self._store(conn, source, parsed.items, 0, aliases[0])
+            conn.execute("DELETE FROM fp_counts")
+            conn.execute(_RECOUNT)
+            for statement in _statements(_TRIGGERS):
+                conn.execute(statement)
         conn.execute(
             "INSERT OR REPLACE INTO sources "
             "(name, inode, offset, sig, next_seq, size, mtime, aliases) "
@@ -494,20 +574,32 @@ class SqliteIndex:
     ) -> None:
         import orjson
 
-        columns = source.columns
-        updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns[1:], "data"))
-        sql = (
-            f"INSERT INTO {source.table} ({', '.join(columns)}, seq, data) "
-            f"VALUES ({', '.join('?' * (len(columns) + 2))}) "
-            f"ON CONFLICT ({source.key}) DO UPDATE SET {updates}"
-        )
-        rows = []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get(source.key), str):
                 raise CorruptFileError(
                     source.path, f"element {first_seq + i} is not a record with a {source.key!r}"
                 )
-            rows.append((*source.row(item, aliases), first_seq + i, orjson.dumps(item)))
+        if source.apply is not None:
+            source.apply(conn, items, first_seq)
+            return
+        columns = source.columns
+        # The pattern key with merges followed goes in ``fingerprint``; the record's own key in
+        # ``record_fp`` (a merge recorded later updates the first, never the second).
+        fp = columns.index("fingerprint")
+        marks = ["?"] * len(columns)
+        marks[fp] = _CANONICAL
+        updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns[1:], "record_fp", "data"))
+        sql = (
+            f"INSERT INTO {source.table} ({', '.join(columns)}, record_fp, seq, data) "
+            f"VALUES ({', '.join(marks)}, ?, ?, ?) "
+            f"ON CONFLICT ({source.key}) DO UPDATE SET {updates}"
+        )
+        rows = []
+        for i, item in enumerate(items):
+            row = source.row(item, aliases)
+            key = row[fp]
+            values = (*row[:fp], key, key, *row[fp + 1 :])
+            rows.append((*values, key, first_seq + i, orjson.dumps(item)))
         conn.executemany(sql, rows)
 
 
@@ -547,8 +639,76 @@ def _statements(script: str) -> list[str]:
 
 
 def event_source(path: Path) -> Source:
-    return Source("events", path, "events", "event_id", EVENT_COLUMNS, event_row)
+    return Source(
+        "events", path, "events", "event_id", EVENT_COLUMNS, event_row, depends=("merges",)
+    )
 
 
 def error_source(path: Path) -> Source:
-    return Source("errors", path, "errors", "id", ERROR_COLUMNS, error_row)
+    return Source("errors", path, "errors", "id", ERROR_COLUMNS, error_row, depends=("merges",))
+
+
+def merge_source(path: Path) -> Source:
+    """The merges of failure patterns (``data/pattern_merges.json``), applied to the index as
+    they are read: see :func:`apply_merges`."""
+    return Source(
+        "merges", path, "merges", "source", (), lambda item, _: (), apply=apply_merges,
+        reset=reset_merges, uses_aliases=False,
+    )  # fmt: skip
+
+
+def resolve_key(conn: sqlite3.Connection, key: str) -> str:
+    """``key`` with the merges indexed so far followed (one indexed lookup)."""
+    row = conn.execute("SELECT canonical FROM merges WHERE source = ?", (key,)).fetchone()
+    return str(row[0]) if row else key
+
+
+def resolve_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
+    """Each of ``keys`` with the merges indexed so far followed, in a few indexed lookups."""
+    resolved = {key: key for key in keys}
+    unique = list(resolved)
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        resolved.update(
+            conn.execute(f"SELECT source, canonical FROM merges WHERE source IN ({marks})", chunk)
+        )
+    return resolved
+
+
+def apply_merges(conn: sqlite3.Connection, items: list[dict[str, Any]], first_seq: int) -> None:
+    """Apply merges read from the log, in order: the first merge of a key wins, a merge that
+    would make a cycle is left out (``doctor`` reports both); rows of the merged key, and keys
+    merged into it before, now resolve to where its target resolves."""
+    import orjson
+
+    for i, item in enumerate(items):
+        source, target = item["source"], item.get("target")
+        if not isinstance(target, str) or not target or target == source:
+            continue
+        if conn.execute("SELECT 1 FROM merges WHERE source = ?", (source,)).fetchone():
+            continue
+        canonical = resolve_key(conn, target)
+        if canonical == source:
+            continue
+        conn.execute(
+            "INSERT INTO merges (source, target, canonical, stage, seq, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (source, target, canonical, item.get("stage"), first_seq + i, orjson.dumps(item)),
+        )
+        conn.execute("UPDATE merges SET canonical = ? WHERE canonical = ?", (canonical, source))
+        conn.execute("UPDATE events SET fingerprint = ? WHERE fingerprint = ?", (canonical, source))
+        conn.execute("UPDATE errors SET fingerprint = ? WHERE fingerprint = ?", (canonical, source))
+        conn.execute("UPDATE clusters SET merged_into = ? WHERE key = ?", (target, source))
+
+
+def reset_merges(conn: sqlite3.Connection) -> None:
+    """Forget every merge applied (before the log is read again from its start)."""
+    if conn.execute("SELECT 1 FROM merges LIMIT 1").fetchone() is None:
+        return
+    conn.execute("DELETE FROM merges")
+    conn.execute("UPDATE clusters SET merged_into = NULL WHERE merged_into IS NOT NULL")
+    for table in ("events", "errors"):
+        conn.execute(
+            f"UPDATE {table} SET fingerprint = record_fp WHERE fingerprint IS NOT record_fp"
+        )

@@ -150,11 +150,59 @@ class FileStoreDoctor:
                     self._held = True
                     self._check_logs()
                     self._held = False
+        self._check_merges()
         self._check_agents()
         self._check_gate_states()
         self._check_reports()
         self._check_leftovers()
         return self.findings
+
+    def _merges_read(self) -> bool:
+        """Whether the merges log can be read (the index is built from it too; a corrupt one
+        is reported by :meth:`_check_merges`, and the index left as it is)."""
+        try:
+            read_array(self.store.merges_path)
+        except (CorruptFileError, OSError):
+            return False
+        return True
+
+    def _check_merges(self) -> None:
+        """The merges of failure patterns (``data/pattern_merges.json``): the only copy of what
+        they record, so a corrupt file is reported by name and left as it is, never rebuilt
+        from what can be salvaged (the index keeps applying the merges it has)."""
+        from rayvault.learning.models import PatternMerge
+
+        path = self.store.merges_path
+        try:
+            whole = read_array(path)
+        except CorruptFileError as e:
+            self._add(
+                "log-corrupt",
+                path,
+                f"is corrupt: {e.detail}; the pattern merges it records cannot be read (queries "
+                "keep the merges already indexed); fix or restore the file by hand",
+            )
+            return
+        except OSError as e:
+            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
+            return
+        if whole is None:
+            return
+        if whole.parsed.torn_at is not None:
+            finding = self._add(
+                "log-torn-tail",
+                path,
+                f"has a torn tail ({len(whole.data) - whole.parsed.torn_at} bytes of an append "
+                "that never finished); readers ignore it and the next write cuts it off",
+                level="warning",
+                repairable=True,
+            )
+            if self.repair:
+                self._repair_torn_tail(path, finding)
+        for i, item in enumerate(whole.parsed.items):
+            problem = self._validate(PatternMerge, item)
+            if problem is not None:
+                self._add("log-element-invalid", path, f"element {i} is not a merge: {problem}")
 
     def _check_logs(self) -> None:
         """The two logs, their copies and the derived index (a consistent view when the logs'
@@ -205,7 +253,7 @@ class FileStoreDoctor:
         )
         # Bringing the index up to date with a log that lost records would drop the index's copy
         # of them: left for ``--repair``, which restores them first.
-        if events is not None and errors is not None and not unrestored:
+        if events is not None and errors is not None and not unrestored and self._merges_read():
             self._check_index(events, errors)
 
     def _lock(self, path: Path) -> contextlib.AbstractContextManager[Any]:

@@ -7,13 +7,14 @@ tests ask it; nothing else spells a path.
     data/learning_events.json            append-only event index (every version; last wins)
     data/error_log.json                  append-only raw error log
     data/error_log.journal               the same records as JSON lines (repair's second copy)
+    data/pattern_merges.json             append-only record of failure patterns merged into others
     data/archive/                        event indexes as they were before each compaction
     data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
     state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
         tombstone_archive/tombstones-YYYY-MM-DD[-N].json   tombstones past their grace period
     state/learning_gate/<video_id>.json  the gate's last-seen hashes and acknowledgements
     state/learning_gate/souls/<sha256>.md  SOUL texts the gate saw, by hash
-    state/cache/index.sqlite3            derived index over the two logs (safe to delete)
+    state/cache/index.sqlite3            derived index over the three logs (safe to delete)
     state/doctor-archive/<timestamp>/    what ``doctor --repair`` moved aside or replaced
     state/locks/<name>.lock              named inter-process locks (removed on release)
     artifacts/videos/<vid>/learning/events/<event_id>.json
@@ -58,6 +59,7 @@ ARTIFACTS_DIR = "artifacts"
 EVENTS_FILE = "learning_events.json"
 ERRORS_FILE = "error_log.json"
 ERRORS_JOURNAL = "error_log.journal"
+MERGES_FILE = "pattern_merges.json"
 #: An agent's memory, its tombstones, and the folders of its snapshots and archived tombstones.
 MEMORY_FILE = "memory_active.json"
 TOMBSTONES_FILE = "memory_tombstones.json"
@@ -90,6 +92,7 @@ class Layout:
         self.events_path = self.data_dir / EVENTS_FILE
         self.errors_path = self.data_dir / ERRORS_FILE
         self.errors_journal = self.data_dir / ERRORS_JOURNAL
+        self.merges_path = self.data_dir / MERGES_FILE
         self.reports_dir = self.data_dir / "learning_reports"
         self.agents_dir = self.state_dir / "agents"
         self.gate_dir = self.state_dir / "learning_gate"

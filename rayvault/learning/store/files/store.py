@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -38,6 +38,7 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
+    PatternMerge,
     TombstoneFile,
     WeeklyReport,
 )
@@ -94,7 +95,15 @@ from rayvault.learning.store.base import (
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
-from rayvault.learning.store.files._sqlindex import SqliteIndex, error_source, event_source
+from rayvault.learning.store.files._patterns import IndexBook, pattern_book
+from rayvault.learning.store.files._sqlindex import (
+    SqliteIndex,
+    error_source,
+    event_source,
+    merge_source,
+    resolve_key,
+    resolve_keys,
+)
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
     MEMORY_FILE,
@@ -105,6 +114,8 @@ from rayvault.learning.store.files.layout import (
     Layout,
 )
 from rayvault.policies import Policies, PolicyError, load_policies
+
+Q = TypeVar("Q", EventQuery, ErrorQuery)
 
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
@@ -136,10 +147,16 @@ class FileStore:
         self.videos_dir = layout.videos_dir
         self._events = JsonArrayLog(self.events_path)
         self._errors = JsonArrayLog(self.errors_path)
+        self.merges_path = layout.merges_path
+        self.merges_log = JsonArrayLog(self.merges_path)
         self.index = SqliteIndex(
             None if read_only else layout.index_path,
-            [event_source(self.events_path), error_source(self.errors_path)],
-            self._stage_aliases,
+            [
+                merge_source(self.merges_path),
+                event_source(self.events_path),
+                error_source(self.errors_path),
+            ],
+            self.stage_aliases,
             root=self.root,
         )
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
@@ -168,7 +185,7 @@ class FileStore:
                     "the layout has a folder",
                     hint="move the file aside (`rayvault-learn doctor` lists what it finds)",
                 )
-        for path in (self.events_path, self.errors_path):
+        for path in (self.events_path, self.errors_path, self.merges_path):
             if path.is_dir():
                 raise StoreError(
                     f"cannot write to the file store at {self.root}: {path} is a folder where "
@@ -184,7 +201,7 @@ class FileStore:
         except PolicyError as e:
             raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
 
-    def _stage_aliases(self) -> Mapping[str, str]:
+    def stage_aliases(self) -> Mapping[str, str]:
         """The alias map the index folds unfingerprinted records with. Unusable policies fall
         back to the defaults (the index follows when they are fixed), so ``doctor`` still reads."""
         try:
@@ -292,6 +309,7 @@ class FileStore:
         return self._event(row[0]) if row else None
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]:
+        query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
         if query.limit is not None:
@@ -306,12 +324,14 @@ class FileStore:
         return build_records(found, self._event)
 
     def count_events(self, query: EventQuery) -> int:
+        query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
         (count,) = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(count)
 
     def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
+        query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
         # One scan grouped by every facet at once (a few hundred groups), folded here: four
@@ -332,6 +352,7 @@ class FileStore:
     def event_patterns(
         self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
     ) -> list[Pattern]:
+        query = self._follow(query)
         conn = self.index.sync("events")
         sql, params = pattern_sql(query, min_count=min_count, active_since=active_since)
         rows = conn.execute(sql, params).fetchall()
@@ -358,6 +379,7 @@ class FileStore:
         return found
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
+        query = self._follow(query)
         conn = self.index.sync("events")
         sql, params = timeline_sql(query)
         epoch = date(1970, 1, 1)
@@ -369,6 +391,7 @@ class FileStore:
     def resolution_times(
         self, query: EventQuery, *, resolved_since: datetime | None = None
     ) -> list[tuple[datetime, datetime]]:
+        query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(replace(query, unresolved=False))
         # resolved_at is not an indexed column of the derived index: SQLite reads it out of the
@@ -595,6 +618,7 @@ class FileStore:
         return self._error(row[0]) if row else None
 
     def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]:
+        query = self._follow(query)
         conn = self.index.sync("errors")
         clause, params = error_where(query)
         return build_records(conn.execute(f"SELECT data FROM errors{clause}", params), self._error)
@@ -631,9 +655,46 @@ class FileStore:
         return [self._error(data) for (data,) in rows]
 
     def latest_resolution(self, fingerprint: str) -> ErrorEntry | None:
+        fingerprint = self.resolve_pattern(fingerprint)
         conn = self.index.sync("errors")
         row = conn.execute(LATEST_RESOLUTION_SQL.format(ph="?"), (fingerprint,)).fetchone()
         return self._error(row[0]) if row else None
+
+    # -- failure patterns ---------------------------------------------------------------------
+    def pattern_book(self, stage: str) -> contextlib.AbstractContextManager[IndexBook]:
+        """See :meth:`Store.pattern_book`. The index's write transaction (``BEGIN IMMEDIATE``)
+        serialises every stage's assignments at once: they take well under a millisecond, and
+        a text seen before needs no lock at all (``files._patterns``)."""
+        self._writable()
+        # The clusters live in the index, which lives under the root: a root not created yet
+        # would give the book a throwaway index (its caller is about to write there anyway).
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(self.root, e, "create the data root") from e
+        return pattern_book(self)
+
+    def resolve_pattern(self, key: str) -> str:
+        conn = self.index.sync("merges")
+        return key if self.index.absent("merges") else resolve_key(conn, key)
+
+    def _follow(self, query: Q) -> Q:
+        """``query`` with its fingerprint resolved through the merges: a query by a merged key
+        finds the occurrences of the pattern it was merged into, and the reverse."""
+        if query.fingerprint is None:
+            return query
+        return replace(query, fingerprint=self.resolve_pattern(query.fingerprint))
+
+    def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
+        conn = self.index.sync("merges")
+        if stage is None:
+            rows = conn.execute("SELECT data FROM merges ORDER BY seq")
+        else:
+            rows = conn.execute("SELECT data FROM merges WHERE stage = ? ORDER BY seq", (stage,))
+        return [
+            validate_json_record(PatternMerge, data, self.merges_path, "a pattern merge")
+            for (data,) in rows
+        ]
 
     # -- the gate -----------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
@@ -669,8 +730,14 @@ class FileStore:
             return set()
         self.index.sync("errors")
         conn = self.index.sync("events")
-        sql = failing_fingerprints_sql(len(fingerprints), len(components))
-        return {fp for (fp,) in conn.execute(sql, [*fingerprints, *components, *components])}
+        if self.index.absent("merges"):  # no merges: every key is its own pattern
+            resolved = {fp: fp for fp in fingerprints}
+        else:
+            resolved = resolve_keys(conn, fingerprints)
+        keys = list(dict.fromkeys(resolved.values()))
+        sql = failing_fingerprints_sql(len(keys), len(components))
+        failing = {fp for (fp,) in conn.execute(sql, [*keys, *components, *components])}
+        return {fp for fp, key in resolved.items() if key in failing}
 
     def open_occurrences(
         self, fingerprint: str, components: tuple[str, ...], limit: int
@@ -679,7 +746,7 @@ class FileStore:
             return [], []
         self.index.sync("errors")
         conn = self.index.sync("events")
-        params = [fingerprint, *components, limit]
+        params = [self.resolve_pattern(fingerprint), *components, limit]
         rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
         return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
 

@@ -16,7 +16,13 @@ import orjson
 
 from rayvault.learning._ids import is_safe_identifier
 from rayvault.learning.exceptions import CorruptFileError, StoreError
-from rayvault.learning.models import AgentMemory, GateState, LearningEvent, TombstoneFile
+from rayvault.learning.models import (
+    AgentMemory,
+    GateState,
+    LearningEvent,
+    PatternMerge,
+    TombstoneFile,
+)
 from rayvault.learning.models import ErrorEntry as ErrorRecord
 from rayvault.learning.store._fs import (
     LOCK_SUFFIX,
@@ -31,6 +37,7 @@ from rayvault.learning.store._items import (
     EVENT,
     GATE_STATE,
     MEMORY,
+    PATTERN_MERGE,
     REPORT,
     REPORT_HTML,
     SNAPSHOT,
@@ -75,7 +82,8 @@ class FileLayout:
 
     def data_files(self) -> list[Path]:
         """The store files present (documents, caches and locks are not store files)."""
-        found = [p for p in (self.files.events_path, self.files.errors_path) if p.exists()]
+        logs = (self.files.events_path, self.files.errors_path, self.files.merges_path)
+        found = [p for p in logs if p.exists()]
         folders = (
             self.files.agents_dir,
             self.files.gate_dir,
@@ -100,6 +108,7 @@ class FileLayout:
             latest[item.key[0]] = item.text
             yield item
         yield from self._log_items(ERROR, self.files.errors_path, "id", ErrorRecord)
+        yield from self._log_items(PATTERN_MERGE, self.files.merges_path, "source", PatternMerge)
         agent_dirs = self._agent_dirs()
         for kind in (MEMORY, TOMBSTONES, SNAPSHOT):  # grouped by kind, as KINDS orders them
             for agent_dir in agent_dirs:
@@ -220,7 +229,12 @@ class FileLayout:
 
     def skipped_files(self) -> list[str]:
         """Files under the store's folders that no kind covers (relative to the root)."""
-        covered = {self.files.events_path, self.files.errors_path, self.files.errors_journal}
+        covered = {
+            self.files.events_path,
+            self.files.errors_path,
+            self.files.errors_journal,
+            self.files.merges_path,
+        }
         for agent_dir in self._agent_dirs():
             covered |= {agent_dir / MEMORY_FILE, agent_dir / TOMBSTONES_FILE}
             archive = agent_dir / ARCHIVE_DIR
@@ -257,6 +271,7 @@ class FileLayout:
         logs = {
             EVENT: _LogWriter(self.files.events_path),
             ERROR: _LogWriter(self.files.errors_path, journal=self.files.errors_journal),
+            PATTERN_MERGE: _LogWriter(self.files.merges_path),
         }
         try:
             for item in items:
