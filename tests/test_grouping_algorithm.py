@@ -258,3 +258,15 @@ def test_status_and_exit_codes_name_the_failure() -> None:
     assert (
         mask('"GET /a HTTP/1.1" status: 200 len: 12') == '"GET <path> <path>" status: <n> len: <n>'
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_variants_end_in_one_pattern_in_any_arrival_order(rnd: random.Random) -> None:
+    """A cluster made before the evidence came (the same user on another host) is absorbed
+    when the family merges, whatever the order."""
+    names = ["alice", "bob", "carol", "dan", "erin", "frank"]
+    hosts = ["alpha", "beta", "gamma", "delta"]
+    texts = [f"user {n} not found on host {h}" for n in names for h in hosts]
+    rnd.shuffle(texts)
+    assert len(set(group_failures(texts, stage="s"))) == 1

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from rayvault.learning._fingerprint import fingerprint as fingerprint_v1
-from rayvault.learning._grouping import GROUPING_VERSION, group_failures
+from rayvault.learning._grouping import GROUPING_VERSION, MERGE_EVIDENCE, group_failures
 from rayvault.learning.errors import get_patterns, log_error
 from rayvault.learning.events import create_event, list_events
 from rayvault.learning.gate import learning_gate
@@ -86,12 +86,17 @@ def test_merges_are_recorded_and_followed_by_every_query(store: Store) -> None:
     )  # type: ignore[arg-type]
     assert event.fingerprint == second
     third, fourth = keys(FAMILY[2:], store)
-    assert third == fourth == first  # the third value merged the family
-    [merge] = store.pattern_merges()
-    assert (merge.source, merge.target, merge.reason) == (second, first, "clusters")
-    assert merge.stage == "assets" and merge.version == GROUPING_VERSION
-    assert store.pattern_merges("assets") == [merge] and store.pattern_merges("tts") == []
+    # Three values are not yet evidence; the fourth (MERGE_EVIDENCE) merges the family.
+    assert MERGE_EVIDENCE == 4 and third not in (first, second) and fourth == first
+    merges = store.pattern_merges()
+    assert [(m.source, m.target, m.reason) for m in merges] == [
+        (second, first, "clusters"),
+        (third, first, "clusters"),
+    ]
+    assert all(m.stage == "assets" and m.version == GROUPING_VERSION for m in merges)
+    assert store.pattern_merges("assets") == merges and store.pattern_merges("tts") == []
     assert store.resolve_pattern(second) == first and store.resolve_pattern(first) == first
+    assert store.resolve_pattern(third) == first
     # Stored records keep the key they were given; every query treats the merged key as its
     # target, asked by either key.
     assert store.get_error(store.query_errors(ErrorQuery())[1].id).fingerprint == second  # type: ignore[union-attr]
@@ -118,27 +123,26 @@ def test_rules_and_the_gate_follow_a_merge(store: Store) -> None:
     """A rule learned under a key merged since is re-applied, not written twice; the gate
     finds it for the merged pattern."""
     agent = "dzine_producer"
-    first = create_event(
-        **event_kwargs(symptom=FAMILY[0], verification="", agent=agent), store=store
-    )  # type: ignore[arg-type]
-    second = create_event(
-        **event_kwargs(symptom=FAMILY[1], verification="", agent=agent), store=store
-    )  # type: ignore[arg-type]
-    assert len(load_active_memory(agent, store=store).rules) == 2
-    third = create_event(
-        **event_kwargs(symptom=FAMILY[2], verification="", agent=agent), store=store
-    )  # type: ignore[arg-type]
-    assert third.fingerprint == first.fingerprint
+
+    def learn(symptom: str) -> LearningEvent:
+        return create_event(  # type: ignore[arg-type]
+            **event_kwargs(symptom=symptom, verification="", agent=agent), store=store
+        )
+
+    first, second, third = (learn(text) for text in FAMILY[:3])
+    assert len(load_active_memory(agent, store=store).rules) == 3  # not yet one pattern
+    fourth = learn(FAMILY[3])  # the fourth value merges the family
+    assert fourth.fingerprint == first.fingerprint
     rules = load_active_memory(agent, store=store).rules
-    assert len(rules) == 2  # the merged family's rule re-applied
-    fourth = create_event(
-        **event_kwargs(symptom=FAMILY[3], verification="", agent=agent), store=store
-    )  # type: ignore[arg-type]
+    assert len(rules) == 3  # the merged family's rule re-applied, not written again
     assert fourth.rule_id in {r.rule_id for r in rules}
-    assert store.resolve_pattern(str(second.fingerprint)) == first.fingerprint
+    fifth = learn("user erin not found on host epsilon")
+    assert fifth.fingerprint == first.fingerprint and fifth.rule_id == fourth.rule_id
+    for event in (second, third):
+        assert store.resolve_pattern(str(event.fingerprint)) == first.fingerprint
     result = learning_gate("v042", "assets", store=store)
     check = next(c for c in result.checks if c.name == "check_known_failures")
-    assert "seen 4×" in check.reason
+    assert "seen 5×" in check.reason
 
 
 # -- the file store: durable merges, rebuild, doctor, concurrency --------------------------------

@@ -679,9 +679,14 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
         if diff is None:
             continue
         if not diff:
+            before = cluster.tokens
             cluster.tokens = _generalise(cluster.tokens, tokens)
             book.save(cluster, sig)
-            return Grouping(cluster.key, cluster.template, sig, masked, GROUPING_VERSION, "joined")
+            merged = _absorb(book, candidates, cluster) if cluster.tokens != before else ()
+            decision = "merged" if merged else "joined"
+            return Grouping(
+                cluster.key, cluster.template, sig, masked, GROUPING_VERSION, decision, merged
+            )
         if not any(_named(tokens[i]) or _named(cluster.tokens[i]) for i in diff) and _shared_words(
             tokens, diff
         ) >= (MIN_SHARED_WORDS if diff[0] > 0 else MIN_SHARED_WORDS_HEAD):
@@ -699,12 +704,26 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
             for other in others:
                 book.merge(other, target)
             merged = tuple(o.key for o in others)
+            merged += _absorb(book, [c for c in candidates if c not in family], target)
             return Grouping(
                 target.key, target.template, sig, masked, GROUPING_VERSION, "merged", merged
             )
     cluster = Cluster(pattern_key(stage, sig), stage, tokens)
     book.save(cluster, sig)
     return Grouping(cluster.key, cluster.template, sig, masked, GROUPING_VERSION, "new")
+
+
+def _absorb(book: PatternBook, candidates: Sequence[Cluster], target: Cluster) -> tuple[str, ...]:
+    """Merge into ``target`` every other cluster its template now admits whole: a cluster made
+    before the evidence came, which differs from the family at fewer positions (the same user on
+    another host), is the same failure and must not stay apart."""
+    absorbed = []
+    for cluster in candidates:
+        if cluster is not target and cluster.key != target.key:
+            if _differences(target.tokens, cluster.tokens, 0) == []:
+                book.merge(cluster, target)
+                absorbed.append(cluster.key)
+    return tuple(absorbed)
 
 
 class MemoryBook:
