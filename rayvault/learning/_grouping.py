@@ -719,10 +719,9 @@ def _absorb(book: PatternBook, candidates: Sequence[Cluster], target: Cluster) -
     another host), is the same failure and must not stay apart."""
     absorbed = []
     for cluster in candidates:
-        if cluster is not target and cluster.key != target.key:
-            if _differences(target.tokens, cluster.tokens, 0) == []:
-                book.merge(cluster, target)
-                absorbed.append(cluster.key)
+        if cluster.key != target.key and _differences(target.tokens, cluster.tokens, 0) == []:
+            book.merge(cluster, target)
+            absorbed.append(cluster.key)
     return tuple(absorbed)
 
 
