@@ -440,11 +440,12 @@ def test_a_writes_cost_does_not_depend_on_earlier_records_sizes(store: Store) ->
     # The huge write itself: its attachment, plus what a capped record costs.
     attachment_a, attachment_b = len("alpha failed ") + 100_000, len("delta failed ") + 10_000_000
     assert huge_written - attachment_b < big_written - attachment_a + 4096 < 60 * cap
-    # The next small write: the same bytes, give or take a few ids and counters, and one page of
-    # the index's write-ahead log (a frame is a 4096-byte page plus its header: whether a write
-    # splits one more B-tree page depends on the index's layout, and it does the same when both
-    # earlier symptoms are 100 kB).
-    assert abs(written_b - written_a) < 2 * 4096, (written_a, written_b)
+    # The next small write: the same bytes, give or take a few ids and counters, and a few pages
+    # of the index's write-ahead log (a frame is a 4096-byte page plus its header: whether a
+    # write splits more B-tree pages — records, patterns — depends on the index's layout, and the
+    # second run costs the same two pages more when both earlier symptoms are 100 kB). A write
+    # that read or rewrote an earlier record would cost megabytes here.
+    assert abs(written_b - written_a) < 3 * 4096, (written_a, written_b)
     assert abs(read_b - read_a) < 4096, (read_a, read_b)
     # PostgreSQL rewrites documents on the server, out of this process's sight: there, no stored
     # row may hold more than a few capped texts.
