@@ -438,3 +438,23 @@ def test_merges_are_exported_and_imported(
     assert [(p.fingerprint, p.count) for p in copy.error_patterns(1)] == [
         (p.fingerprint, p.count) for p in store.error_patterns(1)
     ]
+
+
+def test_patterns_explain_cli_reads_the_stores_clusters_and_writes_nothing(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = FileStore(root)
+    first, *_ = keys(FAMILY[:3], store)
+    store.close()
+    before = snapshot(root)
+    code, out, _ = cli(capsys, "patterns", "explain", "assets", FAMILY[3])
+    assert code == 0 and "decision: merged" in out and "user <*> not found on host <*>" in out
+    code, out, _ = cli(capsys, "patterns", "explain", "assets", FAMILY[3], "--json")
+    data = json.loads(out)
+    assert data["decision"] == "merged" and data["key"] == first
+    assert len(data["merged"]) == 2
+    code, out, _ = cli(capsys, "patterns", "explain", "assets", FAMILY[3], "--empty", "--json")
+    assert json.loads(out)["decision"] == "new"
+    code, out, _ = cli(capsys, "patterns", "explain", "assets", "Timeout after 1.83s", "--json")
+    assert code == 0 and json.loads(out)["masked"] == "Timeout after <dur>"
+    assert snapshot(root) == before  # nothing written

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from rayvault.learning.regroup import RegroupResult
 
 patterns_app = typer.Typer(
-    help="Recurring failure patterns; `patterns regroup` re-fingerprints older records.",
+    help=(
+        "Recurring failure patterns; `patterns explain` shows how a text is grouped, "
+        "`patterns regroup` re-fingerprints older records."
+    ),
     invoke_without_command=True,
 )
 
@@ -121,6 +124,45 @@ def regroup_command(
     with progress_bar(as_json) as progress:
         result = regroup(dry_run=dry_run, progress=progress, store=store)
     emit(result.to_dict(), as_json, lambda: print_regroup(result), record=True)
+
+
+@patterns_app.command("explain")
+def explain_command(
+    stage: Annotated[str, typer.Argument(help="The stage (or step name) the failure is of.")],
+    text: Annotated[str, typer.Argument(help="The failure text; - reads it from stdin.")],
+    empty: Annotated[
+        bool,
+        typer.Option("--empty", help="Explain against no history (an empty book), not the store."),
+    ] = False,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show how a failure text is grouped: the part of it that counts, each mask applied, the
+    template, and the pattern it would join in the store (nothing is written).
+
+    Example: rayvault-learn patterns explain assets "Timeout after 31.7s on B0ABC12345"
+    """
+    import dataclasses
+    import sys
+
+    from rayvault.learning.grouping import explain_grouping
+    from rayvault.learning.stages import fold_stage
+
+    if text == "-":
+        text = sys.stdin.read()
+    if empty:
+        result = explain_grouping(stage, text)
+    else:
+        store = open_cli_store(root, store_url)
+        folded = fold_stage(stage, store.policies)
+        with store.pattern_book(folded) as book:
+            result = explain_grouping(folded, text, book=book)
+    emit(
+        dataclasses.asdict(result),
+        as_json,
+        lambda: console().print(escape(result.summary()), soft_wrap=True),
+    )
 
 
 def print_regroup(result: RegroupResult) -> None:
