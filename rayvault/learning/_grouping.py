@@ -99,12 +99,26 @@ _EMAIL = _c(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _IP = _c(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?")
 # Host names: lower-case dotted names with a port, names ending in a generic top-level domain,
 # and names of three or more labels ending in a two-letter country code.
-_HOST = _c(
-    r"(?=[\w.-]*[a-z])(?:[a-z0-9-]+\.)+[a-z0-9-]+:\d{1,5}"
-    r"|(?:[A-Za-z0-9-]+\.)+(?i:com|net|org|edu|gov|mil|int|io|info|biz|local|lan|internal"
-    r"|localdomain|localhost|arpa)(?::\d{1,5})?"
-    r"|(?:[a-z0-9-]+\.){2,}[a-z]{2}(?::\d{1,5})?"
+_HOST = _c(r"(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+(?::\d{1,5})?")
+_TLDS = frozenset(
+    "com net org edu gov mil int io info biz local lan internal localdomain localhost arpa".split()  # noqa: SIM905
 )
+
+
+def _is_host(core: str) -> bool:
+    """Host names: lower-case dotted names with a port, names ending in a generic top-level
+    domain, and names of three or more labels ending in a two-letter country code."""
+    if not _HOST.fullmatch(core):
+        return False
+    name, colon, _port = core.partition(":")
+    last = name.rsplit(".", 1)[-1]
+    if colon:
+        return name.islower() and not name.replace(".", "").replace("-", "").isdigit()
+    if last.lower() in _TLDS:
+        return True
+    return len(last) == 2 and last.isalpha() and name.islower() and name.count(".") >= 2
+
+
 _HEX = _c(
     r"0[xX][0-9a-fA-F]+|(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}"
     # Lower-case runs (upper-case letters and digits are ids: B0ABC12345 reads as one).
@@ -137,7 +151,7 @@ def _typed(core: str) -> str | None:
     dot = "." in core
     if digit and dot and _IP.fullmatch(core):
         return "<ip>"
-    if dot and _HOST.fullmatch(core):
+    if dot and _is_host(core):
         return "<host>"
     if (len(core) >= 8 or first == "0") and _HEX.fullmatch(core):
         return "<hex>"
@@ -380,15 +394,14 @@ def _tokens(text: str) -> tuple[list[str], bool]:
     cache = _cache
     entries = list(map(cache.get, raw))  # most tokens were seen before: a lookup each, in C
     if None in entries:
-        for i, entry in enumerate(entries):
-            if entry is None:
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                entries[i] = cache[raw[i]] = _classify(raw[i])
+        for i in itertools.compress(range(len(entries)), map(operator.not_, entries)):
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            entries[i] = cache[raw[i]] = _classify(raw[i])
     known = cast("list[tuple[str, bool, bool]]", entries)
     out = list(map(_MASKED, known))
     if any(map(_CONTEXT, known)):
-        _in_context(out, raw)
+        _in_context(out, raw, list(itertools.compress(range(len(known)), map(_CONTEXT, known))))
     if out and (out[0][:2] in _PREFIX_STARTS or out[0][:1] in "[(" or out[0][:1].isupper()):
         out = _without_prefix(out)
     for i in range(1, min(len(out), _EXCEPTION_WITHIN)):
@@ -406,36 +419,43 @@ def _tokens(text: str) -> tuple[list[str], bool]:
     return out, any(map(_CONSTANT, known))
 
 
-def _in_context(tokens: list[str], raw: list[str]) -> None:
+def _in_context(tokens: list[str], raw: list[str], positions: list[int]) -> None:
     """Status and exit codes, durations and sizes written as a number and a unit word, dates
-    written with month or day names."""
-    for i, token in enumerate(tokens):
-        if i and token[:3] == "<n>" and raw[i].strip(_OPEN + _CLOSE).isdigit():
-            before = raw[i - 1].lower().strip(_OPEN + _CLOSE)
-            if before in _CODE_AFTER or (
-                before in _CODE_WORDS
-                and i > 1
-                and raw[i - 2].lower().strip(_OPEN + _CLOSE) in _CODE_BEFORE
+    written with month or day names: what the words at ``positions`` (unit, month, weekday and
+    code words) make of their neighbours."""
+    for i in positions:
+        j = i + 1
+        if j < len(tokens) and tokens[j][:3] == "<n>" and raw[j].strip(_OPEN + _CLOSE).isdigit():
+            word = raw[i].lower().strip(_OPEN + _CLOSE)
+            if word in _CODE_AFTER or (
+                word in _CODE_WORDS
+                and i
+                and raw[i - 1].lower().strip(_OPEN + _CLOSE) in _CODE_BEFORE
             ):
                 # HTTP 404 is not HTTP 500, exit status 137 (killed) is not exit status 1.
-                tokens[i] = raw[i]
-    for i, token in enumerate(tokens):
+                tokens[j] = raw[j]
+    blanked = False
+    for i in positions:
+        token = tokens[i]
         word = token.rstrip(_CLOSE)
         before = tokens[i - 1] if i else ""
-        after = tokens[i + 1] if i + 1 < len(tokens) else ""
         if before == "<n>" and (word.lower() in _UNITS or word in _SIZES):
             kind = "<dur>" if word.lower() in _UNITS else "<size>"
             tokens[i - 1] = kind + token[len(word) :]
             tokens[i] = ""
+            blanked = True
             continue
         word = word.lower()
-        if word in _DATE_WORDS and (
-            before.rstrip(",.;:") in _NUMBERISH
-            or after.rstrip(",.;:") in _NUMBERISH
-            or after.lower().rstrip(",.;:") in _DATE_WORDS
-        ):
-            tokens[i] = "<date>" + token[len(token.rstrip(_CLOSE)) :]
-    tokens[:] = [t for t in tokens if t]
+        if word in _DATE_WORDS:
+            after = tokens[i + 1] if i + 1 < len(tokens) else ""
+            if (
+                before.rstrip(",.;:") in _NUMBERISH
+                or after.rstrip(",.;:") in _NUMBERISH
+                or after.lower().rstrip(",.;:") in _DATE_WORDS
+            ):
+                tokens[i] = "<date>" + token[len(token.rstrip(_CLOSE)) :]
+    if blanked:
+        tokens[:] = [t for t in tokens if t]
 
 
 def mask(text: str) -> str:
