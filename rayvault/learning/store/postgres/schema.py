@@ -327,17 +327,24 @@ CREATE TABLE pattern_merges (
 );
 CREATE INDEX pattern_merges_order ON pattern_merges (stage, seq);
 
--- A key with its recorded merges followed: one primary-key probe per link of the chain.
-CREATE FUNCTION pattern_resolve(k text) RETURNS text LANGUAGE sql STABLE
+-- A key with its recorded merges followed: one primary-key probe per link of the chain
+-- (PL/pgSQL: its statement is planned once per session, where a recursive SQL function's body
+-- would be planned at every call).
+CREATE FUNCTION pattern_resolve(k text) RETURNS text LANGUAGE plpgsql STABLE
 SET search_path FROM CURRENT AS $$
-    WITH RECURSIVE chain (key, depth) AS (
-        SELECT k COLLATE "C", 0
-        UNION ALL
-        SELECT m.target, c.depth + 1 FROM chain AS c JOIN pattern_merges AS m ON m.source = c.key
-         WHERE c.depth < 1000
-    )
-    SELECT key FROM chain ORDER BY depth DESC LIMIT 1
-$$;
+DECLARE
+    next_key text;
+    links integer := 0;
+BEGIN
+    LOOP
+        SELECT target INTO next_key FROM pattern_merges WHERE source = k;
+        -- A chain is never a cycle (a merge's target is live); the bound only guards the loop.
+        EXIT WHEN NOT FOUND OR links >= 10000;
+        k := next_key;
+        links := links + 1;
+    END LOOP;
+    RETURN k;
+END $$;
 
 -- The fingerprint column of events and errors is the record's CANONICAL pattern key from now on:
 -- the record's own fingerprint (in data) with merges followed, set on every write by this
