@@ -29,6 +29,7 @@ from rayvault.learning.store._patterns import PatternMerge
 from rayvault.learning.store.base import ErrorQuery, EventQuery
 from rayvault.learning.store.postgres import PostgresStore
 from rayvault.learning.store.postgres import schema as schema_sql
+from rayvault.learning.store.transfer import export_store, import_root
 
 from . import _workers
 from .conftest import PgSchemas
@@ -326,6 +327,37 @@ def test_a_schema_with_data_is_upgraded_and_its_rows_follow_later_merges(
     assert [(k.fingerprint, k.occurrences) for k in pg.known_failures((STAGE,), 1)] == [(ka, 3)]
     assert findings(pg) == {}
     pg.close()
+
+
+# -- transfer -------------------------------------------------------------------------------------
+def test_an_import_builds_the_clusters_again_from_the_records(
+    pg: PostgresStore, pg_schemas: PgSchemas, tmp_path: Path
+) -> None:
+    """The pattern tables are derived: an import makes them again from the records of grouping
+    version 2 (template generalised over each pattern's members, each text's signature naming
+    its record's key), so texts seen before the export keep their keys after it."""
+    entries = []
+    for i, name in enumerate((*HOSTS, "alpha")):
+        g = group(pg, host(name))
+        entry = error(f"e-{i}", g.key, host(name)).model_copy(update={"fingerprint_version": 2})
+        entries.append(entry)
+    entries.append(error("e-old", "assets:version-one", "disk full"))  # version 1: no cluster
+    pg.append_errors(entries)
+    export_store(pg, tmp_path / "exported")
+
+    copy = PostgresStore(pg.root, pg_schemas.new_url())
+    import_root(copy, tmp_path / "exported")
+    ka, kb = key_of(host("alpha")), key_of(host("beta"))
+    with copy.pattern_book(STAGE) as book:
+        assert [(c.key, c.template) for c in book.clusters(STAGE, 6)] == [
+            (ka, "cannot reach host <*> for upload"),
+            (kb, "cannot reach host beta for upload"),
+        ]
+    assert sql(copy, "SELECT count(*) FROM pattern_signatures") == [(4,)]
+    assert [group(copy, host(h)).key for h in ("delta", "gamma", "omega")] == [ka, ka, ka]
+    assert group(copy, "disk full").decision == "new"
+    assert findings(copy) == {}
+    copy.close()
 
 
 # -- workers at once ------------------------------------------------------------------------------

@@ -4,6 +4,12 @@
 consistent snapshot even while workers write. ``load`` fills an empty schema in one transaction
 with ``COPY`` (all or nothing), keeping the order of every event and error version, and counts
 the failure aggregate once at the end.
+
+Failure patterns: the clusters and signatures are derived from the records (each record of
+grouping version 2 holds its key, its stage and its text), so they are not items: ``load``
+builds them again from the latest version of each record (``_patterns.rebuild_clusters``, as a
+rebuilt file-store index does). The merges are not derived, and there is no kind of item for
+them yet: an export does not carry them (``pattern_merges`` of the source is left behind).
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
+from rayvault.learning._aliases import fold_name
+from rayvault.learning._grouping import GROUPING_VERSION
 from rayvault.learning.exceptions import StoreError
 from rayvault.learning.store._items import (
     ERROR,
@@ -40,6 +49,7 @@ from rayvault.learning.store._names import (
     parse_dated,
     snapshot_time,
 )
+from rayvault.learning.store._patterns import rebuild_clusters
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 from rayvault.learning.store.postgres.schema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
 
@@ -238,12 +248,46 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
         _copy(conn, COPY_REPORTS, _report_rows(reports))
         for log in logs.values():
             log.copy_latest(conn)
+        _rebuild_patterns(conn, logs[EVENT], logs[ERROR], aliases)
         conn.execute("DELETE FROM fp_counts")
         conn.execute(
             "INSERT INTO fp_counts (component, fingerprint, total, open) " + FAILURE_RECOUNT
         )
         conn.execute("SELECT set_config(%s, 'off', true)", (BULK_LOAD_SETTING,))
     return dict(counts)
+
+
+#: Where a record keeps its stage and its failure text: (stage field, text field).
+_GROUPED = {"events": ("component", "symptom"), "errors": ("stage", "error")}
+
+
+def _rebuild_patterns(conn: Conn, events: _Log, errors: _Log, aliases: Any) -> None:
+    """The pattern tables the loaded records of grouping version 2 imply, oldest record first."""
+    members = []
+    for log in (events, errors):
+        stage_field, text_field = _GROUPED[log.table]
+        for first, _, columns, text in log.latest.values():
+            data = orjson.loads(text)
+            key, stage, failure = (
+                data.get("fingerprint"),
+                data.get(stage_field),
+                data.get(text_field),
+            )
+            if data.get("fingerprint_version") != GROUPING_VERSION or not (
+                isinstance(key, str) and isinstance(stage, str) and isinstance(failure, str)
+            ):
+                continue
+            members.append(
+                (columns[1], log.table == "errors", first, fold_name(stage, aliases), failure, key)
+            )
+    members.sort()
+    clusters, signatures = rebuild_clusters(m[3:] for m in members)
+    _copy(
+        conn,
+        "COPY pattern_clusters (key, stage, length, tokens, data) FROM STDIN",
+        ((c.key, c.stage, c.length, Jsonb(list(c.tokens)), Jsonb(c.data)) for c in clusters),
+    )
+    _copy(conn, "COPY pattern_signatures (stage, sig, key) FROM STDIN", signatures)
 
 
 def _counting(items: Iterable[Item], counts: Counter[str]) -> Iterator[Item]:
