@@ -5,6 +5,7 @@ migration of a schema holding data, and workers grouping one failure at once."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -262,6 +263,32 @@ def test_every_query_by_pattern_follows_merges(pg: PostgresStore) -> None:
     assert pg.count_events(EventQuery(fingerprint=b.key)) == 3
     assert sql(pg, "SELECT fingerprint, total, open FROM fp_counts") == [(a.key, 5, 3)]
     assert findings(pg) == {}
+
+
+def test_a_merge_waits_for_a_write_under_way_and_moves_its_row(pg: PostgresStore) -> None:
+    """A writer that resolved the merged key before the merge and commits after it: the merge
+    waits for it (its row would be invisible to the merge's update), so no row keeps the old
+    key."""
+    a, b = group(pg, host("alpha")), group(pg, host("beta"))
+    writer = pg.connect()
+    writer.execute("BEGIN")
+    writer.execute(
+        "INSERT INTO errors (id, seq, last_seq, ts, stage, fingerprint, resolved, data) "
+        "VALUES ('e-late', 1, 1, 0, %s, %s, 0, '{}')",
+        (STAGE, b.key),
+    )
+    merged: list[Grouping] = []
+    merging = threading.Thread(target=lambda: merged.append(group(pg, host("gamma"))))
+    try:
+        merging.start()
+        merging.join(0.5)
+        assert merging.is_alive()  # waiting for the writer
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+        merging.join(30)
+    assert merged[0].merged == (b.key,)
+    assert sql(pg, "SELECT fingerprint FROM errors WHERE id = 'e-late'") == [(a.key,)]
 
 
 def test_the_doctor_checks_the_pattern_tables_against_the_merges(pg: PostgresStore) -> None:
