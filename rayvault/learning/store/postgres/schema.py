@@ -12,7 +12,10 @@ Conventions of the tables:
 - JSON documents are ``json``, which keeps the text exactly as written (``jsonb`` would reorder
   keys), so an export writes back the bytes the file store writes;
 - timestamps of events and errors are integer microseconds since the epoch (the columns of
-  ``_sql.EVENT_COLUMNS``/``ERROR_COLUMNS``, shared with the SQLite index).
+  ``_sql.EVENT_COLUMNS``/``ERROR_COLUMNS``, shared with the SQLite index);
+- from ``m010_patterns`` on, the ``fingerprint`` column of ``events`` and ``errors`` is the
+  record's pattern key with recorded merges followed (the record's own key stays in ``data``);
+  ``pattern_clusters.tokens``/``data`` are ``jsonb``: derived, never exported as text.
 """
 
 from __future__ import annotations
