@@ -26,8 +26,7 @@ from rayvault.learning._grouping import (
     signature,
 )
 from rayvault.learning.doctor import check_root
-from rayvault.learning.models import ErrorEntry, ErrorResolution, LearningEvent
-from rayvault.learning.store._patterns import PatternMerge
+from rayvault.learning.models import ErrorEntry, ErrorResolution, LearningEvent, PatternMerge
 from rayvault.learning.store.base import ErrorQuery, EventQuery
 from rayvault.learning.store.postgres import PostgresStore
 from rayvault.learning.store.postgres import schema as schema_sql
@@ -149,7 +148,7 @@ def test_merges_are_recorded_and_find_follows_them(pg: PostgresStore) -> None:
     assert last.merged == tuple(g.key for g in others) and others
     merges = pg.pattern_merges()
     assert merges == [
-        PatternMerge(g.key, a.key, STAGE, m.at, 2, "clusters")
+        PatternMerge(source=g.key, target=a.key, stage=STAGE, at=m.at, version=2, reason="clusters")
         for g, m in zip(others, merges, strict=True)
     ]
     assert all(abs((datetime.now(UTC) - m.at).total_seconds()) < 60 for m in merges)
@@ -372,12 +371,13 @@ def test_a_schema_with_data_is_upgraded_and_its_rows_follow_later_merges(
 
 
 # -- transfer -------------------------------------------------------------------------------------
-def test_an_import_builds_the_clusters_again_from_the_records(
+def test_an_export_carries_the_merges_and_an_import_builds_the_clusters_again(
     pg: PostgresStore, pg_schemas: PgSchemas, tmp_path: Path
 ) -> None:
-    """The pattern tables are derived: an import makes them again from the records of grouping
-    version 2 (template generalised over each pattern's members, each text's signature naming
-    its record's key), so texts seen before the export keep their keys after it."""
+    """The merges travel as items (the file store's merges log, byte for byte); the clusters are
+    derived: an import makes them again from the records of grouping version 2 (template
+    generalised over each pattern's members, each text's signature naming its record's key,
+    merged ones marked), so texts seen before the export keep their patterns after it."""
     entries = []
     for i, name in enumerate((*HOSTS, "alpha")):
         g = group(pg, host(name))
@@ -390,16 +390,27 @@ def test_an_import_builds_the_clusters_again_from_the_records(
     copy = PostgresStore(pg.root, pg_schemas.new_url())
     import_root(copy, tmp_path / "exported")
     ka, kb = key_of(host("alpha")), key_of(host("beta"))
+
+    def merges(store: PostgresStore) -> list[tuple[str, str, str, int, str]]:
+        return [(m.source, m.target, m.stage, m.version, m.reason) for m in store.pattern_merges()]
+
+    assert merges(copy) == merges(pg) and kb in {m[0] for m in merges(copy)}
     with copy.pattern_book(STAGE) as book:
         assert [(c.key, c.template) for c in book.clusters(STAGE, 6)] == [
-            (ka, "cannot reach host <*> for upload"),
-            *((key_of(host(h)), host(h)) for h in HOSTS[1 : E - 1]),
+            (ka, "cannot reach host <*> for upload")
         ]
-    assert sql(copy, "SELECT count(*) FROM pattern_signatures") == [(len(HOSTS),)]
-    assert [group(copy, host(h)).key for h in (HOSTS[E - 1], HOSTS[-1], "omega")] == [ka] * 3
-    assert group(copy, host("beta")).key == kb
+    assert sql(copy, "SELECT count(*), count(DISTINCT key) FROM pattern_signatures") == [
+        (len(HOSTS), 1)
+    ]
+    assert [group(copy, host(h)).key for h in (*HOSTS, "omega")] == [ka] * (len(HOSTS) + 1)
+    assert len(copy.query_errors(ErrorQuery(fingerprint=kb))) == len(HOSTS) + 1
     assert group(copy, "disk full").decision == "new"
     assert findings(copy) == {}
+    export_store(copy, tmp_path / "again")
+    [log] = (tmp_path / "exported").rglob("pattern_merges*")
+    assert (tmp_path / "again" / log.relative_to(tmp_path / "exported")).read_bytes() == (
+        log.read_bytes()
+    )
     copy.close()
 
 

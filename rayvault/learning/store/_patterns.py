@@ -1,35 +1,19 @@
-"""What both stores record about failure patterns beyond their clusters: the merges.
+"""What both stores derive about failure patterns from their records.
 
-A pattern key, once handed out, never changes; when grouping later finds that two patterns are
-one failure, the store records a :class:`PatternMerge` and every query treats the source key as
-its target from then on. Shared by the file store and PostgreSQL (the store's base layer).
+The clusters of grouping version 2 are derived data: every record of that version holds its
+pattern key, its stage and its text, so a store whose pattern tables must be made again (an
+import, a rebuilt index) gets them from the records. The merges (``models.PatternMerge``) are
+not derived: each store keeps them durably and transfers them as items.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
 
 from rayvault.learning._grouping import VARIABLE, Cluster, mask, signature
 
-#: Why a merge was made: two clusters' templates turned out to vary only where values vary
-#: ("clusters"), a regroup of stored records ("regroup"), a record keyed by an older grouping
-#: version mapped onto its current pattern ("version").
+#: Why a merge was made (``models.PatternMerge.reason``).
 MERGE_REASONS = ("clusters", "regroup", "version")
-
-
-@dataclass(frozen=True)
-class PatternMerge:
-    """One recorded merge: ``source`` resolves to ``target`` from ``at`` on (UTC), decided by
-    grouping version ``version``."""
-
-    source: str
-    target: str
-    stage: str
-    at: datetime
-    version: int
-    reason: str
 
 
 def rebuild_clusters(

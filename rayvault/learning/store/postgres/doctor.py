@@ -59,6 +59,7 @@ from rayvault.learning.store._names import original_tombstone_archive_day
 from rayvault.learning.store._original import OriginalTombstoneArchive
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 from rayvault.learning.store.postgres import schema as schema_sql
+from rayvault.learning.store.postgres.patterns import APPLY_MERGES
 from rayvault.policies import Policies
 
 if TYPE_CHECKING:
@@ -473,7 +474,7 @@ class PostgresDoctor:
     def _repair_patterns(self, conn: Conn, finding: Finding) -> None:
         with conn.transaction():
             conn.execute("LOCK TABLE pattern_clusters, pattern_signatures IN EXCLUSIVE MODE")
-            for statement in PATTERN_REPAIRS:
+            for statement in APPLY_MERGES:
                 conn.execute(statement)
         self._repaired(finding, "merged_into and signatures set from pattern_merges")
 
@@ -603,16 +604,6 @@ SIGNATURES_NOT_LIVE = """
     SELECT count(*) FROM pattern_signatures AS s JOIN pattern_clusters AS c ON c.key = s.key
      WHERE c.merged_into IS NOT NULL
 """
-PATTERN_REPAIRS = (
-    """UPDATE pattern_clusters AS c SET merged_into = m.target
-         FROM (SELECT c2.key, m2.target FROM pattern_clusters AS c2
-                 LEFT JOIN pattern_merges AS m2 ON m2.source = c2.key) AS m
-        WHERE m.key = c.key AND c.merged_into IS DISTINCT FROM m.target""",
-    """UPDATE pattern_signatures AS s SET key = pattern_resolve(s.key)
-        WHERE EXISTS (SELECT 1 FROM pattern_clusters AS c
-                       WHERE c.key = s.key AND c.merged_into IS NOT NULL)
-          AND EXISTS (SELECT 1 FROM pattern_clusters AS c WHERE c.key = pattern_resolve(s.key))""",
-)
 
 
 def _merge_map(conn: Conn) -> dict[str, str]:

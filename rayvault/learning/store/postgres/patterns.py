@@ -21,7 +21,8 @@ from psycopg.types.json import Jsonb
 from rayvault.learning._grouping import GROUPING_VERSION, Cluster
 from rayvault.learning._time import as_utc, utcnow
 from rayvault.learning.exceptions import InvalidInputError
-from rayvault.learning.store._patterns import MERGE_REASONS, PatternMerge
+from rayvault.learning.models import PatternMerge
+from rayvault.learning.store._patterns import MERGE_REASONS
 
 if TYPE_CHECKING:
     import psycopg
@@ -64,6 +65,29 @@ MERGE_STEPS = (
     "DELETE FROM fp_counts WHERE fingerprint = %(source)s AND total = 0 AND open = 0",
 )
 MERGES = "SELECT source, target, stage, at, version, reason FROM pattern_merges"
+#: A key stored records carry that is not a cluster: handed out by an older grouping version.
+#: Rows hold the key with merges followed; the record's own key is in its text.
+IN_HISTORY = """
+    SELECT NOT EXISTS (SELECT 1 FROM pattern_clusters WHERE key = %(k)s)
+       AND (EXISTS (SELECT 1 FROM events WHERE fingerprint = pattern_resolve(%(k)s)
+                       AND (fingerprint = %(k)s OR data->>'fingerprint' = %(k)s))
+            OR EXISTS (SELECT 1 FROM errors WHERE fingerprint = pattern_resolve(%(k)s)
+                          AND (fingerprint = %(k)s OR data->>'fingerprint' = %(k)s)))
+"""
+#: What the recorded merges mean for the cluster tables: each merged cluster names its target,
+#: each signature its live cluster (after an import, or as the doctor's repair).
+APPLY_MERGES = (
+    """UPDATE pattern_clusters AS c SET merged_into = m.target
+         FROM (SELECT c2.key, m2.target FROM pattern_clusters AS c2
+                 LEFT JOIN pattern_merges AS m2 ON m2.source = c2.key
+                WHERE m2.target IS NULL
+                   OR EXISTS (SELECT 1 FROM pattern_clusters WHERE key = m2.target)) AS m
+        WHERE m.key = c.key AND c.merged_into IS DISTINCT FROM m.target""",
+    """UPDATE pattern_signatures AS s SET key = pattern_resolve(s.key)
+        WHERE EXISTS (SELECT 1 FROM pattern_clusters AS c
+                       WHERE c.key = s.key AND c.merged_into IS NOT NULL)
+          AND EXISTS (SELECT 1 FROM pattern_clusters AS c WHERE c.key = pattern_resolve(s.key))""",
+)
 
 
 class PostgresPatternBook:
@@ -101,15 +125,31 @@ class PostgresPatternBook:
         self._conn.execute(SAVE_CLUSTER, params)
         self._conn.execute(SAVE_SIGNATURE, (cluster.stage, sig, cluster.key))
 
-    def merge(self, source: Cluster, target: Cluster, *, reason: str = "clusters") -> None:
-        if reason not in MERGE_REASONS:
-            raise InvalidInputError(f"unknown merge reason {reason!r}: one of {MERGE_REASONS}")
+    def merge(self, source: Cluster, target: Cluster) -> None:
         if source.key == target.key:
             raise InvalidInputError(f"cannot merge pattern {source.key!r} into itself")
+        self._record(source.key, target.key, source.stage, "clusters")
+
+    def link(self, source: str, target: str, reason: str) -> bool:
+        if reason not in MERGE_REASONS:
+            raise InvalidInputError(f"unknown merge reason {reason!r}: one of {MERGE_REASONS}")
+        if source == target:
+            return False
+        merged = self._conn.execute("SELECT 1 FROM pattern_merges WHERE source = %s", (source,))
+        if merged.fetchone() or resolve(self._conn, target) == source:
+            return False  # merged already, or it would make a cycle
+        self._record(source, target, source.split(":", 1)[0], reason)
+        return True
+
+    def in_history(self, key: str) -> bool:
+        row = self._conn.execute(IN_HISTORY, {"k": key}).fetchone()
+        return bool(row and row[0])
+
+    def _record(self, source: str, target: str, stage: str, reason: str) -> None:
         params = {
-            "source": source.key,
-            "target": target.key,
-            "stage": source.stage,
+            "source": source,
+            "target": target,
+            "stage": stage,
             "at": utcnow(),
             "version": GROUPING_VERSION,
             "reason": reason,
@@ -140,6 +180,8 @@ def merges(conn: Conn, stage: str | None) -> list[PatternMerge]:
     where, params = (" WHERE stage = %s", (stage,)) if stage is not None else ("", ())
     rows = conn.execute(f"{MERGES}{where} ORDER BY seq", params)
     return [
-        PatternMerge(source, target, stage_, as_utc(at), version, reason)
-        for source, target, stage_, at, version, reason in rows
+        PatternMerge(
+            source=source, target=target, stage=s, at=as_utc(at), version=version, reason=reason
+        )
+        for source, target, s, at, version, reason in rows
     ]

@@ -54,7 +54,6 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from pydantic import BaseModel
 
-from rayvault.learning._grouping import PatternBook
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, utcnow
 from rayvault.learning.exceptions import (
@@ -76,12 +75,12 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
+    PatternMerge,
     TombstoneFile,
     WeeklyReport,
 )
 from rayvault.learning.store._fs import dump_json
 from rayvault.learning.store._names import REPORT_NAME, dated_name
-from rayvault.learning.store._patterns import PatternMerge
 from rayvault.learning.store._records import (
     error_pattern_from_row,
     pattern_from_row,
@@ -109,6 +108,7 @@ from rayvault.learning.store.base import (
     ProgressCallback,
     SavedReport,
     Store,
+    StorePatternBook,
     build_records,
 )
 from rayvault.learning.store.documents import Documents
@@ -702,7 +702,7 @@ class PostgresStore(Connections):
         return replace(query, fingerprint=pg_patterns.resolve(conn, query.fingerprint))
 
     @contextlib.contextmanager
-    def pattern_book(self, stage: str) -> Iterator[PatternBook]:
+    def pattern_book(self, stage: str) -> Iterator[StorePatternBook]:
         """The clusters of failure templates, for ``assign``: one transaction holding the stage's
         advisory lock (one stage's assignments are made one at a time across threads and
         processes), committed when the block exits normally, rolled back on an exception."""
