@@ -48,6 +48,36 @@ def create_many(
     return ids
 
 
+def assign_variants(root: str, url: str, worker: int, count: int) -> list[str]:
+    """Group ``count`` variants of one failure (a host name that varies) under the PostgreSQL
+    store's ``pattern_book``, each logged as an error-log entry with the key it got, as
+    ``log_error`` does; return the keys."""
+    from datetime import UTC, datetime
+
+    from rayvault.learning._grouping import assign
+    from rayvault.learning.models import ErrorEntry
+    from rayvault.learning.store.postgres import PostgresStore
+
+    store = PostgresStore(root, url)
+    keys = []
+    for i in range(count):
+        text = f"cannot reach host {letters(worker, i)} for upload"
+        with store.pattern_book("assets") as book:
+            grouping = assign(book, "assets", text)
+        entry = ErrorEntry(
+            id=f"e-{letters(worker, i)}",
+            timestamp=datetime.now(UTC),
+            stage="assets",
+            error=text,
+            fingerprint=grouping.key,
+            pattern=grouping.template,
+        )
+        store.append_errors([entry])
+        keys.append(grouping.key)
+    store.close()
+    return keys
+
+
 def write_forever(root: str) -> None:
     """Create events until killed, printing each id once ``create_event`` has returned."""
     from rayvault.learning import create_event

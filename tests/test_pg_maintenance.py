@@ -39,6 +39,15 @@ from .conftest import Clock, PgSchemas, event_kwargs
 
 pytestmark = pytest.mark.postgres
 AGENT = "dzine_producer"
+#: Failures with nothing in common: each its own pattern (variants of one text would be grouped).
+FAILURES = (
+    "Audio clipping at the start",
+    "Image hallucination in background",
+    "Slow upload of thumbnails",
+    "Render farm unreachable",
+    "Subtitle track missing entirely",
+    "Voiceover out of sync",
+)
 OLD_MIGRATIONS = schema_sql.MIGRATIONS[:5]  # what the first release of the schema had
 NEW = [m.name for m in schema_sql.MIGRATIONS[5:]]
 
@@ -292,7 +301,7 @@ def _evicting_history(pg: PostgresStore, clock: Clock, monkeypatch: pytest.Monke
     """Six WARN rules for an agent whose cap is 2: four tombstones, one a day."""
     monkeypatch.setenv("RAYVAULT_LEARNING_MAX_ACTIVE_RULES_PER_AGENT", "2")
     for i in range(6):
-        learn(pg, severity="WARN", symptom=f"failure kind {'abcdef'[i]}")
+        learn(pg, severity="WARN", symptom=FAILURES[i])
         clock.advance(days=1)
 
 
@@ -358,7 +367,7 @@ def test_compaction_folds_the_log_as_the_file_store_does(
     """The same history compacted in files and in PostgreSQL exports to the same index file;
     the failure counts and the doctor see no change."""
     files = FileStore(root)
-    events = [learn(files, symptom=f"failure kind {k}", verification="") for k in "abcd"]
+    events = [learn(files, symptom=text, verification="") for text in FAILURES[:4]]
     for event in events[::2]:
         resolve_event(event.event_id, "checked", store=files)
     import_root(pg, root)
@@ -382,8 +391,8 @@ def test_compaction_folds_the_log_as_the_file_store_does(
 @pytest.fixture
 def history(pg: PostgresStore, souls: Path, clock: Clock) -> list[LearningEvent]:
     events = []
-    for k in "abcd":
-        events.append(learn(pg, symptom=f"failure kind {k}", verification=""))
+    for text in FAILURES[:4]:
+        events.append(learn(pg, symptom=text, verification=""))
         clock.advance(minutes=1)
     resolve_event(events[0].event_id, "checked", store=pg)
     log_error("v042", "assets", "Timeout after 30s", store=pg)

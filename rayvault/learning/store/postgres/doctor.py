@@ -16,6 +16,10 @@ What is checked, and what a repair does:
   as computed from the text (``events-table-inconsistent``, ``errors-table-inconsistent``:
   repaired by rewriting those rows from their latest version; a row whose record has no version
   at all is first added to the versions, so nothing is lost);
+- the ``fingerprint`` column of those tables is the record's pattern key with the recorded merges
+  followed (part of the indexed columns above); the pattern tables agree with the merges: a merged
+  cluster names its target, signatures name live clusters (``patterns-inconsistent``: repaired
+  from ``pattern_merges``, the record of what was merged);
 - ``fp_counts`` (the gate's failure counts) equals a recount (``failure-counts-wrong``: repaired
   by recounting, with writers held off for that moment);
 - agent memories, tombstone lists, memory snapshots, gate states, weekly reports and tombstone
@@ -55,6 +59,7 @@ from rayvault.learning.store._names import original_tombstone_archive_day
 from rayvault.learning.store._original import OriginalTombstoneArchive
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
 from rayvault.learning.store.postgres import schema as schema_sql
+from rayvault.learning.store.postgres.patterns import APPLY_MERGES
 from rayvault.policies import Policies
 
 if TYPE_CHECKING:
@@ -120,6 +125,8 @@ class PostgresDoctor:
         self.progress = progress
         self.findings: list[Finding] = []
         self._alias_map: Mapping[str, str] | None = None
+        #: source → target of every recorded merge (read in the check's snapshot).
+        self._merges: dict[str, str] = {}
 
     def _aliases(self) -> Mapping[str, str]:
         """The alias map that keys records stored without a fingerprint (the defaults when the
@@ -142,6 +149,7 @@ class PostgresDoctor:
             stale: list[tuple[_Log, Finding, list[str]]] = []
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                self._merges = self._guarded(conn, _merge_map) or {}
                 for log in (EVENTS, ERRORS):
                     self._guarded(conn, self._check_versions, log)
                     found = self._guarded(conn, self._check_latest, log)
@@ -149,7 +157,10 @@ class PostgresDoctor:
                         stale.append((log, *found))
                 self._guarded(conn, self._check_agents)
                 self._guarded(conn, self._check_documents)
+                patterns = self._guarded(conn, self._check_patterns)
             if self.repair:
+                if patterns is not None:
+                    self._repair_patterns(conn, patterns)
                 for log, finding, keys in stale:
                     self._repair_latest(conn, log, finding, keys)
             # After the repairs above, which change what is counted.
@@ -352,7 +363,7 @@ class PostgresDoctor:
             if done % 5000 == 0:
                 self._tick(table, done, total)
             try:
-                expected = log.row(orjson.loads(row[-1]), self._aliases())
+                expected = self._canonical(log, log.row(orjson.loads(row[-1]), self._aliases()))
             except (KeyError, TypeError, AttributeError):
                 continue  # not a record: reported with the versions
             if tuple(row[:-1]) != expected:
@@ -431,6 +442,41 @@ class PostgresDoctor:
             finding.action = f"{action}; not repaired: {_sample(skipped)} (not a record)"
             return
         self._repaired(finding, action)
+
+    def _canonical(self, log: _Log, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A record's indexed columns as stored: its fingerprint with the merges followed."""
+        i = log.columns.index("fingerprint")
+        key = row[i]
+        seen = 0
+        while key in self._merges and seen <= len(self._merges):
+            key, seen = self._merges[key], seen + 1
+        return row if key == row[i] else (*row[:i], key, *row[i + 1 :])
+
+    # -- failure patterns -----------------------------------------------------------------------
+    def _check_patterns(self, conn: Conn) -> Finding | None:
+        (merged,) = conn.execute(PATTERNS_MISMARKED).fetchone() or (0,)
+        (signatures,) = conn.execute(SIGNATURES_NOT_LIVE).fetchone() or (0,)
+        parts = [
+            (merged, "clusters whose merged_into disagrees with pattern_merges"),
+            (signatures, "signatures naming a merged cluster"),
+        ]
+        problems = [f"{n} {text}" for n, text in parts if n]
+        if not problems:
+            return None
+        return self._add(
+            "patterns-inconsistent",
+            self._where("pattern_clusters"),
+            "the failure patterns disagree with the recorded merges: " + "; ".join(problems),
+            level="warning",
+            repairable=not self.store.is_read_only,
+        )
+
+    def _repair_patterns(self, conn: Conn, finding: Finding) -> None:
+        with conn.transaction():
+            conn.execute("LOCK TABLE pattern_clusters, pattern_signatures IN EXCLUSIVE MODE")
+            for statement in APPLY_MERGES:
+                conn.execute(statement)
+        self._repaired(finding, "merged_into and signatures set from pattern_merges")
 
     # -- the failure counts -----------------------------------------------------------------------
     def _check_counts(self, conn: Conn) -> Finding | None:
@@ -547,6 +593,21 @@ class PostgresDoctor:
                     f"the tombstone archive does not have the expected shape: {problem}",
                     level="warning",
                 )
+
+
+#: Clusters marked merged (or live) against what ``pattern_merges`` records.
+PATTERNS_MISMARKED = """
+    SELECT count(*) FROM pattern_clusters AS c LEFT JOIN pattern_merges AS m ON m.source = c.key
+     WHERE c.merged_into IS DISTINCT FROM m.target
+"""
+SIGNATURES_NOT_LIVE = """
+    SELECT count(*) FROM pattern_signatures AS s JOIN pattern_clusters AS c ON c.key = s.key
+     WHERE c.merged_into IS NOT NULL
+"""
+
+
+def _merge_map(conn: Conn) -> dict[str, str]:
+    return {s: t for s, t in conn.execute("SELECT source, target FROM pattern_merges")}
 
 
 def _sample(keys: list[str]) -> str:

@@ -129,8 +129,9 @@ GATE_SAVE = """
 """
 SOUL_SAVE = "INSERT INTO soul_snapshots (sha256, text) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 SOUL_LOAD = "SELECT text FROM soul_snapshots WHERE sha256 = %s"
-#: psycopg decodes the ``json`` column it selects: the record is validated from that.
-LATEST_RESOLUTION = LATEST_RESOLUTION_SQL.format(ph="%s")
+#: psycopg decodes the ``json`` column it selects: the record is validated from that. The key is
+#: resolved (merges followed) once, before the index is walked: the column holds resolved keys.
+LATEST_RESOLUTION = LATEST_RESOLUTION_SQL.format(ph="pattern_resolve(%s)")
 PATTERN_SAMPLES = (
     "SELECT event_id, data->>'pattern', data->>'symptom' FROM events WHERE event_id = ANY(%s)"
 )

@@ -12,7 +12,10 @@ Conventions of the tables:
 - JSON documents are ``json``, which keeps the text exactly as written (``jsonb`` would reorder
   keys), so an export writes back the bytes the file store writes;
 - timestamps of events and errors are integer microseconds since the epoch (the columns of
-  ``_sql.EVENT_COLUMNS``/``ERROR_COLUMNS``, shared with the SQLite index).
+  ``_sql.EVENT_COLUMNS``/``ERROR_COLUMNS``, shared with the SQLite index);
+- from ``m010_patterns`` on, the ``fingerprint`` column of ``events`` and ``errors`` is the
+  record's pattern key with recorded merges followed (the record's own key stays in ``data``);
+  ``pattern_clusters.tokens``/``data`` are ``jsonb``: derived, never exported as text.
 """
 
 from __future__ import annotations
@@ -288,6 +291,84 @@ CREATE UNIQUE INDEX errors_idempotency ON errors (idempotency_key)
  WHERE idempotency_key IS NOT NULL;
 """
 
+M010_PATTERNS = """
+-- Failure patterns of grouping version 2 (rayvault.learning._grouping): template clusters, the
+-- signatures (hashes of masked texts) that belong to them, and the merges of one pattern into
+-- another. A cluster's key never changes; a merged one keeps its row (merged_into set) so the
+-- keys handed out for it still resolve. seq is the order clusters were made in (oldest first).
+CREATE TABLE pattern_clusters (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    stage TEXT COLLATE "C" NOT NULL,
+    length INTEGER NOT NULL,
+    tokens JSONB NOT NULL,
+    data JSONB NOT NULL DEFAULT '{}',
+    merged_into TEXT COLLATE "C" REFERENCES pattern_clusters (key)
+);
+CREATE INDEX pattern_clusters_live ON pattern_clusters (stage, length, seq)
+ WHERE merged_into IS NULL;
+-- Always the live cluster: a merge moves the source's signatures to its target.
+CREATE TABLE pattern_signatures (
+    stage TEXT COLLATE "C" NOT NULL,
+    sig TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL REFERENCES pattern_clusters (key),
+    PRIMARY KEY (stage, sig)
+);
+CREATE INDEX pattern_signatures_key ON pattern_signatures (key);
+-- Every merge, in the order made (seq). A source is merged once; its target may be merged later
+-- (a chain, followed by pattern_resolve). A source need not be a cluster: a key of an older
+-- grouping version can be mapped onto its current pattern.
+CREATE TABLE pattern_merges (
+    source TEXT COLLATE "C" PRIMARY KEY,
+    target TEXT COLLATE "C" NOT NULL,
+    stage TEXT COLLATE "C" NOT NULL,
+    at TIMESTAMPTZ NOT NULL,
+    version INTEGER NOT NULL,
+    reason TEXT COLLATE "C" NOT NULL,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    CHECK (source <> target)
+);
+CREATE INDEX pattern_merges_order ON pattern_merges (stage, seq);
+
+-- A key with its recorded merges followed: one primary-key probe per link of the chain
+-- (PL/pgSQL: its statement is planned once per session, where a recursive SQL function's body
+-- would be planned at every call).
+CREATE FUNCTION pattern_resolve(k text) RETURNS text LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT AS $$
+DECLARE
+    next_key text;
+    links integer := 0;
+BEGIN
+    LOOP
+        SELECT target INTO next_key FROM pattern_merges WHERE source = k;
+        -- A chain is never a cycle (a merge's target is live); the bound only guards the loop.
+        EXIT WHEN NOT FOUND OR links >= 10000;
+        k := next_key;
+        links := links + 1;
+    END LOOP;
+    RETURN k;
+END $$;
+
+-- The fingerprint column of events and errors is the record's CANONICAL pattern key from now on:
+-- the record's own fingerprint (in data) with merges followed, set on every write by this
+-- trigger and rewritten by a merge. So every query that filters or groups on the column (and the
+-- failure counts of fp_counts, kept by the triggers after this one) follows merges. No row needs
+-- filling in: no merge exists before this migration, so every column already is canonical.
+CREATE FUNCTION follow_pattern_merges() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    IF NEW.fingerprint IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pattern_merges WHERE source = NEW.fingerprint) THEN
+        NEW.fingerprint := pattern_resolve(NEW.fingerprint);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER events_follow_merges BEFORE INSERT OR UPDATE OF fingerprint ON events
+    FOR EACH ROW EXECUTE FUNCTION follow_pattern_merges();
+CREATE TRIGGER errors_follow_merges BEFORE INSERT OR UPDATE OF fingerprint ON errors
+    FOR EACH ROW EXECUTE FUNCTION follow_pattern_merges();
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_events", M001_EVENTS),
     Migration("m002_error_log", M002_ERROR_LOG),
@@ -298,6 +379,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m007_reports_and_tombstone_archives", M007_REPORTS_AND_TOMBSTONE_ARCHIVES),
     Migration("m008_event_version_archive", M008_EVENT_VERSION_ARCHIVE),
     Migration("m009_idempotency_keys", M009_IDEMPOTENCY_KEYS),
+    Migration("m010_patterns", M010_PATTERNS),
 )
 
 #: What each migration creates that the store relies on, for the doctor: tables, and
@@ -313,6 +395,13 @@ CREATES: dict[str, tuple[str, ...]] = {
     "m007_reports_and_tombstone_archives": ("weekly_reports", "tombstone_archives"),
     "m008_event_version_archive": ("event_version_archive",),
     "m009_idempotency_keys": ("events.idempotency_key", "errors.idempotency_key"),
+    "m010_patterns": (
+        "pattern_clusters",
+        "pattern_signatures",
+        "pattern_merges",
+        "events:events_follow_merges",
+        "errors:errors_follow_merges",
+    ),
 }
 
 #: Tables holding data (checked by ``store import`` before it loads into a schema).
@@ -326,6 +415,9 @@ DATA_TABLES = (
     "weekly_reports",
     "tombstone_archives",
     "event_version_archive",
+    "pattern_clusters",
+    "pattern_signatures",
+    "pattern_merges",
 )
 
 Conn = psycopg.Connection[Any]

@@ -15,6 +15,10 @@ Tables (created and upgraded by the migrations in ``postgres.schema``, in the UR
     weekly_reports             the weekly revisit's reports (JSON and HTML), named by day
     tombstone_archives         tombstones moved out of an agent's list after their grace period
     event_version_archive      what ``events compact`` removed from ``event_versions``
+    pattern_clusters, pattern_signatures, pattern_merges
+                               failure patterns (grouping version 2) and their merges; the
+                               ``fingerprint`` column of events and errors is the record's
+                               pattern key with merges followed (``postgres.patterns``)
 
 Documents are stored as the text the file store writes, so an export gives back its files.
 Skill-graph notes, SOUL files and ``policies.py`` stay files under ``root`` (``docs``).
@@ -58,6 +62,7 @@ from rayvault.learning.exceptions import (
     ErrorEntryNotFoundError,
     EventNotFoundError,
     InvalidIdentifierError,
+    InvalidInputError,
     StoreError,
 )
 from rayvault.learning.models import (
@@ -70,6 +75,7 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Pattern,
+    PatternMerge,
     TombstoneFile,
     WeeklyReport,
 )
@@ -102,9 +108,11 @@ from rayvault.learning.store.base import (
     ProgressCallback,
     SavedReport,
     Store,
+    StorePatternBook,
     build_records,
 )
 from rayvault.learning.store.documents import Documents
+from rayvault.learning.store.postgres import patterns as pg_patterns
 from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.learning.store.postgres.connection import (
     Connections,
@@ -154,6 +162,7 @@ from rayvault.policies import Policies, PolicyError, load_policies
 
 log = logging.getLogger("rayvault.learning")
 M = TypeVar("M", bound=BaseModel)
+Q = TypeVar("Q", EventQuery, ErrorQuery)
 Conn = psycopg.Connection[Any]
 
 
@@ -388,24 +397,25 @@ class PostgresStore(Connections):
         return self._event(row[0]) if row else None
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]:
-        where, params = event_where(query, "%s")
-        order, more = event_order(query, "%s")
         with self._connection() as conn:
+            query = self._following(conn, query)
+            where, params = event_where(query, "%s")
+            order, more = event_order(query, "%s")
             rows = conn.execute(f"SELECT data::text FROM events{where}{order}", [*params, *more])
             return build_records(rows, self._event)
 
     def count_events(self, query: EventQuery) -> int:
-        where, params = event_where(query, "%s")
         with self._connection() as conn:
+            where, params = event_where(self._following(conn, query), "%s")
             row = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(row[0]) if row else 0
 
     def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
-        where, params = event_where(query, "%s")
         facets: dict[str, dict[str, int]] = {
             f: {} for f in ("severity", "status", "component", "agent")
         }
         with self._connection() as conn:
+            where, params = event_where(self._following(conn, query), "%s")
             for facet, value, n in conn.execute(EVENT_FACETS.format(where=where), params):
                 if value is not None:
                     facets[facet][str(value)] = int(n)
@@ -414,10 +424,14 @@ class PostgresStore(Connections):
     def event_patterns(
         self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
     ) -> list[Pattern]:
-        statement, params = pattern_sql(
-            query, min_count=min_count, active_since=active_since, dialect="postgresql", ph="%s"
-        )
         with self._connection() as conn:
+            statement, params = pattern_sql(
+                self._following(conn, query),
+                min_count=min_count,
+                active_since=active_since,
+                dialect="postgresql",
+                ph="%s",
+            )
             rows = conn.execute(statement, params).fetchall()
             samples = {
                 event_id: pattern or symptom or ""
@@ -429,10 +443,10 @@ class PostgresStore(Connections):
         return patterns
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
-        statement, params = timeline_sql(query, "%s")
         epoch = date(1970, 1, 1)
         timeline: dict[date, dict[str, int]] = {}
         with self._connection() as conn:
+            statement, params = timeline_sql(self._following(conn, query), "%s")
             for day, severity, count in conn.execute(statement, params):
                 timeline.setdefault(epoch + timedelta(days=day), {})[str(severity)] = int(count)
         return dict(sorted(timeline.items()))
@@ -440,9 +454,11 @@ class PostgresStore(Connections):
     def resolution_times(
         self, query: EventQuery, *, resolved_since: datetime | None = None
     ) -> list[tuple[datetime, datetime]]:
-        where, params = event_where(replace(query, unresolved=False), "%s")
         times = []
         with self._connection() as conn:
+            where, params = event_where(
+                self._following(conn, replace(query, unresolved=False)), "%s"
+            )
             rows = conn.execute(f"SELECT ts, data->>'resolved_at' FROM events{where}", params)
             for ts, resolved_at in rows:
                 if resolved_at is None:
@@ -647,8 +663,8 @@ class PostgresStore(Connections):
         return self._error(row[0]) if row else None
 
     def query_errors(self, query: ErrorQuery) -> list[ErrorEntry]:
-        clause, params = error_where(query, "%s")
         with self._connection() as conn:
+            clause, params = error_where(self._following(conn, query), "%s")
             rows = conn.execute(f"SELECT data::text FROM errors{clause}", params)
             return build_records(rows, self._error)
 
@@ -676,6 +692,35 @@ class PostgresStore(Connections):
             return None
         return self._record(ErrorEntry, row[0], self.location("errors"), "an error-log entry")
 
+    # -- failure patterns -------------------------------------------------------------------------
+    @staticmethod
+    def _following(conn: Conn, query: Q) -> Q:
+        """``query`` asking for the pattern of its fingerprint (merges followed): the
+        ``fingerprint`` column holds each record's pattern key so resolved."""
+        if query.fingerprint is None:
+            return query
+        return replace(query, fingerprint=pg_patterns.resolve(conn, query.fingerprint))
+
+    @contextlib.contextmanager
+    def pattern_book(self, stage: str) -> Iterator[StorePatternBook]:
+        """The clusters of failure templates, for ``assign``: one transaction holding the stage's
+        advisory lock (one stage's assignments are made one at a time across threads and
+        processes), committed when the block exits normally, rolled back on an exception."""
+        if not isinstance(stage, str) or not stage.strip():
+            raise InvalidInputError("stage must be non-empty text")
+        self._writable()
+        with self._transaction() as conn:
+            conn.execute(LOCK, (self.lock_key("patterns", stage.strip()),))
+            yield pg_patterns.PostgresPatternBook(self, conn)
+
+    def resolve_pattern(self, key: str) -> str:
+        with self._connection() as conn:
+            return pg_patterns.resolve(conn, key)
+
+    def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
+        with self._connection() as conn:
+            return pg_patterns.merges(conn, stage)
+
     # -- the gate ---------------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
         if not components:
@@ -698,18 +743,21 @@ class PostgresStore(Connections):
     ) -> set[str]:
         if not fingerprints or not components:
             return set()
-        sql = failing_fingerprints_sql(len(fingerprints), len(components), "%s")
         with self._connection() as conn:
-            rows = conn.execute(sql, [*fingerprints, *components, *components])
-            return {fp for (fp,) in rows}
+            # A fingerprint fails when its pattern (merges followed) does.
+            canonical = pg_patterns.resolve_many(conn, fingerprints)
+            keys = sorted(set(canonical.values()))
+            sql = failing_fingerprints_sql(len(keys), len(components), "%s")
+            failing = {fp for (fp,) in conn.execute(sql, [*keys, *components, *components])}
+        return {fp for fp in fingerprints if canonical[fp] in failing}
 
     def open_occurrences(
         self, fingerprint: str, components: tuple[str, ...], limit: int
     ) -> tuple[list[str], list[str]]:
         if not components:
             return [], []
-        params = [fingerprint, *components, limit]
         with self._connection() as conn:
+            params = [pg_patterns.resolve(conn, fingerprint), *components, limit]
             rows = conn.execute(open_occurrences_sql(len(components), "%s"), params * 2)
             found = rows.fetchall()
         return [i for k, i in found if k == "event"], [i for k, i in found if k == "error"]

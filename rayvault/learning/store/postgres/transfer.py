@@ -4,6 +4,12 @@
 consistent snapshot even while workers write. ``load`` fills an empty schema in one transaction
 with ``COPY`` (all or nothing), keeping the order of every event and error version, and counts
 the failure aggregate once at the end.
+
+Failure patterns: the merges are items (``pattern_merge``, one per merge in the order made, the
+text the file store's merges log holds). The clusters and signatures are derived from the records
+(each record of grouping version 2 holds its key, its stage and its text), so they are not items:
+``load`` builds them again from the latest version of each record
+(``_patterns.rebuild_clusters``) and marks those the merges merged.
 """
 
 from __future__ import annotations
@@ -16,13 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import ValidationError
 
+from rayvault.learning._aliases import fold_name
+from rayvault.learning._grouping import GROUPING_VERSION
+from rayvault.learning._time import as_utc, format_ts
 from rayvault.learning.exceptions import StoreError
+from rayvault.learning.models import PatternMerge
 from rayvault.learning.store._items import (
     ERROR,
     EVENT,
     GATE_STATE,
     MEMORY,
+    PATTERN_MERGE,
     REPORT,
     REPORT_HTML,
     SNAPSHOT,
@@ -40,7 +53,9 @@ from rayvault.learning.store._names import (
     parse_dated,
     snapshot_time,
 )
+from rayvault.learning.store._patterns import rebuild_clusters
 from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store.postgres.patterns import APPLY_MERGES
 from rayvault.learning.store.postgres.schema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
 
 if TYPE_CHECKING:
@@ -54,6 +69,10 @@ if TYPE_CHECKING:
 DUMPS = (
     (EVENT, "SELECT event_id, data::text FROM event_versions ORDER BY seq"),
     (ERROR, "SELECT id, data::text FROM error_versions ORDER BY seq"),
+    (
+        PATTERN_MERGE,
+        "SELECT source, target, stage, at, version, reason FROM pattern_merges ORDER BY seq",
+    ),
     (MEMORY, "SELECT agent, memory::text FROM agents WHERE memory IS NOT NULL ORDER BY agent"),
     (
         TOMBSTONES,
@@ -89,7 +108,17 @@ def dump(store: PostgresStore) -> Iterator[Item]:
                 cur.itersize = 2000
                 cur.execute(query)
                 for row in cur:
-                    yield Item(kind, tuple(row[:-1]), row[-1])
+                    if kind == PATTERN_MERGE:
+                        yield Item(kind, (row[0],), _merge_text(row))
+                    else:
+                        yield Item(kind, tuple(row[:-1]), row[-1])
+
+
+def _merge_text(row: tuple[Any, ...]) -> str:
+    """A merge (a ``pattern_merges`` row) as the file store's merges log writes it."""
+    source, target, stage, at, version, reason = row
+    merge = {"source": source, "target": target, "stage": stage, "at": format_ts(as_utc(at))}
+    return orjson.dumps(merge | {"version": version, "reason": reason}).decode()
 
 
 class _Log:
@@ -181,6 +210,15 @@ COPY_REPORTS = "COPY weekly_reports (name, day, n, data, html) FROM STDIN"
 COPY_GATE_STATES = "COPY gate_states (video_id, data) FROM STDIN"
 COPY_SOULS = "COPY soul_snapshots (sha256, text) FROM STDIN"
 COPY_AGENTS = "COPY agents (agent, memory, tombstones) FROM STDIN"
+COPY_MERGES = "COPY pattern_merges (source, target, stage, at, version, reason) FROM STDIN"
+
+
+def _merge_row(item: Item) -> tuple[Any, ...]:
+    try:
+        merge = PatternMerge.model_validate_json(item.text)
+    except ValidationError as e:
+        raise StoreError(f"{item.text[:200]!r} is not a pattern merge; nothing was imported") from e
+    return (merge.source, merge.target, merge.stage, merge.at, merge.version, merge.reason)
 
 
 def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
@@ -230,6 +268,8 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
                 _copy(conn, COPY_TOMBSTONE_ARCHIVES, rows)
             elif kind == GATE_STATE:
                 _copy(conn, COPY_GATE_STATES, ((*item.key, item.text) for item in batch))
+            elif kind == PATTERN_MERGE:
+                _copy(conn, COPY_MERGES, (_merge_row(item) for item in batch))
             elif kind == SOUL:
                 _copy(conn, COPY_SOULS, ((*item.key, item.text) for item in batch))
             elif kind != VIDEO_EVENT:  # per-video copies: the events' latest versions, loaded
@@ -238,12 +278,48 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
         _copy(conn, COPY_REPORTS, _report_rows(reports))
         for log in logs.values():
             log.copy_latest(conn)
+        _rebuild_patterns(conn, logs[EVENT], logs[ERROR], aliases)
         conn.execute("DELETE FROM fp_counts")
         conn.execute(
             "INSERT INTO fp_counts (component, fingerprint, total, open) " + FAILURE_RECOUNT
         )
         conn.execute("SELECT set_config(%s, 'off', true)", (BULK_LOAD_SETTING,))
     return dict(counts)
+
+
+#: Where a record keeps its stage and its failure text: (stage field, text field).
+_GROUPED = {"events": ("component", "symptom"), "errors": ("stage", "error")}
+
+
+def _rebuild_patterns(conn: Conn, events: _Log, errors: _Log, aliases: Any) -> None:
+    """The pattern tables the loaded records of grouping version 2 imply, oldest record first."""
+    members = []
+    for log in (events, errors):
+        stage_field, text_field = _GROUPED[log.table]
+        for first, _, columns, text in log.latest.values():
+            data = orjson.loads(text)
+            key, stage, failure = (
+                data.get("fingerprint"),
+                data.get(stage_field),
+                data.get(text_field),
+            )
+            if data.get("fingerprint_version") != GROUPING_VERSION or not (
+                isinstance(key, str) and isinstance(stage, str) and isinstance(failure, str)
+            ):
+                continue
+            members.append(
+                (columns[1], log.table == "errors", first, fold_name(stage, aliases), failure, key)
+            )
+    members.sort()
+    clusters, signatures = rebuild_clusters(m[3:] for m in members)
+    _copy(
+        conn,
+        "COPY pattern_clusters (key, stage, length, tokens, data) FROM STDIN",
+        ((c.key, c.stage, c.length, Jsonb(list(c.tokens)), Jsonb(c.data)) for c in clusters),
+    )
+    _copy(conn, "COPY pattern_signatures (stage, sig, key) FROM STDIN", signatures)
+    for statement in APPLY_MERGES:
+        conn.execute(statement)
 
 
 def _counting(items: Iterable[Item], counts: Counter[str]) -> Iterator[Item]:
