@@ -458,3 +458,32 @@ def test_patterns_explain_cli_reads_the_stores_clusters_and_writes_nothing(
     code, out, _ = cli(capsys, "patterns", "explain", "assets", "Timeout after 1.83s", "--json")
     assert code == 0 and json.loads(out)["masked"] == "Timeout after <dur>"
     assert snapshot(root) == before  # nothing written
+
+
+def test_clusters_derived_again_from_records_have_the_live_templates() -> None:
+    """What a rebuilt index or an import derives from the records is what assignment made:
+    the same keys, signatures and templates (shapes such as ``rhost=<*>`` included)."""
+    from rayvault.learning._grouping import MemoryBook, assign
+    from rayvault.learning.store._patterns import rebuild_clusters
+
+    texts = [
+        *FAMILY,
+        "authentication failure; rhost=10.0.0.1 user=root",
+        "authentication failure; rhost=csnsu.nsuok.edu user=root",
+        "Timeout after 1.83s on B0ABC12345",
+        "Timeout after 7m42.2s on B0XYZ99999",
+    ]
+    book = MemoryBook()
+    members = [(t, assign(book, "assets", t).key) for t in texts]
+    clusters, signatures = rebuild_clusters([("assets", t, k) for t, k in members], book.merges())
+    live = {c.key: c.tokens for c in clusters if c.key not in book.merges()}
+    assert live == {
+        k: book.find("assets", g.sig).tokens  # type: ignore[union-attr]
+        for t, k in members
+        if k not in book.merges()
+        for g in [assign(MemoryBook(), "assets", t)]
+    }
+    assert "rhost=<*>" in live[members[4][1]]
+    assert {(s, sig) for s, sig, _ in signatures} == {
+        ("assets", assign(MemoryBook(), "assets", t).sig) for t in texts
+    }

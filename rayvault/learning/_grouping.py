@@ -644,7 +644,9 @@ def _join(a: str, b: str) -> str:
     return VARIABLE
 
 
-def _generalise(template: Sequence[str], tokens: Sequence[str]) -> tuple[str, ...]:
+def generalise(template: Sequence[str], tokens: Sequence[str]) -> tuple[str, ...]:
+    """``template`` widened to admit ``tokens`` too (same length): where they differ, the shape
+    both share (``rhost=<*>``) or ``<*>``. The stores use it to derive templates again."""
     return tuple(_join(a, b) for a, b in zip(template, tokens, strict=True))
 
 
@@ -700,7 +702,7 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
             continue
         if not diff:
             before = cluster.tokens
-            cluster.tokens = _generalise(cluster.tokens, tokens)
+            cluster.tokens = generalise(cluster.tokens, tokens)
             book.save(cluster, sig)
             merged = _absorb(book, candidates, cluster) if cluster.tokens != before else ()
             decision = "merged" if merged else "joined"
@@ -718,8 +720,8 @@ def assign_masked(book: PatternBook, stage: str, masked: str) -> Grouping:
             target, *others = family
             generalised = target.tokens
             for other in others:
-                generalised = _generalise(generalised, other.tokens)
-            target.tokens = _generalise(generalised, tokens)
+                generalised = generalise(generalised, other.tokens)
+            target.tokens = generalise(generalised, tokens)
             book.save(target, sig)
             for other in others:
                 book.merge(other, target)

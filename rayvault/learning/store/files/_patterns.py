@@ -26,13 +26,11 @@ import orjson
 from rayvault.learning._aliases import fold_name
 from rayvault.learning._grouping import (
     GROUPING_VERSION,
-    VARIABLE,
     Cluster,
-    mask,
-    signature,
 )
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning.store._fs import locked, os_error
+from rayvault.learning.store._patterns import rebuild_clusters
 from rayvault.learning.store.files._sqlindex import resolve_key
 
 if TYPE_CHECKING:
@@ -224,32 +222,14 @@ def build_clusters(store: FileStore, conn: sqlite3.Connection) -> int:
         """,
         (GROUPING_VERSION, GROUPING_VERSION),
     ).fetchall()
-    clusters: dict[str, Cluster] = {}
-    signatures: dict[tuple[str, str], str] = {}
-    for _ts, _seq, _kind, name, key, text in rows:
-        if not isinstance(name, str) or not isinstance(text, str) or not key:
-            continue
-        stage = fold_name(name, aliases)
-        masked = mask(text)
-        tokens = tuple(masked.split(" ")) if masked else ("",)
-        signatures.setdefault((stage, signature(stage, masked)), key)
-        cluster = clusters.get(key)
-        if cluster is None:
-            clusters[key] = Cluster(key, stage, tokens)
-        elif cluster.length == len(tokens):
-            cluster.tokens = tuple(
-                a if a == b else VARIABLE for a, b in zip(cluster.tokens, tokens, strict=True)
-            )
-    # A cluster merged into another widened it: its members' variation is the target's too.
+    members = [
+        (fold_name(name, aliases), text, key)
+        for _ts, _seq, _kind, name, key, text in rows
+        if isinstance(name, str) and isinstance(text, str) and key
+    ]
     targets = dict(conn.execute("SELECT source, canonical FROM merges"))
-    for key, cluster in clusters.items():
-        target = clusters.get(targets.get(key, key))
-        if target is not None and target is not cluster and target.length == cluster.length:
-            target.tokens = tuple(
-                a if a == b else VARIABLE
-                for a, b in zip(target.tokens, cluster.tokens, strict=True)
-            )
-    for cluster in clusters.values():
+    clusters, signatures = rebuild_clusters(members, targets)
+    for cluster in clusters:
         conn.execute(
             "INSERT INTO clusters (key, stage, length, tokens, data, merged_into) "
             "VALUES (?, ?, ?, ?, ?, (SELECT target FROM merges WHERE source = ?))",
@@ -262,10 +242,7 @@ def build_clusters(store: FileStore, conn: sqlite3.Connection) -> int:
                 cluster.key,
             ),
         )
-    conn.executemany(
-        "INSERT INTO signatures (stage, sig, key) VALUES (?, ?, ?)",
-        [(stage, sig, key) for (stage, sig), key in signatures.items()],
-    )
+    conn.executemany("INSERT INTO signatures (stage, sig, key) VALUES (?, ?, ?)", signatures)
     conn.execute("INSERT OR REPLACE INTO pattern_state (name, value) VALUES (?, '1')", (_BUILT,))
     return len(rows)
 

@@ -311,7 +311,9 @@ def _rebuild_patterns(conn: Conn, events: _Log, errors: _Log, aliases: Any) -> N
                 (columns[1], log.table == "errors", first, fold_name(stage, aliases), failure, key)
             )
     members.sort()
-    clusters, signatures = rebuild_clusters(m[3:] for m in members)
+    # The merges are loaded already: a merged cluster widens the template of the one it ends in.
+    ends = dict(conn.execute("SELECT source, pattern_resolve(source) FROM pattern_merges"))
+    clusters, signatures = rebuild_clusters((m[3:] for m in members), ends)
     _copy(
         conn,
         "COPY pattern_clusters (key, stage, length, tokens, data) FROM STDIN",
