@@ -181,7 +181,8 @@ def append_merges(store: FileStore, lines: list[bytes]) -> None:
 
 
 def _cluster(row: tuple[Any, ...]) -> Cluster:
-    return Cluster(row[0], row[1], tuple(orjson.loads(row[2])), orjson.loads(row[3]))
+    data = {} if row[3] == "{}" else orjson.loads(row[3])  # the algorithm keeps none today
+    return Cluster(row[0], row[1], tuple(orjson.loads(row[2])), data)
 
 
 def _save(conn: sqlite3.Connection, cluster: Cluster, sig: str) -> None:
