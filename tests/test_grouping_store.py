@@ -487,3 +487,15 @@ def test_clusters_derived_again_from_records_have_the_live_templates() -> None:
     assert {(s, sig) for s, sig, _ in signatures} == {
         ("assets", assign(MemoryBook(), "assets", t).sig) for t in texts
     }
+
+
+def test_patterns_explain_on_a_missing_root_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    code, _, err = cli(capsys, "patterns", "explain", "assets", "x 1", "--root", str(missing))
+    assert code == 1 and "does not exist" in err and not missing.exists()
+    code, out, _ = cli(
+        capsys, "patterns", "explain", "assets", "x 1", "--root", str(missing), "--empty"
+    )
+    assert code == 0 and "decision: new" in out and not missing.exists()

@@ -154,7 +154,8 @@ def explain_command(
     if empty:
         result = explain_grouping(stage, text)
     else:
-        store = open_cli_store(root, store_url)
+        # A read: a root that does not exist is refused, not created.
+        store = open_cli_store(root, store_url, read=True)
         folded = fold_stage(stage, store.policies)
         with store.pattern_book(folded) as book:
             result = explain_grouping(folded, text, book=book)
