@@ -225,7 +225,7 @@ def create_with_key(root: str, url: str | None, key: str, worker: int) -> str:
 
 
 def count_attempts(
-    root: str, url: str | None, worker: int, count: int, rule_id: str, pattern: str
+    root: str, url: str | None, worker: int, count: int, *, rule_id: str, pattern: str
 ) -> int:
     """``count`` attempts that deliver ``rule_id`` to dzine_producer: even ones through
     ``run_stage`` (a stage that succeeds, on a video of its own), odd ones recorded as failures

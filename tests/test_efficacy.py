@@ -144,7 +144,7 @@ def test_failed_attempts_record_what_they_delivered(store: Store, clock: Clock) 
 
 
 def test_rule_history_newest_first(store: Store, clock: Clock) -> None:
-    _, b, _ = scripted_runs(store)
+    scripted_runs(store)
     angle = rules_by_text(store)["angle"]
     history = rule_history(AGENT, angle.rule_id, store=store)
     assert history.state == "active" and history.rule == angle.rule
@@ -354,8 +354,8 @@ def test_concurrent_attempts_lose_no_count(
                 backend,
                 w,
                 count,
-                str(event.rule_id),
-                str(event.fingerprint),
+                rule_id=str(event.rule_id),
+                pattern=str(event.fingerprint),
             )
             for w in range(workers)
         ]
