@@ -281,6 +281,69 @@ def test_recurrence_follows_pattern_merges(store: Store, clock: Clock) -> None:
     assert record_attempt(AGENT, [], outcome="succeeded", attempt=3, **kwargs) == []
 
 
+def test_attempts_kept_are_bounded_and_bad_input_refused(store: Store, clock: Clock) -> None:
+    """The counters count every attempt; the rule keeps the newest RULE_ATTEMPTS_KEPT."""
+    from rayvault.learning.efficacy import RULE_ATTEMPTS_KEPT
+
+    event = create_event(
+        run_id="r",
+        severity="WARN",
+        component="assets",
+        symptom="caption overlaps the product",
+        fix_applied="Move captions to the lower third",
+        agent=AGENT,
+        store=store,
+    )
+    rule_id = str(event.rule_id)
+    for i in range(RULE_ATTEMPTS_KEPT + 3):
+        record_attempt(
+            AGENT,
+            [rule_id],
+            outcome="succeeded",
+            run_id=f"r{i}",
+            video_id=f"v{i}",
+            stage="assets",
+            attempt=1,
+            store=store,
+        )
+    history = rule_history(AGENT, rule_id, store=store)
+    assert (history.deliveries, history.successes) == (RULE_ATTEMPTS_KEPT + 3,) * 2
+    assert len(history.attempts) == RULE_ATTEMPTS_KEPT and history.attempts_dropped == 3
+    assert history.attempts[0].video_id == f"v{RULE_ATTEMPTS_KEPT + 2}"
+    assert history.attempts[-1].video_id == "v3"
+    with pytest.raises(InvalidInputError, match="outcome"):
+        record_attempt(
+            AGENT,
+            [rule_id],
+            outcome="maybe",  # type: ignore[arg-type]
+            run_id="r",
+            video_id="v",
+            stage="assets",
+            attempt=1,
+            store=store,
+        )
+    assert rule_history(AGENT, rule_id, store=store).deliveries == RULE_ATTEMPTS_KEPT + 3
+
+
+def test_attempt_not_learned_from_is_not_counted(store: Store, clock: Clock) -> None:
+    """An exception in ``ignore=`` propagates uncounted, as it is unlogged."""
+    run_stage("v1", "assets", Scripted([ANGLE, None]), diagnose=diagnose, store=store)
+    before = rules_by_text(store)["angle"]
+
+    def cancelled(ctx: StageContext) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("v2", "assets", cancelled, ignore=KeyboardInterrupt, store=store)
+    after = rules_by_text(store)["angle"]
+    assert (after.deliveries, after.successes, after.recurrences) == (
+        before.deliveries,
+        before.successes,
+        before.recurrences,
+    )
+    assert after.applied_count == before.applied_count + 1  # its seed meaning: delivered
+
+
 def test_original_memory_keeps_its_shape(store: Store, tmp_path: Path, clock: Clock) -> None:
     """Rules of the original system load with counters at 0 and are written back without the
     new fields until something is counted on them; then they count from there."""

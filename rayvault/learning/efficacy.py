@@ -12,6 +12,10 @@ lose a count. The rule also keeps the most recent attempts themselves (run, vide
 attempt, outcome, time, the sha256 of the rendered block): ``rules history`` shows them, and the
 error-log entry of a failed attempt carries the same ids and hash, so "which rules did the agent
 see when it failed?" has an answer from either side.
+
+An attempt that ends in an exception the loop does not learn from (a ``LearningError`` raised
+inside the stage, a type in ``ignore=``) is not counted, as it is not logged: it says nothing
+about the rules.
 """
 
 from __future__ import annotations
@@ -64,13 +68,23 @@ def record_attempt(
     count, not a new version of the rules). Ids no longer active are skipped. Returns the rules
     as updated. ``run_stage`` calls this for every attempt."""
     validate_identifier(agent, "agent")
-    if outcome not in ("succeeded", "failed"):
-        raise InvalidInputError(f"outcome must be 'succeeded' or 'failed' (got {outcome!r})")
     wanted = list(dict.fromkeys(rule_ids))
     if not wanted:
         return []
     store = store or get_store()
     target = store.resolve_pattern(fingerprint) if outcome == "failed" and fingerprint else None
+    resolved: dict[str, str] = {}
+
+    def same_pattern(rule: Rule) -> bool:
+        if target is None:
+            return False
+        key = rule_fingerprint(rule, store)
+        if key in (fingerprint, target):
+            return True
+        if key not in resolved:
+            resolved[key] = store.resolve_pattern(key)
+        return resolved[key] == target
+
     now = utcnow()
     with store.agent_state(agent) as state:
         by_id = {r.rule_id: r for r in state.memory.rules}
@@ -79,10 +93,7 @@ def record_attempt(
             rule = by_id.get(rule_id)
             if rule is None:
                 continue
-            recurred = (
-                target is not None
-                and store.resolve_pattern(rule_fingerprint(rule, store)) == target
-            )
+            recurred = same_pattern(rule)
             rule.deliveries += 1
             if outcome == "succeeded":
                 rule.successes += 1
