@@ -33,9 +33,11 @@ from rayvault.learning.models import Rule, RuleAttempt, RuleAttemptOutcome, Rule
 from rayvault.learning.stages import configured_agents
 from rayvault.learning.store import Store, get_store
 
-#: Attempts kept on each rule as evidence (the counters count them all). Enough to judge a
-#: rule's recent record; a bound so that memory, read by every prompt, stays small.
-RULE_ATTEMPTS_KEPT = 50
+#: Attempts kept on each rule as evidence (the counters count them all): the rule's recent
+#: record. A small bound because memory is read (and parsed) for every prompt and written for
+#: every attempt: with 10 rules, a succeeding ``run_stage`` on the file store took p50 3.9 ms
+#: before counters, 5.6–6.0 ms keeping 10 attempts per rule, 15.7 ms keeping 50.
+RULE_ATTEMPTS_KEPT = 10
 
 
 def rules_block_sha256(text: str) -> str | None:
@@ -108,13 +110,13 @@ def record_attempt(
                     outcome=outcome,
                     at=now,
                     rules_sha256=rules_sha256,
-                    rule_ids=wanted,
                     recurred=recurred,
                     error_id=error_id,
                     fingerprint=fingerprint,
-                )
+                ).to_dict()
             )
-            del rule.attempts[:-RULE_ATTEMPTS_KEPT]
+            if len(rule.attempts) > RULE_ATTEMPTS_KEPT:
+                del rule.attempts[: len(rule.attempts) - RULE_ATTEMPTS_KEPT]
             counted.append(rule)
         if counted:
             state.memory_changed = True
@@ -167,7 +169,7 @@ def rule_history(agent: str, rule_id: str, *, store: Store | None = None) -> Rul
         deliveries=rule.deliveries,
         recurrences=rule.recurrences,
         successes=rule.successes,
-        attempts=list(reversed(rule.attempts)),
+        attempts=[RuleAttempt.model_validate(a) for a in reversed(rule.attempts)],
         attempts_dropped=max(0, rule.deliveries - len(rule.attempts)),
     )
 

@@ -572,7 +572,7 @@ class _Loop:
             error_id=entry.id if entry else None,
             store=self.store,
         )
-        return [r.rule_id for r in counted if r.attempts and r.attempts[-1].recurred]
+        return [r.rule_id for r in counted if r.attempts and r.attempts[-1].get("recurred")]
 
     # -- fail ---------------------------------------------------------------------------------
     def fail(self, ctx: StageContext, exc: Exception) -> bool:

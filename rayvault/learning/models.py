@@ -163,10 +163,9 @@ class RuleAttempt(Record):
     attempt: int
     outcome: RuleAttemptOutcome
     at: Timestamp
-    #: sha256 (hex) of the rendered rules block the prompt received.
+    #: sha256 (hex) of the rendered rules block the prompt received (the other rules it carried
+    #: are on the attempt's ``execute`` step and, when it failed, in its error's context).
     rules_sha256: str | None = None
-    #: Every rule the block carried (this one among them), in the block's order.
-    rule_ids: list[str] = Field(default_factory=list)
     #: The attempt failed with this rule's own pattern (merges followed): a recurrence.
     recurred: bool = False
     #: The error-log entry of a failed attempt, and its pattern key.
@@ -202,7 +201,8 @@ class Rule(Record):
     - ``recurrences``: of those, attempts that still failed with the rule's own pattern.
     - ``successes``: of those, attempts that succeeded.
 
-    ``attempts`` keeps the most recent of those attempts as evidence (see :class:`RuleAttempt`).
+    ``attempts`` keeps the most recent of those attempts as evidence (shaped as
+    :class:`RuleAttempt`).
     """
 
     rule_id: str
@@ -222,7 +222,10 @@ class Rule(Record):
     deliveries: int = 0
     recurrences: int = 0
     successes: int = 0
-    attempts: list[RuleAttempt] = Field(default_factory=list)
+    #: The most recent attempts that carried the rule, oldest first, in :class:`RuleAttempt`'s
+    #: JSON shape. Plain dicts, not records: memory is parsed for every prompt, and validating
+    #: them each time cost more than the rest of the rule (``rule_history`` validates them).
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
 
     @model_serializer(mode="wrap")
     def _without_empty_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
