@@ -426,3 +426,25 @@ def test_concurrent_attempts_lose_no_count(
     assert (rule.deliveries, rule.successes, rule.recurrences) == (total, total // 2, total // 2)
     assert rule.applied_count == 1 + total // 2  # one delivery per successful stage run
     assert len(rule.attempts) == min(total, RULE_ATTEMPTS_KEPT)
+
+
+def test_success_kept_when_it_cannot_be_counted(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a success is bookkeeping: when it fails, the stage's result is still returned and
+    the problem recorded as a ``count`` step; counting a failure that fails raises."""
+    import rayvault.learning.loop as loop_module
+    from rayvault.learning.exceptions import StoreError
+
+    run_stage("v1", "assets", Scripted([ANGLE, None]), diagnose=diagnose, store=store)
+
+    def broken(*args: object, **kwargs: object) -> list[Rule]:
+        raise StoreError("memory cannot be written")
+
+    monkeypatch.setattr(loop_module, "record_attempt", broken)
+    run = run_stage("v2", "assets", Scripted([None]), store=store)
+    assert run.ok and run.value == "ok"
+    [step] = [s for s in run.steps if s.step == "count"]
+    assert "memory cannot be written" in step.detail
+    with pytest.raises(StoreError):
+        run_stage("v3", "assets", Scripted([MEMORY]), diagnose=diagnose, store=store)
