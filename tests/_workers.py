@@ -222,3 +222,33 @@ def create_with_key(root: str, url: str | None, key: str, worker: int) -> str:
     finally:
         store.close()
     return event.event_id
+
+
+def count_attempts(
+    root: str, url: str | None, worker: int, count: int, *, rule_id: str, pattern: str
+) -> int:
+    """``count`` attempts that deliver ``rule_id`` to dzine_producer: even ones through
+    ``run_stage`` (a stage that succeeds, on a video of its own), odd ones recorded as failures
+    with the rule's pattern (``record_attempt``). Returns how many were made."""
+    from rayvault.learning import record_attempt, run_stage
+    from rayvault.learning.store import FileStore, open_store
+
+    store = open_store(root, url) if url else FileStore(root)
+    for i in range(count):
+        if i % 2 == 0:
+            run = run_stage(f"v{worker}-{i}", "assets", lambda ctx: "ok", store=store)
+            assert rule_id in run.delivered_rule_ids
+        else:
+            record_attempt(
+                "dzine_producer",
+                [rule_id],
+                outcome="failed",
+                run_id=f"w{worker}-{i}",
+                video_id=f"v{worker}-{i}",
+                stage="assets",
+                attempt=1,
+                fingerprint=pattern,
+                store=store,
+            )
+    store.close()
+    return count

@@ -111,6 +111,7 @@ def test_fails_once_then_succeeds_once_the_rule_is_present(root: Path, clock: Cl
         "attempt": 1,
         "agent": "dzine_producer",
         "rule_ids": [],
+        "rules_sha256": None,  # no rules delivered: no block
     }
     assert event.fingerprint == error.fingerprint  # the event's symptom is the failure line
     assert (

@@ -20,6 +20,7 @@ from rayvault.cli import (
     migrate,
     registry,
     revisit,
+    rules,
     soul,
     store,
 )
@@ -44,6 +45,7 @@ app = typer.Typer(
 )
 app.add_typer(events.app, name="events")
 app.add_typer(memory.app, name="memory")
+app.add_typer(rules.app, name="rules")
 app.add_typer(errors.app, name="errors")
 app.add_typer(gate.app, name="gate")
 app.add_typer(soul.app, name="soul")

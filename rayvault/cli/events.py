@@ -119,9 +119,12 @@ def get_command(
 
     Example: rayvault-learn events get le-20260219T120000Z-3f9a1c2b7d4e
     """
+    from rayvault.learning.efficacy import attempt_deliveries
     from rayvault.learning.events import get_event
 
     event = get_event(event_id, store=open_cli_store(root, store_url, read=True))
+    # Events of the closed loop: which rules each attempt delivered (the block's sha256 too).
+    deliveries = attempt_deliveries(event.loop_steps)
 
     def human() -> None:
         data = event.to_dict()
@@ -130,8 +133,35 @@ def get_command(
         )
         if event.loop_steps:
             console().print(loop_steps_table(event.loop_steps, event.run_id))
+        if deliveries:
+            console().print(deliveries_table(deliveries))
 
-    emit(event.to_dict(), as_json, human, record=True)
+    data = event.to_dict()
+    if deliveries:
+        data["deliveries"] = deliveries
+    emit(data, as_json, human, record=True)
+
+
+def deliveries_table(deliveries: list[dict[str, Any]]) -> Table:
+    """Per attempt of a closed-loop run: the rules its prompt carried and how it ended."""
+    table = new_table("Rules delivered, per attempt")
+    table.add_column("Try", justify="right", no_wrap=True)
+    table.add_column("Outcome", no_wrap=True)
+    table.add_column("Block sha256", no_wrap=True)
+    table.add_column("Rules", ratio=1, overflow="fold")
+    for d in deliveries:
+        outcome = d.get("outcome") or "?"
+        if d.get("error_id"):
+            outcome += f" ({d['error_id']})"
+        recurred = set(d.get("recurred_rule_ids") or ())
+        rules = ", ".join(r + (" (recurred)" if r in recurred else "") for r in d["rule_ids"])
+        table.add_row(
+            str(d["attempt"]),
+            escape(outcome),
+            escape((d.get("rules_sha256") or "-")[:16]),
+            escape(rules or "none"),
+        )
+    return table
 
 
 def loop_steps_table(steps: list[dict[str, Any]], run_id: str = "") -> Table:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rayvault.learning.doctor import DoctorReport, check_root
+    from rayvault.learning.efficacy import record_attempt, rule_history
     from rayvault.learning.events import (
         create_event,
         event_stats,
@@ -78,7 +79,9 @@ if TYPE_CHECKING:
         Revalidation,
         RevisitReport,
         Rule,
+        RuleAttempt,
         RuleConflict,
+        RuleHistory,
         SoulPromotion,
         StaleRule,
         Tombstone,
@@ -128,6 +131,8 @@ _EXPORTS: dict[str, str] = {
     "promote_rule": "soul",
     "prompt_rules": "memory",
     "mark_delivered": "memory",
+    "record_attempt": "efficacy",
+    "rule_history": "efficacy",
     # the closed loop
     "run_stage": "loop",
     "learning_stage": "loop",
@@ -160,6 +165,8 @@ _EXPORTS: dict[str, str] = {
     # records
     "LearningEvent": "models",
     "Rule": "models",
+    "RuleAttempt": "models",
+    "RuleHistory": "models",
     "Tombstone": "models",
     "AgentMemory": "models",
     "TombstoneFile": "models",
@@ -231,7 +238,9 @@ __all__ = [
     "Revalidation",
     "RevisitReport",
     "Rule",
+    "RuleAttempt",
     "RuleConflict",
+    "RuleHistory",
     "RuleNotFoundError",
     "SoulFileNotFoundError",
     "SoulPromotion",
@@ -270,6 +279,7 @@ __all__ = [
     "promote_rule",
     "prompt_rules",
     "query_events",
+    "record_attempt",
     "record_learning",
     "regroup",
     "render_rules",
@@ -277,6 +287,7 @@ __all__ = [
     "resolve_event",
     "resolve_events",
     "revisit",
+    "rule_history",
     "run_stage",
     "tombstone_rule",
     "update_event",

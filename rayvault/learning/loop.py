@@ -14,7 +14,11 @@ What one stage run does:
 2. **execute** — ``fn(ctx)``; the :class:`StageContext` carries the stage's agent, the rules
    rendered for its prompt (and the rules themselves) and the attempt number. The rules shown
    are counted as delivered (``applied_count``/``last_applied``, DESIGN.md §6): once per stage
-   run, and not for a rule learned in this run (its creation already counted that use).
+   run, and not for a rule learned in this run (its creation already counted that use). When the
+   attempt ends, it is counted on every rule it carried (``deliveries``, and ``successes`` or,
+   failing with the rule's own pattern, ``recurrences``), with the attempt kept on the rule as
+   evidence (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block
+   are recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
 3. **fail** — the exception goes to the error log with its traceback and fingerprint.
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
    fix, or nothing. The default, :func:`diagnose_from_history`, reuses the most recent resolution
@@ -61,6 +65,7 @@ from rayvault.learning._idempotency import MAX_KEY_LENGTH
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, utcnow
 from rayvault.learning._validate import checked
+from rayvault.learning.efficacy import record_attempt, rules_block_sha256
 from rayvault.learning.errors import (
     error_symptom,
     link_to_event,
@@ -127,6 +132,9 @@ class StageContext:
     store: Store
     #: The exception of the previous attempt (None on the first).
     previous_error: BaseException | None = None
+    #: sha256 (hex) of ``rendered_rules`` (None when no rules were delivered): recorded with the
+    #: attempt's outcome, on the rules it carried and on a failed attempt's error-log entry.
+    rules_sha256: str | None = None
 
     @property
     def is_retry(self) -> bool:
@@ -531,6 +539,7 @@ class _Loop:
             rules=tuple(rules),
             store=self.store,
             previous_error=previous,
+            rules_sha256=rules_block_sha256(text),
         )
         shown = [r.rule_id for r in rules]
         self.record(
@@ -540,8 +549,30 @@ class _Loop:
             else f"stage {run.stage!r} has no agent: no rules delivered",
             attempt=attempt,
             rule_ids=shown,
+            rules_sha256=ctx.rules_sha256,
         )
         return ctx
+
+    def count_attempt(self, ctx: StageContext, entry: ErrorEntry | None = None) -> list[str]:
+        """Count the attempt on the rules it delivered (deliveries, and successes or
+        recurrences: ``efficacy.record_attempt``); the ids of the rules it was a recurrence of."""
+        run = self.run
+        if run.agent is None or not ctx.rules:
+            return []
+        counted = record_attempt(
+            run.agent,
+            [r.rule_id for r in ctx.rules],
+            outcome="succeeded" if entry is None else "failed",
+            run_id=run.run_id,
+            video_id=run.video_id,
+            stage=run.stage,
+            attempt=ctx.attempt,
+            rules_sha256=ctx.rules_sha256,
+            fingerprint=entry.fingerprint if entry else None,
+            error_id=entry.id if entry else None,
+            store=self.store,
+        )
+        return [r.rule_id for r in counted if r.attempts and r.attempts[-1].get("recurred")]
 
     # -- fail ---------------------------------------------------------------------------------
     def fail(self, ctx: StageContext, exc: Exception) -> bool:
@@ -557,18 +588,22 @@ class _Loop:
                 "attempt": ctx.attempt,
                 "agent": run.agent,
                 "rule_ids": [r.rule_id for r in ctx.rules],
+                "rules_sha256": ctx.rules_sha256,
             },
             store=self.store,
             idempotency_key=loop_key(run, ctx.attempt, "error"),
         )
         run.error_ids.append(entry.id)
         failure = Failure(context=ctx, exception=exc, error=entry)
+        recurred = self.count_attempt(ctx, entry)
         self.record(
             "fail",
-            f"{failure.symptom} (error {entry.id})",
+            f"{failure.symptom} (error {entry.id})"
+            + (f"; recurred while delivered: {', '.join(recurred)}" if recurred else ""),
             attempt=ctx.attempt,
             error_id=entry.id,
             fingerprint=entry.fingerprint,
+            **({"recurred_rule_ids": recurred} if recurred else {}),
         )
         diagnosed = self.learn(failure)
         if diagnosed and ctx.attempt < self.max_attempts:
@@ -749,6 +784,21 @@ class _Loop:
         self.record(
             "succeed", f"attempt {attempt} of {self.max_attempts} succeeded", attempt=attempt
         )
+        try:
+            self.count_attempt(ctx)
+        except (LearningError, OSError) as e:
+            log.warning(
+                "%s/%s succeeded, but the success could not be counted on its rules: %s",
+                run.video_id,
+                run.stage,
+                e,
+            )
+            self.record(
+                "count",
+                f"the stage succeeded, but its rules' counters could not be updated: {e}",
+                attempt=attempt,
+                count_error=describe(e),
+            )
         if not run.event_ids:
             return
         try:

@@ -7,8 +7,8 @@ Invariants:
   archived); snapshots older than
   ``LEARNING_ARCHIVE_RETENTION_DAYS`` are pruned (checked at most once a day per agent).
 - One rule per failure fingerprint: learning the same failure again increments the rule's
-  ``applied_count`` and ``last_applied`` instead of adding a duplicate (without that, promotion
-  never fires).
+  ``applied_count``, ``occurrences`` and ``last_applied`` instead of adding a duplicate (without
+  that, promotion never fires). What each counter means: :class:`~rayvault.learning.models.Rule`.
 - At most ``LEARNING_MAX_ACTIVE_RULES_PER_AGENT`` rules: over the cap the INFO/WARN rule used
   least recently is evicted (into the tombstones, kind ``evicted``, with the event
   that pushed it out). FAIL/BLOCKER rules are never evicted, even when they alone exceed the cap.
@@ -114,6 +114,7 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
         existing = rule_for_pattern(state.memory.rules, key, store)
         if existing is not None:
             existing.applied_count += 1
+            existing.occurrences += 1
             existing.last_applied = now
             existing.last_event_id = event.event_id
             if SEVERITY_RANK[event.severity] > SEVERITY_RANK[existing.severity]:
@@ -130,6 +131,7 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
                 symptom=event.symptom,
                 video_id=event.video_id,
                 applied_count=1,
+                occurrences=1,
                 last_applied=now,
                 fingerprint=key,
                 last_event_id=event.event_id,

@@ -148,8 +148,62 @@ class LearningEvent(Record):
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+RuleAttemptOutcome = Literal["succeeded", "failed"]
+
+
+class RuleAttempt(Record):
+    """One ``run_stage`` attempt whose prompt carried a rule: the evidence behind the rule's
+    ``deliveries``, ``recurrences`` and ``successes`` (kept on the rule, newest last, at most
+    ``RULE_ATTEMPTS_KEPT`` of them)."""
+
+    run_id: str
+    video_id: str
+    stage: str
+    #: 1 for the stage run's first attempt, 2 for its first retry, …
+    attempt: int
+    outcome: RuleAttemptOutcome
+    at: Timestamp
+    #: sha256 (hex) of the rendered rules block the prompt received (the other rules it carried
+    #: are on the attempt's ``execute`` step and, when it failed, in its error's context).
+    rules_sha256: str | None = None
+    #: The attempt failed with this rule's own pattern (merges followed): a recurrence.
+    recurred: bool = False
+    #: The error-log entry of a failed attempt, and its pattern key.
+    error_id: str | None = None
+    fingerprint: str | None = None
+
+
+#: The efficacy fields of a rule, written only when they hold something, so a rule the closed
+#: loop never counted keeps the shape the original system wrote (DESIGN.md §3).
+_RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
+    "occurrences",
+    "deliveries",
+    "recurrences",
+    "successes",
+    "attempts",
+)
+
+
 class Rule(Record):
-    """An active rule in an agent's memory, derived from a learning event."""
+    """An active rule in an agent's memory, derived from a learning event.
+
+    Counters, each with one meaning (the efficacy fields are 0 on rules written before they
+    existed, e.g. by the original system, and count from then on):
+
+    - ``applied_count`` keeps its seed meaning (DESIGN.md §6, "Applied count"): 1 at creation,
+      +1 each time the same failure is learned again for the agent, +1 each time the rule is
+      delivered into a stage run (once per run, not for a rule learned in that run). It mixes
+      learning and delivery, which is what promotion has always counted.
+    - ``occurrences``: times the rule's failure was learned (each ``create_event`` that created
+      or re-applied the rule).
+    - ``deliveries``: ``run_stage`` attempts whose prompt carried the rule (every attempt,
+      retries included).
+    - ``recurrences``: of those, attempts that still failed with the rule's own pattern.
+    - ``successes``: of those, attempts that succeeded.
+
+    ``attempts`` keeps the most recent of those attempts as evidence (shaped as
+    :class:`RuleAttempt`).
+    """
 
     rule_id: str
     source_event_id: str | None = None
@@ -164,6 +218,22 @@ class Rule(Record):
     # -- added by rayvault-learning ---------------------------------------------------------
     fingerprint: str | None = None
     last_event_id: str | None = None
+    occurrences: int = 0
+    deliveries: int = 0
+    recurrences: int = 0
+    successes: int = 0
+    #: The most recent attempts that carried the rule, oldest first, in :class:`RuleAttempt`'s
+    #: JSON shape. Plain dicts, not records: memory is parsed for every prompt, and validating
+    #: them each time cost more than the rest of the rule (``rule_history`` validates them).
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in _RULE_EVIDENCE_FIELDS:
+            if name in data and not data[name]:
+                del data[name]
+        return data
 
     @property
     def last_used(self) -> datetime:
@@ -401,6 +471,31 @@ class StaleRule(Record):
     last_used: Timestamp
     applied_count: int
     reason: str
+
+
+class RuleHistory(Record):
+    """A rule's counters and the attempts that carried it (``rules history``), newest first."""
+
+    agent: str
+    rule_id: str
+    #: ``active``, or ``tombstoned`` / ``evicted`` for a rule removed from memory.
+    state: Literal["active", "tombstoned", "evicted"]
+    severity: SeverityField
+    component: str
+    rule: str
+    created: Timestamp
+    fingerprint: str | None = None
+    source_event_id: str | None = None
+    last_event_id: str | None = None
+    applied_count: int
+    occurrences: int = 0
+    deliveries: int = 0
+    recurrences: int = 0
+    successes: int = 0
+    #: The attempts kept on the rule, newest first (at most ``RULE_ATTEMPTS_KEPT``).
+    attempts: list[RuleAttempt] = Field(default_factory=list)
+    #: Deliveries whose attempt record was dropped to keep the rule small.
+    attempts_dropped: int = 0
 
 
 class RuleConflict(Record):

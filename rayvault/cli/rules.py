@@ -1,0 +1,98 @@
+"""``rayvault-learn rules``: one rule's evidence — its counters and the attempts that carried it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rayvault.cli._common import (
+    JsonOption,
+    RootOption,
+    StoreOption,
+    console,
+    emit,
+    new_table,
+    open_cli_store,
+    record_table,
+    when,
+)
+
+app = typer.Typer(help="Rules: their counters and the evidence behind them.", no_args_is_help=True)
+AgentArgument = Annotated[str, typer.Argument(help="Agent name, e.g. dzine_producer.")]
+RuleArgument = Annotated[str, typer.Argument(help="The rule id (rule-…).")]
+
+
+@app.command("history")
+def history_command(
+    agent: AgentArgument,
+    rule_id: RuleArgument,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a rule's counters and the stage attempts that carried it, newest first.
+
+    occurrences: times its failure was learned; deliveries: attempts whose prompt carried it;
+    recurrences: of those, attempts that still failed with its pattern; successes: attempts
+    that succeeded; applied: the seed counter (learned again + delivered once per run).
+
+    Example: rayvault-learn rules history dzine_producer rule-20260219T120000Z-3f9a1c
+    """
+    from rayvault.learning.efficacy import rule_history
+
+    history = rule_history(agent, rule_id, store=open_cli_store(root, store_url, read=True))
+
+    def human() -> None:
+        out = console()
+        summary = {
+            "rule": history.rule,
+            "state": history.state,
+            "severity": history.severity,
+            "component": history.component,
+            "occurrences": history.occurrences,
+            "deliveries": history.deliveries,
+            "recurrences": history.recurrences,
+            "successes": history.successes,
+            "applied_count": history.applied_count,
+            "fingerprint": history.fingerprint,
+            "source_event_id": history.source_event_id,
+            "last_event_id": history.last_event_id,
+        }
+        out.print(record_table(f"{escape(agent)}: rule {escape(history.rule_id)}", summary))
+        if not history.attempts:
+            out.print("No stage attempt has carried this rule yet.")
+            return
+        table = new_table(f"Attempts that carried it ({len(history.attempts)}, newest first)")
+        table.add_column("When", no_wrap=True)
+        table.add_column("Video", no_wrap=True)
+        table.add_column("Stage", no_wrap=True)
+        table.add_column("Try", justify="right", no_wrap=True)
+        table.add_column("Outcome", no_wrap=True)
+        table.add_column("Block sha256", no_wrap=True)
+        table.add_column("Error", overflow="fold")
+        for a in history.attempts:
+            outcome = (
+                "[green]succeeded[/]"
+                if a.outcome == "succeeded"
+                else "[red]recurred[/]"
+                if a.recurred
+                else "[yellow]failed[/] (other pattern)"
+            )
+            table.add_row(
+                when(a.at),
+                escape(a.video_id),
+                escape(a.stage),
+                str(a.attempt),
+                outcome,
+                (a.rules_sha256 or "-")[:16],
+                escape(a.error_id or ""),
+            )
+        out.print(table)
+        if history.attempts_dropped:
+            out.print(
+                f"({history.attempts_dropped} older deliveries are counted but no longer kept.)"
+            )
+
+    emit(history.to_dict(), as_json, human, record=True)

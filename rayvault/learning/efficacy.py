@@ -1,0 +1,203 @@
+"""Whether a rule works: what each ``run_stage`` attempt delivered, and how it ended.
+
+A rule's ``applied_count`` mixes "learned again" and "shown to the agent" (its seed meaning,
+kept for promotion). The counters here keep them apart, per rule (:class:`Rule`):
+``deliveries`` (attempts whose prompt carried it), ``recurrences`` (of those, attempts that still
+failed with the rule's own pattern) and ``successes`` (attempts that succeeded);
+``occurrences`` is counted where rules are learned (``memory.apply_event``).
+
+Each attempt is counted once, when its outcome is known, in one read-modify-write of the agent's
+memory under its lock (:meth:`Store.agent_state`), so concurrent stage runs of one agent never
+lose a count. The rule also keeps the most recent attempts themselves (run, video, stage,
+attempt, outcome, time, the sha256 of the rendered block): ``rules history`` shows them, and the
+error-log entry of a failed attempt carries the same ids and hash, so "which rules did the agent
+see when it failed?" has an answer from either side.
+
+An attempt that ends in an exception the loop does not learn from (a ``LearningError`` raised
+inside the stage, a type in ``ignore=``) is not counted, as it is not logged: it says nothing
+about the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rayvault.learning._ids import validate_identifier
+from rayvault.learning._time import utcnow
+from rayvault.learning._validate import checked
+from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
+from rayvault.learning.memory import rule_fingerprint
+from rayvault.learning.models import Rule, RuleAttempt, RuleAttemptOutcome, RuleHistory
+from rayvault.learning.stages import configured_agents
+from rayvault.learning.store import Store, get_store
+
+#: Attempts kept on each rule as evidence (the counters count them all): the rule's recent
+#: record. A small bound because memory is read (and parsed) for every prompt and written for
+#: every attempt: with 10 rules, a succeeding ``run_stage`` on the file store took p50 3.9 ms
+#: before counters, 5.6–6.0 ms keeping 10 attempts per rule, 15.7 ms keeping 50.
+RULE_ATTEMPTS_KEPT = 10
+
+
+def rules_block_sha256(text: str) -> str | None:
+    """The sha256 (hex) of a rendered rules block; None for an empty block (nothing delivered)."""
+    if not text:
+        return None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@checked
+def record_attempt(
+    agent: str,
+    rule_ids: Sequence[str],
+    *,
+    outcome: RuleAttemptOutcome,
+    run_id: str,
+    video_id: str,
+    stage: str,
+    attempt: int,
+    rules_sha256: str | None = None,
+    fingerprint: str | None = None,
+    error_id: str | None = None,
+    store: Store | None = None,
+) -> list[Rule]:
+    """Count one stage attempt that delivered ``rule_ids`` to ``agent`` and ended in
+    ``outcome``: every rule still active gets a delivery, and a success, or — when the attempt
+    failed with the rule's own pattern (``fingerprint`` and the rule's key compared after
+    following merges) — a recurrence; the attempt is kept on the rule (the newest
+    :data:`RULE_ATTEMPTS_KEPT`). One read-modify-write under the agent's lock; not archived (a
+    count, not a new version of the rules). Ids no longer active are skipped. Returns the rules
+    as updated. ``run_stage`` calls this for every attempt."""
+    validate_identifier(agent, "agent")
+    wanted = list(dict.fromkeys(rule_ids))
+    if not wanted:
+        return []
+    store = store or get_store()
+    target = store.resolve_pattern(fingerprint) if outcome == "failed" and fingerprint else None
+    resolved: dict[str, str] = {}
+
+    def same_pattern(rule: Rule) -> bool:
+        if target is None:
+            return False
+        key = rule_fingerprint(rule, store)
+        if key in (fingerprint, target):
+            return True
+        if key not in resolved:
+            resolved[key] = store.resolve_pattern(key)
+        return resolved[key] == target
+
+    now = utcnow()
+    with store.agent_state(agent) as state:
+        by_id = {r.rule_id: r for r in state.memory.rules}
+        counted: list[Rule] = []
+        for rule_id in wanted:
+            rule = by_id.get(rule_id)
+            if rule is None:
+                continue
+            recurred = same_pattern(rule)
+            rule.deliveries += 1
+            if outcome == "succeeded":
+                rule.successes += 1
+            elif recurred:
+                rule.recurrences += 1
+            rule.attempts.append(
+                RuleAttempt(
+                    run_id=run_id,
+                    video_id=video_id,
+                    stage=stage,
+                    attempt=attempt,
+                    outcome=outcome,
+                    at=now,
+                    rules_sha256=rules_sha256,
+                    recurred=recurred,
+                    error_id=error_id,
+                    fingerprint=fingerprint,
+                ).to_dict()
+            )
+            if len(rule.attempts) > RULE_ATTEMPTS_KEPT:
+                del rule.attempts[: len(rule.attempts) - RULE_ATTEMPTS_KEPT]
+            counted.append(rule)
+        if counted:
+            state.memory_changed = True
+            state.archive = False
+    return [r.model_copy(deep=True) for r in counted]
+
+
+@checked
+def rule_history(agent: str, rule_id: str, *, store: Store | None = None) -> RuleHistory:
+    """A rule's counters and the attempts that carried it, newest first: an active rule, or a
+    tombstoned (or evicted) one, whose evidence is kept with it.
+
+    Raises :class:`InvalidInputError` for an agent the store has no state for and the stage map
+    does not name, :class:`RuleNotFoundError` for an id the agent has neither active nor
+    tombstoned.
+    """
+    validate_identifier(agent, "agent")
+    validate_identifier(rule_id, "rule id")
+    store = store or get_store()
+    memory = store.load_memory(agent)
+    rule: Rule | None = next((r for r in memory.rules if r.rule_id == rule_id), None)
+    state = "active"
+    if rule is None:
+        tombstone = next(
+            (t for t in store.load_tombstones(agent).tombstones if t.rule_id == rule_id), None
+        )
+        if tombstone is not None:
+            rule, state = tombstone, tombstone.kind
+    if rule is None:
+        known = sorted(set(store.list_agents()) | set(configured_agents(store.policies)))
+        if agent not in known:
+            raise InvalidInputError(
+                f"unknown agent {agent!r}",
+                hint=f"agents with memory or in the stage map: {', '.join(known) or 'none'}",
+            )
+        raise RuleNotFoundError(agent, rule_id)
+    return RuleHistory(
+        agent=agent,
+        rule_id=rule.rule_id,
+        state=state,
+        severity=rule.severity,
+        component=rule.component,
+        rule=rule.rule,
+        created=rule.created,
+        fingerprint=rule.fingerprint,
+        source_event_id=rule.source_event_id,
+        last_event_id=rule.last_event_id,
+        applied_count=rule.applied_count,
+        occurrences=rule.occurrences,
+        deliveries=rule.deliveries,
+        recurrences=rule.recurrences,
+        successes=rule.successes,
+        attempts=[RuleAttempt.model_validate(a) for a in reversed(rule.attempts)],
+        attempts_dropped=max(0, rule.deliveries - len(rule.attempts)),
+    )
+
+
+def attempt_deliveries(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per attempt of a closed-loop run, from the steps recorded on its events
+    (``loop_steps``): the rule ids delivered, the sha256 of the rendered block, and how the
+    attempt ended (``failed`` with its error id, ``succeeded``, or None when the record stops
+    before the outcome). Oldest attempt first."""
+    found: dict[int, dict[str, Any]] = {}
+    for step in steps:
+        attempt = step.get("attempt")
+        if not isinstance(attempt, int) or isinstance(attempt, bool):
+            continue
+        name = step.get("step")
+        if name == "execute":
+            found[attempt] = {
+                "attempt": attempt,
+                "at": step.get("at"),
+                "rule_ids": list(step.get("rule_ids") or []),
+                "rules_sha256": step.get("rules_sha256"),
+                "outcome": None,
+                "error_id": None,
+            }
+        elif name == "fail" and attempt in found:
+            found[attempt].update(outcome="failed", error_id=step.get("error_id"))
+            if step.get("recurred_rule_ids"):
+                found[attempt]["recurred_rule_ids"] = list(step["recurred_rule_ids"])
+        elif name == "succeed" and attempt in found:
+            found[attempt]["outcome"] = "succeeded"
+    return [found[a] for a in sorted(found)]
