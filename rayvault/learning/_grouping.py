@@ -32,23 +32,43 @@ import itertools
 import operator
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import cast
 
+from rayvault.learning._patternbook import (
+    GROUPING_VERSION,
+    TEMPLATE_LIMIT,
+    VARIABLE,
+    Cluster,
+    Grouping,
+    PatternBook,
+)
 from rayvault.learning.exceptions import InvalidInputError
 
-#: The grouping algorithm's version, stored with every fingerprint it computes. Version 1 is
-#: :func:`rayvault.learning._fingerprint.fingerprint` (records stored without a version).
-GROUPING_VERSION = 2
-#: A template position that the cluster's evidence showed to vary.
-VARIABLE = "<*>"
+__all__ = [
+    "GROUPING_VERSION",
+    "MERGE_EVIDENCE",
+    "TEMPLATE_LIMIT",
+    "VARIABLE",
+    "Cluster",
+    "Grouping",
+    "MemoryBook",
+    "PatternBook",
+    "assign",
+    "assign_masked",
+    "failure_text",
+    "generalise",
+    "group_failures",
+    "mask",
+    "masks_applied",
+    "pattern_key",
+    "signature",
+]
+
 #: Tokens of a failure's text that decide its group: what identifies a failure comes first, and
 #: a bound keeps one 20,000-character text from costing more than a few milliseconds.
 MAX_TOKENS = 512
 #: A longer token is data (an encoded blob, a dump): ``<blob>``, not worth matching masks on.
 MAX_TOKEN_CHARS = 256
-#: Longest template kept for display (the signature still covers the whole masked text).
-TEMPLATE_LIMIT = 240
 
 
 # --- 1. the failure's text ---------------------------------------------------------------------
@@ -501,70 +521,6 @@ def pattern_key(stage: str, sig: str) -> str:
 
 
 # --- 3. template clusters ---------------------------------------------------------------------
-
-
-@dataclass
-class Cluster:
-    """One failure pattern: its key (never changes) and its template tokens (only generalise).
-
-    ``data`` is the algorithm's evidence about the cluster; a book stores it as JSON, unread."""
-
-    key: str
-    stage: str
-    tokens: tuple[str, ...]
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def length(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def template(self) -> str:
-        text = " ".join(self.tokens)
-        return text if len(text) <= TEMPLATE_LIMIT else text[: TEMPLATE_LIMIT - 1] + "…"
-
-
-class PatternBook(Protocol):
-    """Where the clusters of failure templates live: memory, the file store's index, PostgreSQL.
-
-    :func:`assign` calls it while the caller holds whatever makes one stage's assignments one at
-    a time (the store's lock); a book itself only reads and writes."""
-
-    def find(self, stage: str, sig: str) -> Cluster | None:
-        """The live cluster this exact masked text (its :func:`signature`) already belongs to,
-        merges followed; None for a text never seen."""
-        ...
-
-    def clusters(self, stage: str, length: int) -> list[Cluster]:
-        """The stage's live clusters (not merged into another) with this many tokens, oldest
-        first."""
-        ...
-
-    def save(self, cluster: Cluster, sig: str) -> None:
-        """Insert or update ``cluster`` (its template may have generalised) and record that the
-        signature ``sig`` belongs to it."""
-        ...
-
-    def merge(self, source: Cluster, target: Cluster) -> None:
-        """Record that ``source`` is merged into ``target``: its signatures and its pattern key
-        resolve to ``target.key`` from now on; ``source`` is no longer live."""
-        ...
-
-
-@dataclass(frozen=True)
-class Grouping:
-    """Where one failure text went: its pattern key and template, and why."""
-
-    key: str
-    template: str
-    sig: str
-    masked: str
-    version: int
-    #: "known" (the exact masked text was seen), "joined" (fits a cluster's template), "merged"
-    #: (it made a family of clusters one), or "new".
-    decision: str
-    #: Pattern keys merged into ``key`` by this assignment.
-    merged: tuple[str, ...] = ()
 
 
 #: Distinct values at the same word positions that show those positions vary (a family of

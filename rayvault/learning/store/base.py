@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from rayvault.learning._grouping import PatternBook
+from rayvault.learning._patternbook import PatternBook
 from rayvault.learning.models import (
     AgentMemory,
     CompactResult,

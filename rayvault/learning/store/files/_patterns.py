@@ -24,13 +24,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from rayvault.learning._aliases import fold_name
-from rayvault.learning._grouping import (
-    GROUPING_VERSION,
-    Cluster,
-)
+from rayvault.learning._patternbook import GROUPING_VERSION, Cluster
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning.store._fs import locked, os_error
-from rayvault.learning.store._patterns import rebuild_clusters
 from rayvault.learning.store.files._sqlindex import resolve_key
 
 if TYPE_CHECKING:
@@ -228,6 +224,9 @@ def build_clusters(store: FileStore, conn: sqlite3.Connection) -> int:
         for _ts, _seq, _kind, name, key, text in rows
         if isinstance(name, str) and isinstance(text, str) and key
     ]
+    # Masking again is the algorithm's work: imported here, not on every store's start-up path.
+    from rayvault.learning.store._patterns import rebuild_clusters
+
     targets = dict(conn.execute("SELECT source, canonical FROM merges"))
     clusters, signatures = rebuild_clusters(members, targets)
     for cluster in clusters:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from rayvault.learning._grouping import GROUPING_VERSION, Cluster
+from rayvault.learning._patternbook import GROUPING_VERSION, Cluster
 from rayvault.learning._time import as_utc, utcnow
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.models import PatternMerge

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from rayvault.learning._aliases import fold_name
-from rayvault.learning._grouping import GROUPING_VERSION
+from rayvault.learning._patternbook import GROUPING_VERSION
 from rayvault.learning._time import as_utc, format_ts
 from rayvault.learning.exceptions import StoreError
 from rayvault.learning.models import PatternMerge
