@@ -247,3 +247,28 @@ def test_patterns_state_for_each_state(
     assert main(["patterns", "--min-count", "1"]) == 0
     out = capsys.readouterr().out
     assert "State" in out and "regressed" in out and "ongoing" in out
+
+
+def test_the_cli_says_so_when_an_event_is_a_regression_and_the_report_lists_it(
+    store: Store, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock.set(NOW - timedelta(days=3))
+    first = fail(store, video_id="v1")
+    resolve_event(first.event_id, "fixed", store=store)
+    clock.set(NOW - timedelta(days=1))
+    args = ["events", "create", "--severity", "FAIL", "--component", "assets"]
+    code = main([*args, "--symptom", TIMEOUT, "--video", "v9"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"regressed: fixed 2026-02-16 by {first.event_id}, back in v9" in out
+    code = main([*args, "--symptom", "Image hallucination", "--json"])
+    assert code == 0 and "regression_of" not in json.loads(capsys.readouterr().out)
+    clock.set(NOW)
+    assert main(["revisit"]) == 0
+    capsys.readouterr()
+    assert main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert "Regressions" in out and f"by {first.event_id}, back in le-" in out
+    assert main(["report", "--json"]) == 0
+    [section] = json.loads(capsys.readouterr().out)["regressions"]
+    assert section["regression_of"] == first.event_id

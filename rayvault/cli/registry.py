@@ -262,5 +262,14 @@ def report_command(
                     f"{escape(short(p.pattern, 120))}",
                     soft_wrap=True,
                 )
+        if report.regressions:
+            out.print("[bold]Regressions[/] (back after their fix was verified):")
+            for r in report.regressions:
+                back = ", ".join(e["event_id"] for e in r["events"])
+                out.print(
+                    f"  {escape(short(r['pattern'], 100))}: fixed "
+                    f"{str(r['verified_at'])[:10]} by {r['regression_of']}, back in {back}",
+                    soft_wrap=True,
+                )
 
     emit(report.to_dict(), as_json, human, record=True)
