@@ -99,12 +99,13 @@ def regressions_report(
     for event in store.regression_events(window):
         key = store.resolve_pattern(event.fingerprint) if event.fingerprint else ""
         grouped.setdefault(key, []).append(event)
-    section = []
+    section: list[tuple[datetime, dict[str, Any]]] = []
     for key, events in grouped.items():
         last = events[-1]
         pattern = by_key.get(key)
         fixed = last.timestamp - timedelta(seconds=last.regressed_after_seconds or 0)
-        section.append(
+        entry = (
+            last.timestamp,
             {
                 "fingerprint": key,
                 "stage": pattern.stage if pattern else last.component,
@@ -126,7 +127,8 @@ def regressions_report(
                     }
                     for e in events
                 ],
-            }
+            },
         )
-    section.sort(key=lambda r: (r["events"][-1]["timestamp"], r["fingerprint"]), reverse=True)
-    return section
+        section.append(entry)
+    section.sort(key=lambda item: (item[0], item[1]["fingerprint"]), reverse=True)
+    return [entry for _, entry in section]
