@@ -382,7 +382,7 @@ class Pattern(Record):
     video_count: int = 0
     first_seen: Timestamp
     last_seen: Timestamp
-    #: new / ongoing / resolved / regressed (``registry.pattern_state``); set by
+    #: new / ongoing / resolved / regressed (``regressions.pattern_states``); set by
     #: ``get_patterns``, None where a pattern is listed without it (reports).
     state: PatternState | None = None
 

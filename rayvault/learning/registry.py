@@ -25,7 +25,7 @@ from rayvault.learning.models import (
     PromotionCandidate,
     WeeklyReport,
 )
-from rayvault.learning.regressions import pattern_state
+from rayvault.learning.regressions import pattern_states
 from rayvault.learning.soul import is_promoted, promotion_section
 from rayvault.learning.stages import components_of_agent
 from rayvault.learning.store import EventQuery, Store, get_store
@@ -113,7 +113,7 @@ def get_patterns(
     ``agent`` narrows to the agent's learnings (its events, or events of its stages).
 
     Each pattern's ``state`` (new / ongoing / resolved / regressed, see
-    :func:`rayvault.learning.regressions.pattern_state`) is judged over the pattern's whole
+    :func:`rayvault.learning.regressions.pattern_states`) is judged over the pattern's whole
     history, with the window starting at ``date_from``, or ``STATE_WINDOW_DAYS`` ago without it."""
     if min_count < 1:
         raise InvalidInputError(f"min_count must be at least 1 (got {min_count})")
@@ -127,10 +127,10 @@ def get_patterns(
         agent_or_components=_agent_scope(agent, store) if agent else None,
     )
     since = start or utcnow() - timedelta(days=STATE_WINDOW_DAYS)
-    return [
-        p.model_copy(update={"state": pattern_state(store, p, since)})
-        for p in store.event_patterns(query, min_count=min_count)
-    ]
+    patterns = store.event_patterns(query, min_count=min_count)
+    whole = query.date_from is None and query.date_to is None and agent is None
+    states = pattern_states(store, patterns, since, whole_history=whole)
+    return [p.model_copy(update={"state": s}) for p, s in zip(patterns, states, strict=True)]
 
 
 def _agent_scope(agent: str, store: Store) -> tuple[str, tuple[str, ...]]:

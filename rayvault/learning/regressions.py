@@ -9,11 +9,12 @@ new event. Two indexed look-ups by fingerprint (a count of the unresolved occurr
 newest verified one) decide it; the event log is never scanned. Only the first recurrence is a
 regression: while it is unresolved, later occurrences are an ongoing failure again.
 
-A pattern's *state* (:func:`pattern_state`), relative to a window starting at ``since``:
+A pattern's *state* (:func:`pattern_states`), relative to a window starting at ``since``:
 
 - ``resolved`` — no unresolved occurrence (at any date);
-- ``regressed`` — its oldest unresolved occurrence records ``regression_of``: it came back after
-  being fixed and is not fixed again;
+- ``regressed`` — an unresolved occurrence records ``regression_of``: it came back after being
+  fixed and is not fixed again (that occurrence is the oldest open one: a regression is only
+  recorded when none was open);
 - ``new`` — unresolved occurrences, first seen at or after ``since``;
 - ``ongoing`` — unresolved occurrences, first seen before ``since``.
 
@@ -33,7 +34,7 @@ from rayvault.learning.store import EventQuery, Store
 
 __all__ = [
     "find_regression",
-    "pattern_state",
+    "pattern_states",
     "regression_text",
     "regressions_report",
     "verified_at",
@@ -72,18 +73,35 @@ def regression_text(event: LearningEvent) -> str:
 
 
 @checked
-def pattern_state(store: Store, pattern: Pattern, since: datetime) -> PatternState:
-    """The state of ``pattern`` relative to the window starting at ``since`` (module doc). At
-    most three indexed look-ups by fingerprint, whatever the pattern's history."""
-    fp = pattern.fingerprint
-    if store.count_events(EventQuery(fingerprint=fp, unresolved=True)) == 0:
-        return "resolved"
-    oldest_open = store.query_events(EventQuery(fingerprint=fp, unresolved=True, limit=1))
-    if oldest_open and oldest_open[0].regression_of is not None:
-        return "regressed"
-    first = store.query_events(EventQuery(fingerprint=fp, limit=1))
-    first_seen = first[0].timestamp if first else pattern.first_seen
-    return "new" if first_seen >= since else "ongoing"
+def pattern_states(
+    store: Store, patterns: Sequence[Pattern], since: datetime, *, whole_history: bool = False
+) -> list[PatternState]:
+    """The state of each of ``patterns`` relative to the window starting at ``since`` (module
+    doc). One store query finds the open regressions (few: a regression is recorded only when no
+    occurrence was open). ``whole_history``: the patterns were counted over every event (no date
+    or agent filter), so their ``open_count`` and ``first_seen`` are the pattern's own; else two
+    indexed look-ups by fingerprint per pattern find them."""
+    regressed = {
+        store.resolve_pattern(e.fingerprint)
+        for e in store.regression_events(EventQuery(unresolved=True))
+        if e.fingerprint
+    }
+    states: list[PatternState] = []
+    for pattern in patterns:
+        fp = pattern.fingerprint
+        if whole_history:
+            open_count, first_seen = pattern.open_count, pattern.first_seen
+        else:
+            open_count = store.count_events(EventQuery(fingerprint=fp, unresolved=True))
+            first = store.query_events(EventQuery(fingerprint=fp, limit=1))
+            first_seen = first[0].timestamp if first else pattern.first_seen
+        if open_count == 0:
+            states.append("resolved")
+        elif fp in regressed:  # a listed pattern's key has its merges followed already
+            states.append("regressed")
+        else:
+            states.append("new" if first_seen >= since else "ongoing")
+    return states
 
 
 @checked
