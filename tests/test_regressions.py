@@ -239,7 +239,7 @@ def test_patterns_state_for_each_state(
     }
     # A window given: first seen at or after it is new.
     since = {p.pattern: p.state for p in get_patterns(1, date_from=NOW - timedelta(days=30))}
-    assert since["Price anomaly <n>"] == "new"
+    assert since == {**states, "Price anomaly <n>": "new"}
     # The CLI: --json and the table.
     assert main(["patterns", "--min-count", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

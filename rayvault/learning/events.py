@@ -151,13 +151,14 @@ def _new_event(
 ) -> LearningEvent:
     note_unknown_component(component, policies, "create_event")
     now = utcnow()
-    fp = group_failure(store, fold_stage(component, policies), symptom)
+    stage = fold_stage(component, policies)
+    fp = group_failure(store, stage, symptom)
     # Stored only when given (extra fields: records without them keep their shape).
     extra: dict[str, Any] = {"fingerprint_version": fp.version}
     if idempotency_key:
         extra["idempotency_key"] = idempotency_key
     # Back after every earlier occurrence was resolved: ``regression_of`` (regressions.py).
-    extra.update(find_regression(store, fp.key, now))
+    extra.update(find_regression(store, fp.key, now, stage_names(stage, policies)))
     event = LearningEvent(
         event_id=new_event_id(now),
         run_id=run_id,
