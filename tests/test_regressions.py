@@ -268,7 +268,7 @@ def test_the_cli_says_so_when_an_event_is_a_regression_and_the_report_lists_it(
     capsys.readouterr()
     assert main(["report"]) == 0
     out = capsys.readouterr().out
-    assert "Regressions" in out and f"by {first.event_id}, back in le-" in out
+    assert "Regressions" in out and f"by {first.event_id}, back in v9" in out
     assert main(["report", "--json"]) == 0
     [section] = json.loads(capsys.readouterr().out)["regressions"]
     assert section["regression_of"] == first.event_id

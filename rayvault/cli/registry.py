@@ -265,10 +265,12 @@ def report_command(
         if report.regressions:
             out.print("[bold]Regressions[/] (back after their fix was verified):")
             for r in report.regressions:
-                back = ", ".join(e["event_id"] for e in r["events"])
+                last = r["events"][-1]  # the section names the latest regression
+                more = f" ({len(r['events'])} in the window)" if len(r["events"]) > 1 else ""
                 out.print(
                     f"  {escape(short(r['pattern'], 100))}: fixed "
-                    f"{str(r['verified_at'])[:10]} by {r['regression_of']}, back in {back}",
+                    f"{str(r['verified_at'])[:10]} by {r['regression_of']}, back in "
+                    f"{escape(last.get('video_id') or last['event_id'])}{more}",
                     soft_wrap=True,
                 )
 

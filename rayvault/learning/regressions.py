@@ -121,7 +121,8 @@ def regressions_report(
     store: Store, window: EventQuery, patterns: Sequence[Pattern]
 ) -> list[dict[str, Any]]:
     """The weekly report's ``regressions``: per pattern with a regression event in ``window``,
-    its template, the verified event it regressed from and when, and the regression event(s),
+    its template, the verified event its latest regression came back after and when that was
+    verified, and the regression event(s) (each with its own ``regression_of``),
     with the pattern's occurrences in the window (``patterns``' ``recent_count``). Most recent
     regression first."""
     by_key = {p.fingerprint: p for p in patterns}
