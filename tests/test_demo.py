@@ -256,3 +256,23 @@ def test_readme_first_command_runs_the_demo_and_is_what_ci_runs() -> None:
     assert "pip install -q -e '.[dev]'" in first
     ci = [line for line in (REPO / ".ci/run").read_text().splitlines() if not line.startswith("#")]
     assert first in ci
+
+
+def test_demo_shows_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The rate limit's fix is verified by a retry and the next video hits it again: each later
+    occurrence is a regression of the one before, in the summary, the events and the report."""
+    result = run_demo(tmp_path / "demo")
+    regressions = result.summary["regressions"]
+    research = [r for r in result.runs if r.stage == "research"]
+    first, second, third = (r.event_ids[0] for r in research)
+    assert [(r["event_id"], r["regression_of"]) for r in regressions] == [
+        (second, first),
+        (third, second),
+    ]
+    assert result.highlights["regression_event"] == second
+    assert all(r["reason"].startswith("regressed: fixed ") for r in regressions)
+    assert result.review is not None
+    [section] = result.review.report.regressions
+    assert {e["event_id"] for e in section["events"]} == {second, third}
+    out = _run_ok(capsys, "demo", "--root", str(tmp_path / "again"))
+    assert "2 regression(s), failures back after their fix was verified" in out

@@ -194,6 +194,25 @@ def test_events_group_into_patterns_by_fingerprint(store_factory: StoreFactory) 
     assert [p.fingerprint for p in store.event_patterns(EventQuery(), min_count=3)] == ["fp1"]
 
 
+def test_regression_events_are_those_recording_regression_of(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    back = event(3, regression_of=event(1).event_id, regressed_after_seconds=120)
+    later = event(5, regression_of=event(1).event_id, regressed_after_seconds=240, video_id="v2")
+    store.append_events([event(1, status="verified"), event(2), later, back, event(4)])
+    store = store_factory()  # persisted
+    found = store.regression_events(EventQuery())
+    assert [e.event_id for e in found] == [back.event_id, later.event_id]  # oldest first
+    assert found[0].regression_of == event(1).event_id and found[0].regressed_after_seconds == 120
+    assert [e.event_id for e in store.regression_events(EventQuery(video_id="v2"))] == [
+        later.event_id
+    ]
+    assert store.regression_events(EventQuery(fingerprint="fp0")) == []
+    assert store.regression_events(EventQuery(date_from=T0 + timedelta(minutes=6))) == []
+    assert event(2).regression_of is None
+
+
 def test_a_read_only_view_reads_and_never_writes(store_factory: StoreFactory) -> None:
     store = store_factory()
     store.append_events([event(1)])

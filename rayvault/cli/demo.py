@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,8 @@ from rayvault.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from rayvault.learning.demo import DemoNotice, DemoResult
 
 DemoRootOption = Annotated[
@@ -179,6 +181,7 @@ class _Renderer:
         )
         statuses = ", ".join(f"{n} {k}" for k, n in s["events_by_status"].items())
         out.print(f"{s['events']} learning events ({statuses})")
+        _print_regressions(out, s.get("regressions", []))
         out.print(
             f"{s['prevented_by_rules']} stage runs succeeded at once because a learned rule was "
             "in the agent's prompt"
@@ -213,3 +216,14 @@ class _Renderer:
             if line.startswith("rayvault-learn "):
                 line = program + line[len("rayvault-learn") :]
             out.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+
+
+def _print_regressions(out: Console, regressions: list[dict[str, Any]]) -> None:
+    """One line: how many failures came back after their fix was verified, one named."""
+    if regressions:
+        first = regressions[0]
+        out.print(
+            f"{len(regressions)} regression(s), failures back after their fix was verified, "
+            f"e.g. {first['event_id']}: {escape(first['reason'])}",
+            soft_wrap=True,
+        )

@@ -274,6 +274,10 @@ def create_command(
             out.print(f"  skill-graph node {escape(event.skill_node)}")
         if event.soul_update:
             out.print("  suggested SOUL addition stored on the event (events get shows it)")
+        if event.regression_of:
+            from rayvault.learning.regressions import regression_text
+
+            out.print(f"  [bold red]{escape(regression_text(event))}[/]")
         for problem in event.loop_errors:
             warn(f"{problem['step']} step failed: {problem['message']}")
     if event.loop_errors:

@@ -26,6 +26,13 @@ from rayvault.cli._common import (
 if TYPE_CHECKING:
     from rayvault.learning.regroup import RegroupResult
 
+_STATE_STYLE = {
+    "regressed": "[bold red]regressed[/]",
+    "new": "[yellow]new[/]",
+    "ongoing": "ongoing",
+    "resolved": "[green]resolved[/]",
+}
+
 patterns_app = typer.Typer(
     help=(
         "Recurring failure patterns; `patterns explain` shows how a text is grouped, "
@@ -59,6 +66,10 @@ def patterns_command(
 ) -> None:
     """List recurring failure patterns (events grouped by fingerprint), most frequent first.
 
+    State: new (unresolved, first seen in the last 7 days or since --since), ongoing (unresolved,
+    first seen before), resolved (no unresolved occurrence), regressed (back after its fix was
+    verified, not fixed again).
+
     Example: rayvault-learn patterns --min-count 3 --component research
     """
     if ctx.invoked_subcommand is not None:
@@ -84,12 +95,14 @@ def patterns_command(
         table.add_column("Open", justify="right")
         table.add_column("Videos", justify="right")
         table.add_column("Stage", no_wrap=True)
+        table.add_column("State", no_wrap=True)
         if wide:
             table.add_column("Severities", no_wrap=True)
             table.add_column("Last seen", no_wrap=True)
         table.add_column("Pattern", ratio=1)
         for p in shown:
             cells = [str(p.count), str(p.open_count), str(p.video_count), escape(p.stage)]
+            cells.append(_STATE_STYLE.get(p.state or "", p.state or ""))
             if wide:
                 cells.append(" ".join(f"{s}:{n}" for s, n in p.severities.items()))
                 cells.append(when(p.last_seen))
@@ -248,6 +261,17 @@ def report_command(
                 out.print(
                     f"  {p.recent_count or 0} this window, {p.count} in all: "
                     f"{escape(short(p.pattern, 120))}",
+                    soft_wrap=True,
+                )
+        if report.regressions:
+            out.print("[bold]Regressions[/] (back after their fix was verified):")
+            for r in report.regressions:
+                last = r["events"][-1]  # the section names the latest regression
+                more = f" ({len(r['events'])} in the window)" if len(r["events"]) > 1 else ""
+                out.print(
+                    f"  {escape(short(r['pattern'], 100))}: fixed "
+                    f"{str(r['verified_at'])[:10]} by {r['regression_of']}, back in "
+                    f"{escape(last.get('video_id') or last['event_id'])}{more}",
                     soft_wrap=True,
                 )
 

@@ -154,6 +154,43 @@ def render_chart(days: Sequence[dict[str, Any]]) -> str:
     return f'<div class="legend">{legend}</div>' + "".join(parts)
 
 
+def _regressions_table(report: WeeklyReport) -> str:
+    """One row per regressed pattern: its template, the verified event it came back after and
+    when that was verified, and the regression events of the window."""
+    return _table(
+        "regressions",
+        [
+            ("Pattern", False),
+            ("Stage", False),
+            ("Fixed by", False),
+            ("Verified", False),
+            ("Back after", False),
+            ("Back in", False),
+            ("This window", True),
+        ],
+        (
+            (
+                {"fingerprint": r["fingerprint"], "regression-of": r["regression_of"]},
+                [
+                    f"{_e(r['pattern'])}<br><code>{_e(r['fingerprint'])}</code>",
+                    _e(r["stage"]),
+                    f"<code>{_e(r['regression_of'])}</code>",
+                    _e(str(r["verified_at"])[:16].replace("T", " ")),
+                    _e(duration_text(r.get("regressed_after_seconds"))),
+                    "<br>".join(
+                        f"<code>{_e(e['event_id'])}</code> {_sev(e['severity'])} "
+                        f"{_e(e.get('video_id') or '–')} ({_e(e['status'])})"
+                        for e in r["events"]
+                    ),
+                    _e(r.get("occurrences_in_window", 0)),
+                ],
+            )
+            for r in report.regressions
+        ),
+        "No failure came back after its fix was verified in this window.",
+    )
+
+
 def render_html(report: WeeklyReport) -> str:
     """The report as a complete HTML document (see the module doc)."""
     generated = report.generated_at.strftime("%Y-%m-%d %H:%M UTC")
@@ -167,6 +204,7 @@ def render_html(report: WeeklyReport) -> str:
         ("events_total", "Events (all time)", report.events_total, None),
         ("events_recent", f"Events (last {report.period_days} days)", report.events_recent, None),
         ("open_failures", "Open FAIL/BLOCKER", open_failures.get("total", 0), None),
+        ("regressions", "Regressed patterns", len(report.regressions), None),
         ("new_patterns", "New failure patterns", failures.get("new_patterns", 0), None),
         (
             "recurring_patterns",
@@ -403,6 +441,9 @@ of patterns seen before the window.</p>
 
 <h2>Open FAIL and BLOCKER events (newest)</h2>
 {open_list}
+
+<h2>Regressions: failures back after their fix was verified</h2>
+{_regressions_table(report)}
 
 <h2>Agents</h2>
 {agents}

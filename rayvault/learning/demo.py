@@ -10,6 +10,8 @@ fresh data root, with three injected failures:
 - **assets** draws the product from the wrong reference angle until a learned rule says which
   angle to use: the first video fails, learns the rule, and succeeds on the retry because the
   rule is in the prompt; the next videos get the rule from the start and never fail.
+  Its fix is verified by the retry, so each later video's rate limit is a *regression* (back
+  after its fix was verified): the event records ``regression_of`` and the report lists it.
 - **tts** fails on the last video in a way nobody can diagnose: an open event records it, the
   loop stops, and when the operator re-runs the stage the learning gate blocks it.
 
@@ -46,6 +48,7 @@ from rayvault.learning.loop import (
 )
 from rayvault.learning.memory import init_memory, load_active_memory
 from rayvault.learning.models import GateResult, RevisitReport
+from rayvault.learning.regressions import regression_text
 from rayvault.learning.revisit import SCOPE_ALL, revisit
 from rayvault.learning.stages import agent_for_stage
 from rayvault.learning.store import EventQuery, FileStore
@@ -399,6 +402,17 @@ def _summarise(store: FileStore, result: DemoResult) -> None:
         ),
         "rules": rules,
         "gate": dict(Counter("blocked" if g.blocked else "passed" for g in result.gates)),
+        # Failures back after their fix was verified (the rate limit, verified by a retry).
+        "regressions": [
+            {
+                "event_id": e.event_id,
+                "regression_of": e.regression_of,
+                "regressed_after_seconds": e.regressed_after_seconds,
+                "reason": regression_text(e),
+            }
+            for e in events
+            if e.regression_of
+        ],
     }
     # The three injected failures, as the ids to look at.
     fixed_by_rule = next(
@@ -410,6 +424,8 @@ def _summarise(store: FileStore, result: DemoResult) -> None:
         result.highlights["fixed_by_rule_event"] = fixed_by_rule.event_ids[0]
     if recurring:
         result.highlights["recurring_event"] = recurring.event_ids[0]
+    if result.summary["regressions"]:
+        result.highlights["regression_event"] = result.summary["regressions"][0]["event_id"]
     if held:
         result.highlights["held_event"] = held.event_id
         result.highlights["held_video"] = held.video_id or ""

@@ -9,7 +9,9 @@
 
 Steps 2 and 3 are optional for the event's safety: if one fails, the event stays persisted, the
 failure is logged and recorded on the event (``loop_errors``), never swallowed. A BLOCKER, or a
-FAIL whose fingerprint was seen before, also gets a suggested SOUL addition (``soul_update``).
+FAIL whose fingerprint was seen before, also gets a suggested SOUL addition (``soul_update``). A
+failure back after every earlier occurrence of its pattern was resolved records
+``regression_of`` and ``regressed_after_seconds`` (:mod:`rayvault.learning.regressions`).
 
 Status: an event created with verification text is ``verified`` at once; one without stays
 unresolved (``open``, then ``applied`` once its rule is in memory) until someone verifies the fix.
@@ -40,6 +42,7 @@ from rayvault.learning.models import (
     LearningEvent,
     normalize_severity,
 )
+from rayvault.learning.regressions import find_regression
 from rayvault.learning.skill_graph import record_learning
 from rayvault.learning.soul import suggest_soul_update
 from rayvault.learning.stages import fold_stage, note_unknown_component, stage_names
@@ -148,11 +151,14 @@ def _new_event(
 ) -> LearningEvent:
     note_unknown_component(component, policies, "create_event")
     now = utcnow()
-    fp = group_failure(store, fold_stage(component, policies), symptom)
+    stage = fold_stage(component, policies)
+    fp = group_failure(store, stage, symptom)
     # Stored only when given (extra fields: records without them keep their shape).
     extra: dict[str, Any] = {"fingerprint_version": fp.version}
     if idempotency_key:
         extra["idempotency_key"] = idempotency_key
+    # Back after every earlier occurrence was resolved: ``regression_of`` (regressions.py).
+    extra.update(find_regression(store, fp.key, now, stage_names(stage, policies)))
     event = LearningEvent(
         event_id=new_event_id(now),
         run_id=run_id,

@@ -5,6 +5,8 @@
 2. ``check_diff_soul`` — the SOUL file of the stage's agent changed; the block shows a short diff.
 3. ``check_regressions`` — unresolved FAIL/BLOCKER events for this video and stage. Unresolved
    means not verified and not archived: a rule applied to memory is not proof the failure is gone.
+   An event that is a regression (its pattern was fixed and verified, and came back) is listed
+   first and named so: ``… — regressed: fixed 2026-11-20 by le-…, back in v107``.
 4. ``check_known_failures`` — a fingerprint seen ``LEARNING_KNOWN_FAILURE_THRESHOLD`` times or more
    in this stage (events and error log, across videos) with occurrences still unresolved.
 
@@ -56,8 +58,10 @@ from rayvault.learning.models import (
     GateResult,
     GateState,
     KnownFailure,
+    LearningEvent,
     Record,
 )
+from rayvault.learning.regressions import regression_text
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.policies import Policies
@@ -378,17 +382,35 @@ def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> Ga
     )
     if not open_events:
         return GateCheck(name=name, passed=True, reason="no unresolved FAIL/BLOCKER events")
-    named = "; ".join(
-        f"{e.event_id} [{e.severity}] {e.symptom[:60]} ({e.status})" for e in open_events[:_LISTED]
-    )
+    # Regressions first: a failure back after its fix was verified is named as such.
+    listed = sorted(open_events, key=lambda e: e.regression_of is None)[:_LISTED]
+    named = "; ".join(_open_event_text(e) for e in listed)
     more = f" and {len(open_events) - _LISTED} more" if len(open_events) > _LISTED else ""
+    details: dict[str, Any] = {"event_ids": [e.event_id for e in open_events]}
+    regressed = [e for e in open_events if e.regression_of is not None]
+    if regressed:
+        details["regressions"] = [
+            {
+                "event_id": e.event_id,
+                "regression_of": e.regression_of,
+                "regressed_after_seconds": e.regressed_after_seconds,
+                "reason": regression_text(e),
+            }
+            for e in regressed
+        ]
     return GateCheck(
         name=name,
         passed=False,
         reason=f"{len(open_events)} unresolved FAIL/BLOCKER event(s): {named}{more}",
-        details={"event_ids": [e.event_id for e in open_events]},
+        details=details,
         clear=[_resolve_command(e.event_id) for e in open_events],
     )
+
+
+def _open_event_text(event: LearningEvent) -> str:
+    text = f"{event.event_id} [{event.severity}] {event.symptom[:60]} ({event.status})"
+    regressed = regression_text(event)
+    return f"{text} — {regressed}" if regressed else text
 
 
 # -- 4. known failures ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ RESOLVED_STATUSES: frozenset[str] = frozenset({"verified", "archived"})
 
 Severity = Literal["INFO", "WARN", "FAIL", "BLOCKER"]
 Status = Literal["open", "applied", "verified", "archived"]
+PatternState = Literal["new", "ongoing", "resolved", "regressed"]
 
 
 def normalize_severity(value: object) -> str:
@@ -145,6 +146,19 @@ class LearningEvent(Record):
         grouped). An extra field, written only when set (as ``idempotency_key``), so records of
         version 1 keep their shape."""
         value = (self.__pydantic_extra__ or {}).get("fingerprint_version")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def regression_of(self) -> str | None:
+        """The verified event of this pattern this failure came back after (every earlier
+        occurrence was resolved when it was recorded), or None. An extra field, as above."""
+        value = (self.__pydantic_extra__ or {}).get("regression_of")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def regressed_after_seconds(self) -> int | None:
+        """Seconds from that verification to this event (with :attr:`regression_of`)."""
+        value = (self.__pydantic_extra__ or {}).get("regressed_after_seconds")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -438,6 +452,9 @@ class Pattern(Record):
     video_count: int = 0
     first_seen: Timestamp
     last_seen: Timestamp
+    #: new / ongoing / resolved / regressed (``regressions.pattern_states``); set by
+    #: ``get_patterns``, None where a pattern is listed without it (reports).
+    state: PatternState | None = None
 
 
 class PromotionCandidate(Record):
@@ -543,6 +560,9 @@ class WeeklyReport(Record):
     resolution: dict[str, Any] = Field(default_factory=dict)
     revalidation: Revalidation = Field(default_factory=Revalidation)
     promotions: list[PromotionCandidate] = Field(default_factory=list)
+    #: Patterns that came back in the window after every occurrence was resolved
+    #: (``revisit.regressions``).
+    regressions: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class SoulPromotion(Record):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 
 from rayvault.learning._ids import validate_identifier
-from rayvault.learning._time import as_utc, parse_ts
+from rayvault.learning._time import as_utc, parse_ts, utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.events import build_query
 from rayvault.learning.exceptions import InvalidInputError
@@ -25,11 +25,15 @@ from rayvault.learning.models import (
     PromotionCandidate,
     WeeklyReport,
 )
+from rayvault.learning.regressions import pattern_states
 from rayvault.learning.soul import is_promoted, promotion_section
 from rayvault.learning.stages import components_of_agent
 from rayvault.learning.store import EventQuery, Store, get_store
 
 DateLike = datetime | date | str
+#: The window a pattern's state is judged in when no start is given: a pattern first seen within
+#: it is ``new`` (the weekly report's window).
+STATE_WINDOW_DAYS = 7
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -106,18 +110,27 @@ def get_patterns(
     """Recurring failures: the events grouped by fingerprint, groups of at least ``min_count``,
     most frequent first. Each pattern has its count, unresolved (``open_count``) count, counts by
     severity, videos, components, agents, first and last occurrence, stage and readable template.
-    ``agent`` narrows to the agent's learnings (its events, or events of its stages)."""
+    ``agent`` narrows to the agent's learnings (its events, or events of its stages).
+
+    Each pattern's ``state`` (new / ongoing / resolved / regressed, see
+    :func:`rayvault.learning.regressions.pattern_states`) is judged over the pattern's whole
+    history, with the window starting at ``date_from``, or ``STATE_WINDOW_DAYS`` ago without it."""
     if min_count < 1:
         raise InvalidInputError(f"min_count must be at least 1 (got {min_count})")
     store = store or get_store()
+    start = to_datetime(date_from, "date_from")
     query = build_query(
         store,
         component=component,
-        date_from=to_datetime(date_from, "date_from"),
+        date_from=start,
         date_to=to_datetime(date_to, "date_to", end_of_day=True),
         agent_or_components=_agent_scope(agent, store) if agent else None,
     )
-    return store.event_patterns(query, min_count=min_count)
+    since = start or utcnow() - timedelta(days=STATE_WINDOW_DAYS)
+    patterns = store.event_patterns(query, min_count=min_count)
+    whole = query.date_from is None and query.date_to is None and agent is None
+    states = pattern_states(store, patterns, since, whole_history=whole)
+    return [p.model_copy(update={"state": s}) for p, s in zip(patterns, states, strict=True)]
 
 
 def _agent_scope(agent: str, store: Store) -> tuple[str, tuple[str, ...]]:

@@ -50,6 +50,7 @@ from rayvault.learning.models import (
     WeeklyReport,
 )
 from rayvault.learning.registry import agent_query, promotion_candidates
+from rayvault.learning.regressions import regressions_report
 from rayvault.learning.stages import configured_agents, fold_stage
 from rayvault.learning.store import EventQuery, Store, get_store
 
@@ -286,6 +287,7 @@ def build_weekly_report(
         key=lambda p: (-(p.recent_count or 0), -p.count, -p.last_seen.timestamp(), p.fingerprint),
     )
     top_patterns = [_trimmed(p) for p in recurring[:TOP_PATTERNS]]
+    regressions = regressions_report(store, window, patterns)
     steps("report: patterns")
 
     timeline = store.event_timeline(window)
@@ -338,6 +340,7 @@ def build_weekly_report(
         resolution=resolution,
         revalidation=revalidation,
         promotions=promotions,
+        regressions=regressions,
     )
 
 

@@ -231,6 +231,12 @@ class Store(Protocol):
         """The current status of each of these events that exists."""
         ...
 
+    def regression_events(self, query: EventQuery) -> list[LearningEvent]:
+        """The matching events that record ``regression_of`` (a failure back after its
+        pattern's every occurrence was resolved), oldest first. Filtered in the store (the
+        field is read out of the stored record there), so only those events are decoded."""
+        ...
+
     # -- agent memory -----------------------------------------------------------------------
     def agent_state(self, agent: str) -> AbstractContextManager[AgentState]:
         """Lock the agent, load memory and tombstones, write back what changed on exit (with an

@@ -388,6 +388,20 @@ class FileStore:
             timeline.setdefault(epoch + timedelta(days=day), {})[str(severity)] = int(count)
         return dict(sorted(timeline.items()))
 
+    def regression_events(self, query: EventQuery) -> list[LearningEvent]:
+        query = self._follow(query)
+        conn = self.index.sync("events")
+        where, params = event_where(query)
+        # Not an indexed column: read out of the stored JSON in SQLite (as resolution_times),
+        # after a byte search that rules out almost every record without parsing it.
+        has = (
+            "instr(data, CAST('\"regression_of\"' AS BLOB)) > 0"
+            " AND json_extract(CAST(data AS TEXT), '$.regression_of') IS NOT NULL"
+        )
+        where = f"{where} AND {has}" if where else f" WHERE {has}"
+        rows = conn.execute(f"SELECT data FROM events{where} ORDER BY ts, seq", params)
+        return build_records(rows, self._event)
+
     def resolution_times(
         self, query: EventQuery, *, resolved_since: datetime | None = None
     ) -> list[tuple[datetime, datetime]]:

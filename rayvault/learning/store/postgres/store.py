@@ -451,6 +451,14 @@ class PostgresStore(Connections):
                 timeline.setdefault(epoch + timedelta(days=day), {})[str(severity)] = int(count)
         return dict(sorted(timeline.items()))
 
+    def regression_events(self, query: EventQuery) -> list[LearningEvent]:
+        with self._connection() as conn:
+            where, params = event_where(self._following(conn, query), "%s")
+            has = "data->>'regression_of' IS NOT NULL"
+            where = f"{where} AND {has}" if where else f" WHERE {has}"
+            rows = conn.execute(f"SELECT data::text FROM events{where} ORDER BY ts, seq", params)
+            return build_records(rows, self._event)
+
     def resolution_times(
         self, query: EventQuery, *, resolved_since: datetime | None = None
     ) -> list[tuple[datetime, datetime]]:
