@@ -116,6 +116,8 @@ def test_merges_are_recorded_and_followed_by_every_query(store: Store) -> None:
     assert event_pattern.fingerprint == first
     [known] = store.known_failures(("assets",), 3)
     assert known.fingerprint == first and known.occurrences == 5
+    # Shown with the merged cluster's template, not an early record's narrower one.
+    assert known.pattern == "user <*> not found on host <*>"
     assert [p.fingerprint for p in get_patterns(2, store=store)] == [first]
 
 

@@ -7,6 +7,7 @@ gate's start-up path — does not compile the algorithm's masks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +18,12 @@ GROUPING_VERSION = 2
 VARIABLE = "<*>"
 #: Longest template kept for display (the signature still covers the whole masked text).
 TEMPLATE_LIMIT = 240
+
+
+def template_of(tokens: Sequence[str]) -> str:
+    """A cluster's tokens as the template people read (cut to :data:`TEMPLATE_LIMIT`)."""
+    text = " ".join(tokens)
+    return text if len(text) <= TEMPLATE_LIMIT else text[: TEMPLATE_LIMIT - 1] + "…"
 
 
 @dataclass
@@ -36,8 +43,7 @@ class Cluster:
 
     @property
     def template(self) -> str:
-        text = " ".join(self.tokens)
-        return text if len(text) <= TEMPLATE_LIMIT else text[: TEMPLATE_LIMIT - 1] + "…"
+        return template_of(self.tokens)
 
 
 class PatternBook(Protocol):

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import orjson
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
+from rayvault.learning._patternbook import template_of
 from rayvault.learning._time import compact_ts, from_micros, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
@@ -717,6 +718,19 @@ class FileStore:
         found = []
         rows = conn.execute(known_failures_sql(len(components)), [*components, threshold])
         for fp, occurrences, unresolved in rows.fetchall():
+            # The pattern's template as its cluster has it now (wider than an early record's,
+            # after a merge); a record's own for a pattern of an older grouping version.
+            cluster = conn.execute("SELECT tokens FROM clusters WHERE key = ?", (fp,)).fetchone()
+            if cluster is not None:
+                found.append(
+                    KnownFailure(
+                        fingerprint=fp,
+                        pattern=template_of(orjson.loads(cluster[0])),
+                        occurrences=occurrences,
+                        unresolved=unresolved,
+                    )
+                )
+                continue
             sample = (
                 conn.execute(
                     "SELECT data FROM events WHERE fingerprint = ? LIMIT 1", (fp,)

@@ -85,7 +85,8 @@ KNOWN_FAILURES = """
            coalesce((SELECT e.data->>'symptom' FROM events AS e
                       WHERE e.fingerprint = k.fingerprint LIMIT 1),
                     (SELECT r.data->>'error' FROM errors AS r
-                      WHERE r.fingerprint = k.fingerprint LIMIT 1))
+                      WHERE r.fingerprint = k.fingerprint LIMIT 1)),
+           (SELECT c.tokens::text FROM pattern_clusters AS c WHERE c.key = k.fingerprint)
       FROM ({inner}) AS k
      ORDER BY k.occurrences DESC, k.fingerprint
 """

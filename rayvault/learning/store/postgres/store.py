@@ -55,6 +55,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
+from rayvault.learning._patternbook import template_of
 from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
@@ -739,11 +740,16 @@ class PostgresStore(Connections):
             return [
                 KnownFailure(
                     fingerprint=fp,
-                    pattern=template or shown_pattern(text) or fp,
+                    # The cluster's template now (wider than an early record's after a merge);
+                    # a record's own for a pattern of an older grouping version.
+                    pattern=(template_of(orjson.loads(tokens)) if tokens else None)
+                    or template
+                    or shown_pattern(text)
+                    or fp,
                     occurrences=occurrences,
                     unresolved=unresolved,
                 )
-                for fp, occurrences, unresolved, template, text in rows
+                for fp, occurrences, unresolved, template, text, tokens in rows
             ]
 
     def failing_fingerprints(
