@@ -448,9 +448,19 @@ def parse_versions(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print its table (or JSON) and return the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LogHub-2k folder")
-    parser.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE, help="JSONL set")
-    parser.add_argument("--versions", type=parse_versions, default=[2], help="e.g. 1,2")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder of LogHub-2k CSVs (*_2k.log_structured*.csv); default: %(default)s",
+    )
+    parser.add_argument(
+        "--pipeline",
+        type=Path,
+        default=DEFAULT_PIPELINE,
+        help="labelled failures, JSON lines with stage, text, group; default: %(default)s",
+    )
+    parser.add_argument("--versions", type=parse_versions, default=[2], help="grouping versions to measure, e.g. 1,2 (default: 2)")
     parser.add_argument("--no-drain3", action="store_true", help="leave drain3 out")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
