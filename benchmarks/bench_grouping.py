@@ -460,7 +460,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=DEFAULT_PIPELINE,
         help="labelled failures, JSON lines with stage, text, group; default: %(default)s",
     )
-    parser.add_argument("--versions", type=parse_versions, default=[2], help="grouping versions to measure, e.g. 1,2 (default: 2)")
+    parser.add_argument(
+        "--versions",
+        type=parse_versions,
+        default=[2],
+        help="grouping versions to measure, e.g. 1,2 (default: 2)",
+    )
     parser.add_argument("--no-drain3", action="store_true", help="leave drain3 out")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
