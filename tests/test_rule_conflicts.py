@@ -207,7 +207,9 @@ def test_cli_resolve_conflict(
     argv = ["rules", "resolve-conflict", AGENT, new.rule_id, "--keep-both", "--json"]
     assert main(argv) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["tombstoned"] is None and sorted(data["kept"]) == sorted([new.rule_id, third.rule_id])
+    assert data["tombstoned"] is None and sorted(data["kept"]) == sorted(
+        [new.rule_id, third.rule_id]
+    )
 
 
 def test_resolve_conflict_rule_errors(store: Store, clock: Clock) -> None:
@@ -240,9 +242,7 @@ def test_promotion_candidates_need_successes(store: Store, clock: Clock) -> None
     assert (candidate.rule_id, candidate.successes) == (rule.rule_id, 2)
 
 
-def test_promotion_of_rules_without_counters_keeps_the_old_test(
-    store: Store, clock: Clock
-) -> None:
+def test_promotion_of_rules_without_counters_keeps_the_old_test(store: Store, clock: Clock) -> None:
     """A rule the original system wrote (no efficacy counters) is judged by applied_count."""
     event = learn(store, "Keep the script under 90 seconds", "Script runs too long for a short")
     with store.agent_state(AGENT) as state:
