@@ -164,15 +164,17 @@ def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]
     if not clauses:
         return []
     policies = store.policies
-    key = store.resolve_pattern(rule_fingerprint(rule, store))
     stage = fold_stage(rule.component, policies)
+    key: str | None = None
     found = []
     for other in others:
         if other.rule_id == rule.rule_id:
             continue
-        same_pattern = store.resolve_pattern(rule_fingerprint(other, store)) == key
-        if not same_pattern and fold_stage(other.component, policies) != stage:
-            continue
+        if fold_stage(other.component, policies) != stage:  # cheap first; patterns cost a lookup
+            if key is None:
+                key = store.resolve_pattern(rule_fingerprint(rule, store))
+            if store.resolve_pattern(rule_fingerprint(other, store)) != key:
+                continue
         if rules_conflict(clauses, analyse(other.rule)) is not None:
             found.append(other)
     return found
