@@ -252,3 +252,17 @@ def test_promotion_of_rules_without_counters_keeps_the_old_test(store: Store, cl
         state.memory_changed = True
     [candidate] = get_promotion_candidates(2, store=store)
     assert candidate.rule_id == event.rule_id and candidate.successes == 0
+
+
+def test_cli_memory_show_names_the_held_back_rule(
+    store: Store, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = pair(store, clock)
+    capsys.readouterr()
+    assert main(["memory", "show", AGENT]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"conflict: {old.rule_id} is held back in favour of {new.rule_id}" in out
+    assert main(["memory", "show", AGENT, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    marks = {r["rule_id"]: r.get("conflicts_with") for r in data["rules"]}
+    assert marks == {old.rule_id: [new.rule_id], new.rule_id: [old.rule_id]}
