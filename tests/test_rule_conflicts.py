@@ -266,3 +266,18 @@ def test_cli_memory_show_names_the_held_back_rule(
     data = json.loads(capsys.readouterr().out)
     marks = {r["rule_id"]: r.get("conflicts_with") for r in data["rules"]}
     assert marks == {old.rule_id: [new.rule_id], new.rule_id: [old.rule_id]}
+
+
+def test_failed_attempt_error_context_names_the_held_back_rule(store: Store, clock: Clock) -> None:
+    old, new = pair(store, clock)
+
+    def stage(ctx: StageContext) -> str:
+        raise RuntimeError("script generator crashed on the outro")
+
+    run = run_stage("v2", "script", stage, retries=0, on_failure="return", store=store)
+    assert not run.ok
+    from rayvault.learning.errors import get_error
+
+    entry = get_error(run.error_ids[0], store=store)
+    assert entry.context["rule_ids"] == [new.rule_id]
+    assert entry.context["held_back_rule_ids"] == {old.rule_id: new.rule_id}

@@ -454,6 +454,8 @@ class _Loop:
         self.progress = progress
         #: Rules delivered (and counted) in this run; rules learned in it are never counted.
         self.delivered: set[str] = set()
+        #: The current attempt's rules held back by an unresolved conflict (held → delivered).
+        self.held_back: dict[str, str] = {}
         self.learned_rules: set[str] = set()
         #: Failure patterns learned in this run, by fingerprint and by event id.
         self.learned: dict[str, _Learned] = {}
@@ -530,6 +532,7 @@ class _Loop:
                     r.rule_id: r for r in mark_delivered(run.agent, to_count, store=self.store)
                 }
                 rules = [updated.get(r.rule_id, r) for r in rules]
+        self.held_back = held
         ctx = StageContext(
             video_id=run.video_id,
             stage=run.stage,
@@ -599,6 +602,7 @@ class _Loop:
                 "agent": run.agent,
                 "rule_ids": [r.rule_id for r in ctx.rules],
                 "rules_sha256": ctx.rules_sha256,
+                **({"held_back_rule_ids": dict(self.held_back)} if self.held_back else {}),
             },
             store=self.store,
             idempotency_key=loop_key(run, ctx.attempt, "error"),
