@@ -26,7 +26,7 @@ from rayvault.learning import (
     resolve_conflict,
     tombstone_rule,
 )
-from rayvault.learning.loop import StageContext, run_stage
+from rayvault.learning.loop import Diagnosis, Failure, StageContext, run_stage
 from rayvault.learning.memory import prompt_rules
 from rayvault.learning.models import LearningEvent, Rule
 from rayvault.learning.store import Store
@@ -281,3 +281,43 @@ def test_failed_attempt_error_context_names_the_held_back_rule(store: Store, clo
     entry = get_error(run.error_ids[0], store=store)
     assert entry.context["rule_ids"] == [new.rule_id]
     assert entry.context["held_back_rule_ids"] == {old.rule_id: new.rule_id}
+
+
+def test_run_stage_apply_step_says_so_and_the_retry_gets_the_newer(
+    store: Store, clock: Clock
+) -> None:
+    old = learn(store, NEVER, "Reviewer flagged hype wording in the script")
+    clock.advance(minutes=5)
+    seen: list[StageContext] = []
+
+    def stage(ctx: StageContext) -> str:
+        seen.append(ctx)
+        if len(seen) == 1:
+            raise ValueError("intro judged flat by the reviewer")
+        return "ok"
+
+    def diagnose(failure: Failure) -> Diagnosis:
+        return Diagnosis(root_cause="tone", fix=USE)
+
+    run = run_stage("v3", "script", stage, diagnose=diagnose, store=store)
+    assert run.ok
+    apply = next(s for s in run.steps if s.step == "apply")
+    assert f"conflicts with active rule {old.rule_id}" in apply.detail
+    new_id = apply.data["rule_id"]
+    assert [r.rule_id for r in seen[0].rules] == [old.rule_id]
+    assert [r.rule_id for r in seen[1].rules] == [new_id]  # the newer, the old held back
+    execute = [s for s in run.steps if s.step == "execute"][1]
+    assert execute.data["held_back_rule_ids"] == {old.rule_id: new_id}
+
+
+def test_eviction_clears_the_mark(
+    store_factory: Callable[[], Store], root: Path, clock: Clock
+) -> None:
+    (root / "policies.py").write_text("LEARNING_MAX_ACTIVE_RULES_PER_AGENT = 2\n")
+    store = store_factory()
+    old, new = pair(store, clock, first_severity="WARN")
+    clock.advance(minutes=5)
+    learn(store, "Keep the script under 90 seconds", "Script runs too long for a short")
+    active = rules(store)
+    assert old.rule_id not in active  # least recently used: evicted
+    assert active[new.rule_id].conflicts_with == []
