@@ -103,6 +103,10 @@ LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = MappingProxyType(
 LEARNING_MAX_TEXT_CHARS = 4000
 #: Longest error text kept in an error-log entry; a longer one keeps its start and its end.
 LEARNING_MAX_ERROR_TEXT_CHARS = 20_000
+#: Which rule of an unresolved conflicting pair ``render_rules`` delivers: ``newer`` (the one
+#: learned last) or ``severe`` (the more severe, the newer on a tie). The other is held back.
+LEARNING_CONFLICT_PREFERENCE = "newer"
+CONFLICT_PREFERENCES = ("newer", "severe")
 
 POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_GATE_ENABLED",
@@ -121,6 +125,7 @@ POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_GATE_LEVELS",
     "LEARNING_MAX_TEXT_CHARS",
     "LEARNING_MAX_ERROR_TEXT_CHARS",
+    "LEARNING_CONFLICT_PREFERENCE",
 )
 POLICIES_FILENAME = "policies.py"
 ENV_PREFIX = "RAYVAULT_"
@@ -171,6 +176,7 @@ class Policies:
     )
     LEARNING_MAX_TEXT_CHARS: int = LEARNING_MAX_TEXT_CHARS
     LEARNING_MAX_ERROR_TEXT_CHARS: int = LEARNING_MAX_ERROR_TEXT_CHARS
+    LEARNING_CONFLICT_PREFERENCE: str = LEARNING_CONFLICT_PREFERENCE
     #: Which constants were overridden, and where (``policies.py`` or ``env RAYVAULT_NAME``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: The policies file that was read, and the SHA-256 of its bytes (None when there is none).
@@ -233,6 +239,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
             return tuple(value)
         problem = "expected a non-empty list of strings"
+    elif name == "LEARNING_CONFLICT_PREFERENCE":
+        if isinstance(value, str) and value.strip().lower() in CONFLICT_PREFERENCES:
+            return value.strip().lower()
+        problem = f"expected one of {', '.join(CONFLICT_PREFERENCES)}"
     elif isinstance(default, str):
         if isinstance(value, str) and value.strip():
             return value.strip()

@@ -308,3 +308,25 @@ def event_kwargs(**overrides: object) -> dict[str, object]:
     }
     base.update(overrides)
     return base
+
+
+def rules_worked(store: Store | None = None) -> None:
+    """Give every active rule as many successful attempts as its ``applied_count``: the evidence
+    the promotion scan counts since issue 14 (it counted ``applied_count`` before), for tests
+    written against the old scan."""
+    from rayvault.learning import get_store, record_attempt
+
+    store = store or get_store()
+    for agent in store.list_agents():
+        for rule in store.load_memory(agent).rules:
+            for n in range(rule.applied_count):
+                record_attempt(
+                    agent,
+                    [rule.rule_id],
+                    outcome="succeeded",
+                    run_id="run-worked",
+                    video_id="v-worked",
+                    stage=rule.component,
+                    attempt=n + 1,
+                    store=store,
+                )

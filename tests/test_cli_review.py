@@ -19,7 +19,7 @@ from rayvault.learning.store import get_store
 from rayvault.learning.store.transfer import MEMORY, REPORT, REPORT_HTML
 
 from . import _raw
-from .conftest import Clock, event_kwargs
+from .conftest import Clock, event_kwargs, rules_worked
 
 pytestmark = pytest.mark.both_stores
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +44,7 @@ def history(root: Path, clock: Clock) -> None:
     ):
         clock.set(NOW - timedelta(hours=4 - i))
         create_event(**event_kwargs(symptom=symptom, fix_applied=fix, verification=""))  # type: ignore[arg-type]
+    rules_worked()  # promotion counts successes
     clock.set(NOW)
 
 

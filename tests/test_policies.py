@@ -176,6 +176,8 @@ def test_a_bad_module_assignment_is_named(root: Path, monkeypatch: pytest.Monkey
 
 
 def _another_value(value: object) -> object:
+    if value in policy_module.CONFLICT_PREFERENCES:  # a choice: another of the choices
+        return next(v for v in policy_module.CONFLICT_PREFERENCES if v != value)
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):

@@ -31,7 +31,7 @@ from rayvault.learning.patterns import fingerprint
 from rayvault.learning.soul import promote_rule, promotion_section
 from rayvault.learning.store import FileStore, Store, get_store
 
-from .conftest import Clock, event_kwargs
+from .conftest import Clock, event_kwargs, rules_worked
 
 pytestmark = pytest.mark.both_stores
 T0 = datetime(2026, 2, 19, 12, 0, 0, tzinfo=UTC)
@@ -249,6 +249,7 @@ def test_promotion_candidates_threshold_edges_across_agents(
     for i in range(3):
         learn(clock, T0 + timedelta(hours=i), symptom=f"price off by {i}", component="research",
               agent="researcher")  # fmt: skip
+    rules_worked()  # promotion counts successes
     cands = get_promotion_candidates(threshold=2)
     assert [(c.agent, c.applied_count) for c in cands] == [("researcher", 3),
                                                           ("dzine_producer", 2)]  # fmt: skip
@@ -278,6 +279,7 @@ def test_promotion_threshold_follows_the_policy(
 ) -> None:
     learn(clock, T0, symptom="again")
     learn(clock, T0, symptom="again")
+    rules_worked()  # promotion counts successes
     assert len(get_promotion_candidates()) == 1
     monkeypatch.setenv("RAYVAULT_LEARNING_PROMOTION_THRESHOLD_OCCURRENCES", "3")
     assert get_promotion_candidates() == []

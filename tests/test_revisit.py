@@ -40,7 +40,7 @@ from rayvault.learning.store.transfer import (
 )
 
 from . import _raw
-from .conftest import Clock, event_kwargs
+from .conftest import Clock, event_kwargs, rules_worked
 
 pytestmark = pytest.mark.both_stores
 
@@ -232,6 +232,7 @@ def test_promotion_scan_uses_the_policy_threshold(
     thrice = at(clock, NOW, symptom="thrice", component="research", agent="researcher")
     at(clock, NOW, symptom="thrice", component="research", agent="researcher")
     at(clock, NOW, symptom="thrice", component="research", agent="researcher")
+    rules_worked()  # promotion counts successes
     result = revisit(dry_run=True)
     assert [(c.rule_id, c.applied_count) for c in result.promotions] == [
         (thrice.rule_id, 3),
@@ -288,6 +289,7 @@ def week(root: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         "market_scout",
         [tombstone("r-ev", NOW - timedelta(days=3), "evicted"), tombstone("r-old", SINCE - SEC)],
     )
+    rules_worked()  # promotion counts successes
     clock.set(NOW)
     return ev
 

@@ -28,7 +28,7 @@ from rayvault.learning.soul import (
     promotion_section,
 )
 
-from .conftest import Clock, event_kwargs
+from .conftest import Clock, event_kwargs, rules_worked
 
 AGENTS = ["dzine_producer", "researcher", "scriptwriter"]
 
@@ -189,6 +189,7 @@ def test_soul_cli_candidates_and_promote(
     event = learn("researcher", "price anomaly")
     clock.advance(hours=1)
     learn("researcher", "price anomaly")
+    rules_worked()  # promotion counts successes
     assert main(["soul", "candidates", "--json"]) == 0
     [cand] = json.loads(capsys.readouterr().out)
     assert cand["rule_id"] == event.rule_id and cand["promoted"] is False

@@ -270,6 +270,13 @@ def create_command(
         out.print(f"Recorded {event.event_id} ({severity_text(event.severity)}, {event.status})")
         if event.rule_id:
             out.print(f"  rule {event.rule_id} is active for {event.agent}")
+        if event.rule_conflicts_with:
+            out.print(
+                f"  [bold yellow]conflicts with active rule(s) "
+                f"{escape(', '.join(event.rule_conflicts_with))}[/]: only one of each pair is "
+                f"delivered until resolved (rayvault-learn rules resolve-conflict {event.agent} "
+                f"{event.rule_id} --keep …)"
+            )
         if event.skill_node:
             out.print(f"  skill-graph node {escape(event.skill_node)}")
         if event.soul_update:

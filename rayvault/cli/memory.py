@@ -69,6 +69,14 @@ def show_command(
             cells.append(escape(short(rule.rule, 200)))
             table.add_row(*cells)
         out.print(table)
+        from rayvault.learning.memory import held_back_rules
+
+        held = held_back_rules(memory.rules, store.policies.LEARNING_CONFLICT_PREFERENCE)
+        for lost, won in held.items():
+            out.print(
+                f"[yellow]conflict:[/] {lost} is held back in favour of {won} (unresolved "
+                f"pair; rayvault-learn rules resolve-conflict {escape(agent)} {lost} --keep …)"
+            )
         if status["critical_over_cap"]:
             out.print(
                 f"[yellow]note:[/] {status['critical']} FAIL/BLOCKER rules alone exceed the cap "

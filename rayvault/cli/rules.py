@@ -96,3 +96,53 @@ def history_command(
             )
 
     emit(history.to_dict(), as_json, human, record=True)
+
+
+@app.command("resolve-conflict")
+def resolve_conflict_command(
+    agent: AgentArgument,
+    rule_id: RuleArgument,
+    keep: Annotated[
+        str | None,
+        typer.Option(
+            "--keep",
+            help="The rule that stays: RULE_ID (its one partner is tombstoned) or the rule it "
+            "conflicts with (RULE_ID is tombstoned).",
+        ),
+    ] = None,
+    keep_both: Annotated[
+        bool,
+        typer.Option(
+            "--keep-both",
+            help="Keep both and clear the mark (with --keep: only the pair with that rule).",
+        ),
+    ] = False,
+    root: RootOption = None,
+    store_url: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Resolve a pair of conflicting rules (marked when the later one was learned; until then
+    only one of them is delivered, per LEARNING_CONFLICT_PREFERENCE).
+
+    Example: rayvault-learn rules resolve-conflict scriptwriter rule-…-old --keep rule-…-new
+    """
+    from rayvault.learning.memory import resolve_conflict
+
+    result = resolve_conflict(
+        agent, rule_id, keep=keep, keep_both=keep_both, store=open_cli_store(root, store_url)
+    )
+
+    def human() -> None:
+        out = console()
+        if result.tombstoned:
+            out.print(
+                f"{escape(agent)}: kept {escape(', '.join(result.kept))}, tombstoned "
+                f"{escape(result.tombstoned)} ({escape(result.reason)})"
+            )
+        else:
+            out.print(
+                f"{escape(agent)}: kept {escape(', '.join(result.kept))}; conflict mark cleared, "
+                "all are delivered again"
+            )
+
+    emit(result.to_dict(), as_json, human, record=True)

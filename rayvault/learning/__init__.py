@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         mark_delivered,
         prompt_rules,
         render_rules,
+        resolve_conflict,
         tombstone_rule,
     )
     from rayvault.learning.migrate import MigrationReport, migrate_learnings
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         AgentMemory,
         AgentSweep,
         CompactResult,
+        ConflictResolution,
         ErrorEntry,
         Finding,
         GateCheck,
@@ -119,6 +121,7 @@ _EXPORTS: dict[str, str] = {
     "load_active_memory": "memory",
     "load_tombstones": "memory",
     "tombstone_rule": "memory",
+    "resolve_conflict": "memory",
     "init_memory": "memory",
     "render_rules": "memory",
     # registry queries, the weekly revisit, SOUL promotion
@@ -177,6 +180,7 @@ _EXPORTS: dict[str, str] = {
     "PromotionCandidate": "models",
     "StaleRule": "models",
     "RuleConflict": "models",
+    "ConflictResolution": "models",
     "Revalidation": "models",
     "WeeklyReport": "models",
     "AgentSweep": "models",
@@ -209,6 +213,7 @@ __all__ = [
     "BulkResolution",
     "CompactResult",
     "ConfigError",
+    "ConflictResolution",
     "CorruptFileError",
     "Diagnoser",
     "Diagnosis",
@@ -284,6 +289,7 @@ __all__ = [
     "regroup",
     "render_rules",
     "reset_store",
+    "resolve_conflict",
     "resolve_event",
     "resolve_events",
     "revisit",

@@ -204,6 +204,8 @@ def _new_event(
         else:
             changes["rule_id"] = result.rule.rule_id
             changes["obsolete_rules_removed"] = [r.rule_id for r in result.evicted]
+            if result.conflicts:  # an extra field: events without conflicts keep their shape
+                changes["rule_conflicts_with"] = list(result.conflicts)
             if event.status == "open":
                 changes["status"] = "applied"
     if loop_errors:

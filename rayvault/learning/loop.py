@@ -454,6 +454,8 @@ class _Loop:
         self.progress = progress
         #: Rules delivered (and counted) in this run; rules learned in it are never counted.
         self.delivered: set[str] = set()
+        #: The current attempt's rules held back by an unresolved conflict (held → delivered).
+        self.held_back: dict[str, str] = {}
         self.learned_rules: set[str] = set()
         #: Failure patterns learned in this run, by fingerprint and by event id.
         self.learned: dict[str, _Learned] = {}
@@ -516,9 +518,11 @@ class _Loop:
         run = self.run
         rules: list[Rule] = []
         text = ""
+        held: dict[str, str] = {}
         if run.agent is not None:
             block = prompt_rules(run.agent, store=self.store)
             text, rules = block.text, list(block.rules)
+            held = dict(block.held_back)
             new = [r.rule_id for r in rules if r.rule_id not in self.delivered]
             self.delivered.update(new)
             run.delivered_rule_ids.extend(new)
@@ -528,6 +532,7 @@ class _Loop:
                     r.rule_id: r for r in mark_delivered(run.agent, to_count, store=self.store)
                 }
                 rules = [updated.get(r.rule_id, r) for r in rules]
+        self.held_back = held
         ctx = StageContext(
             video_id=run.video_id,
             stage=run.stage,
@@ -542,14 +547,22 @@ class _Loop:
             rules_sha256=rules_block_sha256(text),
         )
         shown = [r.rule_id for r in rules]
-        self.record(
-            "execute",
+        detail = (
             f"{_plural(len(shown), 'rule')} delivered to {run.agent}"
             if run.agent
-            else f"stage {run.stage!r} has no agent: no rules delivered",
+            else f"stage {run.stage!r} has no agent: no rules delivered"
+        )
+        if held:
+            detail += "; held back (unresolved conflict): " + ", ".join(
+                f"{h} (in favour of {w})" for h, w in held.items()
+            )
+        self.record(
+            "execute",
+            detail,
             attempt=attempt,
             rule_ids=shown,
             rules_sha256=ctx.rules_sha256,
+            **({"held_back_rule_ids": held} if held else {}),
         )
         return ctx
 
@@ -589,6 +602,7 @@ class _Loop:
                 "agent": run.agent,
                 "rule_ids": [r.rule_id for r in ctx.rules],
                 "rules_sha256": ctx.rules_sha256,
+                **({"held_back_rule_ids": dict(self.held_back)} if self.held_back else {}),
             },
             store=self.store,
             idempotency_key=loop_key(run, ctx.attempt, "error"),
@@ -758,6 +772,12 @@ class _Loop:
                 detail = (
                     f"new rule {event.rule_id} active in {run.agent}'s memory: "
                     f"{rule.rule if rule else event.promotion_rule}"
+                )
+            conflicts = event.rule_conflicts_with
+            if conflicts:
+                detail += (
+                    f" — conflicts with {_named(conflicts, 'active rule')}: only one of each "
+                    "pair is delivered until a person resolves it (rules resolve-conflict)"
                 )
             self.record(
                 "apply",

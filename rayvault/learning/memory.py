@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from rayvault.learning._conflicts import analyse, rules_conflict
 from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
@@ -30,6 +31,7 @@ from rayvault.learning.models import (
     CRITICAL_SEVERITIES,
     SEVERITY_RANK,
     AgentMemory,
+    ConflictResolution,
     LearningEvent,
     Rule,
     Tombstone,
@@ -52,6 +54,8 @@ class ApplyResult:
     #: True when an existing rule for the same fingerprint was re-applied.
     reapplied: bool
     evicted: list[Rule] = field(default_factory=list)
+    #: Active rules a new rule conflicts with (both are marked with each other's id).
+    conflicts: list[str] = field(default_factory=list)
 
 
 def _sentence(label: str, text: str) -> str:
@@ -136,12 +140,53 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
                 fingerprint=key,
                 last_event_id=event.event_id,
             )
+            conflicts = conflicting_with(rule, state.memory.rules, store)
+            for other in conflicts:
+                other.conflicts_with.append(rule.rule_id)
+                rule.conflicts_with.append(other.rule_id)
             state.memory.rules.append(rule)
             result = ApplyResult(rule, reapplied=False)
         state.memory_changed = True
         result.evicted = _evict_over_cap(state, policies.LEARNING_MAX_ACTIVE_RULES_PER_AGENT, event)
+        gone = {r.rule_id for r in result.evicted}
+        _clear_marks(state.memory.rules, gone)
+        result.conflicts = [i for i in result.rule.conflicts_with if i not in gone]
         _prune_archive_if_due(state, store)
     return result
+
+
+def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]:
+    """The rules of ``others`` that ``rule`` conflicts with, by the revisit's own analysis
+    (``revisit.conflicting_rules``): the same failure pattern (merges followed) or the same
+    stage, and incompatible actions (:mod:`rayvault.learning._conflicts`). Run when a rule is
+    created, so a contradiction is caught then rather than at the next weekly revisit."""
+    clauses = analyse(rule.rule)
+    if not clauses:
+        return []
+    policies = store.policies
+    stage = fold_stage(rule.component, policies)
+    key: str | None = None
+    found = []
+    for other in others:
+        if other.rule_id == rule.rule_id:
+            continue
+        if fold_stage(other.component, policies) != stage:  # cheap first; patterns cost a lookup
+            if key is None:
+                key = store.resolve_pattern(rule_fingerprint(rule, store))
+            if store.resolve_pattern(rule_fingerprint(other, store)) != key:
+                continue
+        if rules_conflict(clauses, analyse(other.rule)) is not None:
+            found.append(other)
+    return found
+
+
+def _clear_marks(rules: Iterable[Rule], gone: set[str]) -> None:
+    """Forget conflicts with rules that left active memory: the pair is resolved."""
+    if not gone:
+        return
+    for rule in rules:
+        if any(i in gone for i in rule.conflicts_with):
+            rule.conflicts_with = [i for i in rule.conflicts_with if i not in gone]
 
 
 def _evict_over_cap(state: AgentState, cap: int, event: LearningEvent) -> list[Rule]:
@@ -230,6 +275,7 @@ def tombstone_rule(
         if rule is None:
             raise RuleNotFoundError(agent, rule_id)
         state.memory.rules.remove(rule)
+        _clear_marks(state.memory.rules, {rule_id})
         state.memory_changed = state.tombstones_changed = True
         tombstone = Tombstone(
             **rule.model_dump(),
@@ -240,6 +286,118 @@ def tombstone_rule(
         )
         state.tombstones.tombstones.append(tombstone)
     return tombstone
+
+
+def _unknown_agent(agent: str, store: Store) -> None:
+    known = sorted(set(store.list_agents()) | set(configured_agents(store.policies)))
+    if agent not in known:
+        raise InvalidInputError(
+            f"unknown agent {agent!r}",
+            hint=f"agents with memory or in the stage map: {', '.join(known) or 'none'}",
+        )
+
+
+@checked
+def resolve_conflict(
+    agent: str,
+    rule_id: str,
+    *,
+    keep: str | None = None,
+    keep_both: bool = False,
+    store: Store | None = None,
+) -> ConflictResolution:
+    """Resolve a conflicting pair marked at creation: a person's decision, never automatic.
+
+    - ``keep=rule_id``: ``rule_id`` stays; its one conflicting partner is tombstoned (when it
+      has several, name the pair: ``resolve_conflict(agent, other, keep=rule_id)``).
+    - ``keep=other`` (a rule marked as conflicting with ``rule_id``): ``rule_id`` is tombstoned,
+      superseded by ``other``.
+    - ``keep_both=True``: both stay and the marks between ``rule_id`` and its partner (``keep``
+      when given, else every partner) are cleared; both are delivered from then on.
+
+    Tombstoning either rule with :func:`tombstone_rule` resolves the pair as well. Raises
+    :class:`InvalidInputError` for an unknown agent, a rule with no unresolved conflict (or not
+    with ``keep``), :class:`RuleNotFoundError` for an id the agent has no active rule for.
+    """
+    validate_identifier(agent, "agent")
+    validate_identifier(rule_id, "rule id")
+    if keep is not None:
+        validate_identifier(keep, "kept rule id")
+    if keep is None and not keep_both:
+        raise InvalidInputError("say which rule to keep (keep=RULE_ID) or keep_both=True")
+    store = store or get_store()
+    if agent not in store.list_agents():
+        _unknown_agent(agent, store)
+        raise RuleNotFoundError(agent, rule_id)
+    with store.agent_state(agent) as state:
+        by_id = {r.rule_id: r for r in state.memory.rules}
+        for wanted in (rule_id, keep):
+            if wanted is not None and wanted not in by_id:
+                if any(t.rule_id == wanted for t in state.tombstones.tombstones):
+                    raise InvalidInputError(
+                        f"rule {wanted} of {agent} is tombstoned: it conflicts with nothing",
+                        hint="its conflicts were resolved when it was tombstoned",
+                    )
+                raise RuleNotFoundError(agent, wanted)
+        rule = by_id[rule_id]
+        partners = [i for i in rule.conflicts_with if i in by_id]
+        if not partners:
+            raise InvalidInputError(
+                f"rule {rule_id} of {agent} has no unresolved conflict",
+                hint="resolved already, or never marked (rules memory shows the marks)",
+            )
+        if keep is not None and keep != rule_id and keep not in partners:
+            raise InvalidInputError(
+                f"rules {rule_id} and {keep} of {agent} are not an unresolved conflicting pair",
+                hint=f"{rule_id} conflicts with {', '.join(partners)}",
+            )
+        if keep_both:
+            pair = partners if keep in (None, rule_id) else [keep]
+            rule.conflicts_with = [i for i in rule.conflicts_with if i not in pair]
+            for other in pair:
+                by_id[other].conflicts_with = [
+                    i for i in by_id[other].conflicts_with if i != rule_id
+                ]
+            state.memory_changed = True
+            return ConflictResolution(
+                agent=agent,
+                rule_ids=[rule_id, *pair],
+                kept=[rule_id, *pair],
+                reason="both kept: a person judged they do not conflict",
+            )
+        if keep == rule_id:
+            if len(partners) > 1:
+                raise InvalidInputError(
+                    f"rule {rule_id} of {agent} conflicts with {len(partners)} rules "
+                    f"({', '.join(partners)}): name the pair",
+                    hint=f"resolve-conflict {agent} OTHER_ID --keep {rule_id}",
+                )
+            kept, loser = rule, by_id[partners[0]]
+        else:
+            assert keep is not None
+            kept, loser = by_id[keep], rule
+        reason = cap_text(
+            f"conflict with {kept.rule_id} resolved by a person: kept {kept.rule_id}",
+            store.policies.LEARNING_MAX_TEXT_CHARS,
+        )
+        state.memory.rules.remove(loser)
+        _clear_marks(state.memory.rules, {loser.rule_id})
+        state.memory_changed = state.tombstones_changed = True
+        state.tombstones.tombstones.append(
+            Tombstone(
+                **loser.model_dump(),
+                tombstoned_at=utcnow(),
+                reason=reason,
+                superseded_by=kept.rule_id,
+            )
+        )
+        return ConflictResolution(
+            agent=agent,
+            rule_ids=[rule_id, loser.rule_id if loser is not rule else kept.rule_id],
+            kept=[kept.rule_id],
+            tombstoned=loser.rule_id,
+            reason=reason,
+        )
 
 
 @checked
@@ -276,6 +434,33 @@ class PromptRules:
     rules: list[Rule]
     #: Active rules of the agent, shown or not.
     total: int
+    #: Rules held back because they conflict with a delivered rule (an unresolved pair):
+    #: held-back id → the id delivered in its place.
+    held_back: dict[str, str] = field(default_factory=dict)
+
+
+def held_back_rules(rules: Iterable[Rule], preference: str) -> dict[str, str]:
+    """Which rule of each unresolved conflicting pair is not delivered: held-back id → the id
+    delivered instead. The preferred rule (``newer``: learned last; ``severe``: most severe,
+    then newer) wins; taken greedily in preference order, so no two marked rules are ever both
+    delivered, even in a chain of conflicts."""
+    marked = [r for r in rules if r.conflicts_with]
+    if not marked:
+        return {}
+
+    def rank(r: Rule) -> tuple[Any, ...]:
+        newer = (r.created.timestamp(), r.rule_id)
+        return (SEVERITY_RANK[r.severity], *newer) if preference == "severe" else newer
+
+    kept: set[str] = set()
+    held: dict[str, str] = {}
+    for rule in sorted(marked, key=rank, reverse=True):
+        winner = next((i for i in rule.conflicts_with if i in kept), None)
+        if winner is None:
+            kept.add(rule.rule_id)
+        else:
+            held[rule.rule_id] = winner
+    return held
 
 
 @checked
@@ -289,7 +474,8 @@ def prompt_rules(
     if not memory.rules:
         return PromptRules(agent, "", [], 0)
     limit = budget if budget is not None else store.policies.LEARNING_RULES_RENDER_BUDGET
-    rules = sorted_rules(memory)
+    held = held_back_rules(memory.rules, store.policies.LEARNING_CONFLICT_PREFERENCE)
+    rules = [r for r in sorted_rules(memory) if r.rule_id not in held]
     header = f"Learned rules for {agent} (follow them; most severe first):"
     lines = [header]
     used = len(header)
@@ -309,13 +495,15 @@ def prompt_rules(
         shown.append(rule)
     if len(shown) < len(rules):
         lines.append(f"(and {len(rules) - len(shown)} more rules not shown)")
-    return PromptRules(agent, "\n".join(lines), shown, len(rules))
+    return PromptRules(agent, "\n".join(lines), shown, len(memory.rules), held)
 
 
 @checked
 def render_rules(agent: str, *, budget: int | None = None, store: Store | None = None) -> str:
     """The agent's active rules as a prompt-ready block, most severe and recent first, within
-    ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none."""
+    ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none.
+    Of two rules marked as conflicting, only one is rendered (``LEARNING_CONFLICT_PREFERENCE``)
+    until a person resolves the pair: an agent told both "never X" and "X" follows neither."""
     return prompt_rules(agent, budget=budget, store=store).text
 
 

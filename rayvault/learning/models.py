@@ -156,6 +156,13 @@ class LearningEvent(Record):
         return value if isinstance(value, str) and value else None
 
     @property
+    def rule_conflicts_with(self) -> list[str]:
+        """Active rules the rule this event created conflicts with (marked at creation, both
+        ways; ``memory.apply_event``). An extra field, written only when there are some."""
+        value = (self.__pydantic_extra__ or {}).get("rule_conflicts_with")
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+    @property
     def regressed_after_seconds(self) -> int | None:
         """Seconds from that verification to this event (with :attr:`regression_of`)."""
         value = (self.__pydantic_extra__ or {}).get("regressed_after_seconds")
@@ -195,6 +202,7 @@ _RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
     "recurrences",
     "successes",
     "attempts",
+    "conflicts_with",
 )
 
 
@@ -240,6 +248,11 @@ class Rule(Record):
     #: JSON shape. Plain dicts, not records: memory is parsed for every prompt, and validating
     #: them each time cost more than the rest of the rule (``rule_history`` validates them).
     attempts: list[dict[str, Any]] = Field(default_factory=list)
+    #: Active rules of the same agent this rule conflicts with, marked when the later of the two
+    #: was learned (``memory.apply_event``) and cleared when a person resolves the pair
+    #: (``memory.resolve_conflict``) or one of them leaves active memory. Until then
+    #: ``render_rules`` delivers only one of the pair (``LEARNING_CONFLICT_PREFERENCE``).
+    conflicts_with: list[str] = Field(default_factory=list)
 
     @model_serializer(mode="wrap")
     def _without_empty_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -468,6 +481,9 @@ class PromotionCandidate(Record):
     applied_count: int
     last_applied: Timestamp | None = None
     source_event_id: str | None = None
+    #: Attempts that carried the rule and succeeded (what a candidate needs at the threshold;
+    #: 0 for a rule written before the counters, judged by ``applied_count``).
+    successes: int = 0
     #: The ready-to-paste SOUL section (``soul.promotion_section``).
     soul_section: str
     #: The agent's SOUL file relative to the data root, or None when it has none.
@@ -524,6 +540,19 @@ class RuleConflict(Record):
     kind: str
     #: What the two rules share: ``same fingerprint`` or ``same stage <stage>``.
     scope: str
+    reason: str
+
+
+class ConflictResolution(Record):
+    """What ``rules resolve-conflict`` did to a pair of conflicting rules."""
+
+    agent: str
+    #: The pair, as named: the rule given, then its partner.
+    rule_ids: list[str]
+    #: The rules that stay active (both with ``--keep-both``).
+    kept: list[str]
+    #: The rule tombstoned, or None when both were kept.
+    tombstoned: str | None = None
     reason: str
 
 

@@ -23,6 +23,7 @@ from rayvault.learning.models import (
     LearningEvent,
     Pattern,
     PromotionCandidate,
+    Rule,
     WeeklyReport,
 )
 from rayvault.learning.regressions import pattern_states
@@ -160,14 +161,30 @@ def get_agent_learnings(
     )
 
 
+def promotable(rule: Rule, threshold: int) -> bool:
+    """Whether ``rule`` has earned a SOUL promotion: ``successes`` (attempts that carried it and
+    succeeded) at ``threshold``. Deliveries and ``applied_count`` count how often a rule was
+    shown or learned, not whether it helped: counted that way, useless and wrong rules were
+    proposed as often as right ones.
+
+    A rule written before the efficacy counters (the original system's: no ``occurrences``, no
+    ``deliveries``) keeps the old test, ``applied_count`` at the threshold, so an upgrade does
+    not silently empty the candidate list; once the loop has counted it, successes decide.
+    """
+    if rule.occurrences == 0 and rule.deliveries == 0:
+        return rule.applied_count >= threshold
+    return rule.successes >= threshold
+
+
 def promotion_candidates(
     memories: Mapping[str, AgentMemory], threshold: int, store: Store
 ) -> list[PromotionCandidate]:
-    """The active rules of ``memories`` applied at least ``threshold`` times, each with its SOUL
-    section and whether the agent's SOUL file already holds it; most applied first."""
+    """The active rules of ``memories`` that worked at least ``threshold`` times (see
+    :func:`promotable`), each with its SOUL section and whether the agent's SOUL file already
+    holds it; most successful, then most applied, first."""
     found: list[PromotionCandidate] = []
     for agent, memory in memories.items():
-        rules = [r for r in memory.rules if r.applied_count >= threshold]
+        rules = [r for r in memory.rules if promotable(r, threshold)]
         if not rules:
             continue
         soul = store.docs.find_soul(agent)
@@ -181,6 +198,7 @@ def promotion_candidates(
                     component=rule.component,
                     rule=rule.rule,
                     applied_count=rule.applied_count,
+                    successes=rule.successes,
                     last_applied=rule.last_used,
                     source_event_id=rule.source_event_id,
                     soul_section=promotion_section(rule, agent),
@@ -188,7 +206,7 @@ def promotion_candidates(
                     promoted=is_promoted(text, rule.rule_id),
                 )
             )
-    found.sort(key=lambda c: (-c.applied_count, c.agent, c.rule_id))
+    found.sort(key=lambda c: (-c.successes, -c.applied_count, c.agent, c.rule_id))
     return found
 
 
