@@ -13,6 +13,11 @@ attempt, outcome, time, the sha256 of the rendered block): ``rules history`` sho
 error-log entry of a failed attempt carries the same ids and hash, so "which rules did the agent
 see when it failed?" has an answer from either side.
 
+A rule delivered at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times whose failure recurred in
+at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them is *ineffective*
+(:func:`ineffective_rule`, with its evidence): ``memory show``, the revisit, the weekly report and
+the gate (a warning) show it; nothing removes it, a person tombstones or rewrites it.
+
 An attempt that ends in an exception the loop does not learn from (a ``LearningError`` raised
 inside the stage, a type in ``ignore=``) is not counted, as it is not logged: it says nothing
 about the rules.
@@ -28,7 +33,6 @@ from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
-from rayvault.learning.memory import rule_fingerprint
 from rayvault.learning.models import (
     IneffectiveRule,
     Rule,
@@ -80,6 +84,10 @@ def record_attempt(
     wanted = list(dict.fromkeys(rule_ids))
     if not wanted:
         return []
+    # Imported here: the gate reads this module's verdict (``ineffective_rules``) on its cold
+    # path, and memory (with its grouping) costs ~30 ms to import there.
+    from rayvault.learning.memory import rule_fingerprint
+
     store = store or get_store()
     target = store.resolve_pattern(fingerprint) if outcome == "failed" and fingerprint else None
     resolved: dict[str, str] = {}

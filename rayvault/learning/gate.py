@@ -501,9 +501,10 @@ def _ineffective(
 def _ineffective_text(found: list[dict[str, Any]], agent: str | None) -> str:
     named = "; ".join(f"{f['rule_id']} ({f['why']})" for f in found[:_LISTED])
     more = f" and {len(found) - _LISTED} more" if len(found) > _LISTED else ""
+    which = found[0]["rule_id"] if len(found) == 1 else "RULE_ID"
     return (
         f"{len(found)} ineffective rule(s) of {agent}: {named}{more} — tombstone or rewrite "
-        "(see `rayvault-learn rules history`)"
+        f"(evidence: `rayvault-learn rules history {agent} {which}`)"
     )
 
 
