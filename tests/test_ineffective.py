@@ -265,3 +265,15 @@ def test_gate_warns_even_at_deny_level_and_beside_a_recurring_failure(
     [pattern] = known.details["patterns"]
     assert pattern["why"] == f"rule {rule.rule_id} of {AGENT} is being delivered but is ineffective"
     assert "1 ineffective rule(s)" in known.reason
+
+
+def test_cli_revisit_lists_them(
+    store: Store, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rule = deliver(store, learned_rule(store), recurred=3, succeeded=2)
+    capsys.readouterr()
+    assert main(["revisit", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Ineffective rules" in out and "tombstone or rewrite" in out
+    assert f"rayvault-learn rules history {AGENT} {rule.rule_id}" in out
+    assert "recurred in 3 of 5 deliveries (60%)" in out
