@@ -107,6 +107,13 @@ LEARNING_MAX_ERROR_TEXT_CHARS = 20_000
 #: learned last) or ``severe`` (the more severe, the newer on a tie). The other is held back.
 LEARNING_CONFLICT_PREFERENCE = "newer"
 CONFLICT_PREFERENCES = ("newer", "severe")
+#: Deliveries (``run_stage`` attempts whose prompt carried a rule) before its efficacy is judged:
+#: fewer say too little, so a rule below this is never flagged ineffective.
+LEARNING_EFFICACY_MIN_DELIVERIES = 5
+#: Share of a rule's deliveries that still failed with its own pattern (``recurrences /
+#: deliveries``, in (0, 1]) at or above which the rule is flagged *ineffective*: shown in
+#: ``memory show``, the revisit, the weekly report and as a gate warning; never removed.
+LEARNING_EFFICACY_MAX_RECURRENCE_RATE = 0.5
 
 POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_GATE_ENABLED",
@@ -126,6 +133,8 @@ POLICY_NAMES: tuple[str, ...] = (
     "LEARNING_MAX_TEXT_CHARS",
     "LEARNING_MAX_ERROR_TEXT_CHARS",
     "LEARNING_CONFLICT_PREFERENCE",
+    "LEARNING_EFFICACY_MIN_DELIVERIES",
+    "LEARNING_EFFICACY_MAX_RECURRENCE_RATE",
 )
 POLICIES_FILENAME = "policies.py"
 ENV_PREFIX = "RAYVAULT_"
@@ -145,6 +154,7 @@ _MINIMUMS = {
     "LEARNING_RULES_RENDER_BUDGET": 80,
     "LEARNING_MAX_TEXT_CHARS": 200,
     "LEARNING_MAX_ERROR_TEXT_CHARS": 200,
+    "LEARNING_EFFICACY_MIN_DELIVERIES": 1,
 }
 
 
@@ -177,6 +187,8 @@ class Policies:
     LEARNING_MAX_TEXT_CHARS: int = LEARNING_MAX_TEXT_CHARS
     LEARNING_MAX_ERROR_TEXT_CHARS: int = LEARNING_MAX_ERROR_TEXT_CHARS
     LEARNING_CONFLICT_PREFERENCE: str = LEARNING_CONFLICT_PREFERENCE
+    LEARNING_EFFICACY_MIN_DELIVERIES: int = LEARNING_EFFICACY_MIN_DELIVERIES
+    LEARNING_EFFICACY_MAX_RECURRENCE_RATE: float = LEARNING_EFFICACY_MAX_RECURRENCE_RATE
     #: Which constants were overridden, and where (``policies.py`` or ``env RAYVAULT_NAME``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: The policies file that was read, and the SHA-256 of its bytes (None when there is none).
@@ -212,6 +224,8 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         if isinstance(value, bool):
             return value
         problem = "expected true or false"
+    elif isinstance(default, float):
+        return _rate(name, value, origin)
     elif isinstance(default, int):
         if isinstance(value, str):
             try:
@@ -248,6 +262,20 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             return value.strip()
         problem = "expected a non-empty string"
     raise PolicyError(f"{name} from {origin} is {value!r}: {problem}")
+
+
+def _rate(name: str, value: Any, origin: str) -> float:
+    """A share in (0, 1]: a number, or its text (``"0.5"``); never a bool."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise PolicyError(f"{name} from {origin} is {value!r}: expected a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PolicyError(f"{name} from {origin} is {value!r}: expected a number")
+    if not 0 < value <= 1:
+        raise PolicyError(f"{name} from {origin} is {value!r}: must be in (0, 1]")
+    return float(value)
 
 
 GATE_LEVELS = ("deny", "warn")

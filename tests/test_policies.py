@@ -28,6 +28,28 @@ def test_spec_defaults(root: Path) -> None:
     assert p.LEARNING_STAGE_AGENTS["day"] == "market_scout"
     assert p.file is None and p.sources == {}
     assert policy_module.LEARNING_MAX_ACTIVE_RULES_PER_AGENT == 50
+    assert p.LEARNING_EFFICACY_MIN_DELIVERIES == 5
+    assert p.LEARNING_EFFICACY_MAX_RECURRENCE_RATE == 0.5
+
+
+def test_efficacy_thresholds_from_file_and_environment(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ineffective-rule thresholds: an int ≥ 1 and a share in (0, 1] (1 and an integer 1
+    are accepted; a bool is not a number)."""
+    (root / "policies.py").write_text(
+        "LEARNING_EFFICACY_MIN_DELIVERIES = 3\nLEARNING_EFFICACY_MAX_RECURRENCE_RATE = 1\n"
+    )
+    p = load_policies(root)
+    assert p.LEARNING_EFFICACY_MIN_DELIVERIES == 3
+    assert p.LEARNING_EFFICACY_MAX_RECURRENCE_RATE == 1.0
+    assert isinstance(p.LEARNING_EFFICACY_MAX_RECURRENCE_RATE, float)
+    monkeypatch.setenv("RAYVAULT_LEARNING_EFFICACY_MAX_RECURRENCE_RATE", "0.25")
+    assert load_policies(root).LEARNING_EFFICACY_MAX_RECURRENCE_RATE == 0.25
+    (root / "policies.py").write_text("LEARNING_EFFICACY_MAX_RECURRENCE_RATE = True\n")
+    monkeypatch.delenv("RAYVAULT_LEARNING_EFFICACY_MAX_RECURRENCE_RATE")
+    with pytest.raises(PolicyError, match="expected a number"):
+        load_policies(root)
 
 
 def test_policies_file_overrides_and_is_not_executed(root: Path) -> None:
@@ -84,6 +106,13 @@ def test_file_changes_are_picked_up(root: Path) -> None:
         ("LEARNING_GATE_ENABLED", "maybe", "expected true or false"),
         ("LEARNING_STAGE_AGENTS", '["x"]', "expected a mapping"),
         ("LEARNING_STAGE_AGENTS", "{bad json", "not valid JSON"),
+        ("LEARNING_EFFICACY_MIN_DELIVERIES", "0", "must be at least 1"),
+        ("LEARNING_EFFICACY_MIN_DELIVERIES", "2.5", "expected an integer"),
+        ("LEARNING_EFFICACY_MAX_RECURRENCE_RATE", "0", r"must be in \(0, 1\]"),
+        ("LEARNING_EFFICACY_MAX_RECURRENCE_RATE", "1.01", r"must be in \(0, 1\]"),
+        ("LEARNING_EFFICACY_MAX_RECURRENCE_RATE", "-0.2", r"must be in \(0, 1\]"),
+        ("LEARNING_EFFICACY_MAX_RECURRENCE_RATE", "nan", r"must be in \(0, 1\]"),
+        ("LEARNING_EFFICACY_MAX_RECURRENCE_RATE", "often", "expected a number"),
     ],
 )
 def test_bad_environment_values_are_named(
@@ -180,6 +209,8 @@ def _another_value(value: object) -> object:
         return next(v for v in policy_module.CONFLICT_PREFERENCES if v != value)
     if isinstance(value, bool):
         return not value
+    if isinstance(value, float):
+        return value / 2
     if isinstance(value, int):
         return value + 1
     if isinstance(value, str):

@@ -392,7 +392,8 @@ def test_weekly_report_field_by_field(root: Path, week: dict[str, Any]) -> None:
     assert list(summaries) == CONFIGURED
     zero = dict.fromkeys(
         ["active_rules", "tombstones", "critical_rules", "rules_added", "rules_evicted",
-         "rules_tombstoned", "stale_rules", "conflicts", "promotion_candidates"], 0,
+         "rules_tombstoned", "stale_rules", "conflicts", "ineffective_rules",
+         "promotion_candidates"], 0,
     )  # fmt: skip
     assert summaries["dzine_producer"] == {**zero, "active_rules": 2, "critical_rules": 1,
                                            "rules_added": 1, "promotion_candidates": 2}  # fmt: skip
@@ -402,7 +403,7 @@ def test_weekly_report_field_by_field(root: Path, week: dict[str, Any]) -> None:
                                       "rules_tombstoned": 1}  # fmt: skip
     assert summaries["market_scout"] == {**zero, "tombstones": 2, "rules_evicted": 1}
     assert summaries["reviewer"] == zero
-    assert data["revalidation"] == {"stale": [], "conflicts": []}
+    assert data["revalidation"] == {"stale": [], "conflicts": [], "ineffective": []}
     assert [c["applied_count"] for c in data["promotions"]] == [2, 2, 2]
 
 

@@ -38,11 +38,15 @@ def show_command(
 
     Example: rayvault-learn memory show dzine_producer
     """
+    from rayvault.learning.efficacy import ineffective_rules
     from rayvault.learning.memory import load_active_memory, memory_status, sorted_rules
 
     store = open_cli_store(root, store_url, read=True)
     memory = load_active_memory(agent, store=store)
     status = memory_status(agent, store=store)
+    policies = store.policies
+    ineffective = ineffective_rules(agent, memory.rules, policies)
+    flagged = {f.rule_id for f in ineffective}
 
     def human() -> None:
         out = console()
@@ -56,6 +60,7 @@ def show_command(
         if wide:
             table.add_column("Component", no_wrap=True)
         table.add_column("Applied", justify="right", no_wrap=True)
+        table.add_column("Recurred", justify="right", no_wrap=True)
         if wide:
             table.add_column("Last applied", no_wrap=True)
         table.add_column("Rule text", ratio=1)
@@ -64,6 +69,8 @@ def show_command(
             if wide:
                 cells.append(escape(rule.component))
             cells.append(str(rule.applied_count))
+            recurred = f"{rule.recurrences}/{rule.deliveries}" if rule.deliveries else "-"
+            cells.append(f"[red]{recurred} INEFFECTIVE[/]" if rule.rule_id in flagged else recurred)
             if wide:
                 cells.append(when(rule.last_used))
             cells.append(escape(short(rule.rule, 200)))
@@ -77,6 +84,13 @@ def show_command(
                 f"[yellow]conflict:[/] {lost} is held back in favour of {won} (unresolved "
                 f"pair; rayvault-learn rules resolve-conflict {escape(agent)} {lost} --keep …)"
             )
+        if ineffective:
+            out.print(
+                f"[red]{len(ineffective)} ineffective rule(s)[/]: their failure recurred in "
+                f"≥ {policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE:.0%} of ≥ "
+                f"{policies.LEARNING_EFFICACY_MIN_DELIVERIES} deliveries. Tombstone or rewrite "
+                f"them; the attempts: `rayvault-learn rules history {agent} RULE_ID`."
+            )
         if status["critical_over_cap"]:
             out.print(
                 f"[yellow]note:[/] {status['critical']} FAIL/BLOCKER rules alone exceed the cap "
@@ -84,7 +98,11 @@ def show_command(
                 "`rayvault-learn revisit`."
             )
 
-    emit({**memory.to_dict(), "status": status}, as_json, human, record=True)
+    data = memory.to_dict()
+    for rule in data["rules"]:
+        rule["ineffective"] = rule["rule_id"] in flagged
+    data["ineffective"] = [f.to_dict() for f in ineffective]
+    emit({**data, "status": status}, as_json, human, record=True)
 
 
 @app.command("tombstones")

@@ -47,9 +47,9 @@ def revisit_command(
 ) -> None:
     """Run the weekly revisit: flags, promotion candidates, weekly report, tombstone sweep.
 
-    Flags stale and conflicting rules, lists SOUL promotion candidates, writes the weekly report
-    (JSON and HTML) and archives tombstones past their grace period. Nothing is written under
-    --dry-run.
+    Flags stale, conflicting and ineffective rules, lists SOUL promotion candidates, writes
+    the weekly report (JSON and HTML) and archives tombstones past their grace period. Nothing
+    is written under --dry-run.
 
     Example: rayvault-learn revisit --scope all --days 7
     """
@@ -81,7 +81,7 @@ def show_revisit(result: RevisitReport) -> None:
     )
     table = new_table("Agents")
     table.add_column("Agent", no_wrap=True)
-    for title in ("Rules", "Stale", "Conflicts", "Promotable", "Archived", "Pruned"):
+    for title in ("Rules", "Stale", "Conflicts", "Ineffective", "Promotable", "Archived", "Pruned"):
         table.add_column(title, justify="right")
     sweeps = {s.agent: s for s in result.tombstone_sweep}
     for agent in result.agents:
@@ -92,6 +92,7 @@ def show_revisit(result: RevisitReport) -> None:
             str(summary.get("active_rules", 0)),
             str(summary.get("stale_rules", 0)),
             str(summary.get("conflicts", 0)),
+            str(summary.get("ineffective_rules", 0)),
             str(summary.get("promotion_candidates", 0)),
             str(sweep.tombstones_archived),
             str(len(sweep.snapshots_pruned)),
@@ -118,6 +119,18 @@ def show_revisit(result: RevisitReport) -> None:
             kind = escape(f"[{conflict.kind}]")
             out.print(
                 f"  {escape(conflict.agent)} {kind} {escape(conflict.reason)}",
+                soft_wrap=True,
+            )
+    if result.revalidation.ineffective:
+        out.print(
+            "[bold]Ineffective rules[/] (their failure recurs while delivered; tombstone or "
+            "rewrite):"
+        )
+        for found in result.revalidation.ineffective:
+            out.print(
+                f"  {escape(found.agent)} {found.rule_id} {severity_text(found.severity)} "
+                f"{escape(short(found.rule, 80))}\n    {escape(found.reason)}; evidence: "
+                f"rayvault-learn rules history {escape(found.agent)} {found.rule_id}",
                 soft_wrap=True,
             )
     pending = [c for c in result.promotions if not c.promoted]

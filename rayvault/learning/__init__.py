@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rayvault.learning.doctor import DoctorReport, check_root
-    from rayvault.learning.efficacy import record_attempt, rule_history
+    from rayvault.learning.efficacy import (
+        ineffective_rule,
+        ineffective_rules,
+        record_attempt,
+        rule_history,
+    )
     from rayvault.learning.events import (
         create_event,
         event_stats,
@@ -75,6 +80,7 @@ if TYPE_CHECKING:
         Finding,
         GateCheck,
         GateResult,
+        IneffectiveRule,
         LearningEvent,
         Pattern,
         PromotionCandidate,
@@ -136,6 +142,8 @@ _EXPORTS: dict[str, str] = {
     "mark_delivered": "memory",
     "record_attempt": "efficacy",
     "rule_history": "efficacy",
+    "ineffective_rule": "efficacy",
+    "ineffective_rules": "efficacy",
     # the closed loop
     "run_stage": "loop",
     "learning_stage": "loop",
@@ -170,6 +178,7 @@ _EXPORTS: dict[str, str] = {
     "Rule": "models",
     "RuleAttempt": "models",
     "RuleHistory": "models",
+    "IneffectiveRule": "models",
     "Tombstone": "models",
     "AgentMemory": "models",
     "TombstoneFile": "models",
@@ -229,6 +238,7 @@ __all__ = [
     "GateCheck",
     "GateResult",
     "GroupingExplanation",
+    "IneffectiveRule",
     "InvalidIdentifierError",
     "InvalidInputError",
     "LearningError",
@@ -273,6 +283,8 @@ __all__ = [
     "get_store",
     "get_weekly_summary",
     "group_failures",
+    "ineffective_rule",
+    "ineffective_rules",
     "init_memory",
     "learning_stage",
     "list_events",

@@ -191,6 +191,57 @@ def _regressions_table(report: WeeklyReport) -> str:
     )
 
 
+def _ineffective_table(report: WeeklyReport) -> str:
+    """Rules whose failure recurs while delivered: the counters, the rate against the threshold,
+    the recent attempts (the evidence) and the proposal."""
+    return _table(
+        "ineffective-rules",
+        [
+            ("Agent", False),
+            ("Rule", False),
+            ("Sev", False),
+            ("Delivered", True),
+            ("Recurred", True),
+            ("Rate", True),
+            ("Recent attempts", False),
+            ("Proposal", False),
+        ],
+        (
+            (
+                {
+                    "agent": r.agent,
+                    "rule-id": r.rule_id,
+                    "deliveries": r.deliveries,
+                    "recurrences": r.recurrences,
+                    "rate": r.recurrence_rate,
+                },
+                [
+                    _e(r.agent),
+                    f"<code>{_e(r.rule_id)}</code><br>{_e(r.rule)}",
+                    _sev(r.severity),
+                    _e(r.deliveries),
+                    _e(r.recurrences),
+                    _e(f"{r.recurrence_rate:.0%} (≥ {r.max_recurrence_rate:.0%})"),
+                    "<br>".join(
+                        _e(
+                            f"{a.at.strftime('%Y-%m-%d %H:%M')} {a.video_id} {a.stage} "
+                            f"#{a.attempt}: {a.outcome}{' (recurred)' if a.recurred else ''}"
+                        )
+                        for a in r.attempts[:_ATTEMPTS_SHOWN]
+                    ),
+                    _e(r.proposal),
+                ],
+            )
+            for r in report.revalidation.ineffective
+        ),
+        "No ineffective rules.",
+    )
+
+
+#: Recent attempts shown per ineffective rule in the HTML report (the JSON has them all).
+_ATTEMPTS_SHOWN = 5
+
+
 def render_html(report: WeeklyReport) -> str:
     """The report as a complete HTML document (see the module doc)."""
     generated = report.generated_at.strftime("%Y-%m-%d %H:%M UTC")
@@ -216,6 +267,7 @@ def render_html(report: WeeklyReport) -> str:
         ("median_resolution", "Median time to resolution", duration_text(median), median),
         ("stale_rules", "Stale rules", len(reval.stale), None),
         ("conflicts", "Conflicting rule pairs", len(reval.conflicts), None),
+        ("ineffective_rules", "Ineffective rules", len(reval.ineffective), None),
         ("promotion_candidates", "SOUL promotion candidates", len(report.promotions), None),
     ]
     card_html = "".join(
@@ -310,6 +362,7 @@ def render_html(report: WeeklyReport) -> str:
         ("rules_tombstoned", "Tombstoned"),
         ("stale_rules", "Stale"),
         ("conflicts", "Conflicts"),
+        ("ineffective_rules", "Ineffective"),
         ("promotion_candidates", "Promotable"),
     ]
     agents = _table(
@@ -456,6 +509,9 @@ of patterns seen before the window.</p>
 
 <h2>Revalidation: conflicting rules</h2>
 {conflicts}
+
+<h2>Revalidation: ineffective rules (their failure recurs while delivered)</h2>
+{_ineffective_table(report)}
 
 <h2>SOUL promotion candidates</h2>
 {promotions}

@@ -13,6 +13,11 @@ attempt, outcome, time, the sha256 of the rendered block): ``rules history`` sho
 error-log entry of a failed attempt carries the same ids and hash, so "which rules did the agent
 see when it failed?" has an answer from either side.
 
+A rule delivered at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times whose failure recurred in
+at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them is *ineffective*
+(:func:`ineffective_rule`, with its evidence): ``memory show``, the revisit, the weekly report and
+the gate (a warning) show it; nothing removes it, a person tombstones or rewrites it.
+
 An attempt that ends in an exception the loop does not learn from (a ``LearningError`` raised
 inside the stage, a type in ``ignore=``) is not counted, as it is not logged: it says nothing
 about the rules.
@@ -28,10 +33,16 @@ from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
-from rayvault.learning.memory import rule_fingerprint
-from rayvault.learning.models import Rule, RuleAttempt, RuleAttemptOutcome, RuleHistory
+from rayvault.learning.models import (
+    IneffectiveRule,
+    Rule,
+    RuleAttempt,
+    RuleAttemptOutcome,
+    RuleHistory,
+)
 from rayvault.learning.stages import configured_agents
 from rayvault.learning.store import Store, get_store
+from rayvault.policies import Policies
 
 #: Attempts kept on each rule as evidence (the counters count them all): the rule's recent
 #: record. A small bound because memory is read (and parsed) for every prompt and written for
@@ -73,6 +84,10 @@ def record_attempt(
     wanted = list(dict.fromkeys(rule_ids))
     if not wanted:
         return []
+    # Imported here: the gate reads this module's verdict (``ineffective_rules``) on its cold
+    # path, and memory (with its grouping) costs ~30 ms to import there.
+    from rayvault.learning.memory import rule_fingerprint
+
     store = store or get_store()
     target = store.resolve_pattern(fingerprint) if outcome == "failed" and fingerprint else None
     resolved: dict[str, str] = {}
@@ -172,6 +187,65 @@ def rule_history(agent: str, rule_id: str, *, store: Store | None = None) -> Rul
         attempts=[RuleAttempt.model_validate(a) for a in reversed(rule.attempts)],
         attempts_dropped=max(0, rule.deliveries - len(rule.attempts)),
     )
+
+
+#: What the revisit proposes for an ineffective rule (a person decides; nothing is removed).
+INEFFECTIVE_PROPOSAL = "tombstone or rewrite"
+
+
+def is_ineffective(rule: Rule, policies: Policies) -> bool:
+    """Whether ``rule`` was delivered at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times and
+    its failure recurred in at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them. Compared
+    as ``recurrences / deliveries >= rate``: a correctly rounded division meets the threshold
+    exactly at it (3 of 10 at 0.3), where ``rate × deliveries`` would overshoot it."""
+    deliveries = rule.deliveries
+    if deliveries < policies.LEARNING_EFFICACY_MIN_DELIVERIES or deliveries <= 0:
+        return False
+    return rule.recurrences / deliveries >= policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE
+
+
+@checked
+def ineffective_rule(agent: str, rule: Rule, policies: Policies) -> IneffectiveRule | None:
+    """The evidence that ``rule`` (of ``agent``) is ineffective — its counters, the rate, the
+    thresholds and its recent attempts, newest first — or None when it is not (too few
+    deliveries to tell, or a rate below the threshold). A flag for a person: the rule is never
+    removed automatically, so a wrong threshold costs a warning, not a lost rule."""
+    if not is_ineffective(rule, policies):
+        return None
+    rate = rule.recurrences / rule.deliveries
+    return IneffectiveRule(
+        agent=agent,
+        rule_id=rule.rule_id,
+        severity=rule.severity,
+        component=rule.component,
+        rule=rule.rule,
+        deliveries=rule.deliveries,
+        recurrences=rule.recurrences,
+        successes=rule.successes,
+        recurrence_rate=round(rate, 3),
+        min_deliveries=policies.LEARNING_EFFICACY_MIN_DELIVERIES,
+        max_recurrence_rate=policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE,
+        attempts=[RuleAttempt.model_validate(a) for a in reversed(rule.attempts)],
+        proposal=INEFFECTIVE_PROPOSAL,
+        reason=ineffective_reason(rule),
+    )
+
+
+def ineffective_reason(rule: Rule) -> str:
+    """One line: ``recurred in 4 of 5 deliveries (80 %)``."""
+    rate = rule.recurrences / rule.deliveries if rule.deliveries else 0.0
+    return (
+        f"its failure recurred in {rule.recurrences} of {rule.deliveries} deliveries ({rate:.0%})"
+    )
+
+
+@checked
+def ineffective_rules(
+    agent: str, rules: Sequence[Rule], policies: Policies
+) -> list[IneffectiveRule]:
+    """The ineffective rules among ``rules`` of ``agent``, highest recurrence rate first."""
+    found = [f for r in rules if (f := ineffective_rule(agent, r, policies)) is not None]
+    return sorted(found, key=lambda f: (-f.recurrence_rate, -f.deliveries, f.rule_id))
 
 
 def attempt_deliveries(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -8,7 +8,11 @@
    An event that is a regression (its pattern was fixed and verified, and came back) is listed
    first and named so: ``… — regressed: fixed 2026-11-20 by le-…, back in v107``.
 4. ``check_known_failures`` — a fingerprint seen ``LEARNING_KNOWN_FAILURE_THRESHOLD`` times or more
-   in this stage (events and error log, across videos) with occurrences still unresolved.
+   in this stage (events and error log, across videos) with occurrences still unresolved; and
+   the stage agent's *ineffective* rules (delivered ``LEARNING_EFFICACY_MIN_DELIVERIES`` times or
+   more, their failure recurring in ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them or more:
+   :func:`rayvault.learning.efficacy.ineffective_rule`), always a warning — the rule is being
+   delivered and not working, which a person settles (tombstone or rewrite), not the pipeline.
 
 Levels (``LEARNING_GATE_LEVELS``, per check and optionally per stage): a check at ``deny`` blocks
 (exit 2), at ``warn`` it is reported and does not block (exit 0). Each check's record carries its
@@ -60,6 +64,7 @@ from rayvault.learning.models import (
     KnownFailure,
     LearningEvent,
     Record,
+    Rule,
 )
 from rayvault.learning.regressions import regression_text
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
@@ -415,7 +420,11 @@ def _open_event_text(event: LearningEvent) -> str:
 
 # -- 4. known failures ---------------------------------------------------------------------------
 def _pattern_verdict(
-    known: KnownFailure, failing: bool, rule_id: str | None, agent: str | None
+    known: KnownFailure,
+    failing: bool,
+    rule_id: str | None,
+    agent: str | None,
+    ineffective: frozenset[str] | set[str] = frozenset(),
 ) -> dict[str, Any]:
     """Whether one recurring failure denies: it has FAIL/BLOCKER occurrences (events, or
     error-log entries, which are stage failures) and no active rule of the agent learned from it."""
@@ -427,6 +436,8 @@ def _pattern_verdict(
     }
     if not failing:
         verdict["why"] = "seen only as INFO/WARN"
+    elif rule_id is not None and rule_id in ineffective:
+        verdict["why"] = f"rule {rule_id} of {agent} is being delivered but is ineffective"
     elif rule_id is not None:
         verdict["why"] = f"rule {rule_id} of {agent} is being delivered"
     else:
@@ -459,21 +470,73 @@ def _clear_known(
     return commands
 
 
+def _ineffective(
+    rules: list[Rule] | None, agent: str | None, policies: Policies
+) -> list[dict[str, Any]]:
+    """The agent's ineffective rules, compact (the revisit and ``memory show`` carry the
+    attempts). The efficacy module is imported only when some rule has enough deliveries to be
+    judged: the cold gate of an agent whose rules are young pays an integer comparison."""
+    if not rules or agent is None:
+        return []
+    least = policies.LEARNING_EFFICACY_MIN_DELIVERIES
+    judged = [r for r in rules if r.deliveries >= least]
+    if not judged:
+        return []
+    from rayvault.learning.efficacy import ineffective_rules
+
+    return [
+        {
+            "rule_id": f.rule_id,
+            "deliveries": f.deliveries,
+            "recurrences": f.recurrences,
+            "recurrence_rate": f.recurrence_rate,
+            "why": f.reason,
+            "proposal": f.proposal,
+            "history": f"rayvault-learn rules history {agent} {f.rule_id}",
+        }
+        for f in ineffective_rules(agent, judged, policies)
+    ]
+
+
+def _ineffective_text(found: list[dict[str, Any]], agent: str | None) -> str:
+    named = "; ".join(f"{f['rule_id']} ({f['why']})" for f in found[:_LISTED])
+    more = f" and {len(found) - _LISTED} more" if len(found) > _LISTED else ""
+    which = found[0]["rule_id"] if len(found) == 1 else "RULE_ID"
+    return (
+        f"{len(found)} ineffective rule(s) of {agent}: {named}{more} — tombstone or rewrite "
+        f"(evidence: `rayvault-learn rules history {agent} {which}`)"
+    )
+
+
 def _known_failures(
-    store: Store, components: tuple[str, ...], threshold: int, agent: str | None
+    store: Store,
+    components: tuple[str, ...],
+    threshold: int,
+    agent: str | None,
+    policies: Policies,
 ) -> GateCheck:
     name = "check_known_failures"
     known = store.known_failures(components, threshold)
+    memory_rules = store.load_memory(agent).rules if agent is not None else None
+    ineffective = _ineffective(memory_rules, agent, policies)
     if not known:
+        if ineffective:
+            return GateCheck(
+                name=name,
+                passed=True,
+                reason=_ineffective_text(ineffective, agent),
+                details={"patterns": [], "ineffective_rules": ineffective},
+                outcome="warn",
+            )
         return GateCheck(
             name=name,
             passed=True,
             reason=f"no failure pattern seen {threshold}+ times with open occurrences",
         )
     rules: dict[str, str] = {}
-    if agent is not None:
+    if memory_rules is not None:
         known_keys = {k.fingerprint for k in known}  # merges followed
-        for rule in store.load_memory(agent).rules:
+        for rule in memory_rules:
             fp = rule.fingerprint
             if not fp:  # a rule written before fingerprints: computed (masking imports cost)
                 from rayvault.learning.memory import rule_fingerprint
@@ -483,8 +546,9 @@ def _known_failures(
                 fp = store.resolve_pattern(fp)
             rules.setdefault(fp, rule.rule_id)
     failing = store.failing_fingerprints([k.fingerprint for k in known], components)
+    flagged = {f["rule_id"] for f in ineffective}
     verdicts = [
-        _pattern_verdict(k, k.fingerprint in failing, rules.get(k.fingerprint), agent)
+        _pattern_verdict(k, k.fingerprint in failing, rules.get(k.fingerprint), agent, flagged)
         for k in known
     ]
     denied = [v for v in verdicts if v["outcome"] == "deny"]
@@ -505,11 +569,15 @@ def _known_failures(
     else:
         reason = f"{len(verdicts)} recurring failure(s), none unanswered: {named}{more}"
         clear = []
+    details: dict[str, Any] = {"patterns": verdicts}
+    if ineffective:
+        reason += "; " + _ineffective_text(ineffective, agent)
+        details["ineffective_rules"] = ineffective
     return GateCheck(
         name=name,
         passed=not denied,
         reason=reason,
-        details={"patterns": verdicts},
+        details=details,
         outcome="deny" if denied else "warn",
         clear=clear,
     )
@@ -596,7 +664,7 @@ def check_known_failures(stage: str, *, store: Store | None = None) -> GateCheck
     store = store or get_store()
     t = _target(store, stage)
     check = _known_failures(
-        store, t.components, t.policies.LEARNING_KNOWN_FAILURE_THRESHOLD, t.agent
+        store, t.components, t.policies.LEARNING_KNOWN_FAILURE_THRESHOLD, t.agent, t.policies
     )
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
@@ -648,7 +716,9 @@ def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> G
             _diff_policies(store, state, policies, video_id, stage),
             _diff_soul(store, state, t.stage, soul, video_id),
             _regressions(store, video_id, t.components),
-            _known_failures(store, t.components, policies.LEARNING_KNOWN_FAILURE_THRESHOLD, agent),
+            _known_failures(
+                store, t.components, policies.LEARNING_KNOWN_FAILURE_THRESHOLD, agent, policies
+            ),
         ]
         checks = [_graded(c, check_level(c.name, t.stage, policies)) for c in checks]
         denied = [c for c in checks if c.outcome == "deny"]

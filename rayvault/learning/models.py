@@ -506,6 +506,31 @@ class StaleRule(Record):
     reason: str
 
 
+class IneffectiveRule(Record):
+    """An active rule whose failure keeps recurring while it is delivered: at least
+    ``LEARNING_EFFICACY_MIN_DELIVERIES`` deliveries, ``recurrences / deliveries`` at least
+    ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE``. Flagged with its evidence for a person (the
+    revisit proposes ``tombstone or rewrite``); never removed automatically."""
+
+    agent: str
+    rule_id: str
+    severity: SeverityField
+    component: str
+    rule: str
+    deliveries: int
+    recurrences: int
+    successes: int
+    #: ``recurrences / deliveries``, rounded to 3 places.
+    recurrence_rate: float
+    #: The thresholds it was judged by (the effective policies).
+    min_deliveries: int
+    max_recurrence_rate: float
+    #: The most recent attempts that carried it, newest first (:class:`RuleAttempt`).
+    attempts: list[RuleAttempt] = Field(default_factory=list)
+    proposal: str = "tombstone or rewrite"
+    reason: str
+
+
 class RuleHistory(Record):
     """A rule's counters and the attempts that carried it (``rules history``), newest first."""
 
@@ -561,6 +586,8 @@ class Revalidation(Record):
 
     stale: list[StaleRule] = Field(default_factory=list)
     conflicts: list[RuleConflict] = Field(default_factory=list)
+    #: Rules whose failure recurs while delivered (``efficacy.ineffective_rule``).
+    ineffective: list[IneffectiveRule] = Field(default_factory=list)
 
 
 class WeeklyReport(Record):

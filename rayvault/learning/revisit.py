@@ -4,9 +4,11 @@ Four phases, over the agents of the scope (``all``: every agent with state and e
 the stage map) and a window of the last ``days`` days:
 
 1. **Revalidate** — flag *stale* rules (last applied before the window: older than it and not
-   re-applied within it; or whose source event is archived) and *conflicting* rules (two active
+   re-applied within it; or whose source event is archived), *conflicting* rules (two active
    rules of one agent, for the same fingerprint or stage, prescribing incompatible actions; see
-   :mod:`rayvault.learning._conflicts`). Flags carry their reason; no rule is removed.
+   :mod:`rayvault.learning._conflicts`) and *ineffective* rules (their failure recurs while they
+   are delivered, :func:`rayvault.learning.efficacy.ineffective_rule`: the attempts are the
+   evidence, the proposal "tombstone or rewrite"). Flags carry their reason; no rule is removed.
 2. **Promotion scan** — active rules applied at least ``LEARNING_PROMOTION_THRESHOLD_OCCURRENCES``
    times, each with its ready-to-paste SOUL section (written only by ``soul promote``).
 3. **Weekly report** — the metrics, written as ``weekly-YYYY-MM-DD.json`` and a self-contained
@@ -31,6 +33,7 @@ from rayvault.learning._ids import validate_identifier
 from rayvault.learning._report_html import render_html
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning._validate import checked
+from rayvault.learning.efficacy import ineffective_rules
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.memory import rule_fingerprint
 from rayvault.learning.models import (
@@ -177,13 +180,15 @@ def revalidate(
     store: Store,
     on_agent: Callable[[str], None] | None = None,
 ) -> Revalidation:
-    """Stale and conflicting rules of these agents' memories (window starting at ``since``)."""
+    """Stale, conflicting and ineffective rules of these agents' memories (window starting at
+    ``since``)."""
     sources = [r.source_event_id for m in memories.values() for r in m.rules if r.source_event_id]
     statuses = store.event_statuses(sources) if sources else {}
     result = Revalidation()
     for agent, memory in memories.items():
         result.stale.extend(stale_rules(agent, memory.rules, since, statuses))
         result.conflicts.extend(conflicting_rules(agent, memory.rules, store))
+        result.ineffective.extend(ineffective_rules(agent, memory.rules, store.policies))
         if on_agent is not None:
             on_agent(f"revalidate {agent}")
     return result
@@ -319,6 +324,7 @@ def build_weekly_report(
             "rules_tombstoned": sum(1 for r in rules["tombstoned"] if r["agent"] == agent),
             "stale_rules": sum(1 for r in revalidation.stale if r.agent == agent),
             "conflicts": sum(1 for c in revalidation.conflicts if c.agent == agent),
+            "ineffective_rules": sum(1 for r in revalidation.ineffective if r.agent == agent),
             "promotion_candidates": sum(1 for c in promotions if c.agent == agent),
         }
     return WeeklyReport(
