@@ -277,3 +277,18 @@ def test_cli_revisit_lists_them(
     assert "Ineffective rules" in out and "tombstone or rewrite" in out
     assert f"rayvault-learn rules history {AGENT} {rule.rule_id}" in out
     assert "recurred in 3 of 5 deliveries (60%)" in out
+
+
+def test_an_ineffective_rule_is_never_a_promotion_candidate(store: Store, clock: Clock) -> None:
+    """Successes at the threshold make a candidate, unless the rule's failure also keeps
+    recurring while it is delivered."""
+    from rayvault.learning.registry import promotion_candidates
+
+    threshold = store.policies.LEARNING_PROMOTION_THRESHOLD_OCCURRENCES
+    rule = deliver(store, learned_rule(store), recurred=0, succeeded=threshold)
+    memories = {AGENT: load_active_memory(AGENT, store=store)}
+    assert [c.rule_id for c in promotion_candidates(memories, threshold, store)] == [rule.rule_id]
+    rule = deliver(store, rule, recurred=threshold + 1, succeeded=0)
+    assert is_ineffective(rule, store.policies) and rule.successes >= threshold
+    memories = {AGENT: load_active_memory(AGENT, store=store)}
+    assert promotion_candidates(memories, threshold, store) == []

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import as_utc, parse_ts, utcnow
 from rayvault.learning._validate import checked
+from rayvault.learning.efficacy import is_ineffective
 from rayvault.learning.events import build_query
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.models import (
@@ -30,6 +31,7 @@ from rayvault.learning.regressions import pattern_states
 from rayvault.learning.soul import is_promoted, promotion_section
 from rayvault.learning.stages import components_of_agent
 from rayvault.learning.store import EventQuery, Store, get_store
+from rayvault.policies import Policies
 
 DateLike = datetime | date | str
 #: The window a pattern's state is judged in when no start is given: a pattern first seen within
@@ -161,7 +163,7 @@ def get_agent_learnings(
     )
 
 
-def promotable(rule: Rule, threshold: int) -> bool:
+def promotable(rule: Rule, threshold: int, policies: Policies | None = None) -> bool:
     """Whether ``rule`` has earned a SOUL promotion: ``successes`` (attempts that carried it and
     succeeded) at ``threshold``. Deliveries and ``applied_count`` count how often a rule was
     shown or learned, not whether it helped: counted that way, useless and wrong rules were
@@ -169,10 +171,13 @@ def promotable(rule: Rule, threshold: int) -> bool:
 
     A rule written before the efficacy counters (the original system's: no ``occurrences``, no
     ``deliveries``) keeps the old test, ``applied_count`` at the threshold, so an upgrade does
-    not silently empty the candidate list; once the loop has counted it, successes decide.
+    not silently empty the candidate list; once the loop has counted it, successes decide, and
+    a rule flagged ineffective under ``policies`` is never a candidate.
     """
     if rule.occurrences == 0 and rule.deliveries == 0:
         return rule.applied_count >= threshold
+    if policies is not None and is_ineffective(rule, policies):
+        return False  # its failure keeps recurring while it is delivered: not a lesson to keep
     return rule.successes >= threshold
 
 
@@ -184,7 +189,7 @@ def promotion_candidates(
     holds it; most successful, then most applied, first."""
     found: list[PromotionCandidate] = []
     for agent, memory in memories.items():
-        rules = [r for r in memory.rules if promotable(r, threshold)]
+        rules = [r for r in memory.rules if promotable(r, threshold, store.policies)]
         if not rules:
             continue
         soul = store.docs.find_soul(agent)
