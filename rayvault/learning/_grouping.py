@@ -281,7 +281,6 @@ _NUMBERISH = frozenset({"<n>", "<time>", "<date>"})
 _PLACEHOLDER = re.compile(
     r"<(?:url|id|uuid|ts|date|time|email|ip|host|hex|path|dur|size|n|blob|\*)>"
 )
-_SPACE = re.compile(r"\s+")
 #: What :func:`_classify` says of a token, by token; cleared when it grows past _CACHE_LIMIT
 #: (variable tokens rarely repeat).
 _cache: dict[str, tuple[str, bool, bool]] = {}
