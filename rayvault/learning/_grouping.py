@@ -73,7 +73,8 @@ MAX_TOKEN_CHARS = 256
 
 # --- 1. the failure's text ---------------------------------------------------------------------
 
-_TRACEBACK = "Traceback (most recent call last):"
+#: What opens a Python traceback (chained exceptions: one per exception).
+TRACEBACK = "Traceback (most recent call last):"
 
 
 def failure_text(text: str) -> str:
@@ -82,10 +83,10 @@ def failure_text(text: str) -> str:
     For a Python traceback: the last exception's message, from its ``Type:`` line to the end
     (frames and source lines dropped; of chained exceptions only the last counts). Any other text
     is returned whole."""
-    start = text.rfind(_TRACEBACK)
+    start = text.rfind(TRACEBACK)
     if start < 0:
         return text
-    lines = text[start + len(_TRACEBACK) :].splitlines()
+    lines = text[start + len(TRACEBACK) :].splitlines()
     i = 0
     # Frames are indented (``  File "...", line N, in f``, the source line, ``^^^`` markers).
     while i < len(lines) and (not lines[i].strip() or lines[i][:1].isspace()):

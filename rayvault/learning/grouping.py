@@ -45,7 +45,6 @@ __all__ = [
     "group_failures",
 ]
 
-_TRACEBACK = "Traceback (most recent call last):"
 #: What a :class:`PatternBook` has (a protocol that is not checked at run time: named here).
 _BOOK_METHODS = ("find", "clusters", "save", "merge")
 
@@ -170,7 +169,7 @@ class _DryRunBook:
 def _text_reason(text: str, chosen: str) -> str:
     if chosen == text:
         return "whole text"
-    chained = text.count(_TRACEBACK)
+    chained = text.count(_grouping.TRACEBACK)
     if chained > 1:
         return f"last exception of a traceback ({chained} chained, the last one counts)"
     return "last exception of a traceback"
