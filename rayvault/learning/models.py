@@ -203,6 +203,7 @@ _RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
     "successes",
     "attempts",
     "conflicts_with",
+    "compatible_with",
 )
 
 
@@ -253,6 +254,10 @@ class Rule(Record):
     #: (``memory.resolve_conflict``) or one of them leaves active memory. Until then
     #: ``render_rules`` delivers only one of the pair (``LEARNING_CONFLICT_PREFERENCE``).
     conflicts_with: list[str] = Field(default_factory=list)
+    #: Rules of the same agent a person judged compatible with this one
+    #: (``resolve_conflict(keep_both=True)``): the pair is never marked or flagged as
+    #: conflicting again, at creation or by the weekly revisit.
+    compatible_with: list[str] = Field(default_factory=list)
 
     @model_serializer(mode="wrap")
     def _without_empty_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -566,6 +571,9 @@ class RuleConflict(Record):
     #: What the two rules share: ``same fingerprint`` or ``same stage <stage>``.
     scope: str
     reason: str
+    #: When the pair is marked (``Rule.conflicts_with``): the rule ``render_rules`` holds back
+    #: until a person resolves it. None for a pair the revisit found that was never marked.
+    held_back: str | None = None
 
 
 class ConflictResolution(Record):
@@ -634,6 +642,15 @@ class SoulPromotion(Record):
     applied_count: int
     #: LEARNING_PROMOTION_THRESHOLD_OCCURRENCES when it was promoted.
     threshold: int
+    #: The rule's efficacy when it was promoted: attempts that carried it, and of those the
+    #: ones that succeeded (what promotion counts: ``registry.promotable``).
+    deliveries: int = 0
+    successes: int = 0
+    #: Whether the rule had earned its promotion (``registry.promotable``): a person may
+    #: promote any rule, and the CLI says when it had not.
+    earned: bool = True
+    #: Why it had not (below the threshold, or flagged ineffective); empty when earned.
+    not_earned_reason: str = ""
 
 
 class AgentSweep(Record):
