@@ -75,6 +75,9 @@ from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
     LATEST_RESOLUTION_SQL,
+    PATTERN_RECENT_VIDEOS_SQL,
+    PATTERN_STAGES_SQL,
+    PATTERN_VIDEOS_LISTED,
     error_where,
     event_order,
     event_where,
@@ -639,19 +642,25 @@ class FileStore:
         return build_records(conn.execute(f"SELECT data FROM errors{clause}", params), self._error)
 
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
+        # Read from the aggregates the index keeps on write: a few rows per pattern (its most
+        # recent videos, its stages) and one batched read of the examples, whatever the number
+        # of entries behind them.
         conn = self.index.sync("errors")
+        groups = conn.execute(ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)).fetchall()
+        examples = _rows_by_key(conn, "errors", "id", [group[5] for group in groups])
+        recent = PATTERN_RECENT_VIDEOS_SQL.format(ph="?")
+        stages = PATTERN_STAGES_SQL.format(ph="?")
         patterns = []
-        for group in conn.execute(ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)).fetchall():
-            fp, example = group[0], group[5]
-            rows = conn.execute(
-                "SELECT DISTINCT video_id, stage FROM errors WHERE fingerprint = ?", (fp,)
-            ).fetchall()
-            sample = self._error(
-                conn.execute("SELECT data FROM errors WHERE id = ?", (example,)).fetchone()[0]
-            )
-            videos = {v for v, _ in rows if v}
+        for group in groups:
+            fp = group[0]
+            videos = [v for (v,) in conn.execute(recent, (fp, PATTERN_VIDEOS_LISTED))]
             patterns.append(
-                error_pattern_from_row(group, sample, videos, {s for _, s in rows if s})
+                error_pattern_from_row(
+                    group,
+                    self._error(examples[group[5]]),
+                    videos,
+                    [stage for (stage,) in conn.execute(stages, (fp,))],
+                )
             )
         return patterns
 
