@@ -306,13 +306,13 @@ PATTERN_VIDEOS_LISTED = 50
 ERROR_PATTERNS_SQL = """
     SELECT fingerprint, total, open, first_ts, last_ts, example_id, videos
       FROM error_patterns WHERE total >= {ph}
-     ORDER BY total DESC, last_ts DESC, fingerprint
+     ORDER BY total DESC, last_ts DESC, fingerprint DESC
 """
 #: A pattern's most recently affected videos (parameters: fingerprint, limit): a walk of the
 #: ``(fingerprint, last_ts)`` index that stops at the limit.
 PATTERN_RECENT_VIDEOS_SQL = """
     SELECT video_id FROM error_pattern_videos WHERE fingerprint = {ph}
-     ORDER BY last_ts DESC, video_id LIMIT {ph}
+     ORDER BY last_ts DESC, video_id DESC LIMIT {ph}
 """
 PATTERN_STAGES_SQL = "SELECT stage FROM error_pattern_stages WHERE fingerprint = {ph}"
 

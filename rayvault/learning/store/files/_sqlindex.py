@@ -254,13 +254,13 @@ CREATE TABLE error_patterns (
     first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, example_id TEXT NOT NULL,
     videos INTEGER NOT NULL, stale INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX error_patterns_order ON error_patterns (total, last_ts);
+CREATE INDEX error_patterns_order ON error_patterns (total, last_ts, fingerprint);
 CREATE INDEX error_patterns_stale ON error_patterns (fingerprint) WHERE stale = 1;
 CREATE TABLE error_pattern_videos (
     fingerprint TEXT NOT NULL, video_id TEXT NOT NULL, n INTEGER NOT NULL,
     last_ts INTEGER NOT NULL, PRIMARY KEY (fingerprint, video_id)
 ) WITHOUT ROWID;
-CREATE INDEX error_pattern_videos_recent ON error_pattern_videos (fingerprint, last_ts);
+CREATE INDEX error_pattern_videos_recent ON error_pattern_videos (fingerprint, last_ts, video_id);
 CREATE TABLE error_pattern_stages (
     fingerprint TEXT NOT NULL, stage TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (fingerprint, stage)

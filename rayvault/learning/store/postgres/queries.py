@@ -65,12 +65,12 @@ ERROR_PATTERNS = """
            coalesce((SELECT array_agg(r.video_id) FROM (
                SELECT video_id FROM error_pattern_videos AS v
                 WHERE v.fingerprint = p.fingerprint
-                ORDER BY v.last_ts DESC, v.video_id LIMIT %(videos)s) AS r), '{}'),
+                ORDER BY v.last_ts DESC, v.video_id DESC LIMIT %(videos)s) AS r), '{}'),
            coalesce((SELECT array_agg(s.stage) FROM error_pattern_stages AS s
                       WHERE s.fingerprint = p.fingerprint), '{}'),
            (SELECT e.data::text FROM errors AS e WHERE e.id = p.example_id)
       FROM error_patterns AS p WHERE p.total >= %(min_count)s
-     ORDER BY p.total DESC, p.last_ts DESC, p.fingerprint
+     ORDER BY p.total DESC, p.last_ts DESC, p.fingerprint DESC
 """
 LATEST_RESOLUTIONS = """
     SELECT data::text FROM (

@@ -404,7 +404,7 @@ CREATE TABLE error_patterns (
     videos INTEGER NOT NULL,
     stale BOOLEAN NOT NULL DEFAULT false
 );
-CREATE INDEX error_patterns_order ON error_patterns (total, last_ts);
+CREATE INDEX error_patterns_order ON error_patterns (total, last_ts, fingerprint);
 CREATE INDEX error_patterns_stale ON error_patterns (fingerprint) WHERE stale;
 CREATE TABLE error_pattern_videos (
     fingerprint TEXT COLLATE "C" NOT NULL,
@@ -413,7 +413,7 @@ CREATE TABLE error_pattern_videos (
     last_ts BIGINT NOT NULL,
     PRIMARY KEY (fingerprint, video_id)
 );
-CREATE INDEX error_pattern_videos_recent ON error_pattern_videos (fingerprint, last_ts);
+CREATE INDEX error_pattern_videos_recent ON error_pattern_videos (fingerprint, last_ts, video_id);
 CREATE TABLE error_pattern_stages (
     fingerprint TEXT COLLATE "C" NOT NULL,
     stage TEXT COLLATE "C" NOT NULL,
