@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from rayvault.learning._ids import new_error_id
 from rayvault.learning._time import format_ts
+from rayvault.learning.doctor import check_root
 from rayvault.learning.errors import get_patterns, log_error, resolve_error
 from rayvault.learning.models import ErrorEntry, ErrorPattern
 from rayvault.learning.store import FileStore, Store
@@ -26,8 +28,12 @@ from rayvault.learning.store._sql import ERROR_AGGREGATE_COLUMNS, error_aggregat
 from rayvault.learning.store.base import ErrorQuery
 from rayvault.learning.store.files._sqlindex import error_pattern_problems
 from rayvault.learning.store.files.layout import Layout
+from rayvault.learning.store.postgres import PostgresStore
+from rayvault.learning.store.postgres import schema as schema_sql
+from rayvault.learning.store.postgres.queries import ERROR_PATTERNS
+from rayvault.learning.store.transfer import ERROR, Item
 
-from .conftest import Clock
+from .conftest import Clock, PgSchemas
 
 LISTED = 50
 
@@ -331,3 +337,99 @@ def test_the_work_of_get_patterns_does_not_grow_with_entries(tmp_path: Path) -> 
     # a GROUP BY over the entries would take about ten times as many.
     assert large_statements == small_statements
     assert large_steps <= small_steps * 1.25 + 5, (small_steps, large_steps)
+
+
+# -- PostgreSQL: the migration's backfill, the doctor, the work per call ----------------------------
+@pytest.fixture
+def pg(root: Path, pg_schemas: PgSchemas) -> Iterator[PostgresStore]:
+    store = PostgresStore(root, pg_schemas.new_url())
+    yield store
+    store.close()
+
+
+def _entries(count: int, *, videos: int = 200) -> list[ErrorEntry]:
+    """``count`` entries of 5 patterns, a second apart, each pattern over ``videos`` videos."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        ErrorEntry(
+            id=new_error_id(start + timedelta(seconds=i)),
+            video_id=f"v{(i // 5) % videos:03d}",
+            timestamp=start + timedelta(seconds=i),
+            stage="assets",
+            error=f"failure {i % 5}",
+            fingerprint=f"assets:{i % 5:016x}",
+            pattern=f"failure {i % 5}",
+            resolved=i % 3 == 0,
+        )
+        for i in range(count)
+    ]
+
+
+def test_the_migration_fills_the_aggregates_of_a_schema_with_entries(
+    root: Path, pg_schemas: PgSchemas
+) -> None:
+    url = pg_schemas.new_url()
+    old = PostgresStore(root, url, migrate=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(schema_sql, "MIGRATIONS", schema_sql.MIGRATIONS[:10])
+        assert old.init_schema()[-1] == "m010_patterns"
+    old.append_errors(_entries(120, videos=60))
+    assert old.upgrade_schema() == ["m011_error_patterns"]
+    old.close()
+    pg = PostgresStore(root, url)
+    assert aggregate_problems(pg) == []
+    patterns = get_patterns(1, store=pg)
+    assert patterns == brute_force(pg, 1)
+    assert [(p.count, p.video_count, len(p.videos)) for p in patterns] == [(24, 24, 24)] * 5
+    pg.append_errors(_entries(300, videos=60)[120:])  # the triggers take over from there
+    assert_agrees(pg)
+    assert [(p.count, p.video_count, len(p.videos)) for p in get_patterns(1, store=pg)] == [
+        (60, 60, 50)
+    ] * 5
+    pg.close()
+
+
+def test_the_doctor_finds_and_repairs_wrong_aggregates_on_postgresql(pg: PostgresStore) -> None:
+    pg.append_errors(_entries(30))
+    with pg.connect() as conn:
+        conn.execute("UPDATE error_patterns SET videos = videos + 1")
+        conn.execute("DELETE FROM error_pattern_stages")
+    found = {f.code: f for f in check_root(store=pg).findings}
+    message = found["failure-counts-wrong"].message
+    assert message.startswith("10 failure counts")  # 5 patterns, 5 of their stage rows
+    assert "error_patterns/assets:0000000000000000" in message
+    repaired = {f.code: f for f in check_root(repair=True, store=pg).findings}
+    assert repaired["failure-counts-wrong"].repaired
+    assert check_root(store=pg).findings == []
+    assert_agrees(pg)
+
+
+def _buffers(pg: PostgresStore) -> int:
+    """Shared buffers the server touched to answer ``error_patterns`` (its one statement)."""
+    params = {"min_count": 1, "videos": LISTED}
+    with pg.connect() as conn:
+        [(plan,)] = conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + ERROR_PATTERNS, params
+        ).fetchall()
+    top = plan[0]["Plan"]
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+
+def test_the_work_of_get_patterns_on_postgresql_does_not_grow_with_entries(
+    root: Path, pg_schemas: PgSchemas
+) -> None:
+    touched = []
+    for count in (1_000, 10_000):
+        pg = PostgresStore(root, pg_schemas.new_url())
+        pg.load_items(
+            [Item(ERROR, (e.id,), e.model_dump_json()) for e in _entries(count)]
+        )  # a bulk load: the aggregates are recounted once
+        patterns = get_patterns(1, store=pg)
+        assert patterns == brute_force(pg, 1)
+        assert [(p.count, p.video_count) for p in patterns] == [(count // 5, 200)] * 5
+        touched.append(_buffers(pg))
+        pg.close()
+    small, large = touched
+    # Ten times the entries: the same pages within a level of the B-trees (a GROUP BY over the
+    # entries touches ten times as many).
+    assert large <= small * 1.25 + 20, touched
