@@ -32,6 +32,7 @@ from benchmarks._common import (
     p50,
     store_label,
     synthetic_errors,
+    synthetic_events,
     timed,
 )
 
@@ -52,6 +53,8 @@ class Measurement:
     max_large_ms: float | None
     #: p50 at the large size over p50 at the small one must not exceed this.
     max_ratio: float
+    #: Timed calls per size (None: ``--samples``), for operations that take seconds.
+    samples: int | None = None
 
 
 def _error_log(root: Path, url: str | None, size: int) -> Any:
@@ -76,6 +79,21 @@ def _error_patterns(store: Any) -> object:
     return get_patterns(2, store=store)
 
 
+def _event_history(root: Path, url: str | None, size: int) -> Any:
+    """``size`` events at the same rate whatever the size (10k over 90 days, 100k over 900): the
+    last 7 days hold the same ~780 events at both sizes."""
+    store = open_history(root, url, synthetic_events(size, days=size * 90 // 10_000))
+    if url is not None:
+        _vacuum(store)
+    return store
+
+
+def _weekly_revisit(store: Any) -> object:
+    from rayvault.learning.revisit import revisit
+
+    return revisit("all", 7, dry_run=True, store=store)
+
+
 MEASUREMENTS = [
     Measurement(
         name="error-log get_patterns(min_count=2)",
@@ -85,6 +103,16 @@ MEASUREMENTS = [
         run=_error_patterns,
         max_large_ms=100.0,
         max_ratio=1.5,
+    ),
+    Measurement(
+        name='revisit("all", 7, dry_run=True)',
+        unit="events (same 7-day window)",
+        sizes=(10_000, 100_000),
+        build=_event_history,
+        run=_weekly_revisit,
+        max_large_ms=None,
+        max_ratio=1.3,
+        samples=5,
     ),
 ]
 
@@ -125,7 +153,7 @@ def measure(m: Measurement, url: str | None, samples: int) -> Result:
         for store in stores:
             m.run(store)  # warm: the first call pays for imports and caches
         times: list[list[float]] = [[], []]
-        for _ in range(samples):
+        for _ in range(m.samples or samples):
             for i, store in enumerate(stores):
                 times[i] += timed(partial(m.run, store), 1)
         for size, ms in zip(m.sizes, times, strict=True):
@@ -151,7 +179,7 @@ def main() -> int:
     urls = [None, args.pg] if args.pg else [None]
     results = [measure(m, url, args.samples) for url in urls for m in chosen]
     print()
-    print(f"{'store':<11} {'measurement':<38} {'small':>9} {'large':>9} {'ratio':>6}  targets")
+    print(f"{'store':<11} {'measurement':<38} {'small':>10} {'large':>10} {'ratio':>6}  targets")
     failed = False
     for r in results:
         verdicts = r.verdicts()
@@ -159,7 +187,7 @@ def main() -> int:
         shown = "; ".join(f"{what} {'PASS' if ok else 'FAIL'}" for what, ok in verdicts)
         small, large = r.p50s
         print(
-            f"{r.store:<11} {r.measurement.name:<38} {small:>7.1f}ms {large:>7.1f}ms "
+            f"{r.store:<11} {r.measurement.name:<38} {small:>8.1f}ms {large:>8.1f}ms "
             f"{r.ratio:>5.2f}×  {shown}"
         )
     return 1 if failed else 0
