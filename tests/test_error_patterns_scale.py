@@ -433,3 +433,45 @@ def test_the_work_of_get_patterns_on_postgresql_does_not_grow_with_entries(
     # Ten times the entries: the same pages within a level of the B-trees (a GROUP BY over the
     # entries touches ten times as many).
     assert large <= small * 1.25 + 20, touched
+
+
+# -- other ways entries change ----------------------------------------------------------------------
+def test_an_entry_moved_to_another_video_or_pattern_is_counted_where_it_is(
+    store: Store, clock: Clock
+) -> None:
+    """A new version of an entry with another video, time or fingerprint (``regroup`` rewrites
+    fingerprints so) leaves its old place: both patterns are recounted."""
+    ids = []
+    for i in range(8):
+        clock.advance(minutes=1)
+        ids.append(log_error(f"v{i % 3}", "assets", TEXTS[i % 2], store=store).id)
+    other = str(store.get_error(ids[1]).fingerprint)  # type: ignore[union-attr]
+    store.update_error(ids[0], lambda e: e.model_copy(update={"video_id": "v-moved"}))
+    store.update_error(ids[2], lambda e: e.model_copy(update={"fingerprint": other}))
+    store.update_error(
+        ids[4], lambda e: e.model_copy(update={"timestamp": e.timestamp - timedelta(days=3)})
+    )
+    assert_agrees(store)
+    counts = sorted(p.count for p in get_patterns(1, store=store))
+    assert counts == [3, 5]
+
+
+@pytest.mark.files_only("read-only views and the index's schema version are the file store's")
+def test_a_read_only_view_and_an_index_of_an_older_version_give_the_same_patterns(
+    root: Path, clock: Clock
+) -> None:
+    store = FileStore(root)
+    for i in range(9):
+        clock.advance(minutes=1)
+        log_error(f"v{i}", "assets", TEXTS[i % 3], store=store)
+    expected = brute_force(store, 1)
+    assert get_patterns(1, store=store) == expected
+    view = FileStore(root, read_only=True)  # its index lives in memory, built from the logs
+    assert get_patterns(1, store=view) == expected
+    view.close()
+    store.index.connection().execute("PRAGMA user_version = 7")  # written by the version before
+    store.close()
+    again = FileStore(root)
+    assert get_patterns(1, store=again) == expected
+    assert aggregate_problems(again) == []
+    again.close()
