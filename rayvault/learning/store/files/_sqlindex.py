@@ -198,6 +198,9 @@ CREATE TABLE events (
     record_fp TEXT, data BLOB NOT NULL
 );
 CREATE INDEX events_video ON events (video_id, component);
+-- Time order: a window of days (the weekly report's facets, timeline and regressions) or the
+-- newest few events read that window, not the history before it.
+CREATE INDEX events_time ON events (ts, seq);
 CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
 CREATE INDEX events_record_fp ON events (record_fp);
