@@ -90,6 +90,8 @@ def synthetic_events(
                 "pattern": fp.template,
             }
         )
+        if status in ("verified", "archived"):  # resolved: when (0 to 71 hours later)
+            events[-1]["resolved_at"] = format_ts(ts + timedelta(hours=i % 72))
     return events
 
 

@@ -195,12 +195,14 @@ CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
     component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
     source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, idempotency_key TEXT,
-    record_fp TEXT, data BLOB NOT NULL
+    record_fp TEXT, data BLOB NOT NULL, resolved_ts INTEGER
 );
 CREATE INDEX events_video ON events (video_id, component);
 -- Time order: a window of days (the weekly report's facets, timeline and regressions) or the
 -- newest few events read that window, not the history before it.
 CREATE INDEX events_time ON events (ts, seq);
+-- When each event was resolved (its ``resolved_at``): the events resolved within a window.
+CREATE INDEX events_resolved ON events (resolved_ts) WHERE resolved_ts IS NOT NULL;
 CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
 CREATE INDEX events_record_fp ON events (record_fp);
@@ -779,10 +781,32 @@ def _statements(script: str) -> list[str]:
     return [s for s in statements if s.rstrip(";").strip()]
 
 
+#: The events' columns in this index: the shared ones, and when each was resolved.
+INDEX_EVENT_COLUMNS = (*EVENT_COLUMNS, "resolved_ts")
+
+
+def _index_event_row(item: dict[str, Any], aliases: Mapping[str, str]) -> tuple[Any, ...]:
+    """:func:`event_row`, and the event's ``resolved_at`` in microseconds (None when it has none
+    or it does not parse: such an event has no resolution time to report)."""
+    return (*event_row(item, aliases), _micros_or_none(item.get("resolved_at")))
+
+
+def _micros_or_none(value: object) -> int | None:
+    from rayvault.learning._time import parse_ts, to_micros
+
+    if not isinstance(value, str):
+        return None
+    try:
+        return to_micros(parse_ts(value))
+    except (ValueError, OverflowError):
+        return None
+
+
 def event_source(path: Path) -> Source:
     return Source(
-        "events", path, "events", "event_id", EVENT_COLUMNS, event_row, depends=("merges",)
-    )
+        "events", path, "events", "event_id", INDEX_EVENT_COLUMNS, _index_event_row,
+        depends=("merges",),
+    )  # fmt: skip
 
 
 def error_source(path: Path) -> Source:

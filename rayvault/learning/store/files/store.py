@@ -21,7 +21,7 @@ import orjson
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._patternbook import template_of
-from rayvault.learning._time import compact_ts, from_micros, parse_ts, utcnow
+from rayvault.learning._time import compact_ts, from_micros, to_micros, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
     ErrorEntryNotFoundError,
@@ -412,23 +412,14 @@ class FileStore:
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(replace(query, unresolved=False))
-        # resolved_at is not an indexed column of the derived index: SQLite reads it out of the
-        # stored JSON, so no event is decoded in Python (a PostgreSQL store has the column).
-        rows = conn.execute(
-            f"SELECT ts, json_extract(CAST(data AS TEXT), '$.resolved_at') FROM events{where}",
-            params,
-        )
-        times = []
-        for ts, resolved_at in rows:
-            if not isinstance(resolved_at, str):
-                continue  # resolved by an older writer that did not record when
-            try:
-                when = parse_ts(resolved_at)
-            except ValueError:
-                continue
-            if resolved_since is None or when >= resolved_since:
-                times.append((from_micros(ts), when))
-        return times
+        # ``resolved_ts`` is the event's resolved_at, parsed when it was indexed (NULL when it
+        # has none or it does not parse): a window's resolutions are an index range.
+        where += " AND resolved_ts IS NOT NULL"
+        if resolved_since is not None:
+            where += " AND resolved_ts >= ?"
+            params.append(to_micros(resolved_since))
+        rows = conn.execute(f"SELECT ts, resolved_ts FROM events{where}", params)
+        return [(from_micros(ts), from_micros(resolved)) for ts, resolved in rows]
 
     def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
         conn = self.index.sync("events")
