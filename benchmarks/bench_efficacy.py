@@ -444,6 +444,7 @@ class RuleFlag:
     kind: str
     truly_ineffective: bool
     deliveries: int = 0
+    recurrences: int = 0
     flagged_at: int | None = None
     flagged_now: bool = False
 
@@ -479,6 +480,11 @@ class ArmResult:
         due = [r for r in truth if r.deliveries >= FLAG_WITHIN]
         hit_early = [r for r in due if r.flagged_at is not None and r.flagged_at <= FLAG_WITHIN]
         when = [r.flagged_at for r in truth if r.flagged_at is not None]
+
+        def median_rate(group: list[RuleFlag]) -> float | None:
+            rates = [r.recurrences / r.deliveries for r in group if r.deliveries]
+            return round(statistics.median(rates), 3) if rates else None
+
         kinds = {r.kind for r in rules}
         return {
             "rules": len(rules),
@@ -490,6 +496,11 @@ class ArmResult:
             "precision_at_10": _ratio(sum(r.truly_ineffective for r in early), len(early)),
             "recall_at_10": _ratio(len(hit_early), len(due)),
             "median_deliveries_to_flag": statistics.median(when) if when else None,
+            # Why a flag is raised or not: recurrences / deliveries at the end of the run.
+            "median_recurrence_rate_ineffective": median_rate(truth),
+            "median_recurrence_rate_effective": median_rate(
+                [r for r in rules if not r.truly_ineffective]
+            ),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -624,6 +635,7 @@ class _Simulation:
                 flag = self.result.flags[rule.rule_id] = RuleFlag(kind.name, ineffective)
             flag.truly_ineffective = ineffective  # judged on the rule's current text
             flag.deliveries = rule.deliveries
+            flag.recurrences = rule.recurrences
             flag.flagged_now = is_ineffective(rule, policies)
             if flag.flagged_now and flag.flagged_at is None:
                 flag.flagged_at = rule.deliveries
@@ -839,6 +851,19 @@ def markdown(report: dict[str, Any]) -> str:
                 else "| – | – | – | – "
             )
             + f"| {a['seconds']} |"
+        )
+    lines += [
+        "",
+        "Rules and their recurrence rate (recurrences / deliveries, median, at the end):",
+        "",
+    ]
+    for a in report["arms"][1:]:
+        s = a["ineffective"]
+        bad, good = s["median_recurrence_rate_ineffective"], s["median_recurrence_rate_effective"]
+        lines.append(
+            f"- {a['arm']}: {s['rules']} rules, {s['truly_ineffective']} truly ineffective "
+            f"(rate {'–' if bad is None else f'{bad:.3f}'}), the others "
+            f"(rate {'–' if good is None else f'{good:.3f}'})"
         )
     lines += ["", "Targets (issue 14):", ""]
     for t in report["targets"]:
