@@ -1,7 +1,7 @@
 """A simulated pipeline that shows the closed loop end to end (``rayvault-learn demo``).
 
 Three videos go through ``research → script → assets → tts`` on the embedded file store, in a
-fresh data root, with three injected failures:
+fresh data root, with three injected failures, then a fourth that shows whether a rule works:
 
 - **research** hits the offers API's rate limit on every video, each time with different numbers
   (requests made, seconds to wait). The first occurrence is diagnosed by a simulated LLM; the
