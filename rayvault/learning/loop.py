@@ -75,7 +75,7 @@ from rayvault.learning.errors import (
 from rayvault.learning.events import create_event, update_event
 from rayvault.learning.exceptions import GateBlocked, InvalidInputError, LearningError, describe
 from rayvault.learning.gate import learning_gate
-from rayvault.learning.memory import load_active_memory, mark_delivered, prompt_rules
+from rayvault.learning.memory import load_active_memory, mark_delivered, select_rules
 from rayvault.learning.models import (
     ErrorEntry,
     GateResult,
@@ -109,6 +109,8 @@ OnBlocked = Literal["raise", "return"]
 OnFailure = Literal["raise", "return"]
 #: Exception types a stage run lets through without learning from them (``ignore=``).
 Ignore = type[BaseException] | tuple[type[BaseException], ...]
+#: A work item's description for ``learning_stage``: the text, or a function of the video id.
+TaskSource = str | Callable[[str], str | None]
 #: Verified events looked at per fingerprint when diagnosing from history (some may have no fix).
 _HISTORY_LOOKUP = 5
 
@@ -446,8 +448,13 @@ class _Loop:
         retries: int,
         diagnoser: Diagnoser,
         progress: Callable[[LoopStep], None] | None,
+        task: str | None = None,
     ) -> None:
         self.run = run
+        #: The work item's description: rules are ranked by their relevance to it.
+        self.task = task
+        #: The error-log entry of the last failed attempt: its rule comes first on the retry.
+        self.last_error: ErrorEntry | None = None
         self.store = store
         self.max_attempts = retries + 1
         self.diagnoser = diagnoser
@@ -519,10 +526,19 @@ class _Loop:
         rules: list[Rule] = []
         text = ""
         held: dict[str, str] = {}
+        selection: dict[str, Any] = {}
         if run.agent is not None:
-            block = prompt_rules(run.agent, store=self.store)
+            block = select_rules(
+                self.store.load_memory(run.agent),
+                run.agent,
+                self.store,
+                stage=run.stage,
+                task=self.task,
+                failure=self.last_error if attempt > 1 else None,
+            )
             text, rules = block.text, list(block.rules)
             held = dict(block.held_back)
+            selection = block.compact_selection()
             new = [r.rule_id for r in rules if r.rule_id not in self.delivered]
             self.delivered.update(new)
             run.delivered_rule_ids.extend(new)
@@ -552,6 +568,9 @@ class _Loop:
             if run.agent
             else f"stage {run.stage!r} has no agent: no rules delivered"
         )
+        if "failure_rule" in selection:
+            cut = " (cut to fit the budget)" if selection.get("truncated") else ""
+            detail += f"; the failed attempt's rule first: {selection['failure_rule']}{cut}"
         if held:
             detail += "; held back (unresolved conflict): " + ", ".join(
                 f"{h} (in favour of {w})" for h, w in held.items()
@@ -563,6 +582,7 @@ class _Loop:
             rule_ids=shown,
             rules_sha256=ctx.rules_sha256,
             **({"held_back_rule_ids": held} if held else {}),
+            **({"selection": selection} if selection else {}),
         )
         return ctx
 
@@ -608,6 +628,7 @@ class _Loop:
             idempotency_key=loop_key(run, ctx.attempt, "error"),
         )
         run.error_ids.append(entry.id)
+        self.last_error = entry
         failure = Failure(context=ctx, exception=exc, error=entry)
         recurred = self.count_attempt(ctx, entry)
         self.record(
@@ -878,6 +899,7 @@ def run_stage(
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
     ignore: Ignore | None = None,
+    task: str | None = None,
 ) -> StageRun:
     """Run ``fn`` as ``stage`` of ``video_id`` through the closed loop (see the module doc).
 
@@ -894,7 +916,10 @@ def run_stage(
     (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it. ``ignore``:
     exception types (a type or a tuple) that are not failures of the stage to learn from: like a
     :class:`LearningError` raised inside ``fn``, they propagate at once, with nothing logged, no
-    event and no rule.
+    event and no rule. ``task``: the work item's description (the video's title, say): the
+    agent's rules most relevant to it come right after the stage's own, and on a retry the rule
+    learned from the failed attempt comes before everything (``render_rules``); why each rule
+    was delivered or left out is recorded on the attempt's ``execute`` step (``selection``).
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """
@@ -920,6 +945,7 @@ def run_stage(
         retries=retries,
         diagnoser=diagnose or diagnose_from_history,
         progress=progress,
+        task=task,
     )
     if not loop.gate():
         if on_blocked == "raise":
@@ -975,6 +1001,7 @@ class LearningStage(Generic[P, T]):
         store: Store | None,
         progress: Callable[[LoopStep], None] | None,
         ignore: Ignore | None = None,
+        task: TaskSource | None = None,
     ) -> None:
         _ignored(ignore)
         self.fn = fn
@@ -985,6 +1012,7 @@ class LearningStage(Generic[P, T]):
         self.store = store
         self.progress = progress
         self.ignore = ignore
+        self.task = task
         functools.update_wrapper(self, fn)
 
     def _run(
@@ -1005,6 +1033,7 @@ class LearningStage(Generic[P, T]):
             store=self.store,
             progress=self.progress,
             ignore=self.ignore,
+            task=self.task(video_id) if callable(self.task) else self.task,
         )
 
     def __call__(self, video_id: str, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -1029,6 +1058,7 @@ def learning_stage(
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
     ignore: Ignore | None = None,
+    task: TaskSource | None = None,
 ) -> Callable[[Callable[Concatenate[StageContext, P], T]], LearningStage[P, T]]:
     """Decorate a stage function ``fn(ctx, *args, **kwargs)`` so that calling it as
     ``fn(video_id, *args, **kwargs)`` runs it through the closed loop (see :func:`run_stage`
@@ -1040,6 +1070,9 @@ def learning_stage(
             ...
 
         images = make_assets("v042", "B0ABC")  # or make_assets.run("v042", "B0ABC") → StageRun
+
+    ``task``: the work item's description the rules are ranked against (see :func:`run_stage`),
+    or a function of the video id returning it (``task=titles.get``).
     """
     _check_retries(retries)
     _ignored(ignore)
@@ -1054,6 +1087,7 @@ def learning_stage(
             store=store,
             progress=progress,
             ignore=ignore,
+            task=task,
         )
 
     return wrap
