@@ -428,7 +428,7 @@ _PATTERN_KEY = re.compile(r"\S+:[0-9a-f]{16}")
 #: Fewest characters of the failure's own rule's line the block keeps when the budget is too
 #: small for it: the rule is delivered cut rather than not at all, so a block may exceed a budget
 #: smaller than its header plus this.
-MIN_TRUNCATED = 60
+MIN_TRUNCATED = 80
 #: What ends the failure's own rule when it was cut to fit the budget (the block says so).
 TRUNCATED_MARK = " [cut to fit the budget]"
 #: Decimals relevance is compared at: a word every rule shares scores all but 0 under BM25, no
