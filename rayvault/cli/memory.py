@@ -245,16 +245,12 @@ def render_command(
     Example: rayvault-learn memory render dzine_producer --stage assets --task "Price anomaly
     on the B0ABC listing" --explain
     """
-    from rayvault.learning.memory import prompt_rules
+    from rayvault.learning.memory import check_agent, prompt_rules
 
-    block = prompt_rules(
-        agent,
-        budget,
-        stage=stage,
-        task=task,
-        failure=failure,
-        store=open_cli_store(root, store_url, read=True),
-    )
+    store = open_cli_store(root, store_url, read=True)
+    block = prompt_rules(agent, budget, stage=stage, task=task, failure=failure, store=store)
+    if not block.total:
+        check_agent(agent, store=store)
     data: dict[str, Any] = {"agent": agent, "text": block.text}
     if explain:
         data["selection"] = [s.to_dict() for s in block.selection]

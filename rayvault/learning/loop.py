@@ -75,7 +75,7 @@ from rayvault.learning.errors import (
 from rayvault.learning.events import create_event, update_event
 from rayvault.learning.exceptions import GateBlocked, InvalidInputError, LearningError, describe
 from rayvault.learning.gate import learning_gate
-from rayvault.learning.memory import load_active_memory, mark_delivered, select_rules
+from rayvault.learning.memory import load_active_memory, mark_delivered, prompt_rules
 from rayvault.learning.models import (
     ErrorEntry,
     GateResult,
@@ -528,10 +528,9 @@ class _Loop:
         held: dict[str, str] = {}
         selection: dict[str, Any] = {}
         if run.agent is not None:
-            block = select_rules(
-                self.store.load_memory(run.agent),
+            block = prompt_rules(
                 run.agent,
-                self.store,
+                store=self.store,
                 stage=run.stage,
                 task=self.task,
                 failure=self.last_error if attempt > 1 else None,

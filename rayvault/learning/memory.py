@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 from collections.abc import Iterable, Mapping
@@ -504,29 +505,65 @@ class PromptRules:
     #: Rules held back because they conflict with a delivered rule (an unresolved pair):
     #: held-back id → the id delivered in its place.
     held_back: dict[str, str] = field(default_factory=dict)
-    #: Per active rule, why it is in or out (ranked rules first, in rank order, then the held
-    #: back ones).
-    selection: list[RuleSelection] = field(default_factory=list)
     #: The failure's own rule (``failure=``), when the agent has one.
     failure_rule_id: str | None = None
     #: Whether that rule was cut to fit the budget (it is never left out).
     truncated: bool = False
+    #: The rules that could be shown (not held back), in rank order: ``rules`` is its head.
+    ranked: list[Rule] = field(default_factory=list)
+    #: The stage ranked for (folded), and each rule's relevance to the task (None: no task).
+    stage: str | None = None
+    relevance: dict[str, float] | None = None
+    policies: Policies | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def selection(self) -> list[RuleSelection]:
+        """Per active rule, why it is in or out: the ranked rules in rank order, then the held
+        back ones. Worked out when asked for (``memory render --explain``): an attempt records
+        :meth:`compact_selection`, which needs none of the sentences."""
+        policies = self.policies or load_policies()
+        delivered = {r.rule_id for r in self.rules}
+        cut = self.failure_rule_id if self.truncated else None
+        out = []
+        for position, rule in enumerate(self.ranked, start=1):
+            rid = rule.rule_id
+            score = None if self.relevance is None else self.relevance.get(rid, 0.0)
+            why = _reasons(rule, self.failure_rule_id, self.stage, score, policies)
+            if rid == cut:
+                why += "; cut to fit the budget"
+            elif rid not in delivered:
+                why = f"over budget ({why})"
+            out.append(RuleSelection(rid, rid in delivered, position, why, score, rid == cut))
+        for rid, winner in self.held_back.items():
+            score = None if self.relevance is None else self.relevance.get(rid, 0.0)
+            out.append(
+                RuleSelection(rid, False, None, f"held back: conflicts with {winner}", score)
+            )
+        return out
 
     def compact_selection(self) -> dict[str, Any]:
         """The selection as an attempt records it: ids grouped by why, only what applies (the
         delivered ids and the held-back pairs are recorded beside it)."""
         out: dict[str, Any] = {}
-        if self.failure_rule_id is not None:
-            out["failure_rule"] = self.failure_rule_id
+        first = self.failure_rule_id
+        if first is not None:
+            out["failure_rule"] = first
             if self.truncated:
                 out["truncated"] = True
-        stage = [s.rule_id for s in self.selection if s.delivered and s.why.startswith("stage")]
-        if stage:
-            out["stage_rules"] = stage
-        relevant = {s.rule_id: s.relevance for s in self.selection if s.delivered and s.relevance}
+        if self.stage is not None:
+            policies = self.policies or load_policies()
+            stage = [
+                r.rule_id
+                for r in self.rules
+                if r.rule_id != first and fold_stage(r.component, policies) == self.stage
+            ]
+            if stage:
+                out["stage_rules"] = stage
+        scores = self.relevance or {}
+        relevant = {r.rule_id: scores[r.rule_id] for r in self.rules if scores.get(r.rule_id)}
         if relevant:
             out["relevance"] = relevant
-        over = [s.rule_id for s in self.selection if not s.delivered and s.position is not None]
+        over = [r.rule_id for r in self.ranked[len(self.rules) :]]
         if over:
             out["over_budget"] = over
         return out
@@ -575,8 +612,7 @@ def _failure_text(failure: FailureRef) -> str:
     )
 
 
-@checked
-def failure_rule(
+def _failure_rule(
     rules: list[Rule],
     failure: BaseException | str | ErrorEntry,
     store: Store,
@@ -720,35 +756,7 @@ def _fill(
     return lines, shown, truncated
 
 
-def _selection(
-    ordered: list[Rule],
-    *,
-    shown: list[Rule],
-    held: dict[str, str],
-    reasons: dict[str, str],
-    relevance: dict[str, float] | None,
-    truncated: str | None,
-) -> list[RuleSelection]:
-    delivered = {r.rule_id for r in shown}
-    out = []
-    for position, rule in enumerate(ordered, start=1):
-        rid = rule.rule_id
-        why = reasons[rid]
-        if rid == truncated:
-            why += "; cut to fit the budget"
-        elif rid not in delivered:
-            why = f"over budget ({why})"
-        score = None if relevance is None else relevance.get(rid, 0.0)
-        out.append(RuleSelection(rid, rid in delivered, position, why, score, rid == truncated))
-    for rid, winner in held.items():
-        why = f"held back: conflicts with {winner}"
-        score = None if relevance is None else relevance.get(rid, 0.0)
-        out.append(RuleSelection(rid, False, None, why, score))
-    return out
-
-
-@checked
-def select_rules(
+def _select_rules(
     memory: AgentMemory,
     agent: str,
     store: Store,
@@ -758,8 +766,7 @@ def select_rules(
     task: str | None = None,
     failure: BaseException | str | ErrorEntry | None = None,
 ) -> PromptRules:
-    """:func:`prompt_rules` over a memory already loaded, its arguments already checked (what
-    ``run_stage`` calls on every attempt)."""
+    """:func:`prompt_rules` over a memory already loaded, its arguments already checked."""
     if failure is not None:
         _failure_text(failure)  # an unsupported failure is refused even without rules
     if not memory.rules:
@@ -767,7 +774,7 @@ def select_rules(
     policies = store.policies
     limit = budget if budget is not None else policies.LEARNING_RULES_RENDER_BUDGET
     folded = fold_stage(stage, policies) if stage else None
-    own = failure_rule(memory.rules, failure, store, stage=stage) if failure is not None else None
+    own = _failure_rule(memory.rules, failure, store, stage=stage) if failure is not None else None
     first = own.rule_id if own is not None else None
     held = held_back_rules(memory.rules, policies.LEARNING_CONFLICT_PREFERENCE, first=first)
     candidates = [r for r in memory.rules if r.rule_id not in held]
@@ -777,26 +784,18 @@ def select_rules(
     order = "most relevant first" if context else "most severe first"
     header = f"Learned rules for {agent} (follow them; {order}):"
     lines, shown, truncated = _fill(header, ordered, limit, first)
-    reasons = {
-        r.rule_id: _reasons(r, first, folded, (relevance or {}).get(r.rule_id), policies)
-        for r in memory.rules
-    }
     return PromptRules(
         agent,
         "\n".join(lines),
         shown,
         len(memory.rules),
         held,
-        _selection(
-            ordered,
-            shown=shown,
-            held=held,
-            reasons=reasons,
-            relevance=relevance,
-            truncated=first if truncated else None,
-        ),
-        first,
-        truncated,
+        failure_rule_id=first,
+        truncated=truncated,
+        ranked=ordered,
+        stage=folded,
+        relevance=relevance,
+        policies=policies,
     )
 
 
@@ -811,21 +810,34 @@ def prompt_rules(
     store: Store | None = None,
 ) -> PromptRules:
     """The agent's active rules as a prompt-ready block (see :func:`render_rules`), with the
-    rules it shows and why each active rule is in or out (``selection``): what a delivery into
-    the agent's run counts and records. An agent that has no memory and is in no stage map is
-    refused (:class:`InvalidInputError`), as is a ``stage`` no map knows."""
+    rules it shows and why each active rule is in or out (``selection``): what ``run_stage``
+    delivers on every attempt, counts and records. A ``stage`` no map knows is refused
+    (:class:`InvalidInputError`); an agent without rules gets an empty block (see
+    :func:`check_agent`)."""
     validate_identifier(agent, "agent")
     store = store or get_store()
     if stage is not None:
         check_stage(validate_identifier(stage, "stage"), store.policies)
     if budget is not None and budget < 1:
         raise InvalidInputError(f"budget must be a positive number of characters, got {budget}")
-    memory = store.load_memory(agent)
-    if not memory.rules:
-        _unknown_agent(agent, store)
-    return select_rules(
-        memory, agent, store, budget=budget, stage=stage, task=task, failure=failure
+    return _select_rules(
+        store.load_memory(agent),
+        agent,
+        store,
+        budget=budget,
+        stage=stage,
+        task=task,
+        failure=failure,
     )
+
+
+@checked
+def check_agent(agent: str, *, store: Store | None = None) -> str:
+    """``agent`` when it has memory or is in the stage map; :class:`InvalidInputError` (naming
+    the agents there are) otherwise: a misspelt agent is an error, not an empty rules block."""
+    validate_identifier(agent, "agent")
+    _unknown_agent(agent, store or get_store())
+    return agent
 
 
 @checked
@@ -854,8 +866,13 @@ def render_rules(
     ranked lower next time. Of two rules marked as conflicting, only one is rendered
     (``LEARNING_CONFLICT_PREFERENCE``; the failure's own rule wins) until a person resolves the
     pair: an agent told both "never X" and "X" follows neither. :func:`prompt_rules` says why
-    each rule is in or out."""
-    return prompt_rules(agent, budget, stage=stage, task=task, failure=failure, store=store).text
+    each rule is in or out. An agent with no rules that is in no stage map is refused
+    (:func:`check_agent`)."""
+    store = store or get_store()
+    block = prompt_rules(agent, budget, stage=stage, task=task, failure=failure, store=store)
+    if not block.total:
+        check_agent(agent, store=store)
+    return block.text
 
 
 @checked
