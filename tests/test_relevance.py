@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from rayvault.cli import main
 from rayvault.learning import InvalidInputError, create_event, load_active_memory, render_rules
 from rayvault.learning.errors import log_error
-from rayvault.learning.loop import Diagnosis, Failure, StageContext, run_stage
+from rayvault.learning.loop import Diagnosis, Failure, StageContext, learning_stage, run_stage
 from rayvault.learning.memory import (
     MIN_TRUNCATED,
     TRUNCATED_MARK,
@@ -98,6 +98,9 @@ def test_failure_given_as_pattern_key_entry_or_exception(root: Path, clock: Cloc
     except ValueError as exc:
         block = prompt_rules(AGENT, failure=exc, stage="assets")
     assert block.failure_rule_id == own and ids(block.rules)[0] == own
+    # Matched in the given stage first, then in the stages of the agent's other rules.
+    other = prompt_rules(AGENT, failure="Script intro longer than the hook allows", stage="assets")
+    assert other.failure_rule_id == made["script"]
     # A failure no rule was learned from: no rule is first, nothing is refused.
     none = prompt_rules(AGENT, failure="Something never seen before at all")
     assert none.failure_rule_id is None and none.selection[0].why != "failure's own rule"
@@ -318,6 +321,26 @@ def test_run_stage_retry_delivers_the_failure_rule_first_under_a_tight_budget(
     assert "the failed attempt's rule first: " + learned in execute[1].detail
     # Small: ids grouped by reason, not one record per rule.
     assert len(json.dumps(selection)) < 400
+
+
+def test_learning_stage_takes_the_task_or_a_function_of_the_video(root: Path, clock: Clock) -> None:
+    made = seed(clock)
+    titles = {"v7": "Price anomaly on a gadget listing"}
+    seen: list[StageContext] = []
+
+    @learning_stage("assets", retries=0, task=titles.get)
+    def assets(ctx: StageContext) -> str:
+        seen.append(ctx)
+        return "ok"
+
+    run = assets.run("v7")
+    assert seen[0].rules[0].rule_id == made["price"]
+    [execute] = [s for s in run.steps if s.step == "execute"]
+    assert execute.data["selection"]["relevance"] == {made["price"]: pytest.approx(0.5, abs=0.5)}
+    assets("v8")  # no title: ranked without a task
+    assert seen[1].rules[0].rule_id == made["blocker"]
+    fixed = learning_stage("assets", retries=0, task="audio clipping")(lambda ctx: ctx.rules)
+    assert fixed("v9")[0].rule_id == made["audio"]
 
 
 # -- CLI and bad input -------------------------------------------------------------------------

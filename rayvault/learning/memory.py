@@ -622,8 +622,9 @@ def _failure_rule(
     """The rule of ``rules`` learned from ``failure``, or None. An error-log entry is found by
     its pattern key (what ``run_stage`` passes: exact), a pattern key by itself, both with
     merges followed (``rule_for_pattern``). An exception or an error text is matched by its
-    failure's template in ``stage`` (else in each stage the rules belong to): the rule whose
-    symptom has that template, else the rule of the key that template starts a pattern under."""
+    failure's template in ``stage`` first, then in each other stage the rules belong to: the
+    rule whose symptom has that template, else the rule of the key that template starts a
+    pattern under."""
     text = _failure_text(failure)
     if not rules:
         return None
@@ -634,12 +635,9 @@ def _failure_rule(
         return rule_for_pattern(rules, key, store) or _by_template(rules, text, [folded], store)
     if isinstance(failure, str) and _PATTERN_KEY.fullmatch(text):
         return rule_for_pattern(rules, text, store)
-    stages = (
-        [fold_stage(stage, policies)]
-        if stage
-        else list(dict.fromkeys(fold_stage(r.component, policies) for r in rules))
-    )
-    return _by_template(rules, text, stages, store)
+    given = [fold_stage(stage, policies)] if stage else []
+    stages = dict.fromkeys([*given, *(fold_stage(r.component, policies) for r in rules)])
+    return _by_template(rules, text, list(stages), store)
 
 
 def _by_template(rules: list[Rule], text: str, stages: list[str], store: Store) -> Rule | None:
