@@ -12,13 +12,16 @@ What one stage run does:
 1. **gate** — :func:`~rayvault.learning.gate.learning_gate`. Blocked: :class:`GateBlocked`
    (carrying the result) is raised, or, with ``on_blocked="return"``, the blocked run returned.
 2. **execute** — ``fn(ctx)``; the :class:`StageContext` carries the stage's agent, the rules
-   rendered for its prompt (and the rules themselves) and the attempt number. The rules shown
-   are counted as delivered (``applied_count``/``last_applied``, DESIGN.md §6): once per stage
-   run, and not for a rule learned in this run (its creation already counted that use). When the
-   attempt ends, it is counted on every rule it carried (``deliveries``, and ``successes`` or,
-   failing with the rule's own pattern, ``recurrences``), with the attempt kept on the rule as
-   evidence (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block
-   are recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
+   rendered for its prompt (and the rules themselves) and the attempt number. The rules are
+   ranked for the stage, the run's ``task`` and, on a retry, the failed attempt's error (its
+   rule first: ``render_rules``), and why each was in or out is recorded on the ``execute``
+   step (``selection``). The rules shown are counted as delivered (``applied_count`` and
+   ``last_applied``, DESIGN.md §6): once per stage run, and not for a rule learned in this run
+   (its creation already counted that use). When the attempt ends, it is counted on every rule
+   it carried (``deliveries``, and ``successes`` or, failing with the rule's own pattern,
+   ``recurrences``), with the attempt kept on the rule as evidence
+   (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block are
+   recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
 3. **fail** — the exception goes to the error log with its traceback and fingerprint.
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
    fix, or nothing. The default, :func:`diagnose_from_history`, reuses the most recent resolution
@@ -129,7 +132,8 @@ class StageContext:
     run_id: str
     #: The agent's active rules as a prompt-ready block (``render_rules``); "" when none.
     rendered_rules: str
-    #: The rules that block shows, most severe and most recent first.
+    #: The rules that block shows, in its order: on a retry the failed attempt's rule first, then
+    #: the stage's, the task's most relevant, the most severe (``render_rules``).
     rules: tuple[Rule, ...]
     store: Store
     #: The exception of the previous attempt (None on the first).
