@@ -176,7 +176,7 @@ def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]
     key: str | None = None
     found = []
     for other in others:
-        if other.rule_id == rule.rule_id:
+        if other.rule_id == rule.rule_id or compatible(rule, other):
             continue
         if fold_stage(other.component, policies) != stage:  # cheap first; patterns cost a lookup
             if key is None:
@@ -188,13 +188,22 @@ def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]
     return found
 
 
+def compatible(a: Rule, b: Rule) -> bool:
+    """Whether a person judged ``a`` and ``b`` compatible (``resolve_conflict(keep_both=True)``):
+    such a pair is never marked or flagged as conflicting again."""
+    return b.rule_id in a.compatible_with or a.rule_id in b.compatible_with
+
+
 def _clear_marks(rules: Iterable[Rule], gone: set[str]) -> None:
-    """Forget conflicts with rules that left active memory: the pair is resolved."""
+    """Forget conflicts with rules that left active memory: the pair is resolved (and a
+    judgement of compatibility with them is moot)."""
     if not gone:
         return
     for rule in rules:
         if any(i in gone for i in rule.conflicts_with):
             rule.conflicts_with = [i for i in rule.conflicts_with if i not in gone]
+        if any(i in gone for i in rule.compatible_with):
+            rule.compatible_with = [i for i in rule.compatible_with if i not in gone]
 
 
 def _evict_over_cap(state: AgentState, cap: int, event: LearningEvent) -> list[Rule]:
@@ -321,7 +330,9 @@ def resolve_conflict(
     - ``keep=other`` (a rule marked as conflicting with ``rule_id``): ``rule_id`` is tombstoned,
       superseded by ``other``.
     - ``keep_both=True``: both stay and the marks between ``rule_id`` and its partner (``keep``
-      when given, else every partner) are cleared; both are delivered from then on.
+      when given, else every partner) are cleared; both are delivered from then on, and the
+      pair is remembered as compatible (``Rule.compatible_with``): neither a later rule check
+      nor the weekly revisit flags it again.
 
     Tombstoning either rule with :func:`tombstone_rule` resolves the pair as well. Raises
     :class:`InvalidInputError` for an unknown agent, a rule with no unresolved conflict (or not
@@ -362,10 +373,12 @@ def resolve_conflict(
         if keep_both:
             pair = partners if keep in (None, rule_id) else [keep]
             rule.conflicts_with = [i for i in rule.conflicts_with if i not in pair]
+            rule.compatible_with.extend(i for i in pair if i not in rule.compatible_with)
             for other in pair:
-                by_id[other].conflicts_with = [
-                    i for i in by_id[other].conflicts_with if i != rule_id
-                ]
+                partner = by_id[other]
+                partner.conflicts_with = [i for i in partner.conflicts_with if i != rule_id]
+                if rule_id not in partner.compatible_with:
+                    partner.compatible_with.append(rule_id)
             state.memory_changed = True
             return ConflictResolution(
                 agent=agent,

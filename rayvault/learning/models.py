@@ -203,6 +203,7 @@ _RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
     "successes",
     "attempts",
     "conflicts_with",
+    "compatible_with",
     "last_learned",
 )
 
@@ -254,6 +255,10 @@ class Rule(Record):
     #: (``memory.resolve_conflict``) or one of them leaves active memory. Until then
     #: ``render_rules`` delivers only one of the pair (``LEARNING_CONFLICT_PREFERENCE``).
     conflicts_with: list[str] = Field(default_factory=list)
+    #: Rules of the same agent a person judged compatible with this one
+    #: (``resolve_conflict(keep_both=True)``): the pair is never marked or flagged as
+    #: conflicting again, at creation or by the weekly revisit.
+    compatible_with: list[str] = Field(default_factory=list)
     #: When the rule's failure was last learned again (``memory.apply_event``), never moved by
     #: a delivery: what ``render_rules`` ranks recency by, so a rule the budget left out does
     #: not age out for good (``last_applied`` moves with every delivery). None until the failure
@@ -579,6 +584,9 @@ class RuleConflict(Record):
     #: What the two rules share: ``same fingerprint`` or ``same stage <stage>``.
     scope: str
     reason: str
+    #: When the pair is marked (``Rule.conflicts_with``): the rule ``render_rules`` holds back
+    #: until a person resolves it. None for a pair the revisit found that was never marked.
+    held_back: str | None = None
 
 
 class ConflictResolution(Record):
@@ -647,6 +655,15 @@ class SoulPromotion(Record):
     applied_count: int
     #: LEARNING_PROMOTION_THRESHOLD_OCCURRENCES when it was promoted.
     threshold: int
+    #: The rule's efficacy when it was promoted: attempts that carried it, and of those the
+    #: ones that succeeded (what promotion counts: ``registry.promotable``).
+    deliveries: int = 0
+    successes: int = 0
+    #: Whether the rule had earned its promotion (``registry.promotable``): a person may
+    #: promote any rule, and the CLI says when it had not.
+    earned: bool = True
+    #: Why it had not (below the threshold, or flagged ineffective); empty when earned.
+    not_earned_reason: str = ""
 
 
 class AgentSweep(Record):
