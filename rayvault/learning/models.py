@@ -204,6 +204,7 @@ _RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
     "attempts",
     "conflicts_with",
     "compatible_with",
+    "last_learned",
 )
 
 
@@ -258,6 +259,12 @@ class Rule(Record):
     #: (``resolve_conflict(keep_both=True)``): the pair is never marked or flagged as
     #: conflicting again, at creation or by the weekly revisit.
     compatible_with: list[str] = Field(default_factory=list)
+    #: When the rule's failure was last learned again (``memory.apply_event``), never moved by
+    #: a delivery: what ``render_rules`` ranks recency by, so a rule the budget left out does
+    #: not age out for good (``last_applied`` moves with every delivery). None until the failure
+    #: is learned a second time, and on rules written before it existed (:attr:`learned_at`
+    #: falls back to ``created``).
+    last_learned: Timestamp | None = None
 
     @model_serializer(mode="wrap")
     def _without_empty_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -271,6 +278,12 @@ class Rule(Record):
     def last_used(self) -> datetime:
         """When the rule was last applied (its creation when it never was again)."""
         return self.last_applied or self.created
+
+    @property
+    def learned_at(self) -> datetime:
+        """When the rule's failure was last learned: ``last_learned``, else its creation (not
+        ``last_applied``, which deliveries move too)."""
+        return self.last_learned or self.created
 
 
 class Tombstone(Rule):
