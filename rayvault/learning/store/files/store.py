@@ -419,7 +419,9 @@ class FileStore:
         if resolved_since is not None:
             where += " AND resolved_ts >= ?"
             params.append(to_micros(resolved_since))
-        rows = conn.execute(f"SELECT ts, resolved_ts FROM events{where}", params)
+        # In the order events were first written, as a scan of the table gives them (and as
+        # PostgreSQL does): only the window's rows are sorted.
+        rows = conn.execute(f"SELECT ts, resolved_ts FROM events{where} ORDER BY seq", params)
         return [(from_micros(ts), from_micros(resolved)) for ts, resolved in rows]
 
     def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
