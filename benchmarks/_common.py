@@ -54,15 +54,18 @@ SYMPTOMS = [
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
 
 
-def synthetic_events(count: int, *, seed: int = 7, videos: int = 2000) -> list[dict[str, object]]:
-    """``count`` realistic event records spread over 90 days, videos, stages and patterns."""
+def synthetic_events(
+    count: int, *, seed: int = 7, videos: int = 2000, days: int = 90
+) -> list[dict[str, object]]:
+    """``count`` realistic event records spread over ``days`` days (ending now), videos, stages
+    and patterns."""
     rng = random.Random(seed)
-    start = datetime.now(UTC) - timedelta(days=90)
+    start = datetime.now(UTC) - timedelta(days=days)
     events = []
     for i in range(count):
         stage = rng.choice(STAGES)
         symptom = rng.choice(SYMPTOMS).format(n=rng.randint(1, 999), w=rng.choice(WORDS))
-        ts = start + timedelta(seconds=i * (90 * 86400 / max(count, 1)))
+        ts = start + timedelta(seconds=i * (days * 86400 / max(count, 1)))
         fp = fingerprint(stage, symptom)
         status = rng.choice(STATUSES)
         events.append(
@@ -87,6 +90,8 @@ def synthetic_events(count: int, *, seed: int = 7, videos: int = 2000) -> list[d
                 "pattern": fp.template,
             }
         )
+        if status in ("verified", "archived"):  # resolved: when (0 to 71 hours later)
+            events[-1]["resolved_at"] = format_ts(ts + timedelta(hours=i % 72))
     return events
 
 

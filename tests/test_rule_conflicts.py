@@ -24,12 +24,15 @@ from rayvault.learning import (
     record_attempt,
     render_rules,
     resolve_conflict,
-    revisit,
     tombstone_rule,
 )
 from rayvault.learning.loop import Diagnosis, Failure, StageContext, run_stage
 from rayvault.learning.memory import prompt_rules
 from rayvault.learning.models import LearningEvent, Rule
+
+# From its module: ``rayvault.learning.revisit`` is also the name of that module, which the
+# package's attribute names once any test has imported it (then the lazy export is not asked).
+from rayvault.learning.revisit import revisit
 from rayvault.learning.soul import promote_rule
 from rayvault.learning.store import Store
 

@@ -206,6 +206,9 @@ def patterns_command(
 ) -> None:
     """Group errors by failure fingerprint, most frequent first.
 
+    Videos counts every video a pattern affected; --json lists the 50 most recent ("videos")
+    next to that count ("video_count").
+
     Example: rayvault-learn errors patterns --min-count 3
     """
     from rayvault.learning.errors import get_patterns
@@ -228,7 +231,7 @@ def patterns_command(
                 str(p.count),
                 str(p.unresolved),
                 escape(p.stage),
-                str(len(p.videos)),
+                str(p.video_count),
                 when(p.last_seen),
                 escape(short(p.pattern, 120)),
             )

@@ -376,7 +376,8 @@ class PatternMerge(Record):
 
 
 class ErrorPattern(Record):
-    """Error-log entries grouped by fingerprint."""
+    """Error-log entries grouped by fingerprint. ``videos`` lists the most recently affected
+    (up to 50, sorted), ``video_count`` counts them all."""
 
     fingerprint: str
     pattern: str
@@ -384,6 +385,7 @@ class ErrorPattern(Record):
     count: int
     unresolved: int
     videos: list[str] = Field(default_factory=list)
+    video_count: int = 0
     stages: list[str] = Field(default_factory=list)
     first_seen: Timestamp
     last_seen: Timestamp

@@ -86,8 +86,9 @@ def error_pattern_from_row(
     row: Sequence[Any], sample: ErrorEntry, videos: Iterable[str], stages: Iterable[str]
 ) -> ErrorPattern:
     """A row of ``_sql.ERROR_PATTERNS_SQL`` (fingerprint, count, unresolved, first, last,
-    example id), its example entry, and the videos and stages of its entries."""
-    fp, count, unresolved, first, last, example = row[:6]
+    example id, video count), its example entry, the videos listed (the most recent few) and
+    the stages of its entries."""
+    fp, count, unresolved, first, last, example, video_count = row[:7]
     return ErrorPattern(
         fingerprint=fp,
         pattern=sample.pattern or sample.error[:200],
@@ -95,6 +96,7 @@ def error_pattern_from_row(
         count=count,
         unresolved=unresolved,
         videos=sorted(videos),
+        video_count=video_count,
         stages=sorted(stages),
         first_seen=from_micros(first),
         last_seen=from_micros(last),

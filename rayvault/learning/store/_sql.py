@@ -296,12 +296,55 @@ def open_occurrences_sql(components: int, ph: str = "?") -> str:
     """
 
 
+#: At most this many videos are listed per error-log pattern (the most recently affected); its
+#: ``video_count`` counts them all. A pattern's output does not grow with its history.
+PATTERN_VIDEOS_LISTED = 50
+
+#: The error-log patterns from their aggregates (``error_patterns``, kept current on write), most
+#: frequent first: fingerprint, count, unresolved, first and last ts, example id, video count.
+#: The ``(total, last_ts)`` index answers the filter and the order without a sort.
 ERROR_PATTERNS_SQL = """
-    SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(id)
-      FROM errors WHERE fingerprint IS NOT NULL
-     GROUP BY fingerprint HAVING count(*) >= {ph}
-     ORDER BY count(*) DESC, max(ts) DESC
+    SELECT fingerprint, total, open, first_ts, last_ts, example_id, videos
+      FROM error_patterns WHERE total >= {ph}
+     ORDER BY total DESC, last_ts DESC, fingerprint DESC
 """
+#: A pattern's most recently affected videos (parameters: fingerprint, limit): a walk of the
+#: ``(fingerprint, last_ts)`` index that stops at the limit.
+PATTERN_RECENT_VIDEOS_SQL = """
+    SELECT video_id FROM error_pattern_videos WHERE fingerprint = {ph}
+     ORDER BY last_ts DESC, video_id DESC LIMIT {ph}
+"""
+PATTERN_STAGES_SQL = "SELECT stage FROM error_pattern_stages WHERE fingerprint = {ph}"
+
+
+def error_aggregate_recounts(where: str = "") -> dict[str, str]:
+    """The error-log aggregates counted from scratch, per table: what the triggers keep the
+    tables equal to, and how a rebuild or a stale pattern fills them in. ``where`` narrows the
+    rows counted (``AND fingerprint = ?`` for one pattern); the same SQL runs on SQLite and
+    PostgreSQL."""
+    base = f"FROM errors WHERE fingerprint IS NOT NULL{where}"
+    return {
+        "error_patterns": (
+            "SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(id), "
+            f"count(DISTINCT video_id) {base} GROUP BY fingerprint"
+        ),
+        "error_pattern_videos": (
+            f"SELECT fingerprint, video_id, count(*), max(ts) {base} AND video_id IS NOT NULL "
+            "GROUP BY fingerprint, video_id"
+        ),
+        "error_pattern_stages": (
+            f"SELECT fingerprint, stage, count(*) {base} AND stage IS NOT NULL "
+            "GROUP BY fingerprint, stage"
+        ),
+    }
+
+
+#: The columns each aggregate table is filled in with, in the order of the recounts above.
+ERROR_AGGREGATE_COLUMNS = {
+    "error_patterns": "fingerprint, total, open, first_ts, last_ts, example_id, videos",
+    "error_pattern_videos": "fingerprint, video_id, n, last_ts",
+    "error_pattern_stages": "fingerprint, stage, n",
+}
 
 
 def pattern_sql(

@@ -41,9 +41,11 @@ from typing import Any
 from rayvault.learning.exceptions import CorruptFileError, StoreError
 from rayvault.learning.store._fs import check_inside, os_error
 from rayvault.learning.store._sql import (
+    ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
     EVENT_COLUMNS,
     NO_ALIASES,
+    error_aggregate_recounts,
     error_row,
     event_row,
 )
@@ -51,7 +53,7 @@ from rayvault.learning.store.files._jsonlog import read_array, read_from, scan_a
 
 logger = logging.getLogger("rayvault.learning.index")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -101,6 +103,59 @@ BEGIN
     DO UPDATE SET total = total + 1, open = open + 1 - NEW.resolved;
 END;
 """
+# The error-log pattern aggregates (``error_patterns`` and its per-video and per-stage rows). An
+# entry joining a pattern adds to them in O(1); a resolution (an update that changes nothing
+# else) moves the open count; an entry leaving a pattern (a merge moves a whole group, a rewritten
+# log deletes rows) only marks it stale: its minimum, maximum and videos cannot be taken back
+# row by row, so ``refresh_stale`` recounts each stale pattern once, from its rows, at the end
+# of the catch-up that changed it (a merge empties its source: nothing left to recount).
+_JOINS = """
+    UPDATE error_patterns SET videos = videos + 1
+     WHERE fingerprint = NEW.fingerprint AND NEW.video_id IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM error_pattern_videos
+                        WHERE fingerprint = NEW.fingerprint AND video_id = NEW.video_id);
+    INSERT INTO error_patterns
+           (fingerprint, total, open, first_ts, last_ts, example_id, videos, stale)
+    SELECT NEW.fingerprint, 1, 1 - NEW.resolved, NEW.ts, NEW.ts, NEW.id,
+           NEW.video_id IS NOT NULL, 0
+     WHERE NEW.fingerprint IS NOT NULL
+    ON CONFLICT (fingerprint) DO UPDATE SET
+        total = total + 1, open = open + excluded.open,
+        first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+        example_id = max(example_id, excluded.example_id);
+    INSERT INTO error_pattern_videos (fingerprint, video_id, n, last_ts)
+    SELECT NEW.fingerprint, NEW.video_id, 1, NEW.ts
+     WHERE NEW.fingerprint IS NOT NULL AND NEW.video_id IS NOT NULL
+    ON CONFLICT (fingerprint, video_id) DO UPDATE SET
+        n = n + 1, last_ts = max(last_ts, excluded.last_ts);
+    INSERT INTO error_pattern_stages (fingerprint, stage, n)
+    SELECT NEW.fingerprint, NEW.stage, 1
+     WHERE NEW.fingerprint IS NOT NULL AND NEW.stage IS NOT NULL
+    ON CONFLICT (fingerprint, stage) DO UPDATE SET n = n + 1;
+"""
+_LEAVES = """
+    UPDATE error_patterns SET total = total - 1, open = open - (1 - OLD.resolved), stale = 1
+     WHERE fingerprint = OLD.fingerprint;
+"""
+#: An update that keeps the entry where it was counted (pattern, time, video, stage).
+_SAME_PLACE = (
+    "OLD.fingerprint IS NEW.fingerprint AND OLD.ts = NEW.ts AND OLD.video_id IS NEW.video_id "
+    "AND OLD.stage IS NEW.stage"
+)
+_TRIGGERS += f"""
+CREATE TRIGGER errors_grouped AFTER INSERT ON errors WHEN NEW.fingerprint IS NOT NULL
+BEGIN{_JOINS}END;
+CREATE TRIGGER errors_ungrouped AFTER DELETE ON errors WHEN OLD.fingerprint IS NOT NULL
+BEGIN{_LEAVES}END;
+CREATE TRIGGER errors_reopened AFTER UPDATE ON errors
+WHEN {_SAME_PLACE} AND OLD.resolved <> NEW.resolved
+BEGIN
+    UPDATE error_patterns SET open = open + OLD.resolved - NEW.resolved
+     WHERE fingerprint = NEW.fingerprint;
+END;
+CREATE TRIGGER errors_regrouped AFTER UPDATE ON errors WHEN NOT ({_SAME_PLACE})
+BEGIN{_LEAVES}{_JOINS}END;
+"""
 _TRIGGER_NAMES = (
     "events_counted",
     "events_uncounted",
@@ -108,7 +163,12 @@ _TRIGGER_NAMES = (
     "errors_counted",
     "errors_uncounted",
     "errors_recounted",
+    "errors_grouped",
+    "errors_ungrouped",
+    "errors_reopened",
+    "errors_regrouped",
 )
+_AGGREGATES = tuple(ERROR_AGGREGATE_COLUMNS)
 _OCCURRENCES = """
     SELECT component, fingerprint, count(*), sum(open) FROM (
         SELECT component, fingerprint, 1 - resolved AS open FROM events
@@ -135,9 +195,14 @@ CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
     component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
     source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, idempotency_key TEXT,
-    record_fp TEXT, data BLOB NOT NULL
+    record_fp TEXT, data BLOB NOT NULL, resolved_ts INTEGER
 );
 CREATE INDEX events_video ON events (video_id, component);
+-- Time order: a window of days (the weekly report's facets, timeline and regressions) or the
+-- newest few events read that window, not the history before it.
+CREATE INDEX events_time ON events (ts, seq);
+-- When each event was resolved (its ``resolved_at``): the events resolved within a window.
+CREATE INDEX events_resolved ON events (resolved_ts) WHERE resolved_ts IS NOT NULL;
 CREATE INDEX events_component ON events (component, fingerprint, resolved);
 CREATE INDEX events_fingerprint ON events (fingerprint);
 CREATE INDEX events_record_fp ON events (record_fp);
@@ -183,6 +248,28 @@ CREATE TABLE signatures (
     stage TEXT NOT NULL, sig TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (stage, sig)
 ) WITHOUT ROWID;
 CREATE TABLE pattern_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- The error-log patterns (``get_patterns``), kept current by triggers on ``errors`` (see
+-- ``_JOINS``): per pattern, its entries, open ones, first and last time, example (the greatest
+-- id) and distinct videos; ``stale`` while an entry has left it (recounted before the catch-up
+-- that did it commits). Per (pattern, video) and (pattern, stage), the entries and, for videos,
+-- the last time: so a pattern lists its most recent videos without reading its history.
+CREATE TABLE error_patterns (
+    fingerprint TEXT PRIMARY KEY, total INTEGER NOT NULL, open INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, example_id TEXT NOT NULL,
+    videos INTEGER NOT NULL, stale INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX error_patterns_order ON error_patterns (total, last_ts, fingerprint);
+CREATE INDEX error_patterns_stale ON error_patterns (fingerprint) WHERE stale = 1;
+CREATE TABLE error_pattern_videos (
+    fingerprint TEXT NOT NULL, video_id TEXT NOT NULL, n INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL, PRIMARY KEY (fingerprint, video_id)
+) WITHOUT ROWID;
+CREATE INDEX error_pattern_videos_recent ON error_pattern_videos (fingerprint, last_ts, video_id);
+CREATE TABLE error_pattern_stages (
+    fingerprint TEXT NOT NULL, stage TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, stage)
+) WITHOUT ROWID;
 """
 
 
@@ -399,6 +486,7 @@ class SqliteIndex:
             }
             if counts != kept:
                 problems.append("the occurrence counts of the known-failures check are wrong")
+            problems += error_pattern_problems(conn)
         except sqlite3.DatabaseError as e:
             problems.append(f"the database cannot be read ({e})")
         return problems
@@ -441,6 +529,18 @@ class SqliteIndex:
         self._seen.pop(name, None)
 
     def _catch_up(
+        self,
+        conn: sqlite3.Connection,
+        source: Source,
+        seen: tuple[int, int, int] | None,
+        aliases: tuple[Mapping[str, str], str],
+    ) -> None:
+        """Catch up with ``source``, then recount the error-log patterns it left stale (in the
+        same transaction: no reader ever sees a stale aggregate)."""
+        self._catch_up_log(conn, source, seen, aliases)
+        refresh_stale(conn)
+
+    def _catch_up_log(
         self,
         conn: sqlite3.Connection,
         source: Source,
@@ -546,8 +646,11 @@ class SqliteIndex:
             self._store(conn, source, parsed.items, 0, aliases[0])
             conn.execute("DELETE FROM fp_counts")
             conn.execute(_RECOUNT)
+            if source.table == "errors":
+                recount_error_patterns(conn)
             for statement in _statements(_TRIGGERS):
                 conn.execute(statement)
+        refresh_stale(conn)  # the merges, read again, may have moved error-log entries
         conn.execute(
             "INSERT OR REPLACE INTO sources "
             "(name, inode, offset, sig, next_seq, size, mtime, aliases) "
@@ -603,6 +706,46 @@ class SqliteIndex:
         conn.executemany(sql, rows)
 
 
+_RECOUNTS = error_aggregate_recounts()
+_PATTERN_RECOUNTS = error_aggregate_recounts(" AND fingerprint = ?")
+
+
+def recount_error_patterns(conn: sqlite3.Connection) -> None:
+    """Fill the error-log pattern aggregates from scratch: one grouped scan per table (a
+    rebuild, with the row triggers set aside)."""
+    for table in _AGGREGATES:
+        conn.execute(f"DELETE FROM {table}")
+        conn.execute(f"INSERT INTO {table} ({ERROR_AGGREGATE_COLUMNS[table]}) {_RECOUNTS[table]}")
+
+
+def refresh_stale(conn: sqlite3.Connection) -> None:
+    """Recount each error-log pattern an entry has left since (``stale``), from its own rows
+    (the ``errors (fingerprint, …)`` index): a pattern merged away entirely has none left, and
+    its aggregate rows go."""
+    stale = [fp for (fp,) in conn.execute("SELECT fingerprint FROM error_patterns WHERE stale = 1")]
+    for fp in stale:
+        for table in _AGGREGATES:
+            conn.execute(f"DELETE FROM {table} WHERE fingerprint = ?", (fp,))
+        for table in _AGGREGATES:
+            columns = ERROR_AGGREGATE_COLUMNS[table]
+            conn.execute(f"INSERT INTO {table} ({columns}) {_PATTERN_RECOUNTS[table]}", (fp,))
+
+
+def error_pattern_problems(conn: sqlite3.Connection) -> list[str]:
+    """How the error-log pattern aggregates differ from a recount (empty when they agree)."""
+    problems = []
+    for table in _AGGREGATES:
+        counted = set(conn.execute(_RECOUNTS[table]))
+        kept = set(conn.execute(f"SELECT {ERROR_AGGREGATE_COLUMNS[table]} FROM {table}"))
+        if counted != kept:
+            differ = sorted({str(row[0]) for row in counted ^ kept})
+            problems.append(
+                f"the error-log pattern aggregates ({table}) differ from a recount for "
+                f"{len(differ)} patterns ({', '.join(differ[:3])}…)"
+            )
+    return problems
+
+
 def _stat(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
@@ -638,10 +781,32 @@ def _statements(script: str) -> list[str]:
     return [s for s in statements if s.rstrip(";").strip()]
 
 
+#: The events' columns in this index: the shared ones, and when each was resolved.
+INDEX_EVENT_COLUMNS = (*EVENT_COLUMNS, "resolved_ts")
+
+
+def _index_event_row(item: dict[str, Any], aliases: Mapping[str, str]) -> tuple[Any, ...]:
+    """:func:`event_row`, and the event's ``resolved_at`` in microseconds (None when it has none
+    or it does not parse: such an event has no resolution time to report)."""
+    return (*event_row(item, aliases), _micros_or_none(item.get("resolved_at")))
+
+
+def _micros_or_none(value: object) -> int | None:
+    from rayvault.learning._time import parse_ts, to_micros
+
+    if not isinstance(value, str):
+        return None
+    try:
+        return to_micros(parse_ts(value))
+    except (ValueError, OverflowError):
+        return None
+
+
 def event_source(path: Path) -> Source:
     return Source(
-        "events", path, "events", "event_id", EVENT_COLUMNS, event_row, depends=("merges",)
-    )
+        "events", path, "events", "event_id", INDEX_EVENT_COLUMNS, _index_event_row,
+        depends=("merges",),
+    )  # fmt: skip
 
 
 def error_source(path: Path) -> Source:

@@ -21,7 +21,7 @@ import orjson
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._patternbook import template_of
-from rayvault.learning._time import compact_ts, from_micros, parse_ts, utcnow
+from rayvault.learning._time import compact_ts, from_micros, to_micros, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
     ErrorEntryNotFoundError,
@@ -75,6 +75,9 @@ from rayvault.learning.store._sql import (
     ERROR_PATTERNS_SQL,
     FACETS,
     LATEST_RESOLUTION_SQL,
+    PATTERN_RECENT_VIDEOS_SQL,
+    PATTERN_STAGES_SQL,
+    PATTERN_VIDEOS_LISTED,
     error_where,
     event_order,
     event_where,
@@ -410,23 +413,16 @@ class FileStore:
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(replace(query, unresolved=False))
-        # resolved_at is not an indexed column of the derived index: SQLite reads it out of the
-        # stored JSON, so no event is decoded in Python (a PostgreSQL store has the column).
-        rows = conn.execute(
-            f"SELECT ts, json_extract(CAST(data AS TEXT), '$.resolved_at') FROM events{where}",
-            params,
-        )
-        times = []
-        for ts, resolved_at in rows:
-            if not isinstance(resolved_at, str):
-                continue  # resolved by an older writer that did not record when
-            try:
-                when = parse_ts(resolved_at)
-            except ValueError:
-                continue
-            if resolved_since is None or when >= resolved_since:
-                times.append((from_micros(ts), when))
-        return times
+        # ``resolved_ts`` is the event's resolved_at, parsed when it was indexed (NULL when it
+        # has none or it does not parse): a window's resolutions are an index range.
+        where += " AND resolved_ts IS NOT NULL"
+        if resolved_since is not None:
+            where += " AND resolved_ts >= ?"
+            params.append(to_micros(resolved_since))
+        # In the order events were first written, as a scan of the table gives them (and as
+        # PostgreSQL does): only the window's rows are sorted.
+        rows = conn.execute(f"SELECT ts, resolved_ts FROM events{where} ORDER BY seq", params)
+        return [(from_micros(ts), from_micros(resolved)) for ts, resolved in rows]
 
     def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
         conn = self.index.sync("events")
@@ -640,19 +636,25 @@ class FileStore:
         return build_records(conn.execute(f"SELECT data FROM errors{clause}", params), self._error)
 
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
+        # Read from the aggregates the index keeps on write: a few rows per pattern (its most
+        # recent videos, its stages) and one batched read of the examples, whatever the number
+        # of entries behind them.
         conn = self.index.sync("errors")
+        groups = conn.execute(ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)).fetchall()
+        examples = _rows_by_key(conn, "errors", "id", [group[5] for group in groups])
+        recent = PATTERN_RECENT_VIDEOS_SQL.format(ph="?")
+        stages = PATTERN_STAGES_SQL.format(ph="?")
         patterns = []
-        for group in conn.execute(ERROR_PATTERNS_SQL.format(ph="?"), (min_count,)).fetchall():
-            fp, example = group[0], group[5]
-            rows = conn.execute(
-                "SELECT DISTINCT video_id, stage FROM errors WHERE fingerprint = ?", (fp,)
-            ).fetchall()
-            sample = self._error(
-                conn.execute("SELECT data FROM errors WHERE id = ?", (example,)).fetchone()[0]
-            )
-            videos = {v for v, _ in rows if v}
+        for group in groups:
+            fp = group[0]
+            videos = [v for (v,) in conn.execute(recent, (fp, PATTERN_VIDEOS_LISTED))]
             patterns.append(
-                error_pattern_from_row(group, sample, videos, {s for _, s in rows if s})
+                error_pattern_from_row(
+                    group,
+                    self._error(examples[group[5]]),
+                    videos,
+                    [stage for (stage,) in conn.execute(stages, (fp,))],
+                )
             )
         return patterns
 

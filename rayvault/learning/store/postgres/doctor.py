@@ -20,8 +20,9 @@ What is checked, and what a repair does:
   followed (part of the indexed columns above); the pattern tables agree with the merges: a merged
   cluster names its target, signatures name live clusters (``patterns-inconsistent``: repaired
   from ``pattern_merges``, the record of what was merged);
-- ``fp_counts`` (the gate's failure counts) equals a recount (``failure-counts-wrong``: repaired
-  by recounting, with writers held off for that moment);
+- ``fp_counts`` (the gate's failure counts) and the error log's pattern aggregates
+  (``error_patterns`` and its per-video and per-stage rows) equal a recount
+  (``failure-counts-wrong``: repaired by recounting, with writers held off for that moment);
 - agent memories, tombstone lists, memory snapshots, gate states, weekly reports and tombstone
   archives have their shapes (``memory-corrupt``, ``tombstones-corrupt``, ``snapshot-corrupt``,
   ``gate-state-corrupt``, ``report-corrupt``, ``tombstone-archive-corrupt``), SOUL snapshots match
@@ -57,7 +58,14 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store._names import original_tombstone_archive_day
 from rayvault.learning.store._original import OriginalTombstoneArchive
-from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store._sql import (
+    ERROR_AGGREGATE_COLUMNS,
+    ERROR_COLUMNS,
+    EVENT_COLUMNS,
+    error_aggregate_recounts,
+    error_row,
+    event_row,
+)
 from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.learning.store.postgres.patterns import APPLY_MERGES
 from rayvault.policies import Policies
@@ -487,13 +495,20 @@ class PostgresDoctor:
         counts = {(c, f): (t, o) for c, f, t, o in conn.execute(schema_sql.FAILURE_RECOUNT)}
         kept = {(c, f): (t, o) for c, f, t, o in conn.execute(kept_query)}
         wrong = sorted(k for k in counts.keys() | kept.keys() if counts.get(k) != kept.get(k))
-        if not wrong:
+        labels = [f"{c}/{f}" for c, f in wrong]
+        # The error-log pattern aggregates (``get_patterns``): the same finding, the same repair.
+        for table, query in error_aggregate_recounts().items():
+            counted = set(conn.execute(query))
+            columns = ERROR_AGGREGATE_COLUMNS[table]
+            stored = set(conn.execute(f"SELECT {columns} FROM {table}"))
+            labels += sorted({f"{table}/{row[0]}" for row in counted ^ stored})
+        if not labels:
             return None
         return self._add(
             "failure-counts-wrong",
             self._where("fp_counts"),
-            f"{len(wrong)} failure counts of the gate's known-failures check differ from a "
-            f"recount ({_sample([f'{c}/{f}' for c, f in wrong])})",
+            f"{len(labels)} failure counts of the gate's known-failures check or of the error "
+            f"log's patterns differ from a recount ({_sample(labels)})",
             level="warning",
             repairable=not self.store.is_read_only,
         )
@@ -506,6 +521,7 @@ class PostgresDoctor:
                 "INSERT INTO fp_counts (component, fingerprint, total, open) "
                 + schema_sql.FAILURE_RECOUNT
             )
+            schema_sql.recount_error_patterns(conn)
         self._repaired(finding, "recounted from the events and the error log")
 
     # -- documents --------------------------------------------------------------------------------

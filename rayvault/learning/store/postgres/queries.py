@@ -56,15 +56,22 @@ EVENT_FACETS = """
      GROUP BY GROUPING SETS ((severity), (status), (component), (agent))
      ORDER BY facet, n DESC, value
 """
+#: The error-log patterns from their aggregates (migration ``m011_error_patterns``), most frequent
+#: first, each with its most recently affected videos (an index walk stopping at the limit), its
+#: stages and its example's text: one statement, a few rows per pattern, whatever the history.
+#: Parameters: min_count, the number of videos listed.
 ERROR_PATTERNS = """
-    SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(id),
-           array_remove(array_agg(DISTINCT video_id), NULL),
-           array_remove(array_agg(DISTINCT stage), NULL)
-      FROM errors WHERE fingerprint IS NOT NULL
-     GROUP BY fingerprint HAVING count(*) >= %s
-     ORDER BY count(*) DESC, max(ts) DESC
+    SELECT p.fingerprint, p.total, p.open, p.first_ts, p.last_ts, p.example_id, p.videos,
+           coalesce((SELECT array_agg(r.video_id) FROM (
+               SELECT video_id FROM error_pattern_videos AS v
+                WHERE v.fingerprint = p.fingerprint
+                ORDER BY v.last_ts DESC, v.video_id DESC LIMIT %(videos)s) AS r), '{}'),
+           coalesce((SELECT array_agg(s.stage) FROM error_pattern_stages AS s
+                      WHERE s.fingerprint = p.fingerprint), '{}'),
+           (SELECT e.data::text FROM errors AS e WHERE e.id = p.example_id)
+      FROM error_patterns AS p WHERE p.total >= %(min_count)s
+     ORDER BY p.total DESC, p.last_ts DESC, p.fingerprint DESC
 """
-ERRORS_BY_IDS = "SELECT id, data::text FROM errors WHERE id = ANY(%s)"
 LATEST_RESOLUTIONS = """
     SELECT data::text FROM (
         SELECT DISTINCT ON (fingerprint) data, resolved_ts, seq FROM errors

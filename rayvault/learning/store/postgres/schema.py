@@ -27,6 +27,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from rayvault.learning.store._sql import ERROR_AGGREGATE_COLUMNS, error_aggregate_recounts
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -369,6 +371,133 @@ CREATE TRIGGER errors_follow_merges BEFORE INSERT OR UPDATE OF fingerprint ON er
     FOR EACH ROW EXECUTE FUNCTION follow_pattern_merges();
 """
 
+#: The error-log pattern aggregates counted from scratch (the migration's backfill, a bulk load's
+#: recount, the doctor's check and repair): one statement per table.
+ERROR_PATTERN_RECOUNTS = {
+    table: f"INSERT INTO {table} ({ERROR_AGGREGATE_COLUMNS[table]}) {query}"
+    for table, query in error_aggregate_recounts().items()
+}
+
+
+def recount_error_patterns(conn: Conn) -> None:
+    """Fill the error-log pattern aggregates from scratch (after a bulk load, or as a repair)."""
+    for table, statement in ERROR_PATTERN_RECOUNTS.items():
+        conn.execute(f"DELETE FROM {table}")
+        conn.execute(statement)
+
+
+#: The error-log patterns (``get_patterns``) kept as aggregates, as the file store's index keeps
+#: them (see ``files._sqlindex``): per pattern, per (pattern, video) and per (pattern, stage). A
+#: row trigger adds an entry joining a pattern in O(1) and moves the open count on a resolution;
+#: an entry leaving a pattern (a merge moves a whole group) only marks it stale, and a statement
+#: trigger recounts each stale pattern from its rows once the statement is done (a merge leaves
+#: its source empty: nothing to recount). A bulk load sets the triggers aside and recounts.
+M011_ERROR_PATTERNS = (
+    """
+CREATE TABLE error_patterns (
+    fingerprint TEXT COLLATE "C" PRIMARY KEY,
+    total INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    first_ts BIGINT NOT NULL,
+    last_ts BIGINT NOT NULL,
+    example_id TEXT COLLATE "C" NOT NULL,
+    videos INTEGER NOT NULL,
+    stale BOOLEAN NOT NULL DEFAULT false
+);
+CREATE INDEX error_patterns_order ON error_patterns (total, last_ts, fingerprint);
+CREATE INDEX error_patterns_stale ON error_patterns (fingerprint) WHERE stale;
+CREATE TABLE error_pattern_videos (
+    fingerprint TEXT COLLATE "C" NOT NULL,
+    video_id TEXT COLLATE "C" NOT NULL,
+    n INTEGER NOT NULL,
+    last_ts BIGINT NOT NULL,
+    PRIMARY KEY (fingerprint, video_id)
+);
+CREATE INDEX error_pattern_videos_recent ON error_pattern_videos (fingerprint, last_ts, video_id);
+CREATE TABLE error_pattern_stages (
+    fingerprint TEXT COLLATE "C" NOT NULL,
+    stage TEXT COLLATE "C" NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, stage)
+);
+
+CREATE FUNCTION group_error_entries() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    old_in boolean := TG_OP <> 'INSERT' AND OLD.fingerprint IS NOT NULL;
+    new_in boolean := TG_OP <> 'DELETE' AND NEW.fingerprint IS NOT NULL;
+BEGIN
+    IF old_in AND new_in AND OLD.fingerprint = NEW.fingerprint AND OLD.ts = NEW.ts
+       AND OLD.video_id IS NOT DISTINCT FROM NEW.video_id
+       AND OLD.stage IS NOT DISTINCT FROM NEW.stage THEN
+        IF OLD.resolved <> NEW.resolved THEN
+            UPDATE error_patterns SET open = open + OLD.resolved - NEW.resolved
+             WHERE fingerprint = NEW.fingerprint;
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF old_in THEN
+        UPDATE error_patterns SET total = total - 1, open = open - 1 + OLD.resolved, stale = true
+         WHERE fingerprint = OLD.fingerprint;
+    END IF;
+    IF new_in THEN
+        IF NEW.video_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM error_pattern_videos
+             WHERE fingerprint = NEW.fingerprint AND video_id = NEW.video_id) THEN
+            UPDATE error_patterns SET videos = videos + 1 WHERE fingerprint = NEW.fingerprint;
+        END IF;
+        INSERT INTO error_patterns AS p
+               (fingerprint, total, open, first_ts, last_ts, example_id, videos)
+        VALUES (NEW.fingerprint, 1, 1 - NEW.resolved, NEW.ts, NEW.ts, NEW.id,
+                CASE WHEN NEW.video_id IS NULL THEN 0 ELSE 1 END)
+        ON CONFLICT (fingerprint) DO UPDATE SET
+            total = p.total + 1, open = p.open + excluded.open,
+            first_ts = least(p.first_ts, excluded.first_ts),
+            last_ts = greatest(p.last_ts, excluded.last_ts),
+            example_id = greatest(p.example_id, excluded.example_id);
+        IF NEW.video_id IS NOT NULL THEN
+            INSERT INTO error_pattern_videos AS v (fingerprint, video_id, n, last_ts)
+            VALUES (NEW.fingerprint, NEW.video_id, 1, NEW.ts)
+            ON CONFLICT (fingerprint, video_id) DO UPDATE SET
+                n = v.n + 1, last_ts = greatest(v.last_ts, excluded.last_ts);
+        END IF;
+        IF NEW.stage IS NOT NULL THEN
+            INSERT INTO error_pattern_stages AS s (fingerprint, stage, n)
+            VALUES (NEW.fingerprint, NEW.stage, 1)
+            ON CONFLICT (fingerprint, stage) DO UPDATE SET n = s.n + 1;
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION recount_stale_error_patterns() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    k text;
+BEGIN
+    FOR k IN SELECT fingerprint FROM error_patterns WHERE stale ORDER BY fingerprint LOOP
+        DELETE FROM error_pattern_videos WHERE fingerprint = k;
+        DELETE FROM error_pattern_stages WHERE fingerprint = k;
+        DELETE FROM error_patterns WHERE fingerprint = k;
+"""
+    + "".join(
+        f"        INSERT INTO {table} ({ERROR_AGGREGATE_COLUMNS[table]}) {query};\n"
+        for table, query in error_aggregate_recounts(" AND fingerprint = k").items()
+    )
+    + f"""    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER errors_grouped AFTER INSERT OR UPDATE OR DELETE ON errors FOR EACH ROW
+    WHEN (coalesce(current_setting('{BULK_LOAD_SETTING}', true), '') <> 'on')
+    EXECUTE FUNCTION group_error_entries();
+CREATE TRIGGER errors_regrouped AFTER INSERT OR UPDATE OR DELETE ON errors FOR EACH STATEMENT
+    WHEN (coalesce(current_setting('{BULK_LOAD_SETTING}', true), '') <> 'on')
+    EXECUTE FUNCTION recount_stale_error_patterns();
+"""
+    + "".join(f"{statement};\n" for statement in ERROR_PATTERN_RECOUNTS.values())
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_events", M001_EVENTS),
     Migration("m002_error_log", M002_ERROR_LOG),
@@ -380,6 +509,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m008_event_version_archive", M008_EVENT_VERSION_ARCHIVE),
     Migration("m009_idempotency_keys", M009_IDEMPOTENCY_KEYS),
     Migration("m010_patterns", M010_PATTERNS),
+    Migration("m011_error_patterns", M011_ERROR_PATTERNS),
 )
 
 #: What each migration creates that the store relies on, for the doctor: tables, and
@@ -401,6 +531,13 @@ CREATES: dict[str, tuple[str, ...]] = {
         "pattern_merges",
         "events:events_follow_merges",
         "errors:errors_follow_merges",
+    ),
+    "m011_error_patterns": (
+        "error_patterns",
+        "error_pattern_videos",
+        "error_pattern_stages",
+        "errors:errors_grouped",
+        "errors:errors_regrouped",
     ),
 }
 

@@ -10,6 +10,9 @@ Tables (created and upgraded by the migrations in ``postgres.schema``, in the UR
     error_versions, errors     the same for the error log
     fp_counts                  occurrences per (stage, fingerprint), kept by triggers in the
                                writing transaction: the gate reads a few rows, never the history
+    error_patterns, error_pattern_videos, error_pattern_stages
+                               the error log's patterns, kept by triggers likewise
+                               (``get_patterns`` reads a few rows per pattern)
     agents, memory_snapshots   each agent's memory and tombstones; the memory before each change
     gate_states, soul_snapshots  what the gate saw: baselines, runs, acks; SOUL texts by hash
     weekly_reports             the weekly revisit's reports (JSON and HTML), named by day
@@ -89,6 +92,7 @@ from rayvault.learning.store._records import (
     validate_record,
 )
 from rayvault.learning.store._sql import (
+    PATTERN_VIDEOS_LISTED,
     error_row,
     error_where,
     event_order,
@@ -132,7 +136,6 @@ from rayvault.learning.store.postgres.queries import (
     ERROR_FOR_UPDATE,
     ERROR_PATTERNS,
     ERROR_UPSERT,
-    ERRORS_BY_IDS,
     ERRORS_FOR_UPDATE,
     EVENT_BY_ID,
     EVENT_FACETS,
@@ -680,17 +683,13 @@ class PostgresStore(Connections):
             return build_records(rows, self._error)
 
     def error_patterns(self, min_count: int) -> list[ErrorPattern]:
+        params = {"min_count": min_count, "videos": PATTERN_VIDEOS_LISTED}
         with self._connection() as conn:
-            groups = conn.execute(ERROR_PATTERNS, (min_count,)).fetchall()
-            examples = {
-                entry_id: self._error(text)
-                for entry_id, text in conn.execute(ERRORS_BY_IDS, ([g[5] for g in groups],))
-            }
-        patterns = [
-            error_pattern_from_row(group, examples[group[5]], group[6], group[7])
+            groups = conn.execute(ERROR_PATTERNS, params).fetchall()
+        return [
+            error_pattern_from_row(group, self._error(group[9]), group[7], group[8])
             for group in groups
         ]
-        return patterns
 
     def latest_resolutions(self) -> list[ErrorEntry]:
         with self._connection() as conn:

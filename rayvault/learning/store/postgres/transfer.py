@@ -54,9 +54,20 @@ from rayvault.learning.store._names import (
     snapshot_time,
 )
 from rayvault.learning.store._patterns import rebuild_clusters
-from rayvault.learning.store._sql import ERROR_COLUMNS, EVENT_COLUMNS, error_row, event_row
+from rayvault.learning.store._sql import (
+    ERROR_AGGREGATE_COLUMNS,
+    ERROR_COLUMNS,
+    EVENT_COLUMNS,
+    error_row,
+    event_row,
+)
 from rayvault.learning.store.postgres.patterns import APPLY_MERGES
-from rayvault.learning.store.postgres.schema import BULK_LOAD_SETTING, DATA_TABLES, FAILURE_RECOUNT
+from rayvault.learning.store.postgres.schema import (
+    BULK_LOAD_SETTING,
+    DATA_TABLES,
+    FAILURE_RECOUNT,
+    recount_error_patterns,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -225,7 +236,8 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     with store.transaction() as conn:
         tables = sql.SQL(", ").join(
-            sql.Identifier(t) for t in (*DATA_TABLES, "events", "errors", "fp_counts")
+            sql.Identifier(t)
+            for t in (*DATA_TABLES, "events", "errors", "fp_counts", *ERROR_AGGREGATE_COLUMNS)
         )
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(tables))
         if store.has_data():
@@ -283,6 +295,7 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
         conn.execute(
             "INSERT INTO fp_counts (component, fingerprint, total, open) " + FAILURE_RECOUNT
         )
+        recount_error_patterns(conn)
         conn.execute("SELECT set_config(%s, 'off', true)", (BULK_LOAD_SETTING,))
     return dict(counts)
 

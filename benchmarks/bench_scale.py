@@ -1,0 +1,197 @@
+"""Costs that must grow with the work asked for, not with the history a root holds (issue 15).
+
+    python benchmarks/bench_scale.py [--samples 20] [--pg postgresql://USER@HOST/DB] [--only NAME]
+
+Each measurement runs one operation against a small and a large history that differ only in how
+much history they hold, prints the p50 at each, their ratio, and each target next to it with PASS
+or FAIL; the exit status is 1 when a target fails. With ``--pg DSN`` every measurement also runs
+on PostgreSQL (a schema of its own per history, dropped afterwards). Later items of the issue add
+their measurements to ``MEASUREMENTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (
+    BENCH_DIR,
+    bench_schema_url,
+    drop_schema,
+    open_history,
+    p50,
+    store_label,
+    synthetic_errors,
+    synthetic_events,
+    timed,
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One operation timed at two sizes of history, with its targets."""
+
+    name: str
+    #: What the sizes count ("error-log entries").
+    unit: str
+    sizes: tuple[int, int]
+    #: Builds a store at the root (PostgreSQL when a URL is given) holding ``size`` of history.
+    build: Callable[[Path, str | None, int], Any]
+    #: The operation timed, on that store.
+    run: Callable[[Any], object]
+    #: p50 at the large size must not exceed this (ms); None: no absolute target.
+    max_large_ms: float | None
+    #: p50 at the large size over p50 at the small one must not exceed this.
+    max_ratio: float
+    #: Timed calls per size (None: ``--samples``), for operations that take seconds.
+    samples: int | None = None
+
+
+def _error_log(root: Path, url: str | None, size: int) -> Any:
+    """``size`` error-log entries over 90 days (2,000 videos, 7 stages, 28 patterns)."""
+    store = open_history(root, url, [], synthetic_errors(size))
+    if url is not None:
+        _vacuum(store)
+    return store
+
+
+def _vacuum(store: Any) -> None:
+    """VACUUM ANALYZE the store's schema, as autovacuum soon does on a live server after a bulk
+    load: index-only scans then skip the table's rows (their visibility map is set)."""
+    with store.connect() as conn:
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+
+
+def _error_patterns(store: Any) -> object:
+    from rayvault.learning.errors import get_patterns
+
+    return get_patterns(2, store=store)
+
+
+def _event_history(root: Path, url: str | None, size: int) -> Any:
+    """``size`` events at the same rate whatever the size (10k over 90 days, 100k over 900): the
+    last 7 days hold the same ~780 events at both sizes."""
+    store = open_history(root, url, synthetic_events(size, days=size * 90 // 10_000))
+    if url is not None:
+        _vacuum(store)
+    return store
+
+
+def _weekly_revisit(store: Any) -> object:
+    from rayvault.learning.revisit import revisit
+
+    return revisit("all", 7, dry_run=True, store=store)
+
+
+MEASUREMENTS = [
+    Measurement(
+        name="error-log get_patterns(min_count=2)",
+        unit="error-log entries",
+        sizes=(10_000, 100_000),
+        build=_error_log,
+        run=_error_patterns,
+        max_large_ms=100.0,
+        max_ratio=1.5,
+    ),
+    Measurement(
+        name='revisit("all", 7, dry_run=True)',
+        unit="events (same 7-day window)",
+        sizes=(10_000, 100_000),
+        build=_event_history,
+        run=_weekly_revisit,
+        max_large_ms=None,
+        max_ratio=1.3,
+        samples=5,
+    ),
+]
+
+
+@dataclass
+class Result:
+    measurement: Measurement
+    store: str
+    p50s: tuple[float, float]
+
+    @property
+    def ratio(self) -> float:
+        small, large = self.p50s
+        return large / small if small else float("inf")
+
+    def verdicts(self) -> list[tuple[str, bool]]:
+        m = self.measurement
+        found = [(f"ratio ≤ {m.max_ratio:g}×", self.ratio <= m.max_ratio)]
+        if m.max_large_ms is not None:
+            what = f"p50 at {m.sizes[1]:,} ≤ {m.max_large_ms:g} ms"
+            found.insert(0, (what, self.p50s[1] <= m.max_large_ms))
+        return found
+
+
+def measure(m: Measurement, url: str | None, samples: int) -> Result:
+    """Build both histories, then time the operation on them alternately (small, large, small,
+    …): a machine whose load drifts during the run weighs on both sizes alike."""
+    label = store_label(url)
+    roots, schema_urls, stores = [], [], []
+    try:
+        for size in m.sizes:
+            roots.append(Path(tempfile.mkdtemp(dir=BENCH_DIR)))
+            schema_urls.append(bench_schema_url(url) if url else None)
+            t0 = time.perf_counter()
+            stores.append(m.build(roots[-1], schema_urls[-1], size))
+            built = time.perf_counter() - t0
+            print(f"[{label}] {size:,} {m.unit}: history built in {built:.1f} s", flush=True)
+        for store in stores:
+            m.run(store)  # warm: the first call pays for imports and caches
+        times: list[list[float]] = [[], []]
+        for _ in range(m.samples or samples):
+            for i, store in enumerate(stores):
+                times[i] += timed(partial(m.run, store), 1)
+        for size, ms in zip(m.sizes, times, strict=True):
+            print(f"[{label}] {m.name} at {size:,} {m.unit}: p50 {p50(ms):.2f} ms", flush=True)
+    finally:
+        for store in stores:
+            store.close()
+        for schema_url in schema_urls:
+            if schema_url:
+                drop_schema(schema_url)
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+    return Result(m, label, (p50(times[0]), p50(times[1])))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=50, help="timed calls per size")
+    parser.add_argument("--pg", default=None, help="also measure PostgreSQL at this DSN")
+    parser.add_argument("--only", default=None, help="only measurements whose name has this")
+    args = parser.parse_args()
+    chosen = [m for m in MEASUREMENTS if args.only is None or args.only in m.name]
+    urls = [None, args.pg] if args.pg else [None]
+    results = [measure(m, url, args.samples) for url in urls for m in chosen]
+    print()
+    print(f"{'store':<11} {'measurement':<38} {'small':>10} {'large':>10} {'ratio':>6}  targets")
+    failed = False
+    for r in results:
+        verdicts = r.verdicts()
+        failed |= not all(ok for _, ok in verdicts)
+        shown = "; ".join(f"{what} {'PASS' if ok else 'FAIL'}" for what, ok in verdicts)
+        small, large = r.p50s
+        print(
+            f"{r.store:<11} {r.measurement.name:<38} {small:>8.1f}ms {large:>8.1f}ms "
+            f"{r.ratio:>5.2f}×  {shown}"
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
