@@ -68,9 +68,15 @@ def rules_block_sha256(text: str) -> str | None:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@checked
 def text_counters(rule: Rule) -> tuple[int, int, int]:
     """``(deliveries, recurrences, successes)`` of the rule's current text: the lifetime
     counters less those recorded when the text became current (its last revision)."""
+    return current_counters(rule)
+
+
+def current_counters(rule: Rule) -> tuple[int, int, int]:
+    """:func:`text_counters` without the argument checks, for the counting's own hot path."""
     if not rule.revisions:
         return rule.deliveries, rule.recurrences, rule.successes
     start = rule.revisions[-1]
@@ -117,10 +123,16 @@ def counts_losing(deliveries: int, recurrences: int, successes: int, policies: P
     )
 
 
+@checked
 def is_losing(rule: Rule, policies: Policies) -> bool:
     """Whether the rule's current text is losing (:func:`counts_losing` on
     :func:`text_counters`): a differing diagnosis of its pattern then revises it at learn time."""
-    return counts_losing(*text_counters(rule), policies)
+    return text_losing(rule, policies)
+
+
+def text_losing(rule: Rule, policies: Policies) -> bool:
+    """:func:`is_losing` without the argument checks (used under the agent's lock)."""
+    return counts_losing(*current_counters(rule), policies)
 
 
 def set_text_state(rule: Rule, verified_by: str | None, overturned_at: Any = None) -> None:
@@ -141,10 +153,10 @@ def _judge_text(rule: Rule, recurred: bool, policies: Policies, now: Any) -> Non
     """After one counted attempt: a retry-verified text that is now losing is overturned; a text
     whose later runs succeeded often enough (and not ineffective) is verified by them."""
     state = rule.verified_by
-    if recurred and state == "retry" and is_losing(rule, policies):
+    if recurred and state == "retry" and text_losing(rule, policies):
         set_text_state(rule, "overturned", now)
     elif state in (None, "retry") and not recurred:
-        deliveries, recurrences, successes = text_counters(rule)
+        deliveries, recurrences, successes = current_counters(rule)
         if successes >= policies.LEARNING_EFFICACY_MIN_DELIVERIES and not counts_ineffective(
             deliveries, recurrences, policies
         ):
@@ -335,7 +347,7 @@ def is_ineffective(rule: Rule, policies: Policies) -> bool:
     exactly at it (3 of 10 at 0.3), where ``rate × deliveries`` would overshoot it.
 
     Judged on the current text's counters (:func:`text_counters`): a revised rule starts clean."""
-    deliveries, recurrences, _ = text_counters(rule)
+    deliveries, recurrences, _ = current_counters(rule)
     return counts_ineffective(deliveries, recurrences, policies)
 
 
@@ -347,7 +359,7 @@ def ineffective_rule(agent: str, rule: Rule, policies: Policies) -> IneffectiveR
     removed automatically, so a wrong threshold costs a warning, not a lost rule."""
     if not is_ineffective(rule, policies):
         return None
-    deliveries, recurrences, successes = text_counters(rule)
+    deliveries, recurrences, successes = current_counters(rule)
     rate = recurrences / deliveries
     return IneffectiveRule(
         agent=agent,
@@ -369,7 +381,7 @@ def ineffective_rule(agent: str, rule: Rule, policies: Policies) -> IneffectiveR
 
 def ineffective_reason(rule: Rule) -> str:
     """One line: ``recurred in 4 of 5 deliveries (80 %)`` (of its current text)."""
-    deliveries, recurrences, _ = text_counters(rule)
+    deliveries, recurrences, _ = current_counters(rule)
     rate = recurrences / deliveries if deliveries else 0.0
     return f"its failure recurred in {recurrences} of {deliveries} deliveries ({rate:.0%})"
 

@@ -859,7 +859,19 @@ class _Loop:
             self.learned_rules.add(event.rule_id)
             memory = load_active_memory(run.agent, store=self.store)
             rule = next((r for r in memory.rules if r.rule_id == event.rule_id), None)
-            if rule is not None and rule.source_event_id != event.event_id:
+            revised = (
+                rule is not None
+                and bool(rule.revisions)
+                and (rule.revisions[-1].get("source_event_id") == event.event_id)
+            )
+            if rule is not None and revised:
+                # Its text was losing and this diagnosis differs: the rule follows the evidence.
+                detail = (
+                    f"rule {rule.rule_id} revised in {run.agent}'s memory "
+                    f"({rule.revisions[-1].get('reason')}), now {rule.applied_count}×: "
+                    f"{rule.rule}"
+                )
+            elif rule is not None and rule.source_event_id != event.event_id:
                 # The same failure was learned before: the existing rule was applied again.
                 detail = (
                     f"rule {rule.rule_id} (learned from {rule.source_event_id}) applied again in "

@@ -34,7 +34,7 @@ from rayvault.learning._conflicts import analyse, rules_conflict
 from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
-from rayvault.learning.efficacy import is_losing, set_text_state, text_counters
+from rayvault.learning.efficacy import current_counters, set_text_state, text_losing
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
 from rayvault.learning.grouping import failure_template
 from rayvault.learning.models import (
@@ -159,7 +159,7 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
             if SEVERITY_RANK[event.severity] > SEVERITY_RANK[existing.severity]:
                 existing.severity = event.severity  # the failure got worse: so does the rule
             result = ApplyResult(existing, reapplied=True)
-            if _differs(existing, event) and is_losing(existing, policies):
+            if _differs(existing, event) and text_losing(existing, policies):
                 reason = f"{_losing_reason(existing)}; new diagnosis from {event.event_id}"
                 result.revision = revise_rule(existing, event, reason, state, store)
         else:
@@ -204,7 +204,7 @@ def _differs(rule: Rule, event: LearningEvent) -> bool:
 
 def _losing_reason(rule: Rule) -> str:
     """``recurred in 2 of 2 deliveries`` (the current text's own figures)."""
-    deliveries, recurrences, successes = text_counters(rule)
+    deliveries, recurrences, successes = current_counters(rule)
     return (
         f"recurred in {recurrences} of {deliveries} deliveries "
         f"({successes} succeeded) of the previous text"
@@ -307,6 +307,7 @@ def record_verification(
                 state.archive = False
         elif verified_by == "person":
             revise_rule(rule, event, f"verified by a person ({event.event_id})", state, store)
+            set_text_state(rule, verified_by)
         elif not any(a.get("source_event_id") == event.event_id for a in rule.alternatives):
             rule.alternatives.append(
                 {
