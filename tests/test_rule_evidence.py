@@ -302,15 +302,24 @@ def test_good_rule_is_not_revised_at_learn_time_but_by_a_person(store: Store, cl
     assert (revised.deliveries, revised.recurrences, revised.successes) == (10, 1, 9)
 
 
-def test_ineffective_verdict_resets_after_a_revision(store: Store, clock: Clock) -> None:
+def test_ineffective_verdict_resets_after_a_revision(
+    store: Store, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Ineffective on its current text; revised by a differing diagnosis (it is losing), the
-    rule starts clean while its lifetime counters stay."""
+    rule starts clean while its lifetime counters stay (`memory show` shows the current text's
+    figures, as the verdict judges them)."""
     event_with_rule(store, WRONG)
     rule = the_rule(store)
     count(store, rule, "failed", 5, recurred=True)
     rule = the_rule(store)
     assert ineffective_rule(AGENT, rule, store.policies) is not None
+    capsys.readouterr()
+    assert main(["memory", "show", AGENT]) == 0
+    assert "5/5 INEFFECTIVE" in capsys.readouterr().out
     event_with_rule(store, RIGHT)
+    assert main(["memory", "show", AGENT]) == 0
+    shown = capsys.readouterr().out
+    assert "INEFFECTIVE" not in shown and "5/5" not in shown
     revised = the_rule(store)
     assert revised.rule.endswith("Do: Use the 3/4 angle.")
     assert ineffective_rule(AGENT, revised, store.policies) is None
