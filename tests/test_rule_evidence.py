@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rayvault.cli import main
 from rayvault.learning import (
@@ -29,6 +31,7 @@ from rayvault.learning import (
     text_counters,
     update_event,
 )
+from rayvault.learning.errors import resolve_error
 from rayvault.learning.loop import (
     Diagnosis,
     Failure,
@@ -379,6 +382,25 @@ def test_verified_by_through_the_api(store: Store, clock: Clock) -> None:
     assert [get_event(e, store=store).verified_by for e in bulk] == ["person", "person"]
 
 
+def test_error_resolved_by_a_person_verifies_its_event(store: Store, clock: Clock) -> None:
+    """A failed run leaves its event applied; resolving its error by hand verifies the event,
+    by a person, and the rule's text with it."""
+    run = run_stage(
+        "v1",
+        "assets",
+        Scripted([ANGLE]),
+        retries=0,
+        diagnose=lambda f: RIGHT,
+        on_failure="return",
+    )
+    assert run.outcome == "failed"
+    assert get_event(run.event_ids[0], store=store).verified_by is None
+    resolve_error(run.error_ids[0], RIGHT.root_cause, RIGHT.fix, store=store)
+    event = get_event(run.event_ids[0], store=store)
+    assert (event.status, event.verified_by) == ("verified", "person")
+    assert the_rule(store).verified_by == "person"
+
+
 def test_verified_by_bad_input(store: Store, clock: Clock) -> None:
     event_id = event_with_rule(store, RIGHT)
     with pytest.raises(InvalidInputError, match="verified_by must be one of person, retry"):
@@ -469,3 +491,74 @@ def test_original_memory_files_keep_their_shape(store: Store, clock: Clock) -> N
             }
     event_with_rule(store, RIGHT)
     assert not set(NEW_NAMES) & set(the_rule(store).to_dict())
+
+
+# -- per-text figures, whatever happens -----------------------------------------------------------
+_EXAMPLES = iter(range(10**6))
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.sampled_from(["succeeded", "recurred", "other", "diagnosis"]), max_size=14))
+def test_per_text_counters_add_up(store: Store, clock: Clock, ops: list[str]) -> None:
+    """Any sequence of attempts and differing diagnoses: a diagnosis revises the rule exactly
+    when its text was losing; each text's figures add up to the lifetime counters; the current
+    text's are what ``text_counters`` and the ineffective verdict use."""
+    agent = f"agent{next(_EXAMPLES)}"
+
+    def learn(i: int) -> Rule:
+        create_event(
+            run_id="r",
+            severity="FAIL",
+            component="assets",
+            symptom=f"ValueError: {ANGLE}",
+            root_cause=f"cause {i}",
+            fix_applied=f"fix {i}",
+            agent=agent,
+            store=store,
+        )
+        [rule] = load_active_memory(agent, store=store).rules
+        return rule
+
+    rule = learn(0)
+    texts = 1
+    for i, op in enumerate(ops, start=1):
+        if op == "diagnosis":
+            losing = is_losing(rule, store.policies)
+            rule = learn(i)
+            texts += losing
+            assert len(rule.revisions) == (texts if texts > 1 else 0)
+            assert rule.rule.endswith(f"Do: fix {i}.") == losing
+            continue
+        record_attempt(
+            agent,
+            [rule.rule_id],
+            outcome="succeeded" if op == "succeeded" else "failed",
+            run_id=f"r{i}",
+            video_id="v1",
+            stage="assets",
+            attempt=1,
+            fingerprint=rule.fingerprint if op == "recurred" else "assets:0000000000000000",
+            store=store,
+        )
+        [rule] = load_active_memory(agent, store=store).rules
+    history = rule_history(agent, rule.rule_id, store=store)
+    assert len(history.revisions) == texts and history.revisions[-1].current
+    assert (
+        sum(r.deliveries for r in history.revisions)
+        == rule.deliveries
+        == len([o for o in ops if o != "diagnosis"])
+    )
+    assert (
+        sum(r.recurrences for r in history.revisions) == rule.recurrences == ops.count("recurred")
+    )
+    assert sum(r.successes for r in history.revisions) == rule.successes == ops.count("succeeded")
+    current = history.revisions[-1]
+    assert text_counters(rule) == (current.deliveries, current.recurrences, current.successes)
+    flagged = ineffective_rule(agent, rule, store.policies)
+    assert (flagged is not None) == (
+        current.deliveries >= store.policies.LEARNING_EFFICACY_MIN_DELIVERIES
+        and current.recurrences / current.deliveries
+        >= store.policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE
+    )
