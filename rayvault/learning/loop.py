@@ -21,18 +21,23 @@ What one stage run does:
    are recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
 3. **fail** — the exception goes to the error log with its traceback and fingerprint.
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
-   fix, or nothing. The default, :func:`diagnose_from_history`, reuses the most recent resolution
-   of the same fingerprint: a verified event or an error-log lesson.
+   fix, or nothing. The default, :func:`diagnose_from_history`, reuses a resolution of the same
+   fingerprint (a verified event or an error-log lesson) the evidence has not refuted: never a
+   fix whose rule text failed while delivered, so a chained LLM is asked instead.
 5. **learn + apply** — with a diagnosis, ``create_event(…, agent=…, source_error_id=…)``: the rule
    is in the agent's memory before the retry, and the error is linked to its event (linked, not
-   resolved: it is resolved only when a retry succeeds). Without a diagnosis, an open FAIL event
-   records the failure and the loop stops there: nothing was learned, so a retry would repeat
-   the same run, and the open event makes the gate hold the stage until a person resolves it.
+   resolved: it is resolved only when a retry succeeds). When the pattern's rule text is losing
+   (its failure recurred while delivered) and this diagnosis differs, the rule is revised then,
+   so the retry carries the new text (``memory.apply_event``). Without a diagnosis, an open FAIL
+   event records the failure and the loop stops there: nothing was learned, so a retry would
+   repeat the same run, and the open event makes the gate hold the stage until a person
+   resolves it.
    A failure whose fingerprint was already learned in this run is linked to that event (no
    second event, no second diagnosis) and retried.
 6. **retry** — up to ``retries`` more attempts, each with the rules as they are now. On success
-   every event of the run is verified (saying which attempt succeeded with which rules) and every
-   error of the run resolved with its diagnosis, so the next occurrence is diagnosed from history.
+   every event of the run is verified (saying which attempt succeeded with which rules;
+   ``verified_by: retry``, evidence rather than proof) and every error of the run resolved with
+   its diagnosis, so the next occurrence is diagnosed from history.
    When retries run out, errors and events stay open and the last exception is raised (or, with
    ``on_failure="return"``, the failed run returned).
 
@@ -462,7 +467,7 @@ def _uncounted_delivery(rule: Rule, failure: Failure) -> bool:
 def chain_diagnosers(*diagnosers: Diagnoser) -> Diagnoser:
     """A diagnoser that asks each of ``diagnosers`` in turn and returns the first diagnosis,
     e.g. ``chain_diagnosers(diagnose_from_history, ask_llm)``: history first, the LLM only for
-    failures never resolved before."""
+    failures never resolved before, or whose known fixes failed."""
 
     def chained(failure: Failure) -> Diagnosis | None:
         for diagnoser in diagnosers:
