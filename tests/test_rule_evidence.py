@@ -284,7 +284,9 @@ def test_good_rule_is_not_revised_at_learn_time_but_by_a_person(store: Store, cl
 
     by_retry = event_with_rule(store, WRONG)
     assert the_rule(store).rule == rule.rule  # not losing: the text stays
+    snapshots = len(store.list_memory_snapshots(AGENT))
     update_event(by_retry, status="verified", verified_by="retry", store=store)
+    assert len(store.list_memory_snapshots(AGENT)) == snapshots  # no text changed
     kept = the_rule(store)
     assert kept.rule == rule.rule and kept.revisions == []
     [alternative] = kept.alternatives
@@ -294,7 +296,9 @@ def test_good_rule_is_not_revised_at_learn_time_but_by_a_person(store: Store, cl
     other = Diagnosis("Reference image cropped", "Use the uncropped reference")
     by_person = event_with_rule(store, other)
     assert the_rule(store).rule == rule.rule
+    snapshots = len(store.list_memory_snapshots(AGENT))
     event = resolve_event(by_person, "re-ran 5 videos, all correct", store=store)
+    assert len(store.list_memory_snapshots(AGENT)) == snapshots + 1  # archived, as any change
     assert event.verified_by == "person"
     revised = the_rule(store)
     assert revised.rule.endswith("Do: Use the uncropped reference.")
