@@ -5,7 +5,8 @@
 Measures, in one warm process on the file store:
 
 - a stage that succeeds at once, its agent holding 10 rules: gate + rules rendered + delivery
-  counted (one memory write) + the call;
+  counted (one memory write) + the call; then the same with ``task=`` (the rules ranked by
+  full-text relevance to it);
 - the default history diagnoser for a failure seen before (two indexed look-ups);
 - a full cycle on a new video: fail → error logged → diagnosed (history first: the renderer's
   busy spell goes away on retry whatever the fix, so its retry-verified fix is overturned by the
@@ -96,6 +97,14 @@ def main() -> None:
         print(
             f"  run_stage, success at once, {AGENT} has 10 rules: p50 {p50(success):.2f} ms, "
             f"p95 {pct(success, 0.95):.2f} ms"
+        )
+        task = "Gadget review: a known failure on the listing, again"
+        with_task = timed(
+            lambda: run(f"s{next(counter)}", STAGE, ok, store=store, task=task), args.samples
+        )
+        print(
+            f"  the same with task= (rules ranked by relevance to it): p50 "
+            f"{p50(with_task):.2f} ms, p95 {pct(with_task, 0.95):.2f} ms"
         )
 
         def flaky(ctx: StageContext) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,19 +22,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> None:
-    """Three injected failures: recurring (its retry-verified fix overturned), fixed by a rule,
-    held by the gate."""
+    """Four injected failures: recurring (its retry-verified fix overturned, so history hands it
+    back no more), fixed by a rule, held by the gate, and one whose learned fix cannot work
+    (flagged ineffective)."""
     notices: list[DemoNotice] = []
     target = tmp_path / "demo"
     result = run_demo(target, report=notices.append)
     assert result.root == target.absolute()
 
     s = result.summary
-    assert s["outcomes"] == {"succeeded": 11, "failed": 1, "blocked": 1}
-    assert (s["stage_runs"], s["attempts"], s["retries"]) == (13, 16, 4)
-    assert s["diagnoses"] == {"llm (simulated)": 4, "none": 1}
-    assert s["events"] == 5 and s["events_by_status"] == {"verified": 4, "open": 1}
-    assert (s["failures_logged"], s["errors_unresolved"]) == (5, 1)
+    # 13 stage runs of v101-v103, then 3 script runs of v104-v106 (2 attempts each, failed).
+    assert s["outcomes"] == {"succeeded": 11, "failed": 4, "blocked": 1}
+    assert (s["videos"], s["stage_runs"], s["attempts"], s["retries"]) == (6, 16, 22, 7)
+    # The rate limit's fix is overturned on v102: history skips it, the LLM is asked each time.
+    assert s["diagnoses"] == {"llm (simulated)": 7, "none": 1}
+    assert s["events"] == 8
+    assert s["events_by_status"] == {"verified": 4, "open": 1, "applied": 3}
+    assert (s["failures_logged"], s["errors_unresolved"]) == (11, 7)
     assert s["prevented_by_rules"] == 2
     assert s["gate"] == {"passed": 11, "blocked": 1}
 
@@ -63,6 +68,47 @@ def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> N
     assert (held_gate.video_id, held_gate.stage) == ("v103", "tts")
     assert len(result.gates) == 12
 
+    # A rule's efficacy: the angle rule worked every time it was delivered; the "be concise"
+    # rule was delivered on every script attempt of v104-v106 and the truncation came back
+    # each time, so after 5 deliveries it is flagged ineffective, with its attempts as evidence.
+    counters = {
+        agent: [
+            (r["occurrences"], r["deliveries"], r["successes"], r["recurrences"], r["ineffective"])
+            for r in rules
+        ]
+        for agent, rules in s["rules"].items()
+    }
+    assert counters["dzine_producer"] == [(1, 3, 3, 0, None)]
+    assert counters["researcher"] == [(3, 5, 3, 2, None)]  # 429 on every first attempt
+    assert counters["scriptwriter"] == [
+        (3, 5, 0, 5, "its failure recurred in 5 of 5 deliveries (100%)")
+    ]
+    efficacy_runs = [r for r in result.runs if r.video_id in ("v104", "v105", "v106")]
+    assert [(r.stage, r.outcome, r.attempts) for r in efficacy_runs] == [
+        ("script", "failed", 2)
+    ] * 3
+    [concise_id] = [r["rule_id"] for r in s["rules"]["scriptwriter"]]
+    assert result.highlights["ineffective_rule"] == concise_id
+    history = s["ineffective_history"]
+    assert (history["rule_id"], history["deliveries"], history["recurrences"]) == (
+        concise_id,
+        5,
+        5,
+    )
+    assert [(a["video_id"], a["attempt"], a["recurred"]) for a in history["attempts"]] == [
+        ("v106", 2, True),
+        ("v106", 1, True),
+        ("v105", 2, True),
+        ("v105", 1, True),
+        ("v104", 2, True),
+    ]
+    notes = [n.message for n in notices if n.kind == "note" and n.video_id == "v106"]
+    assert any("INEFFECTIVE: its failure recurred in 5 of 5" in m for m in notes)
+    assert result.review is not None
+    assert [f.rule_id for f in result.review.revalidation.ineffective] == [concise_id]
+    root_cmd = f"rayvault-learn --root {result.root}"
+    assert f"{root_cmd} rules history scriptwriter {concise_id}" in result.next_commands
+
     # What it says it leaves is there.
     assert len(result.files) >= 20
     for name in result.files:
@@ -71,8 +117,8 @@ def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> N
     for agent in ("researcher", "scriptwriter", "dzine_producer", "publisher"):
         assert f"agents/{agent}/SOUL.md" in result.files
         assert f"state/agents/{agent}/memory_active.json" in result.files
-    assert sum(name.startswith("artifacts/videos/") for name in result.files) == 5
-    assert sum(name.startswith("agents/skills/learnings/2") for name in result.files) == 5
+    assert sum(name.startswith("artifacts/videos/") for name in result.files) == 8
+    assert sum(name.startswith("agents/skills/learnings/2") for name in result.files) == 8
 
     # It ends with the weekly revisit: the report files, and both learned rules as candidates.
     review = result.review
@@ -81,19 +127,23 @@ def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> N
     for location in review.report_files.values():
         assert Path(location).relative_to(result.root).as_posix() in result.files
     report = json.loads(Path(review.report_files["json"]).read_text())
-    assert report["events_recent"] == 5
-    assert report["open_failures"]["total"] == 1
+    assert report["events_recent"] == 8
+    assert report["open_failures"]["total"] == 4  # the voice engine's, and 3 truncations
+    # The weekly report carries the flagged rule in its revalidation.
+    assert [f["rule_id"] for f in report["revalidation"]["ineffective"]] == [concise_id]
     assert sorted(c.agent for c in review.promotions) == ["dzine_producer", "researcher"]
 
     # ... and the other commands read it.
     store = FileStore(result.root)
     try:
         events = list_events(store=store)
-        assert len(events) == 5
+        assert len(events) == 8
         held = result.highlights["held_event"]
-        assert [e.event_id for e in events if not e.resolved] == [held]
+        open_events = [e for e in events if not e.resolved]
+        assert [e.event_id for e in open_events if not e.rule_id] == [held]
+        assert {e.video_id for e in open_events if e.rule_id} == {"v104", "v105", "v106"}
         assert all(e.loop_steps for e in events)
-        assert len(list_errors(store=store)) == 5
+        assert len(list_errors(store=store)) == 11
         [rule] = load_active_memory("researcher", store=store).rules
         assert rule.applied_count == 5  # learned 3 times, delivered into 2 later runs
         assert rule.verified_by == "overturned" and rule.overturned_at is not None
@@ -146,7 +196,7 @@ def test_demo_reuses_a_previous_demo_root_but_nothing_else_in_it(tmp_path: Path)
     first = run_demo(target)
     second = run_demo(target)
     assert second.summary["outcomes"] == first.summary["outcomes"]
-    assert second.summary["events"] == 5  # the old data was cleared, not added to
+    assert second.summary["events"] == 8  # the old data was cleared, not added to
     assert set(first.highlights.values()).isdisjoint(
         v for k, v in second.highlights.items() if k.endswith("event")
     )
@@ -184,7 +234,13 @@ def test_cli_demo_prints_the_loop_and_exits_0(
         "✗ tts blocked by the learning gate",
         "BLOCKED",
         "Summary",
-        "13 stage runs of 3 videos (11 succeeded, 1 failed, 1 blocked)",
+        "16 stage runs of 6 videos (11 succeeded, 4 failed, 1 blocked)",
+        "Does a rule work? v104, v105, v106 through script",
+        "v106: rule rule-",
+        "INEFFECTIVE: its failure recurred in 5 of 5 deliveries (100%)",
+        "Active rules: does each one work?",
+        "rules history scriptwriter rule-",
+        "v106 script attempt 2: recurred",
         "Explore it:",
         f"rayvault-learn --root {target} gate v103 tts",
     ):
@@ -196,6 +252,22 @@ def test_cli_demo_prints_the_loop_and_exits_0(
     open_ids = [e["event_id"] for e in events if e["status"] == "open"]
     assert len(open_ids) == 1
     assert f"events resolve {open_ids[0]}" in out
+    # The counters table: one row per agent, the flagged rule's verdict among them.
+    rows = {
+        words[0]: words[1:]
+        for line in out.splitlines()
+        if len(words := line.split()) == 7 and words[1].isdigit()
+    }
+    assert rows["scriptwriter"] == ["3", "5", "0", "5", "5", "ineffective"]
+    assert rows["dzine_producer"] == ["1", "3", "3", "0", "3", "works"]
+    # ... and `rules history` shows the same evidence.
+    [rule_id] = re.findall(r"^rules history scriptwriter (rule-[\w-]+):", out, re.MULTILINE)
+    history = json.loads(
+        _run_ok(
+            capsys, "--root", str(target), "rules", "history", "scriptwriter", rule_id, "--json"
+        )
+    )
+    assert (history["deliveries"], history["recurrences"], history["successes"]) == (5, 5, 0)
 
 
 def _run_ok(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -210,8 +282,11 @@ def test_cli_demo_json_and_global_root(tmp_path: Path, capsys: pytest.CaptureFix
     target = tmp_path / "demo"
     data = json.loads(_run_ok(capsys, "--root", str(target), "demo", "--json"))
     assert data["root"] == str(target)
-    assert data["summary"]["outcomes"] == {"succeeded": 11, "failed": 1, "blocked": 1}
-    assert len(data["runs"]) == 13 and len(data["gates"]) == 12
+    assert data["summary"]["outcomes"] == {"succeeded": 11, "failed": 4, "blocked": 1}
+    assert len(data["runs"]) == 16 and len(data["gates"]) == 12
+    assert (
+        data["summary"]["ineffective_history"]["rule_id"] == data["highlights"]["ineffective_rule"]
+    )
     assert data["runs"][0]["steps"][0]["step"] == "gate"
     assert all((target / f).is_file() for f in data["files"])
 

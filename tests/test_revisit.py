@@ -196,7 +196,9 @@ def test_conflicting_rules_are_flagged_with_their_reason(root: Path, clock: Cloc
         f"{changed.rule_id} and {reverted.rule_id} (same stage assets): "
         '"Reverted to original 3/4 angle" goes back to what '
         '"Changed reference angle from 3/4 to top-down" changes away from'
+        f"; marked: {changed.rule_id} is held back from prompts until resolved"
     )
+    assert conflict.held_back == changed.rule_id  # marked at creation; the newer is delivered
     assert result.report.agent_summaries["dzine_producer"]["conflicts"] == 1
     assert result.report.agent_summaries["researcher"]["conflicts"] == 0
 

@@ -29,6 +29,11 @@ from rayvault.learning import (
 from rayvault.learning.loop import Diagnosis, Failure, StageContext, run_stage
 from rayvault.learning.memory import prompt_rules
 from rayvault.learning.models import LearningEvent, Rule
+
+# From its module: once ``rayvault.learning.revisit`` is imported (the demo's tests import it),
+# ``from rayvault.learning import revisit`` names the module, not the function.
+from rayvault.learning.revisit import revisit
+from rayvault.learning.soul import promote_rule
 from rayvault.learning.store import Store
 
 from .conftest import Clock
@@ -178,6 +183,60 @@ def test_resolve_conflict_keep_both(store: Store, clock: Clock) -> None:
     assert len(prompt_rules(AGENT, store=store).rules) == 2
     with pytest.raises(InvalidInputError, match="no unresolved conflict"):
         resolve_conflict(AGENT, old.rule_id, keep_both=True, store=store)
+
+
+def test_keep_both_is_remembered(store: Store, clock: Clock) -> None:
+    """A pair a person kept both of is never flagged again: not by the weekly revisit, not when
+    another rule is learned; a third rule that contradicts one of them is still marked."""
+    old, new = pair(store, clock)
+    assert [c.rule_ids for c in revisit(dry_run=True, store=store).revalidation.conflicts] == [
+        [old.rule_id, new.rule_id]
+    ]
+    resolve_conflict(AGENT, old.rule_id, keep_both=True, store=store)
+    active = rules(store)
+    assert active[old.rule_id].compatible_with == [new.rule_id]
+    assert active[new.rule_id].compatible_with == [old.rule_id]
+    assert revisit(dry_run=True, store=store).revalidation.conflicts == []
+    clock.advance(minutes=5)
+    third = learn(store, NEVER, "Hype wording flagged again in the outro")
+    assert third.rule_conflicts_with == [new.rule_id]  # a new pair is judged afresh
+    [conflict] = revisit(dry_run=True, store=store).revalidation.conflicts
+    assert set(conflict.rule_ids) == {new.rule_id, third.rule_id}
+    assert conflict.held_back == new.rule_id and "held back from prompts" in conflict.reason
+    # Tombstoning one of the compatible pair drops the judgement with it.
+    tombstone_rule(AGENT, old.rule_id, reason="obsolete", store=store)
+    assert rules(store)[new.rule_id].compatible_with == []
+
+
+def test_soul_promote_says_whether_the_rule_earned_it(store: Store, clock: Clock) -> None:
+    """``promote_rule`` (a person's command) works on any rule, and says whether the rule had
+    earned its promotion: successes at the threshold, not flagged ineffective."""
+    event = learn(store, "Keep the script under 90 seconds", "Script runs too long for a short")
+    soul = store.docs.create_soul(AGENT, "# scriptwriter\n")
+    assert soul is not None
+    common = {"run_id": "r", "video_id": "v1", "stage": "script", "store": store}
+    for attempt in range(1, 6):  # 5 deliveries, 5 recurrences: ineffective
+        record_attempt(
+            AGENT,
+            [event.rule_id],
+            outcome="failed",
+            attempt=attempt,
+            fingerprint=event.fingerprint,
+            **common,
+        )
+    result = promote_rule(AGENT, str(event.rule_id), store=store)
+    assert (result.earned, result.deliveries, result.successes) == (False, 5, 0)
+    assert result.not_earned_reason == (
+        "flagged ineffective: its failure recurred in 5 of 5 deliveries (100%)"
+    )
+    assert "succeeded in 0 of 5 runs that carried it" in result.section
+    with store.agent_state(AGENT) as state:
+        [rule] = state.memory.rules
+        rule.successes, rule.recurrences = 2, 0
+        state.memory_changed = True
+    result = promote_rule(AGENT, str(event.rule_id), store=store)
+    assert (result.earned, result.not_earned_reason, result.action) == (True, "", "updated")
+    assert "succeeded in 2 of 5 runs that carried it" in soul.read_text(encoding="utf-8")
 
 
 def test_cli_resolve_conflict(

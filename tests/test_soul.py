@@ -218,7 +218,14 @@ def test_promote_below_threshold_says_so(souls: Path, capsys: pytest.CaptureFixt
     event = learn("dzine_producer")
     assert main(["soul", "promote", "dzine_producer", str(event.rule_id)]) == 0
     out = capsys.readouterr().out
-    assert "note: applied 1× only, below LEARNING_PROMOTION_THRESHOLD_OCCURRENCES=2" in out
+    assert (
+        "note: not earned yet: succeeded 0× only (in 0 deliveries), below the threshold of 2 "
+        "(LEARNING_PROMOTION_THRESHOLD_OCCURRENCES)" in out
+    )
+    assert main(["soul", "promote", "dzine_producer", str(event.rule_id), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["earned"] is False and result["successes"] == 0 and result["deliveries"] == 0
+    assert result["not_earned_reason"].startswith("succeeded 0× only")
 
 
 def test_promotion_section_evidence(root: Path, clock: Clock) -> None:
@@ -232,7 +239,8 @@ def test_promotion_section_evidence(root: Path, clock: Clock) -> None:
         "### [FAIL] assets: Image hallucination in Product Background",
         "",
         f"- {rule.rule}",
-        f"- Evidence: applied 2 times for dzine_producer, last on "
+        f"- Evidence: succeeded in 0 of 0 runs that carried it, applied 2 times for "
+        f"dzine_producer, last on "
         f"{(clock.now).strftime('%Y-%m-%d')} (source event {event.event_id}).",
         f"<!-- /rayvault:rule {rule.rule_id} -->",
     ]

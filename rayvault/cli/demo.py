@@ -186,15 +186,8 @@ class _Renderer:
             f"{s['prevented_by_rules']} stage runs succeeded at once because a learned rule was "
             "in the agent's prompt"
         )
-        rules = new_table("Active rules")
-        rules.add_column("Agent", no_wrap=True)
-        rules.add_column("Applied", justify="right")
-        rules.add_column("Rule", ratio=1)
-        for agent, items in s["rules"].items():
-            for rule in items:
-                rules.add_row(agent, str(rule["applied_count"]), escape(rule["rule"]))
-        if rules.row_count:
-            out.print(rules)
+        _print_rules(out, s["rules"])
+        _print_ineffective(out, s.get("ineffective_history"))
 
         if result.review is not None:
             from rayvault.cli.revisit import show_revisit
@@ -216,6 +209,67 @@ class _Renderer:
             if line.startswith("rayvault-learn "):
                 line = program + line[len("rayvault-learn") :]
             out.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+
+
+def _print_rules(out: Console, rules: dict[str, list[dict[str, Any]]]) -> None:
+    """The active rules' efficacy counters (a table narrow enough for 80 columns), an
+    ineffective one marked, then each rule's text."""
+    table = new_table("Active rules: does each one work?")
+    table.add_column("Agent", no_wrap=True)
+    for name in ("Learned", "Deliv", "OK", "Recur", "Applied"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("Verdict", no_wrap=True)
+    texts: list[str] = []
+    for agent, items in rules.items():
+        for rule in items:
+            verdict = (
+                "[bold red]ineffective[/]"
+                if rule.get("ineffective")
+                else "[green]works[/]"
+                if rule.get("successes")
+                else "-"
+            )
+            table.add_row(
+                agent,
+                str(rule.get("occurrences", 0)),
+                str(rule.get("deliveries", 0)),
+                str(rule.get("successes", 0)),
+                str(rule.get("recurrences", 0)),
+                str(rule["applied_count"]),
+                verdict,
+            )
+            texts.append(f"  {escape(agent)}: {escape(rule['rule'])}")
+    if not table.row_count:
+        return
+    out.print(table)
+    out.print(
+        "[dim]Learned: times its failure was learned; Deliv: attempts whose prompt carried it; "
+        "OK: of those, succeeded; Recur: failed again with its pattern; Applied: the seed "
+        "counter (learned again + delivered once per run)[/]",
+        soft_wrap=True,
+    )
+    for text in texts:
+        out.print(text, soft_wrap=True, highlight=False)
+
+
+def _print_ineffective(out: Console, history: dict[str, Any] | None) -> None:
+    """The flagged rule's evidence, as ``rules history`` shows it: its attempts, newest first."""
+    if not history:
+        return
+    attempts = history.get("attempts") or []
+    out.print(
+        f"rules history {escape(history['agent'])} {escape(history['rule_id'])}: delivered "
+        f"{history['deliveries']} times, its failure back {history['recurrences']} times; "
+        "a person tombstones or rewrites it (nothing is removed automatically):",
+        soft_wrap=True,
+    )
+    for a in attempts[:6]:
+        outcome = "recurred" if a.get("recurred") else a.get("outcome", "?")
+        out.print(
+            f"  {escape(a['video_id'])} {escape(a['stage'])} attempt {a['attempt']}: "
+            f"{outcome} (error {escape(str(a.get('error_id') or '-'))})",
+            highlight=False,
+        )
 
 
 def _print_regressions(out: Console, regressions: list[dict[str, Any]]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -34,7 +34,7 @@ def show_command(
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show an agent's active rules, most severe and most recent first.
+    """Show an agent's active rules, most severe first, then by efficacy and when learned.
 
     Example: rayvault-learn memory show dzine_producer
     """
@@ -64,7 +64,7 @@ def show_command(
         if wide:
             table.add_column("Last applied", no_wrap=True)
         table.add_column("Rule text", ratio=1)
-        for rule in sorted_rules(memory):
+        for rule in sorted_rules(memory, policies):
             cells = [rule.rule_id, severity_text(rule.severity)]
             if wide:
                 cells.append(escape(rule.component))
@@ -221,19 +221,59 @@ def render_command(
         int | None,
         typer.Option("--budget", min=80, help="Character budget (default: the policy's)."),
     ] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="The stage being run: its rules come first.")
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="The work item's description: rules relevant to it first."),
+    ] = None,
+    failure: Annotated[
+        str | None,
+        typer.Option(
+            "--failure",
+            help="The retried attempt's error text or pattern key: its rule comes first.",
+        ),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also say why each rule is in or out.")
+    ] = False,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the agent's active rules as the prompt block agents receive.
+    """Print the agent's active rules as the prompt block agents receive, ranked for a stage,
+    a task and a retried failure when given.
 
-    Example: rayvault-learn memory render dzine_producer --budget 2000
+    Example: rayvault-learn memory render dzine_producer --stage assets --task "Price anomaly
+    on the B0ABC listing" --explain
     """
-    from rayvault.learning.memory import render_rules
+    from rayvault.learning.memory import check_agent, prompt_rules
 
-    text = render_rules(agent, budget=budget, store=open_cli_store(root, store_url, read=True))
-    emit(
-        {"agent": agent, "text": text},
-        as_json,
-        lambda: console().print(escape(text) if text else f"{agent} has no active rules."),
-    )
+    store = open_cli_store(root, store_url, read=True)
+    block = prompt_rules(agent, budget, stage=stage, task=task, failure=failure, store=store)
+    if not block.total:
+        check_agent(agent, store=store)
+    data: dict[str, Any] = {"agent": agent, "text": block.text}
+    if explain:
+        data["selection"] = [s.to_dict() for s in block.selection]
+
+    def human() -> None:
+        out = console()
+        out.print(escape(block.text) if block.text else f"{agent} has no active rules.")
+        if explain and block.selection:
+            table = new_table(f"Why each of {agent}'s {block.total} active rules is in or out")
+            table.add_column("#", justify="right", no_wrap=True)
+            table.add_column("Rule", no_wrap=True)
+            table.add_column("In", no_wrap=True)
+            table.add_column("Why", ratio=1)
+            for item in block.selection:
+                table.add_row(
+                    "" if item.position is None else str(item.position),
+                    item.rule_id,
+                    "yes" if item.delivered else "no",
+                    escape(item.why),
+                )
+            out.print(table)
+
+    emit(data, as_json, human)

@@ -118,10 +118,10 @@ def promote_command(
             "unchanged": "Already promoted:",
         }[result.action]
         out.print(f"{verb} {result.rule_id} in {escape(result.soul_file)}")
-        if result.applied_count < result.threshold:
+        if not result.earned:
             out.print(
-                f"[yellow]note:[/] applied {result.applied_count}× only, below "
-                f"LEARNING_PROMOTION_THRESHOLD_OCCURRENCES={result.threshold}"
+                f"[yellow]note:[/] not earned yet: {escape(result.not_earned_reason)} "
+                "(LEARNING_PROMOTION_THRESHOLD_OCCURRENCES)"
             )
         if result.action != "unchanged":
             out.print(escape(result.section), end="")

@@ -1,7 +1,7 @@
 """A simulated pipeline that shows the closed loop end to end (``rayvault-learn demo``).
 
 Three videos go through ``research → script → assets → tts`` on the embedded file store, in a
-fresh data root, with three injected failures:
+fresh data root, with three injected failures, then a fourth that shows whether a rule works:
 
 - **research** hits the offers API's rate limit on every video, each time with different numbers
   (requests made, seconds to wait). The first occurrence is diagnosed by a simulated LLM and its
@@ -17,6 +17,12 @@ fresh data root, with three injected failures:
   after its fix was verified): the event records ``regression_of`` and the report lists it.
 - **tts** fails on the last video in a way nobody can diagnose: an open event records it, the
   loop stops, and when the operator re-runs the stage the learning gate blocks it.
+- **script**, on three more videos (:data:`EFFICACY_VIDEOS`, script stage only): the output is
+  truncated at the provider's token cap, and the simulated LLM's fix ("be concise") cannot work.
+  The rule is delivered on every attempt and the failure recurs every time: after five
+  deliveries it is flagged *ineffective* (``efficacy.ineffective_rule``), while the angle rule
+  shows deliveries that all succeeded. The summary keeps each rule's counters (``efficacy``) and
+  the flagged rule's attempts (``rules history``).
 
 Then the gate is run for every video and stage, and a summary is made. The data root stays for
 the user to explore with the other commands (:attr:`DemoResult.next_commands`).
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning.efficacy import ineffective_rule, rule_history
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.gate import learning_gate
 from rayvault.learning.loop import (
@@ -62,6 +69,9 @@ from rayvault.learning.store.files.layout import DEMO_MARKER, Layout
 MARKER = DEMO_MARKER
 VIDEOS: tuple[str, ...] = ("v101", "v102", "v103")
 STAGES: tuple[str, ...] = ("research", "script", "assets", "tts")
+#: Videos of the efficacy phase: the script stage only, each truncated whatever the rule says.
+EFFICACY_VIDEOS: tuple[str, ...] = ("v104", "v105", "v106")
+EFFICACY_STAGE = "script"
 #: Retries each stage gets.
 RETRIES = 1
 #: Source named on the simulated LLM's diagnoses.
@@ -183,6 +193,7 @@ def _clear_previous_demo(layout: Layout) -> None:
 #: Per video: (requests made before the rate limit, seconds to wait) — different every time.
 _RATE_LIMITS = {"v101": (37, 12), "v102": (41, 9), "v103": (44, 15)}
 _ANGLE_RULE = "3/4 reference angle"
+_CONCISE_RULE = "Tell the model to be concise"
 
 
 class _Pipeline:
@@ -202,6 +213,10 @@ class _Pipeline:
         return "12 products shortlisted"
 
     def script(self, ctx: StageContext) -> str:
+        # The provider caps output tokens: no rule in the prompt can help (efficacy phase only).
+        if ctx.video_id in EFFICACY_VIDEOS:
+            tokens = 4096 + 100 * EFFICACY_VIDEOS.index(ctx.video_id) + ctx.attempt
+            raise RuntimeError(f"LLM output truncated at {tokens} tokens while writing segment 6")
         return "script of 7 segments written"
 
     def assets(self, ctx: StageContext) -> str:
@@ -236,6 +251,13 @@ def simulated_llm(failure: Failure) -> Diagnosis | None:
             fix=f"Use the original {_ANGLE_RULE} for every product image",
             source=LLM_SOURCE,
         )
+    if "output truncated" in text:
+        # Plausible and wrong: the cap is the provider's, whatever the prompt asks.
+        return Diagnosis(
+            root_cause="The script prompt invites long answers",
+            fix=f"{_CONCISE_RULE} and keep each segment under 120 words",
+            source=LLM_SOURCE,
+        )
     return None
 
 
@@ -255,6 +277,7 @@ def run_demo(root: Path | str | None = None, *, report: Report | None = None) ->
         _set_up(store, tell)
         _run_pipelines(store, result, tell)
         _rerun_held_stage(store, result, tell)
+        _efficacy(store, result, tell)
         _final_gates(store, result, tell)
         _weekly_review(store, result, tell)
         _summarise(store, result)
@@ -308,10 +331,13 @@ def _run(
     fn: Callable[[StageContext], str],
     *,
     diagnose: Callable[[Failure], Diagnosis | None],
-    tell: Report,
+    tell: Report | None = None,
 ) -> StageRun:
+    """Run one stage; with ``tell``, every step and the outcome are reported."""
+
     def progress(step: LoopStep) -> None:
-        tell(DemoNotice("step", step.detail, video_id=video, stage=stage, step=step))
+        if tell is not None:
+            tell(DemoNotice("step", step.detail, video_id=video, stage=stage, step=step))
 
     run = run_stage(
         video,
@@ -324,7 +350,8 @@ def _run(
         store=store,
         progress=progress,
     )
-    tell(DemoNotice("stage", run.outcome, video_id=video, stage=stage, run=run))
+    if tell is not None:
+        tell(DemoNotice("stage", run.outcome, video_id=video, stage=stage, run=run))
     return run
 
 
@@ -345,6 +372,43 @@ def _rerun_held_stage(store: FileStore, result: DemoResult, tell: Report) -> Non
     fn = pipeline.stage(failed.stage)
     run = _run(store, failed.video_id, failed.stage, fn, diagnose=diagnose, tell=tell)
     result.runs.append(run)
+
+
+def _efficacy(store: FileStore, result: DemoResult, tell: Report) -> None:
+    """A rule that cannot work: delivered on every attempt, its failure recurring each time,
+    until the counters flag it ineffective. Only the outcome of each run is reported (its
+    steps are the loop's usual ones), with the rule's counters after it."""
+    tell(
+        DemoNotice(
+            "phase",
+            f"Does a rule work? {', '.join(EFFICACY_VIDEOS)} through {EFFICACY_STAGE}, whose "
+            "failure the simulated LLM gets wrong",
+        )
+    )
+    pipeline = _Pipeline()
+    diagnose = chain_diagnosers(diagnose_from_history, simulated_llm)
+    policies = store.policies
+    for video in EFFICACY_VIDEOS:
+        run = _run(store, video, EFFICACY_STAGE, pipeline.stage(EFFICACY_STAGE), diagnose=diagnose)
+        result.runs.append(run)
+        tell(DemoNotice("stage", run.outcome, video_id=video, stage=EFFICACY_STAGE, run=run))
+        if run.agent is None or not run.rule_ids:
+            continue
+        memory = load_active_memory(run.agent, store=store)
+        rule = next((r for r in memory.rules if r.rule_id == run.rule_ids[0]), None)
+        if rule is None:
+            continue
+        flagged = ineffective_rule(run.agent, rule, policies)
+        tell(
+            DemoNotice(
+                "note",
+                f"{video}: rule {rule.rule_id}: {rule.deliveries} deliveries, "
+                f"{rule.recurrences} recurrences, {rule.successes} successes"
+                + (f" — INEFFECTIVE: {flagged.reason}" if flagged else ""),
+                video_id=video,
+                stage=EFFICACY_STAGE,
+            )
+        )
 
 
 def _final_gates(store: FileStore, result: DemoResult, tell: Report) -> None:
@@ -376,12 +440,26 @@ def _summarise(store: FileStore, result: DemoResult) -> None:
     errors = store.query_errors(ErrorQuery())
     agents = [a for a in dict.fromkeys(r.agent for r in runs) if a]
     rules: dict[str, list[dict[str, Any]]] = {}
+    flagged: list[tuple[str, str]] = []
     for agent in agents:
         memory = load_active_memory(agent, store=store)
-        rules[agent] = [
-            {"rule_id": r.rule_id, "applied_count": r.applied_count, "rule": r.rule}
-            for r in memory.rules
-        ]
+        rules[agent] = []
+        for r in memory.rules:
+            verdict = ineffective_rule(agent, r, store.policies)
+            if verdict is not None:
+                flagged.append((agent, r.rule_id))
+            rules[agent].append(
+                {
+                    "rule_id": r.rule_id,
+                    "applied_count": r.applied_count,
+                    "rule": r.rule,
+                    "occurrences": r.occurrences,
+                    "deliveries": r.deliveries,
+                    "successes": r.successes,
+                    "recurrences": r.recurrences,
+                    "ineffective": verdict.reason if verdict else None,
+                }
+            )
     diagnosed_by = Counter(d.source for r in runs for d in r.diagnoses)
     undiagnosed = sum(1 for r in runs for s in r.steps if s.step == "diagnose") - sum(
         diagnosed_by.values()
@@ -389,7 +467,7 @@ def _summarise(store: FileStore, result: DemoResult) -> None:
     if undiagnosed:
         diagnosed_by["none"] = undiagnosed
     result.summary = {
-        "videos": len(VIDEOS),
+        "videos": len({r.video_id for r in runs}),
         "stage_runs": len(runs),
         "outcomes": dict(Counter(r.outcome for r in runs)),
         "attempts": sum(r.attempts for r in runs),
@@ -417,7 +495,14 @@ def _summarise(store: FileStore, result: DemoResult) -> None:
             if e.regression_of
         ],
     }
-    # The three injected failures, as the ids to look at.
+    if flagged:
+        agent, rule_id = flagged[0]
+        history = rule_history(agent, rule_id, store=store)
+        result.highlights["ineffective_agent"] = agent
+        result.highlights["ineffective_rule"] = rule_id
+        # The flagged rule's evidence, as ``rules history`` shows it (newest attempt first).
+        result.summary["ineffective_history"] = history.to_dict()
+    # The injected failures, as the ids to look at.
     fixed_by_rule = next(
         (r for r in runs if r.stage == "assets" and r.ok and r.attempts > 1 and r.rule_ids), None
     )
@@ -472,6 +557,14 @@ def _next_commands(result: DemoResult) -> list[str]:
         commands.append(f"{base} events get {found['fixed_by_rule_event']}")
     commands += [
         f"{base} memory show dzine_producer",
+        *(
+            [
+                f"{base} rules history {found['ineffective_agent']} {found['ineffective_rule']}",
+                f"{base} memory show {found['ineffective_agent']}",
+            ]
+            if "ineffective_rule" in found
+            else []
+        ),
         f"{base} errors lessons",
         f"{base} report",
         f"{base} soul candidates",

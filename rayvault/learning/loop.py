@@ -12,13 +12,16 @@ What one stage run does:
 1. **gate** — :func:`~rayvault.learning.gate.learning_gate`. Blocked: :class:`GateBlocked`
    (carrying the result) is raised, or, with ``on_blocked="return"``, the blocked run returned.
 2. **execute** — ``fn(ctx)``; the :class:`StageContext` carries the stage's agent, the rules
-   rendered for its prompt (and the rules themselves) and the attempt number. The rules shown
-   are counted as delivered (``applied_count``/``last_applied``, DESIGN.md §6): once per stage
-   run, and not for a rule learned in this run (its creation already counted that use). When the
-   attempt ends, it is counted on every rule it carried (``deliveries``, and ``successes`` or,
-   failing with the rule's own pattern, ``recurrences``), with the attempt kept on the rule as
-   evidence (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block
-   are recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
+   rendered for its prompt (and the rules themselves) and the attempt number. The rules are
+   ranked for the stage, the run's ``task`` and, on a retry, the failed attempt's error (its
+   rule first: ``render_rules``), and why each was in or out is recorded on the ``execute``
+   step (``selection``). The rules shown are counted as delivered (``applied_count`` and
+   ``last_applied``, DESIGN.md §6): once per stage run, and not for a rule learned in this run
+   (its creation already counted that use). When the attempt ends, it is counted on every rule
+   it carried (``deliveries``, and ``successes`` or, failing with the rule's own pattern,
+   ``recurrences``), with the attempt kept on the rule as evidence
+   (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block are
+   recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
 3. **fail** — the exception goes to the error log with its traceback and fingerprint.
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
    fix, or nothing. The default, :func:`diagnose_from_history`, reuses a resolution of the same
@@ -126,6 +129,8 @@ OnBlocked = Literal["raise", "return"]
 OnFailure = Literal["raise", "return"]
 #: Exception types a stage run lets through without learning from them (``ignore=``).
 Ignore = type[BaseException] | tuple[type[BaseException], ...]
+#: A work item's description for ``learning_stage``: the text, or a function of the video id.
+TaskSource = str | Callable[[str], str | None]
 #: Verified events looked at per fingerprint when diagnosing from history (some may have no fix).
 _HISTORY_LOOKUP = 5
 
@@ -144,7 +149,8 @@ class StageContext:
     run_id: str
     #: The agent's active rules as a prompt-ready block (``render_rules``); "" when none.
     rendered_rules: str
-    #: The rules that block shows, most severe and most recent first.
+    #: The rules that block shows, in its order: on a retry the failed attempt's rule first, then
+    #: the stage's, the task's most relevant, the most severe (``render_rules``).
     rules: tuple[Rule, ...]
     store: Store
     #: The exception of the previous attempt (None on the first).
@@ -543,8 +549,13 @@ class _Loop:
         retries: int,
         diagnoser: Diagnoser,
         progress: Callable[[LoopStep], None] | None,
+        task: str | None = None,
     ) -> None:
         self.run = run
+        #: The work item's description: rules are ranked by their relevance to it.
+        self.task = task
+        #: The error-log entry of the last failed attempt: its rule comes first on the retry.
+        self.last_error: ErrorEntry | None = None
         self.store = store
         self.max_attempts = retries + 1
         self.diagnoser = diagnoser
@@ -616,10 +627,18 @@ class _Loop:
         rules: list[Rule] = []
         text = ""
         held: dict[str, str] = {}
+        selection: dict[str, Any] = {}
         if run.agent is not None:
-            block = prompt_rules(run.agent, store=self.store)
+            block = prompt_rules(
+                run.agent,
+                store=self.store,
+                stage=run.stage,
+                task=self.task,
+                failure=self.last_error if attempt > 1 else None,
+            )
             text, rules = block.text, list(block.rules)
             held = dict(block.held_back)
+            selection = block.compact_selection()
             new = [r.rule_id for r in rules if r.rule_id not in self.delivered]
             self.delivered.update(new)
             run.delivered_rule_ids.extend(new)
@@ -649,6 +668,9 @@ class _Loop:
             if run.agent
             else f"stage {run.stage!r} has no agent: no rules delivered"
         )
+        if "failure_rule" in selection:
+            cut = " (cut to fit the budget)" if selection.get("truncated") else ""
+            detail += f"; the failed attempt's rule first: {selection['failure_rule']}{cut}"
         if held:
             detail += "; held back (unresolved conflict): " + ", ".join(
                 f"{h} (in favour of {w})" for h, w in held.items()
@@ -660,6 +682,7 @@ class _Loop:
             rule_ids=shown,
             rules_sha256=ctx.rules_sha256,
             **({"held_back_rule_ids": held} if held else {}),
+            **({"selection": selection} if selection else {}),
         )
         return ctx
 
@@ -705,6 +728,7 @@ class _Loop:
             idempotency_key=loop_key(run, ctx.attempt, "error"),
         )
         run.error_ids.append(entry.id)
+        self.last_error = entry
         failure = Failure(context=ctx, exception=exc, error=entry)
         recurred = self.count_attempt(ctx, entry)
         self.record(
@@ -994,6 +1018,7 @@ def run_stage(
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
     ignore: Ignore | None = None,
+    task: str | None = None,
 ) -> StageRun:
     """Run ``fn`` as ``stage`` of ``video_id`` through the closed loop (see the module doc).
 
@@ -1010,7 +1035,10 @@ def run_stage(
     (:class:`InvalidInputError`, with a suggestion): the gate cannot judge it. ``ignore``:
     exception types (a type or a tuple) that are not failures of the stage to learn from: like a
     :class:`LearningError` raised inside ``fn``, they propagate at once, with nothing logged, no
-    event and no rule.
+    event and no rule. ``task``: the work item's description (the video's title, say): the
+    agent's rules most relevant to it come right after the stage's own, and on a retry the rule
+    learned from the failed attempt comes before everything (``render_rules``); why each rule
+    was delivered or left out is recorded on the attempt's ``execute`` step (``selection``).
 
     Returns the :class:`StageRun`; its ``value`` is what ``fn`` returned.
     """
@@ -1036,6 +1064,7 @@ def run_stage(
         retries=retries,
         diagnoser=diagnose or diagnose_from_history,
         progress=progress,
+        task=task,
     )
     if not loop.gate():
         if on_blocked == "raise":
@@ -1091,6 +1120,7 @@ class LearningStage(Generic[P, T]):
         store: Store | None,
         progress: Callable[[LoopStep], None] | None,
         ignore: Ignore | None = None,
+        task: TaskSource | None = None,
     ) -> None:
         _ignored(ignore)
         self.fn = fn
@@ -1101,6 +1131,7 @@ class LearningStage(Generic[P, T]):
         self.store = store
         self.progress = progress
         self.ignore = ignore
+        self.task = task
         functools.update_wrapper(self, fn)
 
     def _run(
@@ -1121,6 +1152,7 @@ class LearningStage(Generic[P, T]):
             store=self.store,
             progress=self.progress,
             ignore=self.ignore,
+            task=self.task(video_id) if callable(self.task) else self.task,
         )
 
     def __call__(self, video_id: str, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -1145,6 +1177,7 @@ def learning_stage(
     store: Store | None = None,
     progress: Callable[[LoopStep], None] | None = None,
     ignore: Ignore | None = None,
+    task: TaskSource | None = None,
 ) -> Callable[[Callable[Concatenate[StageContext, P], T]], LearningStage[P, T]]:
     """Decorate a stage function ``fn(ctx, *args, **kwargs)`` so that calling it as
     ``fn(video_id, *args, **kwargs)`` runs it through the closed loop (see :func:`run_stage`
@@ -1156,6 +1189,9 @@ def learning_stage(
             ...
 
         images = make_assets("v042", "B0ABC")  # or make_assets.run("v042", "B0ABC") → StageRun
+
+    ``task``: the work item's description the rules are ranked against (see :func:`run_stage`),
+    or a function of the video id returning it (``task=titles.get``).
     """
     _check_retries(retries)
     _ignored(ignore)
@@ -1170,6 +1206,7 @@ def learning_stage(
             store=store,
             progress=progress,
             ignore=ignore,
+            task=task,
         )
 
     return wrap

@@ -25,16 +25,26 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
+import re
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from rayvault.learning._conflicts import analyse, rules_conflict
+from rayvault.learning._grouping import mask as grouping_mask
+from rayvault.learning._grouping import pattern_key, signature
 from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
-from rayvault.learning.efficacy import current_counters, set_text_state, text_losing
+from rayvault.learning.efficacy import (
+    current_counters,
+    is_ineffective,
+    set_text_state,
+    text_losing,
+)
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
 from rayvault.learning.grouping import failure_template
 from rayvault.learning.models import (
@@ -43,14 +53,16 @@ from rayvault.learning.models import (
     VERIFIED_BY,
     AgentMemory,
     ConflictResolution,
+    ErrorEntry,
     LearningEvent,
     Rule,
     Tombstone,
     TombstoneFile,
 )
 from rayvault.learning.patterns import fingerprint
-from rayvault.learning.stages import configured_agents, fold_stage
+from rayvault.learning.stages import check_stage, configured_agents, fold_stage
 from rayvault.learning.store import AgentState, Store, get_store
+from rayvault.policies import Policies, load_policies
 
 #: Longest rule text rendered into a prompt, in characters.
 RULE_RENDER_LIMIT = 600
@@ -154,7 +166,7 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
         if existing is not None:
             existing.applied_count += 1
             existing.occurrences += 1
-            existing.last_applied = now
+            existing.last_applied = existing.last_learned = now
             existing.last_event_id = event.event_id
             if SEVERITY_RANK[event.severity] > SEVERITY_RANK[existing.severity]:
                 existing.severity = event.severity  # the failure got worse: so does the rule
@@ -341,7 +353,7 @@ def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]
     key: str | None = None
     found = []
     for other in others:
-        if other.rule_id == rule.rule_id:
+        if other.rule_id == rule.rule_id or compatible(rule, other):
             continue
         if fold_stage(other.component, policies) != stage:  # cheap first; patterns cost a lookup
             if key is None:
@@ -353,13 +365,22 @@ def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]
     return found
 
 
+def compatible(a: Rule, b: Rule) -> bool:
+    """Whether a person judged ``a`` and ``b`` compatible (``resolve_conflict(keep_both=True)``):
+    such a pair is never marked or flagged as conflicting again."""
+    return b.rule_id in a.compatible_with or a.rule_id in b.compatible_with
+
+
 def _clear_marks(rules: Iterable[Rule], gone: set[str]) -> None:
-    """Forget conflicts with rules that left active memory: the pair is resolved."""
+    """Forget conflicts with rules that left active memory: the pair is resolved (and a
+    judgement of compatibility with them is moot)."""
     if not gone:
         return
     for rule in rules:
         if any(i in gone for i in rule.conflicts_with):
             rule.conflicts_with = [i for i in rule.conflicts_with if i not in gone]
+        if any(i in gone for i in rule.compatible_with):
+            rule.compatible_with = [i for i in rule.compatible_with if i not in gone]
 
 
 def _evict_over_cap(state: AgentState, cap: int, event: LearningEvent) -> list[Rule]:
@@ -486,7 +507,9 @@ def resolve_conflict(
     - ``keep=other`` (a rule marked as conflicting with ``rule_id``): ``rule_id`` is tombstoned,
       superseded by ``other``.
     - ``keep_both=True``: both stay and the marks between ``rule_id`` and its partner (``keep``
-      when given, else every partner) are cleared; both are delivered from then on.
+      when given, else every partner) are cleared; both are delivered from then on, and the
+      pair is remembered as compatible (``Rule.compatible_with``): neither a later rule check
+      nor the weekly revisit flags it again.
 
     Tombstoning either rule with :func:`tombstone_rule` resolves the pair as well. Raises
     :class:`InvalidInputError` for an unknown agent, a rule with no unresolved conflict (or not
@@ -527,10 +550,12 @@ def resolve_conflict(
         if keep_both:
             pair = partners if keep in (None, rule_id) else [keep]
             rule.conflicts_with = [i for i in rule.conflicts_with if i not in pair]
+            rule.compatible_with.extend(i for i in pair if i not in rule.compatible_with)
             for other in pair:
-                by_id[other].conflicts_with = [
-                    i for i in by_id[other].conflicts_with if i != rule_id
-                ]
+                partner = by_id[other]
+                partner.conflicts_with = [i for i in partner.conflicts_with if i != rule_id]
+                if rule_id not in partner.compatible_with:
+                    partner.compatible_with.append(rule_id)
             state.memory_changed = True
             return ConflictResolution(
                 agent=agent,
@@ -588,12 +613,72 @@ def init_memory(
     return {name: store.init_agent(name) for name in names}
 
 
-def sorted_rules(memory: AgentMemory) -> list[Rule]:
-    """Rules in prompt order: most severe first, then most recently applied."""
-    return sorted(
-        memory.rules,
-        key=lambda r: (-SEVERITY_RANK[r.severity], -r.last_used.timestamp(), r.rule_id),
+#: A pattern key as the stores write it (``stage:`` and 16 hex digits): a ``failure`` given as
+#: text of this shape names the pattern itself.
+_PATTERN_KEY = re.compile(r"\S+:[0-9a-f]{16}")
+#: Fewest characters of the failure's own rule's line the block keeps when the budget is too
+#: small for it: the rule is delivered cut rather than not at all, so a block may exceed a budget
+#: smaller than its header plus this.
+MIN_TRUNCATED = 80
+#: What ends the failure's own rule when it was cut to fit the budget (the block says so).
+TRUNCATED_MARK = " [cut to fit the budget]"
+#: Decimals relevance is compared at: a word every rule shares scores all but 0 under BM25, no
+#: reason to rank one rule above another.
+_RELEVANCE_DIGITS = 2
+#: What ``failure`` may be: the exception, its error text, its error-log entry, a pattern key.
+FailureRef = BaseException | str | ErrorEntry
+
+
+def _base_key(rule: Rule, policies: Policies) -> tuple[Any, ...]:
+    """Order without context: severity, then efficacy (a rule flagged ineffective after the
+    others, then by the share of its deliveries its failure recurred in), then the most recently
+    learned. Efficacy counts failures only: a success rate would lift delivered rules over the
+    ones the budget left out, which would then sink for good (the starvation this avoids); a
+    rule never delivered ranks as one whose deliveries never recurred."""
+    rate = rule.recurrences / rule.deliveries if rule.deliveries > 0 else 0.0
+    return (
+        -SEVERITY_RANK[rule.severity],
+        is_ineffective(rule, policies),
+        rate,
+        -rule.learned_at.timestamp(),
+        rule.rule_id,
     )
+
+
+def sorted_rules(memory: AgentMemory, policies: Policies | None = None) -> list[Rule]:
+    """Rules in prompt order without context: most severe first, then ineffective and often
+    recurring rules after the others, then most recently learned (never by delivery: a delivery
+    must not move a rule, or the rules a budget leaves out age out for good)."""
+    known = policies if policies is not None else load_policies()
+    return sorted(memory.rules, key=lambda r: _base_key(r, known))
+
+
+@dataclass(frozen=True)
+class RuleSelection:
+    """Why one active rule is where it is in a prompt's rules block, or not in it."""
+
+    rule_id: str
+    #: Whether the block shows it.
+    delivered: bool
+    #: Its rank among the rules that could be shown (1 = first); None when held back.
+    position: int | None
+    #: "failure's own rule", "stage rule (assets)", "relevance 0.42 to the task", "severity
+    #: FAIL", "over budget (…)", "held back: conflicts with …".
+    why: str
+    #: Its relevance to the task (0.0 when it shares no word; None without a task).
+    relevance: float | None = None
+    #: The failure's own rule, cut to fit the budget.
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "delivered": self.delivered,
+            "position": self.position,
+            "why": self.why,
+            "relevance": self.relevance,
+            "truncated": self.truncated,
+        }
 
 
 @dataclass(frozen=True)
@@ -610,20 +695,86 @@ class PromptRules:
     #: Rules held back because they conflict with a delivered rule (an unresolved pair):
     #: held-back id → the id delivered in its place.
     held_back: dict[str, str] = field(default_factory=dict)
+    #: The failure's own rule (``failure=``), when the agent has one.
+    failure_rule_id: str | None = None
+    #: Whether that rule was cut to fit the budget (it is never left out).
+    truncated: bool = False
+    #: The rules that could be shown (not held back), in rank order: ``rules`` is its head.
+    ranked: list[Rule] = field(default_factory=list)
+    #: The stage ranked for (folded), and each rule's relevance to the task (None: no task).
+    stage: str | None = None
+    relevance: dict[str, float] | None = None
+    policies: Policies | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def selection(self) -> list[RuleSelection]:
+        """Per active rule, why it is in or out: the ranked rules in rank order, then the held
+        back ones. Worked out when asked for (``memory render --explain``): an attempt records
+        :meth:`compact_selection`, which needs none of the sentences."""
+        policies = self.policies or load_policies()
+        delivered = {r.rule_id for r in self.rules}
+        cut = self.failure_rule_id if self.truncated else None
+        out = []
+        for position, rule in enumerate(self.ranked, start=1):
+            rid = rule.rule_id
+            score = None if self.relevance is None else self.relevance.get(rid, 0.0)
+            why = _reasons(rule, self.failure_rule_id, self.stage, score, policies)
+            if rid == cut:
+                why += "; cut to fit the budget"
+            elif rid not in delivered:
+                why = f"over budget ({why})"
+            out.append(RuleSelection(rid, rid in delivered, position, why, score, rid == cut))
+        for rid, winner in self.held_back.items():
+            score = None if self.relevance is None else self.relevance.get(rid, 0.0)
+            out.append(
+                RuleSelection(rid, False, None, f"held back: conflicts with {winner}", score)
+            )
+        return out
+
+    def compact_selection(self) -> dict[str, Any]:
+        """The selection as an attempt records it: ids grouped by why, only what applies (the
+        delivered ids and the held-back pairs are recorded beside it)."""
+        out: dict[str, Any] = {}
+        first = self.failure_rule_id
+        if first is not None:
+            out["failure_rule"] = first
+            if self.truncated:
+                out["truncated"] = True
+        if self.stage is not None:
+            policies = self.policies or load_policies()
+            stage = [
+                r.rule_id
+                for r in self.rules
+                if r.rule_id != first and fold_stage(r.component, policies) == self.stage
+            ]
+            if stage:
+                out["stage_rules"] = stage
+        scores = self.relevance or {}
+        relevant = {r.rule_id: scores[r.rule_id] for r in self.rules if scores.get(r.rule_id)}
+        if relevant:
+            out["relevance"] = relevant
+        over = [r.rule_id for r in self.ranked[len(self.rules) :]]
+        if over:
+            out["over_budget"] = over
+        return out
 
 
-def held_back_rules(rules: Iterable[Rule], preference: str) -> dict[str, str]:
+def held_back_rules(
+    rules: Iterable[Rule], preference: str, *, first: str | None = None
+) -> dict[str, str]:
     """Which rule of each unresolved conflicting pair is not delivered: held-back id → the id
     delivered instead. The preferred rule (``newer``: learned last; ``severe``: most severe,
     then newer) wins; taken greedily in preference order, so no two marked rules are ever both
-    delivered, even in a chain of conflicts."""
+    delivered, even in a chain of conflicts. ``first`` (the rule of the failure being retried)
+    wins over every preference: its partner is held back instead."""
     marked = [r for r in rules if r.conflicts_with]
     if not marked:
         return {}
 
     def rank(r: Rule) -> tuple[Any, ...]:
         newer = (r.created.timestamp(), r.rule_id)
-        return (SEVERITY_RANK[r.severity], *newer) if preference == "severe" else newer
+        order = (SEVERITY_RANK[r.severity], *newer) if preference == "severe" else newer
+        return (r.rule_id == first, *order)
 
     kept: set[str] = set()
     held: dict[str, str] = {}
@@ -636,48 +787,280 @@ def held_back_rules(rules: Iterable[Rule], preference: str) -> dict[str, str]:
     return held
 
 
-@checked
-def prompt_rules(
-    agent: str, *, budget: int | None = None, store: Store | None = None
-) -> PromptRules:
-    """The agent's active rules as a prompt-ready block (see :func:`render_rules`), with the
-    rules it shows: what a delivery into the agent's run counts."""
-    store = store or get_store()
-    memory = load_active_memory(agent, store=store)
-    if not memory.rules:
-        return PromptRules(agent, "", [], 0)
-    limit = budget if budget is not None else store.policies.LEARNING_RULES_RENDER_BUDGET
-    held = held_back_rules(memory.rules, store.policies.LEARNING_CONFLICT_PREFERENCE)
-    rules = [r for r in sorted_rules(memory) if r.rule_id not in held]
-    header = f"Learned rules for {agent} (follow them; most severe first):"
+def _failure_text(failure: FailureRef) -> str:
+    if isinstance(failure, BaseException):
+        return "".join(traceback.format_exception(failure)).strip()
+    if isinstance(failure, ErrorEntry):
+        return failure.error
+    if isinstance(failure, str):
+        if not failure.strip():
+            raise InvalidInputError("failure must not be empty text")
+        return failure.strip()
+    raise InvalidInputError(
+        "failure must be an exception, an error text, an error-log entry or a pattern key, "
+        f"got {type(failure).__name__}"
+    )
+
+
+def _failure_rule(
+    rules: list[Rule],
+    failure: BaseException | str | ErrorEntry,
+    store: Store,
+    *,
+    stage: str | None = None,
+) -> Rule | None:
+    """The rule of ``rules`` learned from ``failure``, or None. An error-log entry is found by
+    its pattern key (what ``run_stage`` passes: exact), a pattern key by itself, both with
+    merges followed (``rule_for_pattern``). An exception or an error text is matched by its
+    failure's template in ``stage`` first, then in each other stage the rules belong to: the
+    rule whose symptom has that template, else the rule of the key that template starts a
+    pattern under."""
+    text = _failure_text(failure)
+    if not rules:
+        return None
+    policies = store.policies
+    if isinstance(failure, ErrorEntry):
+        folded = fold_stage(failure.stage, policies)
+        key = failure.fingerprint or fingerprint(folded, text).key
+        return rule_for_pattern(rules, key, store) or _by_template(rules, text, [folded], store)
+    if isinstance(failure, str) and _PATTERN_KEY.fullmatch(text):
+        return rule_for_pattern(rules, text, store)
+    given = [fold_stage(stage, policies)] if stage else []
+    stages = dict.fromkeys([*given, *(fold_stage(r.component, policies) for r in rules)])
+    return _by_template(rules, text, list(stages), store)
+
+
+def _by_template(rules: list[Rule], text: str, stages: list[str], store: Store) -> Rule | None:
+    policies = store.policies
+    masked = grouping_mask(text)
+    keys = []
+    for stage in stages:
+        sig = signature(stage, masked)
+        for rule in rules:
+            if (
+                rule.symptom
+                and fold_stage(rule.component, policies) == stage
+                and signature(stage, grouping_mask(rule.symptom)) == sig
+            ):
+                return rule
+        keys += [pattern_key(stage, sig), fingerprint(stage, text).key]
+    for key in keys:
+        found = rule_for_pattern(rules, key, store)
+        if found is not None:
+            return found
+    return None
+
+
+def _reasons(
+    rule: Rule, first: str | None, stage: str | None, relevance: float | None, policies: Policies
+) -> str:
+    if rule.rule_id == first:
+        return "failure's own rule"
+    parts = []
+    if stage is not None and fold_stage(rule.component, policies) == stage:
+        parts.append(f"stage rule ({stage})")
+    if relevance:
+        parts.append(f"relevance {relevance:.2f} to the task")
+    if not parts:
+        parts.append(f"severity {rule.severity}")
+        if is_ineffective(rule, policies):
+            parts.append("flagged ineffective")
+    return "; ".join(parts)
+
+
+def _relevance(rules: list[Rule], task: str | None, store: Store) -> dict[str, float] | None:
+    """Each rule's relevance to ``task`` (rounded), by the store's full-text ranking; None
+    without a task."""
+    if task is None or not task.strip():
+        return None
+    scores = store.rank_texts(task, [f"{r.component} {r.rule}" for r in rules]) if rules else []
+    return {r.rule_id: round(s, _RELEVANCE_DIGITS) for r, s in zip(rules, scores, strict=True)}
+
+
+def _rank(
+    rules: list[Rule],
+    policies: Policies,
+    *,
+    first: str | None,
+    stage: str | None,
+    relevance: dict[str, float] | None,
+) -> list[Rule]:
+    """Rules in prompt order: the failure's own rule, the stage's rules, the task's most
+    relevant rules, then :func:`_base_key`. Nothing a delivery changes takes part."""
+    scores = relevance or {}
+
+    def key(rule: Rule) -> tuple[Any, ...]:
+        in_stage = stage is not None and fold_stage(rule.component, policies) == stage
+        return (
+            rule.rule_id != first,
+            not in_stage,
+            -scores.get(rule.rule_id, 0.0),
+            *_base_key(rule, policies),
+        )
+
+    return sorted(rules, key=key)
+
+
+def _line(rule: Rule) -> str:
+    text = " ".join(rule.rule.split())
+    if len(text) > RULE_RENDER_LIMIT:
+        text = text[: RULE_RENDER_LIMIT - 1] + "…"
+    return f"- [{rule.severity}] {rule.component}: {text}"
+
+
+def _cut(line: str, room: int) -> str:
+    """``line`` in ``room`` characters (at least :data:`MIN_TRUNCATED`), ending with
+    :data:`TRUNCATED_MARK`."""
+    room = max(room, MIN_TRUNCATED)
+    return line[: room - len(TRUNCATED_MARK) - 1].rstrip() + "…" + TRUNCATED_MARK
+
+
+def _fill(
+    header: str, ordered: list[Rule], limit: int, first: str | None
+) -> tuple[list[str], list[Rule], bool]:
+    """The block's lines and the rules they show, in order, within ``limit`` characters; the
+    failure's own rule (``first``, ranked first) is cut to fit rather than left out."""
     lines = [header]
     used = len(header)
     # Room for the "(and N more …)" line, so the block never exceeds the budget.
-    reserve = len(f"\n(and {len(rules)} more rules not shown)")
+    reserve = len(f"\n(and {len(ordered)} more rules not shown)")
     shown: list[Rule] = []
-    for rule in rules:
-        text = " ".join(rule.rule.split())
-        if len(text) > RULE_RENDER_LIMIT:
-            text = text[: RULE_RENDER_LIMIT - 1] + "…"
-        line = f"- [{rule.severity}] {rule.component}: {text}"
-        more = len(shown) + 1 < len(rules)
-        if used + 1 + len(line) + (reserve if more else 0) > limit:
+    truncated = False
+    for rule in ordered:
+        line = _line(rule)
+        more = reserve if len(shown) + 1 < len(ordered) else 0
+        if used + 1 + len(line) + more > limit:
+            if not shown and rule.rule_id == first:
+                line = _cut(line, limit - used - 1 - more)
+                lines.append(line)
+                shown.append(rule)
+                truncated = True
             break
         lines.append(line)
         used += 1 + len(line)
         shown.append(rule)
-    if len(shown) < len(rules):
-        lines.append(f"(and {len(rules) - len(shown)} more rules not shown)")
-    return PromptRules(agent, "\n".join(lines), shown, len(memory.rules), held)
+    if len(shown) < len(ordered):
+        lines.append(f"(and {len(ordered) - len(shown)} more rules not shown)")
+    return lines, shown, truncated
+
+
+def _select_rules(
+    memory: AgentMemory,
+    agent: str,
+    store: Store,
+    *,
+    budget: int | None = None,
+    stage: str | None = None,
+    task: str | None = None,
+    failure: BaseException | str | ErrorEntry | None = None,
+) -> PromptRules:
+    """:func:`prompt_rules` over a memory already loaded, its arguments already checked."""
+    if failure is not None:
+        _failure_text(failure)  # an unsupported failure is refused even without rules
+    if not memory.rules:
+        return PromptRules(agent, "", [], 0)
+    policies = store.policies
+    limit = budget if budget is not None else policies.LEARNING_RULES_RENDER_BUDGET
+    folded = fold_stage(stage, policies) if stage else None
+    own = _failure_rule(memory.rules, failure, store, stage=stage) if failure is not None else None
+    first = own.rule_id if own is not None else None
+    held = held_back_rules(memory.rules, policies.LEARNING_CONFLICT_PREFERENCE, first=first)
+    candidates = [r for r in memory.rules if r.rule_id not in held]
+    relevance = _relevance(memory.rules, task, store)
+    ordered = _rank(candidates, policies, first=first, stage=folded, relevance=relevance)
+    context = stage is not None or relevance is not None or failure is not None
+    order = "most relevant first" if context else "most severe first"
+    header = f"Learned rules for {agent} (follow them; {order}):"
+    lines, shown, truncated = _fill(header, ordered, limit, first)
+    return PromptRules(
+        agent,
+        "\n".join(lines),
+        shown,
+        len(memory.rules),
+        held,
+        failure_rule_id=first,
+        truncated=truncated,
+        ranked=ordered,
+        stage=folded,
+        relevance=relevance,
+        policies=policies,
+    )
 
 
 @checked
-def render_rules(agent: str, *, budget: int | None = None, store: Store | None = None) -> str:
-    """The agent's active rules as a prompt-ready block, most severe and recent first, within
-    ``budget`` characters (default ``LEARNING_RULES_RENDER_BUDGET``). Empty when there are none.
-    Of two rules marked as conflicting, only one is rendered (``LEARNING_CONFLICT_PREFERENCE``)
-    until a person resolves the pair: an agent told both "never X" and "X" follows neither."""
-    return prompt_rules(agent, budget=budget, store=store).text
+def prompt_rules(
+    agent: str,
+    budget: int | None = None,
+    *,
+    stage: str | None = None,
+    task: str | None = None,
+    failure: BaseException | str | ErrorEntry | None = None,
+    store: Store | None = None,
+) -> PromptRules:
+    """The agent's active rules as a prompt-ready block (see :func:`render_rules`), with the
+    rules it shows and why each active rule is in or out (``selection``): what ``run_stage``
+    delivers on every attempt, counts and records. A ``stage`` no map knows is refused
+    (:class:`InvalidInputError`); an agent without rules gets an empty block (see
+    :func:`check_agent`)."""
+    validate_identifier(agent, "agent")
+    store = store or get_store()
+    if stage is not None:
+        check_stage(validate_identifier(stage, "stage"), store.policies)
+    if budget is not None and budget < 1:
+        raise InvalidInputError(f"budget must be a positive number of characters, got {budget}")
+    return _select_rules(
+        store.load_memory(agent),
+        agent,
+        store,
+        budget=budget,
+        stage=stage,
+        task=task,
+        failure=failure,
+    )
+
+
+@checked
+def check_agent(agent: str, *, store: Store | None = None) -> str:
+    """``agent`` when it has memory or is in the stage map; :class:`InvalidInputError` (naming
+    the agents there are) otherwise: a misspelt agent is an error, not an empty rules block."""
+    validate_identifier(agent, "agent")
+    _unknown_agent(agent, store or get_store())
+    return agent
+
+
+@checked
+def render_rules(
+    agent: str,
+    budget: int | None = None,
+    *,
+    stage: str | None = None,
+    task: str | None = None,
+    failure: BaseException | str | ErrorEntry | None = None,
+    store: Store | None = None,
+) -> str:
+    """The agent's active rules as a prompt-ready block within ``budget`` characters (default
+    ``LEARNING_RULES_RENDER_BUDGET``); empty when there are none. Ranked:
+
+    1. the rule learned from ``failure`` (the retry's previous error: the exception, its text,
+       its error-log entry or its pattern key) — always first, and when the budget cannot hold
+       it whole, delivered cut, ending with ``[cut to fit the budget]``, never left out;
+    2. the rules of ``stage`` (a rule's component folded to its stage);
+    3. the rules most relevant to ``task`` (the work item's description, e.g. the video title),
+       by the store's full-text ranking (``Store.rank_texts``);
+    4. then by severity, efficacy (rules flagged ineffective, then rules whose failure recurred
+       while delivered, after the others) and the most recently learned.
+
+    Nothing a delivery changes takes part, so a rule the budget leaves out is not thereby
+    ranked lower next time. Of two rules marked as conflicting, only one is rendered
+    (``LEARNING_CONFLICT_PREFERENCE``; the failure's own rule wins) until a person resolves the
+    pair: an agent told both "never X" and "X" follows neither. :func:`prompt_rules` says why
+    each rule is in or out. An agent with no rules that is in no stage map is refused
+    (:func:`check_agent`)."""
+    store = store or get_store()
+    block = prompt_rules(agent, budget, stage=stage, task=task, failure=failure, store=store)
+    if not block.total:
+        check_agent(agent, store=store)
+    return block.text
 
 
 @checked

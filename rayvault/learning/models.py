@@ -224,6 +224,8 @@ _RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
     "overturned_at",
     "revisions",
     "alternatives",
+    "compatible_with",
+    "last_learned",
 )
 
 
@@ -292,6 +294,16 @@ class Rule(Record):
     #: Differing diagnoses verified by a retry while the current text was not losing: recorded,
     #: not adopted (``{"rule", "source_event_id", "at", "verified_by", "reason"}``).
     alternatives: list[dict[str, Any]] = Field(default_factory=list)
+    #: Rules of the same agent a person judged compatible with this one
+    #: (``resolve_conflict(keep_both=True)``): the pair is never marked or flagged as
+    #: conflicting again, at creation or by the weekly revisit.
+    compatible_with: list[str] = Field(default_factory=list)
+    #: When the rule's failure was last learned again (``memory.apply_event``), never moved by
+    #: a delivery: what ``render_rules`` ranks recency by, so a rule the budget left out does
+    #: not age out for good (``last_applied`` moves with every delivery). None until the failure
+    #: is learned a second time, and on rules written before it existed (:attr:`learned_at`
+    #: falls back to ``created``).
+    last_learned: Timestamp | None = None
 
     @model_serializer(mode="wrap")
     def _without_empty_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -305,6 +317,12 @@ class Rule(Record):
     def last_used(self) -> datetime:
         """When the rule was last applied (its creation when it never was again)."""
         return self.last_applied or self.created
+
+    @property
+    def learned_at(self) -> datetime:
+        """When the rule's failure was last learned: ``last_learned``, else its creation (not
+        ``last_applied``, which deliveries move too)."""
+        return self.last_learned or self.created
 
 
 class Tombstone(Rule):
@@ -632,6 +650,9 @@ class RuleConflict(Record):
     #: What the two rules share: ``same fingerprint`` or ``same stage <stage>``.
     scope: str
     reason: str
+    #: When the pair is marked (``Rule.conflicts_with``): the rule ``render_rules`` holds back
+    #: until a person resolves it. None for a pair the revisit found that was never marked.
+    held_back: str | None = None
 
 
 class ConflictResolution(Record):
@@ -700,6 +721,15 @@ class SoulPromotion(Record):
     applied_count: int
     #: LEARNING_PROMOTION_THRESHOLD_OCCURRENCES when it was promoted.
     threshold: int
+    #: The rule's efficacy when it was promoted: attempts that carried it, and of those the
+    #: ones that succeeded (what promotion counts: ``registry.promotable``).
+    deliveries: int = 0
+    successes: int = 0
+    #: Whether the rule had earned its promotion (``registry.promotable``): a person may
+    #: promote any rule, and the CLI says when it had not.
+    earned: bool = True
+    #: Why it had not (below the threshold, or flagged ineffective); empty when earned.
+    not_earned_reason: str = ""
 
 
 class AgentSweep(Record):

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import as_utc, parse_ts, utcnow
 from rayvault.learning._validate import checked
-from rayvault.learning.efficacy import is_ineffective
 from rayvault.learning.events import build_query
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.models import (
@@ -28,7 +27,7 @@ from rayvault.learning.models import (
     WeeklyReport,
 )
 from rayvault.learning.regressions import pattern_states
-from rayvault.learning.soul import is_promoted, promotion_section
+from rayvault.learning.soul import is_promoted, promotion_section, promotion_shortfall
 from rayvault.learning.stages import components_of_agent
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.policies import Policies
@@ -174,11 +173,7 @@ def promotable(rule: Rule, threshold: int, policies: Policies | None = None) -> 
     not silently empty the candidate list; once the loop has counted it, successes decide, and
     a rule flagged ineffective under ``policies`` is never a candidate.
     """
-    if rule.occurrences == 0 and rule.deliveries == 0:
-        return rule.applied_count >= threshold
-    if policies is not None and is_ineffective(rule, policies):
-        return False  # its failure keeps recurring while it is delivered: not a lesson to keep
-    return rule.successes >= threshold
+    return not promotion_shortfall(rule, threshold, policies)
 
 
 def promotion_candidates(
@@ -222,9 +217,10 @@ def get_promotion_candidates(
     agent: str | None = None,
     store: Store | None = None,
 ) -> list[PromotionCandidate]:
-    """Active rules applied at least ``threshold`` times (default
-    ``LEARNING_PROMOTION_THRESHOLD_OCCURRENCES``), across agents (or of ``agent``), each with a
-    ready-to-paste SOUL section. Promote one with :func:`rayvault.learning.soul.promote_rule`."""
+    """Active rules that worked at least ``threshold`` times (default
+    ``LEARNING_PROMOTION_THRESHOLD_OCCURRENCES``; see :func:`promotable`), across agents (or of
+    ``agent``), each with a ready-to-paste SOUL section. Promote one with
+    :func:`rayvault.learning.soul.promote_rule`."""
     store = store or get_store()
     limit = (
         threshold

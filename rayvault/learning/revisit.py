@@ -35,7 +35,7 @@ from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.efficacy import ineffective_rules
 from rayvault.learning.exceptions import InvalidInputError
-from rayvault.learning.memory import rule_fingerprint
+from rayvault.learning.memory import compatible, held_back_rules, rule_fingerprint
 from rayvault.learning.models import (
     CRITICAL_SEVERITIES,
     SEVERITIES,
@@ -227,8 +227,12 @@ def stale_rules(
 
 
 def conflicting_rules(agent: str, rules: list[Rule], store: Store) -> list[RuleConflict]:
-    """Pairs of rules, for the same fingerprint or stage, whose actions are incompatible."""
+    """Pairs of rules, for the same fingerprint or stage, whose actions are incompatible —
+    except pairs a person judged compatible (``rules resolve-conflict --keep-both``). A pair
+    already marked at creation says which rule is held back from prompts until it is
+    resolved."""
     policies = store.policies
+    held = held_back_rules(rules, policies.LEARNING_CONFLICT_PREFERENCE)
     keyed = [
         (
             rule,
@@ -241,6 +245,8 @@ def conflicting_rules(agent: str, rules: list[Rule], store: Store) -> list[RuleC
     found = []
     for i, (a, fp_a, stage_a, clauses_a) in enumerate(keyed):
         for b, fp_b, stage_b, clauses_b in keyed[i + 1 :]:
+            if compatible(a, b):
+                continue
             if fp_a == fp_b:
                 scope = "same fingerprint"
             elif stage_a == stage_b:
@@ -250,13 +256,19 @@ def conflicting_rules(agent: str, rules: list[Rule], store: Store) -> list[RuleC
             hit = rules_conflict(clauses_a, clauses_b)
             if hit is not None:
                 kind, why = hit
+                reason = f"{a.rule_id} and {b.rule_id} ({scope}): {why}"
+                marked = b.rule_id in a.conflicts_with or a.rule_id in b.conflicts_with
+                kept_back = next((r for r in (a.rule_id, b.rule_id) if r in held), None)
+                if marked and kept_back is not None:
+                    reason += f"; marked: {kept_back} is held back from prompts until resolved"
                 found.append(
                     RuleConflict(
                         agent=agent,
                         rule_ids=[a.rule_id, b.rule_id],
                         kind=kind,
                         scope=scope,
-                        reason=f"{a.rule_id} and {b.rule_id} ({scope}): {why}",
+                        reason=reason,
+                        held_back=kept_back if marked else None,
                     )
                 )
     return found

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._validate import checked
+from rayvault.learning.efficacy import ineffective_reason, is_ineffective
 from rayvault.learning.exceptions import (
     InvalidInputError,
     RuleNotFoundError,
@@ -23,6 +24,7 @@ from rayvault.learning.exceptions import (
 from rayvault.learning.grouping import failure_template
 from rayvault.learning.models import LearningEvent, Rule, SoulPromotion
 from rayvault.learning.store import Store, get_store
+from rayvault.policies import Policies
 
 LEARNED_RULES_HEADING = "## Learned rules"
 
@@ -52,17 +54,48 @@ def suggest_soul_update(event: LearningEvent, rule_text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def counted(rule: Rule) -> bool:
+    """Whether the loop has counted ``rule``'s efficacy (a rule written before the counters,
+    e.g. by the original system, has neither occurrences nor deliveries)."""
+    return rule.occurrences > 0 or rule.deliveries > 0
+
+
+def promotion_shortfall(rule: Rule, threshold: int, policies: Policies | None = None) -> str:
+    """Why ``rule`` has not earned a SOUL promotion, or ``""`` when it has: ``successes``
+    (attempts that carried it and succeeded) at ``threshold``, and not flagged ineffective.
+    A rule the loop never counted keeps the old test, ``applied_count`` at the threshold
+    (see ``registry.promotable``)."""
+    if not counted(rule):
+        if rule.applied_count >= threshold:
+            return ""
+        return f"applied {rule.applied_count}× only, below the threshold of {threshold}"
+    if policies is not None and is_ineffective(rule, policies):
+        return f"flagged ineffective: {ineffective_reason(rule)}"
+    if rule.successes >= threshold:
+        return ""
+    return (
+        f"succeeded {rule.successes}× only (in {rule.deliveries} deliveries), below the "
+        f"threshold of {threshold}"
+    )
+
+
 def promotion_section(rule: Rule, agent: str) -> str:
-    """The SOUL section a promoted rule becomes, with its evidence; marked by its rule id so
-    promoting twice never adds it twice."""
+    """The SOUL section a promoted rule becomes, with its evidence (how often it was applied
+    and, once the loop has counted it, how often the attempts that carried it succeeded);
+    marked by its rule id so promoting twice never adds it twice."""
     applied = rule.applied_count
     last = (rule.last_applied or rule.created).strftime("%Y-%m-%d")
+    worked = (
+        f"succeeded in {rule.successes} of {rule.deliveries} runs that carried it, "
+        if counted(rule)
+        else ""
+    )
     lines = [
         f"<!-- rayvault:rule {rule.rule_id} -->",
         f"### [{rule.severity}] {rule.component}: {_heading(rule)}",
         "",
         f"- {_one_line(rule.rule)}",
-        f"- Evidence: applied {applied} time{'s' if applied != 1 else ''} for {agent}, "
+        f"- Evidence: {worked}applied {applied} time{'s' if applied != 1 else ''} for {agent}, "
         f"last on {last} (source event {rule.source_event_id or 'unknown'}).",
         f"<!-- /rayvault:rule {rule.rule_id} -->",
     ]
@@ -156,6 +189,8 @@ def promote_rule(agent: str, rule_id: str, *, store: Store | None = None) -> Sou
 
     changed = store.docs.write_soul(path, update)
     action = "unchanged" if not changed else ("updated" if present else "added")
+    threshold = store.policies.LEARNING_PROMOTION_THRESHOLD_OCCURRENCES
+    shortfall = promotion_shortfall(rule, threshold, store.policies)
     return SoulPromotion(
         agent=agent,
         rule_id=rule.rule_id,
@@ -163,5 +198,9 @@ def promote_rule(agent: str, rule_id: str, *, store: Store | None = None) -> Sou
         action=action,
         section=section,
         applied_count=rule.applied_count,
-        threshold=store.policies.LEARNING_PROMOTION_THRESHOLD_OCCURRENCES,
+        threshold=threshold,
+        deliveries=rule.deliveries,
+        successes=rule.successes,
+        earned=not shortfall,
+        not_earned_reason=shortfall,
     )

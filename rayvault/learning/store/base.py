@@ -310,6 +310,14 @@ class Store(Protocol):
         """The recorded merges (of one stage when given), oldest first."""
         ...
 
+    # -- text relevance -----------------------------------------------------------------------
+    def rank_texts(self, query: str, texts: Sequence[str]) -> list[float]:
+        """One score in [0, 1) per text of ``texts``, in their order: its full-text relevance to
+        ``query`` (stemmed words, rarer shared words weigh more; 0 when they share none). The
+        texts are passed in, not read from the store: ``render_rules`` ranks an agent's rules
+        against a task with it (SQLite FTS5 BM25 / PostgreSQL ``ts_rank``). Writes nothing."""
+        ...
+
     # -- the gate ---------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
         """Fingerprints seen at least ``threshold`` times among the events and (not promoted)

@@ -105,6 +105,7 @@ from rayvault.learning.store.files._sqlindex import (
     resolve_key,
     resolve_keys,
 )
+from rayvault.learning.store.files._textrank import rank_texts as fts_rank_texts
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
     MEMORY_FILE,
@@ -699,6 +700,9 @@ class FileStore:
         if query.fingerprint is None:
             return query
         return replace(query, fingerprint=self.resolve_pattern(query.fingerprint))
+
+    def rank_texts(self, query: str, texts: Sequence[str]) -> list[float]:
+        return fts_rank_texts(query, texts)
 
     def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
         conn = self.index.sync("merges")

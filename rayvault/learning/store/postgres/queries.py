@@ -173,3 +173,10 @@ COMPACT_STEPS = (
     """UPDATE events AS e SET seq = c.keep, last_seq = c.keep FROM rayvault_compact AS c
         WHERE e.event_id = c.event_id""",
 )
+#: Full-text relevance of each passed text to an OR of the task's words (``Store.rank_texts``),
+#: over an array parameter: no table, nothing written. Normalisation 32 is ``rank / (rank + 1)``;
+#: the caller applies the same bound to the raw rank, so it asks for the raw one (0).
+RANK_TEXTS = (
+    "SELECT ts_rank(to_tsvector('english', t), q) FROM to_tsquery('english', %s) AS q, "
+    "unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i"
+)

@@ -101,6 +101,7 @@ from rayvault.learning.store._sql import (
     shown_pattern,
     timeline_sql,
 )
+from rayvault.learning.store._textrank import bounded, query_words
 from rayvault.learning.store.base import (
     AgentState,
     ArchivedTombstones,
@@ -147,6 +148,7 @@ from rayvault.learning.store.postgres.queries import (
     LATEST_RESOLUTIONS,
     LOCK,
     PATTERN_SAMPLES,
+    RANK_TEXTS,
     REPORT_INSERT,
     REPORT_LIST,
     REPORT_LOAD,
@@ -725,6 +727,14 @@ class PostgresStore(Connections):
     def resolve_pattern(self, key: str) -> str:
         with self._connection() as conn:
             return pg_patterns.resolve(conn, key)
+
+    def rank_texts(self, query: str, texts: Sequence[str]) -> list[float]:
+        words = query_words(query)
+        if not words or not texts:
+            return [0.0] * len(texts)
+        with self._connection() as conn:
+            rows = conn.execute(RANK_TEXTS, (" | ".join(words), list(texts))).fetchall()
+        return [bounded(float(rank)) for (rank,) in rows]
 
     def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
         with self._connection() as conn:
