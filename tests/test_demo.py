@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> None:
-    """Four injected failures: recurring (history), fixed by a rule, held by the gate, and one
-    whose learned fix cannot work (flagged ineffective)."""
+    """Four injected failures: recurring (its retry-verified fix overturned, so history hands it
+    back no more), fixed by a rule, held by the gate, and one whose learned fix cannot work
+    (flagged ineffective)."""
     notices: list[DemoNotice] = []
     target = tmp_path / "demo"
     result = run_demo(target, report=notices.append)
@@ -33,7 +34,8 @@ def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> N
     # 13 stage runs of v101-v103, then 3 script runs of v104-v106 (2 attempts each, failed).
     assert s["outcomes"] == {"succeeded": 11, "failed": 4, "blocked": 1}
     assert (s["videos"], s["stage_runs"], s["attempts"], s["retries"]) == (6, 16, 22, 7)
-    assert s["diagnoses"] == {"llm (simulated)": 5, "history": 2, "none": 1}
+    # The rate limit's fix is overturned on v102: history skips it, the LLM is asked each time.
+    assert s["diagnoses"] == {"llm (simulated)": 7, "none": 1}
     assert s["events"] == 8
     assert s["events_by_status"] == {"verified": 4, "open": 1, "applied": 3}
     assert (s["failures_logged"], s["errors_unresolved"]) == (11, 7)
@@ -41,10 +43,15 @@ def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> N
     assert s["gate"] == {"passed": 11, "blocked": 1}
 
     runs = {(r.video_id, r.stage, r.outcome): r for r in result.runs}
-    # Recurring with different numbers: one fingerprint, diagnosed from history after v101.
+    # Recurring with different numbers: one fingerprint. The rate limit goes away on retry
+    # whatever the fix, so v101's retry-verified fix recurs while delivered in v102: overturned,
+    # history skips it and the LLM is asked again.
     research = [r for r in result.runs if r.stage == "research"]
-    assert [r.diagnoses[0].source for r in research] == ["llm (simulated)", "history", "history"]
+    assert [r.diagnoses[0].source for r in research] == ["llm (simulated)"] * 3
     assert len({r.rule_ids[0] for r in research}) == 1
+    skipped = [s.data.get("history_skipped") for s in research[1].steps if s.step == "diagnose"]
+    assert skipped and "overturned" in skipped[0][0]
+    assert result.highlights["recurring_event"] == research[1].event_ids[0]
     # Prevented by the rule learned on v101's retry.
     assert runs[("v101", "assets", "succeeded")].attempts == 2
     for video in ("v102", "v103"):
@@ -139,6 +146,7 @@ def test_demo_runs_end_to_end_and_leaves_the_files_it_names(tmp_path: Path) -> N
         assert len(list_errors(store=store)) == 11
         [rule] = load_active_memory("researcher", store=store).rules
         assert rule.applied_count == 5  # learned 3 times, delivered into 2 later runs
+        assert rule.verified_by == "overturned" and rule.overturned_at is not None
         [angle] = load_active_memory("dzine_producer", store=store).rules
         assert angle.applied_count == 3  # learned once, delivered into 2 later runs
     finally:
@@ -218,7 +226,7 @@ def test_cli_demo_prints_the_loop_and_exits_0(
     for text in (
         "v101",
         "diagnose  from llm (simulated)",
-        "diagnose  from history",
+        "skipped: its text was overturned",
         "retry     attempt 2 of 2",
         "✓ assets succeeded on attempt 2",
         "✓ assets succeeded at once",

@@ -94,6 +94,7 @@ def test_create_event_persists_every_field(root: Path, clock: Clock) -> None:
         "updated": "2026-02-19T12:00:00.000000Z",
         "resolved_at": "2026-02-19T12:00:00.000000Z",
         "fingerprint_version": 2,  # grouping version 2 (version 1 records have none)
+        "verified_by": "person",  # created with a verification: a person's word
     }
     assert last == expected
 

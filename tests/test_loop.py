@@ -405,10 +405,11 @@ def test_retries_exhausted_raise_the_last_exception_and_leave_everything_open(ro
 def test_history_diagnoses_a_recurring_failure_with_different_numbers(
     root: Path, clock: Clock
 ) -> None:
-    """The second occurrence is diagnosed from the first one's verified event, by fingerprint."""
+    """The second occurrence is diagnosed from the first one's verified event, by fingerprint
+    (the rule succeeded in a run between them, so one recurrence does not refute its fix)."""
 
     def research(ctx: StageContext) -> str:
-        if ctx.attempt == 1:
+        if ctx.attempt == 1 and ctx.video_id != "v2":
             raise TimeoutError(
                 f"Timeout after {30 + len(ctx.video_id)}.2s on B0ABC{ctx.video_id[-1]}1234"
             )
@@ -417,6 +418,7 @@ def test_history_diagnoses_a_recurring_failure_with_different_numbers(
     first = run_stage(
         "v1", "research", research, diagnose=lambda f: Diagnosis("API slow", "Raise the timeout")
     )
+    assert run_stage("v2", "research", research).attempts == 1  # the rule carried, a success
     clock.advance(minutes=5)
     second = run_stage("v22", "research", research)  # the default diagnoser: history
     assert second.ok
@@ -429,7 +431,7 @@ def test_history_diagnoses_a_recurring_failure_with_different_numbers(
     )
     assert second.rule_ids == first.rule_ids  # the same rule, applied again
     [rule] = load_active_memory("researcher").rules
-    assert rule.applied_count == 3  # learned, delivered into run 2, learned again
+    assert rule.applied_count == 4  # learned, delivered into runs 2 and 3, learned again
 
 
 def test_history_uses_the_most_recent_error_log_lesson(root: Path, clock: Clock) -> None:

@@ -366,7 +366,8 @@ def _print_resolution(result: Any) -> None:
         return
     if result.applied and n == 1 and "event_ids" in result.selection:
         event = result.events[0]
-        out.print(f"{event.event_id} is now {event.status}")
+        how = f" (verified by {event.verified_by})" if event.verified_by else ""
+        out.print(f"{event.event_id} is now {event.status}{how}")
     else:
         verb = "Resolved" if result.applied else "Would resolve"
         out.print(
@@ -410,11 +411,21 @@ def update_command(
     verification: Annotated[str | None, typer.Option("--verification")] = None,
     root_cause: Annotated[str | None, typer.Option("--root-cause")] = None,
     fix: Annotated[str | None, typer.Option("--fix")] = None,
+    verified_by: Annotated[
+        str | None,
+        typer.Option(
+            "--verified-by",
+            help="How the fix was verified, with --status verified: person (the default), "
+            "retry or later_runs.",
+        ),
+    ] = None,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change an event's status or texts (appended as a new version).
+    """Change an event's status or texts (appended as a new version). An event that becomes
+    verified records how (verified_by), and its rule learns of it: its text is verified, or a
+    differing diagnosis verified by a person revises the rule.
 
     Example: rayvault-learn events update le-… --status archived
     """
@@ -426,14 +437,15 @@ def update_command(
         verification=verification,
         root_cause=root_cause,
         fix_applied=fix,
+        verified_by=verified_by,
         store=open_cli_store(root, store_url),
     )
-    emit(
-        event.to_dict(),
-        as_json,
-        lambda: console().print(f"{event.event_id} updated (status {event.status})"),
-        record=True,
-    )
+
+    def human() -> None:
+        how = f", verified by {event.verified_by}" if event.verified_by else ""
+        console().print(f"{event.event_id} updated (status {event.status}{how})")
+
+    emit(event.to_dict(), as_json, human, record=True)
 
 
 @app.command("compact")

@@ -38,7 +38,7 @@ def show_command(
 
     Example: rayvault-learn memory show dzine_producer
     """
-    from rayvault.learning.efficacy import ineffective_rules
+    from rayvault.learning.efficacy import ineffective_rules, text_counters
     from rayvault.learning.memory import load_active_memory, memory_status, sorted_rules
 
     store = open_cli_store(root, store_url, read=True)
@@ -69,7 +69,10 @@ def show_command(
             if wide:
                 cells.append(escape(rule.component))
             cells.append(str(rule.applied_count))
-            recurred = f"{rule.recurrences}/{rule.deliveries}" if rule.deliveries else "-"
+            # The current text's figures: what the ineffective verdict judges (a revised rule
+            # starts clean; `rules history` has every text's).
+            deliveries, recurrences, _ = text_counters(rule)
+            recurred = f"{recurrences}/{deliveries}" if deliveries else "-"
             cells.append(f"[red]{recurred} INEFFECTIVE[/]" if rule.rule_id in flagged else recurred)
             if wide:
                 cells.append(when(rule.last_used))

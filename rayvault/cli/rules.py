@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,6 +18,11 @@ from rayvault.cli._common import (
     record_table,
     when,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from rayvault.learning.models import RuleHistory
 
 app = typer.Typer(help="Rules: their counters and the evidence behind them.", no_args_is_help=True)
 AgentArgument = Annotated[str, typer.Argument(help="Agent name, e.g. dzine_producer.")]
@@ -37,6 +42,9 @@ def history_command(
     occurrences: times its failure was learned; deliveries: attempts whose prompt carried it;
     recurrences: of those, attempts that still failed with its pattern; successes: attempts
     that succeeded; applied: the seed counter (learned again + delivered once per run).
+    verified: how the current text was verified (person / retry / later_runs, or overturned:
+    verified by a retry, then its failure kept recurring while delivered). Text history: every
+    text the rule has had, oldest first, with why it changed and its own counters.
 
     Example: rayvault-learn rules history dzine_producer rule-20260219T120000Z-3f9a1c
     """
@@ -56,11 +64,20 @@ def history_command(
             "recurrences": history.recurrences,
             "successes": history.successes,
             "applied_count": history.applied_count,
+            "verified_by": history.verified_by or "-",
+            **({"overturned_at": when(history.overturned_at)} if history.overturned_at else {}),
             "fingerprint": history.fingerprint,
             "source_event_id": history.source_event_id,
             "last_event_id": history.last_event_id,
         }
         out.print(record_table(f"{escape(agent)}: rule {escape(history.rule_id)}", summary))
+        out.print(revisions_table(history))
+        if history.alternatives:
+            out.print("Alternatives verified by a retry, not adopted:")
+            for alt in history.alternatives:
+                out.print(
+                    f"  {escape(str(alt.get('source_event_id')))}: {escape(str(alt.get('rule')))}"
+                )
         if not history.attempts:
             out.print("No stage attempt has carried this rule yet.")
             return
@@ -96,6 +113,34 @@ def history_command(
             )
 
     emit(history.to_dict(), as_json, human, record=True)
+
+
+def revisions_table(history: RuleHistory) -> Table:
+    """The rule's texts, oldest first: when and why each became current, how it was verified,
+    and its own deliveries / recurrences / successes."""
+    table = new_table(f"Text history ({len(history.revisions)}, oldest first)")
+    table.add_column("Since", no_wrap=True)
+    table.add_column("From", no_wrap=True)
+    table.add_column("Verified", no_wrap=True)
+    table.add_column("Del", justify="right", no_wrap=True)
+    table.add_column("Rec", justify="right", no_wrap=True)
+    table.add_column("Succ", justify="right", no_wrap=True)
+    table.add_column("Text, and why", ratio=1, overflow="fold")
+    for r in history.revisions:
+        verified = r.verified_by or "-"
+        if r.overturned_at is not None:
+            verified = f"[red]overturned[/] {when(r.overturned_at)}"
+        text = ("[bold]current[/] " if r.current else "") + escape(r.rule)
+        table.add_row(
+            when(r.at),
+            escape(r.source_event_id or "-"),
+            verified,
+            str(r.deliveries),
+            str(r.recurrences),
+            str(r.successes),
+            f"{text}\n[dim]{escape(r.reason)}[/]",
+        )
+    return table
 
 
 @app.command("resolve-conflict")

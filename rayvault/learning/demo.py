@@ -4,9 +4,12 @@ Three videos go through ``research → script → assets → tts`` on the embedd
 fresh data root, with three injected failures, then a fourth that shows whether a rule works:
 
 - **research** hits the offers API's rate limit on every video, each time with different numbers
-  (requests made, seconds to wait). The first occurrence is diagnosed by a simulated LLM; the
-  next ones are recognised by their fingerprint and diagnosed from history, and the rule is
-  re-applied (its ``applied_count`` grows).
+  (requests made, seconds to wait). The first occurrence is diagnosed by a simulated LLM and its
+  fix verified by the retry — evidence, not proof: the limit goes away on retry whatever the
+  fix. The next ones are recognised by their fingerprint; the failure came back while its rule
+  was delivered, so the retry-verified fix is *overturned* and history does not hand it back
+  (the diagnose step says why): the LLM is asked again, and the rule is re-applied (its
+  ``applied_count`` grows).
 - **assets** draws the product from the wrong reference angle until a learned rule says which
   angle to use: the first video fails, learns the rule, and succeeds on the retry because the
   rule is in the prompt; the next videos get the rule from the start and never fail.
@@ -503,7 +506,11 @@ def _summarise(store: FileStore, result: DemoResult) -> None:
     fixed_by_rule = next(
         (r for r in runs if r.stage == "assets" and r.ok and r.attempts > 1 and r.rule_ids), None
     )
-    recurring = next((r for r in runs if any(d.source == "history" for d in r.diagnoses)), None)
+    # Recognised by its fingerprint: history held its fix, which the evidence had refuted.
+    recurring = next(
+        (r for r in runs if any("history_skipped" in s.data for s in r.steps)),
+        next((r for r in runs if any(d.source == "history" for d in r.diagnoses)), None),
+    )
     held = next((e for e in events if not e.resolved and not e.rule_id), None)
     if fixed_by_rule:
         result.highlights["fixed_by_rule_event"] = fixed_by_rule.event_ids[0]

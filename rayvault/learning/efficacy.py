@@ -18,6 +18,15 @@ at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them is *ineffective*
 (:func:`ineffective_rule`, with its evidence): ``memory show``, the revisit, the weekly report and
 the gate (a warning) show it; nothing removes it, a person tombstones or rewrites it.
 
+Rules follow the evidence: a rule's text can be revised (``memory.apply_event``,
+``memory.record_verification``), and each text keeps its own figures (:func:`text_counters`):
+the *ineffective* verdict and whether a text is *losing* (:func:`is_losing`: its failure
+recurred while delivered at least as often as it succeeded) judge the current text alone, so a
+rewritten rule starts clean. How the current text was verified (``verified_by``) moves with the
+counting here: ``later_runs`` once ``LEARNING_EFFICACY_MIN_DELIVERIES`` attempts that carried it
+succeeded (and it is not ineffective); a retry-verified text that becomes losing is
+``overturned`` (with the time), and history-based diagnosis no longer hands it back.
+
 An attempt that ends in an exception the loop does not learn from (a ``LearningError`` raised
 inside the stage, a type in ``ignore=``) is not counted, as it is not logged: it says nothing
 about the rules.
@@ -30,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rayvault.learning._ids import validate_identifier
-from rayvault.learning._time import utcnow
+from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
 from rayvault.learning.models import (
@@ -39,6 +48,7 @@ from rayvault.learning.models import (
     RuleAttempt,
     RuleAttemptOutcome,
     RuleHistory,
+    RuleRevision,
 )
 from rayvault.learning.stages import configured_agents
 from rayvault.learning.store import Store, get_store
@@ -56,6 +66,101 @@ def rules_block_sha256(text: str) -> str | None:
     if not text:
         return None
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@checked
+def text_counters(rule: Rule) -> tuple[int, int, int]:
+    """``(deliveries, recurrences, successes)`` of the rule's current text: the lifetime
+    counters less those recorded when the text became current (its last revision)."""
+    return current_counters(rule)
+
+
+def current_counters(rule: Rule) -> tuple[int, int, int]:
+    """:func:`text_counters` without the argument checks, for the counting's own hot path."""
+    if not rule.revisions:
+        return rule.deliveries, rule.recurrences, rule.successes
+    start = rule.revisions[-1]
+    return (
+        max(0, rule.deliveries - _count(start, "deliveries")),
+        max(0, rule.recurrences - _count(start, "recurrences")),
+        max(0, rule.successes - _count(start, "successes")),
+    )
+
+
+def _count(entry: Mapping[str, Any], name: str) -> int:
+    value = entry.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def revision_counters(rule: Rule) -> list[tuple[int, int, int]]:
+    """Per text of ``rule.revisions`` (oldest first): its own deliveries, recurrences and
+    successes, the differences between the counters at consecutive revisions (the current text's
+    up to the rule's lifetime counters)."""
+    names = ("deliveries", "recurrences", "successes")
+    ends = [
+        *(tuple(_count(r, n) for n in names) for r in rule.revisions[1:]),
+        (rule.deliveries, rule.recurrences, rule.successes),
+    ]
+    starts = [tuple(_count(r, n) for n in names) for r in rule.revisions]
+    return [
+        (max(0, e[0] - s[0]), max(0, e[1] - s[1]), max(0, e[2] - s[2]))
+        for s, e in zip(starts, ends, strict=True)
+    ]
+
+
+def counts_ineffective(deliveries: int, recurrences: int, policies: Policies) -> bool:
+    """The ineffective verdict on one text's counters (see :func:`is_ineffective`)."""
+    if deliveries < policies.LEARNING_EFFICACY_MIN_DELIVERIES or deliveries <= 0:
+        return False
+    return recurrences / deliveries >= policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE
+
+
+def counts_losing(deliveries: int, recurrences: int, successes: int, policies: Policies) -> bool:
+    """Whether a text with these counters is losing: its failure recurred while delivered at
+    least once and at least as often as it succeeded, or it is ineffective."""
+    return (recurrences >= 1 and recurrences >= successes) or counts_ineffective(
+        deliveries, recurrences, policies
+    )
+
+
+@checked
+def is_losing(rule: Rule, policies: Policies) -> bool:
+    """Whether the rule's current text is losing (:func:`counts_losing` on
+    :func:`text_counters`): a differing diagnosis of its pattern then revises it at learn time."""
+    return text_losing(rule, policies)
+
+
+def text_losing(rule: Rule, policies: Policies) -> bool:
+    """:func:`is_losing` without the argument checks (used under the agent's lock)."""
+    return counts_losing(*current_counters(rule), policies)
+
+
+def set_text_state(rule: Rule, verified_by: str | None, overturned_at: Any = None) -> None:
+    """Record how the rule's current text was verified, on the rule and on its current revision
+    (when it has revisions), so the two never disagree."""
+    rule.verified_by = verified_by
+    rule.overturned_at = overturned_at
+    if rule.revisions:
+        entry = rule.revisions[-1]
+        entry["verified_by"] = verified_by
+        if overturned_at is not None:
+            entry["overturned_at"] = format_ts(overturned_at)
+        else:
+            entry.pop("overturned_at", None)
+
+
+def _judge_text(rule: Rule, recurred: bool, policies: Policies, now: Any) -> None:
+    """After one counted attempt: a retry-verified text that is now losing is overturned; a text
+    whose later runs succeeded often enough (and not ineffective) is verified by them."""
+    state = rule.verified_by
+    if recurred and state == "retry" and text_losing(rule, policies):
+        set_text_state(rule, "overturned", now)
+    elif state in (None, "retry") and not recurred:
+        deliveries, recurrences, successes = current_counters(rule)
+        if successes >= policies.LEARNING_EFFICACY_MIN_DELIVERIES and not counts_ineffective(
+            deliveries, recurrences, policies
+        ):
+            set_text_state(rule, "later_runs")
 
 
 @checked
@@ -103,6 +208,7 @@ def record_attempt(
         return resolved[key] == target
 
     now = utcnow()
+    policies = store.policies
     with store.agent_state(agent) as state:
         by_id = {r.rule_id: r for r in state.memory.rules}
         counted: list[Rule] = []
@@ -132,6 +238,7 @@ def record_attempt(
             )
             if len(rule.attempts) > RULE_ATTEMPTS_KEPT:
                 del rule.attempts[: len(rule.attempts) - RULE_ATTEMPTS_KEPT]
+            _judge_text(rule, recurred, policies, now)
             counted.append(rule)
         if counted:
             state.memory_changed = True
@@ -186,7 +293,47 @@ def rule_history(agent: str, rule_id: str, *, store: Store | None = None) -> Rul
         successes=rule.successes,
         attempts=[RuleAttempt.model_validate(a) for a in reversed(rule.attempts)],
         attempts_dropped=max(0, rule.deliveries - len(rule.attempts)),
+        verified_by=rule.verified_by,
+        overturned_at=rule.overturned_at,
+        revisions=rule_revisions(rule),
+        alternatives=list(rule.alternatives),
     )
+
+
+def rule_revisions(rule: Rule) -> list[RuleRevision]:
+    """The texts the rule has had, oldest first, each with its own counters; a rule never
+    revised has one, its current text (learned from its source event)."""
+    if not rule.revisions:
+        return [
+            RuleRevision(
+                rule=rule.rule,
+                source_event_id=rule.source_event_id,
+                at=rule.created,
+                reason="learned",
+                verified_by=rule.verified_by,
+                overturned_at=rule.overturned_at,
+                deliveries=rule.deliveries,
+                recurrences=rule.recurrences,
+                successes=rule.successes,
+                current=True,
+            )
+        ]
+    last = len(rule.revisions) - 1
+    return [
+        RuleRevision(
+            rule=entry.get("rule") or "",
+            source_event_id=entry.get("source_event_id"),
+            at=entry.get("at") or rule.created,
+            reason=entry.get("reason") or "",
+            verified_by=entry.get("verified_by"),
+            overturned_at=entry.get("overturned_at"),
+            deliveries=own[0],
+            recurrences=own[1],
+            successes=own[2],
+            current=i == last,
+        )
+        for i, (entry, own) in enumerate(zip(rule.revisions, revision_counters(rule), strict=True))
+    ]
 
 
 #: What the revisit proposes for an ineffective rule (a person decides; nothing is removed).
@@ -197,11 +344,11 @@ def is_ineffective(rule: Rule, policies: Policies) -> bool:
     """Whether ``rule`` was delivered at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times and
     its failure recurred in at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them. Compared
     as ``recurrences / deliveries >= rate``: a correctly rounded division meets the threshold
-    exactly at it (3 of 10 at 0.3), where ``rate × deliveries`` would overshoot it."""
-    deliveries = rule.deliveries
-    if deliveries < policies.LEARNING_EFFICACY_MIN_DELIVERIES or deliveries <= 0:
-        return False
-    return rule.recurrences / deliveries >= policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE
+    exactly at it (3 of 10 at 0.3), where ``rate × deliveries`` would overshoot it.
+
+    Judged on the current text's counters (:func:`text_counters`): a revised rule starts clean."""
+    deliveries, recurrences, _ = current_counters(rule)
+    return counts_ineffective(deliveries, recurrences, policies)
 
 
 @checked
@@ -212,16 +359,17 @@ def ineffective_rule(agent: str, rule: Rule, policies: Policies) -> IneffectiveR
     removed automatically, so a wrong threshold costs a warning, not a lost rule."""
     if not is_ineffective(rule, policies):
         return None
-    rate = rule.recurrences / rule.deliveries
+    deliveries, recurrences, successes = current_counters(rule)
+    rate = recurrences / deliveries
     return IneffectiveRule(
         agent=agent,
         rule_id=rule.rule_id,
         severity=rule.severity,
         component=rule.component,
         rule=rule.rule,
-        deliveries=rule.deliveries,
-        recurrences=rule.recurrences,
-        successes=rule.successes,
+        deliveries=deliveries,
+        recurrences=recurrences,
+        successes=successes,
         recurrence_rate=round(rate, 3),
         min_deliveries=policies.LEARNING_EFFICACY_MIN_DELIVERIES,
         max_recurrence_rate=policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE,
@@ -232,11 +380,10 @@ def ineffective_rule(agent: str, rule: Rule, policies: Policies) -> IneffectiveR
 
 
 def ineffective_reason(rule: Rule) -> str:
-    """One line: ``recurred in 4 of 5 deliveries (80 %)``."""
-    rate = rule.recurrences / rule.deliveries if rule.deliveries else 0.0
-    return (
-        f"its failure recurred in {rule.recurrences} of {rule.deliveries} deliveries ({rate:.0%})"
-    )
+    """One line: ``recurred in 4 of 5 deliveries (80 %)`` (of its current text)."""
+    deliveries, recurrences, _ = current_counters(rule)
+    rate = recurrences / deliveries if deliveries else 0.0
+    return f"its failure recurred in {recurrences} of {deliveries} deliveries ({rate:.0%})"
 
 
 @checked

@@ -15,6 +15,12 @@ failure back after every earlier occurrence of its pattern was resolved records
 
 Status: an event created with verification text is ``verified`` at once; one without stays
 unresolved (``open``, then ``applied`` once its rule is in memory) until someone verifies the fix.
+How it was verified is recorded (``verified_by``, an extra field written only when set):
+``person`` for the API and the CLI (``create_event`` with a verification, ``update_event``,
+``resolve_event``, bulk resolution, an error resolved with it), ``retry`` for ``run_stage``'s
+later attempt succeeding (``update_event(…, verified_by="retry")``). A verification reaches the
+event's rule too (``memory.record_verification``): it verifies the rule's text, or — a
+differing diagnosis — revises the rule (a person) or is kept as an alternative (a retry).
 
 A writer killed between steps 1 and 3 leaves the event ``open`` with an agent, no ``rule_id`` and
 no ``loop_errors``, though its rule may already be in memory. The next touch of the event
@@ -35,10 +41,11 @@ from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning._validate import cap_deep, checked, keep_capped
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
-from rayvault.learning.memory import apply_event, rule_text
+from rayvault.learning.memory import apply_event, record_verification, rule_text
 from rayvault.learning.models import (
     SEVERITIES,
     STATUSES,
+    VERIFIED_BY,
     LearningEvent,
     normalize_severity,
 )
@@ -155,6 +162,8 @@ def _new_event(
     fp = group_failure(store, stage, symptom)
     # Stored only when given (extra fields: records without them keep their shape).
     extra: dict[str, Any] = {"fingerprint_version": fp.version}
+    if verification:
+        extra["verified_by"] = "person"
     if idempotency_key:
         extra["idempotency_key"] = idempotency_key
     # Back after every earlier occurrence was resolved: ``regression_of`` (regressions.py).
@@ -362,14 +371,23 @@ def update_event(
     root_cause: str | None = None,
     fix_applied: str | None = None,
     loop_steps: Sequence[Mapping[str, Any]] | None = None,
+    verified_by: str | None = None,
     store: Store | None = None,
 ) -> LearningEvent:
     """Append a new version of an event with the given fields changed.
 
     ``loop_steps`` replaces the record of what the closed loop did (see
-    :mod:`rayvault.learning.loop`).
+    :mod:`rayvault.learning.loop`). An event that becomes ``verified`` records how
+    (``verified_by``: ``person`` unless told — ``run_stage`` says ``retry``), and its rule learns
+    of it (``memory.record_verification``). ``verified_by`` is refused outside
+    ``person``/``retry``/``later_runs``, or for an event that is not (or does not become)
+    verified.
     """
     store = store or get_store()
+    if verified_by is not None and verified_by not in VERIFIED_BY:
+        raise InvalidInputError(
+            f"verified_by must be one of {', '.join(VERIFIED_BY)} (got {verified_by!r})"
+        )
     cap = store.policies.LEARNING_MAX_TEXT_CHARS
     current = store.get_event(event_id)
     if current is not None and loop_incomplete(current):
@@ -390,9 +408,14 @@ def update_event(
     ):
         if value is not None:
             changes[name] = _text(value, name)
-    if not changes:
+    if not changes and verified_by is None:
         raise InvalidInputError(
             "nothing to update: give a status, verification, root cause, fix or loop steps"
+        )
+    if verified_by is not None and changes.get("status", "verified") != "verified":
+        raise InvalidInputError(
+            f"verified_by says how a fix was verified: it needs status verified "
+            f"(got {changes['status']!r})"
         )
     long_texts = [n for n, v in changes.items() if isinstance(v, str) and len(v) > cap]
     if long_texts:
@@ -400,31 +423,78 @@ def update_event(
         for name in long_texts:
             changes[name] = keep_capped(store, changes[name], cap)
 
+    newly_verified: list[str] = []
+
     def change(current: LearningEvent) -> LearningEvent:
         now = utcnow()
         update = {**changes, "updated": now}
         new_status = update.get("status", current.status)
+        if verified_by is not None and new_status != "verified":
+            raise InvalidInputError(
+                f"event {event_id} is {new_status}: verified_by needs status verified"
+            )
         if new_status in ("verified", "archived") and current.resolved_at is None:
             update["resolved_at"] = now
         elif new_status in ("open", "applied"):
             update["resolved_at"] = None
-        return current.model_copy(update=update)
+        updated = current.model_copy(update=update)
+        extra = updated.__pydantic_extra__
+        assert extra is not None  # records keep unknown fields
+        if new_status == "verified" and (current.status != "verified" or verified_by):
+            how = verified_by or "person"
+            if extra.get("verified_by") != how:
+                newly_verified.append(how)
+            extra["verified_by"] = how
+        elif new_status != "verified":
+            extra.pop("verified_by", None)
+        return updated
 
-    return store.update_event(event_id, change)
+    event = store.update_event(event_id, change)
+    if newly_verified:
+        _verified_rule(event, newly_verified[-1], store)
+    return event
+
+
+def _verified_rule(event: LearningEvent, how: str, store: Store) -> None:
+    """Tell the event's rule how its fix was verified; a failure there is logged, never
+    raised: the event's verification is written and stays."""
+    try:
+        record_verification(event, how, store=store)
+    except Exception as e:
+        log.warning("event %s: its rule did not record the verification: %s", event.event_id, e)
+
+
+def record_rule_verifications(events: Sequence[LearningEvent], how: str, *, store: Store) -> None:
+    """:func:`_verified_rule` for each verified event with a rule (bulk resolution)."""
+    for event in events:
+        if event.status == "verified" and event.agent and event.rule_id:
+            _verified_rule(event, how, store)
 
 
 @checked
-def resolve_event(event_id: str, verification: str, *, store: Store | None = None) -> LearningEvent:
-    """Mark an event's fix as verified (``status: verified``), saying how it was checked; its
-    unresolved error-log entries are resolved with it (many at once:
-    :func:`rayvault.learning.resolution.resolve_events`)."""
+def resolve_event(
+    event_id: str,
+    verification: str,
+    *,
+    verified_by: str = "person",
+    store: Store | None = None,
+) -> LearningEvent:
+    """Mark an event's fix as verified (``status: verified``), saying how it was checked
+    (``verified_by``: ``person`` unless told); its unresolved error-log entries are resolved
+    with it (many at once: :func:`rayvault.learning.resolution.resolve_events`)."""
     from rayvault.learning.resolution import resolve_linked_errors
 
     store = store or get_store()
     text = _text(verification, "verification", required=True)
     # The errors first: should the event's write fail, resolving it again finishes the job.
     resolve_linked_errors([get_event(event_id, store=store)], text, store=store)
-    return update_event(event_id, status="verified", verification=text, store=store)
+    if verified_by not in VERIFIED_BY:
+        raise InvalidInputError(
+            f"verified_by must be one of {', '.join(VERIFIED_BY)} (got {verified_by!r})"
+        )
+    return update_event(
+        event_id, status="verified", verification=text, verified_by=verified_by, store=store
+    )
 
 
 @checked

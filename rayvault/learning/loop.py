@@ -24,18 +24,23 @@ What one stage run does:
    recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
 3. **fail** — the exception goes to the error log with its traceback and fingerprint.
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
-   fix, or nothing. The default, :func:`diagnose_from_history`, reuses the most recent resolution
-   of the same fingerprint: a verified event or an error-log lesson.
+   fix, or nothing. The default, :func:`diagnose_from_history`, reuses a resolution of the same
+   fingerprint (a verified event or an error-log lesson) the evidence has not refuted: never a
+   fix whose rule text failed while delivered, so a chained LLM is asked instead.
 5. **learn + apply** — with a diagnosis, ``create_event(…, agent=…, source_error_id=…)``: the rule
    is in the agent's memory before the retry, and the error is linked to its event (linked, not
-   resolved: it is resolved only when a retry succeeds). Without a diagnosis, an open FAIL event
-   records the failure and the loop stops there: nothing was learned, so a retry would repeat
-   the same run, and the open event makes the gate hold the stage until a person resolves it.
+   resolved: it is resolved only when a retry succeeds). When the pattern's rule text is losing
+   (its failure recurred while delivered) and this diagnosis differs, the rule is revised then,
+   so the retry carries the new text (``memory.apply_event``). Without a diagnosis, an open FAIL
+   event records the failure and the loop stops there: nothing was learned, so a retry would
+   repeat the same run, and the open event makes the gate hold the stage until a person
+   resolves it.
    A failure whose fingerprint was already learned in this run is linked to that event (no
    second event, no second diagnosis) and retried.
 6. **retry** — up to ``retries`` more attempts, each with the rules as they are now. On success
-   every event of the run is verified (saying which attempt succeeded with which rules) and every
-   error of the run resolved with its diagnosis, so the next occurrence is diagnosed from history.
+   every event of the run is verified (saying which attempt succeeded with which rules;
+   ``verified_by: retry``, evidence rather than proof) and every error of the run resolved with
+   its diagnosis, so the next occurrence is diagnosed from history.
    When retries run out, errors and events stay open and the last exception is raised (or, with
    ``on_failure="return"``, the failed run returned).
 
@@ -68,7 +73,13 @@ from rayvault.learning._idempotency import MAX_KEY_LENGTH
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, utcnow
 from rayvault.learning._validate import checked
-from rayvault.learning.efficacy import record_attempt, rules_block_sha256
+from rayvault.learning.efficacy import (
+    counts_ineffective,
+    counts_losing,
+    record_attempt,
+    rule_revisions,
+    rules_block_sha256,
+)
 from rayvault.learning.errors import (
     error_symptom,
     link_to_event,
@@ -78,7 +89,13 @@ from rayvault.learning.errors import (
 from rayvault.learning.events import create_event, update_event
 from rayvault.learning.exceptions import GateBlocked, InvalidInputError, LearningError, describe
 from rayvault.learning.gate import learning_gate
-from rayvault.learning.memory import load_active_memory, mark_delivered, prompt_rules
+from rayvault.learning.memory import (
+    load_active_memory,
+    mark_delivered,
+    prompt_rules,
+    rule_for_pattern,
+    same_fix,
+)
 from rayvault.learning.models import (
     ErrorEntry,
     GateResult,
@@ -160,6 +177,9 @@ class Failure:
     exception: BaseException
     #: The error-log entry written for it (id, traceback text, fingerprint, pattern).
     error: ErrorEntry
+    #: Why diagnosers passed over what they found (``diagnose_from_history`` notes each history
+    #: fix it skipped): recorded on the loop's ``diagnose`` step.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def video_id(self) -> str:
@@ -324,59 +344,136 @@ class StageRun:
 # -- diagnosers ---------------------------------------------------------------------------------
 @checked
 def diagnose_from_history(failure: Failure) -> Diagnosis | None:
-    """The default diagnoser: the most recent resolution of the same failure pattern.
+    """The default diagnoser: a fix of the same failure pattern that the evidence has not
+    refuted.
 
-    Looks up, by fingerprint (indexed queries, no scan), the newest verified learning event with a
-    root cause or fix, and the newest resolved error-log entry (a lesson); the more recently
-    resolved of the two wins. None when this failure was never resolved before.
+    Candidates are, by fingerprint (indexed queries, no scan), the newest verified learning
+    events with a root cause or fix (at most ``_HISTORY_LOOKUP``) and the newest resolved
+    error-log entry (a lesson). Each is judged against the agent's rule for the pattern and its
+    text history (:func:`classify_fix`): *failed* (its text is ineffective, overturned, or
+    losing — this failure counted when the current text was delivered in this attempt),
+    *succeeded* (successes, not losing) or *untried*. A failed fix is never returned (the reason
+    is noted on ``failure.notes``, which the loop records); succeeded fixes come before untried
+    ones, newest first. None when history holds no fix, or only failed ones: the next diagnoser
+    of a chain (an LLM) is then asked.
     """
     store = failure.store
     fp = failure.fingerprint
-    event: LearningEvent | None = next(
-        (
-            e
-            for e in store.query_events(
-                EventQuery(
-                    fingerprint=fp,
-                    statuses=("verified",),
-                    newest_first=True,
-                    limit=_HISTORY_LOOKUP,
-                )
+    events = [
+        e
+        for e in store.query_events(
+            EventQuery(
+                fingerprint=fp,
+                statuses=("verified",),
+                newest_first=True,
+                limit=_HISTORY_LOOKUP,
             )
-            if e.root_cause or e.fix_applied
-        ),
-        None,
-    )
+        )
+        if e.root_cause or e.fix_applied
+    ]
     lesson = store.latest_resolution(fp)
-    event_at = (event.resolved_at or event.updated or event.timestamp) if event else None
+    candidates: list[tuple[datetime, Diagnosis, str | None]] = [
+        (
+            e.resolved_at or e.updated or e.timestamp,
+            Diagnosis(
+                root_cause=e.root_cause,
+                fix=e.fix_applied,
+                severity=e.severity if e.severity in ("FAIL", "BLOCKER") else "FAIL",
+                source="history",
+                reference=e.event_id,
+            ),
+            e.promotion_rule,
+        )
+        for e in events
+    ]
     if (
         lesson is not None
         and lesson.resolution is not None
         and (lesson.resolution.root_cause or lesson.resolution.fix)
-        and (event_at is None or lesson.resolution.resolved_at > event_at)
     ):
-        return Diagnosis(
-            root_cause=lesson.resolution.root_cause,
-            fix=lesson.resolution.fix,
-            source="history",
-            reference=lesson.id,
+        resolution = lesson.resolution
+        candidates.append(
+            (
+                resolution.resolved_at,
+                Diagnosis(
+                    resolution.root_cause, resolution.fix, source="history", reference=lesson.id
+                ),
+                None,
+            )
         )
-    if event is not None:
-        return Diagnosis(
-            root_cause=event.root_cause,
-            fix=event.fix_applied,
-            severity=event.severity if event.severity in ("FAIL", "BLOCKER") else "FAIL",
-            source="history",
-            reference=event.event_id,
+    if not candidates:
+        return None
+    rule = _pattern_rule(failure)
+    ranked: list[tuple[int, float, Diagnosis]] = []
+    for at, diagnosis, text in candidates:
+        verdict, why = classify_fix(rule, diagnosis, text, failure)
+        if verdict == "failed":
+            failure.notes.append(f"history fix from {diagnosis.reference} skipped: {why}")
+            continue
+        ranked.append((0 if verdict == "succeeded" else 1, -at.timestamp(), diagnosis))
+    if not ranked:
+        return None
+    return min(ranked, key=lambda r: (r[0], r[1]))[2]
+
+
+def _pattern_rule(failure: Failure) -> Rule | None:
+    """The failing agent's rule for the failure's pattern (merges followed), or None."""
+    if failure.agent is None:
+        return None
+    rules = failure.store.load_memory(failure.agent).rules
+    return rule_for_pattern(rules, failure.fingerprint, failure.store) if rules else None
+
+
+FixVerdict = Literal["failed", "succeeded", "untried"]
+
+
+def classify_fix(
+    rule: Rule | None, diagnosis: Diagnosis, text: str | None, failure: Failure
+) -> tuple[FixVerdict, str]:
+    """Judge one history fix by the evidence on the pattern's rule: the rule text it taught (the
+    current text or an earlier revision, matched by ``text`` or by its diagnosis) and that text's
+    own counters. The current failure counts as a recurrence of the current text when this
+    attempt delivered it and it is not counted yet. Returns the verdict and why."""
+    if rule is None:
+        return "untried", "no rule of the pattern"
+    policies = failure.store.policies
+    for revision in reversed(rule_revisions(rule)):
+        if not same_fix(revision.rule, diagnosis.root_cause, diagnosis.fix, text):
+            continue
+        deliveries, recurrences, successes = (
+            revision.deliveries,
+            revision.recurrences,
+            revision.successes,
         )
-    return None
+        if revision.current and _uncounted_delivery(rule, failure):
+            deliveries, recurrences = deliveries + 1, recurrences + 1
+        state = revision.verified_by
+        figures = f"recurred in {recurrences} of {deliveries} deliveries, {successes} succeeded"
+        if state == "overturned":
+            return "failed", f"its text was overturned ({figures})"
+        if counts_ineffective(deliveries, recurrences, policies):
+            return "failed", f"its text is ineffective ({figures})"
+        if counts_losing(deliveries, recurrences, successes, policies):
+            return "failed", f"its text is losing ({figures})"
+        if successes:
+            return "succeeded", figures
+        return "untried", figures
+    return "untried", "its text was never delivered"
+
+
+def _uncounted_delivery(rule: Rule, failure: Failure) -> bool:
+    """Whether the failing attempt delivered ``rule`` and is not yet counted on it (the loop
+    counts an attempt before diagnosing it; a diagnoser called on its own may come first)."""
+    if not any(r.rule_id == rule.rule_id for r in failure.context.rules):
+        return False
+    return not any(a.get("error_id") == failure.error.id for a in rule.attempts)
 
 
 @checked
 def chain_diagnosers(*diagnosers: Diagnoser) -> Diagnoser:
     """A diagnoser that asks each of ``diagnosers`` in turn and returns the first diagnosis,
     e.g. ``chain_diagnosers(diagnose_from_history, ask_llm)``: history first, the LLM only for
-    failures never resolved before."""
+    failures never resolved before, or whose known fixes failed."""
 
     def chained(failure: Failure) -> Diagnosis | None:
         for diagnoser in diagnosers:
@@ -690,19 +787,24 @@ class _Loop:
             raise InvalidInputError(
                 f"a diagnoser must return a Diagnosis or None, got {type(found).__name__}"
             )
+        skipped = {"history_skipped": list(failure.notes)} if failure.notes else {}
+        notes = "".join(f" ({note})" for note in failure.notes)
         if found is None:
-            self.record(
-                "diagnose",
-                "no diagnosis: this failure was never resolved before and no diagnoser knew it",
-                attempt=failure.attempt,
+            why = (
+                "no diagnosis: every fix in history failed and no diagnoser knew better"
+                if failure.notes
+                else "no diagnosis: this failure was never resolved before and no diagnoser knew it"
             )
+            self.record("diagnose", why + notes, attempt=failure.attempt, **skipped)
         else:
             source = found.source + (f" {found.reference}" if found.reference else "")
             self.record(
                 "diagnose",
-                f"from {source}: root cause: {found.root_cause or '-'}; fix: {found.fix or '-'}",
+                f"from {source}: root cause: {found.root_cause or '-'}; fix: {found.fix or '-'}"
+                + notes,
                 attempt=failure.attempt,
                 diagnosis=found.to_dict(),
+                **skipped,
             )
         return found
 
@@ -786,7 +888,19 @@ class _Loop:
             self.learned_rules.add(event.rule_id)
             memory = load_active_memory(run.agent, store=self.store)
             rule = next((r for r in memory.rules if r.rule_id == event.rule_id), None)
-            if rule is not None and rule.source_event_id != event.event_id:
+            revised = (
+                rule is not None
+                and bool(rule.revisions)
+                and (rule.revisions[-1].get("source_event_id") == event.event_id)
+            )
+            if rule is not None and revised:
+                # Its text was losing and this diagnosis differs: the rule follows the evidence.
+                detail = (
+                    f"rule {rule.rule_id} revised in {run.agent}'s memory "
+                    f"({rule.revisions[-1].get('reason')}), now {rule.applied_count}×: "
+                    f"{rule.rule}"
+                )
+            elif rule is not None and rule.source_event_id != event.event_id:
                 # The same failure was learned before: the existing rule was applied again.
                 detail = (
                     f"rule {rule.rule_id} (learned from {rule.source_event_id}) applied again in "
@@ -884,7 +998,9 @@ class _Loop:
             event_ids=list(run.event_ids),
             error_ids=list(run.error_ids),
         )
-        self.save_steps(status="verified", verification=verification)
+        # A retry's success is evidence, not proof (a transient failure goes away whatever the
+        # fix): recorded as such, so later recurrences while delivered can overturn it.
+        self.save_steps(status="verified", verification=verification, verified_by="retry")
 
 
 @checked

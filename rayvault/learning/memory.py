@@ -9,6 +9,15 @@ Invariants:
 - One rule per failure fingerprint: learning the same failure again increments the rule's
   ``applied_count``, ``occurrences`` and ``last_applied`` instead of adding a duplicate (without
   that, promotion never fires). What each counter means: :class:`~rayvault.learning.models.Rule`.
+- Rules follow the evidence. When a rule's current text is *losing* (its failure recurred while
+  delivered at least as often as the text succeeded, or it is ineffective:
+  ``efficacy.is_losing``), a new diagnosis of its pattern whose text differs revises it when it
+  is learned, so the retry of the same run already carries the new text. A text that is not
+  losing is not replaced by a differing diagnosis at learn time; when the event carrying that
+  diagnosis is later verified by a person it revises the rule (a person's word wins), verified by
+  a retry it is kept as an alternative not adopted (:func:`record_verification`). Every text is
+  kept in ``Rule.revisions`` with the counters at its start; conflicts are re-checked for the
+  new text and the previous memory is archived, as for any change of the rules.
 - At most ``LEARNING_MAX_ACTIVE_RULES_PER_AGENT`` rules: over the cap the INFO/WARN rule used
   least recently is evicted (into the tombstones, kind ``evicted``, with the event
   that pushed it out). FAIL/BLOCKER rules are never evicted, even when they alone exceed the cap.
@@ -30,12 +39,18 @@ from rayvault.learning._grouping import pattern_key, signature
 from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
-from rayvault.learning.efficacy import is_ineffective
+from rayvault.learning.efficacy import (
+    current_counters,
+    is_ineffective,
+    set_text_state,
+    text_losing,
+)
 from rayvault.learning.exceptions import InvalidInputError, RuleNotFoundError
 from rayvault.learning.grouping import failure_template
 from rayvault.learning.models import (
     CRITICAL_SEVERITIES,
     SEVERITY_RANK,
+    VERIFIED_BY,
     AgentMemory,
     ConflictResolution,
     ErrorEntry,
@@ -64,6 +79,9 @@ class ApplyResult:
     evicted: list[Rule] = field(default_factory=list)
     #: Active rules a new rule conflicts with (both are marked with each other's id).
     conflicts: list[str] = field(default_factory=list)
+    #: The revision this event made (the re-applied rule's text was losing and its diagnosis
+    #: differs), as stored in ``Rule.revisions``; None when the text stayed.
+    revision: dict[str, Any] | None = None
 
 
 def _sentence(label: str, text: str) -> str:
@@ -82,6 +100,27 @@ def rule_text(event: LearningEvent) -> str:
     if event.fix_applied:
         parts.append(_sentence("Do", event.fix_applied))
     return " ".join(parts)
+
+
+def diagnosis_text(root_cause: str, fix: str) -> str:
+    """The part of a rule's text an event's diagnosis contributes: ``Cause: …. Do: ….`` (the
+    text after ``Avoid: <template>.``). Two rule texts with the same diagnosis end with it, even
+    when the failure's template was written differently."""
+    parts = []
+    if root_cause:
+        parts.append(_sentence("Cause", root_cause))
+    if fix:
+        parts.append(_sentence("Do", fix))
+    return " ".join(parts)
+
+
+def same_fix(text: str, root_cause: str, fix: str, candidate: str | None = None) -> bool:
+    """Whether rule text ``text`` carries the diagnosis ``root_cause``/``fix`` (or is exactly
+    ``candidate``, the rule text learned from it)."""
+    if candidate is not None and text == candidate:
+        return True
+    tail = diagnosis_text(root_cause, fix)
+    return bool(tail) and (text == tail or text.endswith(" " + tail))
 
 
 def rule_fingerprint(rule: Rule, store: Store) -> str:
@@ -132,6 +171,9 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
             if SEVERITY_RANK[event.severity] > SEVERITY_RANK[existing.severity]:
                 existing.severity = event.severity  # the failure got worse: so does the rule
             result = ApplyResult(existing, reapplied=True)
+            if _differs(existing, event) and text_losing(existing, policies):
+                reason = f"{_losing_reason(existing)}; new diagnosis from {event.event_id}"
+                result.revision = revise_rule(existing, event, reason, state, store)
         else:
             rule = Rule(
                 rule_id=new_rule_id(now),
@@ -161,6 +203,141 @@ def apply_event(event: LearningEvent, agent: str, *, store: Store) -> ApplyResul
         result.conflicts = [i for i in result.rule.conflicts_with if i not in gone]
         _prune_archive_if_due(state, store)
     return result
+
+
+def _differs(rule: Rule, event: LearningEvent) -> bool:
+    """Whether ``event`` carries a diagnosis (a root cause or fix) whose rule text differs from
+    the rule's current text."""
+    if not (event.root_cause or event.fix_applied):
+        return False
+    candidate = event.promotion_rule or rule_text(event)
+    return not same_fix(rule.rule, event.root_cause, event.fix_applied, candidate)
+
+
+def _losing_reason(rule: Rule) -> str:
+    """``recurred in 2 of 2 deliveries`` (the current text's own figures)."""
+    deliveries, recurrences, successes = current_counters(rule)
+    return (
+        f"recurred in {recurrences} of {deliveries} deliveries "
+        f"({successes} succeeded) of the previous text"
+    )
+
+
+def revise_rule(
+    rule: Rule, event: LearningEvent, reason: str, state: AgentState, store: Store
+) -> dict[str, Any]:
+    """Replace ``rule``'s text with the one ``event`` teaches, inside an ``agent_state`` block:
+    the text history gains the new text (the first revision also records the original), with
+    the lifetime counters at this moment, so the new text's figures — and the ineffective
+    verdict — start from zero; conflicts are re-checked for the new text. Returns the revision
+    as stored."""
+    now = utcnow()
+    limit = store.policies.LEARNING_MAX_TEXT_CHARS
+    if not rule.revisions:
+        rule.revisions.append(
+            _revision_entry(
+                rule.rule, rule.source_event_id, rule.created, "learned", rule, start=None
+            )
+        )
+    entry = _revision_entry(
+        cap_text(event.promotion_rule or rule_text(event), limit),
+        event.event_id,
+        now,
+        cap_text(reason, limit),
+        rule,
+        start=rule,
+    )
+    rule.revisions.append(entry)
+    rule.rule = entry["rule"]
+    rule.verified_by = None
+    rule.overturned_at = None
+    _clear_marks(state.memory.rules, {rule.rule_id})
+    rule.conflicts_with = []
+    for other in conflicting_with(rule, state.memory.rules, store):
+        other.conflicts_with.append(rule.rule_id)
+        rule.conflicts_with.append(other.rule_id)
+    state.memory_changed = True
+    state.archive = True
+    return dict(entry)
+
+
+def _revision_entry(
+    text: str, event_id: str | None, at: Any, reason: str, rule: Rule, *, start: Rule | None
+) -> dict[str, Any]:
+    """One ``Rule.revisions`` entry; ``start`` gives the lifetime counters at its start (None:
+    the original text, which started with the counters at zero)."""
+    entry: dict[str, Any] = {
+        "rule": text,
+        "source_event_id": event_id,
+        "at": format_ts(at),
+        "reason": reason,
+        "verified_by": None if start is not None else rule.verified_by,
+        "deliveries": start.deliveries if start else 0,
+        "recurrences": start.recurrences if start else 0,
+        "successes": start.successes if start else 0,
+    }
+    if start is None and rule.overturned_at is not None:
+        entry["overturned_at"] = format_ts(rule.overturned_at)
+    return entry
+
+
+#: Alternatives (differing diagnoses verified by a retry, not adopted) kept on a rule.
+ALTERNATIVES_KEPT = 5
+
+
+@checked
+def record_verification(
+    event: LearningEvent, verified_by: str, *, store: Store | None = None
+) -> Rule | None:
+    """What a verified event's fix means for the rule it was learned into (its agent's rule
+    ``event.rule_id``), under the agent's lock:
+
+    - the event carries the rule's current text: the text is verified by ``verified_by`` (a
+      person's word replaces any other state; a retry verifies a text not yet verified);
+    - it carries a different diagnosis, verified by a ``person``: the rule is revised to it;
+    - a different diagnosis verified by a ``retry`` (evidence, not proof): kept on the rule as an
+      alternative not adopted.
+
+    Returns the rule as updated; None when the event has no agent or rule, or its rule left
+    active memory. Raises :class:`InvalidInputError` for a ``verified_by`` outside
+    :data:`~rayvault.learning.models.VERIFIED_BY`."""
+    if verified_by not in VERIFIED_BY:
+        raise InvalidInputError(
+            f"verified_by must be one of {', '.join(VERIFIED_BY)} (got {verified_by!r})"
+        )
+    if not event.agent or not event.rule_id:
+        return None
+    store = store or get_store()
+    with store.agent_state(event.agent) as state:
+        rule = next((r for r in state.memory.rules if r.rule_id == event.rule_id), None)
+        if rule is None:
+            return None
+        if not _differs(rule, event):
+            if verified_by == "person" or rule.verified_by is None:
+                set_text_state(rule, verified_by)
+                state.memory_changed = True
+                state.archive = False
+        elif verified_by == "person":
+            revise_rule(rule, event, f"verified by a person ({event.event_id})", state, store)
+            set_text_state(rule, verified_by)
+        elif not any(a.get("source_event_id") == event.event_id for a in rule.alternatives):
+            rule.alternatives.append(
+                {
+                    "rule": cap_text(
+                        event.promotion_rule or rule_text(event),
+                        store.policies.LEARNING_MAX_TEXT_CHARS,
+                    ),
+                    "source_event_id": event.event_id,
+                    "at": format_ts(utcnow()),
+                    "verified_by": verified_by,
+                    "reason": "verified by a retry while the current text was not losing: "
+                    "not adopted",
+                }
+            )
+            del rule.alternatives[:-ALTERNATIVES_KEPT]
+            state.memory_changed = True
+            state.archive = False
+        return rule.model_copy(deep=True)
 
 
 def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]:

@@ -163,6 +163,16 @@ class LearningEvent(Record):
         return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
     @property
+    def verified_by(self) -> str | None:
+        """How the event's fix was verified: ``retry`` (a later attempt of the stage run that
+        recorded it succeeded, ``run_stage``), ``person`` (through the API or the CLI:
+        ``update_event``, ``resolve_event``, ``events resolve``, an error resolved with it) or
+        ``later_runs``; None for events verified before this was recorded, or not verified. An
+        extra field, written only when set (as :attr:`regression_of`)."""
+        value = (self.__pydantic_extra__ or {}).get("verified_by")
+        return value if isinstance(value, str) and value else None
+
+    @property
     def regressed_after_seconds(self) -> int | None:
         """Seconds from that verification to this event (with :attr:`regression_of`)."""
         value = (self.__pydantic_extra__ or {}).get("regressed_after_seconds")
@@ -170,6 +180,13 @@ class LearningEvent(Record):
 
 
 RuleAttemptOutcome = Literal["succeeded", "failed"]
+#: How a fix was verified: by a person (API/CLI), by a retry's success (evidence, not proof), or
+#: by later runs that carried its rule and succeeded (``LEARNING_EFFICACY_MIN_DELIVERIES`` of
+#: them, the rule not ineffective).
+VERIFIED_BY: tuple[str, ...] = ("person", "retry", "later_runs")
+#: A rule text's verification state: one of :data:`VERIFIED_BY`, or ``overturned`` (verified by a
+#: retry, then its failure kept recurring while it was delivered).
+TEXT_VERIFIED_STATES: tuple[str, ...] = (*VERIFIED_BY, "overturned")
 
 
 class RuleAttempt(Record):
@@ -203,6 +220,10 @@ _RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
     "successes",
     "attempts",
     "conflicts_with",
+    "verified_by",
+    "overturned_at",
+    "revisions",
+    "alternatives",
     "compatible_with",
     "last_learned",
 )
@@ -227,6 +248,12 @@ class Rule(Record):
 
     ``attempts`` keeps the most recent of those attempts as evidence (shaped as
     :class:`RuleAttempt`).
+
+    The counters above are lifetime counters. A rule's text can be revised when the evidence
+    says so (``memory.apply_event``, ``memory.record_verification``): ``revisions`` then keeps
+    every text it has had, oldest first, the last being the current one, each with the lifetime
+    counters at the moment it became current, so each text's own figures are derivable
+    (``efficacy.text_counters``) and the *ineffective* verdict judges the current text alone.
     """
 
     rule_id: str
@@ -255,6 +282,18 @@ class Rule(Record):
     #: (``memory.resolve_conflict``) or one of them leaves active memory. Until then
     #: ``render_rules`` delivers only one of the pair (``LEARNING_CONFLICT_PREFERENCE``).
     conflicts_with: list[str] = Field(default_factory=list)
+    #: How the current text was verified (:data:`TEXT_VERIFIED_STATES`); None while it is not.
+    verified_by: str | None = None
+    #: When the current text, verified by a retry, was overturned by recurrences while delivered.
+    overturned_at: Timestamp | None = None
+    #: The texts the rule has had, oldest first, the current one last (empty until its first
+    #: revision): ``{"rule", "source_event_id", "at", "reason", "verified_by", "overturned_at",
+    #: "deliveries", "recurrences", "successes"}``, the counters being the rule's lifetime
+    #: counters when that text became current. Plain dicts, as ``attempts``.
+    revisions: list[dict[str, Any]] = Field(default_factory=list)
+    #: Differing diagnoses verified by a retry while the current text was not losing: recorded,
+    #: not adopted (``{"rule", "source_event_id", "at", "verified_by", "reason"}``).
+    alternatives: list[dict[str, Any]] = Field(default_factory=list)
     #: Rules of the same agent a person judged compatible with this one
     #: (``resolve_conflict(keep_both=True)``): the pair is never marked or flagged as
     #: conflicting again, at creation or by the weekly revisit.
@@ -551,6 +590,24 @@ class IneffectiveRule(Record):
     reason: str
 
 
+class RuleRevision(Record):
+    """One text a rule has had (``rules history``): when and why it became the rule's text, how
+    it was verified, and its own counters (deliveries, recurrences, successes while it was the
+    current text)."""
+
+    rule: str
+    source_event_id: str | None = None
+    at: Timestamp
+    reason: str = ""
+    verified_by: str | None = None
+    overturned_at: Timestamp | None = None
+    #: Deliveries, recurrences and successes of this text alone.
+    deliveries: int = 0
+    recurrences: int = 0
+    successes: int = 0
+    current: bool = False
+
+
 class RuleHistory(Record):
     """A rule's counters and the attempts that carried it (``rules history``), newest first."""
 
@@ -574,6 +631,15 @@ class RuleHistory(Record):
     attempts: list[RuleAttempt] = Field(default_factory=list)
     #: Deliveries whose attempt record was dropped to keep the rule small.
     attempts_dropped: int = 0
+    #: How the current text was verified (``person`` / ``retry`` / ``later_runs`` /
+    #: ``overturned``), and when a retry-verified text was overturned.
+    verified_by: str | None = None
+    overturned_at: Timestamp | None = None
+    #: Every text the rule has had, oldest first, with its own counters (one entry, the current
+    #: text, for a rule never revised).
+    revisions: list[RuleRevision] = Field(default_factory=list)
+    #: Differing diagnoses verified by a retry and not adopted (the current text was not losing).
+    alternatives: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class RuleConflict(Record):

@@ -25,7 +25,7 @@ from typing import Any
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning._validate import cap_text, checked
-from rayvault.learning.events import build_query
+from rayvault.learning.events import build_query, record_rule_verifications
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError
 from rayvault.learning.models import ErrorEntry, ErrorResolution, LearningEvent
 from rayvault.learning.registry import DateLike, to_datetime
@@ -278,7 +278,11 @@ def _verify(
                 "verification": verification,
                 "resolved_at": current.resolved_at or now,
                 "updated": now,
+                # A person's decision, through the API or the CLI (events.py, ``verified_by``).
+                "verified_by": "person",
             }
         )
 
-    return store.update_events([e.event_id for e in events], change)
+    written = store.update_events([e.event_id for e in events], change)
+    record_rule_verifications(written, "person", store=store)
+    return written
