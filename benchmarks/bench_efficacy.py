@@ -43,12 +43,20 @@ Measured per arm (definitions):
 - **runs lost**: stage runs whose outcome is ``failed`` or ``blocked``.
 - **first-attempt failures**: stage runs whose first attempt failed.
 - **ineffective flag** (``efficacy.is_ineffective`` with the arm's policies, checked after every
-  stage run on the agent's rules): a rule is *truly ineffective* when its text cannot prevent its
-  failure — its kind is useless or transient, or it carries the kind's wrong fix and not the
-  right one. Precision and recall at the end of the run; and "within 10 deliveries": of the
-  rules flagged by their 10th delivery, the share truly ineffective (precision@10), and of the
-  truly ineffective rules delivered 10 times or more, the share flagged by then (recall@10);
-  the median deliveries at which truly ineffective rules were first flagged.
+  stage run on the agent's rules): a rule is *truly ineffective* when delivering its text does
+  not make its failure go away — its kind is useless, or it carries the kind's wrong fix and not
+  the right one. Rules of *transient* kinds are left out of precision and recall and counted
+  apart: their failure goes away on the retry whatever the rule says, so no evidence the loop
+  sees can tell their rule from one that works (their wrong fix is caught another way: a
+  retry-verified fix is overturned when its failure comes back at an attempt that carried it).
+  The unit is a *delivery facing its failure*: an attempt that carried the rule in a run where
+  its failure showed up — an attempt that failed with it (a recurrence) or the retry right after
+  it (a fix try) — since a rule is delivered to every run of its agent and its failure shows up
+  in a few per cent of them. Precision and recall at the end of the run; and "within 10
+  deliveries": of the rules flagged by their 10th delivery facing their failure, the share truly
+  ineffective (precision@10), and of the truly ineffective rules with 10 or more such
+  deliveries, the share flagged by then (recall@10); the median such deliveries at which truly
+  ineffective rules were first flagged.
 
 The issue's targets (14, item 6), printed PASS/FAIL: repeat-failure rate of the loop (gate on)
 ≤ 30 % of no loop on workable kinds; runs lost with the q=0.8 diagnoser ≤ 1.15× with the perfect
@@ -402,14 +410,15 @@ def present_kind(seed: int, video: str, stage: str) -> Kind | None:
 
 
 def symptom(seed: int, kind: Kind, video: str, attempt: int, *, names: bool = True) -> str:
-    """The failure line of ``kind`` with details that vary per video and attempt. ``names``:
-    products by name (``Lumo Desk Lamp``: words the grouping keeps, so one kind may become a
-    pattern per product), else by number (``product 4``: masked, one pattern per kind)."""
+    """The failure line of ``kind`` with details that vary per video and attempt: numbers per
+    attempt, the product per video (a retry works on the same product). ``names``: products by
+    name (``Lumo Desk Lamp``: words the grouping keeps, so one kind may become a pattern per
+    product), else by number (``product 4``: masked, one pattern per kind)."""
 
     def pick(what: str, low: int, high: int) -> int:
         return low + int(draw(seed, video, kind.name, attempt, what) * (high - low))
 
-    index = pick("p", 0, len(PRODUCTS))
+    index = int(draw(seed, video, kind.name, "p") * len(PRODUCTS))
     asin = "B0" + hashlib.blake2b(f"{seed}{video}{kind.name}".encode(), digest_size=4).hexdigest()
     return kind.template.format(
         n=pick("n", 11, 99),
@@ -443,8 +452,14 @@ class RuleFlag:
 
     kind: str
     truly_ineffective: bool
+    #: Its kind is transient: left out of precision and recall (see the module doc).
+    transient: bool = False
+    #: Deliveries facing its failure (recurrences and successful fix tries), lifetime.
     deliveries: int = 0
     recurrences: int = 0
+    #: Its fix put to the test (retries right after its failure), and how often it failed again.
+    fix_tries: int = 0
+    fix_failures: int = 0
     flagged_at: int | None = None
     flagged_now: bool = False
 
@@ -473,7 +488,9 @@ class ArmResult:
 
     def flag_scores(self) -> dict[str, Any]:
         """Precision/recall of the ineffective flag (end of run, and within 10 deliveries)."""
-        rules = list(self.flags.values())
+        every = list(self.flags.values())
+        transient = [r for r in every if r.transient]
+        rules = [r for r in every if not r.transient]
         truth = [r for r in rules if r.truly_ineffective]
         flagged = [r for r in rules if r.flagged_now]
         early = [r for r in rules if r.flagged_at is not None and r.flagged_at <= FLAG_WITHIN]
@@ -482,21 +499,26 @@ class ArmResult:
         when = [r.flagged_at for r in truth if r.flagged_at is not None]
 
         def median_rate(group: list[RuleFlag]) -> float | None:
-            rates = [r.recurrences / r.deliveries for r in group if r.deliveries]
+            rates = [r.fix_failures / r.fix_tries for r in group if r.fix_tries]
             return round(statistics.median(rates), 3) if rates else None
 
-        kinds = {r.kind for r in rules}
+        kinds = {r.kind for r in every}
         return {
-            "rules": len(rules),
-            "rules_per_kind": round(len(rules) / len(kinds), 2) if kinds else None,
+            "rules": len(every),
+            "rules_per_kind": round(len(every) / len(kinds), 2) if kinds else None,
+            "transient_rules": len(transient),
+            "transient_flagged": sum(r.flagged_now for r in transient),
             "truly_ineffective": len(truth),
             "flagged": len(flagged),
             "precision": _ratio(sum(r.truly_ineffective for r in flagged), len(flagged)),
             "recall": _ratio(sum(r.flagged_now for r in truth), len(truth)),
             "precision_at_10": _ratio(sum(r.truly_ineffective for r in early), len(early)),
             "recall_at_10": _ratio(len(hit_early), len(due)),
+            # The sizes behind the two: rules flagged by then, truly ineffective rules due by then.
+            "flagged_at_10": len(early),
+            "due_at_10": len(due),
             "median_deliveries_to_flag": statistics.median(when) if when else None,
-            # Why a flag is raised or not: recurrences / deliveries at the end of the run.
+            # Why a flag is raised or not: fix failures / fix tries (lifetime), at the end.
             "median_recurrence_rate_ineffective": median_rate(truth),
             "median_recurrence_rate_effective": median_rate(
                 [r for r in rules if not r.truly_ineffective]
@@ -632,13 +654,17 @@ class _Simulation:
                 continue
             kind, ineffective = truth
             if flag is None:
-                flag = self.result.flags[rule.rule_id] = RuleFlag(kind.name, ineffective)
+                flag = self.result.flags[rule.rule_id] = RuleFlag(
+                    kind.name, ineffective, transient=kind.nature == "transient"
+                )
             flag.truly_ineffective = ineffective  # judged on the rule's current text
-            flag.deliveries = rule.deliveries
+            # Facing its failure: the attempts that failed with it, and the fix tries that worked.
+            flag.deliveries = rule.recurrences + max(0, rule.fix_tries - rule.fix_failures)
             flag.recurrences = rule.recurrences
+            flag.fix_tries, flag.fix_failures = rule.fix_tries, rule.fix_failures
             flag.flagged_now = is_ineffective(rule, policies)
             if flag.flagged_now and flag.flagged_at is None:
-                flag.flagged_at = rule.deliveries
+                flag.flagged_at = flag.deliveries
 
     def review(self) -> None:
         """The weekly review: every unresolved event gets its kind's true fix, verified by a
@@ -656,13 +682,15 @@ class _Simulation:
 
 
 def _truth(text: str) -> tuple[Kind, bool] | None:
-    """The kind a rule text was learned from (by its fix), and whether it truly cannot work."""
+    """The kind a rule text was learned from (by its fix), and whether it truly cannot work:
+    delivering it does not make its failure go away (a useless kind, or the wrong fix; for a
+    transient kind, see the module doc)."""
     flat = " ".join(text.lower().split())
     for kind in KINDS:
         right = kind.right_fix.lower() in flat
         wrong = kind.wrong_fix.lower() in flat
         if right or wrong:
-            return kind, kind.nature != "workable" or not right
+            return kind, kind.nature == "useless" or not right
     return None
 
 
@@ -845,6 +873,7 @@ def markdown(report: dict[str, Any]) -> str:
             + (
                 f"| {_fmt(s['precision'])} / {_fmt(s['recall'])} "
                 f"| {_fmt(s['precision_at_10'])} / {_fmt(s['recall_at_10'])} "
+                f"({s['flagged_at_10']} flagged, {s['due_at_10']} due) "
                 f"| {s['median_deliveries_to_flag'] if s['median_deliveries_to_flag'] else '–'} "
                 f"| {_fmt(s['rules_per_kind'])} "
                 if loop
@@ -854,7 +883,8 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Rules and their recurrence rate (recurrences / deliveries, median, at the end):",
+        "Rules and how often their fix failed again when tried right after their failure "
+        "(fix failures / fix tries, median, at the end; transient kinds' rules apart):",
         "",
     ]
     for a in report["arms"][1:]:
@@ -863,7 +893,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"- {a['arm']}: {s['rules']} rules, {s['truly_ineffective']} truly ineffective "
             f"(rate {'–' if bad is None else f'{bad:.3f}'}), the others "
-            f"(rate {'–' if good is None else f'{good:.3f}'})"
+            f"(rate {'–' if good is None else f'{good:.3f}'}); {s['transient_rules']} of "
+            f"transient kinds, {s['transient_flagged']} of them flagged"
         )
     lines += ["", "Targets (issue 14):", ""]
     for t in report["targets"]:

@@ -126,12 +126,34 @@ def test_the_loop_loses_no_more_runs_than_no_loop(report: dict[str, object]) -> 
 
 
 def test_a_perfect_diagnoser_learns_only_right_fixes() -> None:
-    """With q = 1 every rule carries its kind's right fix: only useless and transient kinds'
-    rules are truly ineffective."""
+    """With q = 1 every rule carries its kind's right fix: only useless kinds' rules are truly
+    ineffective; transient kinds' rules are set apart (their retry succeeds whatever they say)
+    and their fix tries never fail."""
     result = run_arm(Arm("q1", loop=True, gate=False, q=1.0), videos=VIDEOS, seed=3)
     by_name = {k.name: k for k in KINDS}
+    assert any(f.transient for f in result.flags.values())
     for flag in result.flags.values():
-        assert flag.truly_ineffective == (by_name[flag.kind].nature != "workable")
+        nature = by_name[flag.kind].nature
+        assert flag.truly_ineffective == (nature == "useless")
+        assert flag.transient == (nature == "transient")
+        if flag.transient:
+            assert flag.fix_failures == 0 and not flag.flagged_now
+    scores = result.flag_scores()
+    assert scores["transient_rules"] == sum(f.transient for f in result.flags.values())
+
+
+def test_a_useless_rule_is_flagged_by_its_fifth_failed_fix_try() -> None:
+    """The flag rests on fix tries: a useless kind's rule, whose fix fails every time it is
+    tried right after its failure, is flagged once it was tried 5 times (numbered products: one
+    pattern, so one rule, per kind) — within 10 deliveries facing its failure."""
+    result = run_arm(Arm("q1", loop=True, gate=False, q=1.0), videos=200, seed=1, names=False)
+    useless = [f for f in result.flags.values() if f.truly_ineffective and f.fix_tries >= 5]
+    assert useless
+    for flag in useless:
+        assert flag.fix_failures == flag.fix_tries and flag.flagged_now
+        assert flag.flagged_at is not None and flag.flagged_at <= 10
+    workable = [f for f in result.flags.values() if not f.truly_ineffective and not f.transient]
+    assert workable and not any(f.flagged_now for f in workable)
 
 
 def test_main_prints_json_and_exits_by_check(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,6 +19,7 @@ from rayvault.learning import (
     get_event,
     list_events,
     load_active_memory,
+    update_event,
 )
 from rayvault.learning.errors import get_error, list_errors, log_error, resolve_error
 from rayvault.learning.gate import learning_gate
@@ -405,8 +406,9 @@ def test_retries_exhausted_raise_the_last_exception_and_leave_everything_open(ro
 def test_history_diagnoses_a_recurring_failure_with_different_numbers(
     root: Path, clock: Clock
 ) -> None:
-    """The second occurrence is diagnosed from the first one's verified event, by fingerprint
-    (the rule succeeded in a run between them, so one recurrence does not refute its fix)."""
+    """The second occurrence is diagnosed from the first one's verified event, by fingerprint.
+    (A person verified the fix: a fix verified only by the retry would be overturned by the
+    recurrence at a first attempt that carried it, and history would not hand it back.)"""
 
     def research(ctx: StageContext) -> str:
         if ctx.attempt == 1 and ctx.video_id != "v2":
@@ -418,6 +420,7 @@ def test_history_diagnoses_a_recurring_failure_with_different_numbers(
     first = run_stage(
         "v1", "research", research, diagnose=lambda f: Diagnosis("API slow", "Raise the timeout")
     )
+    update_event(first.event_ids[0], status="verified", verified_by="person")
     assert run_stage("v2", "research", research).attempts == 1  # the rule carried, a success
     clock.advance(minutes=5)
     second = run_stage("v22", "research", research)  # the default diagnoser: history

@@ -120,9 +120,18 @@ def capture(into: list[Failure]) -> Callable[[Failure], None]:
     return diagnoser
 
 
-def count(store: Store, rule: Rule, outcome: str, n: int, *, recurred: bool = False) -> None:
+def count(
+    store: Store,
+    rule: Rule,
+    outcome: str,
+    n: int,
+    *,
+    recurred: bool = False,
+    answered: bool = False,
+) -> None:
     """``n`` attempts that carried ``rule`` and ended in ``outcome`` (failing with its own
-    pattern when ``recurred``)."""
+    pattern when ``recurred``; retries right after its own failure — fix tries — when
+    ``answered``)."""
     for i in range(n):
         record_attempt(
             AGENT,
@@ -131,8 +140,9 @@ def count(store: Store, rule: Rule, outcome: str, n: int, *, recurred: bool = Fa
             run_id=f"run-{outcome}-{i}",
             video_id=f"v{i}",
             stage="assets",
-            attempt=1,
+            attempt=2 if answered else 1,
             fingerprint=rule.fingerprint if recurred else None,
+            answering=rule.fingerprint if answered else None,
             store=store,
         )
 
@@ -165,10 +175,11 @@ def test_wrong_first_diagnosis_is_revised_once_it_recurred(store: Store, clock: 
     assert old["verified_by"] == "overturned" and old["overturned_at"]
     assert new["source_event_id"] == second.event_ids[0]
     assert new["reason"] == (
-        "recurred in 1 of 2 deliveries (1 succeeded) of the previous text; "
-        f"new diagnosis from {second.event_ids[0]}"
+        "the previous text recurred in 1 of 2 deliveries (1 succeeded); its fix failed again "
+        f"in 0 of 1 tries; new diagnosis from {second.event_ids[0]}"
     )
     assert (new["deliveries"], new["recurrences"], new["successes"]) == (2, 1, 1)
+    assert (new["fix_tries"], new["fix_failures"]) == (1, 0)  # run 1's retry carried it
     [apply] = steps(second, "apply")
     assert str(apply["detail"]).startswith(f"rule {rule.rule_id} revised in {AGENT}'s memory")
     assert "recurred in 1 of 2 deliveries" in str(apply["detail"])
@@ -249,11 +260,13 @@ def test_history_returns_nothing_when_its_only_fix_failed(store: Store, clock: C
 
 
 def test_history_prefers_a_fix_that_succeeded(store: Store, clock: Clock) -> None:
-    """A succeeding text is returned; an untried one (no rule of the pattern for this agent)
-    is returned when it is all there is."""
+    """A succeeding text is returned (its fix worked in later runs' retries too, so the
+    recurrence at a first attempt does not overturn it); an untried one (no rule of the pattern
+    for this agent) is returned when it is all there is."""
     first = run_stage("v1", "assets", Scripted([ANGLE, None]), diagnose=lambda f: RIGHT)
     rule = the_rule(store)
-    count(store, rule, "succeeded", 3)
+    count(store, rule, "succeeded", 3, answered=True)
+    assert the_rule(store).verified_by == "later_runs"
     captured: list[Failure] = []
     clock.advance(hours=1)
     run_stage(
@@ -275,12 +288,13 @@ def test_good_rule_is_not_revised_at_learn_time_but_by_a_person(store: Store, cl
     learned; verified by a retry it is kept as an alternative; verified by a person it wins."""
     event_with_rule(store, RIGHT)
     rule = the_rule(store)
-    count(store, rule, "succeeded", 9)
+    count(store, rule, "succeeded", 9, answered=True)
     count(store, rule, "failed", 1, recurred=True)
     rule = the_rule(store)
     assert (rule.deliveries, rule.recurrences, rule.successes) == (10, 1, 9)
+    assert (rule.fix_tries, rule.fix_failures) == (9, 0)
     assert not is_losing(rule, store.policies)
-    assert rule.verified_by == "later_runs"  # 9 later successes ≥ LEARNING_EFFICACY_MIN_…
+    assert rule.verified_by == "later_runs"  # its fix worked in later runs' retries
 
     by_retry = event_with_rule(store, WRONG)
     assert the_rule(store).rule == rule.rule  # not losing: the text stays

@@ -41,9 +41,11 @@ def history_command(
 
     occurrences: times its failure was learned; deliveries: attempts whose prompt carried it;
     recurrences: of those, attempts that still failed with its pattern; successes: attempts
-    that succeeded; applied: the seed counter (learned again + delivered once per run).
-    verified: how the current text was verified (person / retry / later_runs, or overturned:
-    verified by a retry, then its failure kept recurring while delivered). Text history: every
+    that succeeded; fix tries: retries right after its own failure that carried it (its fix put
+    to the test), and how many failed again; applied: the seed counter (learned again +
+    delivered once per run). verified: how the current text was verified (person / retry /
+    later_runs, or overturned: verified by a retry, then its failure came back while it was
+    delivered). Text history: every
     text the rule has had, oldest first, with why it changed and its own counters.
 
     Example: rayvault-learn rules history dzine_producer rule-20260219T120000Z-3f9a1c
@@ -63,6 +65,7 @@ def history_command(
             "deliveries": history.deliveries,
             "recurrences": history.recurrences,
             "successes": history.successes,
+            "fix_tries": f"{history.fix_tries} ({history.fix_failures} failed again)",
             "applied_count": history.applied_count,
             "verified_by": history.verified_by or "-",
             **({"overturned_at": when(history.overturned_at)} if history.overturned_at else {}),
@@ -96,7 +99,7 @@ def history_command(
                 else "[red]recurred[/]"
                 if a.recurred
                 else "[yellow]failed[/] (other pattern)"
-            )
+            ) + (" (fix try)" if a.answered else "")
             table.add_row(
                 when(a.at),
                 escape(a.video_id),
@@ -117,7 +120,7 @@ def history_command(
 
 def revisions_table(history: RuleHistory) -> Table:
     """The rule's texts, oldest first: when and why each became current, how it was verified,
-    and its own deliveries / recurrences / successes."""
+    and its own deliveries / recurrences / successes, and its fix tries (worked / tried)."""
     table = new_table(f"Text history ({len(history.revisions)}, oldest first)")
     table.add_column("Since", no_wrap=True)
     table.add_column("From", no_wrap=True)
@@ -125,6 +128,7 @@ def revisions_table(history: RuleHistory) -> Table:
     table.add_column("Del", justify="right", no_wrap=True)
     table.add_column("Rec", justify="right", no_wrap=True)
     table.add_column("Succ", justify="right", no_wrap=True)
+    table.add_column("Fix", justify="right", no_wrap=True)
     table.add_column("Text, and why", ratio=1, overflow="fold")
     for r in history.revisions:
         verified = r.verified_by or "-"
@@ -138,6 +142,7 @@ def revisions_table(history: RuleHistory) -> Table:
             str(r.deliveries),
             str(r.recurrences),
             str(r.successes),
+            f"{r.fix_tries - r.fix_failures}/{r.fix_tries}",
             f"{text}\n[dim]{escape(r.reason)}[/]",
         )
     return table

@@ -13,19 +13,29 @@ attempt, outcome, time, the sha256 of the rendered block): ``rules history`` sho
 error-log entry of a failed attempt carries the same ids and hash, so "which rules did the agent
 see when it failed?" has an answer from either side.
 
-A rule delivered at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times whose failure recurred in
-at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them is *ineffective*
-(:func:`ineffective_rule`, with its evidence): ``memory show``, the revisit, the weekly report and
-the gate (a warning) show it; nothing removes it, a person tombstones or rewrites it.
+A rule is *ineffective* (:func:`ineffective_rule`, with its evidence) when its failure keeps
+coming back while it is delivered: its fix was tried (``fix_tries``: the retry right after its
+own failure carried it) at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times and failed again in
+at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them — or, whatever the fix tries, it was
+delivered at least that many times and its failure recurred in at least that share of them.
+The fix tries carry the verdict because a rule is delivered to every run of its agent and its
+failure shows up in few: counted over all deliveries, a rule that cannot work recurs only at its
+failure's base rate, a few per cent, and would never be flagged (measured:
+``benchmarks/bench_efficacy.py``). ``memory show``, the revisit, the weekly report and the gate
+(a warning) show it; nothing removes it, a person tombstones or rewrites it.
 
 Rules follow the evidence: a rule's text can be revised (``memory.apply_event``,
 ``memory.record_verification``), and each text keeps its own figures (:func:`text_counters`):
-the *ineffective* verdict and whether a text is *losing* (:func:`is_losing`: its failure
-recurred while delivered at least as often as it succeeded) judge the current text alone, so a
-rewritten rule starts clean. How the current text was verified (``verified_by``) moves with the
-counting here: ``later_runs`` once ``LEARNING_EFFICACY_MIN_DELIVERIES`` attempts that carried it
-succeeded (and it is not ineffective); a retry-verified text that becomes losing is
-``overturned`` (with the time), and history-based diagnosis no longer hands it back.
+the *ineffective* verdict and whether a text is *losing* (:func:`is_losing`: its fix, tried
+right after its failure, failed at least as often as it worked; or its failure recurred while
+delivered at least as often as the attempts carrying it succeeded) judge the current text alone,
+so a rewritten rule starts clean. How the current text was verified (``verified_by``) moves with
+the counting here: ``later_runs`` once its fix worked in two fix tries (the retry that verified
+it and a later one) and it is not losing; a retry-verified text is ``overturned`` (with the
+time) when its failure recurs at an attempt that carried it *before* the failure showed up in
+that run (the retry's success did not mean the fix prevents it: a transient failure goes away on
+retry whatever the fix) or when it becomes losing, and history-based diagnosis no longer hands
+it back.
 
 An attempt that ends in an exception the loop does not learn from (a ``LearningError`` raised
 inside the stage, a type in ``ignore=``) is not counted, as it is not logged: it says nothing
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rayvault.learning._ids import validate_identifier
@@ -68,23 +79,106 @@ def rules_block_sha256(text: str) -> str | None:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+#: The counters a rule keeps per text (lifetime on the rule, at its start on each revision).
+COUNTER_NAMES = ("deliveries", "recurrences", "successes", "fix_tries", "fix_failures")
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One text's own counters (see :class:`Rule`) and the verdicts they support."""
+
+    deliveries: int = 0
+    recurrences: int = 0
+    successes: int = 0
+    fix_tries: int = 0
+    fix_failures: int = 0
+
+    @property
+    def fix_successes(self) -> int:
+        return max(0, self.fix_tries - self.fix_failures)
+
+    def by_fix_tries(self, policies: Policies) -> bool:
+        """Whether the verdicts rest on the fix tries: there are enough of them."""
+        return self.fix_tries >= max(1, policies.LEARNING_EFFICACY_MIN_DELIVERIES)
+
+    def ineffective(self, policies: Policies) -> bool:
+        """Its fix failed again in at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of at least
+        ``LEARNING_EFFICACY_MIN_DELIVERIES`` fix tries; or, while it has fewer fix tries than
+        that, its failure recurred in that share of at least that many deliveries. Compared as
+        ``part / whole >= rate``: a correctly rounded division meets the threshold exactly at it
+        (3 of 10 at 0.3), where ``rate × whole`` would overshoot it."""
+        rate = policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE
+        if self.by_fix_tries(policies):  # the better evidence, once there is enough of it
+            return self.fix_failures / self.fix_tries >= rate
+        least = max(1, policies.LEARNING_EFFICACY_MIN_DELIVERIES)
+        return self.deliveries >= least and self.recurrences / self.deliveries >= rate
+
+    def losing(self, policies: Policies) -> bool:
+        """Its fix, tried right after its failure, failed at least once and at least as often
+        as it worked; or — never tried so — its failure recurred while delivered at least once
+        and at least as often as the attempts carrying it succeeded; or it is ineffective. (A
+        text overturned is losing too: :func:`text_losing`.)"""
+        if self.fix_tries:
+            failed = self.fix_failures >= 1 and self.fix_failures >= self.fix_successes
+        else:
+            failed = self.recurrences >= 1 and self.recurrences >= self.successes
+        return failed or self.ineffective(policies)
+
+    def rate(self, policies: Policies) -> float:
+        """The recurrence rate the ineffective verdict rests on."""
+        if self.by_fix_tries(policies):
+            return self.fix_failures / self.fix_tries
+        return self.recurrences / self.deliveries if self.deliveries else 0.0
+
+    def describe(self) -> str:
+        """``recurred in 2 of 9 deliveries (7 succeeded); its fix failed in 1 of 2 tries``."""
+        text = (
+            f"recurred in {self.recurrences} of {self.deliveries} deliveries "
+            f"({self.successes} succeeded)"
+        )
+        if self.fix_tries:
+            text += f"; its fix failed again in {self.fix_failures} of {self.fix_tries} tries"
+        return text
+
+
+def _lifetime(rule: Rule) -> tuple[int, ...]:
+    return tuple(getattr(rule, name) for name in COUNTER_NAMES)
+
+
+def _at_start(entry: Mapping[str, Any]) -> tuple[int, ...]:
+    return tuple(_count(entry, name) for name in COUNTER_NAMES)
+
+
+def _between(start: tuple[int, ...], end: tuple[int, ...]) -> Figures:
+    return Figures(*(max(0, e - s) for s, e in zip(start, end, strict=True)))
+
+
 @checked
 def text_counters(rule: Rule) -> tuple[int, int, int]:
     """``(deliveries, recurrences, successes)`` of the rule's current text: the lifetime
-    counters less those recorded when the text became current (its last revision)."""
-    return current_counters(rule)
+    counters less those recorded when the text became current (its last revision). All its
+    figures, fix tries included: :func:`text_figures`."""
+    own = current_figures(rule)
+    return own.deliveries, own.recurrences, own.successes
+
+
+@checked
+def text_figures(rule: Rule) -> Figures:
+    """The current text's own :class:`Figures` (since its last revision)."""
+    return current_figures(rule)
+
+
+def current_figures(rule: Rule) -> Figures:
+    """:func:`text_figures` without the argument checks, for the counting's own hot path."""
+    if not rule.revisions:
+        return Figures(*_lifetime(rule))
+    return _between(_at_start(rule.revisions[-1]), _lifetime(rule))
 
 
 def current_counters(rule: Rule) -> tuple[int, int, int]:
-    """:func:`text_counters` without the argument checks, for the counting's own hot path."""
-    if not rule.revisions:
-        return rule.deliveries, rule.recurrences, rule.successes
-    start = rule.revisions[-1]
-    return (
-        max(0, rule.deliveries - _count(start, "deliveries")),
-        max(0, rule.recurrences - _count(start, "recurrences")),
-        max(0, rule.successes - _count(start, "successes")),
-    )
+    """:func:`text_counters` without the argument checks."""
+    own = current_figures(rule)
+    return own.deliveries, own.recurrences, own.successes
 
 
 def _count(entry: Mapping[str, Any], name: str) -> int:
@@ -92,47 +186,27 @@ def _count(entry: Mapping[str, Any], name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def revision_counters(rule: Rule) -> list[tuple[int, int, int]]:
-    """Per text of ``rule.revisions`` (oldest first): its own deliveries, recurrences and
-    successes, the differences between the counters at consecutive revisions (the current text's
-    up to the rule's lifetime counters)."""
-    names = ("deliveries", "recurrences", "successes")
-    ends = [
-        *(tuple(_count(r, n) for n in names) for r in rule.revisions[1:]),
-        (rule.deliveries, rule.recurrences, rule.successes),
-    ]
-    starts = [tuple(_count(r, n) for n in names) for r in rule.revisions]
-    return [
-        (max(0, e[0] - s[0]), max(0, e[1] - s[1]), max(0, e[2] - s[2]))
-        for s, e in zip(starts, ends, strict=True)
-    ]
-
-
-def counts_ineffective(deliveries: int, recurrences: int, policies: Policies) -> bool:
-    """The ineffective verdict on one text's counters (see :func:`is_ineffective`)."""
-    if deliveries < policies.LEARNING_EFFICACY_MIN_DELIVERIES or deliveries <= 0:
-        return False
-    return recurrences / deliveries >= policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE
-
-
-def counts_losing(deliveries: int, recurrences: int, successes: int, policies: Policies) -> bool:
-    """Whether a text with these counters is losing: its failure recurred while delivered at
-    least once and at least as often as it succeeded, or it is ineffective."""
-    return (recurrences >= 1 and recurrences >= successes) or counts_ineffective(
-        deliveries, recurrences, policies
-    )
+def revision_figures(rule: Rule) -> list[Figures]:
+    """Per text of ``rule.revisions`` (oldest first): its own figures, the differences between
+    the counters at consecutive revisions (the current text's up to the rule's lifetime
+    counters)."""
+    starts = [_at_start(r) for r in rule.revisions]
+    ends = [*starts[1:], _lifetime(rule)]
+    return [_between(s, e) for s, e in zip(starts, ends, strict=True)]
 
 
 @checked
 def is_losing(rule: Rule, policies: Policies) -> bool:
-    """Whether the rule's current text is losing (:func:`counts_losing` on
-    :func:`text_counters`): a differing diagnosis of its pattern then revises it at learn time."""
+    """Whether the rule's current text is losing (:meth:`Figures.losing` on
+    :func:`text_figures`, or overturned): a differing diagnosis of its pattern then revises it at
+    learn time."""
     return text_losing(rule, policies)
 
 
 def text_losing(rule: Rule, policies: Policies) -> bool:
-    """:func:`is_losing` without the argument checks (used under the agent's lock)."""
-    return counts_losing(*current_counters(rule), policies)
+    """:func:`is_losing` without the argument checks (used under the agent's lock). An
+    overturned text is losing: the retry that verified it was not evidence it works."""
+    return rule.verified_by == "overturned" or current_figures(rule).losing(policies)
 
 
 def set_text_state(rule: Rule, verified_by: str | None, overturned_at: Any = None) -> None:
@@ -149,17 +223,22 @@ def set_text_state(rule: Rule, verified_by: str | None, overturned_at: Any = Non
             entry.pop("overturned_at", None)
 
 
-def _judge_text(rule: Rule, recurred: bool, policies: Policies, now: Any) -> None:
-    """After one counted attempt: a retry-verified text that is now losing is overturned; a text
-    whose later runs succeeded often enough (and not ineffective) is verified by them."""
+#: Fix tries that worked after which a text is verified by ``later_runs``: the retry that
+#: verified it, and at least one later run's.
+LATER_RUNS_FIX_SUCCESSES = 2
+
+
+def _judge_text(rule: Rule, recurred: bool, answered: bool, policies: Policies, now: Any) -> None:
+    """After one counted attempt: a retry-verified text is overturned when its failure came back
+    at an attempt that carried it before the failure showed in that run (the retry's success
+    did not show the fix prevents it), or when it is now losing; a text whose fix worked in
+    later runs' fix tries (and that is not losing) is verified by them."""
     state = rule.verified_by
-    if recurred and state == "retry" and text_losing(rule, policies):
+    if recurred and state == "retry" and (not answered or text_losing(rule, policies)):
         set_text_state(rule, "overturned", now)
-    elif state in (None, "retry") and not recurred:
-        deliveries, recurrences, successes = current_counters(rule)
-        if successes >= policies.LEARNING_EFFICACY_MIN_DELIVERIES and not counts_ineffective(
-            deliveries, recurrences, policies
-        ):
+    elif state in (None, "retry") and answered and not recurred:
+        own = current_figures(rule)
+        if own.fix_successes >= LATER_RUNS_FIX_SUCCESSES and not own.losing(policies):
             set_text_state(rule, "later_runs")
 
 
@@ -176,15 +255,18 @@ def record_attempt(
     rules_sha256: str | None = None,
     fingerprint: str | None = None,
     error_id: str | None = None,
+    answering: str | None = None,
     store: Store | None = None,
 ) -> list[Rule]:
     """Count one stage attempt that delivered ``rule_ids`` to ``agent`` and ended in
     ``outcome``: every rule still active gets a delivery, and a success, or — when the attempt
     failed with the rule's own pattern (``fingerprint`` and the rule's key compared after
-    following merges) — a recurrence; the attempt is kept on the rule (the newest
-    :data:`RULE_ATTEMPTS_KEPT`). One read-modify-write under the agent's lock; not archived (a
-    count, not a new version of the rules). Ids no longer active are skipped. Returns the rules
-    as updated. ``run_stage`` calls this for every attempt."""
+    following merges) — a recurrence. ``answering``: the pattern key of the failure of the
+    previous attempt of the same run (None for a first attempt): each rule of that pattern gets
+    a fix try, and a fix failure when this attempt failed with it again. The attempt is kept on
+    the rule (the newest :data:`RULE_ATTEMPTS_KEPT`). One read-modify-write under the agent's
+    lock; not archived (a count, not a new version of the rules). Ids no longer active are
+    skipped. Returns the rules as updated. ``run_stage`` calls this for every attempt."""
     validate_identifier(agent, "agent")
     wanted = list(dict.fromkeys(rule_ids))
     if not wanted:
@@ -194,18 +276,21 @@ def record_attempt(
     from rayvault.learning.memory import rule_fingerprint
 
     store = store or get_store()
-    target = store.resolve_pattern(fingerprint) if outcome == "failed" and fingerprint else None
+    failed_with = fingerprint if outcome == "failed" else None
+    targets = {
+        key: store.resolve_pattern(key) for key in (failed_with, answering) if key is not None
+    }
     resolved: dict[str, str] = {}
 
-    def same_pattern(rule: Rule) -> bool:
-        if target is None:
+    def of_pattern(rule: Rule, key: str | None) -> bool:
+        if key is None:
             return False
-        key = rule_fingerprint(rule, store)
-        if key in (fingerprint, target):
+        own = rule_fingerprint(rule, store)
+        if own in (key, targets[key]):
             return True
-        if key not in resolved:
-            resolved[key] = store.resolve_pattern(key)
-        return resolved[key] == target
+        if own not in resolved:
+            resolved[own] = store.resolve_pattern(own)
+        return resolved[own] == targets[key]
 
     now = utcnow()
     policies = store.policies
@@ -216,12 +301,16 @@ def record_attempt(
             rule = by_id.get(rule_id)
             if rule is None:
                 continue
-            recurred = same_pattern(rule)
+            recurred = of_pattern(rule, failed_with)
+            answered = of_pattern(rule, answering)
             rule.deliveries += 1
             if outcome == "succeeded":
                 rule.successes += 1
             elif recurred:
                 rule.recurrences += 1
+            if answered:
+                rule.fix_tries += 1
+                rule.fix_failures += recurred
             rule.attempts.append(
                 RuleAttempt(
                     run_id=run_id,
@@ -232,13 +321,14 @@ def record_attempt(
                     at=now,
                     rules_sha256=rules_sha256,
                     recurred=recurred,
+                    answered=answered,
                     error_id=error_id,
                     fingerprint=fingerprint,
                 ).to_dict()
             )
             if len(rule.attempts) > RULE_ATTEMPTS_KEPT:
                 del rule.attempts[: len(rule.attempts) - RULE_ATTEMPTS_KEPT]
-            _judge_text(rule, recurred, policies, now)
+            _judge_text(rule, recurred, answered, policies, now)
             counted.append(rule)
         if counted:
             state.memory_changed = True
@@ -291,6 +381,8 @@ def rule_history(agent: str, rule_id: str, *, store: Store | None = None) -> Rul
         deliveries=rule.deliveries,
         recurrences=rule.recurrences,
         successes=rule.successes,
+        fix_tries=rule.fix_tries,
+        fix_failures=rule.fix_failures,
         attempts=[RuleAttempt.model_validate(a) for a in reversed(rule.attempts)],
         attempts_dropped=max(0, rule.deliveries - len(rule.attempts)),
         verified_by=rule.verified_by,
@@ -315,6 +407,8 @@ def rule_revisions(rule: Rule) -> list[RuleRevision]:
                 deliveries=rule.deliveries,
                 recurrences=rule.recurrences,
                 successes=rule.successes,
+                fix_tries=rule.fix_tries,
+                fix_failures=rule.fix_failures,
                 current=True,
             )
         ]
@@ -327,12 +421,14 @@ def rule_revisions(rule: Rule) -> list[RuleRevision]:
             reason=entry.get("reason") or "",
             verified_by=entry.get("verified_by"),
             overturned_at=entry.get("overturned_at"),
-            deliveries=own[0],
-            recurrences=own[1],
-            successes=own[2],
+            deliveries=own.deliveries,
+            recurrences=own.recurrences,
+            successes=own.successes,
+            fix_tries=own.fix_tries,
+            fix_failures=own.fix_failures,
             current=i == last,
         )
-        for i, (entry, own) in enumerate(zip(rule.revisions, revision_counters(rule), strict=True))
+        for i, (entry, own) in enumerate(zip(rule.revisions, revision_figures(rule), strict=True))
     ]
 
 
@@ -341,14 +437,31 @@ INEFFECTIVE_PROPOSAL = "tombstone or rewrite"
 
 
 def is_ineffective(rule: Rule, policies: Policies) -> bool:
-    """Whether ``rule`` was delivered at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times and
-    its failure recurred in at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of them. Compared
-    as ``recurrences / deliveries >= rate``: a correctly rounded division meets the threshold
-    exactly at it (3 of 10 at 0.3), where ``rate × deliveries`` would overshoot it.
+    """Whether ``rule``'s fix was tried at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times right
+    after its failure and failed again in at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of
+    them, or it was delivered at least that many times and its failure recurred in at least that
+    share (:meth:`Figures.ineffective`).
 
-    Judged on the current text's counters (:func:`text_counters`): a revised rule starts clean."""
-    deliveries, recurrences, _ = current_counters(rule)
-    return counts_ineffective(deliveries, recurrences, policies)
+    Judged on the current text's figures (:func:`text_figures`): a revised rule starts clean —
+    unless every text it has had failed: a rule rewritten again and again whose fix tries, over
+    all its texts, meet the verdict, and whose current text was tried and has not worked once,
+    is ineffective too (its failure goes on whatever the rule says)."""
+    return _verdict(rule, policies) is not None
+
+
+def _verdict(rule: Rule, policies: Policies) -> tuple[Figures, int] | None:
+    """The figures the ineffective verdict rests on and how many texts they cover, or None."""
+    own = current_figures(rule)
+    if own.ineffective(policies):
+        return own, 1
+    if not rule.revisions or not own.fix_tries or own.fix_successes:
+        return None  # never revised, or the current text is untried or has worked
+    lifetime = Figures(*_lifetime(rule))
+    if lifetime.by_fix_tries(policies) and (
+        lifetime.fix_failures / lifetime.fix_tries >= policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE
+    ):
+        return lifetime, len(rule.revisions)
+    return None
 
 
 @checked
@@ -357,33 +470,52 @@ def ineffective_rule(agent: str, rule: Rule, policies: Policies) -> IneffectiveR
     thresholds and its recent attempts, newest first — or None when it is not (too few
     deliveries to tell, or a rate below the threshold). A flag for a person: the rule is never
     removed automatically, so a wrong threshold costs a warning, not a lost rule."""
-    if not is_ineffective(rule, policies):
+    found = _verdict(rule, policies)
+    if found is None:
         return None
-    deliveries, recurrences, successes = current_counters(rule)
-    rate = recurrences / deliveries
+    figures, texts = found
     return IneffectiveRule(
         agent=agent,
         rule_id=rule.rule_id,
         severity=rule.severity,
         component=rule.component,
         rule=rule.rule,
-        deliveries=deliveries,
-        recurrences=recurrences,
-        successes=successes,
-        recurrence_rate=round(rate, 3),
+        deliveries=figures.deliveries,
+        recurrences=figures.recurrences,
+        successes=figures.successes,
+        fix_tries=figures.fix_tries,
+        fix_failures=figures.fix_failures,
+        recurrence_rate=round(figures.rate(policies), 3),
         min_deliveries=policies.LEARNING_EFFICACY_MIN_DELIVERIES,
         max_recurrence_rate=policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE,
         attempts=[RuleAttempt.model_validate(a) for a in reversed(rule.attempts)],
         proposal=INEFFECTIVE_PROPOSAL,
-        reason=ineffective_reason(rule),
+        reason=_reason(figures, texts, policies),
     )
 
 
-def ineffective_reason(rule: Rule) -> str:
-    """One line: ``recurred in 4 of 5 deliveries (80 %)`` (of its current text)."""
-    deliveries, recurrences, _ = current_counters(rule)
-    rate = recurrences / deliveries if deliveries else 0.0
-    return f"its failure recurred in {recurrences} of {deliveries} deliveries ({rate:.0%})"
+def ineffective_reason(rule: Rule, policies: Policies | None = None) -> str:
+    """One line: ``its fix failed again in 5 of 5 tries right after its failure (100%)`` when
+    the verdict rests on fix tries (``… over its 3 texts`` when on every text it has had), else
+    ``its failure recurred in 4 of 5 deliveries (80%)``."""
+    found = _verdict(rule, policies) if policies is not None else None
+    figures, texts = found if found is not None else (current_figures(rule), 1)
+    return _reason(figures, texts, policies)
+
+
+def _reason(figures: Figures, texts: int, policies: Policies | None) -> str:
+    if policies is not None and figures.by_fix_tries(policies):
+        rate = figures.fix_failures / figures.fix_tries
+        over = f" over its {texts} texts" if texts > 1 else ""
+        return (
+            f"its fix failed again in {figures.fix_failures} of {figures.fix_tries} tries right "
+            f"after its failure{over} ({rate:.0%})"
+        )
+    rate = figures.recurrences / figures.deliveries if figures.deliveries else 0.0
+    return (
+        f"its failure recurred in {figures.recurrences} of {figures.deliveries} deliveries "
+        f"({rate:.0%})"
+    )
 
 
 @checked

@@ -65,7 +65,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
@@ -74,8 +74,7 @@ from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import compact_ts, format_ts, utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.efficacy import (
-    counts_ineffective,
-    counts_losing,
+    Figures,
     record_attempt,
     rule_revisions,
     rules_block_sha256,
@@ -440,22 +439,24 @@ def classify_fix(
     for revision in reversed(rule_revisions(rule)):
         if not same_fix(revision.rule, diagnosis.root_cause, diagnosis.fix, text):
             continue
-        deliveries, recurrences, successes = (
+        own = Figures(
             revision.deliveries,
             revision.recurrences,
             revision.successes,
+            revision.fix_tries,
+            revision.fix_failures,
         )
         if revision.current and _uncounted_delivery(rule, failure):
-            deliveries, recurrences = deliveries + 1, recurrences + 1
+            own = replace(own, deliveries=own.deliveries + 1, recurrences=own.recurrences + 1)
         state = revision.verified_by
-        figures = f"recurred in {recurrences} of {deliveries} deliveries, {successes} succeeded"
+        figures = own.describe()
         if state == "overturned":
             return "failed", f"its text was overturned ({figures})"
-        if counts_ineffective(deliveries, recurrences, policies):
+        if own.ineffective(policies):
             return "failed", f"its text is ineffective ({figures})"
-        if counts_losing(deliveries, recurrences, successes, policies):
+        if own.losing(policies):
             return "failed", f"its text is losing ({figures})"
-        if successes:
+        if own.fix_successes or own.successes:
             return "succeeded", figures
         return "untried", figures
     return "untried", "its text was never delivered"
@@ -688,10 +689,13 @@ class _Loop:
 
     def count_attempt(self, ctx: StageContext, entry: ErrorEntry | None = None) -> list[str]:
         """Count the attempt on the rules it delivered (deliveries, and successes or
-        recurrences: ``efficacy.record_attempt``); the ids of the rules it was a recurrence of."""
+        recurrences; fix tries for the rules of the previous attempt's failure:
+        ``efficacy.record_attempt``); the ids of the rules it was a recurrence of. Called before
+        ``last_error`` moves on to this attempt's error."""
         run = self.run
         if run.agent is None or not ctx.rules:
             return []
+        previous = self.last_error if ctx.attempt > 1 else None
         counted = record_attempt(
             run.agent,
             [r.rule_id for r in ctx.rules],
@@ -703,6 +707,7 @@ class _Loop:
             rules_sha256=ctx.rules_sha256,
             fingerprint=entry.fingerprint if entry else None,
             error_id=entry.id if entry else None,
+            answering=previous.fingerprint if previous is not None else None,
             store=self.store,
         )
         return [r.rule_id for r in counted if r.attempts and r.attempts[-1].get("recurred")]
@@ -728,9 +733,9 @@ class _Loop:
             idempotency_key=loop_key(run, ctx.attempt, "error"),
         )
         run.error_ids.append(entry.id)
-        self.last_error = entry
         failure = Failure(context=ctx, exception=exc, error=entry)
         recurred = self.count_attempt(ctx, entry)
+        self.last_error = entry
         self.record(
             "fail",
             f"{failure.symptom} (error {entry.id})"

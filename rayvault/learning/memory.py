@@ -40,7 +40,8 @@ from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
 from rayvault.learning.efficacy import (
-    current_counters,
+    COUNTER_NAMES,
+    current_figures,
     is_ineffective,
     set_text_state,
     text_losing,
@@ -216,11 +217,7 @@ def _differs(rule: Rule, event: LearningEvent) -> bool:
 
 def _losing_reason(rule: Rule) -> str:
     """``recurred in 2 of 2 deliveries`` (the current text's own figures)."""
-    deliveries, recurrences, successes = current_counters(rule)
-    return (
-        f"recurred in {recurrences} of {deliveries} deliveries "
-        f"({successes} succeeded) of the previous text"
-    )
+    return f"the previous text {current_figures(rule).describe()}"
 
 
 def revise_rule(
@@ -272,9 +269,7 @@ def _revision_entry(
         "at": format_ts(at),
         "reason": reason,
         "verified_by": None if start is not None else rule.verified_by,
-        "deliveries": start.deliveries if start else 0,
-        "recurrences": start.recurrences if start else 0,
-        "successes": start.successes if start else 0,
+        **{name: getattr(start, name) if start else 0 for name in COUNTER_NAMES},
     }
     if start is None and rule.overturned_at is not None:
         entry["overturned_at"] = format_ts(rule.overturned_at)

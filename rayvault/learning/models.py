@@ -206,6 +206,10 @@ class RuleAttempt(Record):
     rules_sha256: str | None = None
     #: The attempt failed with this rule's own pattern (merges followed): a recurrence.
     recurred: bool = False
+    #: The attempt was the retry right after an attempt of the same run failed with this rule's
+    #: pattern: the rule was delivered in answer to its own failure, its fix put to the test
+    #: (counted in ``fix_tries``; a recurrence too counts in ``fix_failures``).
+    answered: bool = False
     #: The error-log entry of a failed attempt, and its pattern key.
     error_id: str | None = None
     fingerprint: str | None = None
@@ -218,6 +222,8 @@ _RULE_EVIDENCE_FIELDS: tuple[str, ...] = (
     "deliveries",
     "recurrences",
     "successes",
+    "fix_tries",
+    "fix_failures",
     "attempts",
     "conflicts_with",
     "verified_by",
@@ -245,6 +251,16 @@ class Rule(Record):
       retries included).
     - ``recurrences``: of those, attempts that still failed with the rule's own pattern.
     - ``successes``: of those, attempts that succeeded.
+    - ``fix_tries``: of those, the retries right after an attempt of the same run failed with
+      the rule's pattern: the rule delivered *in answer to its own failure*, its fix put to the
+      test. ``fix_failures``: of the fix tries, those that failed with its pattern again.
+
+    Why both: a rule is delivered to every run of its agent, and its failure shows up in few of
+    them, so ``recurrences / deliveries`` stays small even for a rule that cannot work (its
+    failure recurs at its base rate whatever is delivered). A fix try is the one delivery known
+    to face the failure: a rule that cannot work fails there every time, one that works
+    seldom does. The *ineffective* and *losing* verdicts rest on fix tries once there are enough
+    (``efficacy``).
 
     ``attempts`` keeps the most recent of those attempts as evidence (shaped as
     :class:`RuleAttempt`).
@@ -273,6 +289,8 @@ class Rule(Record):
     deliveries: int = 0
     recurrences: int = 0
     successes: int = 0
+    fix_tries: int = 0
+    fix_failures: int = 0
     #: The most recent attempts that carried the rule, oldest first, in :class:`RuleAttempt`'s
     #: JSON shape. Plain dicts, not records: memory is parsed for every prompt, and validating
     #: them each time cost more than the rest of the rule (``rule_history`` validates them).
@@ -579,7 +597,12 @@ class IneffectiveRule(Record):
     deliveries: int
     recurrences: int
     successes: int
-    #: ``recurrences / deliveries``, rounded to 3 places.
+    #: The current text's fix put to the test (retries right after its own failure), and how
+    #: often its failure came back on them (``efficacy.is_ineffective``).
+    fix_tries: int = 0
+    fix_failures: int = 0
+    #: The rate the verdict rests on: ``fix_failures / fix_tries`` when the fix was tried often
+    #: enough, else ``recurrences / deliveries``; rounded to 3 places.
     recurrence_rate: float
     #: The thresholds it was judged by (the effective policies).
     min_deliveries: int
@@ -601,10 +624,13 @@ class RuleRevision(Record):
     reason: str = ""
     verified_by: str | None = None
     overturned_at: Timestamp | None = None
-    #: Deliveries, recurrences and successes of this text alone.
+    #: Deliveries, recurrences and successes of this text alone, and its fix tries (retries
+    #: right after its failure) and how many of them failed again.
     deliveries: int = 0
     recurrences: int = 0
     successes: int = 0
+    fix_tries: int = 0
+    fix_failures: int = 0
     current: bool = False
 
 
@@ -627,6 +653,8 @@ class RuleHistory(Record):
     deliveries: int = 0
     recurrences: int = 0
     successes: int = 0
+    fix_tries: int = 0
+    fix_failures: int = 0
     #: The attempts kept on the rule, newest first (at most ``RULE_ATTEMPTS_KEPT``).
     attempts: list[RuleAttempt] = Field(default_factory=list)
     #: Deliveries whose attempt record was dropped to keep the rule small.

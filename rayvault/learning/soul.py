@@ -70,7 +70,7 @@ def promotion_shortfall(rule: Rule, threshold: int, policies: Policies | None = 
             return ""
         return f"applied {rule.applied_count}× only, below the threshold of {threshold}"
     if policies is not None and is_ineffective(rule, policies):
-        return f"flagged ineffective: {ineffective_reason(rule)}"
+        return f"flagged ineffective: {ineffective_reason(rule, policies)}"
     if rule.successes >= threshold:
         return ""
     return (
