@@ -428,7 +428,12 @@ class PostgresStore(Connections):
         return facets
 
     def event_patterns(
-        self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
+        self,
+        query: EventQuery,
+        *,
+        min_count: int = 1,
+        active_since: datetime | None = None,
+        videos_limit: int | None = None,
     ) -> list[Pattern]:
         with self._connection() as conn:
             statement, params = pattern_sql(
@@ -446,6 +451,13 @@ class PostgresStore(Connections):
                 )
             }
         patterns = [pattern_from_row(row, samples.get(row[6], "")) for row in rows]
+        if videos_limit is not None:
+            patterns = [
+                p.model_copy(update={"videos": p.videos[:videos_limit]})
+                if len(p.videos) > videos_limit
+                else p
+                for p in patterns
+            ]
         return patterns
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
