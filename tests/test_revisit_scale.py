@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from rayvault.learning._fingerprint import fingerprint
 from rayvault.learning._ids import new_event_id
 from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning.doctor import check_root
 from rayvault.learning.models import LearningEvent, Pattern
 from rayvault.learning.revisit import revisit
 from rayvault.learning.store import FileStore, Store, _sql
@@ -27,8 +29,10 @@ from rayvault.learning.store.base import EventQuery
 from rayvault.learning.store.files import store as file_store_module
 from rayvault.learning.store.files._sqlindex import event_pattern_problems
 from rayvault.learning.store.files.layout import Layout
+from rayvault.learning.store.postgres import PostgresStore
+from rayvault.learning.store.postgres import schema as schema_sql
 
-from .conftest import Clock
+from .conftest import Clock, PgSchemas
 
 STAGES = ["assets", "tts", "render"]
 TEXTS = [
@@ -359,3 +363,67 @@ def test_aggregate_queries_need_an_unfiltered_query() -> None:
         EventQuery(unresolved=True, date_from=datetime(2026, 1, 1, tzinfo=UTC)),
     ):
         assert not _sql.answered_by_open_counts(other)
+
+
+# -- repairs and upgrades ---------------------------------------------------------------------------
+@pytest.mark.files_only("the derived index is the file layout's")
+def test_the_doctor_finds_and_repairs_wrong_event_aggregates(root: Path, clock: Clock) -> None:
+    store = FileStore(root)
+    store.append_events([event(clock.now, text=i % 2, video=f"v{i}") for i in range(6)])
+    conn = store.index.sync("events")
+    conn.execute("UPDATE event_patterns SET total = total + 5")
+    conn.execute("UPDATE open_event_counts SET n = n + 1")
+    found = [f for f in store.check() if f.code == "index-inconsistent"]
+    assert any("(event_patterns) differ" in f.message for f in found), found
+    assert any("(open_event_counts) differ" in f.message for f in found), found
+    store.check(repair=True)
+    assert aggregate_problems(store) == []
+    assert_agrees(store, clock.now - timedelta(days=7))
+    store.close()
+
+
+@pytest.fixture
+def pg(root: Path, pg_schemas: PgSchemas) -> Iterator[PostgresStore]:
+    store = PostgresStore(root, pg_schemas.new_url())
+    yield store
+    store.close()
+
+
+def test_the_migration_fills_the_aggregates_of_a_schema_with_events(
+    root: Path, pg_schemas: PgSchemas, clock: Clock
+) -> None:
+    url = pg_schemas.new_url()
+    old = PostgresStore(root, url, migrate=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(schema_sql, "MIGRATIONS", schema_sql.MIGRATIONS[:11])
+        assert old.init_schema()[-1] == "m011_error_patterns"
+    start = clock.now - timedelta(days=20)
+    old.append_events(
+        [
+            event(start + timedelta(hours=i * 7), stage=STAGES[i % 3], text=i % 4, video=f"v{i}")
+            for i in range(40)
+        ]
+    )
+    assert old.upgrade_schema() == ["m012_event_patterns"]
+    old.close()
+    pg = PostgresStore(root, url)
+    assert aggregate_problems(pg) == []
+    assert_agrees(pg, clock.now - timedelta(days=7))
+    assert sum(p.count for p in pg.event_patterns(EventQuery())) == 40
+    pg.append_events([event(clock.now, video="v99")])  # the triggers take over from there
+    assert_agrees(pg, clock.now - timedelta(days=7))
+    pg.close()
+
+
+def test_the_doctor_finds_and_repairs_wrong_event_aggregates_on_postgresql(
+    pg: PostgresStore, clock: Clock
+) -> None:
+    pg.append_events([event(clock.now, text=i % 2, video=f"v{i}") for i in range(6)])
+    with pg.connect() as conn:
+        conn.execute("UPDATE event_patterns SET videos = videos + 1")
+        conn.execute("DELETE FROM open_event_counts")
+    found = {f.code: f for f in check_root(store=pg).findings}
+    message = found["failure-counts-wrong"].message
+    assert "event_patterns/assets:" in message and "open_event_counts/FAIL" in message
+    check_root(store=pg, repair=True)
+    assert aggregate_problems(pg) == []

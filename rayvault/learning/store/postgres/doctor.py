@@ -502,6 +502,8 @@ class PostgresDoctor:
             columns = ERROR_AGGREGATE_COLUMNS[table]
             stored = set(conn.execute(f"SELECT {columns} FROM {table}"))
             labels += sorted({f"{table}/{row[0]}" for row in counted ^ stored})
+        # The event pattern aggregates and open counts (the weekly revisit's): the same again.
+        labels += schema_sql.event_aggregate_labels(conn)
         if not labels:
             return None
         return self._add(
@@ -522,6 +524,7 @@ class PostgresDoctor:
                 + schema_sql.FAILURE_RECOUNT
             )
             schema_sql.recount_error_patterns(conn)
+            schema_sql.recount_event_patterns(conn)
         self._repaired(finding, "recounted from the events and the error log")
 
     # -- documents --------------------------------------------------------------------------------

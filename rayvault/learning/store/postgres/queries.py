@@ -51,8 +51,8 @@ EVENT_FACETS = """
                 WHEN GROUPING(status) = 0 THEN 'status'
                 WHEN GROUPING(component) = 0 THEN 'component'
                 ELSE 'agent' END AS facet,
-           coalesce(severity, status, component, agent) AS value, count(*) AS n
-      FROM events{where}
+           coalesce(severity, status, component, agent) AS value, {count} AS n
+      FROM {source}{where}
      GROUP BY GROUPING SETS ((severity), (status), (component), (agent))
      ORDER BY facet, n DESC, value
 """

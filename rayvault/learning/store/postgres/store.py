@@ -92,7 +92,12 @@ from rayvault.learning.store._records import (
     validate_record,
 )
 from rayvault.learning.store._sql import (
+    COUNT_ALL_EVENTS_SQL,
+    OPEN_EVENT_COUNTS_AS_EVENTS,
     PATTERN_VIDEOS_LISTED,
+    aggregate_pattern_rows,
+    answered_by_open_counts,
+    answered_by_pattern_aggregates,
     error_row,
     error_where,
     event_order,
@@ -412,6 +417,10 @@ class PostgresStore(Connections):
 
     def count_events(self, query: EventQuery) -> int:
         with self._connection() as conn:
+            if answered_by_pattern_aggregates(query):
+                # Every event: the patterns' totals and the few without a pattern.
+                row = conn.execute(COUNT_ALL_EVENTS_SQL).fetchone()
+                return int(row[0]) if row else 0
             where, params = event_where(self._following(conn, query), "%s")
             row = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(row[0]) if row else 0
@@ -421,8 +430,15 @@ class PostgresStore(Connections):
             f: {} for f in ("severity", "status", "component", "agent")
         }
         with self._connection() as conn:
-            where, params = event_where(self._following(conn, query), "%s")
-            for facet, value, n in conn.execute(EVENT_FACETS.format(where=where), params):
+            query = self._following(conn, query)
+            where, params = event_where(query, "%s")
+            # Unresolved events are counted from their open counts (a state kept on write).
+            if answered_by_open_counts(query):
+                source, count = OPEN_EVENT_COUNTS_AS_EVENTS, "sum(n)"
+            else:
+                source, count = "events", "count(*)"
+            statement = EVENT_FACETS.format(source=source, count=count, where=where)
+            for facet, value, n in conn.execute(statement, params):
                 if value is not None:
                     facets[facet][str(value)] = int(n)
         return facets
@@ -436,6 +452,33 @@ class PostgresStore(Connections):
         videos_limit: int | None = None,
     ) -> list[Pattern]:
         with self._connection() as conn:
+            query = self._following(conn, query)
+            if answered_by_pattern_aggregates(query):
+                rows: list[Any] = aggregate_pattern_rows(
+                    lambda statement, params: conn.execute(statement, params).fetchall(),
+                    min_count=min_count,
+                    active_since=active_since,
+                    videos_limit=videos_limit,
+                    dialect="postgresql",
+                    ph="%s",
+                )
+            else:
+                statement, params = pattern_sql(
+                    query,
+                    min_count=min_count,
+                    active_since=active_since,
+                    dialect="postgresql",
+                    ph="%s",
+                )
+                rows = conn.execute(statement, params).fetchall()
+            return self._patterns(conn, rows, videos_limit)
+
+    def grouped_event_patterns(
+        self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
+    ) -> list[Pattern]:
+        """:meth:`event_patterns` by one GROUP BY over the events, never from the aggregates
+        (the oracle the aggregates are tested against)."""
+        with self._connection() as conn:
             statement, params = pattern_sql(
                 self._following(conn, query),
                 min_count=min_count,
@@ -443,21 +486,29 @@ class PostgresStore(Connections):
                 dialect="postgresql",
                 ph="%s",
             )
-            rows = conn.execute(statement, params).fetchall()
-            samples = {
-                event_id: pattern or symptom or ""
-                for event_id, pattern, symptom in conn.execute(
-                    PATTERN_SAMPLES, ([row[6] for row in rows],)
-                )
-            }
-        patterns = [pattern_from_row(row, samples.get(row[6], "")) for row in rows]
-        if videos_limit is not None:
-            patterns = [
-                p.model_copy(update={"videos": p.videos[:videos_limit]})
-                if len(p.videos) > videos_limit
-                else p
-                for p in patterns
-            ]
+            return self._patterns(conn, conn.execute(statement, params).fetchall(), None)
+
+    def event_aggregate_problems(self) -> list[str]:
+        """``table/key`` of each event pattern aggregate or open count that differs from a
+        recount of the events (empty when they agree)."""
+        with self._connection() as conn:
+            return schema_sql.event_aggregate_labels(conn)
+
+    def _patterns(self, conn: Conn, rows: list[Any], videos_limit: int | None) -> list[Pattern]:
+        """Patterns from rows of ``pattern_sql``'s columns, with their samples' templates and at
+        most ``videos_limit`` videos each (the first by id)."""
+        samples = {
+            event_id: pattern or symptom or ""
+            for event_id, pattern, symptom in conn.execute(
+                PATTERN_SAMPLES, ([row[6] for row in rows],)
+            )
+        }
+        patterns = []
+        for row in rows:
+            pattern = pattern_from_row(row, samples.get(row[6], ""))
+            if videos_limit is not None and len(pattern.videos) > videos_limit:
+                pattern = pattern.model_copy(update={"videos": pattern.videos[:videos_limit]})
+            patterns.append(pattern)
         return patterns
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:

@@ -67,6 +67,7 @@ from rayvault.learning.store.postgres.schema import (
     DATA_TABLES,
     FAILURE_RECOUNT,
     recount_error_patterns,
+    recount_event_patterns,
 )
 
 if TYPE_CHECKING:
@@ -296,6 +297,7 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
             "INSERT INTO fp_counts (component, fingerprint, total, open) " + FAILURE_RECOUNT
         )
         recount_error_patterns(conn)
+        recount_event_patterns(conn)
         conn.execute("SELECT set_config(%s, 'off', true)", (BULK_LOAD_SETTING,))
     return dict(counts)
 
