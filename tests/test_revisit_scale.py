@@ -25,12 +25,14 @@ from rayvault.learning.doctor import check_root
 from rayvault.learning.models import LearningEvent, Pattern
 from rayvault.learning.revisit import revisit
 from rayvault.learning.store import FileStore, Store, _sql
+from rayvault.learning.store._sql import EVENT_COLUMNS, event_row
 from rayvault.learning.store.base import EventQuery
 from rayvault.learning.store.files import store as file_store_module
 from rayvault.learning.store.files._sqlindex import event_pattern_problems
 from rayvault.learning.store.files.layout import Layout
 from rayvault.learning.store.postgres import PostgresStore
 from rayvault.learning.store.postgres import schema as schema_sql
+from rayvault.learning.store.postgres.queries import _upsert_sql
 
 from .conftest import Clock, PgSchemas
 
@@ -398,16 +400,37 @@ def test_the_migration_fills_the_aggregates_of_a_schema_with_events(
         mp.setattr(schema_sql, "MIGRATIONS", schema_sql.MIGRATIONS[:11])
         assert old.init_schema()[-1] == "m011_error_patterns"
     start = clock.now - timedelta(days=20)
-    old.append_events(
-        [
-            event(start + timedelta(hours=i * 7), stage=STAGES[i % 3], text=i % 4, video=f"v{i}")
-            for i in range(40)
-        ]
+    events = [
+        event(start + timedelta(hours=i * 7), stage=STAGES[i % 3], text=i % 4, video=f"v{i}")
+        for i in range(40)
+    ]
+    for i, e in enumerate(events[::3]):  # resolved, and when (the backfill parses it)
+        e.status = "verified"
+        e.resolved_at = e.timestamp + timedelta(hours=i, microseconds=i)
+    # Written as the store did before m012 (no resolved_ts column yet).
+    upsert = _upsert_sql(
+        "event_versions",
+        "events",
+        "event_id",
+        EVENT_COLUMNS,
+        {"ts": "bigint", "resolved": "smallint"},
     )
+    with old.connect() as conn:
+        for e in events:
+            data = e.model_dump_json()
+            conn.execute(upsert, (e.event_id, data, *event_row(orjson.loads(data))))
     assert old.upgrade_schema() == ["m012_event_patterns"]
     old.close()
     pg = PostgresStore(root, url)
     assert aggregate_problems(pg) == []
+    expected = [(e.timestamp, e.resolved_at) for e in events if e.resolved_at is not None]
+    assert pg.resolution_times(EventQuery()) == expected
+    since = events[30].timestamp
+    assert pg.resolution_times(EventQuery(), resolved_since=since) == [
+        pair for pair in expected if pair[1] >= since
+    ]
+    findings = {f.code for f in check_root(store=pg).findings}
+    assert not {"events-table-inconsistent", "failure-counts-wrong"} & findings
     assert_agrees(pg, clock.now - timedelta(days=7))
     assert sum(p.count for p in pg.event_patterns(EventQuery())) == 40
     pg.append_events([event(clock.now, video="v99")])  # the triggers take over from there

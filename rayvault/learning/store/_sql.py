@@ -86,6 +86,30 @@ def event_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> 
     )
 
 
+#: The events' columns with when each was resolved (the file store's index and PostgreSQL from
+#: ``m012_event_patterns`` on): a window's resolutions are an index range.
+RESOLVED_EVENT_COLUMNS = (*EVENT_COLUMNS, "resolved_ts")
+
+
+def resolved_event_row(
+    item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES
+) -> tuple[Any, ...]:
+    """:func:`event_row`, and the event's ``resolved_at`` in microseconds (None when it has none
+    or it does not parse: such an event has no resolution time to report)."""
+    return (*event_row(item, aliases), _micros_or_none(item.get("resolved_at")))
+
+
+def _micros_or_none(value: object) -> int | None:
+    from rayvault.learning._time import parse_ts
+
+    if not isinstance(value, str):
+        return None
+    try:
+        return to_micros(parse_ts(value))
+    except (ValueError, OverflowError):
+        return None
+
+
 def legacy_fingerprint(
     stage: object, text: object, aliases: Mapping[str, str] = NO_ALIASES
 ) -> str | None:

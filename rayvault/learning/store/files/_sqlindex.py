@@ -44,14 +44,14 @@ from rayvault.learning.store._sql import (
     ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
     EVENT_AGGREGATE_COLUMNS,
-    EVENT_COLUMNS,
     NO_ALIASES,
     OPEN_EVENT_COUNTS_COLUMNS,
     OPEN_EVENT_COUNTS_RECOUNT,
+    RESOLVED_EVENT_COLUMNS,
     error_aggregate_recounts,
     error_row,
     event_aggregate_recounts,
-    event_row,
+    resolved_event_row,
 )
 from rayvault.learning.store.files._jsonlog import read_array, read_from, scan_after
 
@@ -952,30 +952,9 @@ def _statements(script: str) -> list[str]:
     return [s for s in statements if s.rstrip(";").strip()]
 
 
-#: The events' columns in this index: the shared ones, and when each was resolved.
-INDEX_EVENT_COLUMNS = (*EVENT_COLUMNS, "resolved_ts")
-
-
-def _index_event_row(item: dict[str, Any], aliases: Mapping[str, str]) -> tuple[Any, ...]:
-    """:func:`event_row`, and the event's ``resolved_at`` in microseconds (None when it has none
-    or it does not parse: such an event has no resolution time to report)."""
-    return (*event_row(item, aliases), _micros_or_none(item.get("resolved_at")))
-
-
-def _micros_or_none(value: object) -> int | None:
-    from rayvault.learning._time import parse_ts, to_micros
-
-    if not isinstance(value, str):
-        return None
-    try:
-        return to_micros(parse_ts(value))
-    except (ValueError, OverflowError):
-        return None
-
-
 def event_source(path: Path) -> Source:
     return Source(
-        "events", path, "events", "event_id", INDEX_EVENT_COLUMNS, _index_event_row,
+        "events", path, "events", "event_id", RESOLVED_EVENT_COLUMNS, resolved_event_row,
         depends=("merges",),
     )  # fmt: skip
 

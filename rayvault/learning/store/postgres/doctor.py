@@ -61,10 +61,10 @@ from rayvault.learning.store._original import OriginalTombstoneArchive
 from rayvault.learning.store._sql import (
     ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
-    EVENT_COLUMNS,
+    RESOLVED_EVENT_COLUMNS,
     error_aggregate_recounts,
     error_row,
-    event_row,
+    resolved_event_row,
 )
 from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.learning.store.postgres.patterns import APPLY_MERGES
@@ -103,8 +103,8 @@ EVENTS = _Log(
     "event_versions",
     "events",
     "event_id",
-    EVENT_COLUMNS,
-    event_row,
+    RESOLVED_EVENT_COLUMNS,
+    resolved_event_row,
     LearningEvent,
     "an event",
     "event-version-invalid",

@@ -551,6 +551,22 @@ def event_aggregate_labels(conn: Conn) -> list[str]:
 #: statement trigger recounts each stale pattern from its rows once the statement is done.
 M012_EVENT_PATTERNS = (
     """
+-- When each event was resolved (its ``resolved_at`` in microseconds, NULL when it has none or
+-- it does not parse; written with the row from now on): a window's resolutions are an index
+-- range. Rows already there are filled in here, parsed as UTC.
+ALTER TABLE events ADD COLUMN resolved_ts BIGINT;
+CREATE FUNCTION rayvault_micros_or_null(t text) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (extract(epoch FROM t::timestamptz) * 1000000)::bigint;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+SET LOCAL TimeZone = 'UTC';
+UPDATE events SET resolved_ts = rayvault_micros_or_null(data->>'resolved_at')
+ WHERE data->>'resolved_at' IS NOT NULL;
+DROP FUNCTION rayvault_micros_or_null(text);
+CREATE INDEX events_resolved ON events (resolved_ts) WHERE resolved_ts IS NOT NULL;
+
 CREATE TABLE event_patterns (
     fingerprint TEXT COLLATE "C" PRIMARY KEY,
     total INTEGER NOT NULL,
@@ -745,6 +761,7 @@ CREATES: dict[str, tuple[str, ...]] = {
         "errors:errors_regrouped",
     ),
     "m012_event_patterns": (
+        "events.resolved_ts",
         "event_patterns",
         "event_pattern_videos",
         "event_pattern_components",

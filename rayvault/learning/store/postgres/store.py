@@ -59,7 +59,7 @@ from pydantic import BaseModel
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._patternbook import template_of
-from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, utcnow
+from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, to_micros, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
     CorruptFileError,
@@ -101,12 +101,12 @@ from rayvault.learning.store._sql import (
     error_row,
     error_where,
     event_order,
-    event_row,
     event_where,
     failing_fingerprints_sql,
     known_failures_sql,
     open_occurrences_sql,
     pattern_sql,
+    resolved_event_row,
     shown_pattern,
     timeline_sql,
 )
@@ -341,7 +341,7 @@ class PostgresStore(Connections):
     def _event_params(self, event: LearningEvent) -> tuple[Any, ...]:
         data = event.model_dump_json()
         aliases = self.policies.LEARNING_STAGE_ALIASES
-        return (event.event_id, data, *event_row(orjson.loads(data), aliases))
+        return (event.event_id, data, *resolved_event_row(orjson.loads(data), aliases))
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         # Per-video copies are not stored: in this store they are the latest version of each
@@ -531,22 +531,18 @@ class PostgresStore(Connections):
     def resolution_times(
         self, query: EventQuery, *, resolved_since: datetime | None = None
     ) -> list[tuple[datetime, datetime]]:
-        times = []
         with self._connection() as conn:
             where, params = event_where(
                 self._following(conn, replace(query, unresolved=False)), "%s"
             )
-            rows = conn.execute(f"SELECT ts, data->>'resolved_at' FROM events{where}", params)
-            for ts, resolved_at in rows:
-                if resolved_at is None:
-                    continue  # resolved by an older writer that did not record when
-                try:
-                    when = parse_ts(resolved_at)
-                except ValueError:
-                    continue
-                if resolved_since is None or when >= resolved_since:
-                    times.append((from_micros(ts), when))
-        return times
+            # ``resolved_ts`` is the event's resolved_at, parsed when it was written (NULL when
+            # it has none or it does not parse): a window's resolutions are an index range.
+            where += " AND resolved_ts IS NOT NULL"
+            if resolved_since is not None:
+                where += " AND resolved_ts >= %s"
+                params.append(to_micros(resolved_since))
+            rows = conn.execute(f"SELECT ts, resolved_ts FROM events{where} ORDER BY seq", params)
+            return [(from_micros(ts), from_micros(resolved)) for ts, resolved in rows]
 
     def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
         with self._connection() as conn:

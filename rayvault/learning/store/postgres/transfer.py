@@ -57,9 +57,9 @@ from rayvault.learning.store._patterns import rebuild_clusters
 from rayvault.learning.store._sql import (
     ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
-    EVENT_COLUMNS,
+    RESOLVED_EVENT_COLUMNS,
     error_row,
-    event_row,
+    resolved_event_row,
 )
 from rayvault.learning.store.postgres.patterns import APPLY_MERGES
 from rayvault.learning.store.postgres.schema import (
@@ -253,8 +253,8 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
                 "event_versions",
                 "events",
                 "event_id",
-                EVENT_COLUMNS,
-                partial(event_row, aliases=aliases),
+                RESOLVED_EVENT_COLUMNS,
+                partial(resolved_event_row, aliases=aliases),
             ),
             ERROR: _Log(
                 "error_versions", "errors", "id", ERROR_COLUMNS, partial(error_row, aliases=aliases)
