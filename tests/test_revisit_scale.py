@@ -25,15 +25,14 @@ from rayvault.learning.doctor import check_root
 from rayvault.learning.models import LearningEvent, Pattern
 from rayvault.learning.revisit import revisit
 from rayvault.learning.store import FileStore, Store, _sql
-from rayvault.learning.store._sql import EVENT_COLUMNS, event_row
 from rayvault.learning.store.base import EventQuery
 from rayvault.learning.store.files import store as file_store_module
 from rayvault.learning.store.files._sqlindex import event_pattern_problems
 from rayvault.learning.store.files.layout import Layout
 from rayvault.learning.store.postgres import PostgresStore
 from rayvault.learning.store.postgres import schema as schema_sql
-from rayvault.learning.store.postgres.queries import _upsert_sql
 
+from ._raw import append_events_before_m012
 from .conftest import Clock, PgSchemas
 
 STAGES = ["assets", "tts", "render"]
@@ -407,18 +406,7 @@ def test_the_migration_fills_the_aggregates_of_a_schema_with_events(
     for i, e in enumerate(events[::3]):  # resolved, and when (the backfill parses it)
         e.status = "verified"
         e.resolved_at = e.timestamp + timedelta(hours=i, microseconds=i)
-    # Written as the store did before m012 (no resolved_ts column yet).
-    upsert = _upsert_sql(
-        "event_versions",
-        "events",
-        "event_id",
-        EVENT_COLUMNS,
-        {"ts": "bigint", "resolved": "smallint"},
-    )
-    with old.connect() as conn:
-        for e in events:
-            data = e.model_dump_json()
-            conn.execute(upsert, (e.event_id, data, *event_row(orjson.loads(data))))
+    append_events_before_m012(old, events)  # no resolved_ts column yet
     assert old.upgrade_schema() == ["m012_event_patterns"]
     old.close()
     pg = PostgresStore(root, url)
