@@ -9,6 +9,8 @@ cheap for short-lived processes (the CLI, pipeline hooks).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -335,3 +337,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """The package, guarding the API functions that share their name with a submodule
+    (``revisit``, ``regroup``): importing the submodule ``rayvault.learning.revisit`` would
+    otherwise rebind ``rayvault.learning.revisit`` to the module, and
+    ``from rayvault.learning import revisit`` would then give the module, not the function,
+    depending on what was imported first. The submodules stay importable by their full name
+    (``from rayvault.learning.revisit import revisit``)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            return  # the import system binding the submodule: the function keeps the name
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
