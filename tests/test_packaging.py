@@ -37,3 +37,33 @@ def test_api_functions_named_like_their_module_stay_functions() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_exports_all_and_type_checking_imports_agree() -> None:
+    """``__all__``, the lazy exports and the imports type checkers read name the same things,
+    each from the same module, and every name resolves."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import rayvault.learning as api
+
+    tree = ast.parse(Path(api.__file__).read_text(encoding="utf-8"))
+    [block] = [n for n in tree.body if isinstance(n, ast.If)]  # if TYPE_CHECKING:
+    typed = {
+        alias.asname or alias.name: str(node.module).removeprefix("rayvault.learning.")
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    exports = api._EXPORTS
+    assert typed == exports
+    assert sorted(api.__all__) == sorted(exports)
+    for name, module in exports.items():
+        value = getattr(api, name)
+        assert value is getattr(importlib.import_module(f"rayvault.learning.{module}"), name)
+    # The error log and the gate, promised importable from the package.
+    for name in ("log_error", "resolve_error", "get_unresolved", "get_lessons"):
+        assert name in api.__all__
+    for name in ("promote_to_learning", "learning_gate", "acknowledge"):
+        assert name in api.__all__
