@@ -120,7 +120,7 @@ MEASUREMENTS = [
         run=_weekly_revisit,
         max_large_ms=None,
         max_ratio=1.3,
-        samples=5,
+        samples=25,
     ),
     Measurement(
         name='revisit("all", 7) writing its report',
@@ -130,7 +130,7 @@ MEASUREMENTS = [
         run=_weekly_revisit_written,
         max_large_ms=None,
         max_ratio=1.3,
-        samples=5,
+        samples=25,
     ),
 ]
 
