@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from rayvault.learning._fingerprint import fingerprint
 from rayvault.learning._ids import new_event_id
-from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._time import format_ts, to_micros, utcnow
 from rayvault.learning.doctor import check_root
 from rayvault.learning.models import LearningEvent, Pattern
 from rayvault.learning.revisit import revisit
@@ -31,6 +31,8 @@ from rayvault.learning.store.files._sqlindex import event_pattern_problems
 from rayvault.learning.store.files.layout import Layout
 from rayvault.learning.store.postgres import PostgresStore
 from rayvault.learning.store.postgres import schema as schema_sql
+from rayvault.learning.store.postgres.queries import EVENT_FACETS as PG_EVENT_FACETS
+from rayvault.learning.store.transfer import EVENT, Item
 
 from ._raw import append_events_before_m012
 from .conftest import Clock, PgSchemas
@@ -276,8 +278,15 @@ def test_the_report_is_the_report_the_group_by_builds(store: Store, clock: Clock
 
 # -- the work does not grow with the history ------------------------------------------------------
 def _write_history(root: Path, count: int, days: int, now: datetime) -> None:
-    """``count`` events at one rate whatever the size (the last 7 days hold the same events),
-    ending ``now``: 3 stages, 12 patterns, 150 videos, a quarter resolved."""
+    """:func:`_history` written as the event log of ``root``."""
+    path = Layout(root).events_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(_history(count, days, now)))
+
+
+def _history(count: int, days: int, now: datetime) -> list[dict[str, Any]]:
+    """``count`` event records at one rate whatever the size (the last 7 days hold the same
+    events), ending ``now``: 3 stages, 12 patterns, 150 videos, a quarter resolved."""
     rate = timedelta(days=days) / count
     records = []
     for i in range(count):
@@ -300,9 +309,7 @@ def _write_history(root: Path, count: int, days: int, now: datetime) -> None:
         if status in ("verified", "archived"):
             record["resolved_at"] = format_ts(when + timedelta(hours=i % 24))
         records.append(record)
-    path = Layout(root).events_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(records))
+    return records
 
 
 def _work(root: Path) -> tuple[int, int, dict[str, Any]]:
@@ -342,6 +349,68 @@ def test_the_work_of_a_revisit_does_not_grow_with_history(tmp_path: Path, clock:
     # a GROUP BY over the events takes about ten times as many.
     assert large_statements == small_statements
     assert large_steps <= small_steps * 1.3 + 5, (small_steps, large_steps)
+
+
+def _pg_buffers(pg: PostgresStore, since: datetime) -> tuple[int, list[Any]]:
+    """Shared buffers the server touched for the revisit's reads of all history (the window's
+    patterns with their totals and videos, the event total, the open failures' facets, the
+    window's resolution times; each statement run under EXPLAIN ANALYZE), and the patterns."""
+    touched = [0]
+    with pg.connect() as conn:
+
+        def execute(statement: str, params: list[Any]) -> list[Any]:
+            explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement
+            [(plan,)] = conn.execute(explain, params).fetchall()
+            top = plan[0]["Plan"]
+            touched[0] += int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+            return conn.execute(statement, params).fetchall()
+
+        rows = _sql.aggregate_pattern_rows(
+            execute, min_count=1, active_since=since, videos_limit=20, dialect="postgresql", ph="%s"
+        )
+        execute(_sql.COUNT_ALL_EVENTS_SQL, [])
+        where, params = _sql.event_where(
+            EventQuery(severities=("BLOCKER", "FAIL"), unresolved=True), "%s"
+        )
+        execute(
+            PG_EVENT_FACETS.format(
+                source=_sql.OPEN_EVENT_COUNTS_AS_EVENTS, count="sum(n)", where=where
+            ),
+            params,
+        )
+        execute(
+            "SELECT ts, resolved_ts FROM events WHERE resolved = 1 AND resolved_ts IS NOT NULL"
+            " AND resolved_ts >= %s ORDER BY seq",
+            [to_micros(since)],
+        )
+    return touched[0], rows
+
+
+def test_the_work_of_a_revisit_on_postgresql_does_not_grow_with_history(
+    root: Path, pg_schemas: PgSchemas, clock: Clock
+) -> None:
+    touched, found = [], []
+    since = clock.now - timedelta(days=7)
+    for count, days in ((2_000, 20), (20_000, 200)):
+        pg = PostgresStore(root, pg_schemas.new_url())
+        records = _history(count, days, clock.now)
+        pg.load_items([Item(EVENT, (r["event_id"],), orjson.dumps(r).decode()) for r in records])
+        with pg.connect() as conn:  # as autovacuum soon does after a bulk load
+            conn.autocommit = True
+            conn.execute("VACUUM ANALYZE")
+        assert pg.event_patterns(EventQuery(), active_since=since) == grouped(
+            pg, active_since=since
+        )
+        buffers, rows = _pg_buffers(pg, since)
+        touched.append(buffers)
+        found.append(rows)
+        pg.close()
+    small, large = touched
+    assert [row[3] for row in found[0]] == [row[3] for row in found[1]]  # the same window
+    assert sum(row[1] for row in found[1]) == 20_000
+    # Ten times the history: the same pages within a level of the B-trees (a GROUP BY over the
+    # events, or a scan of the resolved ones, touches about ten times as many).
+    assert large <= small * 1.3 + 20, touched
 
 
 def test_aggregate_queries_need_an_unfiltered_query() -> None:
