@@ -8,7 +8,9 @@ file that does not parse.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,12 +51,18 @@ from rayvault.learning.store._fs import (
     check_inside,
     create_exclusive,
     dump_json,
+    durable_group,
+    flush_now,
     fsync_enabled,
+    is_temp_file,
     locked,
+    open_nofollow,
     os_error,
     parse_json,
     read_json,
     register_root,
+    sync_file,
+    temp_path_for,
 )
 from rayvault.learning.store._items import Portable
 from rayvault.learning.store._names import (
@@ -119,6 +127,8 @@ from rayvault.learning.store.files.layout import (
     Layout,
 )
 from rayvault.policies import Policies, PolicyError, load_policies
+
+log = logging.getLogger("rayvault.learning")
 
 Q = TypeVar("Q", EventQuery, ErrorQuery)
 
@@ -243,6 +253,81 @@ class FileStore:
                 _mark(lock, [])
 
     @contextlib.contextmanager
+    def pending_event(self, event: LearningEvent) -> Iterator[None]:
+        """Keep a new event safe while ``create_event`` runs its loop, without a version in the
+        log: the event is written to ``state/pending_events/<event_id>.json``, held under an
+        ``flock`` for the whole block, and removed once the block (which appends the event's
+        final version) ends. A writer killed inside the block releases the lock: the next
+        writer of the event log appends the pending version (:meth:`_recover_pending`), and
+        ``complete_event`` finishes its loop. A block that raises leaves the file for that
+        recovery too: its final version may not have been written. With durable writes the
+        file is flushed before the block runs (the rule that the loop writes next must never
+        outlive its event)."""
+        self._writable()
+        validate_identifier(event.event_id, "event id")
+        if event.video_id:
+            validate_identifier(event.video_id, "video id")
+        path = self.layout.pending_event_path(event.event_id)
+        fd = _hold_new_file(path, event.model_dump_json().encode(), self.root)
+        try:
+            # The loop's writes and the final version are flushed together, before the pending
+            # file goes: a power cut leaves the pending version or the final one, never neither.
+            with durable_group(self.root):
+                yield
+        except BaseException:
+            os.close(fd)  # the lock goes: the next writer of the log appends this version
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+    def event_pending(self, event_id: str) -> bool:
+        return is_safe_identifier(event_id) and os.path.exists(
+            self.layout.pending_event_path(event_id)
+        )
+
+    def _recover_pending(self) -> None:
+        """Append the pending version of each new event whose writer stopped (its file is not
+        locked) and whose log holds no version of it; remove its file. Caller holds the log's
+        lock. Costs one ``scandir`` of an empty or missing folder when no writer stopped."""
+        try:
+            entries = [e.path for e in os.scandir(self.layout.pending_dir)]
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise os_error(self.layout.pending_dir, e, "read") from e
+        for entry in entries:
+            if entry.endswith(".json") and not is_temp_file(Path(entry)):
+                self._recover_pending_file(Path(entry))
+
+    def _recover_pending_file(self, path: Path) -> None:
+        try:
+            fd = open_nofollow(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # its writer finished meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # its writer is at work
+            if not os.path.exists(path):
+                return  # removed by its writer just before we locked it
+            event = validate_json_record(
+                LearningEvent, os.pread(fd, os.fstat(fd).st_size, 0), path, "a pending event"
+            )
+            if self.get_event(event.event_id) is None:
+                self._events.append([event.model_dump_json().encode()])
+                self._write_video_files([event])
+                log.warning(
+                    "event %s: its writer stopped before its final version; the version it "
+                    "left pending is appended (its loop completes on its next touch)",
+                    event.event_id,
+                )
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
     def _events_locked(self) -> Iterator[int]:
         """The event log's lock. A writer notes in the lock file the events whose per-video
         files it is about to write, and clears the note once they are written: the next holder
@@ -251,6 +336,7 @@ class FileStore:
         with locked(self.events_path) as lock:
             if os.fstat(lock).st_size:
                 self._finish_video_files(lock)
+            self._recover_pending()
             yield lock
 
     def _finish_video_files(self, lock: int) -> None:
@@ -1042,6 +1128,34 @@ def _drop_if_empty(folder: Path, new: bool) -> Iterator[None]:
                 folder.rmdir()
 
 
+def _hold_new_file(path: Path, data: bytes, anchor: Path) -> int:
+    """Write ``path`` (a new file) whole and return a descriptor holding its ``flock``: written
+    as a temp file, locked, then linked into place, so no reader ever sees it empty or unlocked
+    while its writer lives. Flushed (with its folder entry) when writes are durable."""
+    check_inside(path)
+    tmp = temp_path_for(path)
+    try:
+        fd = open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    except OSError as e:
+        raise os_error(path, e) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, data)
+        os.link(tmp, path)
+        if fsync_enabled():  # a barrier: before anything the loop writes
+            flush_now(anchor, [str(path)], [str(path.parent)])
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return fd
+
+
 def _mark(lock: int, event_ids: Sequence[str]) -> None:
     """Note (or, empty, clear) in the event log's lock file the per-video files being written."""
     if event_ids:
@@ -1056,7 +1170,7 @@ def append_journal(path: Path, lines: Sequence[bytes]) -> None:
     try:
         os.write(fd, b"\n".join(lines) + b"\n")
         if fsync_enabled():
-            os.fsync(fd)
+            sync_file(fd, path)
     finally:
         os.close(fd)
 
