@@ -46,7 +46,7 @@ def test_writer_stopped_in_the_loop_leaves_its_event_for_the_next_writer(
     """A writer that stops after its rule is in memory but before its final version: the
     event is pending (the doctor does not call the rule's source missing); the next writer of
     the log appends it, and its next touch records its rule."""
-    import rayvault.learning.events as events
+    from rayvault.learning import events
 
     real = events.apply_event
 
