@@ -126,3 +126,25 @@ def test_durable_create_event_flushes_the_pending_file_first(
     assert any(f.endswith("memory_active.json") for f in group)
     assert folders  # the per-video folder, the agent's, the skill graph's
     assert fsyncs == []  # no file flushed on its own
+
+
+@pytest.mark.files_only("the derived index's rows")
+def test_the_index_keeps_each_event_packed_and_whole(root: Path, clock: Clock) -> None:
+    """The index's copy of an event is packed (a quarter of its JSON or less here), unpacks to
+    the log's record byte for byte, and still restores an event the log lost."""
+    import orjson
+
+    from rayvault.learning.store.files._packed import PACKED, pack, unpack
+
+    event = create_event(**event_kwargs())  # type: ignore[arg-type]
+    store = open_store()
+    conn = store.index.sync("events")  # type: ignore[attr-defined]
+    [(data,)] = conn.execute("SELECT data FROM events").fetchall()
+    [logged] = _log(root)
+    as_json = orjson.dumps(logged)
+    assert data[:1] == PACKED and len(data) <= len(as_json) * 0.35
+    assert orjson.loads(unpack(data)) == logged
+    assert unpack(as_json) == as_json  # rows written unpacked read as they are
+    assert unpack(pack(b'{"a":1}')) == b'{"a":1}'
+    (text,) = conn.execute("SELECT json_extract(record(data), '$.symptom') FROM events").fetchone()
+    assert text == event.symptom

@@ -107,6 +107,7 @@ from rayvault.learning.store.base import (
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store.files._packed import unpack
 from rayvault.learning.store.files._patterns import IndexBook, pattern_book
 from rayvault.learning.store.files._sqlindex import (
     SqliteIndex,
@@ -392,7 +393,7 @@ class FileStore:
             return new
 
     def _event(self, data: bytes) -> LearningEvent:
-        return validate_json_record(LearningEvent, data, self.events_path, "an event")
+        return validate_json_record(LearningEvent, unpack(data), self.events_path, "an event")
 
     def get_event(self, event_id: str) -> LearningEvent | None:
         conn = self.index.sync("events")
@@ -466,7 +467,7 @@ class FileStore:
             for event_id, data in conn.execute(
                 f"SELECT event_id, data FROM events WHERE event_id IN ({marks})", chunk
             ):
-                found[event_id] = orjson.loads(data)
+                found[event_id] = orjson.loads(unpack(data))
         return found
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
@@ -483,12 +484,7 @@ class FileStore:
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
-        # Not an indexed column: read out of the stored JSON in SQLite (as resolution_times),
-        # after a byte search that rules out almost every record without parsing it.
-        has = (
-            "instr(data, CAST('\"regression_of\"' AS BLOB)) > 0"
-            " AND json_extract(CAST(data AS TEXT), '$.regression_of') IS NOT NULL"
-        )
+        has = "regression_of IS NOT NULL"  # a column of its own (records are packed)
         where = f"{where} AND {has}" if where else f" WHERE {has}"
         rows = conn.execute(f"SELECT data FROM events{where} ORDER BY ts, seq", params)
         return build_records(rows, self._event)
@@ -831,7 +827,7 @@ class FileStore:
                     "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
                 ).fetchone()
             )
-            raw = orjson.loads(sample[0]) if sample else {}
+            raw = orjson.loads(unpack(sample[0])) if sample else {}
             text = raw.get("symptom") or raw.get("error")
             found.append(
                 KnownFailure(
