@@ -148,3 +148,17 @@ def test_the_index_keeps_each_event_packed_and_whole(root: Path, clock: Clock) -
     assert unpack(pack(b'{"a":1}')) == b'{"a":1}'
     (text,) = conn.execute("SELECT json_extract(record(data), '$.symptom') FROM events").fetchone()
     assert text == event.symptom
+
+
+def test_durable_writes_are_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, ``RAYVAULT_FSYNC`` means flushed writes; ``0`` (or false, no, off) turns them off."""
+    from rayvault.learning.store._fs import fsync_enabled
+
+    monkeypatch.delenv("RAYVAULT_FSYNC")
+    assert fsync_enabled()
+    for value in ("1", "yes", "", "on"):
+        monkeypatch.setenv("RAYVAULT_FSYNC", value)
+        assert fsync_enabled()
+    for value in ("0", "false", "No", " off "):
+        monkeypatch.setenv("RAYVAULT_FSYNC", value)
+        assert not fsync_enabled()

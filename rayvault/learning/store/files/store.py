@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import logging
 import os
@@ -133,6 +134,22 @@ log = logging.getLogger("rayvault.learning")
 
 Q = TypeVar("Q", EventQuery, ErrorQuery)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _grouped(method: F) -> F:
+    """Flush the files a write method touches together when it returns (``durable_group``):
+    its log and that log's second copy (the per-video files, the error log's journal), which
+    need no order between them. One flush instead of one per file."""
+
+    @functools.wraps(method)
+    def wrapper(self: FileStore, *args: Any, **kwargs: Any) -> Any:
+        with durable_group(self.root):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
 
@@ -235,6 +252,7 @@ class FileStore:
     def video_events_dir(self, video_id: str) -> Path:
         return self.layout.video_events_dir(video_id)
 
+    @_grouped
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         self._writable()
         lines = []
@@ -355,6 +373,7 @@ class FileStore:
                 path = self.layout.video_event_path(event.video_id, event.event_id)
                 atomic_write(path, dump_json(event.to_dict()))
 
+    @_grouped
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
@@ -372,6 +391,7 @@ class FileStore:
             _mark(lock, [])
             return new
 
+    @_grouped
     def update_events(
         self,
         event_ids: Sequence[str],
@@ -554,7 +574,12 @@ class FileStore:
         # A call that fails for an agent without state leaves nothing behind: no lock file, no
         # empty folder (both are removed again when nothing was written).
         new_agent = not folder.is_dir()
-        with _drop_if_empty(folder, new_agent), locked(memory_path, remove=new_agent):
+        # The memory file and the tombstone list are flushed together (``_grouped``).
+        with (
+            durable_group(self.root),
+            _drop_if_empty(folder, new_agent),
+            locked(memory_path, remove=new_agent),
+        ):
             try:
                 old_bytes: bytes | None = memory_path.read_bytes()
             except FileNotFoundError:
@@ -660,6 +685,7 @@ class FileStore:
         return removed
 
     # -- error log ----------------------------------------------------------------------------
+    @_grouped
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
         self._writable()
         lines = []
@@ -670,6 +696,7 @@ class FileStore:
             self._errors.append(lines)
             append_journal(self.errors_journal, lines)
 
+    @_grouped
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
         self._writable()
         if not self.errors_path.exists():  # no lock file for a call that must fail
@@ -684,6 +711,7 @@ class FileStore:
             append_journal(self.errors_journal, [line])
             return new
 
+    @_grouped
     def update_errors(
         self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
     ) -> list[ErrorEntry]:
@@ -887,7 +915,7 @@ class FileStore:
         self._writable()
         self._gate_folder_usable()
         path = self.gate_state_path(video_id)
-        with locked(path):
+        with durable_group(self.root), locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
             yield state
             state.updated = utcnow()
