@@ -162,3 +162,27 @@ def test_durable_writes_are_the_default(monkeypatch: pytest.MonkeyPatch) -> None
     for value in ("0", "false", "No", " off "):
         monkeypatch.setenv("RAYVAULT_FSYNC", value)
         assert not fsync_enabled()
+
+
+@pytest.mark.files_only("the pending file of the file store")
+def test_the_doctor_reports_a_stopped_writers_pending_event_and_repair_appends_it(
+    root: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rayvault.learning import events
+    from rayvault.learning.doctor import check_root
+
+    def stop(*args: object, **kwargs: object) -> object:
+        raise Stopped
+
+    monkeypatch.setattr(events, "record_learning", stop)
+    with pytest.raises(Stopped):
+        create_event(**event_kwargs(verification=""))  # type: ignore[arg-type]
+    [name] = _pending(root)
+    found = [f for f in check_root().findings if f.code.startswith("event-pending")]
+    assert [(f.code, f.path, f.repairable) for f in found] == [
+        ("event-pending-stopped", f"state/pending_events/{name}", True)
+    ]
+    check_root(repair=True)
+    assert _pending(root) == []
+    assert [e["event_id"] for e in _log(root)] == [name.removesuffix(".json")]
+    assert not [f for f in check_root().findings if f.code.startswith("event-pending")]
