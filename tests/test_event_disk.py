@@ -125,7 +125,8 @@ def test_durable_create_event_flushes_the_pending_file_first(
     assert any(f.endswith("learning_events.json") for f in group)
     assert any(f.endswith("memory_active.json") for f in group)
     assert folders  # the per-video folder, the agent's, the skill graph's
-    assert fsyncs == []  # no file flushed on its own
+    if fs._syncfs_call() is not None:
+        assert fsyncs == []  # no file flushed on its own: one syncfs for them all
 
 
 @pytest.mark.files_only("the derived index's rows")
