@@ -14,7 +14,14 @@ from pydantic import BaseModel, ValidationError
 
 from rayvault.learning._time import format_ts, from_micros
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.models import SEVERITIES, ErrorEntry, ErrorPattern, Pattern, Tombstone
+from rayvault.learning.models import (
+    SEVERITIES,
+    ErrorEntry,
+    ErrorPattern,
+    Pattern,
+    Tombstone,
+    TombstoneFile,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,6 +48,20 @@ def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileEr
     return CorruptFileError(
         path, f"{what} does not match the expected shape: {where}: {first['msg']}"
     )
+
+
+def with_added(base: TombstoneFile, added: Sequence[Tombstone]) -> TombstoneFile:
+    """An agent's whole tombstone list: ``base`` (the stored document, in the original system's
+    shape) followed by the tombstones appended since it was last written (a log, rows), but
+    those ``base`` already holds (the same ``rule_id`` and ``tombstoned_at``: a log a crash kept
+    after it was folded in). ``updated`` is the later of the document's and the last append's."""
+    if not added:
+        return base
+    held = {(t.rule_id, t.tombstoned_at) for t in base.tombstones}
+    new = [t for t in added if (t.rule_id, t.tombstoned_at) not in held]
+    last = max(t.tombstoned_at for t in added)
+    updated = last if base.updated is None or last > base.updated else base.updated
+    return base.model_copy(update={"tombstones": [*base.tombstones, *new], "updated": updated})
 
 
 def tombstone_archive_document(
