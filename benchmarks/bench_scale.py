@@ -12,12 +12,14 @@ their measurements to ``MEASUREMENTS``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,80 @@ def _weekly_revisit(store: Any) -> object:
     return revisit("all", 7, dry_run=True, store=store)
 
 
+#: The agent whose memory the tombstone measurements change, and the stage it runs.
+TOMB_AGENT, TOMB_STAGE = "dzine_producer", "assets"
+
+
+def _tombstone_history(root: Path, url: str | None, size: int) -> Any:
+    """An agent at the 50-rule cap whose tombstone list holds ``size`` tombstones, written as
+    the original system writes ``memory_tombstones.json`` (one document: a root it hands over, or
+    one right after the weekly sweep). Every new rule of the agent then evicts one."""
+    from rayvault.learning.events import create_event
+    from rayvault.learning.models import Tombstone, TombstoneFile
+    from rayvault.learning.store._fs import atomic_write, dump_json
+
+    store = open_history(root, url, [])
+    for i in range(50):
+        create_event(
+            run_id="bench-seed",
+            severity="WARN",
+            component=TOMB_STAGE,
+            symptom=f"Seeded failure {i} of the tombstone benchmark",
+            agent=TOMB_AGENT,
+            store=store,
+        )
+    template = store.load_memory(TOMB_AGENT).rules[0].model_dump()
+    now = datetime.now(UTC)
+    stones = [
+        Tombstone(
+            **(template | {"rule_id": f"rule-bench-{i:06d}"}),
+            tombstoned_at=now - timedelta(seconds=size - i),
+            reason="evicted: over LEARNING_MAX_ACTIVE_RULES_PER_AGENT=50",
+            kind="evicted",
+        )
+        for i in range(size)
+    ]
+    document = dump_json(TombstoneFile(tombstones=stones, updated=now).model_dump(mode="json"))
+    if url is None:
+        atomic_write(store.layout.tombstones_path(TOMB_AGENT), document)
+    else:
+        with store.connect() as conn:
+            conn.execute(
+                "UPDATE agents SET tombstones = %s WHERE agent = %s",
+                (document.decode(), TOMB_AGENT),
+            )
+    assert len(store.load_tombstones(TOMB_AGENT).tombstones) == size
+    return store
+
+
+_new_rules = itertools.count()
+
+
+def _evicting_create_event(store: Any) -> object:
+    """A new failure of the agent: a new rule, so the least recently used one is evicted (one
+    more tombstone)."""
+    from rayvault.learning.events import create_event
+
+    return create_event(
+        run_id="bench",
+        severity="WARN",
+        component=TOMB_STAGE,
+        symptom=f"New failure {next(_new_rules)} of the tombstone benchmark",
+        agent=TOMB_AGENT,
+        store=store,
+    )
+
+
+def _succeeding_stage(store: Any) -> object:
+    """A stage run that succeeds at once: the gate, the agent's 50 rules rendered and their
+    deliveries counted in its memory (``record_attempt``)."""
+    from rayvault.learning.loop import run_stage
+
+    return run_stage(
+        f"vid-{next(_new_rules)}", TOMB_STAGE, lambda ctx: "ok", agent=TOMB_AGENT, store=store
+    )
+
+
 MEASUREMENTS = [
     Measurement(
         name="error-log get_patterns(min_count=2)",
@@ -113,6 +189,24 @@ MEASUREMENTS = [
         max_large_ms=None,
         max_ratio=1.3,
         samples=5,
+    ),
+    Measurement(
+        name="create_event(agent=…) evicting a rule",
+        unit="tombstones",
+        sizes=(20, 10_000),
+        build=_tombstone_history,
+        run=_evicting_create_event,
+        max_large_ms=None,
+        max_ratio=1.2,
+    ),
+    Measurement(
+        name="run_stage succeeding (record_attempt)",
+        unit="tombstones",
+        sizes=(20, 10_000),
+        build=_tombstone_history,
+        run=_succeeding_stage,
+        max_large_ms=None,
+        max_ratio=1.2,
     ),
 ]
 

@@ -53,15 +53,22 @@ def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileEr
 def with_added(base: TombstoneFile, added: Sequence[Tombstone]) -> TombstoneFile:
     """An agent's whole tombstone list: ``base`` (the stored document, in the original system's
     shape) followed by the tombstones appended since it was last written (a log, rows), but
-    those ``base`` already holds (the same ``rule_id`` and ``tombstoned_at``: a log a crash kept
-    after it was folded in). ``updated`` is the later of the document's and the last append's."""
+    those whose rule is tombstoned already. Rule ids are unique, so a rule tombstoned twice is
+    what a crash leaves: a log still there after the sweep folded it in, or a rule evicted
+    again after a writer died between appending its tombstone and writing the memory without
+    it. The first tombstone stands. ``updated`` is the later of the document's and the last
+    append's."""
     if not added:
         return base
-    held = {(t.rule_id, t.tombstoned_at) for t in base.tombstones}
-    new = [t for t in added if (t.rule_id, t.tombstoned_at) not in held]
+    held = {t.rule_id for t in base.tombstones}
+    whole = list(base.tombstones)
+    for tombstone in added:
+        if tombstone.rule_id not in held:
+            held.add(tombstone.rule_id)
+            whole.append(tombstone)
     last = max(t.tombstoned_at for t in added)
     updated = last if base.updated is None or last > base.updated else base.updated
-    return base.model_copy(update={"tombstones": [*base.tombstones, *new], "updated": updated})
+    return base.model_copy(update={"tombstones": whole, "updated": updated, "count": len(whole)})
 
 
 def tombstone_archive_document(

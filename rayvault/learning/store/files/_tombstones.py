@@ -9,8 +9,8 @@ appended to the log, and nothing reads the list on the write path; readers merge
 
 The revisit's sweep (and anything else that changes the list as a whole) rewrites
 ``memory_tombstones.json`` with the whole list, then removes the log. A crash between the two
-leaves the log in place: readers drop a log entry that the JSON file already holds (same
-``rule_id`` and ``tombstoned_at``), so nothing shows twice, and the next rewrite removes the log.
+leaves the log in place: readers drop a log entry whose rule the JSON file already holds
+(``_records.with_added``), so nothing shows twice, and the next rewrite removes the log.
 One the sweep had just archived shows in the list again until the next sweep archives it again:
 in both places, never in neither (as a crash between the archive and the list always did).
 A crash mid-append leaves a torn tail in the log, which readers ignore and the next append cuts

@@ -490,7 +490,8 @@ class FileStore:
             yield state
             now = utcnow()
             # The tombstones first: a crash before the memory is written leaves an evicted rule
-            # in both, never in neither.
+            # in both, never in neither (evicted again later, its first tombstone stands:
+            # ``_records.with_added``).
             tombstones.append(state.new_tombstones, now)
             if state.memory_changed:
                 if old_bytes is not None and state.archive:
