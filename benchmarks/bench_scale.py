@@ -2,6 +2,9 @@
 
     python benchmarks/bench_scale.py [--samples 20] [--pg postgresql://USER@HOST/DB] [--only NAME]
 
+``--only tombstones`` runs the two measurements of item 1 (memory writes against the length of
+the tombstone list).
+
 Each measurement runs one operation against a small and a large history that differ only in how
 much history they hold, prints the p50 at each, their ratio, and each target next to it with PASS
 or FAIL; the exit status is 1 when a target fails. With ``--pg DSN`` every measurement also runs
@@ -267,9 +270,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50, help="timed calls per size")
     parser.add_argument("--pg", default=None, help="also measure PostgreSQL at this DSN")
-    parser.add_argument("--only", default=None, help="only measurements whose name has this")
+    parser.add_argument(
+        "--only", default=None, help="only measurements whose name or unit has this"
+    )
     args = parser.parse_args()
-    chosen = [m for m in MEASUREMENTS if args.only is None or args.only in m.name]
+    chosen = [m for m in MEASUREMENTS if args.only is None or args.only in f"{m.name} {m.unit}"]
     urls = [None, args.pg] if args.pg else [None]
     results = [measure(m, url, args.samples) for url in urls for m in chosen]
     print()
