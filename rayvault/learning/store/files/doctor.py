@@ -13,7 +13,8 @@ What is checked, and what a repair does:
 - every per-video event file exists and equals the latest version in the index (a missing one is
   written from the index; a stale or unreadable one is moved to the archive and re-written);
   per-video files of events the index does not have are reported only;
-- memory, tombstone, memory snapshot, gate state and report files parse and have their shape,
+- memory, tombstone, memory snapshot, gate state and report files parse and have their shape
+  (the log of tombstones added since the sweep too: a torn tail is cut off as the logs' are),
   SOUL snapshots match their hash (reported only: these are the only copy of their data); a
   corrupt memory is restored from its newest valid snapshot (``check_root`` then replays the rules
   of the agent's later events);
