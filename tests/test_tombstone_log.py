@@ -13,14 +13,17 @@ import multiprocessing
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rayvault.learning import create_event, load_active_memory, load_tombstones, tombstone_rule
 from rayvault.learning.loop import run_stage
@@ -288,3 +291,54 @@ def test_a_killed_writer_loses_no_acknowledged_tombstone(
     # (never in neither); evicted again, its first tombstone stands: none is listed twice.
     assert len({t.rule_id for t in stones}) == len(stones)
     assert done <= {r.source_event_id for r in rules} | {t.source_event_id for t in stones}
+
+
+def _stone(i: int) -> Tombstone:
+    at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
+    return Tombstone(
+        rule_id=f"rule-{i:04d}",
+        source_event_id=f"evt-{i:04d}",
+        created=at,
+        severity="WARN",
+        component="assets",
+        rule=f"Rule {i}",
+        tombstoned_at=at,
+        reason="evicted",
+        kind="evicted",
+    )
+
+
+@pytest.mark.files_only("the two files of the list")
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.integers(1, 4)),
+            st.tuples(st.just("fold"), st.integers(0, 0)),
+            st.tuples(st.just("crash-fold"), st.integers(0, 0)),
+        ),
+        max_size=12,
+    )
+)
+def test_the_list_is_what_was_appended_whatever_the_folds(
+    tmp_path: Path, steps: list[tuple[str, int]]
+) -> None:
+    """Appends, folds, and folds that crashed before removing the log, in any order: the list
+    read is every tombstone appended, once each, in order; a fold leaves no log behind."""
+    folder = tmp_path / f"agent-{uuid.uuid4().hex}"
+    folder.mkdir()
+    tombstones = _tombstones.TombstoneList(folder)
+    expected: list[Tombstone] = []
+    for op, n in steps:
+        if op == "append":
+            new = [_stone(len(expected) + k) for k in range(n)]
+            tombstones.append(new, datetime.now(UTC))
+            expected += new
+        else:
+            log = tombstones.log.path.read_bytes() if tombstones.log.path.exists() else None
+            tombstones.rewrite(tombstones.read())
+            assert not tombstones.log.path.exists()
+            if op == "crash-fold" and log is not None:
+                tombstones.log.path.write_bytes(log)  # the removal never happened
+        assert tombstones.read().tombstones == expected
+        assert tombstones.read().count == len(expected)
