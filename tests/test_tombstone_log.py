@@ -35,6 +35,7 @@ from rayvault.learning.store.files.layout import TOMBSTONES_FILE, TOMBSTONES_LOG
 from rayvault.learning.store.postgres import PostgresStore
 
 from . import _workers
+from .conftest import PgSchemas
 from .test_original_formats import FIXTURE, load_original
 
 AGENT = "dzine_producer"
@@ -342,3 +343,31 @@ def test_the_list_is_what_was_appended_whatever_the_folds(
                 tombstones.log.path.write_bytes(log)  # the removal never happened
         assert tombstones.read().tombstones == expected
         assert tombstones.read().count == len(expected)
+
+
+def test_a_schema_before_m013_keeps_its_tombstones(
+    root: Path, pg_schemas: PgSchemas, capped: None
+) -> None:
+    """A PostgreSQL schema written before ``agent_tombstones`` existed: its tombstone documents
+    load as they are after the upgrade, and new tombstones are appended as rows."""
+    from rayvault.learning.store.postgres import schema as schema_sql
+
+    url = pg_schemas.new_url()
+    old = PostgresStore(root, url, migrate=False)
+    before = [m for m in schema_sql.MIGRATIONS if m.name != "m013_agent_tombstones"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(schema_sql, "MIGRATIONS", tuple(before))
+        old.init_schema()
+    document = TombstoneFile(tombstones=[_stone(1), _stone(2)], updated=datetime.now(UTC))
+    with old.connect() as conn:
+        conn.execute(
+            "INSERT INTO agents (agent, tombstones) VALUES (%s, %s)",
+            (AGENT, document.model_dump_json()),
+        )
+    assert "m013_agent_tombstones" in old.upgrade_schema()
+    assert load_tombstones(AGENT, store=old).tombstones == document.tombstones
+    for i in range(CAP + 1):
+        new_failure(old, i)
+    assert appended(old) == 1
+    assert len(load_tombstones(AGENT, store=old).tombstones) == 3
+    old.close()
