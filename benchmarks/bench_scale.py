@@ -292,7 +292,9 @@ def main() -> int:
     if args.only is None or args.only in "start-up":
         start_up = measure_start_up(args.cold_rounds)
     print()
-    print(f"{'store':<11} {'measurement':<38} {'small':>10} {'large':>10} {'ratio':>6}  targets")
+    if results:
+        header = f"{'measurement':<38} {'small':>10} {'large':>10} {'ratio':>6}  targets"
+        print(f"{'store':<11} {header}")
     failed = False
     for r in results:
         verdicts = r.verdicts()
