@@ -3,6 +3,9 @@
     python benchmarks/bench_scale.py [--samples 20] [--pg postgresql://USER@HOST/DB] [--only NAME]
                                      [--cold-rounds 15]
 
+``--only tombstones`` runs the two measurements of item 1 (memory writes against the length of
+the tombstone list).
+
 Each measurement runs one operation against a small and a large history that differ only in how
 much history they hold, prints the p50 at each, their ratio, and each target next to it with PASS
 or FAIL; the exit status is 1 when a target fails. With ``--pg DSN`` every measurement also runs
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import itertools
 import json
 import random
 import shutil
@@ -29,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -107,6 +112,80 @@ def _weekly_revisit(store: Any) -> object:
     return revisit("all", 7, dry_run=True, store=store)
 
 
+#: The agent whose memory the tombstone measurements change, and the stage it runs.
+TOMB_AGENT, TOMB_STAGE = "dzine_producer", "assets"
+
+
+def _tombstone_history(root: Path, url: str | None, size: int) -> Any:
+    """An agent at the 50-rule cap whose tombstone list holds ``size`` tombstones, written as
+    the original system writes ``memory_tombstones.json`` (one document: a root it hands over, or
+    one right after the weekly sweep). Every new rule of the agent then evicts one."""
+    from rayvault.learning.events import create_event
+    from rayvault.learning.models import Tombstone, TombstoneFile
+    from rayvault.learning.store._fs import atomic_write, dump_json
+
+    store = open_history(root, url, [])
+    for i in range(50):
+        create_event(
+            run_id="bench-seed",
+            severity="WARN",
+            component=TOMB_STAGE,
+            symptom=f"Seeded failure {i} of the tombstone benchmark",
+            agent=TOMB_AGENT,
+            store=store,
+        )
+    template = store.load_memory(TOMB_AGENT).rules[0].model_dump()
+    now = datetime.now(UTC)
+    stones = [
+        Tombstone(
+            **(template | {"rule_id": f"rule-bench-{i:06d}"}),
+            tombstoned_at=now - timedelta(seconds=size - i),
+            reason="evicted: over LEARNING_MAX_ACTIVE_RULES_PER_AGENT=50",
+            kind="evicted",
+        )
+        for i in range(size)
+    ]
+    document = dump_json(TombstoneFile(tombstones=stones, updated=now).model_dump(mode="json"))
+    if url is None:
+        atomic_write(store.layout.tombstones_path(TOMB_AGENT), document)
+    else:
+        with store.connect() as conn:
+            conn.execute(
+                "UPDATE agents SET tombstones = %s WHERE agent = %s",
+                (document.decode(), TOMB_AGENT),
+            )
+    assert len(store.load_tombstones(TOMB_AGENT).tombstones) == size
+    return store
+
+
+_new_rules = itertools.count()
+
+
+def _evicting_create_event(store: Any) -> object:
+    """A new failure of the agent: a new rule, so the least recently used one is evicted (one
+    more tombstone)."""
+    from rayvault.learning.events import create_event
+
+    return create_event(
+        run_id="bench",
+        severity="WARN",
+        component=TOMB_STAGE,
+        symptom=f"New failure {next(_new_rules)} of the tombstone benchmark",
+        agent=TOMB_AGENT,
+        store=store,
+    )
+
+
+def _succeeding_stage(store: Any) -> object:
+    """A stage run that succeeds at once: the gate, the agent's 50 rules rendered and their
+    deliveries counted in its memory (``record_attempt``)."""
+    from rayvault.learning.loop import run_stage
+
+    return run_stage(
+        f"vid-{next(_new_rules)}", TOMB_STAGE, lambda ctx: "ok", agent=TOMB_AGENT, store=store
+    )
+
+
 MEASUREMENTS = [
     Measurement(
         name="error-log get_patterns(min_count=2)",
@@ -126,6 +205,24 @@ MEASUREMENTS = [
         max_large_ms=None,
         max_ratio=1.3,
         samples=5,
+    ),
+    Measurement(
+        name="create_event(agent=…) evicting a rule",
+        unit="tombstones",
+        sizes=(20, 10_000),
+        build=_tombstone_history,
+        run=_evicting_create_event,
+        max_large_ms=None,
+        max_ratio=1.2,
+    ),
+    Measurement(
+        name="run_stage succeeding (record_attempt)",
+        unit="tombstones",
+        sizes=(20, 10_000),
+        build=_tombstone_history,
+        run=_succeeding_stage,
+        max_large_ms=None,
+        max_ratio=1.2,
     ),
 ]
 
@@ -280,12 +377,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50, help="timed calls per size")
     parser.add_argument("--pg", default=None, help="also measure PostgreSQL at this DSN")
-    parser.add_argument("--only", default=None, help="only measurements whose name has this")
+    parser.add_argument(
+        "--only", default=None, help="only measurements whose name or unit has this"
+    )
     parser.add_argument(
         "--cold-rounds", type=int, default=15, help="interleaved rounds of the start-up runs"
     )
     args = parser.parse_args()
-    chosen = [m for m in MEASUREMENTS if args.only is None or args.only in m.name]
+    chosen = [m for m in MEASUREMENTS if args.only is None or args.only in f"{m.name} {m.unit}"]
     urls = [None, args.pg] if args.pg else [None]
     results = [measure(m, url, args.samples) for url in urls for m in chosen]
     start_up = []
