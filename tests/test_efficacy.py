@@ -11,7 +11,6 @@ import json
 import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from rayvault.learning.models import AgentMemory, Rule, RuleAttempt
 from rayvault.learning.store import FileStore, Store
 
 from . import _workers
+from ._stages import Scripted
 from .conftest import Clock
 from .test_original_formats import FIXTURE, load_original
 
@@ -51,23 +51,6 @@ FIXES = {
 
 def diagnose(failure: Failure) -> Diagnosis | None:
     return next((d for text, d in FIXES.items() if text.split(": ", 1)[1] in failure.symptom), None)
-
-
-@dataclass
-class Scripted:
-    """A stage whose attempts fail or succeed as scripted: each item is a failure text, or None
-    for success. Keeps each attempt's context."""
-
-    script: list[str | None]
-    seen: list[StageContext] = field(default_factory=list)
-
-    def __call__(self, ctx: StageContext) -> str:
-        self.seen.append(ctx)
-        text = self.script[len(self.seen) - 1]
-        if text is None:
-            return "ok"
-        kind, message = text.split(": ", 1)
-        raise {"ValueError": ValueError, "RuntimeError": RuntimeError}[kind](message)
 
 
 def rules_by_text(store: Store) -> dict[str, Rule]:

@@ -187,3 +187,22 @@ def test_the_doctor_reports_a_stopped_writers_pending_event_and_repair_appends_i
     assert _pending(root) == []
     assert [e["event_id"] for e in _log(root)] == [name.removesuffix(".json")]
     assert not [f for f in check_root().findings if f.code.startswith("event-pending")]
+
+
+def test_a_barrier_flushes_what_the_group_wrote_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a durable group, ``barrier`` flushes the writes made so far (and only those): an
+    eviction's tombstone is durable before the memory that drops its rule."""
+    import rayvault.learning.store._fs as fs
+
+    monkeypatch.setenv("RAYVAULT_FSYNC", "1")
+    flushes: list[list[str]] = []
+    monkeypatch.setattr(fs, "flush_now", lambda anchor, files, folders: flushes.append(files))
+    fs.barrier(tmp_path)  # outside a group: nothing pending
+    assert flushes == []
+    with fs.durable_group(tmp_path):
+        fs.atomic_write(tmp_path / "first.json", b"{}")
+        fs.barrier(tmp_path)
+        fs.atomic_write(tmp_path / "second.json", b"{}")
+    assert flushes == [[str(tmp_path / "first.json")], [str(tmp_path / "second.json")]]

@@ -8,8 +8,6 @@ Runs on both stores."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
 from rayvault.learning import (
@@ -20,10 +18,11 @@ from rayvault.learning import (
     rule_history,
 )
 from rayvault.learning.efficacy import is_ineffective
-from rayvault.learning.loop import Diagnosis, StageContext, diagnose_from_history, run_stage
+from rayvault.learning.loop import Diagnosis, diagnose_from_history, run_stage
 from rayvault.learning.models import Rule
 from rayvault.learning.store import Store
 
+from ._stages import Scripted
 from .conftest import Clock
 
 pytestmark = pytest.mark.both_stores
@@ -31,21 +30,6 @@ pytestmark = pytest.mark.both_stores
 AGENT = "dzine_producer"
 ANGLE = "product shape wrong: reference angle top-down"
 RIGHT = Diagnosis(root_cause="Reference switched to top-down", fix="Use the 3/4 angle")
-
-
-@dataclass
-class Scripted:
-    """A stage whose attempts fail (with a message) or succeed (None) as scripted."""
-
-    script: list[str | None]
-    seen: list[StageContext] = field(default_factory=list)
-
-    def __call__(self, ctx: StageContext) -> str:
-        self.seen.append(ctx)
-        text = self.script[len(self.seen) - 1]
-        if text is None:
-            return "ok"
-        raise ValueError(text)
 
 
 def the_rule(store: Store) -> Rule:

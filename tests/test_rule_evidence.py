@@ -35,7 +35,6 @@ from rayvault.learning.errors import resolve_error
 from rayvault.learning.loop import (
     Diagnosis,
     Failure,
-    StageContext,
     StageRun,
     chain_diagnosers,
     diagnose_from_history,
@@ -45,6 +44,7 @@ from rayvault.learning.models import AgentMemory, Rule, TombstoneFile
 from rayvault.learning.resolution import resolve_events
 from rayvault.learning.store import Store
 
+from ._stages import Scripted
 from .conftest import Clock
 from .test_original_formats import FIXTURE
 
@@ -56,21 +56,6 @@ RATE = "HTTP 429 Too Many Requests from the image API"
 WRONG = Diagnosis("Background too dark", "Use a brighter background")
 RIGHT = Diagnosis("Reference switched to top-down", "Use the 3/4 angle")
 NEW_NAMES = ("verified_by", "overturned_at", "revisions", "alternatives")
-
-
-@dataclass
-class Scripted:
-    """A stage whose attempts fail (with a message) or succeed (None) as scripted."""
-
-    script: list[str | None]
-    seen: list[StageContext] = field(default_factory=list)
-
-    def __call__(self, ctx: StageContext) -> str:
-        self.seen.append(ctx)
-        text = self.script[len(self.seen) - 1]
-        if text is None:
-            return "ok"
-        raise ValueError(text)
 
 
 @dataclass

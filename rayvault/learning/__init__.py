@@ -9,17 +9,29 @@ cheap for short-lived processes (the CLI, pipeline hooks).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rayvault.learning.doctor import DoctorReport, check_root
     from rayvault.learning.efficacy import (
+        Figures,
         ineffective_rule,
         ineffective_rules,
+        is_ineffective,
         is_losing,
         record_attempt,
         rule_history,
         text_counters,
+        text_figures,
+    )
+    from rayvault.learning.errors import (
+        get_lessons,
+        get_unresolved,
+        log_error,
+        promote_to_learning,
+        resolve_error,
     )
     from rayvault.learning.events import (
         create_event,
@@ -43,6 +55,7 @@ if TYPE_CHECKING:
         StoreError,
         UnsafePathError,
     )
+    from rayvault.learning.gate import acknowledge, learning_gate
     from rayvault.learning.grouping import (
         GroupingExplanation,
         explain_grouping,
@@ -151,6 +164,19 @@ _EXPORTS: dict[str, str] = {
     "record_verification": "memory",
     "ineffective_rule": "efficacy",
     "ineffective_rules": "efficacy",
+    "is_ineffective": "efficacy",
+    "text_figures": "efficacy",
+    "Figures": "efficacy",
+    # the error log (its ``get_patterns`` is ``rayvault.learning.errors.get_patterns``: the
+    # package's ``get_patterns`` groups learning events)
+    "log_error": "errors",
+    "resolve_error": "errors",
+    "get_unresolved": "errors",
+    "get_lessons": "errors",
+    "promote_to_learning": "errors",
+    # the gate
+    "learning_gate": "gate",
+    "acknowledge": "gate",
     # the closed loop
     "run_stage": "loop",
     "learning_stage": "loop",
@@ -239,6 +265,7 @@ __all__ = [
     "ErrorEntryNotFoundError",
     "EventNotFoundError",
     "Failure",
+    "Figures",
     "FileStore",
     "Finding",
     "Fingerprint",
@@ -277,6 +304,7 @@ __all__ = [
     "TombstoneFile",
     "UnsafePathError",
     "WeeklyReport",
+    "acknowledge",
     "apply_to_memory",
     "chain_diagnosers",
     "check_root",
@@ -287,23 +315,29 @@ __all__ = [
     "fingerprint",
     "get_agent_learnings",
     "get_event",
+    "get_lessons",
     "get_patterns",
     "get_promotion_candidates",
     "get_store",
+    "get_unresolved",
     "get_weekly_summary",
     "group_failures",
     "ineffective_rule",
     "ineffective_rules",
     "init_memory",
+    "is_ineffective",
     "is_losing",
+    "learning_gate",
     "learning_stage",
     "list_events",
     "load_active_memory",
     "load_tombstones",
+    "log_error",
     "mark_delivered",
     "migrate_learnings",
     "open_store",
     "promote_rule",
+    "promote_to_learning",
     "prompt_rules",
     "query_events",
     "record_attempt",
@@ -313,12 +347,14 @@ __all__ = [
     "render_rules",
     "reset_store",
     "resolve_conflict",
+    "resolve_error",
     "resolve_event",
     "resolve_events",
     "revisit",
     "rule_history",
     "run_stage",
     "text_counters",
+    "text_figures",
     "tombstone_rule",
     "update_event",
 ]
@@ -335,3 +371,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """The package, guarding the API functions that share their name with a submodule
+    (``revisit``, ``regroup``): importing the submodule ``rayvault.learning.revisit`` would
+    otherwise rebind ``rayvault.learning.revisit`` to the module, and
+    ``from rayvault.learning import revisit`` would then give the module, not the function,
+    depending on what was imported first. The submodules stay importable by their full name
+    (``from rayvault.learning.revisit import revisit``)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            return  # the import system binding the submodule: the function keeps the name
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -436,6 +436,7 @@ def rule_revisions(rule: Rule) -> list[RuleRevision]:
 INEFFECTIVE_PROPOSAL = "tombstone or rewrite"
 
 
+@checked
 def is_ineffective(rule: Rule, policies: Policies) -> bool:
     """Whether ``rule``'s fix was tried at least ``LEARNING_EFFICACY_MIN_DELIVERIES`` times right
     after its failure and failed again in at least ``LEARNING_EFFICACY_MAX_RECURRENCE_RATE`` of

@@ -178,6 +178,18 @@ def durable_group(anchor: Path) -> Iterator[None]:
             flush_now(anchor, list(group.files), list(group.folders))
 
 
+def barrier(anchor: Path) -> None:
+    """Inside :func:`durable_group`: flush what the group wrote so far, now, so that it is
+    durable before anything written next (a write that must not outlive an earlier one).
+    Outside a group every durable write is flushed as it is made: nothing to do."""
+    group = _group.get()
+    if group is None or not (group.files or group.folders):
+        return
+    flush_now(anchor, list(group.files), list(group.folders))
+    group.files.clear()
+    group.folders.clear()
+
+
 def flush_now(anchor: Path, files: list[str], folders: list[str]) -> None:
     """Make ``files`` and the entries of ``folders`` durable: one ``syncfs`` of the filesystem
     holding ``anchor`` where Linux offers it (one journal commit for them all), else an

@@ -11,6 +11,7 @@ tests ask it; nothing else spells a path.
     data/archive/                        event indexes as they were before each compaction
     data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
     state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
+        memory_tombstones_log.json           tombstones added since the list was last written
         tombstone_archive/tombstones-YYYY-MM-DD[-N].json   tombstones past their grace period
     state/learning_gate/<video_id>.json  the gate's last-seen hashes and acknowledgements
     state/learning_gate/souls/<sha256>.md  SOUL texts the gate saw, by hash
@@ -64,6 +65,8 @@ MERGES_FILE = "pattern_merges.json"
 #: An agent's memory, its tombstones, and the folders of its snapshots and archived tombstones.
 MEMORY_FILE = "memory_active.json"
 TOMBSTONES_FILE = "memory_tombstones.json"
+#: Tombstones added since ``memory_tombstones.json`` was last written (``files._tombstones``).
+TOMBSTONES_LOG_FILE = "memory_tombstones_log.json"
 ARCHIVE_DIR = "memory_archive"
 TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
 #: The prefixes of dated names (``<prefix>-YYYY-MM-DD[-N]``, see ``store._names``).

@@ -48,6 +48,7 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store._fs import (
     atomic_write,
+    barrier,
     check_folder,
     check_inside,
     create_exclusive,
@@ -119,6 +120,7 @@ from rayvault.learning.store.files._sqlindex import (
     resolve_keys,
 )
 from rayvault.learning.store.files._textrank import rank_texts as fts_rank_texts
+from rayvault.learning.store.files._tombstones import TombstoneList
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
     MEMORY_FILE,
@@ -562,15 +564,14 @@ class FileStore:
         return self._load(AgentMemory, path, "agent memory") or AgentMemory()
 
     def load_tombstones(self, agent: str) -> TombstoneFile:
-        path = self.agent_dir(agent) / TOMBSTONES_FILE
-        return self._load(TombstoneFile, path, "the tombstone list") or TombstoneFile()
+        return TombstoneList(self.agent_dir(agent)).read()
 
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
         self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
-        tombstones_path = folder / TOMBSTONES_FILE
+        tombstones = TombstoneList(folder)
         # A call that fails for an agent without state leaves nothing behind: no lock file, no
         # empty folder (both are removed again when nothing was written).
         new_agent = not folder.is_dir()
@@ -593,20 +594,20 @@ class FileStore:
                 if old_bytes is not None
                 else AgentMemory()
             )
-            tombstones = (
-                self._load(TombstoneFile, tombstones_path, "the tombstone list") or TombstoneFile()
-            )
-            state = AgentState(agent, memory, tombstones, existed=old_bytes is not None)
+            state = AgentState(agent, memory, tombstones.read, existed=old_bytes is not None)
             yield state
             now = utcnow()
+            # The tombstones first: a crash before the memory is written leaves an evicted rule
+            # in both, never in neither (evicted again later, its first tombstone stands:
+            # ``_records.with_added``).
+            tombstones.append(state.new_tombstones, now)
+            if state.new_tombstones and state.memory_changed:
+                barrier(self.root)  # durable before the memory that drops their rules
             if state.memory_changed:
                 if old_bytes is not None and state.archive:
                     self._snapshot(folder, memory_path, now, state.memory)
                 state.memory.updated = now
                 atomic_write(memory_path, dump_json(state.memory.model_dump(mode="json")))
-            if state.tombstones_changed:
-                state.tombstones.updated = now
-                atomic_write(tombstones_path, dump_json(state.tombstones.model_dump(mode="json")))
 
     def _snapshot(
         self, folder: Path, memory_path: Path, now: datetime, memory: AgentMemory
@@ -945,12 +946,19 @@ class FileStore:
             yield
 
     def archive_tombstones(self, agent: str, older_than: datetime) -> ArchivedTombstones:
+        """See :meth:`Store.archive_tombstones`; it also folds the log of added tombstones
+        into ``memory_tombstones.json`` (``files._tombstones``), even when nothing is due."""
+        self._writable()
         folder = self.agent_dir(agent)
-        if not (folder / TOMBSTONES_FILE).exists():
+        tombstones = TombstoneList(folder)
+        if not tombstones.exists():
             return ArchivedTombstones(agent)  # no lock file for an agent without state
-        with self.agent_state(agent) as state:
-            due = [t for t in state.tombstones.tombstones if t.tombstoned_at < older_than]
+        with locked(folder / MEMORY_FILE):
+            whole = tombstones.read()
+            due = [t for t in whole.tombstones if t.tombstoned_at < older_than]
             if not due:
+                if tombstones.log.path.exists():
+                    tombstones.rewrite(whole)
                 return ArchivedTombstones(agent)
             now = utcnow()
             content = dump_json(tombstone_archive_document(agent, now, older_than, due))
@@ -962,9 +970,8 @@ class FileStore:
                 now.date(),
                 {".json": content},
             )
-            kept = [t for t in state.tombstones.tombstones if not t.tombstoned_at < older_than]
-            state.tombstones.tombstones = kept
-            state.tombstones_changed = True
+            kept = [t for t in whole.tombstones if not t.tombstoned_at < older_than]
+            tombstones.rewrite(whole.model_copy(update={"tombstones": kept, "updated": now}))
         return ArchivedTombstones(agent, due, str(path))
 
     # -- maintenance --------------------------------------------------------------------------

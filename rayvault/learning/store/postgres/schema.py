@@ -498,6 +498,18 @@ CREATE TRIGGER errors_regrouped AFTER INSERT OR UPDATE OR DELETE ON errors FOR E
     + "".join(f"{statement};\n" for statement in ERROR_PATTERN_RECOUNTS.values())
 )
 
+M013_AGENT_TOMBSTONES = """
+-- Tombstones added to an agent's list since its document (agents.tombstones, the original
+-- system's memory_tombstones.json) was last written: adding one inserts a row instead of
+-- rewriting the document; the weekly revisit's sweep folds them into it.
+CREATE TABLE agent_tombstones (
+    agent TEXT COLLATE "C" NOT NULL,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    data JSON NOT NULL,
+    PRIMARY KEY (agent, seq)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_events", M001_EVENTS),
     Migration("m002_error_log", M002_ERROR_LOG),
@@ -510,6 +522,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m009_idempotency_keys", M009_IDEMPOTENCY_KEYS),
     Migration("m010_patterns", M010_PATTERNS),
     Migration("m011_error_patterns", M011_ERROR_PATTERNS),
+    Migration("m013_agent_tombstones", M013_AGENT_TOMBSTONES),
 )
 
 #: What each migration creates that the store relies on, for the doctor: tables, and
@@ -539,6 +552,7 @@ CREATES: dict[str, tuple[str, ...]] = {
         "errors:errors_grouped",
         "errors:errors_regrouped",
     ),
+    "m013_agent_tombstones": ("agent_tombstones",),
 }
 
 #: Tables holding data (checked by ``store import`` before it loads into a schema).
@@ -546,6 +560,7 @@ DATA_TABLES = (
     "event_versions",
     "error_versions",
     "agents",
+    "agent_tombstones",
     "memory_snapshots",
     "gate_states",
     "soul_snapshots",
