@@ -186,7 +186,7 @@ class FileStoreDoctor:
                 path,
                 "a new event whose writer stopped before writing it to the event log; the next "
                 "write to the log (or doctor --repair) appends it",
-                level="warning",
+                level="info",  # what a kill leaves, healed by the next write without a command
                 repairable=True,
             )
             if self.repair:
