@@ -38,6 +38,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
@@ -52,6 +54,7 @@ from benchmarks._common import (
     synthetic_errors,
     synthetic_events,
     timed,
+    write_index,
 )
 
 
@@ -227,6 +230,140 @@ MEASUREMENTS = [
 ]
 
 
+# -- item 5: disk per event; item 6: what durable writes cost ------------------------------------
+#: The fields of an event as the original system wrote them (tests/fixtures/original).
+ORIGINAL_FIELDS = (
+    "event_id", "run_id", "timestamp", "severity", "component", "symptom", "root_cause",
+    "fix_applied", "verification", "status", "video_id", "source_error_id", "promotion_rule",
+    "soul_update", "obsolete_rules_removed",
+)  # fmt: skip
+
+
+def created_events(count: int) -> list[dict[str, Any]]:
+    """``synthetic_events`` as ``create_event`` stores them: every field of the model, with the
+    loop's results (rule, skill-graph node, update time) and the rule text filled in."""
+    from rayvault.learning._time import parse_ts
+    from rayvault.learning.models import LearningEvent
+
+    shaped = []
+    for i, raw in enumerate(synthetic_events(count, days=max(1, count * 90 // 10_000))):
+        event = LearningEvent.model_validate(raw)
+        slug = str(raw["symptom"]).lower().replace(" ", "-")[:60]
+        stamp = parse_ts(str(raw["timestamp"]))
+        update = {
+            "promotion_rule": f"Avoid: {raw['symptom']}. Cause: cause. Do: fix.",
+            "rule_id": f"rule-{stamp:%Y%m%dT%H%M%SZ}-{i:012x}",
+            "skill_node": f"agents/skills/learnings/{stamp:%Y-%m-%d}-{raw['severity']}-"
+            f"{raw['component']}-{slug}-{i:012x}.md".lower(),
+            "updated": stamp,
+            "fingerprint_version": 2,
+        }
+        shaped.append(orjson.loads(event.model_copy(update=update).model_dump_json()))
+    return shaped
+
+
+def original_bytes(events: list[dict[str, Any]]) -> int:
+    """What the original system writes for these events: its global log (a JSON array indented
+    by 2, as ``json.dump(..., indent=2)`` writes it) and one per-video file each (indented by 2,
+    a final newline), with the fields it knew."""
+    import json
+
+    records = [{k: e.get(k) for k in ORIGINAL_FIELDS} for e in events]
+    log = len(json.dumps(records, indent=2).encode())
+    files = sum(len(json.dumps(r, indent=2).encode()) + 1 for r in records)
+    return log + files
+
+
+@dataclass
+class Footprint:
+    """Bytes per event of the event log and the derived index, against the original's."""
+
+    events: int
+    log: int
+    index: int
+    video_files: int
+    original: int
+    max_ratio: float = 1.5
+
+    @property
+    def ratio(self) -> float:
+        return (self.log + self.index) / self.original
+
+
+def measure_footprint(count: int) -> Footprint:
+    """Write ``count`` events' log (one version each, as ``create_event`` does), build the
+    derived index from it, and count the bytes of both (the index checkpointed: its WAL folded
+    in, as after any quiet moment), and the per-video files ``create_event`` writes."""
+    from rayvault.learning.store import FileStore
+    from rayvault.learning.store._fs import dump_json
+
+    events = created_events(count)
+    root = Path(tempfile.mkdtemp(dir=BENCH_DIR))
+    try:
+        write_index(root, events)
+        store = FileStore(root)
+        store.index.sync("events")
+        store.index.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.close()
+        cache = store.layout.index_path.parent
+        index = sum(p.stat().st_size for p in cache.glob(store.layout.index_path.name + "*"))
+        video_files = sum(len(dump_json(e)) for e in events)
+        return Footprint(
+            count, store.events_path.stat().st_size, index, video_files, original_bytes(events)
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_event_p50s(samples: int, rounds: int = 5) -> tuple[float, float]:
+    """``create_event`` p50 (agent and video, the loop's five files) with durable writes and
+    without (``RAYVAULT_FSYNC=0``), in alternating rounds in fresh roots; the median of the
+    rounds' p50s, in ms."""
+    import os
+
+    from rayvault.learning import create_event
+    from rayvault.learning.store import FileStore
+
+    def one_round(fsync: str) -> float:
+        os.environ["RAYVAULT_FSYNC"] = fsync
+        store = FileStore(tempfile.mkdtemp(dir=BENCH_DIR))
+        try:
+            return p50(
+                [
+                    timed(
+                        lambda i=i: create_event(
+                            run_id="bench",
+                            severity="WARN",
+                            component="assets",
+                            symptom=f"Benchmark failure {i % 97} variant {'abcdefgh'[i % 8]}",
+                            video_id=f"v{i % 50}",
+                            agent="dzine_producer",
+                            store=store,
+                        ),
+                        1,
+                    )[0]
+                    for i in range(samples)
+                ]
+            )
+        finally:
+            store.close()
+            shutil.rmtree(store.root, ignore_errors=True)
+
+    before = os.environ.get("RAYVAULT_FSYNC")
+    durable: list[float] = []
+    fast: list[float] = []
+    try:
+        for _ in range(rounds):
+            durable.append(one_round("1"))
+            fast.append(one_round("0"))
+    finally:
+        if before is None:
+            os.environ.pop("RAYVAULT_FSYNC", None)
+        else:
+            os.environ["RAYVAULT_FSYNC"] = before
+    return p50(durable), p50(fast)
+
+
 @dataclass(frozen=True)
 class ColdStart:
     """A command run as a new process, timed against ``python -c pass`` (issue 15 item 4)."""
@@ -383,10 +520,14 @@ def main() -> int:
     parser.add_argument(
         "--cold-rounds", type=int, default=15, help="interleaved rounds of the start-up runs"
     )
+    parser.add_argument("--events", type=int, default=100_000, help="events for the disk figure")
     args = parser.parse_args()
     chosen = [m for m in MEASUREMENTS if args.only is None or args.only in f"{m.name} {m.unit}"]
     urls = [None, args.pg] if args.pg else [None]
     results = [measure(m, url, args.samples) for url in urls for m in chosen]
+    only = args.only or ""
+    footprint = measure_footprint(args.events) if only in "disk per event" else None
+    durability = create_event_p50s(max(args.samples, 50)) if only in "create_event fsync" else None
     start_up = []
     if args.only is None or args.only in "start-up":
         start_up = measure_start_up(args.cold_rounds)
@@ -403,6 +544,29 @@ def main() -> int:
         print(
             f"{r.store:<11} {r.measurement.name:<38} {small:>8.1f}ms {large:>8.1f}ms "
             f"{r.ratio:>5.2f}×  {shown}"
+        )
+    if footprint is not None:
+        f = footprint
+        n = f.events
+        ok = f.ratio <= f.max_ratio
+        failed |= not ok
+        print(
+            f"{'file':<11} {'disk per event: original, log + index':<38} {f.original / n:>8.0f} B "
+            f"{(f.log + f.index) / n:>8.0f} B {f.ratio:>5.2f}×  ≤ {f.max_ratio:g}× the "
+            f"original's bytes at {n:,} events {'PASS' if ok else 'FAIL'}"
+        )
+        print(
+            f"{'':<11}   log {f.log / n:.0f} B + index {f.index / n:.0f} B per event; the "
+            f"original: log + per-video file {f.original / n:.0f} B; per-video files (both) "
+            f"{f.video_files / n:.0f} B here"
+        )
+    if durability is not None:
+        durable, fast = durability
+        ok = durable < 10.0
+        failed |= not ok
+        print(
+            f"{'file':<11} {'create_event p50, fsync on / off':<38} {durable:>8.1f}ms "
+            f"{fast:>8.1f}ms {durable / fast:>5.2f}×  fsync on < 10 ms {'PASS' if ok else 'FAIL'}"
         )
     if start_up:
         print(f"{'store':<11} {'start-up':<38} {'py -c pass':>10} {'command':>10} {'ratio':>6}")

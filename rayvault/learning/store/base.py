@@ -197,6 +197,19 @@ class Store(Protocol):
         per-video copy of each unless ``video_files`` is False (a later version follows at
         once)."""
 
+    def pending_event(self, event: LearningEvent) -> AbstractContextManager[None]:
+        """Keep the first version of a new event safe while ``create_event`` runs its loop;
+        the block appends the event's final version. A writer that stops inside the block
+        leaves the first version for the next writer to persist (file store: one version in
+        the log per event whose loop completes; PostgreSQL: the first version is stored at
+        once, the final one replaces it)."""
+        ...
+
+    def event_pending(self, event_id: str) -> bool:
+        """Whether a new event is held by :meth:`pending_event` (its writer at work, or
+        stopped and not yet recovered) rather than stored: its rule may be in memory already."""
+        ...
+
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:

@@ -20,7 +20,9 @@ What is checked, and what a repair does:
   of the agent's later events);
 - temp files of writes that never finished (moved to the archive when older than
   ``TEMP_STALE_SECONDS``) and lock files left behind (not held and guarding nothing: removed);
-- the derived SQLite index agrees with the logs (rebuilt in place).
+- the derived SQLite index agrees with the logs (rebuilt in place);
+- new events left pending by a ``create_event`` that stopped in its loop
+  (``state/pending_events/``): appended to the event log by a repair.
 
 Findings that a writer at work could cause (a per-video file or index row not yet caught up) are
 checked again holding the logs' locks, so a doctor run beside active writers reports what is
@@ -153,12 +155,45 @@ class FileStoreDoctor:
                     self._held = True
                     self._check_logs()
                     self._held = False
+        self._check_pending()
         self._check_merges()
         self._check_agents()
         self._check_gate_states()
         self._check_reports()
         self._check_leftovers()
         return self.findings
+
+    def _check_pending(self) -> None:
+        """New events waiting in ``state/pending_events/`` (``FileStore.pending_event``): held
+        by a writer at work (info), or left by one that stopped (a repair, like the next write
+        to the event log, appends them)."""
+        folder = self.store.layout.pending_dir
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.json")):
+            if TEMP_MARKER in path.name:
+                continue
+            if lock_file_held(path):
+                self._add(
+                    "event-pending",
+                    path,
+                    "a new event whose create_event is running its loop",
+                    level="info",
+                )
+                continue
+            finding = self._add(
+                "event-pending-stopped",
+                path,
+                "a new event whose writer stopped before writing it to the event log; the next "
+                "write to the log (or doctor --repair) appends it",
+                level="info",  # what a kill leaves, healed by the next write without a command
+                repairable=True,
+            )
+            if self.repair:
+                with self.store._events_locked():  # appends what stopped writers left
+                    pass
+                if not path.exists():
+                    self._repaired(finding, "appended to the event log")
 
     def _merges_read(self) -> bool:
         """Whether the merges log can be read (the index is built from it too; a corrupt one

@@ -8,7 +8,10 @@ file that does not parse.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,16 +48,23 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store._fs import (
     atomic_write,
+    barrier,
     check_folder,
     check_inside,
     create_exclusive,
     dump_json,
+    durable_group,
+    flush_now,
     fsync_enabled,
+    is_temp_file,
     locked,
+    open_nofollow,
     os_error,
     parse_json,
     read_json,
     register_root,
+    sync_file,
+    temp_path_for,
 )
 from rayvault.learning.store._items import Portable
 from rayvault.learning.store._names import (
@@ -99,6 +109,7 @@ from rayvault.learning.store.base import (
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store.files._packed import unpack
 from rayvault.learning.store.files._patterns import IndexBook, pattern_book
 from rayvault.learning.store.files._sqlindex import (
     SqliteIndex,
@@ -121,7 +132,25 @@ from rayvault.learning.store.files.layout import (
 )
 from rayvault.policies import Policies, PolicyError, load_policies
 
+log = logging.getLogger("rayvault.learning")
+
 Q = TypeVar("Q", EventQuery, ErrorQuery)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _grouped(method: F) -> F:
+    """Flush the files a write method touches together when it returns (``durable_group``):
+    its log and that log's second copy (the per-video files, the error log's journal), which
+    need no order between them. One flush instead of one per file."""
+
+    @functools.wraps(method)
+    def wrapper(self: FileStore, *args: Any, **kwargs: Any) -> Any:
+        with durable_group(self.root):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
@@ -225,6 +254,7 @@ class FileStore:
     def video_events_dir(self, video_id: str) -> Path:
         return self.layout.video_events_dir(video_id)
 
+    @_grouped
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         self._writable()
         lines = []
@@ -244,6 +274,81 @@ class FileStore:
                 _mark(lock, [])
 
     @contextlib.contextmanager
+    def pending_event(self, event: LearningEvent) -> Iterator[None]:
+        """Keep a new event safe while ``create_event`` runs its loop, without a version in the
+        log: the event is written to ``state/pending_events/<event_id>.json``, held under an
+        ``flock`` for the whole block, and removed once the block (which appends the event's
+        final version) ends. A writer killed inside the block releases the lock: the next
+        writer of the event log appends the pending version (:meth:`_recover_pending`), and
+        ``complete_event`` finishes its loop. A block that raises leaves the file for that
+        recovery too: its final version may not have been written. With durable writes the
+        file is flushed before the block runs (the rule that the loop writes next must never
+        outlive its event)."""
+        self._writable()
+        validate_identifier(event.event_id, "event id")
+        if event.video_id:
+            validate_identifier(event.video_id, "video id")
+        path = self.layout.pending_event_path(event.event_id)
+        fd = _hold_new_file(path, event.model_dump_json().encode(), self.root)
+        try:
+            # The loop's writes and the final version are flushed together, before the pending
+            # file goes: a power cut leaves the pending version or the final one, never neither.
+            with durable_group(self.root):
+                yield
+        except BaseException:
+            os.close(fd)  # the lock goes: the next writer of the log appends this version
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+    def event_pending(self, event_id: str) -> bool:
+        return is_safe_identifier(event_id) and os.path.exists(
+            self.layout.pending_event_path(event_id)
+        )
+
+    def _recover_pending(self) -> None:
+        """Append the pending version of each new event whose writer stopped (its file is not
+        locked) and whose log holds no version of it; remove its file. Caller holds the log's
+        lock. Costs one ``scandir`` of an empty or missing folder when no writer stopped."""
+        try:
+            entries = [e.path for e in os.scandir(self.layout.pending_dir)]
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise os_error(self.layout.pending_dir, e, "read") from e
+        for entry in entries:
+            if entry.endswith(".json") and not is_temp_file(Path(entry)):
+                self._recover_pending_file(Path(entry))
+
+    def _recover_pending_file(self, path: Path) -> None:
+        try:
+            fd = open_nofollow(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # its writer finished meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # its writer is at work
+            if not os.path.exists(path):
+                return  # removed by its writer just before we locked it
+            event = validate_json_record(
+                LearningEvent, os.pread(fd, os.fstat(fd).st_size, 0), path, "a pending event"
+            )
+            if self.get_event(event.event_id) is None:
+                self._events.append([event.model_dump_json().encode()])
+                self._write_video_files([event])
+                log.warning(
+                    "event %s: its writer stopped before its final version; the version it "
+                    "left pending is appended (its loop completes on its next touch)",
+                    event.event_id,
+                )
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
     def _events_locked(self) -> Iterator[int]:
         """The event log's lock. A writer notes in the lock file the events whose per-video
         files it is about to write, and clears the note once they are written: the next holder
@@ -252,6 +357,7 @@ class FileStore:
         with locked(self.events_path) as lock:
             if os.fstat(lock).st_size:
                 self._finish_video_files(lock)
+            self._recover_pending()
             yield lock
 
     def _finish_video_files(self, lock: int) -> None:
@@ -269,6 +375,7 @@ class FileStore:
                 path = self.layout.video_event_path(event.video_id, event.event_id)
                 atomic_write(path, dump_json(event.to_dict()))
 
+    @_grouped
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
@@ -286,6 +393,7 @@ class FileStore:
             _mark(lock, [])
             return new
 
+    @_grouped
     def update_events(
         self,
         event_ids: Sequence[str],
@@ -307,7 +415,7 @@ class FileStore:
             return new
 
     def _event(self, data: bytes) -> LearningEvent:
-        return validate_json_record(LearningEvent, data, self.events_path, "an event")
+        return validate_json_record(LearningEvent, unpack(data), self.events_path, "an event")
 
     def get_event(self, event_id: str) -> LearningEvent | None:
         conn = self.index.sync("events")
@@ -381,7 +489,7 @@ class FileStore:
             for event_id, data in conn.execute(
                 f"SELECT event_id, data FROM events WHERE event_id IN ({marks})", chunk
             ):
-                found[event_id] = orjson.loads(data)
+                found[event_id] = orjson.loads(unpack(data))
         return found
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
@@ -398,12 +506,7 @@ class FileStore:
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
-        # Not an indexed column: read out of the stored JSON in SQLite (as resolution_times),
-        # after a byte search that rules out almost every record without parsing it.
-        has = (
-            "instr(data, CAST('\"regression_of\"' AS BLOB)) > 0"
-            " AND json_extract(CAST(data AS TEXT), '$.regression_of') IS NOT NULL"
-        )
+        has = "regression_of IS NOT NULL"  # a column of its own (records are packed)
         where = f"{where} AND {has}" if where else f" WHERE {has}"
         rows = conn.execute(f"SELECT data FROM events{where} ORDER BY ts, seq", params)
         return build_records(rows, self._event)
@@ -472,7 +575,12 @@ class FileStore:
         # A call that fails for an agent without state leaves nothing behind: no lock file, no
         # empty folder (both are removed again when nothing was written).
         new_agent = not folder.is_dir()
-        with _drop_if_empty(folder, new_agent), locked(memory_path, remove=new_agent):
+        # The memory file and the tombstone list are flushed together (``_grouped``).
+        with (
+            durable_group(self.root),
+            _drop_if_empty(folder, new_agent),
+            locked(memory_path, remove=new_agent),
+        ):
             try:
                 old_bytes: bytes | None = memory_path.read_bytes()
             except FileNotFoundError:
@@ -493,6 +601,8 @@ class FileStore:
             # in both, never in neither (evicted again later, its first tombstone stands:
             # ``_records.with_added``).
             tombstones.append(state.new_tombstones, now)
+            if state.new_tombstones and state.memory_changed:
+                barrier(self.root)  # durable before the memory that drops their rules
             if state.memory_changed:
                 if old_bytes is not None and state.archive:
                     self._snapshot(folder, memory_path, now, state.memory)
@@ -576,6 +686,7 @@ class FileStore:
         return removed
 
     # -- error log ----------------------------------------------------------------------------
+    @_grouped
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
         self._writable()
         lines = []
@@ -586,6 +697,7 @@ class FileStore:
             self._errors.append(lines)
             append_journal(self.errors_journal, lines)
 
+    @_grouped
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
         self._writable()
         if not self.errors_path.exists():  # no lock file for a call that must fail
@@ -600,6 +712,7 @@ class FileStore:
             append_journal(self.errors_journal, [line])
             return new
 
+    @_grouped
     def update_errors(
         self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
     ) -> list[ErrorEntry]:
@@ -743,7 +856,7 @@ class FileStore:
                     "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
                 ).fetchone()
             )
-            raw = orjson.loads(sample[0]) if sample else {}
+            raw = orjson.loads(unpack(sample[0])) if sample else {}
             text = raw.get("symptom") or raw.get("error")
             found.append(
                 KnownFailure(
@@ -803,7 +916,7 @@ class FileStore:
         self._writable()
         self._gate_folder_usable()
         path = self.gate_state_path(video_id)
-        with locked(path):
+        with durable_group(self.root), locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
             yield state
             state.updated = utcnow()
@@ -1046,6 +1159,34 @@ def _drop_if_empty(folder: Path, new: bool) -> Iterator[None]:
                 folder.rmdir()
 
 
+def _hold_new_file(path: Path, data: bytes, anchor: Path) -> int:
+    """Write ``path`` (a new file) whole and return a descriptor holding its ``flock``: written
+    as a temp file, locked, then linked into place, so no reader ever sees it empty or unlocked
+    while its writer lives. Flushed (with its folder entry) when writes are durable."""
+    check_inside(path)
+    tmp = temp_path_for(path)
+    try:
+        fd = open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    except OSError as e:
+        raise os_error(path, e) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, data)
+        os.link(tmp, path)
+        if fsync_enabled():  # a barrier: before anything the loop writes
+            flush_now(anchor, [str(path)], [str(path.parent)])
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return fd
+
+
 def _mark(lock: int, event_ids: Sequence[str]) -> None:
     """Note (or, empty, clear) in the event log's lock file the per-video files being written."""
     if event_ids:
@@ -1060,7 +1201,7 @@ def append_journal(path: Path, lines: Sequence[bytes]) -> None:
     try:
         os.write(fd, b"\n".join(lines) + b"\n")
         if fsync_enabled():
-            os.fsync(fd)
+            sync_file(fd, path)
     finally:
         os.close(fd)
 

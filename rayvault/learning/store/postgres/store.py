@@ -359,6 +359,17 @@ class PostgresStore(Connections):
         elif params:
             self._executemany(EVENT_UPSERT, params)
 
+    @contextlib.contextmanager
+    def pending_event(self, event: LearningEvent) -> Iterator[None]:
+        # A row is replaced in place by its next version: storing the first at once costs no
+        # disk, and a writer that stops leaves it for ``complete_event``.
+        self.append_events([event])
+        yield
+
+    def event_pending(self, event_id: str) -> bool:
+        del event_id
+        return False  # ``pending_event`` stores the first version at once
+
     def _execute_upsert(self, statement: str, params: tuple[Any, ...]) -> None:
         """One record version, in a statement of its own (autocommit); if the connection was
         lost, again on a new one unless the version was committed after all."""
