@@ -4,9 +4,11 @@
 
 - ``log_error``: with the error log's journal (``data/error_log.journal``, one ``O_APPEND`` write
   per call) and with the journal switched off;
-- the first version of an event: appended with its per-video file (what ``create_event`` does
-  now, so a writer killed before its final version leaves a copy) and without (what it did);
-- ``create_event`` end to end, for scale.
+- a version of an event: appended with its per-video file and without;
+- ``create_event`` end to end, for scale (one version per event since issue 15; its p50 with
+  durable writes on and off: ``bench_scale.py --only fsync``).
+
+Run as it is, writes are flushed (the default); ``RAYVAULT_FSYNC=0`` measures them unflushed.
 
 Each figure is the p50 over ``--samples`` calls in a fresh data root (create_event: a quarter
 as many), in microseconds.
@@ -26,7 +28,8 @@ from benchmarks._common import BENCH_DIR, p50, timed
 
 def bench_log_error(samples: int, *, journal: bool) -> float:
     from rayvault.learning.errors import log_error
-    from rayvault.learning.store import FileStore, files
+    from rayvault.learning.store import FileStore
+    from rayvault.learning.store.files import store as files
 
     store = FileStore(tempfile.mkdtemp(dir=BENCH_DIR))
     original = files.append_journal
@@ -108,7 +111,7 @@ def main() -> None:
     copy = bench_first_version(n, video_files=True)
     bare = bench_first_version(n, video_files=False)
     print(
-        f"first version of an event p50: {copy * 1e3:.0f} µs with its per-video file, "
+        f"a version of an event p50: {copy * 1e3:.0f} µs with its per-video file, "
         f"{bare * 1e3:.0f} µs without (+{(copy - bare) * 1e3:.0f} µs)"
     )
     print(f"create_event p50 (agent and video): {bench_create_event(n // 4) * 1e3:.0f} µs")

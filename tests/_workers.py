@@ -100,6 +100,28 @@ def write_forever(root: str) -> None:
         i += 1
 
 
+def evict_forever(root: str, url: str | None, acknowledged: str) -> None:
+    """Create WARN events of one agent until killed (each a new rule, so at the cap each evicts
+    one into the tombstones), appending each id to the file ``acknowledged`` once
+    ``create_event`` has returned."""
+    from rayvault.learning import create_event
+    from rayvault.learning.store import FileStore, open_store
+
+    store = open_store(root, url) if url else FileStore(root)
+    with open(acknowledged, "a", encoding="utf-8") as out:
+        for i in range(100_000):
+            event = create_event(
+                run_id="evict",
+                severity="WARN",
+                component="assets",
+                symptom=distinct_failure(1, i),
+                agent="dzine_producer",
+                store=store,
+            )
+            out.write(event.event_id + "\n")
+            out.flush()
+
+
 def start_writer(root: Path) -> subprocess.Popen[str]:
     """This module run as a process of its own: ``write_forever(root)``, ids on its stdout (the
     crash tests kill it)."""

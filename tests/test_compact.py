@@ -80,8 +80,15 @@ def where(store: Store) -> tuple[str, str]:
     return f"{schema}.event_versions", f"{schema}.event_version_archive[{STAMP}]"
 
 
+def created_versions(store: Store) -> int:
+    """Versions a ``create_event`` stores: one in the file store (its loop runs while the event
+    is pending, issue 15), two in PostgreSQL (the first stored at once, then the final one)."""
+    return 1 if isinstance(store, FileStore) else 2
+
+
 def make_history(clock: Clock, n: int = 4) -> list[str]:
-    """``n`` events of which every other one is resolved later: 2n + n/2 versions."""
+    """``n`` events of which every other one is resolved later: ``created_versions`` × n + n/2
+    versions."""
     ids = []
     for i in range(n):
         event = create_event(
@@ -98,11 +105,12 @@ def test_compact_keeps_the_latest_version_of_each_event(store: Store, clock: Clo
     ids = make_history(clock)
     before = versions(store)
     latest = {e.event_id: e.to_dict() for e in list_events()}
-    assert len(before) == 10
+    stored = created_versions(store) * 4 + 2
+    assert len(before) == stored
 
     result = store.compact_events()
     assert result.compacted is True
-    assert (result.versions_before, result.events_after) == (10, 4)
+    assert (result.versions_before, result.events_after) == (stored, 4)
     assert (result.path, result.archive) == where(store)
     assert restored(store, result) == before  # nothing lost: the old log, version for version
     assert 0 < result.bytes_after < result.bytes_before
@@ -146,7 +154,8 @@ def test_reads_after_compaction_are_right_in_every_process(
     resolve_event(ids[1], "checked after compaction")
     assert reader.get_event(ids[1]).status == "verified"  # type: ignore[union-attr]
     assert len(reader.query_events(EventQuery())) == 5
-    assert [v["event_id"] for v in versions(reader)][-3:] == [later.event_id] * 2 + [ids[1]]
+    created = [later.event_id] * created_versions(reader)
+    assert [v["event_id"] for v in versions(reader)][-len(created) - 1 :] == [*created, ids[1]]
     reader.close()
     other.close()
 
@@ -224,7 +233,8 @@ def test_cli_events_compact(store: Store, clock: Clock, capsys: pytest.CaptureFi
     path, archive = where(store)
     assert main(["events", "compact"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"Compacted {path}: 10 versions → 4 events (")
+    stored = created_versions(store) * 4 + 2
+    assert out.startswith(f"Compacted {path}: {stored} versions → 4 events (")
     assert f"the old versions are kept in {archive}." in out
     assert main(["events", "compact", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -58,10 +58,11 @@ def test_create_event_persists_every_field(root: Path, clock: Clock) -> None:
     assert event.loop_errors == []
 
     index = read_index(root)
-    assert len(index) == 2  # the created version, then the version after the loop's steps
-    first, last = index
-    assert first["event_id"] == last["event_id"] == event.event_id
-    assert first["status"] == "verified" and first["rule_id"] is None
+    assert len(index) == 1  # one version: written once the loop's steps are done (issue 15)
+    [last] = index
+    assert not (root / "state/pending_events").exists() or not any(
+        (root / "state/pending_events").iterdir()
+    )  # the pending copy is gone once the final version is in the log
     expected = {
         "event_id": event.event_id,
         "run_id": "v042-run-001",
@@ -232,7 +233,7 @@ def test_update_and_resolve_append_versions_and_last_wins(root: Path, clock: Clo
     assert resolved.verification == "Re-ran: 5/5 images correct"
     assert resolved.resolved_at is not None and resolved.resolved_at == clock.now
     versions = [e for e in read_index(root) if e["event_id"] == event.event_id]
-    assert [v["status"] for v in versions] == ["open", "applied", "verified"]
+    assert [v["status"] for v in versions] == ["applied", "verified"]
     assert get_event(event.event_id).status == "verified"
     per_video = root / "artifacts/videos/v042/learning/events" / f"{event.event_id}.json"
     assert json.loads(per_video.read_text())["status"] == "verified"

@@ -286,8 +286,8 @@ def test_tombstones_are_kept_and_archived(store_factory: StoreFactory) -> None:
     store.init_agent("researcher")
     stone = Tombstone(**rule(1).model_dump(), tombstoned_at=T0, reason="obsolete")
     with store.agent_state("researcher") as state:
-        state.tombstones.tombstones.append(stone)
-        state.tombstones_changed = True
+        state.add_tombstone(stone)
+        assert state.tombstones() == [stone]
     assert store.load_tombstones("researcher").tombstones == [stone]
     assert store.archive_tombstones("researcher", T0).tombstones == []  # not older than T0
     archived = store.archive_tombstones("researcher", T0 + timedelta(days=1))

@@ -143,8 +143,8 @@ def test_file_to_postgres_to_file_is_lossless(
     pg = PostgresStore(tmp_path / "project", pg_schemas.new_url())
     summary = import_root(pg, root)
     counts = summary.counts
-    # 7 events (one promoted from an error), each created + updated, and one resolved
-    assert counts[EVENT] == 2 * 7 + 1 and counts[VIDEO_EVENT] == 7
+    # 7 events (one promoted from an error), one version each (issue 15), and one resolved
+    assert counts[EVENT] == 7 + 1 and counts[VIDEO_EVENT] == 7
     # SOUL snapshots: two versions of dzine_producer's, one of researcher's
     assert counts[SNAPSHOT] >= 5 and counts[GATE_STATE] == 2 and counts[SOUL] == 3
     assert counts[REPORT] == counts[REPORT_HTML] == 2
@@ -305,7 +305,7 @@ def test_legacy_files_keep_their_content(root: Path, tmp_path: Path) -> None:
 def test_files_no_store_knows_are_reported(root: Path, tmp_path: Path) -> None:
     """Files under data/ or state/ that no kind covers are listed as skipped: what compaction
     archived, files that only look like reports or archives."""
-    create_event(**event_kwargs())  # type: ignore[arg-type]
+    event = create_event(**event_kwargs())  # type: ignore[arg-type]
     folder = root / "data/learning_reports"
     folder.mkdir(parents=True)
     for name in ("weekly-2026-02-19.json", "weekly-2026-13-45.json", "notes.txt"):
@@ -314,6 +314,7 @@ def test_files_no_store_knows_are_reported(root: Path, tmp_path: Path) -> None:
     archive.mkdir()
     (archive / "tombstones-2026-02-19.json").write_text("{}")
     (archive / "tombstones-old.json").write_text("{}")
+    resolve_event(event.event_id, "checked")  # a second version
     compacted = FileStore(root).compact_events()  # the event's two versions: one archive
     summary = export_store(FileStore(root), tmp_path / "out")
     assert summary.skipped == [
@@ -374,7 +375,7 @@ def test_store_export_and_import_commands(
     stdout, err = capsys.readouterr()
     assert code == 0, err
     data = json.loads(stdout)
-    assert data["counts"]["event"] == 2 and data["counts"]["video_event"] == 1
+    assert data["counts"]["event"] == 1 and data["counts"]["video_event"] == 1
     assert data["counts"]["weekly_report"] == 1
     assert data["skipped"] == ["data/learning_reports/notes.txt"]
     code = main(["store", "export", "--to", str(out)])

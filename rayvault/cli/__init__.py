@@ -5,7 +5,8 @@ Exit codes: 0 success; 2 the learning gate blocked; 1 a usage or data error, pri
 ``Error: …`` line on stderr (a traceback only for the unexpected, or under ``--debug``).
 
 ``rayvault-learn gate VIDEO STAGE`` runs before every pipeline stage, so its plain form is served
-without loading Typer and Rich (see ``_gate_fast``); everything else goes through the Typer app.
+without loading Typer and Rich (see ``_gate_fast``), and so is the top-level ``--help`` printed to
+a pipe (see ``_help_fast``); everything else goes through the Typer app.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             sys.stderr.write(f"Error: {problem}\n")
             return 1
+        from rayvault.cli._help_fast import run_help_fast
+
+        code = run_help_fast(args)
+        if code is not None:
+            return code
+        _skip_pydantic_plugins()
         from rayvault.cli._gate_fast import run_gate_fast
 
         code = run_gate_fast(args)
@@ -45,6 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         sys.stderr.flush()
         return 1
+
+
+def _skip_pydantic_plugins() -> None:
+    """Spare this process pydantic's plugin discovery (a scan of every installed distribution's
+    entry points, ~15 ms of a cold gate): the CLI uses no pydantic plugin. Only when the caller
+    did not choose (``PYDANTIC_DISABLE_PLUGINS`` is pydantic's documented switch); the library
+    never sets it, so a program importing it keeps its plugins."""
+    import os
+
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def _not_utf8(args: list[str]) -> str | None:

@@ -213,7 +213,7 @@ def check_memory(store: Store, *, check_sources: bool = True) -> list[Finding]:
             except LearningError:
                 events_readable = False  # a corrupt index is the store check's finding
                 break
-            if event is None:
+            if event is None and not store.event_pending(rule.source_event_id):
                 findings.append(
                     Finding(
                         code="rule-source-missing",

@@ -2,8 +2,8 @@
 
 ``create_event`` is the loop's heart. In one call it:
 
-1. persists the event (global index, and the per-video file when a video id is given) — after
-   this the event is safe, whatever happens next;
+1. keeps the event safe (``store.pending_event``: in the file store a pending file of its
+   own, not a version in the log) — after this the event is safe, whatever happens next;
 2. writes the skill-graph node (``record_learning``);
 3. applies the rule to the agent's memory when ``agent`` is given, and marks the event applied.
 
@@ -22,9 +22,13 @@ later attempt succeeding (``update_event(…, verified_by="retry")``). A verific
 event's rule too (``memory.record_verification``): it verifies the rule's text, or — a
 differing diagnosis — revises the rule (a person) or is kept as an alternative (a retry).
 
-A writer killed between steps 1 and 3 leaves the event ``open`` with an agent, no ``rule_id`` and
-no ``loop_errors``, though its rule may already be in memory. The next touch of the event
-(``get_event``, ``update_event``, ``doctor --repair``) completes it (:func:`complete_event`).
+4. persists the event's final version (global index, and the per-video file when a video id is
+   given): one version per event whose loop ran.
+
+A writer killed between steps 1 and 4 leaves its pending version: the next writer of the event
+log appends it (``open`` with an agent, no ``rule_id`` and no ``loop_errors``, though its rule may
+already be in memory), and the next touch of the event (``get_event``, ``update_event``,
+``doctor --repair``) completes it (:func:`complete_event`).
 """
 
 from __future__ import annotations
@@ -193,10 +197,18 @@ def _new_event(
     ):
         event.soul_update = suggest_soul_update(event, event.promotion_rule)
 
-    # (a) From here on the event is safe, in the log and in its per-video copy (a second copy
-    # that ``doctor --repair`` restores the log from; rewritten with the version below).
-    store.append_events([event])
+    # (a) From here on the event is safe: while the loop runs, the store keeps it pending (file
+    # store: a file of its own, appended to the log by the next writer should this one stop);
+    # the final version, written once the loop is done, is its one version in the log.
+    with store.pending_event(event):
+        final = _run_loop(event, agent, store)
+        store.append_events([final])
+    return final
 
+
+def _run_loop(event: LearningEvent, agent: str | None, store: Store) -> LearningEvent:
+    """Steps (b) and (c) of the immediate loop: the event's final version, with what each step
+    did or why it failed."""
     changes: dict[str, Any] = {}
     loop_errors: list[dict[str, Any]] = []
     try:  # (b)
@@ -220,9 +232,7 @@ def _new_event(
     if loop_errors:
         changes["loop_errors"] = loop_errors
     changes["updated"] = utcnow()
-    final = event.model_copy(update=changes)
-    store.append_events([final])
-    return final
+    return event.model_copy(update=changes)
 
 
 #: An event whose loop is incomplete this long after it was created has lost its writer (a

@@ -388,8 +388,7 @@ def _evict_over_cap(state: AgentState, cap: int, event: LearningEvent) -> list[R
         victim = min(candidates, key=lambda r: (r.last_used, r.created, r.rule_id))
         rules.remove(victim)
         evicted.append(victim)
-        state.tombstones_changed = True
-        state.tombstones.tombstones.append(
+        state.add_tombstone(
             Tombstone(
                 **victim.model_dump(),
                 tombstoned_at=utcnow(),
@@ -465,7 +464,7 @@ def tombstone_rule(
             raise RuleNotFoundError(agent, rule_id)
         state.memory.rules.remove(rule)
         _clear_marks(state.memory.rules, {rule_id})
-        state.memory_changed = state.tombstones_changed = True
+        state.memory_changed = True
         tombstone = Tombstone(
             **rule.model_dump(),
             tombstoned_at=utcnow(),
@@ -473,7 +472,7 @@ def tombstone_rule(
             evidence_ids=evidence,
             superseded_by=superseded_by,
         )
-        state.tombstones.tombstones.append(tombstone)
+        state.add_tombstone(tombstone)
     return tombstone
 
 
@@ -524,7 +523,7 @@ def resolve_conflict(
         by_id = {r.rule_id: r for r in state.memory.rules}
         for wanted in (rule_id, keep):
             if wanted is not None and wanted not in by_id:
-                if any(t.rule_id == wanted for t in state.tombstones.tombstones):
+                if any(t.rule_id == wanted for t in state.tombstones()):
                     raise InvalidInputError(
                         f"rule {wanted} of {agent} is tombstoned: it conflicts with nothing",
                         hint="its conflicts were resolved when it was tombstoned",
@@ -575,8 +574,8 @@ def resolve_conflict(
         )
         state.memory.rules.remove(loser)
         _clear_marks(state.memory.rules, {loser.rule_id})
-        state.memory_changed = state.tombstones_changed = True
-        state.tombstones.tombstones.append(
+        state.memory_changed = True
+        state.add_tombstone(
             Tombstone(
                 **loser.model_dump(),
                 tombstoned_at=utcnow(),

@@ -504,9 +504,11 @@ def _sweep_agent(
         snapshots_pruned=snapshots,
     )
     if not dry_run:
-        if due:
-            # Re-read under the agent's lock by the store: what is archived is what is due now.
-            archived = store.archive_tombstones(agent, grace_cutoff)
+        # Re-read under the agent's lock by the store: what is archived is what is due now. Run
+        # even when nothing is due: it also folds the tombstones appended since the last sweep
+        # into the agent's list (the store keeps them apart so that adding one reads nothing).
+        archived = store.archive_tombstones(agent, grace_cutoff)
+        if due or archived.tombstones:
             result.tombstones_archived = len(archived.tombstones)
             result.tombstone_archive = archived.location
             result.tombstones_kept = len(store.load_tombstones(agent).tombstones)

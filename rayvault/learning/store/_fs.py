@@ -1,8 +1,8 @@
 """File primitives every file-backed write goes through.
 
-- Whole-file writes are atomic: a unique temp file in the same folder, then ``os.replace``; with
-  ``RAYVAULT_FSYNC=1`` the data and the folder entry are fsynced, so a power cut leaves either the
-  old or the new file.
+- Whole-file writes are atomic: a unique temp file in the same folder, then ``os.replace``; the
+  data and the folder entry are flushed before the call returns (unless ``RAYVAULT_FSYNC=0``),
+  so a power cut leaves either the old or the new file.
 - Read-modify-write cycles hold an inter-process lock (``flock`` on ``<file>.lock``).
 - A file that does not parse raises :class:`CorruptFileError` naming it, and is never rewritten:
   the old system read such files as empty and overwrote them, losing everything in them.
@@ -18,10 +18,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import secrets
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -133,12 +137,126 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
         raise
 
 
+#: The values of ``RAYVAULT_FSYNC`` that turn durable writes off.
+_FSYNC_OFF = frozenset({"0", "false", "no", "off"})
+
+
 def fsync_enabled() -> bool:
-    """Durable writes requested with ``RAYVAULT_FSYNC=1``."""
-    return os.environ.get("RAYVAULT_FSYNC", "").strip().lower() in {"1", "true", "yes", "on"}
+    """Durable writes: on unless ``RAYVAULT_FSYNC=0`` (issue 15: ``create_event`` flushes its
+    files together, 7 ms p50 against 3 ms unflushed, so the safe choice is the default)."""
+    return os.environ.get("RAYVAULT_FSYNC", "").strip().lower() not in _FSYNC_OFF
+
+
+@dataclass
+class _Group:
+    """The files and folders written durably inside :func:`durable_group`, flushed at its end."""
+
+    files: dict[str, None] = field(default_factory=dict)
+    folders: dict[str, None] = field(default_factory=dict)
+
+
+_group: ContextVar[_Group | None] = ContextVar("rayvault_durable_group", default=None)
+
+
+@contextlib.contextmanager
+def durable_group(anchor: Path) -> Iterator[None]:
+    """Group commit: the durable writes made inside the block are not flushed one by one but
+    together when it ends, before the caller returns (``create_event`` touches five files in
+    three folders: ten flushes one by one, 20 ms p50 here; one flush of them all, 3 ms). A
+    block that raises flushes what it wrote too. ``anchor``: a folder on the data root's
+    filesystem. Nested blocks join the outer one."""
+    if _group.get() is not None or not fsync_enabled():
+        yield
+        return
+    group = _Group()
+    token = _group.set(group)
+    try:
+        yield
+    finally:
+        _group.reset(token)
+        if group.files or group.folders:
+            flush_now(anchor, list(group.files), list(group.folders))
+
+
+def barrier(anchor: Path) -> None:
+    """Inside :func:`durable_group`: flush what the group wrote so far, now, so that it is
+    durable before anything written next (a write that must not outlive an earlier one).
+    Outside a group every durable write is flushed as it is made: nothing to do."""
+    group = _group.get()
+    if group is None or not (group.files or group.folders):
+        return
+    flush_now(anchor, list(group.files), list(group.folders))
+    group.files.clear()
+    group.folders.clear()
+
+
+def flush_now(anchor: Path, files: list[str], folders: list[str]) -> None:
+    """Make ``files`` and the entries of ``folders`` durable: one ``syncfs`` of the filesystem
+    holding ``anchor`` where Linux offers it (one journal commit for them all), else an
+    ``fsync`` of each file, then of each folder."""
+    if _syncfs(anchor):
+        return
+    for path in (*files, *folders):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # replaced or removed since: what replaced it was flushed on its own
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _syncfs(anchor: Path) -> bool:
+    """``syncfs(2)`` on the filesystem of ``anchor``; False where it is not available."""
+    call = _syncfs_call()
+    if call is None:
+        return False
+    try:
+        fd = os.open(anchor, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if call(fd) != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(anchor))
+    finally:
+        os.close(fd)
+    return True
+
+
+@functools.cache
+def _syncfs_call() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # here: 1.6 ms of import the gate's cold start does not need
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return call
+
+
+def sync_file(fd: int, path: Path | str) -> None:
+    """``fsync`` the file open as ``fd`` (at ``path`` once the write is done), or, inside
+    :func:`durable_group`, leave it to the group's flush."""
+    group = _group.get()
+    if group is None:
+        os.fsync(fd)
+    else:
+        group.files[os.fspath(path)] = None
 
 
 def fsync_dir(path: Path) -> None:
+    """Make the entries of folder ``path`` durable (now, or with the group's flush)."""
+    group = _group.get()
+    if group is not None:
+        group.folders[os.fspath(path)] = None
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -187,7 +305,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
             fh.write(data)
             if durable:
                 fh.flush()
-                os.fsync(fh.fileno())
+                sync_file(fh.fileno(), path)
         try:  # replaces a link at ``path`` itself, never writes through it
             os.replace(tmp, path)
         except OSError as e:
@@ -213,7 +331,7 @@ def create_exclusive(path: Path, data: bytes, *, fsync: bool | None = None) -> b
             fh.write(data)
             if durable:
                 fh.flush()
-                os.fsync(fh.fileno())
+                sync_file(fh.fileno(), path)
         try:
             # A hard link fails if the name is taken: an atomic create-if-absent of full content.
             os.link(tmp, path)

@@ -14,7 +14,14 @@ from pydantic import BaseModel, ValidationError
 
 from rayvault.learning._time import format_ts, from_micros
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.models import SEVERITIES, ErrorEntry, ErrorPattern, Pattern, Tombstone
+from rayvault.learning.models import (
+    SEVERITIES,
+    ErrorEntry,
+    ErrorPattern,
+    Pattern,
+    Tombstone,
+    TombstoneFile,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,6 +48,27 @@ def _shape_error(error: ValidationError, path: Path, what: str) -> CorruptFileEr
     return CorruptFileError(
         path, f"{what} does not match the expected shape: {where}: {first['msg']}"
     )
+
+
+def with_added(base: TombstoneFile, added: Sequence[Tombstone]) -> TombstoneFile:
+    """An agent's whole tombstone list: ``base`` (the stored document, in the original system's
+    shape) followed by the tombstones appended since it was last written (a log, rows), but
+    those whose rule is tombstoned already. Rule ids are unique, so a rule tombstoned twice is
+    what a crash leaves: a log still there after the sweep folded it in, or a rule evicted
+    again after a writer died between appending its tombstone and writing the memory without
+    it. The first tombstone stands. ``updated`` is the later of the document's and the last
+    append's."""
+    if not added:
+        return base
+    held = {t.rule_id for t in base.tombstones}
+    whole = list(base.tombstones)
+    for tombstone in added:
+        if tombstone.rule_id not in held:
+            held.add(tombstone.rule_id)
+            whole.append(tombstone)
+    last = max(t.tombstoned_at for t in added)
+    updated = last if base.updated is None or last > base.updated else base.updated
+    return base.model_copy(update={"tombstones": whole, "updated": updated, "count": len(whole)})
 
 
 def tombstone_archive_document(

@@ -103,20 +103,38 @@ class ErrorQuery:
 
 @dataclass
 class AgentState:
-    """An agent's memory and tombstones, loaded under the agent's lock (see
-    :meth:`Store.agent_state`). What the block marks as changed is written when it exits
-    cleanly; nothing is written after an exception."""
+    """An agent's memory, loaded under the agent's lock (see :meth:`Store.agent_state`). What
+    the block marks as changed is written when it exits cleanly; nothing is written after an
+    exception.
+
+    The tombstones are not loaded with it: most memory changes never look at them, and the list
+    only grows (each eviction at the rule cap adds one). :meth:`add_tombstone` queues a new one,
+    appended on exit without reading the list; :meth:`tombstones` reads the list when a change
+    needs it (once per transaction)."""
 
     agent: str
     memory: AgentMemory
-    tombstones: TombstoneFile
+    #: Reads the agent's whole tombstone list (set by the store).
+    read_tombstones: Callable[[], TombstoneFile] = field(default=TombstoneFile, repr=False)
     #: Set by the store: whether the memory file existed before this transaction.
     existed: bool = False
     memory_changed: bool = False
-    tombstones_changed: bool = False
     #: Archive the previous memory before writing it back (False for a change that only counts
     #: deliveries: snapshots keep versions of the rules, not of their counters).
     archive: bool = True
+    #: Tombstones added in this transaction, appended to the list on exit.
+    new_tombstones: list[Tombstone] = field(default_factory=list)
+    _loaded: TombstoneFile | None = field(default=None, repr=False)
+
+    def add_tombstone(self, tombstone: Tombstone) -> None:
+        """Queue ``tombstone`` to be appended to the agent's list when the block exits cleanly."""
+        self.new_tombstones.append(tombstone)
+
+    def tombstones(self) -> list[Tombstone]:
+        """The agent's tombstones, those added in this transaction last (read on first call)."""
+        if self._loaded is None:
+            self._loaded = self.read_tombstones()
+        return [*self._loaded.tombstones, *self.new_tombstones]
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,19 @@ class Store(Protocol):
         """Persist new events or new versions of events (the last version wins), and the
         per-video copy of each unless ``video_files`` is False (a later version follows at
         once)."""
+
+    def pending_event(self, event: LearningEvent) -> AbstractContextManager[None]:
+        """Keep the first version of a new event safe while ``create_event`` runs its loop;
+        the block appends the event's final version. A writer that stops inside the block
+        leaves the first version for the next writer to persist (file store: one version in
+        the log per event whose loop completes; PostgreSQL: the first version is stored at
+        once, the final one replaces it)."""
+        ...
+
+    def event_pending(self, event_id: str) -> bool:
+        """Whether a new event is held by :meth:`pending_event` (its writer at work, or
+        stopped and not yet recovered) rather than stored: its rule may be in memory already."""
+        ...
 
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
@@ -362,7 +393,9 @@ class Store(Protocol):
 
     def archive_tombstones(self, agent: str, older_than: datetime) -> ArchivedTombstones:
         """Move the agent's tombstones removed before ``older_than`` into a dated archive (never
-        overwriting an earlier archive), atomically with respect to other writers."""
+        overwriting an earlier archive), atomically with respect to other writers. It also
+        compacts what the store keeps of the tombstones added since the last call (a log of
+        appends, rows), due or not: the weekly revisit's sweep runs it for every agent."""
         ...
 
     # -- weekly reports -----------------------------------------------------------------------

@@ -43,6 +43,7 @@ from rayvault.learning.store._fs import (
     fsync_enabled,
     open_nofollow,
     os_error,
+    sync_file,
 )
 
 _WS = b" \t\r\n"
@@ -270,7 +271,7 @@ class JsonArrayLog:
                 if os.fstat(fd).st_size > new_size:
                     os.ftruncate(fd, new_size)
             if durable:
-                os.fsync(fd)
+                sync_file(fd, self.path)
         finally:
             os.close(fd)
 

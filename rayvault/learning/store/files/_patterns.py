@@ -210,10 +210,10 @@ def build_clusters(store: FileStore, conn: sqlite3.Connection) -> int:
     aliases = store.stage_aliases()
     rows = conn.execute(
         f"""
-        SELECT ts, seq, 0, component, record_fp, json_extract(CAST(data AS TEXT), '$.symptom')
+        SELECT ts, seq, 0, component, record_fp, json_extract(record(data), '$.symptom')
           FROM events WHERE {_VERSION_2}
         UNION ALL
-        SELECT ts, seq, 1, stage, record_fp, json_extract(CAST(data AS TEXT), '$.error')
+        SELECT ts, seq, 1, stage, record_fp, json_extract(record(data), '$.error')
           FROM errors WHERE {_VERSION_2}
         ORDER BY 1, 3, 2
         """,
@@ -247,7 +247,7 @@ def build_clusters(store: FileStore, conn: sqlite3.Connection) -> int:
     return len(rows)
 
 
-_VERSION_2 = "json_extract(CAST(data AS TEXT), '$.fingerprint_version') = ?"
+_VERSION_2 = "json_extract(record(data), '$.fingerprint_version') = ?"
 
 
 @contextlib.contextmanager

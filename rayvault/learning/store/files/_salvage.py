@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from rayvault.learning.store.files._packed import unpack
+
 
 @dataclass
 class Salvage:
@@ -111,8 +113,8 @@ def read_index_rows(path: Path | None, table: str, key: str) -> dict[str, dict[s
     try:
         for record_key, data in conn.execute(f"SELECT {key}, data FROM {table}"):
             try:
-                value = orjson.loads(data)
-            except orjson.JSONDecodeError:
+                value = orjson.loads(unpack(data))
+            except (orjson.JSONDecodeError, sqlite3.DatabaseError):
                 continue
             if isinstance(value, dict) and isinstance(record_key, str):
                 rows[record_key] = value

@@ -54,10 +54,14 @@ from rayvault.learning.store._sql import (
     resolved_event_row,
 )
 from rayvault.learning.store.files._jsonlog import read_array, read_from, scan_after
+from rayvault.learning.store.files._packed import pack, unpack
+from rayvault.learning.store.files._packed import register as register_record_function
 
 logger = logging.getLogger("rayvault.learning.index")
 
-SCHEMA_VERSION = 9
+#: 11: event records packed (``_packed``; issue 15, item 5). 12: the event pattern aggregates
+#: and open counts (issue 15, item 2).
+SCHEMA_VERSION = 12
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -290,7 +294,7 @@ CREATE TABLE events (
     event_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, severity TEXT,
     component TEXT, status TEXT, video_id TEXT, agent TEXT, fingerprint TEXT,
     source_error_id TEXT, source_note TEXT, resolved INTEGER NOT NULL, idempotency_key TEXT,
-    record_fp TEXT, data BLOB NOT NULL, resolved_ts INTEGER
+    record_fp TEXT, data BLOB NOT NULL, resolved_ts INTEGER, regression_of TEXT
 );
 CREATE INDEX events_video ON events (video_id, component);
 -- Time order: a window of days (the weekly report's facets, timeline and regressions) or the
@@ -417,6 +421,8 @@ class Source:
     reset: Callable[[sqlite3.Connection], None] | None = None
     #: Whether its rows depend on the step-name aliases (records stored without a fingerprint).
     uses_aliases: bool = True
+    #: Whether its records are kept packed (``_packed``): the events, most of the index's bytes.
+    packed: bool = False
 
 
 #: What a process saw of a log when it last caught up: (inode, size, mtime) or None when it did
@@ -519,6 +525,7 @@ class SqliteIndex:
         on_disk = self.path is not None and not in_memory
         target = self.path if on_disk and self.path is not None else ":memory:"
         conn = sqlite3.connect(target, timeout=60, isolation_level=None)
+        register_record_function(conn)
         try:
             if on_disk:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -593,7 +600,9 @@ class SqliteIndex:
                 missing = items.keys() - rows.keys()
                 extra = rows.keys() - items.keys()
                 differ = [
-                    k for k in items.keys() & rows.keys() if orjson.loads(rows[k]) != items[k]
+                    k
+                    for k in items.keys() & rows.keys()
+                    if orjson.loads(unpack(rows[k])) != items[k]
                 ]
                 for label, keys in (
                     ("missing", missing),
@@ -827,12 +836,19 @@ class SqliteIndex:
             f"ON CONFLICT ({source.key}) DO UPDATE SET {updates}"
         )
         rows = []
+        dump: Callable[[Any], bytes] = _packed_dump if source.packed else orjson.dumps
         for i, item in enumerate(items):
             row = source.row(item, aliases)
             key = row[fp]
             values = (*row[:fp], key, key, *row[fp + 1 :])
-            rows.append((*values, key, first_seq + i, orjson.dumps(item)))
+            rows.append((*values, key, first_seq + i, dump(item)))
         conn.executemany(sql, rows)
+
+
+def _packed_dump(item: Any) -> bytes:
+    import orjson
+
+    return pack(orjson.dumps(item))
 
 
 _RECOUNTS = error_aggregate_recounts()
@@ -952,10 +968,26 @@ def _statements(script: str) -> list[str]:
     return [s for s in statements if s.rstrip(";").strip()]
 
 
+#: The events' columns in this index: the shared ones, when each was resolved, and the event
+#: it is a regression of (a column: the packed record cannot be searched for it).
+INDEX_EVENT_COLUMNS = (*RESOLVED_EVENT_COLUMNS, "regression_of")
+
+
+def _index_event_row(item: dict[str, Any], aliases: Mapping[str, str]) -> tuple[Any, ...]:
+    """:func:`resolved_event_row` (when the event was resolved, None when it was not or that
+    does not parse: such an event has no resolution time to report) and its
+    ``regression_of``."""
+    regression = item.get("regression_of")
+    return (
+        *resolved_event_row(item, aliases),
+        None if regression is None else str(regression),
+    )
+
+
 def event_source(path: Path) -> Source:
     return Source(
-        "events", path, "events", "event_id", RESOLVED_EVENT_COLUMNS, resolved_event_row,
-        depends=("merges",),
+        "events", path, "events", "event_id", INDEX_EVENT_COLUMNS, _index_event_row,
+        depends=("merges",), packed=True,
     )  # fmt: skip
 
 

@@ -13,13 +13,16 @@ What is checked, and what a repair does:
 - every per-video event file exists and equals the latest version in the index (a missing one is
   written from the index; a stale or unreadable one is moved to the archive and re-written);
   per-video files of events the index does not have are reported only;
-- memory, tombstone, memory snapshot, gate state and report files parse and have their shape,
+- memory, tombstone, memory snapshot, gate state and report files parse and have their shape
+  (the log of tombstones added since the sweep too: a torn tail is cut off as the logs' are),
   SOUL snapshots match their hash (reported only: these are the only copy of their data); a
   corrupt memory is restored from its newest valid snapshot (``check_root`` then replays the rules
   of the agent's later events);
 - temp files of writes that never finished (moved to the archive when older than
   ``TEMP_STALE_SECONDS``) and lock files left behind (not held and guarding nothing: removed);
-- the derived SQLite index agrees with the logs (rebuilt in place).
+- the derived SQLite index agrees with the logs (rebuilt in place);
+- new events left pending by a ``create_event`` that stopped in its loop
+  (``state/pending_events/``): appended to the event log by a repair.
 
 Findings that a writer at work could cause (a per-video file or index row not yet caught up) are
 checked again holding the logs' locks, so a doctor run beside active writers reports what is
@@ -53,6 +56,7 @@ from rayvault.learning.models import (
     FindingLevel,
     GateState,
     LearningEvent,
+    Tombstone,
     TombstoneFile,
 )
 from rayvault.learning.store._fs import (
@@ -80,6 +84,7 @@ from rayvault.learning.store.files.layout import (
     MEMORY_FILE,
     SOUL_FILES,
     TOMBSTONES_FILE,
+    TOMBSTONES_LOG_FILE,
 )
 from rayvault.learning.store.files.snapshots import max_seq, ordered_snapshots
 
@@ -150,12 +155,45 @@ class FileStoreDoctor:
                     self._held = True
                     self._check_logs()
                     self._held = False
+        self._check_pending()
         self._check_merges()
         self._check_agents()
         self._check_gate_states()
         self._check_reports()
         self._check_leftovers()
         return self.findings
+
+    def _check_pending(self) -> None:
+        """New events waiting in ``state/pending_events/`` (``FileStore.pending_event``): held
+        by a writer at work (info), or left by one that stopped (a repair, like the next write
+        to the event log, appends them)."""
+        folder = self.store.layout.pending_dir
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.json")):
+            if TEMP_MARKER in path.name:
+                continue
+            if lock_file_held(path):
+                self._add(
+                    "event-pending",
+                    path,
+                    "a new event whose create_event is running its loop",
+                    level="info",
+                )
+                continue
+            finding = self._add(
+                "event-pending-stopped",
+                path,
+                "a new event whose writer stopped before writing it to the event log; the next "
+                "write to the log (or doctor --repair) appends it",
+                level="info",  # what a kill leaves, healed by the next write without a command
+                repairable=True,
+            )
+            if self.repair:
+                with self.store._events_locked():  # appends what stopped writers left
+                    pass
+                if not path.exists():
+                    self._repaired(finding, "appended to the event log")
 
     def _merges_read(self) -> bool:
         """Whether the merges log can be read (the index is built from it too; a corrupt one
@@ -261,6 +299,8 @@ class FileStoreDoctor:
             return contextlib.nullcontext()
         if path == self.store.events_path:
             return self.store._events_locked()
+        if path.name == TOMBSTONES_LOG_FILE:  # appended to under the agent's (memory's) lock
+            return _log_lock(path.parent / MEMORY_FILE)
         return _log_lock(path)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -577,6 +617,8 @@ class FileStoreDoctor:
                 except (OSError, orjson.JSONDecodeError):
                     continue
                 rules = raw.get(field) if isinstance(raw, dict) else None
+                if name == TOMBSTONES_FILE and isinstance(rules, list):
+                    rules = [*rules, *_tombstone_log_items(folder)]
                 for rule in rules if isinstance(rules, list) else []:
                     if isinstance(rule, dict) and isinstance(rule.get("source_event_id"), str):
                         found.add(rule["source_event_id"])
@@ -748,6 +790,7 @@ class FileStoreDoctor:
                 "tombstones-corrupt",
                 "the tombstone list",
             )
+            self._check_tombstone_log(folder / TOMBSTONES_LOG_FILE)
             archive = folder / ARCHIVE_DIR
             if archive.is_dir():
                 for snapshot in sorted(archive.glob(JSON_FILES)):
@@ -767,6 +810,36 @@ class FileStoreDoctor:
                             "the memory snapshot",
                             level="warning",
                         )
+
+    def _check_tombstone_log(self, path: Path) -> None:
+        """The tombstones appended since the list was last written (``files._tombstones``): a
+        torn tail is cut off (a warning: readers ignore it), a corrupt log or an element that is
+        not a tombstone reported and left as it is (it is the only copy of those tombstones)."""
+        try:
+            whole = read_array(path)
+        except CorruptFileError as e:
+            self._add("tombstones-corrupt", path, f"is corrupt: {e.detail}; left unchanged")
+            return
+        except OSError as e:
+            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
+            return
+        if whole is None:
+            return
+        if whole.parsed.torn_at is not None:
+            finding = self._add(
+                "log-torn-tail",
+                path,
+                f"has a torn tail ({len(whole.data) - whole.parsed.torn_at} bytes of an append "
+                "that never finished); readers ignore it and the next write cuts it off",
+                level="warning",
+                repairable=True,
+            )
+            if self.repair:
+                self._repair_torn_tail(path, finding)
+        for i, item in enumerate(whole.parsed.items):
+            problem = self._validate(Tombstone, item)
+            if problem is not None:
+                self._add("tombstones-corrupt", path, f"element {i} is not a tombstone: {problem}")
 
     def _newest_valid_snapshot(self, archive: Path) -> tuple[Path, dict[str, Any]] | None:
         for snapshot in reversed(ordered_snapshots(archive)):
@@ -807,6 +880,11 @@ class FileStoreDoctor:
                 buried = {t["rule_id"] for t in tombstones["tombstones"]}
             except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
                 buried = set()
+            buried |= {
+                t["rule_id"]
+                for t in _tombstone_log_items(memory.parent)
+                if isinstance(t, dict) and isinstance(t.get("rule_id"), str)
+            }
             rules = [r for r in raw.get("rules", []) if r.get("rule_id") not in buried]
             dropped = len(raw.get("rules", [])) - len(rules)
             restored = {**raw, "rules": rules, "snapshot_seq": max_seq(archive)}
@@ -1011,6 +1089,16 @@ def _missing(
 
 def _sources(records: dict[str, dict[str, Any]]) -> str:
     return ", ".join(sorted({str(r.get("__source__")) for r in records.values()}))
+
+
+def _tombstone_log_items(folder: Path) -> list[Any]:
+    """The raw elements of an agent's log of added tombstones (empty when it is absent or
+    cannot be read: ``_check_tombstone_log`` reports that)."""
+    try:
+        whole = read_array(folder / TOMBSTONES_LOG_FILE)
+    except (OSError, CorruptFileError):
+        return []
+    return [] if whole is None else whole.parsed.items
 
 
 def _log_lock(path: Path) -> contextlib.AbstractContextManager[int]:

@@ -11,10 +11,12 @@ tests ask it; nothing else spells a path.
     data/archive/                        event indexes as they were before each compaction
     data/learning_reports/               weekly-YYYY-MM-DD[-N].json and .html (N: 2nd… of a day)
     state/agents/<agent>/memory_active.json, memory_tombstones.json, memory_archive/,
+        memory_tombstones_log.json           tombstones added since the list was last written
         tombstone_archive/tombstones-YYYY-MM-DD[-N].json   tombstones past their grace period
     state/learning_gate/<video_id>.json  the gate's last-seen hashes and acknowledgements
     state/learning_gate/souls/<sha256>.md  SOUL texts the gate saw, by hash
     state/cache/index.sqlite3            derived index over the three logs (safe to delete)
+    state/pending_events/<event_id>.json  a new event while ``create_event`` runs its loop
     state/doctor-archive/<timestamp>/    what ``doctor --repair`` moved aside or replaced
     state/locks/<name>.lock              named inter-process locks (removed on release)
     artifacts/videos/<vid>/learning/events/<event_id>.json
@@ -63,6 +65,8 @@ MERGES_FILE = "pattern_merges.json"
 #: An agent's memory, its tombstones, and the folders of its snapshots and archived tombstones.
 MEMORY_FILE = "memory_active.json"
 TOMBSTONES_FILE = "memory_tombstones.json"
+#: Tombstones added since ``memory_tombstones.json`` was last written (``files._tombstones``).
+TOMBSTONES_LOG_FILE = "memory_tombstones_log.json"
 ARCHIVE_DIR = "memory_archive"
 TOMBSTONE_ARCHIVE_DIR = "tombstone_archive"
 #: The prefixes of dated names (``<prefix>-YYYY-MM-DD[-N]``, see ``store._names``).
@@ -70,6 +74,8 @@ REPORT_PREFIX = "weekly"
 TOMBSTONE_ARCHIVE_PREFIX = "tombstones"
 SOULS_DIR = "souls"
 INDEX_FILE = "index.sqlite3"
+#: New events whose ``create_event`` is under way (``FileStore.pending_event``).
+PENDING_DIR = "pending_events"
 #: Name patterns of the files in a folder: gate states, event copies, memory snapshots and
 #: reports (``*.json``), SOUL snapshots (``*.md``).
 JSON_FILES = "*.json"
@@ -101,6 +107,7 @@ class Layout:
         self.index_path = self.cache_dir / INDEX_FILE
         self.doctor_archive_dir = self.state_dir / "doctor-archive"
         self.locks_dir = self.state_dir / "locks"
+        self.pending_dir = self.state_dir / PENDING_DIR
         self.videos_dir = self.artifacts_dir / "videos"
         self.demo_marker = root / DEMO_MARKER
 
@@ -108,7 +115,7 @@ class Layout:
         """Every folder of the layout, parents first (checked before the first write)."""
         return (
             self.data_dir, self.archive_dir, self.reports_dir, self.state_dir,
-            self.agents_dir, self.gate_dir, self.cache_dir, self.locks_dir,
+            self.agents_dir, self.gate_dir, self.cache_dir, self.locks_dir, self.pending_dir,
             self.artifacts_dir, self.videos_dir,
         )  # fmt: skip
 
@@ -160,6 +167,9 @@ class Layout:
 
     def video_event_path(self, video_id: str, event_id: str) -> Path:
         return self.video_events_dir(video_id) / f"{event_id}.json"
+
+    def pending_event_path(self, event_id: str) -> Path:
+        return self.pending_dir / f"{validate_identifier(event_id, 'event id')}.json"
 
     def report_path(self, name: str, suffix: str = ".json") -> Path:
         return self.reports_dir / f"{name}{suffix}"

@@ -8,7 +8,10 @@ file that does not parse.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,16 +48,23 @@ from rayvault.learning.models import (
 )
 from rayvault.learning.store._fs import (
     atomic_write,
+    barrier,
     check_folder,
     check_inside,
     create_exclusive,
     dump_json,
+    durable_group,
+    flush_now,
     fsync_enabled,
+    is_temp_file,
     locked,
+    open_nofollow,
     os_error,
     parse_json,
     read_json,
     register_root,
+    sync_file,
+    temp_path_for,
 )
 from rayvault.learning.store._items import Portable
 from rayvault.learning.store._names import (
@@ -104,6 +114,7 @@ from rayvault.learning.store.base import (
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store.files._packed import unpack
 from rayvault.learning.store.files._patterns import IndexBook, pattern_book
 from rayvault.learning.store.files._sqlindex import (
     SqliteIndex,
@@ -114,6 +125,7 @@ from rayvault.learning.store.files._sqlindex import (
     resolve_keys,
 )
 from rayvault.learning.store.files._textrank import rank_texts as fts_rank_texts
+from rayvault.learning.store.files._tombstones import TombstoneList
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
     MEMORY_FILE,
@@ -125,7 +137,25 @@ from rayvault.learning.store.files.layout import (
 )
 from rayvault.policies import Policies, PolicyError, load_policies
 
+log = logging.getLogger("rayvault.learning")
+
 Q = TypeVar("Q", EventQuery, ErrorQuery)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _grouped(method: F) -> F:
+    """Flush the files a write method touches together when it returns (``durable_group``):
+    its log and that log's second copy (the per-video files, the error log's journal), which
+    need no order between them. One flush instead of one per file."""
+
+    @functools.wraps(method)
+    def wrapper(self: FileStore, *args: Any, **kwargs: Any) -> Any:
+        with durable_group(self.root):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 #: Ids per ``IN (…)`` list: well under SQLite's smallest parameter limit (999).
 _IN_CHUNK = 500
@@ -229,6 +259,7 @@ class FileStore:
     def video_events_dir(self, video_id: str) -> Path:
         return self.layout.video_events_dir(video_id)
 
+    @_grouped
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         self._writable()
         lines = []
@@ -248,6 +279,81 @@ class FileStore:
                 _mark(lock, [])
 
     @contextlib.contextmanager
+    def pending_event(self, event: LearningEvent) -> Iterator[None]:
+        """Keep a new event safe while ``create_event`` runs its loop, without a version in the
+        log: the event is written to ``state/pending_events/<event_id>.json``, held under an
+        ``flock`` for the whole block, and removed once the block (which appends the event's
+        final version) ends. A writer killed inside the block releases the lock: the next
+        writer of the event log appends the pending version (:meth:`_recover_pending`), and
+        ``complete_event`` finishes its loop. A block that raises leaves the file for that
+        recovery too: its final version may not have been written. With durable writes the
+        file is flushed before the block runs (the rule that the loop writes next must never
+        outlive its event)."""
+        self._writable()
+        validate_identifier(event.event_id, "event id")
+        if event.video_id:
+            validate_identifier(event.video_id, "video id")
+        path = self.layout.pending_event_path(event.event_id)
+        fd = _hold_new_file(path, event.model_dump_json().encode(), self.root)
+        try:
+            # The loop's writes and the final version are flushed together, before the pending
+            # file goes: a power cut leaves the pending version or the final one, never neither.
+            with durable_group(self.root):
+                yield
+        except BaseException:
+            os.close(fd)  # the lock goes: the next writer of the log appends this version
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+    def event_pending(self, event_id: str) -> bool:
+        return is_safe_identifier(event_id) and os.path.exists(
+            self.layout.pending_event_path(event_id)
+        )
+
+    def _recover_pending(self) -> None:
+        """Append the pending version of each new event whose writer stopped (its file is not
+        locked) and whose log holds no version of it; remove its file. Caller holds the log's
+        lock. Costs one ``scandir`` of an empty or missing folder when no writer stopped."""
+        try:
+            entries = [e.path for e in os.scandir(self.layout.pending_dir)]
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise os_error(self.layout.pending_dir, e, "read") from e
+        for entry in entries:
+            if entry.endswith(".json") and not is_temp_file(Path(entry)):
+                self._recover_pending_file(Path(entry))
+
+    def _recover_pending_file(self, path: Path) -> None:
+        try:
+            fd = open_nofollow(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # its writer finished meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # its writer is at work
+            if not os.path.exists(path):
+                return  # removed by its writer just before we locked it
+            event = validate_json_record(
+                LearningEvent, os.pread(fd, os.fstat(fd).st_size, 0), path, "a pending event"
+            )
+            if self.get_event(event.event_id) is None:
+                self._events.append([event.model_dump_json().encode()])
+                self._write_video_files([event])
+                log.warning(
+                    "event %s: its writer stopped before its final version; the version it "
+                    "left pending is appended (its loop completes on its next touch)",
+                    event.event_id,
+                )
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
     def _events_locked(self) -> Iterator[int]:
         """The event log's lock. A writer notes in the lock file the events whose per-video
         files it is about to write, and clears the note once they are written: the next holder
@@ -256,6 +362,7 @@ class FileStore:
         with locked(self.events_path) as lock:
             if os.fstat(lock).st_size:
                 self._finish_video_files(lock)
+            self._recover_pending()
             yield lock
 
     def _finish_video_files(self, lock: int) -> None:
@@ -273,6 +380,7 @@ class FileStore:
                 path = self.layout.video_event_path(event.video_id, event.event_id)
                 atomic_write(path, dump_json(event.to_dict()))
 
+    @_grouped
     def update_event(
         self, event_id: str, change: Callable[[LearningEvent], LearningEvent]
     ) -> LearningEvent:
@@ -290,6 +398,7 @@ class FileStore:
             _mark(lock, [])
             return new
 
+    @_grouped
     def update_events(
         self,
         event_ids: Sequence[str],
@@ -311,7 +420,7 @@ class FileStore:
             return new
 
     def _event(self, data: bytes) -> LearningEvent:
-        return validate_json_record(LearningEvent, data, self.events_path, "an event")
+        return validate_json_record(LearningEvent, unpack(data), self.events_path, "an event")
 
     def get_event(self, event_id: str) -> LearningEvent | None:
         conn = self.index.sync("events")
@@ -424,7 +533,7 @@ class FileStore:
             for event_id, data in conn.execute(
                 f"SELECT event_id, data FROM events WHERE event_id IN ({marks})", chunk
             ):
-                found[event_id] = orjson.loads(data)
+                found[event_id] = orjson.loads(unpack(data))
         return found
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
@@ -441,12 +550,7 @@ class FileStore:
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
-        # Not an indexed column: read out of the stored JSON in SQLite (as resolution_times),
-        # after a byte search that rules out almost every record without parsing it.
-        has = (
-            "instr(data, CAST('\"regression_of\"' AS BLOB)) > 0"
-            " AND json_extract(CAST(data AS TEXT), '$.regression_of') IS NOT NULL"
-        )
+        has = "regression_of IS NOT NULL"  # a column of its own (records are packed)
         where = f"{where} AND {has}" if where else f" WHERE {has}"
         rows = conn.execute(f"SELECT data FROM events{where} ORDER BY ts, seq", params)
         return build_records(rows, self._event)
@@ -504,19 +608,23 @@ class FileStore:
         return self._load(AgentMemory, path, "agent memory") or AgentMemory()
 
     def load_tombstones(self, agent: str) -> TombstoneFile:
-        path = self.agent_dir(agent) / TOMBSTONES_FILE
-        return self._load(TombstoneFile, path, "the tombstone list") or TombstoneFile()
+        return TombstoneList(self.agent_dir(agent)).read()
 
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
         self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
-        tombstones_path = folder / TOMBSTONES_FILE
+        tombstones = TombstoneList(folder)
         # A call that fails for an agent without state leaves nothing behind: no lock file, no
         # empty folder (both are removed again when nothing was written).
         new_agent = not folder.is_dir()
-        with _drop_if_empty(folder, new_agent), locked(memory_path, remove=new_agent):
+        # The memory file and the tombstone list are flushed together (``_grouped``).
+        with (
+            durable_group(self.root),
+            _drop_if_empty(folder, new_agent),
+            locked(memory_path, remove=new_agent),
+        ):
             try:
                 old_bytes: bytes | None = memory_path.read_bytes()
             except FileNotFoundError:
@@ -530,20 +638,20 @@ class FileStore:
                 if old_bytes is not None
                 else AgentMemory()
             )
-            tombstones = (
-                self._load(TombstoneFile, tombstones_path, "the tombstone list") or TombstoneFile()
-            )
-            state = AgentState(agent, memory, tombstones, existed=old_bytes is not None)
+            state = AgentState(agent, memory, tombstones.read, existed=old_bytes is not None)
             yield state
             now = utcnow()
+            # The tombstones first: a crash before the memory is written leaves an evicted rule
+            # in both, never in neither (evicted again later, its first tombstone stands:
+            # ``_records.with_added``).
+            tombstones.append(state.new_tombstones, now)
+            if state.new_tombstones and state.memory_changed:
+                barrier(self.root)  # durable before the memory that drops their rules
             if state.memory_changed:
                 if old_bytes is not None and state.archive:
                     self._snapshot(folder, memory_path, now, state.memory)
                 state.memory.updated = now
                 atomic_write(memory_path, dump_json(state.memory.model_dump(mode="json")))
-            if state.tombstones_changed:
-                state.tombstones.updated = now
-                atomic_write(tombstones_path, dump_json(state.tombstones.model_dump(mode="json")))
 
     def _snapshot(
         self, folder: Path, memory_path: Path, now: datetime, memory: AgentMemory
@@ -622,6 +730,7 @@ class FileStore:
         return removed
 
     # -- error log ----------------------------------------------------------------------------
+    @_grouped
     def append_errors(self, entries: Sequence[ErrorEntry]) -> None:
         self._writable()
         lines = []
@@ -632,6 +741,7 @@ class FileStore:
             self._errors.append(lines)
             append_journal(self.errors_journal, lines)
 
+    @_grouped
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
         self._writable()
         if not self.errors_path.exists():  # no lock file for a call that must fail
@@ -646,6 +756,7 @@ class FileStore:
             append_journal(self.errors_journal, [line])
             return new
 
+    @_grouped
     def update_errors(
         self, error_ids: Sequence[str], change: Callable[[ErrorEntry], ErrorEntry | None]
     ) -> list[ErrorEntry]:
@@ -789,7 +900,7 @@ class FileStore:
                     "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
                 ).fetchone()
             )
-            raw = orjson.loads(sample[0]) if sample else {}
+            raw = orjson.loads(unpack(sample[0])) if sample else {}
             text = raw.get("symptom") or raw.get("error")
             found.append(
                 KnownFailure(
@@ -849,7 +960,7 @@ class FileStore:
         self._writable()
         self._gate_folder_usable()
         path = self.gate_state_path(video_id)
-        with locked(path):
+        with durable_group(self.root), locked(path):
             state = self._load(GateState, path, "the gate state") or GateState(video_id=video_id)
             yield state
             state.updated = utcnow()
@@ -879,12 +990,19 @@ class FileStore:
             yield
 
     def archive_tombstones(self, agent: str, older_than: datetime) -> ArchivedTombstones:
+        """See :meth:`Store.archive_tombstones`; it also folds the log of added tombstones
+        into ``memory_tombstones.json`` (``files._tombstones``), even when nothing is due."""
+        self._writable()
         folder = self.agent_dir(agent)
-        if not (folder / TOMBSTONES_FILE).exists():
+        tombstones = TombstoneList(folder)
+        if not tombstones.exists():
             return ArchivedTombstones(agent)  # no lock file for an agent without state
-        with self.agent_state(agent) as state:
-            due = [t for t in state.tombstones.tombstones if t.tombstoned_at < older_than]
+        with locked(folder / MEMORY_FILE):
+            whole = tombstones.read()
+            due = [t for t in whole.tombstones if t.tombstoned_at < older_than]
             if not due:
+                if tombstones.log.path.exists():
+                    tombstones.rewrite(whole)
                 return ArchivedTombstones(agent)
             now = utcnow()
             content = dump_json(tombstone_archive_document(agent, now, older_than, due))
@@ -896,9 +1014,8 @@ class FileStore:
                 now.date(),
                 {".json": content},
             )
-            kept = [t for t in state.tombstones.tombstones if not t.tombstoned_at < older_than]
-            state.tombstones.tombstones = kept
-            state.tombstones_changed = True
+            kept = [t for t in whole.tombstones if not t.tombstoned_at < older_than]
+            tombstones.rewrite(whole.model_copy(update={"tombstones": kept, "updated": now}))
         return ArchivedTombstones(agent, due, str(path))
 
     # -- maintenance --------------------------------------------------------------------------
@@ -1086,6 +1203,34 @@ def _drop_if_empty(folder: Path, new: bool) -> Iterator[None]:
                 folder.rmdir()
 
 
+def _hold_new_file(path: Path, data: bytes, anchor: Path) -> int:
+    """Write ``path`` (a new file) whole and return a descriptor holding its ``flock``: written
+    as a temp file, locked, then linked into place, so no reader ever sees it empty or unlocked
+    while its writer lives. Flushed (with its folder entry) when writes are durable."""
+    check_inside(path)
+    tmp = temp_path_for(path)
+    try:
+        fd = open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    except OSError as e:
+        raise os_error(path, e) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, data)
+        os.link(tmp, path)
+        if fsync_enabled():  # a barrier: before anything the loop writes
+            flush_now(anchor, [str(path)], [str(path.parent)])
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return fd
+
+
 def _mark(lock: int, event_ids: Sequence[str]) -> None:
     """Note (or, empty, clear) in the event log's lock file the per-video files being written."""
     if event_ids:
@@ -1100,7 +1245,7 @@ def append_journal(path: Path, lines: Sequence[bytes]) -> None:
     try:
         os.write(fd, b"\n".join(lines) + b"\n")
         if fsync_enabled():
-            os.fsync(fd)
+            sync_file(fd, path)
     finally:
         os.close(fd)
 

@@ -57,6 +57,7 @@ from rayvault.learning.store._names import (
 )
 from rayvault.learning.store._records import validate_record
 from rayvault.learning.store.files._jsonlog import read_array, scan_after
+from rayvault.learning.store.files._tombstones import TombstoneList
 from rayvault.learning.store.files.layout import (
     ARCHIVE_DIR,
     JSON_FILES,
@@ -64,6 +65,7 @@ from rayvault.learning.store.files.layout import (
     SOUL_FILES,
     TOMBSTONE_ARCHIVE_DIR,
     TOMBSTONES_FILE,
+    TOMBSTONES_LOG_FILE,
 )
 from rayvault.learning.store.files.store import FileStore
 
@@ -148,7 +150,12 @@ class FileLayout:
                 yield Item(MEMORY, (agent,), self._document(memory, AgentMemory, "agent memory"))
         elif kind == TOMBSTONES:
             tombstones = agent_dir / TOMBSTONES_FILE
-            if tombstones.exists():
+            if (agent_dir / TOMBSTONES_LOG_FILE).exists():
+                # One ``memory_tombstones.json`` with the tombstones appended since it was
+                # written folded in (``files._tombstones``).
+                whole = TombstoneList(agent_dir).read()
+                yield Item(TOMBSTONES, (agent,), dump_json(whole.model_dump(mode="json")).decode())
+            elif tombstones.exists():
                 text = self._document(tombstones, TombstoneFile, "the tombstone list")
                 yield Item(TOMBSTONES, (agent,), text)
         else:
@@ -236,7 +243,11 @@ class FileLayout:
             self.files.merges_path,
         }
         for agent_dir in self._agent_dirs():
-            covered |= {agent_dir / MEMORY_FILE, agent_dir / TOMBSTONES_FILE}
+            covered |= {
+                agent_dir / MEMORY_FILE,
+                agent_dir / TOMBSTONES_FILE,
+                agent_dir / TOMBSTONES_LOG_FILE,
+            }
             archive = agent_dir / ARCHIVE_DIR
             if archive.is_dir():
                 covered |= {p for p in archive.iterdir() if snapshot_time(p.name) is not None}

@@ -53,6 +53,7 @@ from rayvault.learning.models import (
     FindingLevel,
     GateState,
     LearningEvent,
+    Tombstone,
     TombstoneFile,
     WeeklyReport,
 )
@@ -557,6 +558,15 @@ class PostgresDoctor:
                     "tombstones-corrupt",
                     self._where("agents", agent, "tombstones"),
                     f"the tombstone list does not have the expected shape: {problem}",
+                )
+        query = "SELECT agent, seq, data::text FROM agent_tombstones ORDER BY agent, seq"
+        for agent, seq, text in self._stream(conn, "added_tombstones", query):
+            problem = self._problem(Tombstone, text)
+            if problem:
+                self._add(
+                    "tombstones-corrupt",
+                    f"{self._where('agent_tombstones', agent)}/{seq}",
+                    f"a tombstone added to the list does not have the expected shape: {problem}",
                 )
         query = "SELECT agent, name, data::text FROM memory_snapshots ORDER BY agent, name"
         for agent, name, text in self._stream(conn, "snapshots", query):

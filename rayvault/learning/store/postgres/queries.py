@@ -100,8 +100,22 @@ KNOWN_FAILURES = """
      ORDER BY k.occurrences DESC, k.fingerprint
 """
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
-AGENT_STATE = "SELECT memory::text, tombstones::text FROM agents WHERE agent = %s"
+#: An agent's memory, and whether its tombstone document exists (the list itself is not read:
+#: see ``TOMBSTONES_READ``).
+AGENT_STATE = "SELECT memory::text, tombstones IS NOT NULL FROM agents WHERE agent = %s"
 AGENT_LOCKED = AGENT_STATE + " FOR UPDATE"
+#: The tombstone document and the tombstones added since it was written (a JSON array or NULL),
+#: in one statement: one snapshot, so a sweep folding the rows in between is never half seen.
+TOMBSTONES_READ = """
+    SELECT (SELECT tombstones::text FROM agents WHERE agent = %(agent)s),
+           (SELECT json_agg(data ORDER BY seq)::text FROM agent_tombstones
+             WHERE agent = %(agent)s)
+"""
+TOMBSTONE_ADD = "INSERT INTO agent_tombstones (agent, data) VALUES (%s, %s)"
+TOMBSTONES_FOLD = """
+    WITH folded AS (DELETE FROM agent_tombstones WHERE agent = %(agent)s)
+    UPDATE agents SET tombstones = %(tombstones)s WHERE agent = %(agent)s
+"""
 # One statement: archive the memory as it is (server side: it is not sent back) and save the new
 # documents. The snapshot reads the row as the statement found it: before the update.
 AGENT_WRITE = """

@@ -718,6 +718,18 @@ CREATE TRIGGER events_regrouped AFTER INSERT OR UPDATE OR DELETE ON events FOR E
     + "".join(f"{statement};\n" for statement in EVENT_PATTERN_RECOUNTS.values())
 )
 
+M013_AGENT_TOMBSTONES = """
+-- Tombstones added to an agent's list since its document (agents.tombstones, the original
+-- system's memory_tombstones.json) was last written: adding one inserts a row instead of
+-- rewriting the document; the weekly revisit's sweep folds them into it.
+CREATE TABLE agent_tombstones (
+    agent TEXT COLLATE "C" NOT NULL,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    data JSON NOT NULL,
+    PRIMARY KEY (agent, seq)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_events", M001_EVENTS),
     Migration("m002_error_log", M002_ERROR_LOG),
@@ -731,6 +743,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m010_patterns", M010_PATTERNS),
     Migration("m011_error_patterns", M011_ERROR_PATTERNS),
     Migration("m012_event_patterns", M012_EVENT_PATTERNS),
+    Migration("m013_agent_tombstones", M013_AGENT_TOMBSTONES),
 )
 
 #: What each migration creates that the store relies on, for the doctor: tables, and
@@ -770,6 +783,7 @@ CREATES: dict[str, tuple[str, ...]] = {
         "events:events_grouped",
         "events:events_regrouped",
     ),
+    "m013_agent_tombstones": ("agent_tombstones",),
 }
 
 #: Tables holding data (checked by ``store import`` before it loads into a schema).
@@ -777,6 +791,7 @@ DATA_TABLES = (
     "event_versions",
     "error_versions",
     "agents",
+    "agent_tombstones",
     "memory_snapshots",
     "gate_states",
     "soul_snapshots",

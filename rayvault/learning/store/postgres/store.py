@@ -80,6 +80,7 @@ from rayvault.learning.models import (
     LearningEvent,
     Pattern,
     PatternMerge,
+    Tombstone,
     TombstoneFile,
     WeeklyReport,
 )
@@ -90,6 +91,7 @@ from rayvault.learning.store._records import (
     pattern_from_row,
     tombstone_archive_document,
     validate_record,
+    with_added,
 )
 from rayvault.learning.store._sql import (
     COUNT_ALL_EVENTS_SQL,
@@ -166,8 +168,11 @@ from rayvault.learning.store.postgres.queries import (
     SNAPSHOT_PRUNE,
     SOUL_LOAD,
     SOUL_SAVE,
+    TOMBSTONE_ADD,
     TOMBSTONE_ARCHIVE_INSERT,
     TOMBSTONE_ARCHIVE_NEXT,
+    TOMBSTONES_FOLD,
+    TOMBSTONES_READ,
 )
 from rayvault.policies import Policies, PolicyError, load_policies
 
@@ -358,6 +363,17 @@ class PostgresStore(Connections):
             self._execute_upsert(EVENT_UPSERT, params[0])
         elif params:
             self._executemany(EVENT_UPSERT, params)
+
+    @contextlib.contextmanager
+    def pending_event(self, event: LearningEvent) -> Iterator[None]:
+        # A row is replaced in place by its next version: storing the first at once costs no
+        # disk, and a writer that stops leaves it for ``complete_event``.
+        self.append_events([event])
+        yield
+
+    def event_pending(self, event_id: str) -> bool:
+        del event_id
+        return False  # ``pending_event`` stores the first version at once
 
     def _execute_upsert(self, statement: str, params: tuple[Any, ...]) -> None:
         """One record version, in a statement of its own (autocommit); if the connection was
@@ -550,9 +566,10 @@ class PostgresStore(Connections):
             return {event_id: str(status) for event_id, status in rows}
 
     # -- agent memory -----------------------------------------------------------------------------
-    def _agent_docs(self, conn: Conn, agent: str) -> tuple[str | None, str | None]:
+    def _agent_docs(self, conn: Conn, agent: str) -> tuple[str | None, bool]:
+        """The agent's memory text and whether its tombstone document exists."""
         row = conn.execute(AGENT_STATE, (agent,)).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+        return (row[0], bool(row[1])) if row else (None, False)
 
     def _memory(self, agent: str, text: str | None) -> AgentMemory:
         if text is None:
@@ -560,11 +577,29 @@ class PostgresStore(Connections):
         where = self.location("agents", agent, "memory")
         return self._record(AgentMemory, text, where, "agent memory")
 
-    def _tombstones(self, agent: str, text: str | None) -> TombstoneFile:
-        if text is None:
-            return TombstoneFile()
-        where = self.location("agents", agent, "tombstones")
-        return self._record(TombstoneFile, text, where, "the tombstone list")
+    def _tombstones(self, conn: Conn, agent: str) -> TombstoneFile:
+        """The whole list: the document, then the rows added since it was written."""
+        return with_added(*self._tombstone_parts(conn, agent))
+
+    def _tombstone_parts(self, conn: Conn, agent: str) -> tuple[TombstoneFile, list[Tombstone]]:
+        """The tombstone document (empty when missing) and the rows added since, in order."""
+        text, added = conn.execute(TOMBSTONES_READ, {"agent": agent}).fetchone() or (None, None)
+        base = (
+            TombstoneFile()
+            if text is None
+            else self._record(
+                TombstoneFile,
+                text,
+                self.location("agents", agent, "tombstones"),
+                "the tombstone list",
+            )
+        )
+        where = self.location("agent_tombstones", agent)
+        new = [
+            self._record(Tombstone, item, where, "an added tombstone")
+            for item in (orjson.loads(added) if added else [])
+        ]
+        return base, new
 
     def load_memory(self, agent: str) -> AgentMemory:
         validate_identifier(agent, "agent")
@@ -575,8 +610,7 @@ class PostgresStore(Connections):
     def load_tombstones(self, agent: str) -> TombstoneFile:
         validate_identifier(agent, "agent")
         with self._connection() as conn:
-            _, tombstones = self._agent_docs(conn, agent)
-        return self._tombstones(agent, tombstones)
+            return self._tombstones(conn, agent)
 
     def memory_location(self, agent: str) -> str:
         return str(self.location("agents", validate_identifier(agent, "agent"), "memory"))
@@ -596,33 +630,41 @@ class PostgresStore(Connections):
             row = conn.execute(query, (key,)).fetchone()
         return row
 
-    def _lock_agent(self, conn: Conn, agent: str) -> tuple[str | None, str | None]:
+    def _lock_agent(self, conn: Conn, agent: str) -> tuple[str | None, bool]:
+        """Lock the agent; its memory text and whether its tombstone document exists."""
         row = self._locked_row(conn, AGENT_LOCKED, agent, "agent", agent)
-        return (row[0], row[1]) if row else (None, None)
+        return (row[0], bool(row[1])) if row else (None, False)
 
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
         validate_identifier(agent, "agent")
         self._writable()
         with self._transaction() as conn:
-            old_memory, old_tombstones = self._lock_agent(conn, agent)
+            old_memory, has_tombstones = self._lock_agent(conn, agent)
             state = AgentState(
                 agent,
                 self._memory(agent, old_memory),
-                self._tombstones(agent, old_tombstones),
+                lambda: self._tombstones(conn, agent),
                 existed=old_memory is not None,
             )
             yield state
-            if not (state.memory_changed or state.tombstones_changed):
+            if not (state.memory_changed or state.new_tombstones):
                 return
             now = utcnow()
             memory_text = tombstones_text = None
             if state.memory_changed:
                 state.memory.updated = now
                 memory_text = dump_json(state.memory.model_dump(mode="json")).decode()
-            if state.tombstones_changed:
-                state.tombstones.updated = now
-                tombstones_text = dump_json(state.tombstones.model_dump(mode="json")).decode()
+            if state.new_tombstones:
+                # Rows, not a rewrite of the document (which is created, empty, if missing).
+                if not has_tombstones:
+                    empty = TombstoneFile(updated=now).model_dump(mode="json")
+                    tombstones_text = dump_json(empty).decode()
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        TOMBSTONE_ADD,
+                        [(agent, t.model_dump_json()) for t in state.new_tombstones],
+                    )
             snapshot = state.memory_changed and state.archive and old_memory is not None
             stamp = compact_ts(now)
             params = {
@@ -655,8 +697,8 @@ class PostgresStore(Connections):
         validate_identifier(agent, "agent")
         self._writable()
         with self._transaction() as conn:
-            memory, tombstones = self._lock_agent(conn, agent)
-            if memory is not None and tombstones is not None:
+            memory, has_tombstones = self._lock_agent(conn, agent)
+            if memory is not None and has_tombstones:
                 return False
             now = utcnow()
             new_memory = (
@@ -666,7 +708,7 @@ class PostgresStore(Connections):
             )
             new_tombstones = (
                 dump_json(TombstoneFile(updated=now).model_dump(mode="json")).decode()
-                if tombstones is None
+                if not has_tombstones
                 else None
             )
             conn.execute(AGENT_SAVE, (agent, new_memory, new_tombstones))
@@ -902,15 +944,24 @@ class PostgresStore(Connections):
     def archive_tombstones(self, agent: str, older_than: datetime) -> ArchivedTombstones:
         """Move the due tombstones into a ``tombstone_archives`` row named as the file store
         names its archive files, in the transaction that rewrites the list (under the agent's
-        lock): they are in exactly one of the two."""
+        lock): they are in exactly one of the two. The rows of tombstones added since the list
+        was last written are folded into it in the same transaction, due or not."""
+        validate_identifier(agent, "agent")
         self._writable()
-        with self.agent_state(agent) as state:
-            due = [t for t in state.tombstones.tombstones if t.tombstoned_at < older_than]
-            if not due:
+        with self._transaction() as conn:
+            _, has_tombstones = self._lock_agent(conn, agent)
+            if not has_tombstones:
                 return ArchivedTombstones(agent)
+            base, added = self._tombstone_parts(conn, agent)
+            whole = with_added(base, added)
+            due = [t for t in whole.tombstones if t.tombstoned_at < older_than]
+            if not (due or added):
+                return ArchivedTombstones(agent)
+            kept = [t for t in whole.tombstones if not t.tombstoned_at < older_than]
             now = utcnow()
-            text = dump_json(tombstone_archive_document(agent, now, older_than, due)).decode()
-            with self._connection() as conn:
+            name = None
+            if due:
+                text = dump_json(tombstone_archive_document(agent, now, older_than, due)).decode()
                 day = now.date()
                 (n,) = conn.execute(TOMBSTONE_ARCHIVE_NEXT, (agent, day)).fetchone() or (1,)
                 while True:
@@ -919,10 +970,11 @@ class PostgresStore(Connections):
                     if conn.execute(TOMBSTONE_ARCHIVE_INSERT, params).fetchone():
                         break
                     n += 1
-            state.tombstones.tombstones = [
-                t for t in state.tombstones.tombstones if not t.tombstoned_at < older_than
-            ]
-            state.tombstones_changed = True
+                whole = whole.model_copy(update={"tombstones": kept, "updated": now})
+            document = dump_json(whole.model_dump(mode="json")).decode()
+            conn.execute(TOMBSTONES_FOLD, {"agent": agent, "tombstones": document})
+        if name is None:
+            return ArchivedTombstones(agent)
         return ArchivedTombstones(agent, due, self.tombstone_archive_location(agent, name))
 
     def tombstone_archive_location(self, agent: str, name: str) -> str:

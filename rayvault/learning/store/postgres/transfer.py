@@ -29,7 +29,8 @@ from rayvault.learning._aliases import fold_name
 from rayvault.learning._patternbook import GROUPING_VERSION
 from rayvault.learning._time import as_utc, format_ts
 from rayvault.learning.exceptions import StoreError
-from rayvault.learning.models import PatternMerge
+from rayvault.learning.models import PatternMerge, Tombstone, TombstoneFile
+from rayvault.learning.store._fs import dump_json
 from rayvault.learning.store._items import (
     ERROR,
     EVENT,
@@ -54,6 +55,7 @@ from rayvault.learning.store._names import (
     snapshot_time,
 )
 from rayvault.learning.store._patterns import rebuild_clusters
+from rayvault.learning.store._records import validate_record, with_added
 from rayvault.learning.store._sql import (
     ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
@@ -88,7 +90,9 @@ DUMPS = (
     (MEMORY, "SELECT agent, memory::text FROM agents WHERE memory IS NOT NULL ORDER BY agent"),
     (
         TOMBSTONES,
-        "SELECT agent, tombstones::text FROM agents WHERE tombstones IS NOT NULL ORDER BY agent",
+        "SELECT a.agent, a.tombstones::text, (SELECT json_agg(t.data ORDER BY t.seq)::text"
+        " FROM agent_tombstones AS t WHERE t.agent = a.agent)"
+        " FROM agents AS a WHERE a.tombstones IS NOT NULL ORDER BY a.agent",
     ),
     (SNAPSHOT, "SELECT agent, name, data::text FROM memory_snapshots ORDER BY agent, name"),
     (
@@ -122,8 +126,24 @@ def dump(store: PostgresStore) -> Iterator[Item]:
                 for row in cur:
                     if kind == PATTERN_MERGE:
                         yield Item(kind, (row[0],), _merge_text(row))
+                    elif kind == TOMBSTONES:
+                        yield Item(kind, (row[0],), _tombstones_text(store, *row))
                     else:
                         yield Item(kind, tuple(row[:-1]), row[-1])
+
+
+def _tombstones_text(store: PostgresStore, agent: str, text: str, added: str | None) -> str:
+    """An agent's whole tombstone list as one ``memory_tombstones.json``: the document as it is
+    stored, or with the rows added since it was written folded in."""
+    if added is None:
+        return text
+    where = store.location("agents", agent, "tombstones")
+    base = validate_record(TombstoneFile, orjson.loads(text), where, "the tombstone list")
+    rows = store.location("agent_tombstones", agent)
+    new = [
+        validate_record(Tombstone, item, rows, "an added tombstone") for item in orjson.loads(added)
+    ]
+    return dump_json(with_added(base, new).model_dump(mode="json")).decode()
 
 
 def _merge_text(row: tuple[Any, ...]) -> str:

@@ -1,0 +1,129 @@
+"""Start-up of ``rayvault-learn`` as a new process (issue 15 item 4): what the plain gate and the
+top-level ``--help`` import, and that the kept ``--help`` text is the Typer app's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rayvault.cli import _help_fast, main
+from rayvault.cli._help_text import TOP_HELP
+from rayvault.learning import create_event
+
+from .conftest import event_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+#: Prints, after running the CLI in-process, its exit code, the heavy packages it imported and
+#: whether pydantic ran its plugin discovery (``_plugins`` is filled by the discovery).
+_PROBE = """
+import json, sys
+from rayvault.cli import main
+code = main(sys.argv[1:])
+loader = sys.modules.get("pydantic.plugin._loader")
+sys.stderr.write("\\n" + json.dumps({
+    "code": code,
+    "heavy": sorted({m.split(".")[0] for m in sys.modules} & {"typer", "rich", "click", "pydantic"}),
+    "models": "rayvault.learning.models" in sys.modules,
+    "plugins_discovered": loader is not None and loader._plugins is not None,
+}))
+"""
+
+
+def probe(*args: str, env: dict[str, str] | None = None) -> tuple[str, dict[str, object]]:
+    """Run the CLI in a new process with ``args``: its stdout and what it imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=REPO,
+        env=env if env is not None else _help_fast.plain_environment(),
+        check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return done.stdout, report
+
+
+@pytest.mark.slow
+def test_the_kept_help_is_what_the_typer_app_prints() -> None:
+    # Regenerate with `python -m rayvault.cli._help_fast --write` after changing a command.
+    assert _help_fast.render_typer_help() == TOP_HELP
+    assert TOP_HELP.splitlines()[1].strip() == "Usage: rayvault-learn [OPTIONS] COMMAND [ARGS]..."
+
+
+@pytest.mark.slow
+def test_help_to_a_pipe_imports_neither_typer_nor_pydantic() -> None:
+    out, report = probe("--help")
+    assert out == TOP_HELP
+    assert report == {
+        "code": 0,
+        "heavy": [],
+        "models": False,
+        "plugins_discovered": False,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variable", "value"), [("COLUMNS", "100"), ("FORCE_COLOR", "1"), ("TERMINAL_WIDTH", "100")]
+)
+def test_help_goes_through_typer_when_the_layout_differs(variable: str, value: str) -> None:
+    out, report = probe("--help", env={**_help_fast.plain_environment(), variable: value})
+    assert report["code"] == 0
+    assert "typer" in report["heavy"]
+    assert "Usage:" in out and "rayvault-learn" in out
+    assert out != TOP_HELP  # 100 columns, or colours
+
+
+def test_fast_help_only_for_the_plain_top_level_form(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in _help_fast.LAYOUT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert _help_fast.run_help_fast(["--help"]) == 0
+    assert capsys.readouterr().out == TOP_HELP
+    for args in (["gate", "--help"], ["--help", "--json"], [], ["-h"]):
+        assert _help_fast.run_help_fast(args) is None
+    monkeypatch.setenv("COLUMNS", "80")
+    assert _help_fast.run_help_fast(["--help"]) is None
+    assert capsys.readouterr().out == ""
+
+
+def test_help_through_main_with_a_layout_variable_is_typers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The test fixture sets COLUMNS=200: the Typer app renders the help, 200 columns wide.
+    assert os.environ["COLUMNS"] == "200"
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out != TOP_HELP
+    assert max(len(line) for line in out.splitlines()) > 80
+
+
+@pytest.mark.slow
+def test_the_plain_gate_imports_no_typer_and_skips_plugin_discovery(root: Path) -> None:
+    create_event(**event_kwargs(video_id="v041"))  # type: ignore[arg-type]
+    env = _help_fast.plain_environment()
+    env.pop("PYDANTIC_DISABLE_PLUGINS", None)
+    out, report = probe("--root", str(root), "gate", "v042", "assets", env=env)
+    assert out.startswith("PASSED: ")
+    assert report["code"] == 0
+    assert report["heavy"] == ["pydantic"]  # the records: see docs/performance.md
+    assert report["plugins_discovered"] is False
+    out, report = probe("--root", str(root), "gate", "v042", "assets", "--json", env=env)
+    assert json.loads(out)["blocked"] is False
+    assert report["heavy"] == ["pydantic"] and report["plugins_discovered"] is False
+
+
+@pytest.mark.slow
+def test_a_caller_choosing_pydantic_plugins_is_respected(root: Path) -> None:
+    create_event(**event_kwargs(video_id="v041"))  # type: ignore[arg-type]
+    env = {**_help_fast.plain_environment(), "PYDANTIC_DISABLE_PLUGINS": "0"}
+    out, report = probe("--root", str(root), "gate", "v042", "assets", env=env)
+    assert out.startswith("PASSED: ") and report["code"] == 0
+    assert report["plugins_discovered"] is True
