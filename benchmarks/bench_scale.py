@@ -115,6 +115,14 @@ def _weekly_revisit(store: Any) -> object:
     return revisit("all", 7, dry_run=True, store=store)
 
 
+def _weekly_revisit_written(store: Any) -> object:
+    """The revisit that writes its report (JSON and HTML; no tombstone is due in these
+    histories): the report phase of the weekly run."""
+    from rayvault.learning.revisit import revisit
+
+    return revisit("all", 7, store=store)
+
+
 #: The agent whose memory the tombstone measurements change, and the stage it runs.
 TOMB_AGENT, TOMB_STAGE = "dzine_producer", "assets"
 
@@ -207,7 +215,17 @@ MEASUREMENTS = [
         run=_weekly_revisit,
         max_large_ms=None,
         max_ratio=1.3,
-        samples=5,
+        samples=25,
+    ),
+    Measurement(
+        name='revisit("all", 7) writing its report',
+        unit="events (same 7-day window)",
+        sizes=(10_000, 100_000),
+        build=_event_history,
+        run=_weekly_revisit_written,
+        max_large_ms=None,
+        max_ratio=1.3,
+        samples=25,
     ),
     Measurement(
         name="create_event(agent=…) evicting a rule",

@@ -207,3 +207,19 @@ def everything(store: Store, root: Path | None = None) -> dict[str, str]:
                     rows = conn.execute(f"SELECT t::text FROM {table} AS t ORDER BY 1")
                     found[f"<{table}>"] = "\n".join(r[0] for r in rows)
     return found
+
+
+def append_events_before_m012(store: Any, events: list[Any]) -> None:
+    """Write events into a PostgreSQL schema not yet at ``m012_event_patterns`` as the store
+    wrote them then (the ``events`` table had no ``resolved_ts`` column)."""
+    import orjson
+
+    from rayvault.learning.store._sql import EVENT_COLUMNS, event_row
+    from rayvault.learning.store.postgres.queries import _upsert_sql
+
+    types = {"ts": "bigint", "resolved": "smallint"}
+    upsert = _upsert_sql("event_versions", "events", "event_id", EVENT_COLUMNS, types)
+    with store.connect() as conn:
+        for event in events:
+            data = event.model_dump_json()
+            conn.execute(upsert, (event.event_id, data, *event_row(orjson.loads(data))))

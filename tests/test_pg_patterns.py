@@ -33,6 +33,7 @@ from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.learning.store.transfer import export_store, import_root
 
 from . import _workers
+from ._raw import append_events_before_m012
 from .conftest import PgSchemas
 
 pytestmark = pytest.mark.postgres
@@ -343,7 +344,9 @@ def test_a_schema_with_data_is_upgraded_and_its_rows_follow_later_merges(
         mp.setattr(schema_sql, "MIGRATIONS", schema_sql.MIGRATIONS[:9])
         assert old.init_schema()[-1] == "m009_idempotency_keys"
     ka, kb = key_of(host("alpha")), key_of(host("beta"))
-    old.append_events([event("le-a", ka, host("alpha")), event("le-b", kb, host("beta"))])
+    append_events_before_m012(
+        old, [event("le-a", ka, host("alpha")), event("le-b", kb, host("beta"))]
+    )
     old.append_errors([error("e-b", kb, host("beta"))])
     found = findings(old)
     assert found["schema-outdated"].message.startswith(

@@ -297,7 +297,9 @@ def build_weekly_report(
     events_total = store.count_events(everything)
     steps("report: counts")
 
-    patterns = store.event_patterns(everything, min_count=1, active_since=since)
+    patterns = store.event_patterns(
+        everything, min_count=1, active_since=since, videos_limit=PATTERN_VIDEOS_SHOWN
+    )
     failures = _new_vs_recurring(patterns, since, events_recent)
     recurring = sorted(
         (p for p in patterns if p.count >= 2),

@@ -6,7 +6,7 @@ timestamps are stored as integer microseconds since the epoch so they compare as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -84,6 +84,30 @@ def event_row(item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES) -> 
         1 if status in RESOLVED_STATUSES else 0,
         item.get("idempotency_key") or None,
     )
+
+
+#: The events' columns with when each was resolved (the file store's index and PostgreSQL from
+#: ``m012_event_patterns`` on): a window's resolutions are an index range.
+RESOLVED_EVENT_COLUMNS = (*EVENT_COLUMNS, "resolved_ts")
+
+
+def resolved_event_row(
+    item: dict[str, Any], aliases: Mapping[str, str] = NO_ALIASES
+) -> tuple[Any, ...]:
+    """:func:`event_row`, and the event's ``resolved_at`` in microseconds (None when it has none
+    or it does not parse: such an event has no resolution time to report)."""
+    return (*event_row(item, aliases), _micros_or_none(item.get("resolved_at")))
+
+
+def _micros_or_none(value: object) -> int | None:
+    from rayvault.learning._time import parse_ts
+
+    if not isinstance(value, str):
+        return None
+    try:
+        return to_micros(parse_ts(value))
+    except (ValueError, OverflowError):
+        return None
 
 
 def legacy_fingerprint(
@@ -403,3 +427,212 @@ LATEST_RESOLUTION_SQL = """
      WHERE fingerprint = {ph} AND resolved = 1 AND resolved_ts IS NOT NULL
      ORDER BY resolved_ts DESC, seq DESC LIMIT 1
 """
+
+
+#: The per-severity counters of an event pattern aggregate, in ``SEVERITIES`` order.
+SEVERITY_COUNT_COLUMNS = tuple(f"n_{s.lower()}" for s in SEVERITIES)
+
+
+def event_aggregate_recounts(where: str = "") -> dict[str, str]:
+    """The event pattern aggregates counted from scratch, per table (as
+    :func:`error_aggregate_recounts` for the error log): what the triggers keep them equal to,
+    how a rebuild or a stale pattern fills them in, and the oracle the tests compare with.
+    ``where`` narrows the rows counted (``AND fingerprint = ?``); SQLite and PostgreSQL alike."""
+    base = f"FROM events WHERE fingerprint IS NOT NULL{where}"
+    severities = ", ".join(f"sum(CASE WHEN severity = '{s}' THEN 1 ELSE 0 END)" for s in SEVERITIES)
+    return {
+        "event_patterns": (
+            "SELECT fingerprint, count(*), sum(1 - resolved), min(ts), max(ts), max(event_id), "
+            f"count(DISTINCT video_id), {severities} {base} GROUP BY fingerprint"
+        ),
+        "event_pattern_videos": (
+            f"SELECT fingerprint, video_id, count(*) {base} AND video_id IS NOT NULL "
+            "GROUP BY fingerprint, video_id"
+        ),
+        "event_pattern_components": (
+            f"SELECT fingerprint, component, count(*) {base} AND component IS NOT NULL "
+            "GROUP BY fingerprint, component"
+        ),
+        "event_pattern_agents": (
+            f"SELECT fingerprint, agent, count(*) {base} AND agent IS NOT NULL "
+            "GROUP BY fingerprint, agent"
+        ),
+    }
+
+
+#: The columns each event aggregate table is filled in with, in the order of the recounts above.
+EVENT_AGGREGATE_COLUMNS = {
+    "event_patterns": (
+        "fingerprint, total, open, first_ts, last_ts, sample_id, videos, "
+        + ", ".join(SEVERITY_COUNT_COLUMNS)
+    ),
+    "event_pattern_videos": "fingerprint, video_id, n",
+    "event_pattern_components": "fingerprint, component, n",
+    "event_pattern_agents": "fingerprint, agent, n",
+}
+
+#: The unresolved events counted per (severity, status, component, agent): open failures are a
+#: state, kept as one. A missing component or agent is counted under ''.
+OPEN_EVENT_COUNTS_RECOUNT = """
+    SELECT severity, status, coalesce(component, ''), coalesce(agent, ''), count(*)
+      FROM events WHERE resolved = 0 GROUP BY 1, 2, 3, 4
+"""
+OPEN_EVENT_COUNTS_COLUMNS = "severity, status, component, agent, n"
+#: The open counts seen as the unresolved events they count (``nullif`` gives back the missing
+#: component or agent), so ``event_where`` filters them as it filters events.
+OPEN_EVENT_COUNTS_AS_EVENTS = """(
+    SELECT severity, status, nullif(component, '') AS component, nullif(agent, '') AS agent,
+           0 AS resolved, n FROM open_event_counts WHERE n > 0
+) AS open_events"""
+
+
+def answered_by_open_counts(query: EventQuery) -> bool:
+    """Whether the open counts answer ``query``'s facets: only unresolved events, filtered on
+    the columns they keep (severity, status, component, agent)."""
+    from dataclasses import replace
+
+    if query.unresolved is not True:
+        return False
+    kept = replace(
+        query,
+        unresolved=None,
+        severities=None,
+        statuses=None,
+        components=None,
+        agent=None,
+        agent_or_components=None,
+        newest_first=False,
+        limit=None,
+    )
+    return kept == EventQuery()
+
+
+def answered_by_pattern_aggregates(query: EventQuery) -> bool:
+    """Whether the pattern aggregates answer ``event_patterns(query)``: every event counts."""
+    from dataclasses import replace
+
+    return replace(query, newest_first=False, limit=None) == EventQuery()
+
+
+#: How many events there are: the patterns' totals and the events without a pattern (an index
+#: range of the events stored by the original system without a fingerprint).
+COUNT_ALL_EVENTS_SQL = """
+    SELECT (SELECT coalesce(sum(total), 0) FROM event_patterns)
+         + (SELECT count(*) FROM events WHERE fingerprint IS NULL)
+"""
+
+#: The patterns with an occurrence at or after a time, and how many there (parameter: the time
+#: in microseconds): a range of the time index, the window's events only. ``{plus}`` is SQLite's
+#: unary plus, which keeps its planner off the fingerprint index (a walk of the whole history in
+#: group order).
+RECENT_PATTERN_COUNTS_SQL = """
+    SELECT fingerprint, count(*) FROM events
+     WHERE ts >= {ph} AND {plus}fingerprint IS NOT NULL GROUP BY {plus}fingerprint
+"""
+
+#: How many keys one ``IN (…)`` list of SQLite holds (its parameter limit is far above).
+_IN_CHUNK = 500
+
+
+def _key_lists(dialect: str, ph: str, keys: list[str]) -> list[tuple[str, list[Any]]]:
+    """``fingerprint IN keys`` as (clause, parameters), in chunks for SQLite, one array for
+    PostgreSQL."""
+    if dialect == "postgresql":
+        return [(f"fingerprint = ANY({ph})", [keys])]
+    return [
+        (f"fingerprint IN ({', '.join([ph] * len(chunk))})", list(chunk))
+        for chunk in (keys[i : i + _IN_CHUNK] for i in range(0, len(keys), _IN_CHUNK))
+    ]
+
+
+def aggregate_pattern_rows(
+    execute: Callable[[str, list[Any]], Iterable[Sequence[Any]]],
+    *,
+    min_count: int,
+    active_since: datetime | None,
+    videos_limit: int | None,
+    dialect: str = "sqlite",
+    ph: str = "?",
+) -> list[tuple[Any, ...]]:
+    """The rows :func:`pattern_sql` gives for a query matching every event, read from the pattern
+    aggregates: the window's patterns from the time index (``active_since``), their totals from
+    ``event_patterns``, at most ``videos_limit`` videos each (the first by id, as the report
+    lists them; None: all). Reads grow with the window and the patterns shown, not the history.
+    ``execute(sql, params)`` runs one statement and returns its rows."""
+    recent: dict[str, int] | None = None
+    columns = EVENT_AGGREGATE_COLUMNS["event_patterns"]
+    if active_since is not None:
+        found = execute(
+            RECENT_PATTERN_COUNTS_SQL.format(ph=ph, plus="+" if dialect == "sqlite" else ""),
+            [to_micros(active_since)],
+        )
+        recent = {str(fp): int(n) for fp, n in found}
+        totals: list[Sequence[Any]] = []
+        for clause, params in _key_lists(dialect, ph, sorted(recent)):
+            statement = f"SELECT {columns} FROM event_patterns WHERE {clause} AND total >= {ph}"
+            totals.extend(execute(statement, [*params, min_count]))
+    else:
+        statement = f"SELECT {columns} FROM event_patterns WHERE total >= {ph}"
+        totals = list(execute(statement, [min_count]))
+    keys = sorted(str(row[0]) for row in totals)
+    videos = _pattern_videos(execute, keys, videos_limit, dialect, ph)
+    listed: dict[str, dict[str, list[str]]] = {"component": {}, "agent": {}}
+    for column, found_by_key in listed.items():
+        for clause, params in _key_lists(dialect, ph, keys):
+            statement = f"SELECT fingerprint, {column} FROM event_pattern_{column}s WHERE {clause}"
+            for fp, value in execute(statement, params):
+                found_by_key.setdefault(str(fp), []).append(str(value))
+    rows = []
+    for fp, total, open_count, first, last, sample, n_videos, *severities in totals:
+        rows.append(
+            (
+                fp,
+                total,
+                open_count,
+                recent.get(fp, 0) if recent is not None else None,
+                first,
+                last,
+                sample,
+                ",".join(videos.get(fp, [])) or None,
+                n_videos,
+                ",".join(listed["component"].get(fp, [])) or None,
+                ",".join(listed["agent"].get(fp, [])) or None,
+                *severities,
+            )
+        )
+    rows.sort(key=lambda row: (-row[1], -row[5], row[0]))
+    return rows
+
+
+def _pattern_videos(
+    execute: Callable[[str, list[Any]], Iterable[Sequence[Any]]],
+    keys: list[str],
+    limit: int | None,
+    dialect: str,
+    ph: str,
+) -> dict[str, list[str]]:
+    """The first ``limit`` videos (by id) of each pattern, each a walk of the primary key that
+    stops at the limit (None: all of them)."""
+    found: dict[str, list[str]] = {}
+    if limit is None:
+        for clause, params in _key_lists(dialect, ph, keys):
+            statement = f"SELECT fingerprint, video_id FROM event_pattern_videos WHERE {clause}"
+            for fp, video in execute(statement, params):
+                found.setdefault(str(fp), []).append(str(video))
+        return found
+    if dialect == "postgresql":
+        statement = f"""
+            SELECT k.fp, v.video_id FROM unnest({ph}::text[]) AS k(fp)
+            CROSS JOIN LATERAL (SELECT video_id FROM event_pattern_videos
+                                 WHERE fingerprint = k.fp ORDER BY video_id LIMIT {ph}) AS v
+        """
+        for fp, video in execute(statement, [keys, limit]):
+            found.setdefault(str(fp), []).append(str(video))
+        return found
+    statement = (
+        f"SELECT video_id FROM event_pattern_videos WHERE fingerprint = {ph} "
+        f"ORDER BY video_id LIMIT {ph}"
+    )
+    for fp in keys:
+        found[fp] = [str(video) for (video,) in execute(statement, [fp, limit])]
+    return found

@@ -239,12 +239,19 @@ class Store(Protocol):
         ...
 
     def event_patterns(
-        self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
+        self,
+        query: EventQuery,
+        *,
+        min_count: int = 1,
+        active_since: datetime | None = None,
+        videos_limit: int | None = None,
     ) -> list[Pattern]:
         """The matching events grouped by pattern (fingerprint, merges followed; events without
         one are left out), groups
         of at least ``min_count``. With ``active_since`` only groups with an occurrence at or
-        after it, counted in ``recent_count``. Most frequent first."""
+        after it, counted in ``recent_count``. Most frequent first. ``videos_limit``: list at
+        most that many videos per pattern, the first by id (``video_count`` counts them all).
+        A query matching every event is answered from aggregates kept on write."""
         ...
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:

@@ -43,11 +43,15 @@ from rayvault.learning.store._fs import check_inside, os_error
 from rayvault.learning.store._sql import (
     ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
-    EVENT_COLUMNS,
+    EVENT_AGGREGATE_COLUMNS,
     NO_ALIASES,
+    OPEN_EVENT_COUNTS_COLUMNS,
+    OPEN_EVENT_COUNTS_RECOUNT,
+    RESOLVED_EVENT_COLUMNS,
     error_aggregate_recounts,
     error_row,
-    event_row,
+    event_aggregate_recounts,
+    resolved_event_row,
 )
 from rayvault.learning.store.files._jsonlog import read_array, read_from, scan_after
 from rayvault.learning.store.files._packed import pack, unpack
@@ -55,8 +59,9 @@ from rayvault.learning.store.files._packed import register as register_record_fu
 
 logger = logging.getLogger("rayvault.learning.index")
 
-#: 11: event records packed (``_packed``; issue 15, item 5).
-SCHEMA_VERSION = 11
+#: 11: event records packed (``_packed``; issue 15, item 5). 12: the event pattern aggregates
+#: and open counts (issue 15, item 2).
+SCHEMA_VERSION = 12
 _SIG_BYTES = 32
 
 _TRIGGERS = """
@@ -159,6 +164,90 @@ END;
 CREATE TRIGGER errors_regrouped AFTER UPDATE ON errors WHEN NOT ({_SAME_PLACE})
 BEGIN{_LEAVES}{_JOINS}END;
 """
+# The event pattern aggregates (``event_patterns`` and its per-video, per-component and per-agent
+# rows), kept as the error-log ones are: an event joining a pattern adds to them in O(1); a status
+# change that keeps it where it was counted moves the open count; an event leaving a pattern (a
+# merge, a rewritten record) marks it stale, recounted from its rows by ``refresh_stale`` before
+# the catch-up commits. ``open_event_counts``: the unresolved events per (severity, status,
+# component, agent), moved by every change (a state, kept as one).
+_EVENT_JOINS = """
+    UPDATE event_patterns SET videos = videos + 1
+     WHERE fingerprint = NEW.fingerprint AND NEW.video_id IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM event_pattern_videos
+                        WHERE fingerprint = NEW.fingerprint AND video_id = NEW.video_id);
+    INSERT INTO event_patterns
+           (fingerprint, total, open, first_ts, last_ts, sample_id, videos,
+            n_info, n_warn, n_fail, n_blocker, stale)
+    SELECT NEW.fingerprint, 1, 1 - NEW.resolved, NEW.ts, NEW.ts, NEW.event_id,
+           NEW.video_id IS NOT NULL, NEW.severity = 'INFO', NEW.severity = 'WARN',
+           NEW.severity = 'FAIL', NEW.severity = 'BLOCKER', 0
+     WHERE NEW.fingerprint IS NOT NULL
+    ON CONFLICT (fingerprint) DO UPDATE SET
+        total = total + 1, open = open + excluded.open,
+        first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+        sample_id = max(sample_id, excluded.sample_id), n_info = n_info + excluded.n_info,
+        n_warn = n_warn + excluded.n_warn, n_fail = n_fail + excluded.n_fail,
+        n_blocker = n_blocker + excluded.n_blocker;
+    INSERT INTO event_pattern_videos (fingerprint, video_id, n)
+    SELECT NEW.fingerprint, NEW.video_id, 1
+     WHERE NEW.fingerprint IS NOT NULL AND NEW.video_id IS NOT NULL
+    ON CONFLICT (fingerprint, video_id) DO UPDATE SET n = n + 1;
+    INSERT INTO event_pattern_components (fingerprint, component, n)
+    SELECT NEW.fingerprint, NEW.component, 1
+     WHERE NEW.fingerprint IS NOT NULL AND NEW.component IS NOT NULL
+    ON CONFLICT (fingerprint, component) DO UPDATE SET n = n + 1;
+    INSERT INTO event_pattern_agents (fingerprint, agent, n)
+    SELECT NEW.fingerprint, NEW.agent, 1
+     WHERE NEW.fingerprint IS NOT NULL AND NEW.agent IS NOT NULL
+    ON CONFLICT (fingerprint, agent) DO UPDATE SET n = n + 1;
+"""
+_EVENT_LEAVES = """
+    UPDATE event_patterns SET total = total - 1, open = open - (1 - OLD.resolved), stale = 1
+     WHERE fingerprint = OLD.fingerprint;
+"""
+#: An update that keeps the event where it was counted (everything but its status).
+_EVENT_SAME_PLACE = (
+    "OLD.fingerprint IS NEW.fingerprint AND OLD.ts = NEW.ts AND OLD.video_id IS NEW.video_id "
+    "AND OLD.component IS NEW.component AND OLD.agent IS NEW.agent "
+    "AND OLD.severity IS NEW.severity AND OLD.event_id = NEW.event_id"
+)
+_OPEN_IN = """
+    INSERT INTO open_event_counts (severity, status, component, agent, n)
+    SELECT NEW.severity, NEW.status, coalesce(NEW.component, ''), coalesce(NEW.agent, ''), 1
+     WHERE NEW.resolved = 0
+    ON CONFLICT (severity, status, component, agent) DO UPDATE SET n = n + 1;
+"""
+_OPEN_OUT = """
+    UPDATE open_event_counts SET n = n - 1
+     WHERE OLD.resolved = 0 AND severity = OLD.severity AND status = OLD.status
+       AND component = coalesce(OLD.component, '') AND agent = coalesce(OLD.agent, '');
+"""
+_TRIGGERS += f"""
+CREATE TRIGGER events_grouped AFTER INSERT ON events WHEN NEW.fingerprint IS NOT NULL
+BEGIN{_EVENT_JOINS}END;
+CREATE TRIGGER events_ungrouped AFTER DELETE ON events WHEN OLD.fingerprint IS NOT NULL
+BEGIN{_EVENT_LEAVES}END;
+CREATE TRIGGER events_reopened AFTER UPDATE ON events
+WHEN {_EVENT_SAME_PLACE} AND OLD.resolved <> NEW.resolved
+BEGIN
+    UPDATE event_patterns SET open = open + OLD.resolved - NEW.resolved
+     WHERE fingerprint = NEW.fingerprint;
+END;
+CREATE TRIGGER events_regrouped AFTER UPDATE ON events WHEN NOT ({_EVENT_SAME_PLACE})
+BEGIN
+    UPDATE event_patterns SET total = total - 1, open = open - (1 - OLD.resolved), stale = 1
+     WHERE OLD.fingerprint IS NOT NULL AND fingerprint = OLD.fingerprint;
+{_EVENT_JOINS}END;
+CREATE TRIGGER events_opened AFTER INSERT ON events WHEN NEW.resolved = 0
+BEGIN{_OPEN_IN}END;
+CREATE TRIGGER events_closed AFTER DELETE ON events WHEN OLD.resolved = 0
+BEGIN{_OPEN_OUT}END;
+CREATE TRIGGER events_restated AFTER UPDATE ON events
+WHEN (OLD.resolved = 0 OR NEW.resolved = 0) AND NOT (
+    OLD.resolved = NEW.resolved AND OLD.severity IS NEW.severity AND OLD.status IS NEW.status
+    AND OLD.component IS NEW.component AND OLD.agent IS NEW.agent)
+BEGIN{_OPEN_OUT}{_OPEN_IN}END;
+"""
 _TRIGGER_NAMES = (
     "events_counted",
     "events_uncounted",
@@ -170,6 +259,13 @@ _TRIGGER_NAMES = (
     "errors_ungrouped",
     "errors_reopened",
     "errors_regrouped",
+    "events_grouped",
+    "events_ungrouped",
+    "events_reopened",
+    "events_regrouped",
+    "events_opened",
+    "events_closed",
+    "events_restated",
 )
 _AGGREGATES = tuple(ERROR_AGGREGATE_COLUMNS)
 _OCCURRENCES = """
@@ -272,6 +368,37 @@ CREATE INDEX error_pattern_videos_recent ON error_pattern_videos (fingerprint, l
 CREATE TABLE error_pattern_stages (
     fingerprint TEXT NOT NULL, stage TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (fingerprint, stage)
+) WITHOUT ROWID;
+
+-- The event patterns (``event_patterns``, the weekly revisit's and ``get_patterns``' counts over
+-- every event), kept current by triggers on ``events`` (see ``_EVENT_JOINS``): per pattern, its
+-- events, open ones, first and last time, sample (the greatest id), distinct videos and events
+-- per severity; per (pattern, video), (pattern, component) and (pattern, agent), the events. A
+-- window's patterns are found in the time index and their totals read here.
+CREATE TABLE event_patterns (
+    fingerprint TEXT PRIMARY KEY, total INTEGER NOT NULL, open INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, sample_id TEXT NOT NULL,
+    videos INTEGER NOT NULL, n_info INTEGER NOT NULL, n_warn INTEGER NOT NULL,
+    n_fail INTEGER NOT NULL, n_blocker INTEGER NOT NULL, stale INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX event_patterns_stale ON event_patterns (fingerprint) WHERE stale = 1;
+CREATE TABLE event_pattern_videos (
+    fingerprint TEXT NOT NULL, video_id TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, video_id)
+) WITHOUT ROWID;
+CREATE TABLE event_pattern_components (
+    fingerprint TEXT NOT NULL, component TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, component)
+) WITHOUT ROWID;
+CREATE TABLE event_pattern_agents (
+    fingerprint TEXT NOT NULL, agent TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, agent)
+) WITHOUT ROWID;
+-- The unresolved events per (severity, status, component, agent; '' for a missing one): the
+-- open failures of the weekly report, at any date, without reading the history.
+CREATE TABLE open_event_counts (
+    severity TEXT NOT NULL, status TEXT NOT NULL, component TEXT NOT NULL, agent TEXT NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (severity, status, component, agent)
 ) WITHOUT ROWID;
 """
 
@@ -495,6 +622,7 @@ class SqliteIndex:
             if counts != kept:
                 problems.append("the occurrence counts of the known-failures check are wrong")
             problems += error_pattern_problems(conn)
+            problems += event_pattern_problems(conn)
         except sqlite3.DatabaseError as e:
             problems.append(f"the database cannot be read ({e})")
         return problems
@@ -656,6 +784,8 @@ class SqliteIndex:
             conn.execute(_RECOUNT)
             if source.table == "errors":
                 recount_error_patterns(conn)
+            if source.table == "events":
+                recount_event_patterns(conn)
             for statement in _statements(_TRIGGERS):
                 conn.execute(statement)
         refresh_stale(conn)  # the merges, read again, may have moved error-log entries
@@ -723,6 +853,8 @@ def _packed_dump(item: Any) -> bytes:
 
 _RECOUNTS = error_aggregate_recounts()
 _PATTERN_RECOUNTS = error_aggregate_recounts(" AND fingerprint = ?")
+_EVENT_RECOUNTS = event_aggregate_recounts()
+_EVENT_PATTERN_RECOUNTS = event_aggregate_recounts(" AND fingerprint = ?")
 
 
 def recount_error_patterns(conn: sqlite3.Connection) -> None:
@@ -733,17 +865,57 @@ def recount_error_patterns(conn: sqlite3.Connection) -> None:
         conn.execute(f"INSERT INTO {table} ({ERROR_AGGREGATE_COLUMNS[table]}) {_RECOUNTS[table]}")
 
 
+def recount_event_patterns(conn: sqlite3.Connection) -> None:
+    """Fill the event pattern aggregates and the open counts from scratch: one grouped scan per
+    table (a rebuild, with the row triggers set aside)."""
+    for table, statement in _EVENT_RECOUNTS.items():
+        conn.execute(f"DELETE FROM {table}")
+        conn.execute(f"INSERT INTO {table} ({EVENT_AGGREGATE_COLUMNS[table]}) {statement}")
+    conn.execute("DELETE FROM open_event_counts")
+    conn.execute(
+        f"INSERT INTO open_event_counts ({OPEN_EVENT_COUNTS_COLUMNS}) {OPEN_EVENT_COUNTS_RECOUNT}"
+    )
+
+
 def refresh_stale(conn: sqlite3.Connection) -> None:
-    """Recount each error-log pattern an entry has left since (``stale``), from its own rows
-    (the ``errors (fingerprint, …)`` index): a pattern merged away entirely has none left, and
+    """Recount each error-log or event pattern a record has left since (``stale``), from its own
+    rows (the ``(fingerprint, …)`` indexes): a pattern merged away entirely has none left, and
     its aggregate rows go."""
-    stale = [fp for (fp,) in conn.execute("SELECT fingerprint FROM error_patterns WHERE stale = 1")]
-    for fp in stale:
-        for table in _AGGREGATES:
-            conn.execute(f"DELETE FROM {table} WHERE fingerprint = ?", (fp,))
-        for table in _AGGREGATES:
-            columns = ERROR_AGGREGATE_COLUMNS[table]
-            conn.execute(f"INSERT INTO {table} ({columns}) {_PATTERN_RECOUNTS[table]}", (fp,))
+    for patterns, columns, recounts in (
+        ("error_patterns", ERROR_AGGREGATE_COLUMNS, _PATTERN_RECOUNTS),
+        ("event_patterns", EVENT_AGGREGATE_COLUMNS, _EVENT_PATTERN_RECOUNTS),
+    ):
+        stale = [
+            fp for (fp,) in conn.execute(f"SELECT fingerprint FROM {patterns} WHERE stale = 1")
+        ]
+        for fp in stale:
+            for table in columns:
+                conn.execute(f"DELETE FROM {table} WHERE fingerprint = ?", (fp,))
+            for table in columns:
+                conn.execute(f"INSERT INTO {table} ({columns[table]}) {recounts[table]}", (fp,))
+
+
+def event_pattern_problems(conn: sqlite3.Connection) -> list[str]:
+    """How the event pattern aggregates and open counts differ from a recount (empty when they
+    agree)."""
+    problems = []
+    checks = [
+        (table, statement, f"SELECT {EVENT_AGGREGATE_COLUMNS[table]} FROM {table}")
+        for table, statement in _EVENT_RECOUNTS.items()
+    ]
+    # An open count that fell to zero stays as a row (the next open event reuses it).
+    kept_open = f"SELECT {OPEN_EVENT_COUNTS_COLUMNS} FROM open_event_counts WHERE n <> 0"
+    checks.append(("open_event_counts", OPEN_EVENT_COUNTS_RECOUNT, kept_open))
+    for table, statement, kept_sql in checks:
+        counted = set(conn.execute(statement))
+        kept = set(conn.execute(kept_sql))
+        if counted != kept:
+            differ = sorted({str(row[0]) for row in counted ^ kept})
+            problems.append(
+                f"the event pattern aggregates ({table}) differ from a recount for "
+                f"{len(differ)} keys ({', '.join(differ[:3])}…)"
+            )
+    return problems
 
 
 def error_pattern_problems(conn: sqlite3.Connection) -> list[str]:
@@ -798,30 +970,18 @@ def _statements(script: str) -> list[str]:
 
 #: The events' columns in this index: the shared ones, when each was resolved, and the event
 #: it is a regression of (a column: the packed record cannot be searched for it).
-INDEX_EVENT_COLUMNS = (*EVENT_COLUMNS, "resolved_ts", "regression_of")
+INDEX_EVENT_COLUMNS = (*RESOLVED_EVENT_COLUMNS, "regression_of")
 
 
 def _index_event_row(item: dict[str, Any], aliases: Mapping[str, str]) -> tuple[Any, ...]:
-    """:func:`event_row`, the event's ``resolved_at`` in microseconds (None when it has none
-    or it does not parse: such an event has no resolution time to report), and its
+    """:func:`resolved_event_row` (when the event was resolved, None when it was not or that
+    does not parse: such an event has no resolution time to report) and its
     ``regression_of``."""
     regression = item.get("regression_of")
     return (
-        *event_row(item, aliases),
-        _micros_or_none(item.get("resolved_at")),
+        *resolved_event_row(item, aliases),
         None if regression is None else str(regression),
     )
-
-
-def _micros_or_none(value: object) -> int | None:
-    from rayvault.learning._time import parse_ts, to_micros
-
-    if not isinstance(value, str):
-        return None
-    try:
-        return to_micros(parse_ts(value))
-    except (ValueError, OverflowError):
-        return None
 
 
 def event_source(path: Path) -> Source:

@@ -82,12 +82,17 @@ from rayvault.learning.store._records import (
     validate_record,
 )
 from rayvault.learning.store._sql import (
+    COUNT_ALL_EVENTS_SQL,
     ERROR_PATTERNS_SQL,
     FACETS,
     LATEST_RESOLUTION_SQL,
+    OPEN_EVENT_COUNTS_AS_EVENTS,
     PATTERN_RECENT_VIDEOS_SQL,
     PATTERN_STAGES_SQL,
     PATTERN_VIDEOS_LISTED,
+    aggregate_pattern_rows,
+    answered_by_open_counts,
+    answered_by_pattern_aggregates,
     error_where,
     event_order,
     event_where,
@@ -440,6 +445,11 @@ class FileStore:
     def count_events(self, query: EventQuery) -> int:
         query = self._follow(query)
         conn = self.index.sync("events")
+        if answered_by_pattern_aggregates(query):
+            # Every event: the patterns' totals and the few events without a pattern, so the
+            # count does not walk the history.
+            (count,) = conn.execute(COUNT_ALL_EVENTS_SQL).fetchone()
+            return int(count)
         where, params = event_where(query)
         (count,) = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(count)
@@ -449,10 +459,15 @@ class FileStore:
         conn = self.index.sync("events")
         where, params = event_where(query)
         # One scan grouped by every facet at once (a few hundred groups), folded here: four
-        # GROUP BY queries cost four scans of the table.
+        # GROUP BY queries cost four scans of the table. Unresolved events are counted from
+        # their open counts (a state kept on write), whatever the history behind them.
         columns = ", ".join(FACETS)
+        if answered_by_open_counts(query):
+            source, count = OPEN_EVENT_COUNTS_AS_EVENTS, "sum(n)"
+        else:
+            source, count = "events", "count(*)"
         rows = conn.execute(
-            f"SELECT {columns}, count(*) FROM events{where} GROUP BY {columns}", params
+            f"SELECT {columns}, {count} FROM {source}{where} GROUP BY {columns}", params
         ).fetchall()
         facets: dict[str, dict[str, int]] = {}
         for i, facet in enumerate(FACETS):
@@ -464,19 +479,48 @@ class FileStore:
         return facets
 
     def event_patterns(
-        self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
+        self,
+        query: EventQuery,
+        *,
+        min_count: int = 1,
+        active_since: datetime | None = None,
+        videos_limit: int | None = None,
     ) -> list[Pattern]:
         query = self._follow(query)
         conn = self.index.sync("events")
+        if answered_by_pattern_aggregates(query):
+            rows = aggregate_pattern_rows(
+                lambda sql, params: conn.execute(sql, params).fetchall(),
+                min_count=min_count,
+                active_since=active_since,
+                videos_limit=videos_limit,
+            )
+        else:
+            sql, params = pattern_sql(query, min_count=min_count, active_since=active_since)
+            rows = conn.execute(sql, params).fetchall()
+        return self._patterns(conn, rows, videos_limit)
+
+    def grouped_event_patterns(
+        self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
+    ) -> list[Pattern]:
+        """:meth:`event_patterns` by one GROUP BY over the events, never from the aggregates
+        (the oracle the aggregates are tested against)."""
+        query = self._follow(query)
+        conn = self.index.sync("events")
         sql, params = pattern_sql(query, min_count=min_count, active_since=active_since)
-        rows = conn.execute(sql, params).fetchall()
+        return self._patterns(conn, conn.execute(sql, params).fetchall(), None)
+
+    def _patterns(self, conn: Any, rows: list[Any], videos_limit: int | None) -> list[Pattern]:
+        """Patterns from rows of ``pattern_sql``'s columns, with their samples' templates and at
+        most ``videos_limit`` videos each (the first by id)."""
         samples = self._raw_events(conn, [row[6] for row in rows])
         patterns = []
         for row in rows:
             raw = samples.get(row[6]) or {}
-            patterns.append(
-                pattern_from_row(row, str(raw.get("pattern") or raw.get("symptom") or ""))
-            )
+            pattern = pattern_from_row(row, str(raw.get("pattern") or raw.get("symptom") or ""))
+            if videos_limit is not None and len(pattern.videos) > videos_limit:
+                pattern = pattern.model_copy(update={"videos": pattern.videos[:videos_limit]})
+            patterns.append(pattern)
         return patterns
 
     def _raw_events(self, conn: Any, event_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

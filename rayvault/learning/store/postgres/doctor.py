@@ -62,10 +62,10 @@ from rayvault.learning.store._original import OriginalTombstoneArchive
 from rayvault.learning.store._sql import (
     ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
-    EVENT_COLUMNS,
+    RESOLVED_EVENT_COLUMNS,
     error_aggregate_recounts,
     error_row,
-    event_row,
+    resolved_event_row,
 )
 from rayvault.learning.store.postgres import schema as schema_sql
 from rayvault.learning.store.postgres.patterns import APPLY_MERGES
@@ -104,8 +104,8 @@ EVENTS = _Log(
     "event_versions",
     "events",
     "event_id",
-    EVENT_COLUMNS,
-    event_row,
+    RESOLVED_EVENT_COLUMNS,
+    resolved_event_row,
     LearningEvent,
     "an event",
     "event-version-invalid",
@@ -503,6 +503,8 @@ class PostgresDoctor:
             columns = ERROR_AGGREGATE_COLUMNS[table]
             stored = set(conn.execute(f"SELECT {columns} FROM {table}"))
             labels += sorted({f"{table}/{row[0]}" for row in counted ^ stored})
+        # The event pattern aggregates and open counts (the weekly revisit's): the same again.
+        labels += schema_sql.event_aggregate_labels(conn)
         if not labels:
             return None
         return self._add(
@@ -523,6 +525,7 @@ class PostgresDoctor:
                 + schema_sql.FAILURE_RECOUNT
             )
             schema_sql.recount_error_patterns(conn)
+            schema_sql.recount_event_patterns(conn)
         self._repaired(finding, "recounted from the events and the error log")
 
     # -- documents --------------------------------------------------------------------------------

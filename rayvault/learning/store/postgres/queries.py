@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from rayvault.learning.store._sql import (
     ERROR_COLUMNS,
-    EVENT_COLUMNS,
     LATEST_RESOLUTION_SQL,
+    RESOLVED_EVENT_COLUMNS,
 )
 
-_EVENT_TYPES = {"ts": "bigint", "resolved": "smallint"}
+_EVENT_TYPES = {"ts": "bigint", "resolved": "smallint", "resolved_ts": "bigint"}
 _ERROR_TYPES = {"ts": "bigint", "resolved": "smallint", "resolved_ts": "bigint"}
 
 
@@ -35,7 +35,9 @@ def _upsert_sql(
     """
 
 
-EVENT_UPSERT = _upsert_sql("event_versions", "events", "event_id", EVENT_COLUMNS, _EVENT_TYPES)
+EVENT_UPSERT = _upsert_sql(
+    "event_versions", "events", "event_id", RESOLVED_EVENT_COLUMNS, _EVENT_TYPES
+)
 ERROR_UPSERT = _upsert_sql("error_versions", "errors", "id", ERROR_COLUMNS, _ERROR_TYPES)
 EVENT_BY_ID = "SELECT data::text FROM events WHERE event_id = %s"
 EVENT_FOR_UPDATE = EVENT_BY_ID + " FOR UPDATE"
@@ -51,8 +53,8 @@ EVENT_FACETS = """
                 WHEN GROUPING(status) = 0 THEN 'status'
                 WHEN GROUPING(component) = 0 THEN 'component'
                 ELSE 'agent' END AS facet,
-           coalesce(severity, status, component, agent) AS value, count(*) AS n
-      FROM events{where}
+           coalesce(severity, status, component, agent) AS value, {count} AS n
+      FROM {source}{where}
      GROUP BY GROUPING SETS ((severity), (status), (component), (agent))
      ORDER BY facet, n DESC, value
 """

@@ -27,7 +27,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from rayvault.learning.store._sql import ERROR_AGGREGATE_COLUMNS, error_aggregate_recounts
+from rayvault.learning.store._sql import (
+    ERROR_AGGREGATE_COLUMNS,
+    EVENT_AGGREGATE_COLUMNS,
+    OPEN_EVENT_COUNTS_COLUMNS,
+    OPEN_EVENT_COUNTS_RECOUNT,
+    error_aggregate_recounts,
+    event_aggregate_recounts,
+)
 
 
 @dataclass(frozen=True)
@@ -498,6 +505,219 @@ CREATE TRIGGER errors_regrouped AFTER INSERT OR UPDATE OR DELETE ON errors FOR E
     + "".join(f"{statement};\n" for statement in ERROR_PATTERN_RECOUNTS.values())
 )
 
+#: The event pattern aggregates and open counts counted from scratch (the migration's backfill,
+#: a bulk load's recount, the doctor's check and repair): one statement per table.
+EVENT_PATTERN_RECOUNTS = {
+    **{
+        table: f"INSERT INTO {table} ({EVENT_AGGREGATE_COLUMNS[table]}) {query}"
+        for table, query in event_aggregate_recounts().items()
+    },
+    "open_event_counts": (
+        f"INSERT INTO open_event_counts ({OPEN_EVENT_COUNTS_COLUMNS}) {OPEN_EVENT_COUNTS_RECOUNT}"
+    ),
+}
+
+
+def recount_event_patterns(conn: Conn) -> None:
+    """Fill the event pattern aggregates and open counts from scratch."""
+    for table, statement in EVENT_PATTERN_RECOUNTS.items():
+        conn.execute(f"DELETE FROM {table}")
+        conn.execute(statement)
+
+
+def event_aggregate_labels(conn: Conn) -> list[str]:
+    """``table/key`` of each event pattern aggregate or open count that differs from a recount
+    (empty when they agree)."""
+    checks = [
+        (table, query, f"SELECT {EVENT_AGGREGATE_COLUMNS[table]} FROM {table}")
+        for table, query in event_aggregate_recounts().items()
+    ]
+    kept_open = f"SELECT {OPEN_EVENT_COUNTS_COLUMNS} FROM open_event_counts WHERE n <> 0"
+    checks.append(("open_event_counts", OPEN_EVENT_COUNTS_RECOUNT, kept_open))
+    labels = []
+    for table, query, kept in checks:
+        counted = {tuple(row) for row in conn.execute(query)}
+        stored = {tuple(row) for row in conn.execute(kept)}
+        labels += sorted({f"{table}/{row[0]}" for row in counted ^ stored})
+    return labels
+
+
+#: The weekly revisit's counts over every event kept as aggregates, as the file store's index
+#: keeps them (``files._sqlindex``): per pattern (events, open ones, first and last time, sample,
+#: distinct videos, events per severity), per (pattern, video), (pattern, component) and
+#: (pattern, agent); and the unresolved events per (severity, status, component, agent). A row
+#: trigger adds an event joining a pattern in O(1), moves the open count on a status change and
+#: the open counts on every change; an event leaving a pattern (a merge) marks it stale, and a
+#: statement trigger recounts each stale pattern from its rows once the statement is done.
+M012_EVENT_PATTERNS = (
+    """
+-- When each event was resolved (its ``resolved_at`` in microseconds, NULL when it has none or
+-- it does not parse; written with the row from now on): a window's resolutions are an index
+-- range. Rows already there are filled in here, parsed as UTC.
+ALTER TABLE events ADD COLUMN resolved_ts BIGINT;
+CREATE FUNCTION rayvault_micros_or_null(t text) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (extract(epoch FROM t::timestamptz) * 1000000)::bigint;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+SET LOCAL TimeZone = 'UTC';
+UPDATE events SET resolved_ts = rayvault_micros_or_null(data->>'resolved_at')
+ WHERE data->>'resolved_at' IS NOT NULL;
+DROP FUNCTION rayvault_micros_or_null(text);
+CREATE INDEX events_resolved ON events (resolved_ts) WHERE resolved_ts IS NOT NULL;
+
+CREATE TABLE event_patterns (
+    fingerprint TEXT COLLATE "C" PRIMARY KEY,
+    total INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    first_ts BIGINT NOT NULL,
+    last_ts BIGINT NOT NULL,
+    sample_id TEXT COLLATE "C" NOT NULL,
+    videos INTEGER NOT NULL,
+    n_info INTEGER NOT NULL,
+    n_warn INTEGER NOT NULL,
+    n_fail INTEGER NOT NULL,
+    n_blocker INTEGER NOT NULL,
+    stale BOOLEAN NOT NULL DEFAULT false
+);
+CREATE INDEX event_patterns_stale ON event_patterns (fingerprint) WHERE stale;
+CREATE TABLE event_pattern_videos (
+    fingerprint TEXT COLLATE "C" NOT NULL,
+    video_id TEXT COLLATE "C" NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, video_id)
+);
+CREATE TABLE event_pattern_components (
+    fingerprint TEXT COLLATE "C" NOT NULL,
+    component TEXT COLLATE "C" NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, component)
+);
+CREATE TABLE event_pattern_agents (
+    fingerprint TEXT COLLATE "C" NOT NULL,
+    agent TEXT COLLATE "C" NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, agent)
+);
+CREATE TABLE open_event_counts (
+    severity TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL,
+    component TEXT COLLATE "C" NOT NULL,
+    agent TEXT COLLATE "C" NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (severity, status, component, agent)
+);
+
+CREATE FUNCTION group_events() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    old_in boolean := TG_OP <> 'INSERT' AND OLD.fingerprint IS NOT NULL;
+    new_in boolean := TG_OP <> 'DELETE' AND NEW.fingerprint IS NOT NULL;
+    old_open boolean := TG_OP <> 'INSERT' AND OLD.resolved = 0;
+    new_open boolean := TG_OP <> 'DELETE' AND NEW.resolved = 0;
+BEGIN
+    IF old_open AND NOT (new_open AND OLD.severity IS NOT DISTINCT FROM NEW.severity
+                         AND OLD.status IS NOT DISTINCT FROM NEW.status
+                         AND OLD.component IS NOT DISTINCT FROM NEW.component
+                         AND OLD.agent IS NOT DISTINCT FROM NEW.agent) THEN
+        UPDATE open_event_counts SET n = n - 1
+         WHERE severity = coalesce(OLD.severity, '') AND status = coalesce(OLD.status, '')
+           AND component = coalesce(OLD.component, '') AND agent = coalesce(OLD.agent, '');
+        old_open := false;
+    END IF;
+    IF new_open AND NOT old_open THEN
+        INSERT INTO open_event_counts AS o (severity, status, component, agent, n)
+        VALUES (coalesce(NEW.severity, ''), coalesce(NEW.status, ''),
+                coalesce(NEW.component, ''), coalesce(NEW.agent, ''), 1)
+        ON CONFLICT (severity, status, component, agent) DO UPDATE SET n = o.n + 1;
+    END IF;
+    IF old_in AND new_in AND OLD.fingerprint = NEW.fingerprint AND OLD.ts = NEW.ts
+       AND OLD.event_id = NEW.event_id
+       AND OLD.video_id IS NOT DISTINCT FROM NEW.video_id
+       AND OLD.component IS NOT DISTINCT FROM NEW.component
+       AND OLD.agent IS NOT DISTINCT FROM NEW.agent
+       AND OLD.severity IS NOT DISTINCT FROM NEW.severity THEN
+        IF OLD.resolved <> NEW.resolved THEN
+            UPDATE event_patterns SET open = open + OLD.resolved - NEW.resolved
+             WHERE fingerprint = NEW.fingerprint;
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF old_in THEN
+        UPDATE event_patterns SET total = total - 1, open = open - 1 + OLD.resolved, stale = true
+         WHERE fingerprint = OLD.fingerprint;
+    END IF;
+    IF new_in THEN
+        IF NEW.video_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM event_pattern_videos
+             WHERE fingerprint = NEW.fingerprint AND video_id = NEW.video_id) THEN
+            UPDATE event_patterns SET videos = videos + 1 WHERE fingerprint = NEW.fingerprint;
+        END IF;
+        INSERT INTO event_patterns AS p
+               (fingerprint, total, open, first_ts, last_ts, sample_id, videos,
+                n_info, n_warn, n_fail, n_blocker)
+        VALUES (NEW.fingerprint, 1, 1 - NEW.resolved, NEW.ts, NEW.ts, NEW.event_id,
+                CASE WHEN NEW.video_id IS NULL THEN 0 ELSE 1 END,
+                CASE WHEN NEW.severity = 'INFO' THEN 1 ELSE 0 END,
+                CASE WHEN NEW.severity = 'WARN' THEN 1 ELSE 0 END,
+                CASE WHEN NEW.severity = 'FAIL' THEN 1 ELSE 0 END,
+                CASE WHEN NEW.severity = 'BLOCKER' THEN 1 ELSE 0 END)
+        ON CONFLICT (fingerprint) DO UPDATE SET
+            total = p.total + 1, open = p.open + excluded.open,
+            first_ts = least(p.first_ts, excluded.first_ts),
+            last_ts = greatest(p.last_ts, excluded.last_ts),
+            sample_id = greatest(p.sample_id, excluded.sample_id),
+            n_info = p.n_info + excluded.n_info, n_warn = p.n_warn + excluded.n_warn,
+            n_fail = p.n_fail + excluded.n_fail, n_blocker = p.n_blocker + excluded.n_blocker;
+        IF NEW.video_id IS NOT NULL THEN
+            INSERT INTO event_pattern_videos AS v (fingerprint, video_id, n)
+            VALUES (NEW.fingerprint, NEW.video_id, 1)
+            ON CONFLICT (fingerprint, video_id) DO UPDATE SET n = v.n + 1;
+        END IF;
+        IF NEW.component IS NOT NULL THEN
+            INSERT INTO event_pattern_components AS c (fingerprint, component, n)
+            VALUES (NEW.fingerprint, NEW.component, 1)
+            ON CONFLICT (fingerprint, component) DO UPDATE SET n = c.n + 1;
+        END IF;
+        IF NEW.agent IS NOT NULL THEN
+            INSERT INTO event_pattern_agents AS a (fingerprint, agent, n)
+            VALUES (NEW.fingerprint, NEW.agent, 1)
+            ON CONFLICT (fingerprint, agent) DO UPDATE SET n = a.n + 1;
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION recount_stale_event_patterns() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    k text;
+BEGIN
+    FOR k IN SELECT fingerprint FROM event_patterns WHERE stale ORDER BY fingerprint LOOP
+        DELETE FROM event_pattern_videos WHERE fingerprint = k;
+        DELETE FROM event_pattern_components WHERE fingerprint = k;
+        DELETE FROM event_pattern_agents WHERE fingerprint = k;
+        DELETE FROM event_patterns WHERE fingerprint = k;
+"""
+    + "".join(
+        f"        INSERT INTO {table} ({EVENT_AGGREGATE_COLUMNS[table]}) {query};\n"
+        for table, query in event_aggregate_recounts(" AND fingerprint = k").items()
+    )
+    + f"""    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER events_grouped AFTER INSERT OR UPDATE OR DELETE ON events FOR EACH ROW
+    WHEN (coalesce(current_setting('{BULK_LOAD_SETTING}', true), '') <> 'on')
+    EXECUTE FUNCTION group_events();
+CREATE TRIGGER events_regrouped AFTER INSERT OR UPDATE OR DELETE ON events FOR EACH STATEMENT
+    WHEN (coalesce(current_setting('{BULK_LOAD_SETTING}', true), '') <> 'on')
+    EXECUTE FUNCTION recount_stale_event_patterns();
+"""
+    + "".join(f"{statement};\n" for statement in EVENT_PATTERN_RECOUNTS.values())
+)
+
 M013_AGENT_TOMBSTONES = """
 -- Tombstones added to an agent's list since its document (agents.tombstones, the original
 -- system's memory_tombstones.json) was last written: adding one inserts a row instead of
@@ -522,6 +742,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m009_idempotency_keys", M009_IDEMPOTENCY_KEYS),
     Migration("m010_patterns", M010_PATTERNS),
     Migration("m011_error_patterns", M011_ERROR_PATTERNS),
+    Migration("m012_event_patterns", M012_EVENT_PATTERNS),
     Migration("m013_agent_tombstones", M013_AGENT_TOMBSTONES),
 )
 
@@ -551,6 +772,16 @@ CREATES: dict[str, tuple[str, ...]] = {
         "error_pattern_stages",
         "errors:errors_grouped",
         "errors:errors_regrouped",
+    ),
+    "m012_event_patterns": (
+        "events.resolved_ts",
+        "event_patterns",
+        "event_pattern_videos",
+        "event_pattern_components",
+        "event_pattern_agents",
+        "open_event_counts",
+        "events:events_grouped",
+        "events:events_regrouped",
     ),
     "m013_agent_tombstones": ("agent_tombstones",),
 }

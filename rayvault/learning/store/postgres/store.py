@@ -59,7 +59,7 @@ from pydantic import BaseModel
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._patternbook import template_of
-from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, utcnow
+from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, to_micros, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
     CorruptFileError,
@@ -94,16 +94,21 @@ from rayvault.learning.store._records import (
     with_added,
 )
 from rayvault.learning.store._sql import (
+    COUNT_ALL_EVENTS_SQL,
+    OPEN_EVENT_COUNTS_AS_EVENTS,
     PATTERN_VIDEOS_LISTED,
+    aggregate_pattern_rows,
+    answered_by_open_counts,
+    answered_by_pattern_aggregates,
     error_row,
     error_where,
     event_order,
-    event_row,
     event_where,
     failing_fingerprints_sql,
     known_failures_sql,
     open_occurrences_sql,
     pattern_sql,
+    resolved_event_row,
     shown_pattern,
     timeline_sql,
 )
@@ -341,7 +346,7 @@ class PostgresStore(Connections):
     def _event_params(self, event: LearningEvent) -> tuple[Any, ...]:
         data = event.model_dump_json()
         aliases = self.policies.LEARNING_STAGE_ALIASES
-        return (event.event_id, data, *event_row(orjson.loads(data), aliases))
+        return (event.event_id, data, *resolved_event_row(orjson.loads(data), aliases))
 
     def append_events(self, events: Sequence[LearningEvent], *, video_files: bool = True) -> None:
         # Per-video copies are not stored: in this store they are the latest version of each
@@ -428,6 +433,10 @@ class PostgresStore(Connections):
 
     def count_events(self, query: EventQuery) -> int:
         with self._connection() as conn:
+            if answered_by_pattern_aggregates(query):
+                # Every event: the patterns' totals and the few without a pattern.
+                row = conn.execute(COUNT_ALL_EVENTS_SQL).fetchone()
+                return int(row[0]) if row else 0
             where, params = event_where(self._following(conn, query), "%s")
             row = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(row[0]) if row else 0
@@ -437,15 +446,54 @@ class PostgresStore(Connections):
             f: {} for f in ("severity", "status", "component", "agent")
         }
         with self._connection() as conn:
-            where, params = event_where(self._following(conn, query), "%s")
-            for facet, value, n in conn.execute(EVENT_FACETS.format(where=where), params):
+            query = self._following(conn, query)
+            where, params = event_where(query, "%s")
+            # Unresolved events are counted from their open counts (a state kept on write).
+            if answered_by_open_counts(query):
+                source, count = OPEN_EVENT_COUNTS_AS_EVENTS, "sum(n)"
+            else:
+                source, count = "events", "count(*)"
+            statement = EVENT_FACETS.format(source=source, count=count, where=where)
+            for facet, value, n in conn.execute(statement, params):
                 if value is not None:
                     facets[facet][str(value)] = int(n)
         return facets
 
     def event_patterns(
+        self,
+        query: EventQuery,
+        *,
+        min_count: int = 1,
+        active_since: datetime | None = None,
+        videos_limit: int | None = None,
+    ) -> list[Pattern]:
+        with self._connection() as conn:
+            query = self._following(conn, query)
+            if answered_by_pattern_aggregates(query):
+                rows: list[Any] = aggregate_pattern_rows(
+                    lambda statement, params: conn.execute(statement, params).fetchall(),
+                    min_count=min_count,
+                    active_since=active_since,
+                    videos_limit=videos_limit,
+                    dialect="postgresql",
+                    ph="%s",
+                )
+            else:
+                statement, params = pattern_sql(
+                    query,
+                    min_count=min_count,
+                    active_since=active_since,
+                    dialect="postgresql",
+                    ph="%s",
+                )
+                rows = conn.execute(statement, params).fetchall()
+            return self._patterns(conn, rows, videos_limit)
+
+    def grouped_event_patterns(
         self, query: EventQuery, *, min_count: int = 1, active_since: datetime | None = None
     ) -> list[Pattern]:
+        """:meth:`event_patterns` by one GROUP BY over the events, never from the aggregates
+        (the oracle the aggregates are tested against)."""
         with self._connection() as conn:
             statement, params = pattern_sql(
                 self._following(conn, query),
@@ -454,14 +502,29 @@ class PostgresStore(Connections):
                 dialect="postgresql",
                 ph="%s",
             )
-            rows = conn.execute(statement, params).fetchall()
-            samples = {
-                event_id: pattern or symptom or ""
-                for event_id, pattern, symptom in conn.execute(
-                    PATTERN_SAMPLES, ([row[6] for row in rows],)
-                )
-            }
-        patterns = [pattern_from_row(row, samples.get(row[6], "")) for row in rows]
+            return self._patterns(conn, conn.execute(statement, params).fetchall(), None)
+
+    def event_aggregate_problems(self) -> list[str]:
+        """``table/key`` of each event pattern aggregate or open count that differs from a
+        recount of the events (empty when they agree)."""
+        with self._connection() as conn:
+            return schema_sql.event_aggregate_labels(conn)
+
+    def _patterns(self, conn: Conn, rows: list[Any], videos_limit: int | None) -> list[Pattern]:
+        """Patterns from rows of ``pattern_sql``'s columns, with their samples' templates and at
+        most ``videos_limit`` videos each (the first by id)."""
+        samples = {
+            event_id: pattern or symptom or ""
+            for event_id, pattern, symptom in conn.execute(
+                PATTERN_SAMPLES, ([row[6] for row in rows],)
+            )
+        }
+        patterns = []
+        for row in rows:
+            pattern = pattern_from_row(row, samples.get(row[6], ""))
+            if videos_limit is not None and len(pattern.videos) > videos_limit:
+                pattern = pattern.model_copy(update={"videos": pattern.videos[:videos_limit]})
+            patterns.append(pattern)
         return patterns
 
     def event_timeline(self, query: EventQuery) -> dict[date, dict[str, int]]:
@@ -484,22 +547,18 @@ class PostgresStore(Connections):
     def resolution_times(
         self, query: EventQuery, *, resolved_since: datetime | None = None
     ) -> list[tuple[datetime, datetime]]:
-        times = []
         with self._connection() as conn:
             where, params = event_where(
                 self._following(conn, replace(query, unresolved=False)), "%s"
             )
-            rows = conn.execute(f"SELECT ts, data->>'resolved_at' FROM events{where}", params)
-            for ts, resolved_at in rows:
-                if resolved_at is None:
-                    continue  # resolved by an older writer that did not record when
-                try:
-                    when = parse_ts(resolved_at)
-                except ValueError:
-                    continue
-                if resolved_since is None or when >= resolved_since:
-                    times.append((from_micros(ts), when))
-        return times
+            # ``resolved_ts`` is the event's resolved_at, parsed when it was written (NULL when
+            # it has none or it does not parse): a window's resolutions are an index range.
+            where += " AND resolved_ts IS NOT NULL"
+            if resolved_since is not None:
+                where += " AND resolved_ts >= %s"
+                params.append(to_micros(resolved_since))
+            rows = conn.execute(f"SELECT ts, resolved_ts FROM events{where} ORDER BY seq", params)
+            return [(from_micros(ts), from_micros(resolved)) for ts, resolved in rows]
 
     def event_statuses(self, event_ids: Sequence[str]) -> dict[str, str]:
         with self._connection() as conn:

@@ -59,9 +59,9 @@ from rayvault.learning.store._records import validate_record, with_added
 from rayvault.learning.store._sql import (
     ERROR_AGGREGATE_COLUMNS,
     ERROR_COLUMNS,
-    EVENT_COLUMNS,
+    RESOLVED_EVENT_COLUMNS,
     error_row,
-    event_row,
+    resolved_event_row,
 )
 from rayvault.learning.store.postgres.patterns import APPLY_MERGES
 from rayvault.learning.store.postgres.schema import (
@@ -69,6 +69,7 @@ from rayvault.learning.store.postgres.schema import (
     DATA_TABLES,
     FAILURE_RECOUNT,
     recount_error_patterns,
+    recount_event_patterns,
 )
 
 if TYPE_CHECKING:
@@ -272,8 +273,8 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
                 "event_versions",
                 "events",
                 "event_id",
-                EVENT_COLUMNS,
-                partial(event_row, aliases=aliases),
+                RESOLVED_EVENT_COLUMNS,
+                partial(resolved_event_row, aliases=aliases),
             ),
             ERROR: _Log(
                 "error_versions", "errors", "id", ERROR_COLUMNS, partial(error_row, aliases=aliases)
@@ -316,6 +317,7 @@ def load(store: PostgresStore, items: Iterable[Item]) -> dict[str, int]:
             "INSERT INTO fp_counts (component, fingerprint, total, open) " + FAILURE_RECOUNT
         )
         recount_error_patterns(conn)
+        recount_event_patterns(conn)
         conn.execute("SELECT set_config(%s, 'off', true)", (BULK_LOAD_SETTING,))
     return dict(counts)
 
