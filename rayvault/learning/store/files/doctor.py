@@ -204,28 +204,21 @@ class FileStoreDoctor:
             return False
         return True
 
-    def _check_merges(self) -> None:
-        """The merges of failure patterns (``data/pattern_merges.json``): the only copy of what
-        they record, so a corrupt file is reported by name and left as it is, never rebuilt
-        from what can be salvaged (the index keeps applying the merges it has)."""
-        from rayvault.learning.models import PatternMerge
-
-        path = self.store.merges_path
+    def _read_appended(self, path: Path, corrupt_code: str, consequence: str) -> list[Any]:
+        """The elements of an append-only log that is the only copy of what it records: a
+        corrupt file is reported (``corrupt_code``, with ``consequence``) and left as it is, an
+        unreadable one reported; a torn tail (an append that never finished) is a warning, cut
+        off with ``--repair``. Empty when there is nothing to check."""
         try:
             whole = read_array(path)
         except CorruptFileError as e:
-            self._add(
-                "log-corrupt",
-                path,
-                f"is corrupt: {e.detail}; the pattern merges it records cannot be read (queries "
-                "keep the merges already indexed); fix or restore the file by hand",
-            )
-            return
+            self._add(corrupt_code, path, f"is corrupt: {e.detail}; {consequence}")
+            return []
         except OSError as e:
             self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
-            return
+            return []
         if whole is None:
-            return
+            return []
         if whole.parsed.torn_at is not None:
             finding = self._add(
                 "log-torn-tail",
@@ -237,7 +230,22 @@ class FileStoreDoctor:
             )
             if self.repair:
                 self._repair_torn_tail(path, finding)
-        for i, item in enumerate(whole.parsed.items):
+        return list(whole.parsed.items)
+
+    def _check_merges(self) -> None:
+        """The merges of failure patterns (``data/pattern_merges.json``): the only copy of what
+        they record, so a corrupt file is reported by name and left as it is, never rebuilt
+        from what can be salvaged (the index keeps applying the merges it has)."""
+        from rayvault.learning.models import PatternMerge
+
+        path = self.store.merges_path
+        items = self._read_appended(
+            path,
+            "log-corrupt",
+            "the pattern merges it records cannot be read (queries keep the merges already "
+            "indexed); fix or restore the file by hand",
+        )
+        for i, item in enumerate(items):
             problem = self._validate(PatternMerge, item)
             if problem is not None:
                 self._add("log-element-invalid", path, f"element {i} is not a merge: {problem}")
@@ -815,28 +823,8 @@ class FileStoreDoctor:
         """The tombstones appended since the list was last written (``files._tombstones``): a
         torn tail is cut off (a warning: readers ignore it), a corrupt log or an element that is
         not a tombstone reported and left as it is (it is the only copy of those tombstones)."""
-        try:
-            whole = read_array(path)
-        except CorruptFileError as e:
-            self._add("tombstones-corrupt", path, f"is corrupt: {e.detail}; left unchanged")
-            return
-        except OSError as e:
-            self._add("file-unreadable", path, f"cannot be read: {e.strerror or e}")
-            return
-        if whole is None:
-            return
-        if whole.parsed.torn_at is not None:
-            finding = self._add(
-                "log-torn-tail",
-                path,
-                f"has a torn tail ({len(whole.data) - whole.parsed.torn_at} bytes of an append "
-                "that never finished); readers ignore it and the next write cuts it off",
-                level="warning",
-                repairable=True,
-            )
-            if self.repair:
-                self._repair_torn_tail(path, finding)
-        for i, item in enumerate(whole.parsed.items):
+        items = self._read_appended(path, "tombstones-corrupt", "left unchanged")
+        for i, item in enumerate(items):
             problem = self._validate(Tombstone, item)
             if problem is not None:
                 self._add("tombstones-corrupt", path, f"element {i} is not a tombstone: {problem}")
