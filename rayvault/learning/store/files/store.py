@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -31,20 +31,6 @@ from rayvault.learning.exceptions import (
     EventNotFoundError,
     InvalidIdentifierError,
     StoreError,
-)
-from rayvault.learning.models import (
-    AgentMemory,
-    CompactResult,
-    ErrorEntry,
-    ErrorPattern,
-    Finding,
-    GateState,
-    KnownFailure,
-    LearningEvent,
-    Pattern,
-    PatternMerge,
-    TombstoneFile,
-    WeeklyReport,
 )
 from rayvault.learning.store._fs import (
     atomic_write,
@@ -136,6 +122,22 @@ from rayvault.learning.store.files.layout import (
     Layout,
 )
 from rayvault.policies import Policies, PolicyError, load_policies
+
+if TYPE_CHECKING:  # the records load on first use: the gate's process does not build them
+    from rayvault.learning.models import (
+        AgentMemory,
+        CompactResult,
+        ErrorEntry,
+        ErrorPattern,
+        Finding,
+        GateState,
+        KnownFailure,
+        LearningEvent,
+        Pattern,
+        PatternMerge,
+        TombstoneFile,
+        WeeklyReport,
+    )
 
 log = logging.getLogger("rayvault.learning")
 
@@ -327,6 +329,8 @@ class FileStore:
                 self._recover_pending_file(Path(entry))
 
     def _recover_pending_file(self, path: Path) -> None:
+        from rayvault.learning.models import LearningEvent
+
         try:
             fd = open_nofollow(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -420,6 +424,8 @@ class FileStore:
             return new
 
     def _event(self, data: bytes) -> LearningEvent:
+        from rayvault.learning.models import LearningEvent
+
         return validate_json_record(LearningEvent, unpack(data), self.events_path, "an event")
 
     def get_event(self, event_id: str) -> LearningEvent | None:
@@ -604,6 +610,8 @@ class FileStore:
         return self.relative(self.agent_dir(agent) / MEMORY_FILE)
 
     def load_memory(self, agent: str) -> AgentMemory:
+        from rayvault.learning.models import AgentMemory
+
         path = self.agent_dir(agent) / MEMORY_FILE
         return self._load(AgentMemory, path, "agent memory") or AgentMemory()
 
@@ -612,6 +620,8 @@ class FileStore:
 
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
+        from rayvault.learning.models import AgentMemory
+
         self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
@@ -689,6 +699,8 @@ class FileStore:
         )
 
     def init_agent(self, agent: str) -> bool:
+        from rayvault.learning.models import AgentMemory, TombstoneFile
+
         self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
@@ -775,6 +787,8 @@ class FileStore:
             return new
 
     def _error(self, data: bytes) -> ErrorEntry:
+        from rayvault.learning.models import ErrorEntry
+
         return validate_record(
             ErrorEntry, orjson.loads(data), self.errors_path, "an error-log entry"
         )
@@ -862,6 +876,8 @@ class FileStore:
         return fts_rank_texts(query, texts)
 
     def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
+        from rayvault.learning.models import PatternMerge
+
         conn = self.index.sync("merges")
         if stage is None:
             rows = conn.execute("SELECT data FROM merges ORDER BY seq")
@@ -874,6 +890,8 @@ class FileStore:
 
     # -- the gate -----------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
+        from rayvault.learning.models import KnownFailure
+
         self.index.sync("errors")
         conn = self.index.sync("events")
         found = []
@@ -952,11 +970,15 @@ class FileStore:
                 )
 
     def load_gate_state(self, video_id: str) -> GateState | None:
+        from rayvault.learning.models import GateState
+
         self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
+        from rayvault.learning.models import GateState
+
         self._writable()
         self._gate_folder_usable()
         path = self.gate_state_path(video_id)
@@ -1026,6 +1048,8 @@ class FileStore:
         when the filesystem allows: no copy). The new file has a new inode, so every process's
         derived index notices the rewrite and rebuilds itself.
         """
+        from rayvault.learning.models import CompactResult
+
         self._writable()
         path = self.events_path
         relative = self.relative(path)
@@ -1156,6 +1180,8 @@ class FileStore:
         return [entry.stem for _, _, entry in sorted(found)]
 
     def load_weekly_report(self, name: str | None = None) -> WeeklyReport | None:
+        from rayvault.learning.models import WeeklyReport
+
         if name is None:
             names = self.list_weekly_reports()
             if not names:
