@@ -531,6 +531,19 @@ class GateResult(Record):
     timestamp: Timestamp
 
 
+class Acknowledgement(Record):
+    """A policies/SOUL change accepted for one video and stage, as recorded in the gate state
+    (returned by ``rayvault.learning.gate.acknowledge``)."""
+
+    video_id: str
+    stage: str
+    at: str
+    agent: str | None = None
+    policies: list[str]
+    soul: str | None = None
+    note: str | None = None
+
+
 # -- the review side: registry results and the weekly report ------------------------------------
 class Pattern(Record):
     """A recurring failure: every event sharing one fingerprint, aggregated."""

@@ -138,6 +138,7 @@ if TYPE_CHECKING:  # the records load on first use: the gate's process does not 
         TombstoneFile,
         WeeklyReport,
     )
+    from rayvault.learning.store.files._gate import GateReads
 
 log = logging.getLogger("rayvault.learning")
 
@@ -434,19 +435,25 @@ class FileStore:
         return self._event(row[0]) if row else None
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]:
+        return build_records(self.event_rows(query), self._event)
+
+    def event_rows(self, query: EventQuery) -> Iterable[tuple[Any, ...]]:
+        """The rows of the events ``query`` selects, in its order: each starts with the stored
+        record (packed bytes)."""
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
         if query.limit is not None:
             order, more = event_order(query)
+            rows: Iterable[tuple[Any, ...]]
             rows = conn.execute(f"SELECT data FROM events{where}{order}", [*params, *more])
-            return build_records(rows, self._event)
+            return rows
         # Rows come out of the table almost in time order (they are appended as they happen):
         # sorting them here costs a fraction of an SQL ORDER BY, which copies every blob into a
         # temporary B-tree (150 ms of 260 at 100k events).
         found = conn.execute(f"SELECT data, ts, seq FROM events{where}", params).fetchall()
         found.sort(key=lambda row: (row[1], row[2]), reverse=query.newest_first)
-        return build_records(found, self._event)
+        return found
 
     def count_events(self, query: EventQuery) -> int:
         query = self._follow(query)
@@ -892,6 +899,15 @@ class FileStore:
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
         from rayvault.learning.models import KnownFailure
 
+        return [
+            KnownFailure(fingerprint=fp, pattern=pattern, occurrences=n, unresolved=open_n)
+            for fp, pattern, n, open_n in self.known_failure_rows(components, threshold)
+        ]
+
+    def known_failure_rows(
+        self, components: tuple[str, ...], threshold: int
+    ) -> list[tuple[str, str, int, int]]:
+        """:meth:`known_failures` as tuples (fingerprint, pattern, occurrences, unresolved)."""
         self.index.sync("errors")
         conn = self.index.sync("events")
         found = []
@@ -901,14 +917,7 @@ class FileStore:
             # after a merge); a record's own for a pattern of an older grouping version.
             cluster = conn.execute("SELECT tokens FROM clusters WHERE key = ?", (fp,)).fetchone()
             if cluster is not None:
-                found.append(
-                    KnownFailure(
-                        fingerprint=fp,
-                        pattern=template_of(orjson.loads(cluster[0])),
-                        occurrences=occurrences,
-                        unresolved=unresolved,
-                    )
-                )
+                found.append((fp, template_of(orjson.loads(cluster[0])), occurrences, unresolved))
                 continue
             sample = (
                 conn.execute(
@@ -921,12 +930,7 @@ class FileStore:
             raw = orjson.loads(unpack(sample[0])) if sample else {}
             text = raw.get("symptom") or raw.get("error")
             found.append(
-                KnownFailure(
-                    fingerprint=fp,
-                    pattern=raw.get("pattern") or shown_pattern(text) or fp,
-                    occurrences=occurrences,
-                    unresolved=unresolved,
-                )
+                (fp, raw.get("pattern") or shown_pattern(text) or fp, occurrences, unresolved)
             )
         return found
 
@@ -956,6 +960,13 @@ class FileStore:
         params = [self.resolve_pattern(fingerprint), *components, limit]
         rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
         return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
+
+    def gate_reads(self) -> GateReads:
+        """What the gate reads, as plain data (``files._gate``): a cold gate imports no
+        pydantic."""
+        from rayvault.learning.store.files._gate import GateReads
+
+        return GateReads(self)
 
     def gate_state_path(self, video_id: str) -> Path:
         return self.layout.gate_state_path(video_id)
