@@ -722,9 +722,13 @@ def _summary(checks: list[PlainCheck]) -> str:
 def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> GateResult:
     """Run the four checks for ``video_id`` before ``stage``; the result says whether it is
     blocked, why, and what each check found (its level and outcome)."""
+    return _gate_result(_learning_gate(video_id, stage, store or get_store()))
+
+
+def _gate_result(plain: PlainGateResult) -> GateResult:
+    """The public record of the gate's result."""
     from rayvault.learning.models import GateResult
 
-    plain = _learning_gate(video_id, stage, store or get_store())
     return GateResult(
         video_id=plain.video_id,
         stage=plain.stage,
