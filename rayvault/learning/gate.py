@@ -45,7 +45,6 @@ there is none, they pass saying so) and never record or acknowledge one; only
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -292,12 +291,19 @@ def _diff_policies(
 
 
 # -- 2. SOUL -------------------------------------------------------------------------------------
+def _unified_diff(old_lines: list[str], new_lines: list[str]) -> list[str]:
+    """The changed lines (difflib is imported only when a SOUL changed: not by a cold gate)."""
+    import difflib
+
+    return list(difflib.unified_diff(old_lines, new_lines, lineterm="", n=0))
+
+
 def _diff_summary(old: str | None, new: str | None, limit: int = 4) -> tuple[str, list[str]]:
     old_lines = (old or "").splitlines()
     new_lines = (new or "").splitlines()
     diff = [
         line
-        for line in difflib.unified_diff(old_lines, new_lines, lineterm="", n=0)
+        for line in _unified_diff(old_lines, new_lines)
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
     added = sum(line.startswith("+") for line in diff)

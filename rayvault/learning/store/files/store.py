@@ -13,7 +13,6 @@ import functools
 import itertools
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -1223,7 +1222,7 @@ def _rows_by_key(conn: Any, table: str, key: str, keys: Sequence[str]) -> dict[s
 
 
 def _token() -> str:
-    return secrets.token_hex(4)
+    return os.urandom(4).hex()  # ``secrets.token_hex(4)``, without importing secrets
 
 
 @contextlib.contextmanager
