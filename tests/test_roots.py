@@ -416,6 +416,7 @@ def test_the_last_resort_boundary_catches_the_unexpected(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(gate, "learning_gate", explode)
+    monkeypatch.setattr(gate, "learning_gate_plain", explode)  # the CLI's fast path
     for args in (["gate", "v1", "research"], ["gate", "check", "v1", "research", "--json"]):
         code, out, err = run(capsys, *args)
         assert code == 1 and out == ""

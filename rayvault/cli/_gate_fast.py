@@ -1,8 +1,10 @@
 """The fast path of ``rayvault-learn gate VIDEO STAGE`` (DESIGN.md §7: a cold gate process in
 ≤ 400 ms). Pipelines run it before every stage; Typer and Rich alone cost ~150 ms to import, so
 the plain form — two arguments, optionally ``--json``, ``--root DIR``, ``--store URL`` — is
-parsed here and printed without them. Any other form (``--help``, ``ack``, a typo) returns None
-and goes through the Typer app, which prints the same output for the same input.
+parsed here and printed without them; the gate runs on plain data (``learning_gate_plain``), so
+with a file store whose files are well-formed the process imports no pydantic either. Any other
+form (``--help``, ``ack``, a typo) returns None and goes through the Typer app, which prints the
+same output for the same input.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def run_gate_fast(args: list[str]) -> int | None:
         return None
     from rayvault.cli._location import store_location, with_location, write_location
     from rayvault.learning.exceptions import LearningError
-    from rayvault.learning.gate import learning_gate
+    from rayvault.learning.gate import learning_gate_plain
     from rayvault.learning.store import open_store, root_for_reading
     from rayvault.learning.store.capabilities import require_initialised
 
@@ -75,7 +77,8 @@ def run_gate_fast(args: list[str]) -> int | None:
         store = open_store(root, options["--store"])
         location = store_location(store)
         require_initialised(store)
-        result = learning_gate(options["video"], options["stage"], store=store)
+        # Plain data: with a file store whose files are well-formed, no pydantic is imported.
+        result = learning_gate_plain(options["video"], options["stage"], store=store)
     except LearningError as e:
         hint = f"  hint: {e.hint}\n" if e.hint else ""
         sys.stderr.write(f"Error: {e}\n{hint}")

@@ -6,8 +6,8 @@ the same second still get different ids (the old ``timestamp+hash(symptom)`` sch
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from datetime import datetime
 
 from rayvault.learning._time import compact_ts
@@ -40,7 +40,8 @@ def validate_identifier(value: object, kind: str) -> str:
 
 
 def _random_suffix() -> str:
-    return secrets.token_hex(6)
+    # What ``secrets.token_hex(6)`` is, without importing ``secrets`` (and ``random``) at start-up.
+    return os.urandom(6).hex()
 
 
 def new_event_id(now: datetime) -> str:

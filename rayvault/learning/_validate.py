@@ -345,11 +345,22 @@ def compile_annotation(tp: Any) -> _Checker:
     return _Checker()
 
 
+def _parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved type hints of ``func``'s parameters. The return annotation is left alone: a
+    function may return a record its module imports only when it runs (the gate's, so that a
+    process that never calls it does not import pydantic)."""
+    annotations = {k: v for k, v in func.__annotations__.items() if k != "return"}
+    holder = types.SimpleNamespace(
+        __annotations__=annotations, __globals__=inspect.unwrap(func).__globals__
+    )
+    return typing.get_type_hints(holder)
+
+
 class _Plan:
     """The checkers of one function's parameters, by name and by position."""
 
     def __init__(self, func: Callable[..., Any]) -> None:
-        hints = typing.get_type_hints(func)
+        hints = _parameter_hints(func)
         self.by_name: dict[str, _Checker] = {}
         self.positional: list[tuple[str, _Checker]] = []
         self.var_positional: tuple[str, _Checker] | None = None

@@ -45,31 +45,43 @@ there is none, they pass saying so) and never record or acknowledge one; only
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rayvault.learning._ids import validate_identifier
+from rayvault.learning._plain import (
+    PlainCheck,
+    PlainEvent,
+    PlainGateResult,
+    PlainGateState,
+    PlainKnownFailure,
+    PlainRule,
+    regression_text,
+)
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.models import (
-    GateCheck,
-    GateResult,
-    GateState,
-    KnownFailure,
-    LearningEvent,
-    Record,
-    Rule,
-)
-from rayvault.learning.regressions import regression_text
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.policies import Policies
+
+if TYPE_CHECKING:
+    # The records are imported when a public function returns one: the CLI's gate
+    # (``learning_gate_plain``) reads and decides with plain data, and imports no pydantic.
+    from rayvault.learning.models import (
+        Acknowledgement,
+        GateCheck,
+        GateResult,
+        GateState,
+        KnownFailure,
+        LearningEvent,
+        Rule,
+    )
 
 __all__ = [
     "CHECK_NAMES",
@@ -81,6 +93,7 @@ __all__ = [
     "check_level",
     "check_regressions",
     "learning_gate",
+    "learning_gate_plain",
 ]
 
 CHECK_NAMES = (
@@ -114,7 +127,7 @@ def check_level(name: str, stage: str, policies: Policies) -> Level:
     return "warn" if value == "warn" else "deny"
 
 
-def _graded(check: GateCheck, level: Level) -> GateCheck:
+def _graded(check: PlainCheck, level: Level) -> PlainCheck:
     """``check`` with its level, and its outcome capped by the level (a denial at ``warn`` is a
     warning)."""
     outcome = check.outcome
@@ -167,11 +180,14 @@ def _read_soul(store: Store, agent: str | None, *, legacy: bool = False) -> _Sou
 
 
 # -- gate state written by the original system ---------------------------------------------------
-def _upgrade_state(state: GateState, video_id: str) -> bool:
+def _upgrade_state(state: GateState | PlainGateState, video_id: str) -> bool:
     """Turn an original gate state (``policies_sha``, ``soul_shas``, ``last_passed``) into the
     current shape, in memory: its SHA-1 hashes become baselines compared by SHA-1, its last pass
     a run. Whether it was one (the caller writes it back, atomically, when it writes)."""
-    extra = state.__pydantic_extra__ if state.__pydantic_extra__ is not None else {}
+    if isinstance(state, PlainGateState):
+        extra = state.extra
+    else:
+        extra = state.__pydantic_extra__ if state.__pydantic_extra__ is not None else {}
     if state.video_id is None:
         state.video_id = video_id
     if not any(name in extra for name in _LEGACY_FIELDS):
@@ -195,9 +211,9 @@ def _upgrade_state(state: GateState, video_id: str) -> bool:
     return True
 
 
-def _load_state(store: Store, video_id: str) -> GateState:
+def _load_state(store: Store, video_id: str) -> GateState | PlainGateState:
     """The video's gate state as the gate would see it (upgraded in memory; nothing written)."""
-    state = store.load_gate_state(video_id) or GateState(video_id=video_id)
+    state = _reads(store).state(video_id) or PlainGateState(video_id=video_id)
     _upgrade_state(state, video_id)
     return state
 
@@ -228,25 +244,25 @@ def _ack_command(video_id: str, stage: str) -> str:
 
 
 def _diff_policies(
-    store: Store, state: GateState, policies: Policies, video_id: str, stage: str
-) -> GateCheck:
+    store: Store, state: GateState | PlainGateState, policies: Policies, video_id: str, stage: str
+) -> PlainCheck:
     name = "check_diff_policies"
     current = _policy_baseline(policies)
     previous = state.policies
     state.policies = current
     clear = [_ack_command(video_id, stage)]
     if previous is None:
-        return GateCheck(name=name, passed=True, reason="baseline recorded for this video")
+        return PlainCheck(name=name, passed=True, reason="baseline recorded for this video")
     if previous.get("values") is None and "sha1" in previous:
         # The original system's baseline: a SHA-1 of its policies file's bytes.
         if previous["sha1"] in store.docs.policies_sha1s():
-            return GateCheck(
+            return PlainCheck(
                 name=name,
                 passed=True,
                 reason="policies file unchanged since the original system's last run "
                 "(baseline upgraded)",
             )
-        return GateCheck(
+        return PlainCheck(
             name=name,
             passed=False,
             reason="policies file changed since the original system's last gate run for this "
@@ -256,7 +272,7 @@ def _diff_policies(
         )
     changes = _policy_changes(previous.get("values", {}), current["values"])
     if changes:
-        return GateCheck(
+        return PlainCheck(
             name=name,
             passed=False,
             reason="policies changed: " + "; ".join(changes),
@@ -264,23 +280,30 @@ def _diff_policies(
             clear=clear,
         )
     if previous.get("sha256") != current["sha256"]:
-        return GateCheck(
+        return PlainCheck(
             name=name,
             passed=False,
             reason="policies.py changed (no learning constant changed value)",
             details={"changes": [], "sha256": [previous.get("sha256"), current["sha256"]]},
             clear=clear,
         )
-    return GateCheck(name=name, passed=True, reason="policies unchanged")
+    return PlainCheck(name=name, passed=True, reason="policies unchanged")
 
 
 # -- 2. SOUL -------------------------------------------------------------------------------------
+def _unified_diff(old_lines: list[str], new_lines: list[str]) -> list[str]:
+    """The changed lines (difflib is imported only when a SOUL changed: not by a cold gate)."""
+    import difflib
+
+    return list(difflib.unified_diff(old_lines, new_lines, lineterm="", n=0))
+
+
 def _diff_summary(old: str | None, new: str | None, limit: int = 4) -> tuple[str, list[str]]:
     old_lines = (old or "").splitlines()
     new_lines = (new or "").splitlines()
     diff = [
         line
-        for line in difflib.unified_diff(old_lines, new_lines, lineterm="", n=0)
+        for line in _unified_diff(old_lines, new_lines)
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
     added = sum(line.startswith("+") for line in diff)
@@ -289,10 +312,12 @@ def _diff_summary(old: str | None, new: str | None, limit: int = 4) -> tuple[str
     return f"+{added} −{removed} lines", shown
 
 
-def _diff_soul(store: Store, state: GateState, stage: str, soul: _Soul, video_id: str) -> GateCheck:
+def _diff_soul(
+    store: Store, state: GateState | PlainGateState, stage: str, soul: _Soul, video_id: str
+) -> PlainCheck:
     name = "check_diff_soul"
     if soul.agent is None:
-        return GateCheck(
+        return PlainCheck(
             name=name,
             passed=True,
             reason=f"stage {stage!r} has no agent in LEARNING_STAGE_AGENTS: no SOUL to check",
@@ -305,13 +330,13 @@ def _diff_soul(store: Store, state: GateState, stage: str, soul: _Soul, video_id
     clear = [_ack_command(video_id, stage)]
     if previous is None:
         if soul.path is None:
-            return GateCheck(
+            return PlainCheck(
                 name=name,
                 passed=True,
                 reason=f"no SOUL file for {soul.agent} (looked in {where}); baseline recorded",
                 details={"agent": soul.agent, "missing": True},
             )
-        return GateCheck(
+        return PlainCheck(
             name=name,
             passed=True,
             reason=f"baseline recorded for {soul.agent}'s SOUL",
@@ -320,14 +345,14 @@ def _diff_soul(store: Store, state: GateState, stage: str, soul: _Soul, video_id
     if "sha256" not in previous and "sha1" in previous:
         # The original system's baseline: a SHA-1 of the SOUL file's bytes ("" for none).
         if previous["sha1"] in soul.sha1s:
-            return GateCheck(
+            return PlainCheck(
                 name=name,
                 passed=True,
                 reason=f"{soul.agent}'s SOUL unchanged since the original system's last run "
                 "(baseline upgraded)",
                 details={"agent": soul.agent},
             )
-        return GateCheck(
+        return PlainCheck(
             name=name,
             passed=False,
             reason=f"{soul.agent}'s SOUL changed since the original system's last gate run "
@@ -338,13 +363,13 @@ def _diff_soul(store: Store, state: GateState, stage: str, soul: _Soul, video_id
     old_sha = previous.get("sha256")
     if old_sha == sha:
         if soul.path is None:
-            return GateCheck(
+            return PlainCheck(
                 name=name,
                 passed=True,
                 reason=f"no SOUL file for {soul.agent} (looked in {where})",
                 details={"agent": soul.agent, "missing": True},
             )
-        return GateCheck(
+        return PlainCheck(
             name=name, passed=True, reason=f"{soul.agent}'s SOUL unchanged", details={}
         )
     old_text = store.load_soul_snapshot(old_sha) if old_sha else None
@@ -361,7 +386,7 @@ def _diff_soul(store: Store, state: GateState, stage: str, soul: _Soul, video_id
             reason = f"{soul.agent}'s SOUL changed (previous version not kept: no diff)"
     if lines:
         reason += ": " + " | ".join(lines)
-    return GateCheck(
+    return PlainCheck(
         name=name,
         passed=False,
         reason=reason,
@@ -375,9 +400,9 @@ def _resolve_command(event_id: str) -> str:
     return f'rayvault-learn events resolve {event_id} --verification "<how the fix was verified>"'
 
 
-def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> GateCheck:
+def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> PlainCheck:
     name = "check_regressions"
-    open_events = store.query_events(
+    open_events = _reads(store).events(
         EventQuery(
             video_id=video_id,
             components=components,
@@ -386,7 +411,7 @@ def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> Ga
         )
     )
     if not open_events:
-        return GateCheck(name=name, passed=True, reason="no unresolved FAIL/BLOCKER events")
+        return PlainCheck(name=name, passed=True, reason="no unresolved FAIL/BLOCKER events")
     # Regressions first: a failure back after its fix was verified is named as such.
     listed = sorted(open_events, key=lambda e: e.regression_of is None)[:_LISTED]
     named = "; ".join(_open_event_text(e) for e in listed)
@@ -403,7 +428,7 @@ def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> Ga
             }
             for e in regressed
         ]
-    return GateCheck(
+    return PlainCheck(
         name=name,
         passed=False,
         reason=f"{len(open_events)} unresolved FAIL/BLOCKER event(s): {named}{more}",
@@ -412,7 +437,7 @@ def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> Ga
     )
 
 
-def _open_event_text(event: LearningEvent) -> str:
+def _open_event_text(event: PlainEvent | LearningEvent) -> str:
     text = f"{event.event_id} [{event.severity}] {event.symptom[:60]} ({event.status})"
     regressed = regression_text(event)
     return f"{text} — {regressed}" if regressed else text
@@ -420,7 +445,7 @@ def _open_event_text(event: LearningEvent) -> str:
 
 # -- 4. known failures ---------------------------------------------------------------------------
 def _pattern_verdict(
-    known: KnownFailure,
+    known: PlainKnownFailure | KnownFailure,
     failing: bool,
     rule_id: str | None,
     agent: str | None,
@@ -471,7 +496,7 @@ def _clear_known(
 
 
 def _ineffective(
-    rules: list[Rule] | None, agent: str | None, policies: Policies
+    rules: Sequence[PlainRule | Rule] | None, agent: str | None, policies: Policies
 ) -> list[dict[str, Any]]:
     """The agent's ineffective rules, compact (the revisit and ``memory show`` carry the
     attempts). The efficacy module is imported only when some rule has enough deliveries to be
@@ -494,7 +519,7 @@ def _ineffective(
             "proposal": f.proposal,
             "history": f"rayvault-learn rules history {agent} {f.rule_id}",
         }
-        for f in ineffective_rules(agent, judged, policies)
+        for f in ineffective_rules(agent, _as_rules(judged), policies)
     ]
 
 
@@ -514,21 +539,22 @@ def _known_failures(
     threshold: int,
     agent: str | None,
     policies: Policies,
-) -> GateCheck:
+) -> PlainCheck:
     name = "check_known_failures"
-    known = store.known_failures(components, threshold)
-    memory_rules = store.load_memory(agent).rules if agent is not None else None
+    reads = _reads(store)
+    known = reads.known(components, threshold)
+    memory_rules = reads.rules(agent) if agent is not None else None
     ineffective = _ineffective(memory_rules, agent, policies)
     if not known:
         if ineffective:
-            return GateCheck(
+            return PlainCheck(
                 name=name,
                 passed=True,
                 reason=_ineffective_text(ineffective, agent),
                 details={"patterns": [], "ineffective_rules": ineffective},
                 outcome="warn",
             )
-        return GateCheck(
+        return PlainCheck(
             name=name,
             passed=True,
             reason=f"no failure pattern seen {threshold}+ times with open occurrences",
@@ -541,7 +567,7 @@ def _known_failures(
             if not fp:  # a rule written before fingerprints: computed (masking imports cost)
                 from rayvault.learning.memory import rule_fingerprint
 
-                fp = rule_fingerprint(rule, store)
+                fp = rule_fingerprint(_as_rules([rule])[0], store)
             if fp not in known_keys:  # perhaps a pattern merged since: where it went
                 fp = store.resolve_pattern(fp)
             rules.setdefault(fp, rule.rule_id)
@@ -573,7 +599,7 @@ def _known_failures(
     if ineffective:
         reason += "; " + _ineffective_text(ineffective, agent)
         details["ineffective_rules"] = ineffective
-    return GateCheck(
+    return PlainCheck(
         name=name,
         passed=not denied,
         reason=reason,
@@ -602,17 +628,14 @@ def _target(store: Store, stage: str) -> _Target:
     )
 
 
-@checked
-def check_diff_policies(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
-    """Whether the effective policies changed since ``video_id``'s recorded baseline (read only:
-    nothing is recorded or acknowledged; with no baseline yet it passes saying so)."""
+def _check_diff_policies(video_id: str, stage: str, *, store: Store | None = None) -> PlainCheck:
     store = store or get_store()
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
     state = _load_state(store, video_id)
     if state.policies is None:
         return _graded(
-            GateCheck(
+            PlainCheck(
                 name="check_diff_policies",
                 passed=True,
                 reason="no baseline yet for this video (the gate records one on its first run)",
@@ -623,17 +646,14 @@ def check_diff_policies(video_id: str, stage: str, *, store: Store | None = None
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
 
-@checked
-def check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
-    """Whether the SOUL of ``stage``'s agent changed since ``video_id``'s recorded baseline
-    (read only, like :func:`check_diff_policies`)."""
+def _check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) -> PlainCheck:
     store = store or get_store()
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
     state = _load_state(store, video_id)
     if t.agent is not None and t.agent not in state.souls:
         return _graded(
-            GateCheck(
+            PlainCheck(
                 name="check_diff_soul",
                 passed=True,
                 reason=f"no baseline yet for {t.agent}'s SOUL for this video "
@@ -647,9 +667,7 @@ def check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) ->
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
 
-@checked
-def check_regressions(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
-    """Unresolved FAIL/BLOCKER events of ``video_id`` in ``stage`` (and its step names)."""
+def _check_regressions(video_id: str, stage: str, *, store: Store | None = None) -> PlainCheck:
     store = store or get_store()
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
@@ -657,10 +675,7 @@ def check_regressions(video_id: str, stage: str, *, store: Store | None = None) 
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
 
-@checked
-def check_known_failures(stage: str, *, store: Store | None = None) -> GateCheck:
-    """Recurring failures of ``stage`` across videos: ``deny`` for one with FAIL/BLOCKER
-    occurrences and no active rule learned from it, ``warn`` for the others."""
+def _check_known_failures(stage: str, *, store: Store | None = None) -> PlainCheck:
     store = store or get_store()
     t = _target(store, stage)
     check = _known_failures(
@@ -669,8 +684,35 @@ def check_known_failures(stage: str, *, store: Store | None = None) -> GateCheck
     return _graded(check, check_level(check.name, t.stage, t.policies))
 
 
+@checked
+def check_diff_policies(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
+    """Whether the effective policies changed since ``video_id``'s recorded baseline (read only:
+    nothing is recorded or acknowledged; with no baseline yet it passes saying so)."""
+    return _gate_check(_check_diff_policies(video_id, stage, store=store))
+
+
+@checked
+def check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
+    """Whether the SOUL of ``stage``'s agent changed since ``video_id``'s recorded baseline
+    (read only, like :func:`check_diff_policies`)."""
+    return _gate_check(_check_diff_soul(video_id, stage, store=store))
+
+
+@checked
+def check_regressions(video_id: str, stage: str, *, store: Store | None = None) -> GateCheck:
+    """Unresolved FAIL/BLOCKER events of ``video_id`` in ``stage`` (and its step names)."""
+    return _gate_check(_check_regressions(video_id, stage, store=store))
+
+
+@checked
+def check_known_failures(stage: str, *, store: Store | None = None) -> GateCheck:
+    """Recurring failures of ``stage`` across videos: ``deny`` for one with FAIL/BLOCKER
+    occurrences and no active rule learned from it, ``warn`` for the others."""
+    return _gate_check(_check_known_failures(stage, store=store))
+
+
 # -- the gate ------------------------------------------------------------------------------------
-def _summary(checks: list[GateCheck]) -> str:
+def _summary(checks: list[PlainCheck]) -> str:
     denied = [c for c in checks if c.outcome == "deny"]
     warned = [c for c in checks if c.outcome == "warn"]
     if denied:
@@ -686,7 +728,38 @@ def _summary(checks: list[GateCheck]) -> str:
 def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> GateResult:
     """Run the four checks for ``video_id`` before ``stage``; the result says whether it is
     blocked, why, and what each check found (its level and outcome)."""
-    store = store or get_store()
+    return _gate_result(_learning_gate(video_id, stage, store or get_store()))
+
+
+def _gate_result(plain: PlainGateResult) -> GateResult:
+    """The public record of the gate's result."""
+    from rayvault.learning.models import GateResult
+
+    return GateResult(
+        video_id=plain.video_id,
+        stage=plain.stage,
+        blocked=plain.blocked,
+        reason=plain.reason,
+        checks=[_gate_check(c) for c in plain.checks],
+        outcome=plain.outcome,
+        agent=plain.agent,
+        enabled=plain.enabled,
+        timestamp=plain.timestamp,
+    )
+
+
+@checked
+def learning_gate_plain(
+    video_id: str, stage: str, *, store: Store | None = None
+) -> PlainGateResult:
+    """:func:`learning_gate` with its result as plain data (``to_dict()`` gives what the
+    :class:`GateResult`'s does). For a short process that runs the gate and exits (the CLI's
+    ``gate VIDEO STAGE``): with a file store whose files are well-formed it imports no pydantic
+    (the records are built only for data their hand check refuses, or other stores)."""
+    return _learning_gate(video_id, stage, store or get_store())
+
+
+def _learning_gate(video_id: str, stage: str, store: Store) -> PlainGateResult:
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
     policies, agent = t.policies, t.agent
@@ -697,7 +770,7 @@ def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> G
             if skip_requested()
             else f"LEARNING_GATE_ENABLED = False ({policies.sources.get('LEARNING_GATE_ENABLED')})"
         )
-        return GateResult(
+        return PlainGateResult(
             video_id=video_id,
             stage=stage,
             blocked=False,
@@ -707,7 +780,7 @@ def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> G
             enabled=False,
             timestamp=now,
         )
-    with store.gate_state(video_id) as state:
+    with _reads(store).locked_state(video_id) as state:
         _upgrade_state(state, video_id)
         soul = _read_soul(store, agent, legacy=_has_sha1(state, agent))
         if soul.text is not None and soul.sha256 is not None:
@@ -733,7 +806,7 @@ def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> G
         )
         del state.runs[:-RUNS_KEPT]
     outcome = "deny" if denied else "warn" if any(c.outcome == "warn" for c in checks) else "pass"
-    return GateResult(
+    return PlainGateResult(
         video_id=video_id,
         stage=stage,
         blocked=bool(denied),
@@ -746,21 +819,9 @@ def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> G
     )
 
 
-def _has_sha1(state: GateState, agent: str | None) -> bool:
+def _has_sha1(state: GateState | PlainGateState, agent: str | None) -> bool:
     previous = state.souls.get(agent) if agent else None
     return previous is not None and "sha256" not in previous and "sha1" in previous
-
-
-class Acknowledgement(Record):
-    """A policies/SOUL change accepted for one video and stage, as recorded in the gate state."""
-
-    video_id: str
-    stage: str
-    at: str
-    agent: str | None = None
-    policies: list[str]
-    soul: str | None = None
-    note: str | None = None
 
 
 @checked
@@ -769,6 +830,8 @@ def acknowledge(
 ) -> Acknowledgement:
     """Accept the current policies and the stage agent's current SOUL for this video, so the
     diff checks pass from now on; the acknowledgement (what changed) is recorded."""
+    from rayvault.learning.models import Acknowledgement
+
     store = store or get_store()
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
@@ -790,3 +853,77 @@ def acknowledge(
         )
         state.acks.append(ack.to_dict())
     return ack
+
+
+# -- plain data and records ----------------------------------------------------------------------
+def _gate_check(check: PlainCheck) -> GateCheck:
+    """The public record of a check (the functions above decide with plain data)."""
+    from rayvault.learning.models import GateCheck
+
+    return GateCheck(
+        name=check.name,
+        passed=check.passed,
+        reason=check.reason,
+        details=check.details,
+        level=check.level,
+        outcome=check.outcome,
+        clear=check.clear,
+    )
+
+
+def _as_rules(rules: Sequence[PlainRule | Rule]) -> list[Rule]:
+    """``rules`` as records, for the code that judges them (efficacy, fingerprints of rules
+    written before fingerprints): the gate's process imports pydantic only then."""
+    from rayvault.learning.models import Rule
+
+    return [Rule.model_validate(r.raw) if isinstance(r, PlainRule) else r for r in rules]
+
+
+class _Reads(Protocol):
+    """What the gate reads from a store: records, or plain data (``_plain``)."""
+
+    def state(self, video_id: str) -> PlainGateState | GateState | None: ...
+    def locked_state(self, video_id: str) -> AbstractContextManager[PlainGateState | GateState]: ...
+    def events(self, query: EventQuery) -> Sequence[PlainEvent | LearningEvent]: ...
+    def rules(self, agent: str) -> Sequence[PlainRule | Rule]: ...
+    def known(
+        self, components: tuple[str, ...], threshold: int
+    ) -> Sequence[PlainKnownFailure | KnownFailure]: ...
+
+
+@dataclass(frozen=True)
+class _RecordReads:
+    """The gate's reads through the store's records (a store without plain reads)."""
+
+    store: Store
+
+    def state(self, video_id: str) -> GateState | None:
+        return self.store.load_gate_state(video_id)
+
+    def locked_state(self, video_id: str) -> AbstractContextManager[GateState]:
+        return self.store.gate_state(video_id)
+
+    def events(self, query: EventQuery) -> list[LearningEvent]:
+        return self.store.query_events(query)
+
+    def rules(self, agent: str) -> list[Rule]:
+        return self.store.load_memory(agent).rules
+
+    def known(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
+        return self.store.known_failures(components, threshold)
+
+
+def _reads(store: Store) -> _Reads:
+    """The store's plain reads (the file store's ``gate_reads``), else its records."""
+    plain = getattr(store, "gate_reads", None)
+    return plain() if plain is not None else _RecordReads(store)
+
+
+def __getattr__(name: str) -> Any:
+    """``gate.Acknowledgement``: the record is defined with the others (``models``), imported
+    when asked for so that importing this module imports no pydantic."""
+    if name == "Acknowledgement":
+        from rayvault.learning.models import Acknowledgement
+
+        return Acknowledgement
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,21 +25,32 @@ from pydantic import (
     model_serializer,
 )
 
+# The vocabularies live in a module without pydantic; re-exported here (``models.SEVERITIES``).
+from rayvault.learning._constants import (
+    CRITICAL_SEVERITIES as CRITICAL_SEVERITIES,  # noqa: PLC0414
+)
+from rayvault.learning._constants import (
+    RESOLVED_STATUSES as RESOLVED_STATUSES,  # noqa: PLC0414
+)
+from rayvault.learning._constants import (
+    SEVERITIES as SEVERITIES,  # noqa: PLC0414
+)
+from rayvault.learning._constants import (
+    SEVERITY_RANK as SEVERITY_RANK,  # noqa: PLC0414
+)
+from rayvault.learning._constants import (
+    STATUSES as STATUSES,  # noqa: PLC0414
+)
+from rayvault.learning._constants import (
+    PatternState as PatternState,  # noqa: PLC0414
+)
+from rayvault.learning._constants import (
+    Severity as Severity,  # noqa: PLC0414
+)
+from rayvault.learning._constants import (
+    Status as Status,  # noqa: PLC0414
+)
 from rayvault.learning._time import format_ts, parse_ts
-
-SEVERITIES: tuple[str, ...] = ("INFO", "WARN", "FAIL", "BLOCKER")
-#: Higher is more severe.
-SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
-#: Severities whose rules are never evicted and whose events hold the gate.
-CRITICAL_SEVERITIES: frozenset[str] = frozenset({"FAIL", "BLOCKER"})
-STATUSES: tuple[str, ...] = ("open", "applied", "verified", "archived")
-#: An event is resolved when its fix is verified or it is archived (DESIGN.md §6); ``applied``
-#: only means its rule is in memory, not that the failure is gone.
-RESOLVED_STATUSES: frozenset[str] = frozenset({"verified", "archived"})
-
-Severity = Literal["INFO", "WARN", "FAIL", "BLOCKER"]
-Status = Literal["open", "applied", "verified", "archived"]
-PatternState = Literal["new", "ongoing", "resolved", "regressed"]
 
 
 def normalize_severity(value: object) -> str:
@@ -518,6 +529,19 @@ class GateResult(Record):
     agent: str | None = None
     enabled: bool = True
     timestamp: Timestamp
+
+
+class Acknowledgement(Record):
+    """A policies/SOUL change accepted for one video and stage, as recorded in the gate state
+    (returned by ``rayvault.learning.gate.acknowledge``)."""
+
+    video_id: str
+    stage: str
+    at: str
+    agent: str | None = None
+    policies: list[str]
+    soul: str | None = None
+    note: str | None = None
 
 
 # -- the review side: registry results and the weekly report ------------------------------------

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from rayvault.learning._plain import regression_text
 from rayvault.learning._time import format_ts
 from rayvault.learning._validate import checked
 from rayvault.learning.models import LearningEvent, Pattern, PatternState
@@ -71,17 +72,6 @@ def find_regression(
         return {}  # never seen, or only archived (closed without a verified fix)
     seconds = int((at - verified_at(last[0])).total_seconds())
     return {"regression_of": last[0].event_id, "regressed_after_seconds": max(seconds, 0)}
-
-
-def regression_text(event: LearningEvent) -> str:
-    """``regressed: fixed 2026-11-20 by le-…, back in v107`` for a regression event, else ``""``
-    (the date is when the earlier event was verified; ``back in`` names the video, or the day
-    when the event has none)."""
-    if event.regression_of is None:
-        return ""
-    fixed = event.timestamp - timedelta(seconds=event.regressed_after_seconds or 0)
-    back = event.video_id or f"run of {event.timestamp.date().isoformat()}"
-    return f"regressed: fixed {fixed.date().isoformat()} by {event.regression_of}, back in {back}"
 
 
 @checked

@@ -14,7 +14,6 @@ stored; a map that wants ``Assets`` too lists it. The gate refuses an unknown st
 
 from __future__ import annotations
 
-import difflib
 import logging
 
 from rayvault.learning._aliases import fold_name
@@ -55,6 +54,8 @@ def is_known_stage(name: str, policies: Policies) -> bool:
 
 
 def _suggestion(name: str, policies: Policies) -> str:
+    import difflib  # only for a stage no map knows: not on the gate's way
+
     names = known_stage_names(policies)
     by_fold = {n.casefold(): n for n in names}
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)

@@ -20,7 +20,6 @@ import errno
 import fcntl
 import functools
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -265,7 +264,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def temp_path_for(path: Path) -> Path:
-    return path.with_name(f"{path.name}{TEMP_MARKER}{secrets.token_hex(6)}")
+    return path.with_name(f"{path.name}{TEMP_MARKER}{os.urandom(6).hex()}")
 
 
 def is_temp_file(path: Path) -> bool:

@@ -8,26 +8,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
+from rayvault.learning._constants import SEVERITIES
 from rayvault.learning._time import format_ts, from_micros
 from rayvault.learning.exceptions import CorruptFileError
-from rayvault.learning.models import (
-    SEVERITIES,
-    ErrorEntry,
-    ErrorPattern,
-    Pattern,
-    Tombstone,
-    TombstoneFile,
-)
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic and the records load on first use: the gate's process needs neither
+    from pydantic import BaseModel, ValidationError
+
+    from rayvault.learning.models import (
+        ErrorEntry,
+        ErrorPattern,
+        Pattern,
+        Tombstone,
+        TombstoneFile,
+    )
+
+M = TypeVar("M", bound="BaseModel")
 
 
 def validate_record(model: type[M], raw: Any, path: Path, what: str) -> M:
     """Validate data read from ``path``; a shape error is a :class:`CorruptFileError`."""
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(raw)
     except ValidationError as e:
@@ -36,6 +40,8 @@ def validate_record(model: type[M], raw: Any, path: Path, what: str) -> M:
 
 def validate_json_record(model: type[M], data: bytes, path: Path, what: str) -> M:
     """:func:`validate_record` for JSON bytes (parsed by pydantic: a quarter faster)."""
+    from pydantic import ValidationError
+
     try:
         return model.model_validate_json(data)
     except ValidationError as e:
@@ -91,6 +97,8 @@ def split_list(value: str | None) -> list[str]:
 
 def pattern_from_row(row: Sequence[Any], pattern: str) -> Pattern:
     """A row of ``_sql.pattern_sql`` (either dialect) and its sample's pattern text."""
+    from rayvault.learning.models import Pattern
+
     fp, count, open_count, recent, first, last, _sample, videos, n_videos = row[:9]
     components, agents, severity_counts = row[9], row[10], row[11:]
     return Pattern(
@@ -116,6 +124,8 @@ def error_pattern_from_row(
     """A row of ``_sql.ERROR_PATTERNS_SQL`` (fingerprint, count, unresolved, first, last,
     example id, video count), its example entry, the videos listed (the most recent few) and
     the stages of its entries."""
+    from rayvault.learning.models import ErrorPattern
+
     fp, count, unresolved, first, last, example, video_count = row[:7]
     return ErrorPattern(
         fingerprint=fp,

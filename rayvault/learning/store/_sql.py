@@ -11,8 +11,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from rayvault.learning._constants import RESOLVED_STATUSES, SEVERITIES
 from rayvault.learning._time import to_micros
-from rayvault.learning.models import RESOLVED_STATUSES, SEVERITIES
 from rayvault.learning.store.base import ErrorQuery, EventQuery
 
 EVENT_COLUMNS = (

@@ -12,26 +12,28 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from rayvault.learning._patternbook import PatternBook
-from rayvault.learning.models import (
-    AgentMemory,
-    CompactResult,
-    ErrorEntry,
-    ErrorPattern,
-    Finding,
-    GateState,
-    KnownFailure,
-    LearningEvent,
-    Pattern,
-    PatternMerge,
-    Tombstone,
-    TombstoneFile,
-    WeeklyReport,
-)
 from rayvault.learning.store.documents import Documents
 from rayvault.policies import Policies
+
+if TYPE_CHECKING:  # the records load on first use: the gate's process does not build them
+    from rayvault.learning.models import (
+        AgentMemory,
+        CompactResult,
+        ErrorEntry,
+        ErrorPattern,
+        Finding,
+        GateState,
+        KnownFailure,
+        LearningEvent,
+        Pattern,
+        PatternMerge,
+        Tombstone,
+        TombstoneFile,
+        WeeklyReport,
+    )
 
 #: Progress of a long operation: ``(what, done, total)``, e.g. ``("notes", 120, 4000)``.
 ProgressCallback = Callable[[str, int, int], None]
@@ -101,6 +103,13 @@ class ErrorQuery:
     limit: int | None = None
 
 
+def _no_tombstones() -> TombstoneFile:
+    """An empty tombstone list (the records are imported here, when one is needed)."""
+    from rayvault.learning.models import TombstoneFile
+
+    return TombstoneFile()
+
+
 @dataclass
 class AgentState:
     """An agent's memory, loaded under the agent's lock (see :meth:`Store.agent_state`). What
@@ -115,7 +124,7 @@ class AgentState:
     agent: str
     memory: AgentMemory
     #: Reads the agent's whole tombstone list (set by the store).
-    read_tombstones: Callable[[], TombstoneFile] = field(default=TombstoneFile, repr=False)
+    read_tombstones: Callable[[], TombstoneFile] = field(default=_no_tombstones, repr=False)
     #: Set by the store: whether the memory file existed before this transaction.
     existed: bool = False
     memory_changed: bool = False

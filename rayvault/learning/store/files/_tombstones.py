@@ -25,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rayvault.learning.models import Tombstone, TombstoneFile
 from rayvault.learning.store._fs import atomic_write, dump_json, os_error, read_json
 from rayvault.learning.store._records import validate_record, with_added
 from rayvault.learning.store.files._jsonlog import JsonArrayLog
 from rayvault.learning.store.files.layout import TOMBSTONES_FILE, TOMBSTONES_LOG_FILE
+
+if TYPE_CHECKING:  # the records are imported when a list is read (not by the gate's process)
+    from rayvault.learning.models import Tombstone, TombstoneFile
 
 
 class TombstoneList:
@@ -45,6 +48,8 @@ class TombstoneList:
 
     def read_base(self) -> TombstoneFile | None:
         """``memory_tombstones.json`` alone (None when absent)."""
+        from rayvault.learning.models import TombstoneFile
+
         raw = read_json(self.path)
         return (
             None
@@ -54,6 +59,8 @@ class TombstoneList:
 
     def read_added(self) -> list[Tombstone]:
         """The tombstones appended to the log (a torn tail ignored), oldest first."""
+        from rayvault.learning.models import Tombstone
+
         return [
             validate_record(Tombstone, item, self.log.path, "a tombstone of the log")
             for item in self.log.read().items
@@ -61,6 +68,8 @@ class TombstoneList:
 
     def read(self) -> TombstoneFile:
         """The whole list: the JSON file's tombstones, then those of the log it does not hold."""
+        from rayvault.learning.models import TombstoneFile
+
         return with_added(self.read_base() or TombstoneFile(), self.read_added())
 
     def append(self, tombstones: Sequence[Tombstone], now: datetime) -> None:
@@ -69,6 +78,8 @@ class TombstoneList:
         if not tombstones:
             return
         if not self.path.exists():
+            from rayvault.learning.models import TombstoneFile
+
             atomic_write(self.path, dump_json(TombstoneFile(updated=now).model_dump(mode="json")))
         self.log.append([t.model_dump_json().encode() for t in tombstones])
 

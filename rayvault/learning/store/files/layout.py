@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -204,6 +203,8 @@ class Layout:
     @classmethod
     def temporary(cls, prefix: str) -> Layout:
         """A new, empty temporary data root."""
+        import tempfile  # the demo's: not imported by every process that opens a store
+
         return cls(Path(tempfile.mkdtemp(prefix=prefix)).absolute())
 
     def create_root(self) -> None:

@@ -13,12 +13,11 @@ import functools
 import itertools
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -31,20 +30,6 @@ from rayvault.learning.exceptions import (
     EventNotFoundError,
     InvalidIdentifierError,
     StoreError,
-)
-from rayvault.learning.models import (
-    AgentMemory,
-    CompactResult,
-    ErrorEntry,
-    ErrorPattern,
-    Finding,
-    GateState,
-    KnownFailure,
-    LearningEvent,
-    Pattern,
-    PatternMerge,
-    TombstoneFile,
-    WeeklyReport,
 )
 from rayvault.learning.store._fs import (
     atomic_write,
@@ -136,6 +121,23 @@ from rayvault.learning.store.files.layout import (
     Layout,
 )
 from rayvault.policies import Policies, PolicyError, load_policies
+
+if TYPE_CHECKING:  # the records load on first use: the gate's process does not build them
+    from rayvault.learning.models import (
+        AgentMemory,
+        CompactResult,
+        ErrorEntry,
+        ErrorPattern,
+        Finding,
+        GateState,
+        KnownFailure,
+        LearningEvent,
+        Pattern,
+        PatternMerge,
+        TombstoneFile,
+        WeeklyReport,
+    )
+    from rayvault.learning.store.files._gate import GateReads
 
 log = logging.getLogger("rayvault.learning")
 
@@ -327,6 +329,8 @@ class FileStore:
                 self._recover_pending_file(Path(entry))
 
     def _recover_pending_file(self, path: Path) -> None:
+        from rayvault.learning.models import LearningEvent
+
         try:
             fd = open_nofollow(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -420,6 +424,8 @@ class FileStore:
             return new
 
     def _event(self, data: bytes) -> LearningEvent:
+        from rayvault.learning.models import LearningEvent
+
         return validate_json_record(LearningEvent, unpack(data), self.events_path, "an event")
 
     def get_event(self, event_id: str) -> LearningEvent | None:
@@ -428,19 +434,25 @@ class FileStore:
         return self._event(row[0]) if row else None
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]:
+        return build_records(self.event_rows(query), self._event)
+
+    def event_rows(self, query: EventQuery) -> Iterable[tuple[Any, ...]]:
+        """The rows of the events ``query`` selects, in its order: each starts with the stored
+        record (packed bytes)."""
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
         if query.limit is not None:
             order, more = event_order(query)
+            rows: Iterable[tuple[Any, ...]]
             rows = conn.execute(f"SELECT data FROM events{where}{order}", [*params, *more])
-            return build_records(rows, self._event)
+            return rows
         # Rows come out of the table almost in time order (they are appended as they happen):
         # sorting them here costs a fraction of an SQL ORDER BY, which copies every blob into a
         # temporary B-tree (150 ms of 260 at 100k events).
         found = conn.execute(f"SELECT data, ts, seq FROM events{where}", params).fetchall()
         found.sort(key=lambda row: (row[1], row[2]), reverse=query.newest_first)
-        return build_records(found, self._event)
+        return found
 
     def count_events(self, query: EventQuery) -> int:
         query = self._follow(query)
@@ -604,6 +616,8 @@ class FileStore:
         return self.relative(self.agent_dir(agent) / MEMORY_FILE)
 
     def load_memory(self, agent: str) -> AgentMemory:
+        from rayvault.learning.models import AgentMemory
+
         path = self.agent_dir(agent) / MEMORY_FILE
         return self._load(AgentMemory, path, "agent memory") or AgentMemory()
 
@@ -612,6 +626,8 @@ class FileStore:
 
     @contextlib.contextmanager
     def agent_state(self, agent: str) -> Iterator[AgentState]:
+        from rayvault.learning.models import AgentMemory
+
         self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
@@ -689,6 +705,8 @@ class FileStore:
         )
 
     def init_agent(self, agent: str) -> bool:
+        from rayvault.learning.models import AgentMemory, TombstoneFile
+
         self._writable()
         folder = self.agent_dir(agent)
         memory_path = folder / MEMORY_FILE
@@ -775,6 +793,8 @@ class FileStore:
             return new
 
     def _error(self, data: bytes) -> ErrorEntry:
+        from rayvault.learning.models import ErrorEntry
+
         return validate_record(
             ErrorEntry, orjson.loads(data), self.errors_path, "an error-log entry"
         )
@@ -862,6 +882,8 @@ class FileStore:
         return fts_rank_texts(query, texts)
 
     def pattern_merges(self, stage: str | None = None) -> list[PatternMerge]:
+        from rayvault.learning.models import PatternMerge
+
         conn = self.index.sync("merges")
         if stage is None:
             rows = conn.execute("SELECT data FROM merges ORDER BY seq")
@@ -874,6 +896,17 @@ class FileStore:
 
     # -- the gate -----------------------------------------------------------------------------
     def known_failures(self, components: tuple[str, ...], threshold: int) -> list[KnownFailure]:
+        from rayvault.learning.models import KnownFailure
+
+        return [
+            KnownFailure(fingerprint=fp, pattern=pattern, occurrences=n, unresolved=open_n)
+            for fp, pattern, n, open_n in self.known_failure_rows(components, threshold)
+        ]
+
+    def known_failure_rows(
+        self, components: tuple[str, ...], threshold: int
+    ) -> list[tuple[str, str, int, int]]:
+        """:meth:`known_failures` as tuples (fingerprint, pattern, occurrences, unresolved)."""
         self.index.sync("errors")
         conn = self.index.sync("events")
         found = []
@@ -883,14 +916,7 @@ class FileStore:
             # after a merge); a record's own for a pattern of an older grouping version.
             cluster = conn.execute("SELECT tokens FROM clusters WHERE key = ?", (fp,)).fetchone()
             if cluster is not None:
-                found.append(
-                    KnownFailure(
-                        fingerprint=fp,
-                        pattern=template_of(orjson.loads(cluster[0])),
-                        occurrences=occurrences,
-                        unresolved=unresolved,
-                    )
-                )
+                found.append((fp, template_of(orjson.loads(cluster[0])), occurrences, unresolved))
                 continue
             sample = (
                 conn.execute(
@@ -903,12 +929,7 @@ class FileStore:
             raw = orjson.loads(unpack(sample[0])) if sample else {}
             text = raw.get("symptom") or raw.get("error")
             found.append(
-                KnownFailure(
-                    fingerprint=fp,
-                    pattern=raw.get("pattern") or shown_pattern(text) or fp,
-                    occurrences=occurrences,
-                    unresolved=unresolved,
-                )
+                (fp, raw.get("pattern") or shown_pattern(text) or fp, occurrences, unresolved)
             )
         return found
 
@@ -939,6 +960,13 @@ class FileStore:
         rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
         return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
 
+    def gate_reads(self) -> GateReads:
+        """What the gate reads, as plain data (``files._gate``): a cold gate imports no
+        pydantic."""
+        from rayvault.learning.store.files._gate import GateReads
+
+        return GateReads(self)
+
     def gate_state_path(self, video_id: str) -> Path:
         return self.layout.gate_state_path(video_id)
 
@@ -952,11 +980,15 @@ class FileStore:
                 )
 
     def load_gate_state(self, video_id: str) -> GateState | None:
+        from rayvault.learning.models import GateState
+
         self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
+        from rayvault.learning.models import GateState
+
         self._writable()
         self._gate_folder_usable()
         path = self.gate_state_path(video_id)
@@ -1026,6 +1058,8 @@ class FileStore:
         when the filesystem allows: no copy). The new file has a new inode, so every process's
         derived index notices the rewrite and rebuilds itself.
         """
+        from rayvault.learning.models import CompactResult
+
         self._writable()
         path = self.events_path
         relative = self.relative(path)
@@ -1156,6 +1190,8 @@ class FileStore:
         return [entry.stem for _, _, entry in sorted(found)]
 
     def load_weekly_report(self, name: str | None = None) -> WeeklyReport | None:
+        from rayvault.learning.models import WeeklyReport
+
         if name is None:
             names = self.list_weekly_reports()
             if not names:
@@ -1186,7 +1222,7 @@ def _rows_by_key(conn: Any, table: str, key: str, keys: Sequence[str]) -> dict[s
 
 
 def _token() -> str:
-    return secrets.token_hex(4)
+    return os.urandom(4).hex()  # ``secrets.token_hex(4)``, without importing secrets
 
 
 @contextlib.contextmanager

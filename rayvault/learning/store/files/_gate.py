@@ -1,0 +1,102 @@
+"""What the learning gate reads from a file store, as plain data (``rayvault.learning._plain``).
+
+A cold ``rayvault-learn gate`` must not import pydantic (issue 15 item 4): its state, the agent's
+rules, the open events and the known failures are read here as JSON and checked by hand. Data that
+fails the check is validated by its record as everywhere else, so a corrupt file gets the same
+error, naming it, and is never written over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from rayvault.learning._plain import (
+    EVENT_FIELDS,
+    GATE_STATE_FIELDS,
+    MEMORY_FIELDS,
+    PlainEvent,
+    PlainGateState,
+    PlainKnownFailure,
+    PlainRule,
+    conforms,
+)
+from rayvault.learning._time import utcnow
+from rayvault.learning.store._fs import atomic_write, dump_json, durable_group, locked, read_json
+from rayvault.learning.store.base import EventQuery
+from rayvault.learning.store.files._packed import unpack
+from rayvault.learning.store.files.layout import MEMORY_FILE
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rayvault.learning.models import GateState, KnownFailure, LearningEvent, Rule
+    from rayvault.learning.store.files.store import FileStore
+
+
+class GateReads:
+    """The gate's reads of one file store; each returns plain records, or the validated ones
+    for data the hand check refused (the gate reads both alike)."""
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+
+    def _state(self, raw: Any, path: Path) -> PlainGateState | GateState | None:
+        if raw is None:
+            return None
+        if conforms(raw, GATE_STATE_FIELDS):
+            return PlainGateState.from_raw(raw)
+        from rayvault.learning.models import GateState
+        from rayvault.learning.store._records import validate_record
+
+        return validate_record(GateState, raw, path, "the gate state")
+
+    def state(self, video_id: str) -> PlainGateState | GateState | None:
+        """``store.load_gate_state``."""
+        self.store._gate_folder_usable()
+        path = self.store.gate_state_path(video_id)
+        return self._state(read_json(path), path)
+
+    @contextlib.contextmanager
+    def locked_state(self, video_id: str) -> Iterator[PlainGateState | GateState]:
+        """``store.gate_state``: under the state's lock, written back atomically on exit."""
+        store = self.store
+        store._writable()
+        store._gate_folder_usable()
+        path = store.gate_state_path(video_id)
+        with durable_group(store.root), locked(path):
+            state = self._state(read_json(path), path) or PlainGateState(video_id=video_id)
+            yield state
+            state.updated = utcnow()
+            atomic_write(path, dump_json(state.to_dict()))
+
+    def events(self, query: EventQuery) -> list[PlainEvent | LearningEvent]:
+        """``store.query_events``."""
+        found: list[PlainEvent | LearningEvent] = []
+        for row in self.store.event_rows(query):
+            raw = orjson.loads(unpack(row[0]))
+            plain = conforms(raw, EVENT_FIELDS)
+            found.append(PlainEvent(raw) if plain else self.store._event(row[0]))
+        return found
+
+    def rules(self, agent: str) -> list[PlainRule] | list[Rule]:
+        """``store.load_memory(agent).rules``."""
+        path = self.store.agent_dir(agent) / MEMORY_FILE
+        raw = read_json(path)
+        if raw is None:
+            return []
+        if conforms(raw, MEMORY_FIELDS):
+            return [PlainRule(rule) for rule in raw.get("rules", [])]
+        return self.store.load_memory(agent).rules
+
+    def known(
+        self, components: tuple[str, ...], threshold: int
+    ) -> list[PlainKnownFailure] | list[KnownFailure]:
+        """``store.known_failures``."""
+        rows = self.store.known_failure_rows(components, threshold)
+        if not all(isinstance(row[1], str) for row in rows):
+            return self.store.known_failures(components, threshold)
+        return [PlainKnownFailure(*row) for row in rows]
