@@ -269,6 +269,35 @@ def app(ctx: Ctx, *calls: tuple[str, str, str]) -> list[Frame]:
     ]
 
 
+#: Frames that several failures' tracebacks share (path, line range, function, code).
+HTTPCORE_MAP_EXCEPTIONS = (
+    "httpcore/_exceptions.py",
+    (10, 14),
+    "map_exceptions",
+    "raise to_exc(exc) from exc",
+)
+HTTPX_MAP_EXCEPTIONS = (
+    "httpx/_transports/default.py",
+    (118, 118),
+    "map_httpcore_exceptions",
+    "raise mapped_exc(message) from exc",
+)
+JSON_LOADS = ("json/__init__.py", (346, 346), "loads", "return _default_decoder.decode(s)")
+JSON_DECODE = (
+    "json/decoder.py",
+    (337, 338),
+    "decode",
+    "obj, end = self.raw_decode(s, idx=_w(s, 0).end())",
+)
+OPENAI_STATUS_ERROR = (
+    "openai/_base_client.py",
+    (919, 1594),
+    "request",
+    "raise self._make_status_error_from_response(err.response) from None",
+)
+SSL_READ = ("ssl.py", (1105, 1166), "read", "return self._sslobj.read(len, buffer)")
+
+
 def lib(ctx: Ctx, *calls: tuple[str, tuple[int, int], str, str]) -> list[Frame]:
     """Frames in site-packages; the line varies with the installed version."""
     return [
@@ -499,7 +528,7 @@ def _read_timeout(ctx: Ctx) -> str:
         ("http/client.py", (318, 331), "begin", "version, status, reason = self._read_status()"),
         ("socket.py", (705, 720), "readinto", "return self._sock.recv_into(b)"),
         ("ssl.py", (1232, 1314), "recv_into", "return self.read(nbytes, buffer)"),
-        ("ssl.py", (1105, 1166), "read", "return self._sslobj.read(len, buffer)"),
+        SSL_READ,
     )
     final = f"requests.exceptions.ReadTimeout: {msg}"
     tb = traceback(
@@ -603,8 +632,7 @@ def _conn_reset(ctx: Ctx) -> str:
     tb = traceback(
         ctx,
         (
-            urllib3_frames(ctx)
-            + std(ctx, ("ssl.py", (1105, 1166), "read", "return self._sslobj.read(len, buffer)")),
+            urllib3_frames(ctx) + std(ctx, SSL_READ),
             "ConnectionResetError: [Errno 104] Connection reset by peer",
         ),
         (
@@ -684,13 +712,8 @@ def _keyerror_choices(ctx: Ctx) -> str:
 def _json_empty(ctx: Ctx) -> str:
     decoder = std(
         ctx,
-        ("json/__init__.py", (346, 346), "loads", "return _default_decoder.decode(s)"),
-        (
-            "json/decoder.py",
-            (337, 338),
-            "decode",
-            "obj, end = self.raw_decode(s, idx=_w(s, 0).end())",
-        ),
+        JSON_LOADS,
+        JSON_DECODE,
         (
             "json/decoder.py",
             (355, 355),
@@ -921,12 +944,7 @@ def openai_lib(ctx: Ctx, *, async_: bool) -> list[Frame]:
             "post",
             f"return {aw}self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)",
         ),
-        (
-            "openai/_base_client.py",
-            (919, 1594),
-            "request",
-            "raise self._make_status_error_from_response(err.response) from None",
-        ),
+        OPENAI_STATUS_ERROR,
     )
 
 
@@ -1131,13 +1149,8 @@ def decoder_frames(ctx: Ctx, msg: str) -> list[Frame]:
         ),
     ) + std(
         ctx,
-        ("json/__init__.py", (346, 346), "loads", "return _default_decoder.decode(s)"),
-        (
-            "json/decoder.py",
-            (337, 338),
-            "decode",
-            "obj, end = self.raw_decode(s, idx=_w(s, 0).end())",
-        ),
+        JSON_LOADS,
+        JSON_DECODE,
         (
             "json/decoder.py",
             (353, 355),
@@ -1355,27 +1368,11 @@ def _api_timeout(ctx: Ctx) -> str:
     tb = traceback(
         ctx,
         (
-            lib(
-                ctx,
-                (
-                    "httpcore/_exceptions.py",
-                    (10, 14),
-                    "map_exceptions",
-                    "raise to_exc(exc) from exc",
-                ),
-            ),
+            lib(ctx, HTTPCORE_MAP_EXCEPTIONS),
             "httpcore.ReadTimeout: The read operation timed out",
         ),
         (
-            lib(
-                ctx,
-                (
-                    "httpx/_transports/default.py",
-                    (118, 118),
-                    "map_httpcore_exceptions",
-                    "raise mapped_exc(message) from exc",
-                ),
-            ),
+            lib(ctx, HTTPX_MAP_EXCEPTIONS),
             "httpx.ReadTimeout: The read operation timed out",
         ),
         (
@@ -1413,27 +1410,11 @@ def _api_conn(ctx: Ctx) -> str:
     tb = traceback(
         ctx,
         (
-            lib(
-                ctx,
-                (
-                    "httpcore/_exceptions.py",
-                    (10, 14),
-                    "map_exceptions",
-                    "raise to_exc(exc) from exc",
-                ),
-            ),
+            lib(ctx, HTTPCORE_MAP_EXCEPTIONS),
             first[0],
         ),
         (
-            lib(
-                ctx,
-                (
-                    "httpx/_transports/default.py",
-                    (118, 118),
-                    "map_httpcore_exceptions",
-                    "raise mapped_exc(message) from exc",
-                ),
-            ),
+            lib(ctx, HTTPX_MAP_EXCEPTIONS),
             first[1],
         ),
         (
@@ -1638,12 +1619,7 @@ def _content_policy(ctx: Ctx) -> str:
             "post",
             "return await self.request(cast_to, opts, stream=stream, stream_cls=stream_cls)",
         ),
-        (
-            "openai/_base_client.py",
-            (919, 1594),
-            "request",
-            "raise self._make_status_error_from_response(err.response) from None",
-        ),
+        OPENAI_STATUS_ERROR,
     )
     out = record(ctx, traceback(ctx, (frames, final)), final)
     return out + (f" (x-request-id: {rid})" if ctx.rng.random() < 0.3 else "")
@@ -2031,28 +2007,11 @@ def _tts_timeout(ctx: Ctx) -> str:
     tb = traceback(
         ctx,
         (
-            lib(
-                ctx,
-                (
-                    "httpcore/_exceptions.py",
-                    (10, 14),
-                    "map_exceptions",
-                    "raise to_exc(exc) from exc",
-                ),
-            ),
+            lib(ctx, HTTPCORE_MAP_EXCEPTIONS),
             "httpcore.ReadTimeout: The read operation timed out",
         ),
         (
-            eleven_frames(ctx)[:1]
-            + lib(
-                ctx,
-                (
-                    "httpx/_transports/default.py",
-                    (118, 118),
-                    "map_httpcore_exceptions",
-                    "raise mapped_exc(message) from exc",
-                ),
-            ),
+            eleven_frames(ctx)[:1] + lib(ctx, HTTPX_MAP_EXCEPTIONS),
             final,
         ),
     )
