@@ -175,12 +175,6 @@ def current_figures(rule: Rule) -> Figures:
     return _between(_at_start(rule.revisions[-1]), _lifetime(rule))
 
 
-def current_counters(rule: Rule) -> tuple[int, int, int]:
-    """:func:`text_counters` without the argument checks."""
-    own = current_figures(rule)
-    return own.deliveries, own.recurrences, own.successes
-
-
 def _count(entry: Mapping[str, Any], name: str) -> int:
     value = entry.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
