@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,6 +46,11 @@ pytestmark = pytest.mark.both_stores
 
 T = TypeVar("T")
 EXE = Path(sys.executable).parent / "rayvault-learn"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "mcp.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), re.S)
 
 
 def with_client(
@@ -501,6 +507,10 @@ def test_over_http_a_request_without_the_token_is_refused(root: Path) -> None:
             return refused, result
 
         refused, result = anyio.run(run)
+        # The client example of docs/mcp.md, against this server.
+        namespace: dict[str, Any] = {}
+        exec(compile(doc_blocks("python")[0], str(DOC), "exec"), namespace)
+        assert anyio.run(namespace["check"], url, token) is True
         for response in refused:
             assert response.status_code == 401
             assert response.headers["www-authenticate"].startswith("Bearer")
@@ -515,3 +525,30 @@ def test_over_http_a_request_without_the_token_is_refused(root: Path) -> None:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+# -- the docs ----------------------------------------------------------------------------------------
+@pytest.mark.files_only("the docs' example opens a store of its own")
+def test_the_in_process_example_of_the_docs_runs(tmp_path: Path) -> None:
+    [_, example] = doc_blocks("python")
+    exec(compile(example, str(DOC), "exec"), {})  # its asserts are the test
+
+
+@pytest.mark.files_only("about the docs' configuration snippets")
+def test_the_client_configurations_of_the_docs_name_the_command(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each JSON snippet is valid and starts ``rayvault-learn mcp`` with options it has."""
+    import typer
+
+    from rayvault.cli.app import app
+
+    snippets = [json.loads(block) for block in doc_blocks("json")]
+    assert len(snippets) == 2
+    command = typer.main.get_command(app).commands["mcp"]  # type: ignore[attr-defined]
+    options = {o for p in command.params for o in p.opts}
+    for snippet in snippets:
+        [server] = snippet["mcpServers"].values()
+        assert server["command"].endswith("/rayvault-learn")
+        assert server["args"][0] == "mcp"
+        assert {a for a in server["args"][1:] if a.startswith("--")} <= options
