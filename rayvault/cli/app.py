@@ -16,6 +16,7 @@ from rayvault.cli import (
     errors,
     events,
     gate,
+    mcp,
     memory,
     migrate,
     registry,
@@ -58,6 +59,7 @@ app.command(
 app.command("migrate")(migrate.migrate_command)
 app.command("doctor")(doctor.doctor_command)
 app.add_typer(store.app, name="store")
+app.command("mcp")(mcp.mcp_command)
 
 
 @app.callback()

@@ -55,7 +55,9 @@ recorded, so the stage's result is never lost to bookkeeping.
 
 Every step is recorded: in the returned :class:`StageRun`, through the ``progress`` callback, in
 ``logging.getLogger("rayvault.learning")`` (INFO), and on each event of the run (``loop_steps``,
-shown by ``rayvault-learn events get ID``), so an operator can replay what the loop did.
+shown by ``rayvault-learn events get ID``), so an operator can replay what the loop did. With
+``opentelemetry-api`` installed, the run is also a span with a child span per attempt and the
+gate's decision as an event (``rayvault.learning._telemetry``, docs/opentelemetry.md).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from rayvault.learning._idempotency import MAX_KEY_LENGTH
 from rayvault.learning._ids import validate_identifier
+from rayvault.learning._telemetry import SpanHandle, attempt_span, gate_event, stage_span
 from rayvault.learning._time import compact_ts, format_ts, utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.efficacy import (
@@ -1071,7 +1074,44 @@ def run_stage(
         progress=progress,
         task=task,
     )
-    if not loop.gate():
+    with stage_span(
+        video_id, stage, agent=agent, run_id=run_id, max_attempts=loop.max_attempts
+    ) as span:
+        try:
+            return _drive(
+                loop,
+                fn,
+                passthrough=passthrough,
+                on_blocked=on_blocked,
+                on_failure=on_failure,
+                span=span,
+            )
+        finally:
+            span.set(
+                attempts=run.attempts,
+                rule_ids=run.delivered_rule_ids,
+                learned_rule_ids=run.rule_ids,
+                event_ids=run.event_ids,
+                error_ids=run.error_ids,
+            )
+
+
+def _drive(
+    loop: _Loop,
+    fn: Callable[[StageContext], T],
+    *,
+    passthrough: tuple[type[BaseException], ...],
+    on_blocked: OnBlocked,
+    on_failure: OnFailure,
+    span: SpanHandle,
+) -> StageRun:
+    """The gate, then the attempts, each in its span (``_telemetry``: no-ops without
+    OpenTelemetry)."""
+    run = loop.run
+    allowed = loop.gate()
+    gate_event(span, run.gate)
+    if not allowed:
+        span.outcome("blocked")
         if on_blocked == "raise":
             assert run.gate is not None
             raise GateBlocked(run.gate)
@@ -1079,28 +1119,42 @@ def run_stage(
     previous: BaseException | None = None
     for attempt in range(1, loop.max_attempts + 1):
         run.attempts = attempt
-        ctx = loop.context(attempt, previous)
-        try:
-            value = fn(ctx)
-        except passthrough as exc:
-            log.info(
-                "%s/%s attempt %d: %s is not learned from (%s): propagated",
-                video_id,
-                stage,
-                attempt,
-                type(exc).__name__,
-                "the library's own error" if isinstance(exc, LearningError) else "ignore=",
-            )
-            raise
-        except Exception as exc:
-            previous = exc
-            if loop.fail(ctx, exc):
-                continue
-            if on_failure == "raise":
+        with attempt_span(span, attempt) as step:
+            ctx = loop.context(attempt, previous)
+            step.set(rule_ids=[r.rule_id for r in ctx.rules], rules_sha256=ctx.rules_sha256)
+            try:
+                value = fn(ctx)
+            except passthrough as exc:
+                log.info(
+                    "%s/%s attempt %d: %s is not learned from (%s): propagated",
+                    run.video_id,
+                    run.stage,
+                    attempt,
+                    type(exc).__name__,
+                    "the library's own error" if isinstance(exc, LearningError) else "ignore=",
+                )
                 raise
+            except Exception as exc:
+                previous = exc
+                step.outcome("failed", error=exc)
+                retry = loop.fail(ctx, exc)
+                if loop.last_error is not None:
+                    entry = loop.last_error
+                    step.set(
+                        error_id=entry.id,
+                        pattern_key=entry.fingerprint,
+                        event_id=loop.error_events.get(entry.id),
+                    )
+                if retry:
+                    continue
+                span.outcome("failed", error=exc)
+                if on_failure == "raise":
+                    raise
+                return run
+            loop.succeed(ctx, value)
+            step.outcome("succeeded")
+            span.outcome("succeeded")
             return run
-        loop.succeed(ctx, value)
-        return run
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
