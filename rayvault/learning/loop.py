@@ -113,6 +113,7 @@ __all__ = [
     "LoopStep",
     "StageContext",
     "StageRun",
+    "StepFailed",
     "chain_diagnosers",
     "diagnose_from_history",
     "learning_stage",
@@ -242,6 +243,21 @@ class Diagnosis:
             "source": self.source,
             "reference": self.reference,
         }
+
+
+class StepFailed(Exception):
+    """A failed attempt reported as data rather than as a Python exception: the error log records
+    ``text`` as it is (no traceback of the code that noticed the failure), with ``exit_code`` and
+    ``context`` (merged under the loop's own keys). Raise it from a stage function that runs an
+    external step (``rayvault-learn run`` does), so its real exit code and output are logged."""
+
+    def __init__(
+        self, text: str, *, exit_code: int = 1, context: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(text)
+        self.text = text
+        self.exit_code = exit_code
+        self.context = dict(context or {})
 
 
 #: A diagnoser: a root cause and fix for a failure, or None when it cannot tell.
@@ -717,11 +733,17 @@ class _Loop:
         """Log, diagnose, learn and apply one failure; whether to retry."""
         run = self.run
         run.error = exc
+        logged: str | BaseException = exc
+        exit_code, extra = 1, {}
+        if isinstance(exc, StepFailed):
+            logged, exit_code, extra = exc.text, exc.exit_code, exc.context
         entry = log_error(
             run.video_id,
             run.stage,
-            exc,
+            logged,
+            exit_code=exit_code,
             context={
+                **extra,
                 "run_id": run.run_id,
                 "attempt": ctx.attempt,
                 "agent": run.agent,
