@@ -445,16 +445,21 @@ def test_a_diagnoser_that_hangs_is_killed_after_the_timeout(store: Store, tmp_pa
         ("print('[1, 2]')", "answered JSON that is not an object"),
         ("print('{\"fix\": 3}')", "root_cause and fix must be text"),
         ("import sys; print('{}'); sys.exit(2)", "exited with code 2"),
+        (None, "could not be started"),
     ],
 )
 def test_a_diagnoser_answering_garbage_is_ignored_and_said(
     tmp_path: Path, answer: str, said: str
 ) -> None:
-    """Garbage from the diagnoser is no diagnosis: the run goes on without it and says why."""
-    diagnoser = script(tmp_path, "diagnose.py", answer)
+    """Garbage from the diagnoser (or none: it cannot be started) is no diagnosis: the run goes
+    on without it and says why."""
+    if answer is None:
+        diagnose = str(tmp_path / "no-such-diagnoser")
+    else:
+        diagnose = f"{PY} {script(tmp_path, 'diagnose.py', answer)}"
     done = wrapper(
         "--video", "v042", "--stage", "assets",
-        "--diagnose", f"{PY} {diagnoser}",
+        "--diagnose", diagnose,
         "--", PY, "-c", "import sys; sys.exit(6)",
     )  # fmt: skip
     assert done.returncode == 6
@@ -462,6 +467,82 @@ def test_a_diagnoser_answering_garbage_is_ignored_and_said(
     assert "warning:" in done.stderr
     assert len(list_errors()) == 1
     assert [e.status for e in list_events()] == ["open"]
+
+
+def test_ctrl_c_while_diagnosing_stops_the_diagnoser_and_learns_nothing(
+    store: Store, tmp_path: Path
+) -> None:
+    """SIGINT while the diagnoser runs: the diagnoser (in a process group of its own) gets it,
+    the run ends as interrupted (130); the failure stays logged, no event is created."""
+    ready = tmp_path / "diagnosing"
+    diagnoser = script(
+        tmp_path,
+        "slow_diagnoser.py",
+        f"""
+        import pathlib, sys, time
+        sys.stdin.read()
+        pathlib.Path({str(ready)!r}).touch()
+        time.sleep(60)
+        """,
+    )
+    proc = subprocess.Popen(
+        cli_args(
+            "--video", "v042", "--stage", "assets", "--diagnose", f"{PY} {diagnoser}",
+            "--", PY, "-c", "import sys; sys.exit(3)",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert time.monotonic() - started < 20
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT" in err
+    assert [e.exit_code for e in list_errors(store=store)] == [3]
+    assert list_events(store=store) == []
+
+
+class _FakeChild:
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+        self.pid = -1
+        self.sent: list[int] = []
+
+    def send_signal(self, signum: int) -> None:
+        self.sent.append(signum)
+
+
+def test_a_terminals_first_ctrl_c_is_not_sent_twice() -> None:
+    """In the terminal's foreground group the child gets Ctrl-C from the terminal itself: the
+    first SIGINT is not resent, a second one is; SIGTERM always is."""
+    from rayvault.learning.wrapper import _Signals
+
+    signals = _Signals(terminal_sigint=True)
+    child = _FakeChild()
+    signals.child = child  # type: ignore[assignment]
+    signals.handle(signal.SIGINT, None)
+    assert child.sent == [] and signals.interrupted == signal.SIGINT
+    signals.handle(signal.SIGINT, None)
+    signals.handle(signal.SIGTERM, None)
+    assert child.sent == [signal.SIGINT, signal.SIGTERM]
+    detached = _Signals(terminal_sigint=False)
+    other = _FakeChild()
+    detached.child = other  # type: ignore[assignment]
+    detached.handle(signal.SIGINT, None)
+    assert other.sent == [signal.SIGINT]
+    other.returncode = 0  # exited: nothing more is sent
+    detached.handle(signal.SIGTERM, None)
+    assert other.sent == [signal.SIGINT]
 
 
 def test_diagnoser_answers_are_parsed_strictly() -> None:

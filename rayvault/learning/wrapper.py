@@ -333,7 +333,6 @@ class _Signals:
         self.child_group = False
         #: A SIGINT typed at the terminal reaches the child by itself: the first is not resent.
         self.terminal_sigint = terminal_sigint
-        self.lock = threading.Lock()
 
     def handle(self, signum: int, frame: object) -> None:
         self.received.append(signum)
