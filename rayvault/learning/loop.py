@@ -22,7 +22,8 @@ What one stage run does:
    ``recurrences``), with the attempt kept on the rule as evidence
    (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block are
    recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
-3. **fail** — the exception goes to the error log with its traceback and fingerprint.
+3. **fail** — the exception goes to the error log with its traceback and fingerprint (a
+   :class:`StepFailed` with its own text and exit code instead: an external step's failure).
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
    fix, or nothing. The default, :func:`diagnose_from_history`, reuses a resolution of the same
    fingerprint (a verified event or an error-log lesson) the evidence has not refuted: never a
