@@ -69,11 +69,9 @@ def log_command(
 ) -> None:
     """Record a stage failure in the error log.
 
-    ERROR '-' reads the text from stdin (UTF-8); an error text longer than
-    LEARNING_MAX_ERROR_TEXT_CHARS is kept whole in a file and cut in the log with a marker.
+    ERROR '-' reads the text from stdin (UTF-8); a text over the cap is cut with a marker.
 
-    Example: ./step.sh 2> err.txt; code=$?; [ $code -eq 0 ] ||
-    rayvault-learn errors log discover-products - --video v042 --exit-code $code < err.txt
+    Example: ./step.sh 2> err.txt || rayvault-learn errors log tts - --exit-code $? < err.txt
     """
     import orjson
 

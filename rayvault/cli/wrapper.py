@@ -42,7 +42,7 @@ def run_command(
         list[str],
         typer.Argument(
             help="The command and its arguments (after `--`, or after the options).",
-            metavar="-- COMMAND [ARGS]...",
+            metavar="COMMAND",
             show_default=False,
         ),
     ],
@@ -84,13 +84,11 @@ def run_command(
 ) -> None:
     """Run COMMAND as STAGE of VIDEO through the loop: gate, rules, log, diagnose, learn, retry.
 
-    Exits with the command's own exit code (2 when the gate blocks, 127 when the command is not
-    found, 128+K when killed by signal K, 130 when interrupted). The agent's rules are in the
-    file named by $RAYVAULT_RULES_FILE, and in $RAYVAULT_RULES when at most 32 KiB. See
-    docs/shell.md.
+    Exit code: the command's own; 2 gate blocked; 127 not found; 128+K killed by signal K.
 
-    Example: rayvault-learn run --video v042 --stage assets --diagnose ./diagnose.py --
-    ./make_assets.sh v042
+    Rules: in the file named by $RAYVAULT_RULES_FILE, and in $RAYVAULT_RULES up to 32 KiB.
+
+    Example: rayvault-learn run --video v042 --stage assets -- ./make_assets.sh v042
     """
     import orjson
 
