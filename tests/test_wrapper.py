@@ -179,8 +179,8 @@ def test_output_streams_live_before_the_command_ends(tmp_path: Path) -> None:
 SLEEPER = """
 import pathlib, sys, time
 marker = pathlib.Path(sys.argv[1])
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: a signal right after it is still seen
     time.sleep(60)
 except KeyboardInterrupt:
     marker.write_text("interrupted")
