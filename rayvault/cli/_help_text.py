@@ -27,6 +27,8 @@ TOP_HELP = (
     "│           explore.                                                           │\n"
     "│ migrate   Turn resolved error-log entries and skill-graph notes into         │\n"
     "│           learning events (idempotent).                                      │\n"
+    "│ run       Run any command as a stage of the loop: gate, rules, log,          │\n"
+    "│           diagnose, retry.                                                   │\n"
     "│ doctor    Check the store (files or tables: logs, memory, gate state,        │\n"
     "│           reports, index, leftovers);                                        │\n"
     "│           exit 1 while problems are left.                                    │\n"

@@ -24,6 +24,7 @@ from rayvault.cli import (
     rules,
     soul,
     store,
+    wrapper,
 )
 from rayvault.cli._common import (
     GLOBALS,
@@ -57,6 +58,11 @@ app.command(
     "demo", short_help="The closed loop on a simulated pipeline, leaving its data to explore."
 )(demo.demo_command)
 app.command("migrate")(migrate.migrate_command)
+app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run any command as a stage of the loop: gate, rules, log, diagnose, retry.",
+)(wrapper.run_command)
 app.command("doctor")(doctor.doctor_command)
 app.add_typer(store.app, name="store")
 app.command("mcp")(mcp.mcp_command)

@@ -22,7 +22,8 @@ What one stage run does:
    ``recurrences``), with the attempt kept on the rule as evidence
    (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block are
    recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
-3. **fail** — the exception goes to the error log with its traceback and fingerprint.
+3. **fail** — the exception goes to the error log with its traceback and fingerprint (a
+   :class:`StepFailed` with its own text and exit code instead: an external step's failure).
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
    fix, or nothing. The default, :func:`diagnose_from_history`, reuses a resolution of the same
    fingerprint (a verified event or an error-log lesson) the evidence has not refuted: never a
@@ -116,6 +117,7 @@ __all__ = [
     "LoopStep",
     "StageContext",
     "StageRun",
+    "StepFailed",
     "chain_diagnosers",
     "diagnose_from_history",
     "learning_stage",
@@ -245,6 +247,21 @@ class Diagnosis:
             "source": self.source,
             "reference": self.reference,
         }
+
+
+class StepFailed(Exception):
+    """A failed attempt reported as data rather than as a Python exception: the error log records
+    ``text`` as it is (no traceback of the code that noticed the failure), with ``exit_code`` and
+    ``context`` (merged under the loop's own keys). Raise it from a stage function that runs an
+    external step (``rayvault-learn run`` does), so its real exit code and output are logged."""
+
+    def __init__(
+        self, text: str, *, exit_code: int = 1, context: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(text)
+        self.text = text
+        self.exit_code = exit_code
+        self.context = dict(context or {})
 
 
 #: A diagnoser: a root cause and fix for a failure, or None when it cannot tell.
@@ -720,11 +737,17 @@ class _Loop:
         """Log, diagnose, learn and apply one failure; whether to retry."""
         run = self.run
         run.error = exc
+        logged: str | BaseException = exc
+        exit_code, extra = 1, {}
+        if isinstance(exc, StepFailed):
+            logged, exit_code, extra = exc.text, exc.exit_code, exc.context
         entry = log_error(
             run.video_id,
             run.stage,
-            exc,
+            logged,
+            exit_code=exit_code,
             context={
+                **extra,
                 "run_id": run.run_id,
                 "attempt": ctx.attempt,
                 "agent": run.agent,
