@@ -288,3 +288,48 @@ def test_gate_event_takes_the_gate_result_as_a_dict(spans: InMemorySpanExporter)
     }
     assert "rayvault.agent" not in attrs(warned)  # None values are left out
     assert attrs(disabled)["rayvault.gate.decision"] == "disabled"
+
+
+def test_a_stage_interrupted_by_ctrl_c_is_an_interrupted_outcome(
+    root: Path, spans: InMemorySpanExporter
+) -> None:
+    """Ctrl-C inside the stage (a BaseException, not an Exception) is neither learned from nor
+    an error: both spans say ``interrupted``."""
+
+    def stopped(ctx: StageContext) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("v053", "assets", stopped)
+    attempt, stage = ours(spans)
+    assert [attrs(s)["rayvault.outcome"] for s in (attempt, stage)] == ["interrupted"] * 2
+    assert list_events(video_id="v053") == []
+
+
+@pytest.mark.slow
+def test_the_run_wrapper_puts_the_commands_exit_code_on_each_attempt_span(
+    root: Path, spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """``run_command`` goes through ``run_stage``: one stage span, an attempt span per run of
+    the command carrying its exit code, duration and command."""
+    import subprocess
+    import sys
+
+    from rayvault.learning import run_command
+
+    result = run_command(
+        "v054",
+        "assets",
+        [sys.executable, "-c", "import sys; sys.exit(3)"],
+        retries=0,
+        stdout=subprocess.DEVNULL,
+        stderr_sink=lambda chunk: None,
+        forward_signals=False,
+    )
+    assert result.exit_code == 3
+    attempt, stage = ours(spans)
+    assert attempt.name == "rayvault.attempt" and stage.name == "rayvault.stage"
+    assert attrs(attempt)["rayvault.exit_code"] == 3
+    assert attrs(attempt)["rayvault.command"] == sys.executable
+    assert attrs(attempt)["rayvault.duration_s"] > 0
+    assert attrs(stage)["rayvault.outcome"] == "failed"

@@ -135,8 +135,12 @@ class SpanHandle:
             self.span.add_event(name, attributes(values))
 
     def _left_by(self, error: BaseException) -> None:
+        """A block left by an exception with no outcome set: ``interrupted`` for a signal or an
+        exit (a ``BaseException`` that is not an ``Exception``: Ctrl-C, the ``run`` wrapper's
+        forwarded SIGTERM), else ``error``."""
         if self._outcome is None:
-            self.outcome("error", error=error)
+            interrupted = not isinstance(error, Exception)
+            self.outcome("interrupted" if interrupted else "error", error=error)
 
 
 @contextlib.contextmanager
@@ -182,6 +186,18 @@ def attempt_span(
     the other keywords (``rule_ids``: the rules delivered to the attempt). The stage's own
     spans (an instrumented LLM client, say) become children of it."""
     return _span(ATTEMPT_SPAN, {**parent.base, "attempt": attempt}, values)
+
+
+def annotate_current(**values: Any) -> None:
+    """Set attributes ``rayvault.<key>`` on the current span (an attempt's, inside a stage
+    function), when OpenTelemetry is loaded and a span is being recorded; else nothing."""
+    if tracer() is None:
+        return
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(attributes(values))
 
 
 def _field(gate: Any, name: str, default: Any = None) -> Any:

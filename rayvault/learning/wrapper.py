@@ -59,6 +59,7 @@ from typing import IO, Any, Literal
 
 import orjson
 
+from rayvault.learning._telemetry import annotate_current
 from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.learning.loop import (
@@ -659,6 +660,13 @@ def run_command(
                 signals=signals,
             )
         attempts.append(done)
+        annotate_current(
+            command=argv[0],
+            exit_code=done.exit_code,
+            duration_s=round(done.duration_s, 6),
+            signal=done.signal,
+            stderr_bytes=done.stderr_bytes,
+        )
         if signals.interrupted is not None:
             raise CommandInterrupted(signals.interrupted, done)
         if done.exit_code != 0:
