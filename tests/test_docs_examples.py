@@ -11,7 +11,7 @@ Markers, an HTML comment on the line right before the fence (invisible on the si
 
 - ``<!-- not-run: REASON -->``: the block is not run (reported as skipped with REASON). Kept for
   blocks that install into the environment (run by ``.ci/run``) or run a benchmark for minutes.
-- ``<!-- requires: postgres -->``: run with ``RAYVAULT_STORE`` (and ``PG_URL``) set to a fresh
+- ``<!-- requires: postgres -->``: run with ``PG_URL`` set to a fresh
   schema of ``RAYVAULT_TEST_PG_DSN`` (dropped afterwards); skipped when there is no server.
 
 Other languages (``text``, ``json``, no language) are shown, not run.
@@ -148,7 +148,7 @@ def test_code_block_runs(block: Block, tmp_path: Path) -> None:
         from rayvault.learning.store.postgres import with_schema
 
         schema = f"rv_test_{uuid.uuid4().hex[:16]}"
-        env["RAYVAULT_STORE"] = env["PG_URL"] = with_schema(PG_DSN, schema)
+        env["PG_URL"] = with_schema(PG_DSN, schema)
     elif block.requires is not None:
         pytest.fail(f"{block.id}: unknown requirement {block.requires!r}")
     kind = RUN_LANGUAGES[block.language]

@@ -170,9 +170,13 @@ def policies_reference() -> str:
     from rayvault import policies
 
     comments = _comments(policies)
+    minimums: Mapping[str, int] = getattr(policies, "_MINIMUMS", {})
     rows = ["| constant | default (JSON) | what it does |", "| --- | --- | --- |"]
     for name, value in policy_defaults().items():
-        rows.append(f"| `{name}` | `{_cell(_value(value))}` | {_cell(comments.get(name, ''))} |")
+        text = comments.get(name, "")
+        if name in minimums:
+            text = f"{text} At least {minimums[name]}."
+        rows.append(f"| `{name}` | `{_cell(_value(value))}` | {_cell(text)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -206,7 +210,7 @@ def api_groups() -> list[tuple[str, list[tuple[str, str]]]]:
     return groups
 
 
-def api_reference(heading_level: int = 2) -> str:
+def api_reference(heading_level: int = 3) -> str:
     """mkdocstrings directives for every name of ``rayvault.learning.__all__``, by group."""
     parts: list[str] = []
     for title, names in api_groups():
