@@ -208,7 +208,12 @@ def test_the_collector_reads_markers_indented_blocks_and_console_prompts(tmp_pat
         "```console\n$ echo a \\\n  b\na b\n$ true\n```\n"
     )
     first, second, third = blocks_of(doc)
-    assert (first.line, first.language, first.not_run, first.code) == (4, "bash", "installs", "pip install x\n")
+    assert (first.line, first.language, first.not_run, first.code) == (
+        4,
+        "bash",
+        "installs",
+        "pip install x\n",
+    )
     assert (second.language, second.code, second.not_run) == ("python", "print(1)\n", None)
     assert third.requires == "postgres"
     assert console_commands(third.code) == "echo a \\\n  b\ntrue\n"
