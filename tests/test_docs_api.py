@@ -95,3 +95,30 @@ def test_the_readme_promise_holds_for_the_error_log_and_the_gate() -> None:
         "acknowledge",
     ):
         assert name in api.__all__ and callable(getattr(api, name)), name
+
+
+def test_every_weekly_report_field_is_on_the_report_fields_page() -> None:
+    page = (REPO / "docs" / "report-fields.md").read_text(encoding="utf-8")
+    missing = [name for name in api.WeeklyReport.model_fields if f"`{name}`" not in page]
+    assert not missing, f"docs/report-fields.md does not describe {missing}"
+
+
+def test_every_doctor_code_the_code_reports_is_in_the_doctor_tables() -> None:
+    """The codes written out in the doctors' source (``_add("code", …)``, ``code="…"``) each
+    have a row in docs/doctor.md (files) or docs/postgresql.md (PostgreSQL)."""
+    sources = [
+        REPO / "rayvault/learning/doctor.py",
+        REPO / "rayvault/learning/store/files/doctor.py",
+        REPO / "rayvault/learning/store/postgres/doctor.py",
+    ]
+    codes: set[str] = set()
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        codes |= set(re.findall(r'_add\(\s*"([a-z]+(?:-[a-z]+)+)"', text))
+        codes |= set(re.findall(r'code="([a-z]+(?:-[a-z]+)+)"', text))
+    assert len(codes) >= 30
+    tables = (REPO / "docs/doctor.md").read_text(encoding="utf-8") + (
+        REPO / "docs/postgresql.md"
+    ).read_text(encoding="utf-8")
+    missing = sorted(code for code in codes if f"`{code}`" not in tables)
+    assert not missing, f"doctor codes without a row in the docs: {missing}"
