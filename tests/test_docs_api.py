@@ -122,3 +122,31 @@ def test_every_doctor_code_the_code_reports_is_in_the_doctor_tables() -> None:
     ).read_text(encoding="utf-8")
     missing = sorted(code for code in codes if f"`{code}`" not in tables)
     assert not missing, f"doctor codes without a row in the docs: {missing}"
+
+
+def test_the_cli_reference_has_a_section_for_every_command() -> None:
+    """docs/cli.md's reference is generated from the Typer tree: each command, group and
+    sub-command has its heading, its usage line and its options."""
+    page = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "<!-- generated: cli -->" in page
+    generated = _reference.cli_reference()
+    paths = [path for path, _ in _reference.walk_commands()]
+    assert len(paths) >= 30 and "rayvault-learn events resolve" in paths
+    for path in paths:
+        assert re.search(rf"^#+ `{re.escape(path)}`$", generated, re.M), path
+        assert f"Usage: {path} " in generated, path
+    assert "| `--verification <str>` | How the fixes were verified" in generated
+
+
+def test_the_policies_reference_lists_every_constant_with_its_default() -> None:
+    from rayvault import policies
+
+    page = (REPO / "docs" / "policies.md").read_text(encoding="utf-8")
+    assert "<!-- generated: policies -->" in page
+    table = _reference.policies_reference()
+    for name in policies.POLICY_NAMES:
+        [row] = [line for line in table.splitlines() if line.startswith(f"| `{name}` |")]
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        assert cells[2], f"{name} has no description (a #: comment in rayvault/policies.py)"
+    assert "| `LEARNING_MAX_ACTIVE_RULES_PER_AGENT` | `50` |" in table
+    assert "At least 200." in table  # LEARNING_MAX_TEXT_CHARS's minimum
