@@ -29,11 +29,19 @@ from types import MappingProxyType
 from typing import Any
 
 # -- the specification's constants -------------------------------------------------------------
+#: Master switch of the learning gate (``RAYVAULT_SKIP_LEARNING_GATE=1`` also turns it off).
 LEARNING_GATE_ENABLED = True
+#: Look-back window of the weekly revisit, in days.
 LEARNING_REVISIT_INTERVAL_DAYS = 7
+#: Days a memory snapshot (``memory_archive/``) is kept before it is pruned.
 LEARNING_ARCHIVE_RETENTION_DAYS = 90
+#: Active rules an agent keeps; over it the INFO/WARN rule applied least recently is evicted
+#: (FAIL and BLOCKER rules never are).
 LEARNING_MAX_ACTIVE_RULES_PER_AGENT = 50
+#: Successes (attempts that carried the rule and succeeded) that make a rule a SOUL promotion
+#: candidate; for rules without counters (written by the original system), applications.
 LEARNING_PROMOTION_THRESHOLD_OCCURRENCES = 2
+#: Days a tombstone stays in the tombstone list before the revisit's sweep archives it.
 LEARNING_TOMBSTONE_GRACE_DAYS = 30
 
 # -- configuration with the specification's values as defaults ---------------------------------

@@ -249,12 +249,54 @@ def _command_paths() -> list[tuple[str, object]]:
     return found
 
 
-def test_every_command_has_help_with_an_example_and_is_in_the_readme() -> None:
-    readme = (REPO / "README.md").read_text()
+def _written_docs() -> str:
+    """README.md and every docs page as written (the generated reference is not in them)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages)
+
+
+def test_every_command_has_help_with_an_example_and_is_in_the_docs() -> None:
+    """Every command has help with an example and is mentioned in README.md or a docs page
+    written by hand (beyond the reference generated from the tree)."""
+    docs = _written_docs()
     paths = _command_paths()
     assert len(paths) >= 10
     for path, command in paths:
         help_text = getattr(command, "help", "") or ""
         assert help_text.strip(), f"{path} has no help"
         assert "Example:" in help_text, f"{path} help has no example"
-        assert f"`{path}" in readme or f"{path} " in readme, f"{path} is not in README.md"
+        assert f"`{path}" in docs or f"{path} " in docs, f"{path} is not in README.md or docs/"
+
+
+#: Options of ``rayvault-learn`` itself that take a value, as the docs write them before a command.
+GLOBAL_VALUE_OPTIONS = {"--root", "--store"}
+
+
+def test_every_command_the_docs_name_exists() -> None:
+    """Each ``rayvault-learn WORD [WORD]`` in README.md and docs/ names a real command: the
+    first word a command of the tree, the second (a lowercase word) a sub-command of a group."""
+    import re
+
+    import typer
+
+    from rayvault.cli.app import app
+
+    tree = typer.main.get_command(app)
+    commands: dict[str, object] = dict(tree.commands)  # type: ignore[attr-defined]
+    checked = 0
+    for match in re.finditer(r"rayvault-learn[ \t]+([^`|\n)]*)", _written_docs()):
+        words = match.group(1).replace("\\", " ").split()
+        while words and words[0].startswith("-"):
+            words = words[2:] if words[0] in GLOBAL_VALUE_OPTIONS else words[1:]
+        if not words or not re.fullmatch(r"[a-z][a-z-]*", words[0]):
+            continue  # a placeholder (COMMAND), a variable, prose
+        assert words[0] in commands, f"rayvault-learn {' '.join(words[:2])}: no such command"
+        group = commands[words[0]]
+        subcommands = getattr(group, "commands", None)
+        if subcommands and len(words) > 1 and re.fullmatch(r"[a-z][a-z-]*", words[1]):
+            default_group = type(group).__name__ == "DefaultGroup"  # gate VIDEO STAGE
+            assert words[1] in subcommands or default_group, (
+                f"rayvault-learn {words[0]} {words[1]}: no such command"
+            )
+        checked += 1
+    assert checked >= 50

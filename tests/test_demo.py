@@ -329,15 +329,27 @@ def test_example_pipeline_learns_on_the_first_video_and_applies_on_the_next(
         store.close()
 
 
-def test_readme_first_command_runs_the_demo_and_is_what_ci_runs() -> None:
-    """The Quick start's first command installs and runs the demo; .ci/run runs exactly it."""
+def test_readme_quick_start_is_two_commands_and_ci_runs_exactly_them() -> None:
+    """The Quick start has two commands: set-up + the demo (installing only the package, no
+    extra), then the tests (installing the dev extra); .ci/run runs exactly these lines, each
+    followed by ``|| exit $?`` (``set -e`` does not stop inside an ``&&`` list)."""
     readme = (REPO / "README.md").read_text()
-    quick = readme.split("## Quick start", 1)[1]
-    first = quick.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
-    assert first.endswith("rayvault-learn demo --root /tmp/rayvault-demo")
-    assert "pip install -q -e '.[dev]'" in first
-    ci = [line for line in (REPO / ".ci/run").read_text().splitlines() if not line.startswith("#")]
-    assert first in ci
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = [block.split("\n```", 1)[0].strip() for block in quick.split("```bash\n")[1:]]
+    assert len(commands) == 2, commands
+    first, second = commands
+    assert first == (
+        "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
+        ".venv/bin/rayvault-learn demo --root /tmp/rayvault-demo"
+    )
+    assert second == ".venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest -n auto"
+    ci = [
+        line.removesuffix(" || exit $?")
+        for line in (REPO / ".ci/run").read_text().splitlines()
+        if not line.startswith("#")
+    ]
+    assert first in ci and second in ci
+    assert ci.index(first) < ci.index(second)
 
 
 def test_demo_shows_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

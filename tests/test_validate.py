@@ -163,7 +163,7 @@ PATHS: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-#: The error log's and the gate's API (documented in the README, not re-exported).
+#: The error log's and the gate's API (docs/api.md; the common functions are re-exported too).
 ERROR_LOG_API = (
     "log_error",
     "resolve_error",
