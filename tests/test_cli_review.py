@@ -76,7 +76,7 @@ def test_revisit_for_people(root: Path, history: None, capsys: pytest.CaptureFix
     code, out, _ = run(capsys, "revisit", "--scope", "dzine_producer", "--days", "14")
     assert code == 0
     assert (
-        "Revisit of dzine_producer (1 agents), last 14 days: 2026-02-05 12:00 → 2026-02-19" in out
+        "Revisit of dzine_producer (1 agent), last 14 days: 2026-02-05 12:00 → 2026-02-19" in out
     )
     assert "Events: 4 in the window, 4 in all; open FAIL/BLOCKER: 4; new patterns: 2" in out
     assert "Conflicting rules:" in out and "[revert]" in out

@@ -357,4 +357,4 @@ def test_demo_shows_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[s
     [section] = result.review.report.regressions
     assert {e["event_id"] for e in section["events"]} == {second, third}
     out = _run_ok(capsys, "demo", "--root", str(tmp_path / "again"))
-    assert "2 regression(s), failures back after their fix was verified" in out
+    assert "2 regressions, failures back after their fix was verified" in out

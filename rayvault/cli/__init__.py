@@ -6,7 +6,7 @@ Exit codes: 0 success; 2 the learning gate blocked; 1 a usage or data error, pri
 
 ``rayvault-learn gate VIDEO STAGE`` runs before every pipeline stage, so its plain form is served
 without loading Typer and Rich (see ``_gate_fast``), and so is the top-level ``--help`` printed to
-a pipe (see ``_help_fast``); everything else goes through the Typer app.
+a pipe (see ``_help_fast``), and ``--version``; everything else goes through the Typer app.
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             sys.stderr.write(f"Error: {problem}\n")
             return 1
+        if args == ["--version"]:  # no Typer needed (the app's --version prints the same)
+            from rayvault import __version__
+
+            sys.stdout.write(f"rayvault-learn {__version__}\n")
+            sys.stdout.flush()
+            return 0
         from rayvault.cli._help_fast import run_help_fast
 
         code = run_help_fast(args)

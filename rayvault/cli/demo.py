@@ -15,6 +15,7 @@ from rayvault.cli._common import (
     JsonOption,
     console,
     new_table,
+    plural,
     print_json,
     want_json,
     warn,
@@ -198,7 +199,8 @@ class _Renderer:
 
         program = _program()
         out.print(
-            f"[bold]Data left in[/] {escape(str(result.root))} ({len(result.files)} files, e.g. "
+            f"[bold]Data left in[/] {escape(str(result.root))} "
+            f"({plural(len(result.files), 'file')}, e.g. "
             "data/learning_events.json, data/error_log.json, state/agents/*/memory_active.json, "
             "agents/skills/learnings/)",
             soft_wrap=True,
@@ -277,7 +279,8 @@ def _print_regressions(out: Console, regressions: list[dict[str, Any]]) -> None:
     if regressions:
         first = regressions[0]
         out.print(
-            f"{len(regressions)} regression(s), failures back after their fix was verified, "
+            f"{plural(len(regressions), 'regression')}, failures back after their fix was "
+            "verified, "
             f"e.g. {first['event_id']}: {escape(first['reason'])}",
             soft_wrap=True,
         )

@@ -128,7 +128,7 @@ def list_command(
             console().print("No errors match." if show_all else "No unresolved errors.")
             return
         wide = is_wide()
-        table = new_table(f"Errors ({len(entries)} shown, newest first)")
+        table = new_table(f"Errors ({len(entries):,} shown, newest first)")
         table.add_column("Error", no_wrap=True)
         if wide:
             table.add_column("When", no_wrap=True)

@@ -17,6 +17,7 @@ from rayvault.cli._common import (
     is_wide,
     new_table,
     open_cli_store,
+    plural,
     print_json,
     record_table,
     severity_text,
@@ -83,7 +84,7 @@ def list_command(
             console().print("No learning events match.")
             return
         wide = is_wide()
-        table = new_table(f"Learning events ({len(events)} shown, newest first)")
+        table = new_table(f"Learning events ({len(events):,} shown, newest first)")
         table.add_column("Event", no_wrap=True)
         if wide:
             table.add_column("When", no_wrap=True)
@@ -206,7 +207,10 @@ def stats_command(
 
     def human() -> None:
         out = console()
-        out.print(f"[bold]{stats['total']}[/] events, [bold]{stats['unresolved']}[/] unresolved")
+        out.print(
+            f"[bold]{plural(stats['total'], 'event')}[/], "
+            f"[bold]{stats['unresolved']:,}[/] unresolved"
+        )
         for title, key in (
             ("Severity", "by_severity"),
             ("Status", "by_status"),
@@ -272,7 +276,8 @@ def create_command(
             out.print(f"  rule {event.rule_id} is active for {event.agent}")
         if event.rule_conflicts_with:
             out.print(
-                f"  [bold yellow]conflicts with active rule(s) "
+                f"  [bold yellow]conflicts with active "
+                f"{'rules' if len(event.rule_conflicts_with) > 1 else 'rule'} "
                 f"{escape(', '.join(event.rule_conflicts_with))}[/]: only one of each pair is "
                 f"delivered until resolved (rayvault-learn rules resolve-conflict {event.agent} "
                 f"{event.rule_id} --keep …)"
@@ -371,8 +376,8 @@ def _print_resolution(result: Any) -> None:
     else:
         verb = "Resolved" if result.applied else "Would resolve"
         out.print(
-            f"{verb} [bold]{n:,}[/] learning event{'s' if n != 1 else ''} "
-            f"and {m:,} linked error-log entr{'ies' if m != 1 else 'y'}"
+            f"{verb} [bold]{plural(n, 'learning event')}[/] "
+            f"and {plural(m, 'linked error-log entry', 'linked error-log entries')}"
             + (f", verification: {escape(result.verification)}" if result.verification else "")
         )
         wide = is_wide()
@@ -398,7 +403,8 @@ def _print_resolution(result: Any) -> None:
         if n > _RESOLVE_SHOWN:
             out.print(f"… and {n - _RESOLVE_SHOWN:,} more (--json lists them all)")
     if m and (result.applied and n == 1 and "event_ids" in result.selection):
-        out.print(f"  {m} linked error-log entr{'ies' if m != 1 else 'y'} resolved with it")
+        entries = plural(m, "linked error-log entry", "linked error-log entries")
+        out.print(f"  {entries} resolved with it")
     if not result.applied:
         need = "" if result.verification else ' --verification "how the fixes were checked"'
         out.print(f"Dry run: nothing written. Run again with --yes{need} to resolve them.")
@@ -464,13 +470,14 @@ def compact_command(
     def human() -> None:
         if not result.compacted:
             console().print(
-                f"{escape(result.path)} is already compact: {result.events_after:,} events, "
-                "one version each."
+                f"{escape(result.path)} is already compact: "
+                f"{plural(result.events_after, 'event')}, one version each.",
+                soft_wrap=True,
             )
             return
         console().print(
-            f"Compacted {escape(result.path)}: {result.versions_before:,} versions → "
-            f"{result.events_after:,} events ({_size(result.bytes_before)} → "
+            f"Compacted {escape(result.path)}: {plural(result.versions_before, 'version')} → "
+            f"{plural(result.events_after, 'event')} ({_size(result.bytes_before)} → "
             f"{_size(result.bytes_after)}); the old versions are kept in "
             f"{escape(result.archive or '')}.",
             soft_wrap=True,

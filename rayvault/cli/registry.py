@@ -18,6 +18,7 @@ from rayvault.cli._common import (
     is_wide,
     new_table,
     open_cli_store,
+    plural,
     progress_bar,
     short,
     when,
@@ -87,7 +88,7 @@ def patterns_command(
 
     def human() -> None:
         if not patterns:
-            console().print(f"No failure pattern occurred {min_count} times or more.")
+            console().print(f"No failure pattern occurred {plural(min_count, 'time')} or more.")
             return
         wide = is_wide()
         table = new_table(f"Recurring failure patterns ({len(shown)} of {len(patterns)})")
@@ -186,8 +187,9 @@ def print_regroup(result: RegroupResult) -> None:
         return
     verb = "Would regroup" if result.dry_run else "Regrouped"
     out.print(
-        f"{verb} {result.events} events and {result.errors} error-log entries of an older "
-        f"grouping version; {result.rekeyed} get another key.",
+        f"{verb} {plural(result.events, 'event')} and "
+        f"{plural(result.errors, 'error-log entry', 'error-log entries')} of an older grouping "
+        f"version; {result.rekeyed:,} {'gets' if result.rekeyed == 1 else 'get'} another key.",
         soft_wrap=True,
     )
     for change in result.merges:
@@ -205,11 +207,13 @@ def print_regroup(result: RegroupResult) -> None:
         out.print("  No pattern merges or splits.")
     links = len(result.links)
     if result.dry_run:
-        out.print(f"{links} old keys would be recorded as merged. Nothing written (dry run).")
+        out.print(
+            f"{plural(links, 'old key')} would be recorded as merged. Nothing written (dry run)."
+        )
     else:
         out.print(
-            f"{links} old keys recorded as merged; {result.rules_moved} rules moved to their "
-            "event's new key.",
+            f"{plural(links, 'old key')} recorded as merged; {plural(result.rules_moved, 'rule')} "
+            "moved to their event's new key.",
             soft_wrap=True,
         )
 
@@ -234,9 +238,9 @@ def report_command(
         out = console()
         out.print(
             f"[bold]Weekly report[/] of {escape(report.scope)}, generated "
-            f"{when(report.generated_at)} UTC, window {report.period_days} days"
+            f"{when(report.generated_at)} UTC, window {plural(report.period_days, 'day')}"
         )
-        out.print(f"Events: {report.events_recent} in the window, {report.events_total} in all")
+        out.print(f"Events: {report.events_recent:,} in the window, {report.events_total:,} in all")
         table = new_table("By severity (window)")
         table.add_column("Severity")
         table.add_column("Events", justify="right")

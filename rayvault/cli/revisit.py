@@ -15,6 +15,7 @@ from rayvault.cli._common import (
     emit,
     new_table,
     open_cli_store,
+    plural,
     progress_bar,
     severity_text,
     short,
@@ -67,8 +68,9 @@ def show_revisit(result: RevisitReport) -> None:
     out = console()
     report = result.report
     out.print(
-        f"[bold]Revisit of {escape(result.scope)}[/] ({len(result.agents)} agents), "
-        f"last {result.days} days: {when(result.window_start)} → {when(result.generated_at)} UTC"
+        f"[bold]Revisit of {escape(result.scope)}[/] ({plural(len(result.agents), 'agent')}), "
+        f"last {plural(result.days, 'day')}: {when(result.window_start)} → "
+        f"{when(result.generated_at)} UTC"
     )
     open_total = report.open_failures.get("total", 0)
     median = report.resolution.get("median_seconds")
