@@ -116,7 +116,7 @@ def test_patterns_command(root: Path, history: None, capsys: pytest.CaptureFixtu
     code, out, _ = run(capsys, "patterns", "--since", "2026-02-19T09:00:00Z", "--min-count", "2")
     assert code == 0 and "Timeout after <dur> on <id>" in out and "(1 of 1)" in out
     code, out, _ = run(capsys, "patterns", "--min-count", "9")
-    assert "No failure pattern occurred 9 times or more." in out
+    assert "No learning-event pattern occurred 9 times or more." in out
     code, _, err = run(capsys, "patterns", "--since", "soon")
     assert code == 1 and "Error: date_from 'soon' is not a date or timestamp" in err
 

@@ -35,7 +35,8 @@ from rayvault.cli._common import (
 )
 
 #: ``-h`` is ``--help`` everywhere (sub-commands inherit the root's context settings).
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+HELP_NAMES = ["-h", "--help"]
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": HELP_NAMES}
 PROG = "rayvault-learn"
 
 #: Argument names in help and errors as the docs write them (``gate VIDEO STAGE``); the others
@@ -67,7 +68,7 @@ def polish(command: Any) -> None:
     command.help = reflow(command.help)
     command.short_help = reflow(command.short_help)
     # The help option is made on first use and kept: make it now, with the tree's names.
-    help_option = command.get_help_option(typer.Context(command, **CONTEXT_SETTINGS))
+    help_option = command.get_help_option(typer.Context(command, help_option_names=HELP_NAMES))
     for param in [*command.params, *([help_option] if help_option else [])]:
         if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
             param.metavar = ""

@@ -18,9 +18,16 @@ from rayvault.cli._common import (
     is_wide,
     new_table,
     open_cli_store,
+    plural,
     record_table,
     short,
     when,
+)
+from rayvault.cli.registry import (
+    PATTERN_LIMIT,
+    PATTERN_MIN_COUNT,
+    MinCountOption,
+    PatternLimitOption,
 )
 
 app = typer.Typer(
@@ -197,14 +204,15 @@ def resolve_command(
 
 @app.command("patterns")
 def patterns_command(
-    min_count: Annotated[
-        int, typer.Option("--min-count", min=1, help="Only patterns seen this often.")
-    ] = 2,
+    min_count: MinCountOption = PATTERN_MIN_COUNT,
+    limit: PatternLimitOption = PATTERN_LIMIT,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Group errors by failure fingerprint, most frequent first.
+    """List the recurring failure patterns of the error log (entries grouped by fingerprint),
+    most frequent first; `rayvault-learn patterns` lists the learning events', with the same
+    defaults.
 
     Videos counts every video a pattern affected; --json lists the 50 most recent ("videos")
     next to that count ("video_count").
@@ -214,19 +222,23 @@ def patterns_command(
     from rayvault.learning.errors import get_patterns
 
     patterns = get_patterns(min_count, store=open_cli_store(root, store_url, read=True))
+    shown = patterns[:limit] if limit else patterns
 
     def human() -> None:
         if not patterns:
-            console().print(f"No error pattern seen {min_count}+ times.")
+            console().print(f"No error-log pattern occurred {plural(min_count, 'time')} or more.")
             return
-        table = new_table(f"Error patterns seen {min_count}+ times")
+        table = new_table(
+            f"Error-log patterns that occurred {min_count}+ times "
+            f"({len(shown):,} of {len(patterns):,})"
+        )
         table.add_column("Count", justify="right", no_wrap=True)
         table.add_column("Open", justify="right", no_wrap=True)
         table.add_column("Stage", no_wrap=True)
         table.add_column("Videos", justify="right", no_wrap=True)
         table.add_column("Last seen", no_wrap=True)
         table.add_column("Pattern", ratio=1)
-        for p in patterns:
+        for p in shown:
             table.add_row(
                 str(p.count),
                 str(p.unresolved),
@@ -237,7 +249,7 @@ def patterns_command(
             )
         console().print(table)
 
-    emit([p.to_dict() for p in patterns], as_json, human)
+    emit([p.to_dict() for p in shown], as_json, human)
 
 
 @app.command("lessons")

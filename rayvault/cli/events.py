@@ -412,11 +412,28 @@ def _print_resolution(result: Any) -> None:
 
 @app.command("update")
 def update_command(
-    event_id: Annotated[str, typer.Argument(help="The event id.")],
-    status: StatusOption = None,
-    verification: Annotated[str | None, typer.Option("--verification")] = None,
-    root_cause: Annotated[str | None, typer.Option("--root-cause")] = None,
-    fix: Annotated[str | None, typer.Option("--fix")] = None,
+    event_id: Annotated[str, typer.Argument(help="The event id (le-…).")],
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="The new status: open, applied, verified or archived."),
+    ] = None,
+    verification: Annotated[
+        str | None, typer.Option("--verification", help="How the fix was verified.")
+    ] = None,
+    root_cause: Annotated[
+        str | None, typer.Option("--root-cause", help="Why it went wrong (replaces the old text).")
+    ] = None,
+    fix: Annotated[
+        str | None, typer.Option("--fix", help="What was done about it (replaces the old text).")
+    ] = None,
+    component: Annotated[
+        str | None,
+        typer.Option(
+            "--component",
+            help="The stage or component that failed, e.g. to correct an event `migrate` filed "
+            "under unknown (its failure is grouped again among that stage's patterns).",
+        ),
+    ] = None,
     verified_by: Annotated[
         str | None,
         typer.Option(
@@ -434,11 +451,14 @@ def update_command(
     differing diagnosis verified by a person revises the rule.
 
     Example: rayvault-learn events update le-… --status archived
+
+    Example: rayvault-learn events update le-… --component assets
     """
     from rayvault.learning.events import update_event
 
     event = update_event(
         event_id,
+        component=component,
         status=status,
         verification=verification,
         root_cause=root_cause,
@@ -449,7 +469,11 @@ def update_command(
 
     def human() -> None:
         how = f", verified by {event.verified_by}" if event.verified_by else ""
-        console().print(f"{event.event_id} updated (status {event.status}{how})")
+        console().print(
+            f"{event.event_id} updated (status {event.status}{how}, component "
+            f"{escape(event.component)})",
+            soft_wrap=True,
+        )
 
     emit(event.to_dict(), as_json, human, record=True)
 

@@ -21,11 +21,14 @@ from rayvault.cli._common import (
     plural,
     progress_bar,
     short,
+    warn,
     when,
 )
 
 if TYPE_CHECKING:
+    from rayvault.learning.models import WeeklyReport
     from rayvault.learning.regroup import RegroupResult
+    from rayvault.learning.store import Store
 
 _STATE_STYLE = {
     "regressed": "[bold red]regressed[/]",
@@ -34,10 +37,23 @@ _STATE_STYLE = {
     "resolved": "[green]resolved[/]",
 }
 
+#: The defaults `patterns` and `errors patterns` share: a pattern recurs from its second
+#: occurrence; the 30 most frequent are shown (--limit 0: all).
+PATTERN_MIN_COUNT = 2
+PATTERN_LIMIT = 30
+MinCountOption = Annotated[
+    int,
+    typer.Option("--min-count", min=1, help="Only patterns that occurred this often or more."),
+]
+PatternLimitOption = Annotated[
+    int, typer.Option("--limit", min=0, help="Show the N most frequent (0: all).")
+]
+
 patterns_app = typer.Typer(
     help=(
-        "Recurring failure patterns; `patterns explain` shows how a text is grouped, "
-        "`patterns regroup` re-fingerprints older records."
+        "Recurring failure patterns of the learning events (the error log's: `errors "
+        "patterns`); `patterns explain` shows how a text is grouped, `patterns regroup` "
+        "re-fingerprints older records."
     ),
     invoke_without_command=True,
 )
@@ -46,9 +62,7 @@ patterns_app = typer.Typer(
 @patterns_app.callback(invoke_without_command=True)
 def patterns_command(
     ctx: typer.Context,
-    min_count: Annotated[
-        int, typer.Option("--min-count", min=1, help="Minimum occurrences of a pattern.")
-    ] = 3,
+    min_count: MinCountOption = PATTERN_MIN_COUNT,
     component: Annotated[
         str | None,
         typer.Option("--component", help="Only this component or stage (its aliases too)."),
@@ -60,12 +74,14 @@ def patterns_command(
     since: Annotated[
         str | None, typer.Option("--since", help="Only events at or after this date/time.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Show the top N (0: all).")] = 30,
+    limit: PatternLimitOption = PATTERN_LIMIT,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List recurring failure patterns (events grouped by fingerprint), most frequent first.
+    """List the recurring failure patterns of the learning events (events grouped by
+    fingerprint), most frequent first; `errors patterns` lists the error log's, with the same
+    defaults.
 
     State: new (unresolved, first seen in the last 7 days or since --since), ongoing (unresolved,
     first seen before), resolved (no unresolved occurrence), regressed (back after its fix was
@@ -88,10 +104,15 @@ def patterns_command(
 
     def human() -> None:
         if not patterns:
-            console().print(f"No failure pattern occurred {plural(min_count, 'time')} or more.")
+            console().print(
+                f"No learning-event pattern occurred {plural(min_count, 'time')} or more."
+            )
             return
         wide = is_wide()
-        table = new_table(f"Recurring failure patterns ({len(shown)} of {len(patterns)})")
+        table = new_table(
+            f"Learning-event patterns that occurred {min_count}+ times "
+            f"({len(shown):,} of {len(patterns):,})"
+        )
         table.add_column("Count", justify="right")
         table.add_column("Open", justify="right")
         table.add_column("Videos", justify="right")
@@ -219,20 +240,32 @@ def print_regroup(result: RegroupResult) -> None:
 
 
 def report_command(
+    open_html: Annotated[
+        bool,
+        typer.Option("--open", help="Open the report's HTML page in the web browser."),
+    ] = False,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the latest weekly report written by `rayvault-learn revisit`.
+    """Show the latest weekly report written by `rayvault-learn revisit`, and where its HTML
+    page is (the last line, ``HTML: …``).
+
+    Example: rayvault-learn report --open
 
     Example: rayvault-learn report --json
     """
     from rayvault.learning.registry import get_weekly_summary
 
-    report = get_weekly_summary(store=open_cli_store(root, store_url, read=True))
+    store = open_cli_store(root, store_url, read=True)
+    names = store.list_weekly_reports()
+    report = get_weekly_summary(store=store)
     if report is None:
         emit(None, as_json, lambda: console().print("No weekly report yet: run the revisit."))
         return
+    html = report_html_location(store, names[-1]) if names else None
+    if open_html:
+        _open_report(html, report)
 
     def human() -> None:
         out = console()
@@ -278,5 +311,40 @@ def report_command(
                     f"{escape(last.get('video_id') or last['event_id'])}{more}",
                     soft_wrap=True,
                 )
+        if html is not None:
+            out.print(f"HTML: {escape(html)}", soft_wrap=True)
 
     emit(report.to_dict(), as_json, human, record=True)
+
+
+def report_html_location(store: Store, name: str) -> str | None:
+    """Where the weekly report ``name``'s HTML page is: its file (file store), or the table
+    cell that holds it (a server store); None when the report has none."""
+    layout = getattr(store, "layout", None)
+    if layout is not None:
+        path = layout.report_path(name, ".html")
+        return str(path) if path.is_file() else None
+    location = getattr(store, "location", None)
+    return str(location("weekly_reports", name, "html")) if callable(location) else None
+
+
+def _open_report(html: str | None, report: WeeklyReport) -> None:
+    """Open the report's page in the browser: its file, or (a server store keeps the page in a
+    table) the report rendered into a temporary file, named on stderr."""
+    import webbrowser
+    from pathlib import Path
+
+    path = Path(html) if html is not None else None
+    if path is None or not path.is_file():
+        import tempfile
+
+        from rayvault.learning._report_html import render_html
+
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".html", prefix="rayvault-report-", delete=False, encoding="utf-8"
+        ) as f:
+            f.write(render_html(report))
+        path = Path(f.name)
+        console(stderr=True).print(f"rendered to {escape(str(path))}", soft_wrap=True)
+    if not webbrowser.open(path.resolve().as_uri()):
+        warn(f"no web browser could be started: open {path} yourself")
