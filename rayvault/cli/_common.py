@@ -227,6 +227,41 @@ def record_table(title: str, data: dict[str, Any], *, skip: tuple[str, ...] = ()
     return table
 
 
+#: What ``-`` means wherever a command reads a text or a JSON document from an argument.
+STDIN = "-"
+
+
+def read_stdin_text() -> str:
+    """Standard input as text. Bytes that are not UTF-8 are refused, like a lone surrogate in an
+    argument: nothing is stored that differs from what the step printed."""
+    from rayvault.learning.exceptions import InvalidInputError
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"stdin is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
+            hint="convert it first, e.g. `iconv -f latin1 -t utf-8` or `iconv -c -t utf-8`",
+        ) from None
+
+
+def from_stdin(value: str | None, name: str, *others: tuple[str | None, str]) -> str | None:
+    """``value``, or standard input when it is ``-`` (the convention of every command that
+    takes a text or JSON argument). Refused when one of ``others`` (value, name) is ``-`` too:
+    stdin can be read once."""
+    if value != STDIN:
+        return value
+    from rayvault.learning.exceptions import InvalidInputError
+
+    for other, other_name in others:
+        if other == STDIN:
+            raise InvalidInputError(
+                f"{other_name} and {name} are both '-': only one of them can be read from stdin"
+            )
+    return read_stdin_text()
+
+
 def report_error(error: Exception) -> None:
     """The one way errors reach people: ``Error: …`` and a hint, on stderr."""
     hint = getattr(error, "hint", None)

@@ -166,8 +166,9 @@ class _WarningHandler(logging.Handler):
         console(stderr=True).print(f"[yellow]warning:[/] {record.getMessage()}", soft_wrap=True)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the Typer CLI; returns the exit code."""
+def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Run the Typer CLI; returns the exit code. With ``prog`` (a ``tools/*.py`` script), the
+    sub-command ``argv[0]`` runs as the program ``prog``."""
     from rayvault.learning.exceptions import LearningError
 
     GLOBALS.__dict__.update(Globals().__dict__)
@@ -177,8 +178,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        command = typer.main.get_command(app)
-        result = command.main(args=args, prog_name=PROG, standalone_mode=False)
+        command: Any = typer.main.get_command(app)
+        if prog is not None and args and args[0] in command.commands:
+            command, args = command.commands[args[0]], args[1:]
+        result = command.main(
+            args=args,
+            prog_name=prog or PROG,
+            standalone_mode=False,
+            help_option_names=HELP_NAMES,
+        )
         show_location()
     except LearningError as e:
         if GLOBALS.debug:

@@ -15,6 +15,7 @@ from rayvault.cli._common import (
     StoreOption,
     console,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
@@ -62,7 +63,12 @@ def log_command(
     video: Annotated[str | None, typer.Option("--video", help="Video id.")] = None,
     exit_code: Annotated[int, typer.Option("--exit-code", help="The step's exit code.")] = 1,
     context: Annotated[
-        str | None, typer.Option("--context", help='Extra JSON object, e.g. \'{"run_id": "r1"}\'.')
+        str | None,
+        typer.Option(
+            "--context",
+            metavar="JSON",
+            help='Extra JSON object, e.g. \'{"run_id": "r1"}\'; - reads it from stdin.',
+        ),
     ] = None,
     idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
@@ -79,6 +85,7 @@ def log_command(
     from rayvault.learning.errors import log_error
     from rayvault.learning.exceptions import InvalidInputError
 
+    context = from_stdin(context, "--context", (error, "ERROR"))
     text = _read_stdin() if error == "-" else error
     extra = None
     if context:

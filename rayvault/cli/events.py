@@ -14,6 +14,7 @@ from rayvault.cli._common import (
     StoreOption,
     console,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
@@ -231,7 +232,10 @@ def stats_command(
 def create_command(
     severity: Annotated[str, typer.Option("--severity", help="INFO, WARN, FAIL or BLOCKER.")],
     component: Annotated[str, typer.Option("--component", help="Stage or component that failed.")],
-    symptom: Annotated[str, typer.Option("--symptom", help="What went wrong, as observed.")],
+    symptom: Annotated[
+        str,
+        typer.Option("--symptom", help="What went wrong, as observed; - reads it from stdin."),
+    ],
     root_cause: Annotated[str, typer.Option("--root-cause", help="Why it went wrong.")] = "",
     fix: Annotated[str, typer.Option("--fix", help="What was done about it.")] = "",
     verification: Annotated[
@@ -254,6 +258,7 @@ def create_command(
     """
     from rayvault.learning.events import create_event
 
+    symptom = from_stdin(symptom, "--symptom") or ""
     event = create_event(
         run_id=run_id,
         severity=severity,

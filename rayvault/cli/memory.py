@@ -14,6 +14,7 @@ from rayvault.cli._common import (
     console,
     echo_exact,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
@@ -233,13 +234,17 @@ def render_command(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", help="The work item's description: rules relevant to it first."),
+        typer.Option(
+            "--task",
+            help="The work item's description: rules relevant to it first; - reads it from stdin.",
+        ),
     ] = None,
     failure: Annotated[
         str | None,
         typer.Option(
             "--failure",
-            help="The retried attempt's error text or pattern key: its rule comes first.",
+            help="The retried attempt's error text or pattern key: its rule comes first; - "
+            "reads it from stdin.",
         ),
     ] = None,
     explain: Annotated[
@@ -260,6 +265,8 @@ def render_command(
     """
     from rayvault.learning.memory import check_agent, prompt_rules
 
+    task = from_stdin(task, "--task", (failure, "--failure"))
+    failure = from_stdin(failure, "--failure", (task, "--task"))
     store = open_cli_store(root, store_url, read=True)
     block = prompt_rules(agent, budget, stage=stage, task=task, failure=failure, store=store)
     if not block.total:

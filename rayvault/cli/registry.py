@@ -15,6 +15,7 @@ from rayvault.cli._common import (
     StoreOption,
     console,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
@@ -179,13 +180,11 @@ def explain_command(
     Example: rayvault-learn patterns explain assets "Timeout after 31.7s on B0ABC12345"
     """
     import dataclasses
-    import sys
 
     from rayvault.learning.grouping import explain_grouping
     from rayvault.learning.stages import fold_stage
 
-    if text == "-":
-        text = sys.stdin.read()
+    text = from_stdin(text, "TEXT") or ""
     if empty:
         result = explain_grouping(stage, text)
     else:
