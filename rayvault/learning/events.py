@@ -409,26 +409,16 @@ def update_event(
     current = store.get_event(event_id)
     if current is not None and loop_incomplete(current):
         complete_event(current, store=store)
-    changes: dict[str, Any] = {}
-    if loop_steps is not None:
-        if isinstance(loop_steps, str | bytes) or not all(
-            isinstance(step, Mapping) for step in loop_steps
-        ):
-            raise InvalidInputError("loop_steps must be a list of mappings")
-        changes["loop_steps"] = [cap_deep(dict(step), cap) for step in loop_steps]
-    if status is not None:
-        changes["status"] = _choice(status, STATUSES, "status")[0]  # type: ignore[index]
-    for name, value in (
-        ("verification", verification),
-        ("root_cause", root_cause),
-        ("fix_applied", fix_applied),
-    ):
-        if value is not None:
-            changes[name] = _text(value, name)
-    if component is not None:
-        changes["component"] = validate_identifier(
-            _text(component, "component", required=True), "component"
+    changes = _steps_change(loop_steps, cap)
+    changes.update(
+        _field_changes(
+            status=status,
+            verification=verification,
+            root_cause=root_cause,
+            fix_applied=fix_applied,
+            component=component,
         )
+    )
     if not changes and verified_by is None:
         raise InvalidInputError(
             "nothing to update: give a status, verification, root cause, fix, component or "
@@ -481,6 +471,32 @@ def update_event(
     if newly_verified:
         _verified_rule(event, newly_verified[-1], store)
     return event
+
+
+def _steps_change(loop_steps: Sequence[Mapping[str, Any]] | None, cap: int) -> dict[str, Any]:
+    """``{"loop_steps": …}`` when the steps are given (each capped), else nothing."""
+    if loop_steps is None:
+        return {}
+    if isinstance(loop_steps, str | bytes) or not all(
+        isinstance(step, Mapping) for step in loop_steps
+    ):
+        raise InvalidInputError("loop_steps must be a list of mappings")
+    return {"loop_steps": [cap_deep(dict(step), cap) for step in loop_steps]}
+
+
+def _field_changes(**given: str | None) -> dict[str, Any]:
+    """The checked values of the fields :func:`update_event` was given (None: unchanged)."""
+    changes: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name == "status":
+            changes[name] = _choice(value, STATUSES, "status")[0]  # type: ignore[index]
+        elif name == "component":
+            changes[name] = validate_identifier(_text(value, name, required=True), name)
+        else:
+            changes[name] = _text(value, name)
+    return changes
 
 
 def _regroup_for(
