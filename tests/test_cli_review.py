@@ -78,7 +78,11 @@ def test_revisit_for_people(root: Path, history: None, capsys: pytest.CaptureFix
     assert (
         "Revisit of dzine_producer (1 agent), last 14 days: 2026-02-05 12:00 → 2026-02-19" in out
     )
-    assert "Events: 4 in the window, 4 in all; open FAIL/BLOCKER: 4; new patterns: 2" in out
+    # Each number says what it counts (issue 16).
+    assert (
+        "Learning events: 4 recorded in the window, 4 in all; unresolved FAIL/BLOCKER events "
+        "(any date): 4\nFailure patterns of the window: 2 new (first seen in it)"
+    ) in out
     assert "Conflicting rules:" in out and "[revert]" in out
     assert "SOUL promotion candidates: 1 (0 already promoted)" in out
     assert "rayvault-learn soul promote dzine_producer rule-" in out
