@@ -91,6 +91,26 @@ class RootGroup(TyperGroup):
         polish(self)  # the completion options are added after __init__
         return super().make_context(*args, **kwargs)
 
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """As click's, but a usage error is reported as :func:`run` reports it (one ``Error:``
+        line and a hint, exit 1) when this group runs stand-alone (Typer's ``CliRunner``, or
+        the app called as a function); :func:`run` handles the errors itself."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **kwargs)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **kwargs)
+        except typer.TyperException as e:
+            report_usage_error(e)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 app = typer.Typer(
     cls=RootGroup,

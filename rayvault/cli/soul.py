@@ -35,7 +35,7 @@ def candidates_command(
         typer.Option(
             "--threshold",
             min=1,
-            help="Minimum applications (default: LEARNING_PROMOTION_THRESHOLD_OCCURRENCES).",
+            help="Minimum applications (default: the promotion threshold of the policies).",
             show_default=False,
         ),
     ] = None,
