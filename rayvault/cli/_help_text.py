@@ -29,7 +29,7 @@ TOP_HELP = (
     "│ revisit   Run the weekly revisit: flags, promotion candidates, weekly        │\n"
     "│           report, tombstone sweep.                                           │\n"
     "│ report    Show the latest weekly report written by `rayvault-learn revisit`, │\n"
-    "│           and where its HTML page is (the last line, ``HTML: …``).           │\n"
+    "│           and where its HTML page is (the last line: HTML: PATH).            │\n"
     "│ demo      The closed loop on a simulated pipeline, leaving its data to       │\n"
     "│           explore.                                                           │\n"
     "│ migrate   Turn resolved error-log entries and skill-graph notes into         │\n"

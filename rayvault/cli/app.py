@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,17 +99,16 @@ class RootGroup(TyperGroup):
         standalone_mode: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """As click's, but a usage error is reported as :func:`run` reports it (one ``Error:``
-        line and a hint, exit 1) when this group runs stand-alone (Typer's ``CliRunner``, or
-        the app called as a function); :func:`run` handles the errors itself."""
+        """As click's, but when this group runs stand-alone (Typer's ``CliRunner``, or the app
+        called as a function) errors are reported as :func:`run` reports them (:func:`guarded`:
+        one ``Error:`` line, exit 1)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **kwargs)
-        try:
-            result = super().main(args, prog_name, complete_var, False, **kwargs)
-        except typer.TyperException as e:
-            report_usage_error(e)
-            sys.exit(1)
-        sys.exit(result if isinstance(result, int) else 0)
+        sys.exit(
+            guarded(
+                lambda: super(RootGroup, self).main(args, prog_name, complete_var, False, **kwargs)
+            )
+        )
 
 
 app = typer.Typer(
@@ -189,6 +188,27 @@ class _WarningHandler(logging.Handler):
 def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the Typer CLI; returns the exit code. With ``prog`` (a ``tools/*.py`` script), the
     sub-command ``argv[0]`` runs as the program ``prog``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+
+    def call() -> Any:
+        command: Any = typer.main.get_command(app)
+        rest = args
+        if prog is not None and args and args[0] in command.commands:
+            command, rest = command.commands[args[0]], args[1:]
+        return command.main(
+            args=rest,
+            prog_name=prog or PROG,
+            standalone_mode=False,
+            help_option_names=HELP_NAMES,
+        )
+
+    return guarded(call)
+
+
+def guarded(call: Callable[[], Any]) -> int:
+    """The CLI's single error boundary around one run of the app: its exit code. A library
+    error is one ``Error:`` line (and a hint), a usage error one line and where to find help,
+    the unexpected one line too (a traceback only under ``--debug``)."""
     from rayvault.learning.exceptions import LearningError
 
     GLOBALS.__dict__.update(Globals().__dict__)
@@ -196,17 +216,8 @@ def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     logger = logging.getLogger("rayvault")
     handler = _WarningHandler(logging.WARNING)
     logger.addHandler(handler)
-    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        command: Any = typer.main.get_command(app)
-        if prog is not None and args and args[0] in command.commands:
-            command, args = command.commands[args[0]], args[1:]
-        result = command.main(
-            args=args,
-            prog_name=prog or PROG,
-            standalone_mode=False,
-            help_option_names=HELP_NAMES,
-        )
+        result = call()
         show_location()
     except LearningError as e:
         if GLOBALS.debug:

@@ -248,7 +248,7 @@ def report_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show the latest weekly report written by `rayvault-learn revisit`, and where its HTML
-    page is (the last line, ``HTML: …``).
+    page is (the last line: HTML: PATH).
 
     Example: rayvault-learn report --open
 
