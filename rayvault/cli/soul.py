@@ -117,7 +117,7 @@ def promote_command(
             "updated": "Updated the promoted section of",
             "unchanged": "Already promoted:",
         }[result.action]
-        out.print(f"{verb} {result.rule_id} in {escape(result.soul_file)}")
+        out.print(f"{verb} {result.rule_id} in {escape(result.soul_file)}", soft_wrap=True)
         if not result.earned:
             out.print(
                 f"[yellow]note:[/] not earned yet: {escape(result.not_earned_reason)} "
