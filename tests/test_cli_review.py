@@ -75,9 +75,7 @@ def test_revisit_json_and_files(
 def test_revisit_for_people(root: Path, history: None, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "revisit", "--scope", "dzine_producer", "--days", "14")
     assert code == 0
-    assert (
-        "Revisit of dzine_producer (1 agent), last 14 days: 2026-02-05 12:00 → 2026-02-19" in out
-    )
+    assert "Revisit of dzine_producer (1 agent), last 14 days: 2026-02-05 12:00 → 2026-02-19" in out
     # Each number says what it counts (issue 16).
     assert (
         "Learning events: 4 recorded in the window, 4 in all; unresolved FAIL/BLOCKER events "

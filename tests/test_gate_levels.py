@@ -181,9 +181,7 @@ def test_regression_denial_names_what_clears_it(
     assert (regressions.outcome, regressions.clear) == ("deny", [command])
     code, out, _ = run(capsys, "gate", "v042", "assets")
     assert code == 2
-    assert (
-        f"  [FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event: {event.event_id}" in out
-    )
+    assert f"  [FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event: {event.event_id}" in out
     assert f"      to clear: {command}\n" in out
 
 

@@ -53,7 +53,7 @@ OUTPUT_EPILOG = (
 
 def reflow(text: str | None) -> str | None:
     """Help text with each paragraph on one line (Rich wraps it to the width; a docstring's
-    own line breaks would cut an example in two). ``\b`` paragraphs keep their lines."""
+    own line breaks would cut an example in two). ``\\b`` paragraphs keep their lines."""
     if not text:
         return text
     import inspect
