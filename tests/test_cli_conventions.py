@@ -135,7 +135,11 @@ def test_arguments_are_named_as_the_docs_write_them() -> None:
     assert arguments["rules history"] == ["AGENT", "RULE_ID"]
     assert arguments["errors log"] == ["STAGE", "ERROR"]
     out = invoke("events", "update", "-h").stdout
-    assert "Usage: rayvault-learn events update [OPTIONS] {EVENT_ID}" in out
+    assert "Usage: rayvault-learn events update [OPTIONS] EVENT_ID" in out
+    out = invoke("memory", "init", "-h").stdout
+    assert "Usage: rayvault-learn memory init [OPTIONS] [AGENT]..." in out
+    out = invoke("gate", "check", "-h").stdout
+    assert "Usage: rayvault-learn gate check [OPTIONS] VIDEO STAGE" in out
 
 
 def test_help_at_80_columns_cuts_no_word_and_shows_no_bool() -> None:

@@ -62,6 +62,15 @@ def reflow(text: str | None) -> str | None:
     return "\n\n".join(p if p.startswith("\b") else " ".join(p.split("\n")) for p in paragraphs)
 
 
+class _Argument(TyperArgument):
+    """An argument as the docs write it in a usage line: ``EVENT_ID``, ``[AGENT]...`` (Typer
+    0.29 writes a required one in braces, ``{EVENT_ID}``)."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
 def polish(command: Any) -> None:
     """The conventions of the whole tree, applied once: flags show no value type (``--json``,
     not ``--json <bool>``), arguments are named in capitals, help paragraphs reflow."""
@@ -74,6 +83,8 @@ def polish(command: Any) -> None:
             param.metavar = ""
         elif isinstance(param, TyperArgument) and param.metavar is None and param.name:
             param.metavar = ARGUMENT_METAVARS.get(param.name, param.name.upper())
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
         if isinstance(param, TyperOption | TyperArgument):
             param.help = reflow(param.help)
     for sub in getattr(command, "commands", {}).values():
