@@ -327,6 +327,11 @@ def test_paths_are_never_wrapped(tmp_path: Path) -> None:
     for output in (process("revisit", env=env).stdout, on_terminal("revisit", env=env)):
         [json_path] = re.findall(r"^Report: (.*)$", ANSI.sub("", output), re.MULTILINE)
         assert Path(json_path).parent == reports and Path(json_path).is_file()
+    # `report` names its HTML page, whole, as its last line.
+    for output in (process("report", env=env).stdout, on_terminal("report", env=env)):
+        last = ANSI.sub("", output).rstrip("\n").splitlines()[-1]
+        assert last.startswith("HTML: ") and Path(last[6:]).parent == reports
+        assert Path(last[6:]).is_file()
 
 
 def test_report_prints_its_html_page_and_opens_it(
