@@ -152,7 +152,7 @@ def test_help_at_80_columns_cuts_no_word_and_shows_no_bool() -> None:
         words = set(re.split(r"[\s│╭╮╰╯─]+", out))
         texts = [command.help or "", *(getattr(p, "help", "") or "" for p in command.params)]
         for text in texts:
-            for word in text.split():
+            for word in text.replace("\\[", "[").split():  # Rich markup: \[ prints [
                 assert word in words, (path, word)
         if path == ["memory", "render"]:
             assert "--explain " in out and "--json " in out
@@ -398,7 +398,7 @@ def test_stdin_is_read_once(root: Path) -> None:
     result = invoke("errors", "log", "assets", "-", "--context", "-", input="{}")
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        "Error: ERROR and --context are both '-': only one of them can be read from stdin"
+        "Error: ERROR and --context-json are both '-': only one of them can be read from stdin"
     )
     result = invoke("memory", "render", "dzine_producer", "--task", "-", "--failure", "-")
     assert result.exit_code == 1 and "both '-'" in result.stderr

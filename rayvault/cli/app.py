@@ -17,6 +17,7 @@ from rayvault.cli import (
     errors,
     events,
     gate,
+    mcp,
     memory,
     migrate,
     registry,
@@ -24,6 +25,7 @@ from rayvault.cli import (
     rules,
     soul,
     store,
+    wrapper,
 )
 from rayvault.cli._common import (
     GLOBALS,
@@ -81,8 +83,9 @@ def polish(command: Any) -> None:
     for param in [*command.params, *([help_option] if help_option else [])]:
         if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
             param.metavar = ""
-        elif isinstance(param, TyperArgument) and param.metavar is None and param.name:
-            param.metavar = ARGUMENT_METAVARS.get(param.name, param.name.upper())
+        elif isinstance(param, TyperArgument) and param.name:
+            if param.metavar is None:
+                param.metavar = ARGUMENT_METAVARS.get(param.name, param.name.upper())
             if type(param) is TyperArgument:
                 param.__class__ = _Argument
         if isinstance(param, TyperOption | TyperArgument):
@@ -148,8 +151,14 @@ app.command(
     "demo", short_help="The closed loop on a simulated pipeline, leaving its data to explore."
 )(demo.demo_command)
 app.command("migrate")(migrate.migrate_command)
+app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run any command as a stage of the loop: gate, rules, log, diagnose, retry.",
+)(wrapper.run_command)
 app.command("doctor")(doctor.doctor_command)
 app.add_typer(store.app, name="store")
+app.command("mcp")(mcp.mcp_command)
 
 
 def _print_version(value: bool) -> None:

@@ -65,9 +65,11 @@ def log_command(
     context: Annotated[
         str | None,
         typer.Option(
+            "--context-json",
             "--context",
             metavar="JSON",
-            help='Extra JSON object, e.g. \'{"run_id": "r1"}\'; - reads it from stdin.',
+            help="Extra JSON object (the text, not a file; - reads it from stdin), e.g. "
+            '\'{"run_id": "r1"}\'.',
         ),
     ] = None,
     idempotency_key: IdempotencyKeyOption = None,
@@ -77,22 +79,29 @@ def log_command(
 ) -> None:
     """Record a stage failure in the error log.
 
-    Example: ./step.sh 2> err.txt ||
-    rayvault-learn errors log discover-products - --video v042 < err.txt
+    ERROR '-' reads the text from stdin (UTF-8); a text over the cap is cut with a marker.
+
+    Example: ./step.sh 2> err.txt || rayvault-learn errors log tts - --exit-code $? < err.txt
     """
     import orjson
 
     from rayvault.learning.errors import log_error
     from rayvault.learning.exceptions import InvalidInputError
 
-    context = from_stdin(context, "--context", (error, "ERROR"))
+    context = from_stdin(context, "--context-json", (error, "ERROR"))
     text = _read_stdin() if error == "-" else error
     extra = None
     if context:
         try:
             extra = orjson.loads(context)
         except orjson.JSONDecodeError as e:
-            raise InvalidInputError(f"--context is not valid JSON: {e}") from None
+            raise InvalidInputError(f"--context-json (--context) is not valid JSON: {e}") from None
+        if not isinstance(extra, dict):
+            raise InvalidInputError(
+                f"--context-json (--context) must be a JSON object, got {type(extra).__name__}: "
+                f"{short(context, 60)}",
+                hint='e.g. --context-json \'{"run_id": "r1"}\'',
+            )
     entry = log_error(
         video,
         stage,
