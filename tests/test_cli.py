@@ -61,7 +61,7 @@ def test_events_create_list_get_stats(root: Path, capsys: pytest.CaptureFixture[
     code, out, _ = run(capsys, "events", "get", event_id)
     assert code == 0 and "Changed angle" in out
     code, out, _ = run(capsys, "events", "stats")
-    assert code == 0 and "1 events, 1 unresolved" in out
+    assert code == 0 and "1 event, 1 unresolved" in out  # singular (issue 16)
 
     code, out, _ = run(capsys, "events", "resolve", event_id, "--verification", "checked 5/5")
     assert code == 0 and f"{event_id} is now verified" in out
@@ -151,7 +151,7 @@ def test_memory_commands(root: Path, capsys: pytest.CaptureFixture[str]) -> None
         "updated": shown["status"]["updated"],
     }
     code, out, _ = run(capsys, "memory", "show", "dzine_producer")
-    assert code == 0 and str(event.rule_id) in out and "1 active rules (cap 50)" in out
+    assert code == 0 and str(event.rule_id) in out and "1 active rule (cap 50)" in out
     rendered = run_json(capsys, "memory", "render", "dzine_producer")
     assert rendered["text"].startswith("Learned rules for dzine_producer")
     code, out, _ = run(

@@ -75,10 +75,12 @@ def test_revisit_json_and_files(
 def test_revisit_for_people(root: Path, history: None, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "revisit", "--scope", "dzine_producer", "--days", "14")
     assert code == 0
+    assert "Revisit of dzine_producer (1 agent), last 14 days: 2026-02-05 12:00 → 2026-02-19" in out
+    # Each number says what it counts (issue 16).
     assert (
-        "Revisit of dzine_producer (1 agents), last 14 days: 2026-02-05 12:00 → 2026-02-19" in out
-    )
-    assert "Events: 4 in the window, 4 in all; open FAIL/BLOCKER: 4; new patterns: 2" in out
+        "Learning events: 4 recorded in the window, 4 in all; unresolved FAIL/BLOCKER events "
+        "(any date): 4\nFailure patterns of the window: 2 new (first seen in it)"
+    ) in out
     assert "Conflicting rules:" in out and "[revert]" in out
     assert "SOUL promotion candidates: 1 (0 already promoted)" in out
     assert "rayvault-learn soul promote dzine_producer rule-" in out
@@ -116,7 +118,7 @@ def test_patterns_command(root: Path, history: None, capsys: pytest.CaptureFixtu
     code, out, _ = run(capsys, "patterns", "--since", "2026-02-19T09:00:00Z", "--min-count", "2")
     assert code == 0 and "Timeout after <dur> on <id>" in out and "(1 of 1)" in out
     code, out, _ = run(capsys, "patterns", "--min-count", "9")
-    assert "No failure pattern occurred 9 times or more." in out
+    assert "No learning-event pattern occurred 9 times or more." in out
     code, _, err = run(capsys, "patterns", "--since", "soon")
     assert code == 1 and "Error: date_from 'soon' is not a date or timestamp" in err
 

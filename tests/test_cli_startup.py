@@ -57,8 +57,9 @@ def test_the_kept_help_is_what_the_typer_app_prints() -> None:
 
 
 @pytest.mark.slow
-def test_help_to_a_pipe_imports_neither_typer_nor_pydantic() -> None:
-    out, report = probe("--help")
+@pytest.mark.parametrize("form", ["--help", "-h"])
+def test_help_to_a_pipe_imports_neither_typer_nor_pydantic(form: str) -> None:
+    out, report = probe(form)
     assert out == TOP_HELP
     assert report == {
         "code": 0,
@@ -66,6 +67,15 @@ def test_help_to_a_pipe_imports_neither_typer_nor_pydantic() -> None:
         "models": False,
         "plugins_discovered": False,
     }
+
+
+@pytest.mark.slow
+def test_version_imports_neither_typer_nor_pydantic() -> None:
+    from rayvault import __version__
+
+    out, report = probe("--version")
+    assert out == f"rayvault-learn {__version__}\n"
+    assert report == {"code": 0, "heavy": [], "models": False, "plugins_discovered": False}
 
 
 @pytest.mark.slow
@@ -85,9 +95,10 @@ def test_fast_help_only_for_the_plain_top_level_form(
 ) -> None:
     for name in _help_fast.LAYOUT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    assert _help_fast.run_help_fast(["--help"]) == 0
-    assert capsys.readouterr().out == TOP_HELP
-    for args in (["gate", "--help"], ["--help", "--json"], [], ["-h"]):
+    for form in (["--help"], ["-h"]):  # -h is --help (issue 16)
+        assert _help_fast.run_help_fast(form) == 0
+        assert capsys.readouterr().out == TOP_HELP
+    for args in (["gate", "--help"], ["--help", "--json"], [], ["-h", "-h"], ["gate", "-h"]):
         assert _help_fast.run_help_fast(args) is None
     monkeypatch.setenv("COLUMNS", "80")
     assert _help_fast.run_help_fast(["--help"]) is None
@@ -115,7 +126,7 @@ def test_the_plain_gate_imports_neither_typer_nor_pydantic(root: Path) -> None:
     for _ in range(2):  # the first run records the baselines, the second reads them
         out, report = probe("--root", str(root), "gate", "v042", "assets", env=env)
         assert out.startswith("BLOCKED: ")
-        assert "[FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event(s)" in out
+        assert "[FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event" in out
         assert report == {"code": 2, "heavy": [], "models": False, "plugins_discovered": False}
     out, report = probe("--root", str(root), "gate", "v042", "assets", "--json", env=env)
     assert json.loads(out)["blocked"] is True

@@ -234,7 +234,11 @@ def test_cli_demo_prints_the_loop_and_exits_0(
         "✗ tts blocked by the learning gate",
         "BLOCKED",
         "Summary",
-        "16 stage runs of 6 videos (11 succeeded, 4 failed, 1 blocked)",
+        "16 stage runs (one stage of one video, its retries included) over 6 videos: "
+        "11 succeeded, 4 failed, 1 blocked by the gate",
+        "22 attempts in all, 7 of them retries after a failure",
+        "11 failures logged in the error log (every failed attempt), 7 still unresolved",
+        "8 learning events (failures learned from): 4 verified (fix proven)",
         "Does a rule work? v104, v105, v106 through script",
         "v106: rule rule-",
         "INEFFECTIVE: its failure recurred in 5 of 5 deliveries (100%)",
@@ -245,6 +249,19 @@ def test_cli_demo_prints_the_loop_and_exits_0(
         f"rayvault-learn --root {target} gate v103 tts",
     ):
         assert text in out, text
+
+    # It reads in order (issue 16): the gate table under its own heading, then the revisit,
+    # of the demo's agents only; the symptom the gate names is cut with "…".
+    gate_heading = out.index("The learning gate, for every video and stage")
+    revisit_heading = out.index("The weekly revisit: review rules")
+    assert gate_heading < out.index("BLOCKED") < revisit_heading
+    assert revisit_heading < out.index("Revisit of ") < out.index("Summary")
+    assert "Revisit of dzine_producer, publisher, researcher, scriptwriter (4 agents)" in out
+    for other in ("davinci_editor", "market_scout", "reviewer"):
+        assert other not in out, other
+    assert re.search(
+        r"v103/tts: check_regressions: 1 unresolved FAIL/BLOCKER event: .*… \(open\)", out
+    )
 
     assert main(["--root", str(target), "gate", "v103", "tts"]) == 2
     capsys.readouterr()
@@ -369,4 +386,4 @@ def test_demo_shows_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[s
     [section] = result.review.report.regressions
     assert {e["event_id"] for e in section["events"]} == {second, third}
     out = _run_ok(capsys, "demo", "--root", str(tmp_path / "again"))
-    assert "2 regression(s), failures back after their fix was verified" in out
+    assert "2 regressions, failures back after their fix was verified" in out

@@ -194,7 +194,7 @@ def test_regressions_hold_the_stage_until_verified(root: Path, clock: Clock) -> 
     blocked = learning_gate("v042", "assets")
     regressions = check(blocked, "check_regressions")
     assert regressions.passed is False
-    assert regressions.reason.startswith("1 unresolved FAIL/BLOCKER event(s): " + event.event_id)
+    assert regressions.reason.startswith("1 unresolved FAIL/BLOCKER event: " + event.event_id)
     assert regressions.details == {"event_ids": [event.event_id]}
     assert learning_gate("v043", "assets").blocked is False  # another video
     assert learning_gate("v042", "research").blocked is False  # another stage
@@ -227,7 +227,7 @@ def test_known_failures_across_videos(root: Path, monkeypatch: pytest.MonkeyPatc
     known = check(result, "check_known_failures")
     assert known.passed is False
     assert known.reason == (
-        "1 recurring failure(s) with no answer: 'Timeout after <dur> on <id>' seen 3× "
+        "1 recurring failure with no answer: 'Timeout after <dur> on <id>' seen 3× "
         "(3 unresolved; FAIL/BLOCKER occurrences and no active rule learned from it)"
     )
     assert (known.level, known.outcome) == ("deny", "deny")
@@ -415,7 +415,7 @@ def test_cli_exit_codes_and_lines(root: Path, capsys: pytest.CaptureFixture[str]
     code, out, _ = run(capsys, "gate", "v042", "assets")
     assert code == 2
     assert out.startswith(
-        f"BLOCKED: check_regressions: 1 unresolved FAIL/BLOCKER event(s): {event.event_id}"
+        f"BLOCKED: check_regressions: 1 unresolved FAIL/BLOCKER event: {event.event_id}"
     )
     assert "  [FAIL] check_regressions: " in out
     code, out, _ = run(capsys, "gate", "v042", "assets", "--json")

@@ -181,9 +181,7 @@ def test_regression_denial_names_what_clears_it(
     assert (regressions.outcome, regressions.clear) == ("deny", [command])
     code, out, _ = run(capsys, "gate", "v042", "assets")
     assert code == 2
-    assert (
-        f"  [FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event(s): {event.event_id}" in out
-    )
+    assert f"  [FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event: {event.event_id}" in out
     assert f"      to clear: {command}\n" in out
 
 
@@ -206,8 +204,8 @@ def test_recurring_warn_only_failures_warn_and_pass(
     assert known.details["patterns"][0]["failing"] is False
     code, out, _ = run(capsys, "gate", "v9", "tts")
     assert code == 0
-    assert out.startswith("PASSED: passed with 1 warning(s): check_known_failures: ")
-    assert "\n  [WARN] check_known_failures: 1 recurring failure(s), none unanswered: " in out
+    assert out.startswith("PASSED: passed with 1 warning: check_known_failures: ")
+    assert "\n  [WARN] check_known_failures: 1 recurring failure, none unanswered: " in out
 
 
 def test_recurring_failure_with_a_rule_warns_without_one_denies(root: Path) -> None:

@@ -168,7 +168,7 @@ def test_memory_show_marks_it(
     assert "3/5 INEFFECTIVE" in bad_line
     [good_line] = [line for line in out.splitlines() if good.rule_id in line]
     assert "INEFFECTIVE" not in good_line
-    assert "1 ineffective rule(s)" in out and "Tombstone or rewrite" in out
+    assert "1 ineffective rule" in out and "Tombstone or rewrite" in out
 
     assert main(["memory", "show", AGENT, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -232,7 +232,7 @@ def test_gate_warns_for_the_agents_stage(
     assert not result.blocked and result.outcome == "warn"
     known = next(c for c in result.checks if c.name == "check_known_failures")
     assert known.outcome == "warn" and known.passed
-    assert known.reason.startswith(f"1 ineffective rule(s) of {AGENT}: {rule.rule_id} ")
+    assert known.reason.startswith(f"1 ineffective rule of {AGENT}: {rule.rule_id} ")
     assert "recurred in 3 of 5 deliveries (60%)" in known.reason
     assert "tombstone or rewrite" in known.reason
     [flag] = known.details["ineffective_rules"]
@@ -245,7 +245,7 @@ def test_gate_warns_for_the_agents_stage(
     capsys.readouterr()
     assert main(["gate", "v10", "assets"]) == 0
     out = capsys.readouterr().out
-    assert "[WARN] check_known_failures: 1 ineffective rule(s)" in out
+    assert "[WARN] check_known_failures: 1 ineffective rule" in out
 
 
 def test_gate_warns_even_at_deny_level_and_beside_a_recurring_failure(
@@ -264,7 +264,7 @@ def test_gate_warns_even_at_deny_level_and_beside_a_recurring_failure(
     assert known.level == "deny" and known.outcome == "warn"
     [pattern] = known.details["patterns"]
     assert pattern["why"] == f"rule {rule.rule_id} of {AGENT} is being delivered but is ineffective"
-    assert "1 ineffective rule(s)" in known.reason
+    assert "1 ineffective rule" in known.reason
 
 
 def test_cli_revisit_lists_them(

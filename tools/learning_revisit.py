@@ -26,8 +26,6 @@ __all__ = [
 ]
 
 if __name__ == "__main__":
-    import sys
+    from rayvault.cli import run_group
 
-    from rayvault.cli import main
-
-    raise SystemExit(main(["revisit", *sys.argv[1:]]))
+    raise SystemExit(run_group("revisit"))

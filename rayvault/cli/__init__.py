@@ -6,7 +6,7 @@ Exit codes: 0 success; 2 the learning gate blocked; 1 a usage or data error, pri
 
 ``rayvault-learn gate VIDEO STAGE`` runs before every pipeline stage, so its plain form is served
 without loading Typer and Rich (see ``_gate_fast``), and so is the top-level ``--help`` printed to
-a pipe (see ``_help_fast``); everything else goes through the Typer app.
+a pipe (see ``_help_fast``), and ``--version``; everything else goes through the Typer app.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import sys
 from collections.abc import Sequence
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the CLI; returns the exit code (the console script passes it to ``sys.exit``).
+    ``prog``: the program name of a ``tools/*.py`` script, which runs the sub-command group
+    ``argv[0]`` as a program of its own (its usage line and help name the script).
 
     The last-resort error boundary of every entry point (``rayvault-learn``, ``python -m
     rayvault.cli``, the ``tools/*.py`` scripts): whatever escapes is one ``Error:`` line and exit
@@ -28,6 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             sys.stderr.write(f"Error: {problem}\n")
             return 1
+        if args == ["--version"]:  # no Typer needed (the app's --version prints the same)
+            from rayvault import __version__
+
+            sys.stdout.write(f"rayvault-learn {__version__}\n")
+            sys.stdout.flush()
+            return 0
         from rayvault.cli._help_fast import run_help_fast
 
         code = run_help_fast(args)
@@ -41,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         from rayvault.cli.app import run
 
-        return run(args)
+        return run(args, prog=prog)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
@@ -81,6 +89,10 @@ def _not_utf8(args: list[str]) -> str | None:
 
 
 def run_group(group: str, argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command group as if it were the whole CLI (the ``tools/*.py`` scripts)."""
+    """Run one sub-command group as if it were the whole CLI (the ``tools/*.py`` scripts): its
+    usage line and help name the script (``learning_event.py list``)."""
+    import os
+
     args = list(sys.argv[1:] if argv is None else argv)
-    return main([group, *args])
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    return main([group, *args], prog=prog or None)

@@ -22,6 +22,7 @@ RootOption = Annotated[
     Path | None,
     typer.Option(
         "--root",
+        metavar="DIR",
         help="Data root (default: $RAYVAULT_ROOT, else the current directory).",
         show_default=False,
     ),
@@ -30,6 +31,7 @@ StoreOption = Annotated[
     str | None,
     typer.Option(
         "--store",
+        metavar="URL",
         help="Store URL, e.g. postgresql://host/db "
         "(default: $RAYVAULT_STORE, else the file store).",
         show_default=False,
@@ -124,18 +126,44 @@ def want_json(flag: bool) -> bool:
 
 _consoles: dict[str, Console] = {}
 
+#: The width of output that is not a terminal: in effect none (Rich draws a table as wide as its
+#: cells, so nothing in it is cut or wrapped; text is never wrapped). ``COLUMNS`` sets one.
+UNBOUNDED = 1_000_000
+#: What a separator line or other full-width drawing gets when the output has no width.
+RULE_WIDTH = 80
+
 
 def console(stderr: bool = False) -> Console:
+    """The Rich console of stdout (or stderr). On a terminal, Rich fits the output to its
+    width; to a pipe or a file, it gets an unbounded width unless ``COLUMNS`` is set (scripts
+    and ``grep`` see whole lines, whatever the terminal of whoever runs them)."""
+    import os
+
     key = "err" if stderr else "out"
     if key not in _consoles:
         from rich.console import Console
 
-        _consoles[key] = Console(stderr=stderr, highlight=False)
+        made = Console(stderr=stderr, highlight=False)
+        if not made.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+            made = Console(stderr=stderr, highlight=False, width=UNBOUNDED)
+        _consoles[key] = made
     return _consoles[key]
 
 
+def rule_width() -> int:
+    """The width of a separator line: the terminal's, at most :data:`RULE_WIDTH` off one."""
+    width = console().width
+    return width if width < UNBOUNDED else RULE_WIDTH
+
+
+def echo_exact(text: str) -> None:
+    """Text on stdout as it is, byte for byte: no markup, no wrapping, no newline added."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def is_wide() -> bool:
-    """Room for the optional table columns (a terminal of 120 columns or more)."""
+    """Room for the optional table columns (120 columns or more, or no width: a pipe)."""
     return console().width >= 120
 
 
@@ -199,6 +227,41 @@ def record_table(title: str, data: dict[str, Any], *, skip: tuple[str, ...] = ()
     return table
 
 
+#: What ``-`` means wherever a command reads a text or a JSON document from an argument.
+STDIN = "-"
+
+
+def read_stdin_text() -> str:
+    """Standard input as text. Bytes that are not UTF-8 are refused, like a lone surrogate in an
+    argument: nothing is stored that differs from what the step printed."""
+    from rayvault.learning.exceptions import InvalidInputError
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"stdin is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
+            hint="convert it first, e.g. `iconv -f latin1 -t utf-8` or `iconv -c -t utf-8`",
+        ) from None
+
+
+def from_stdin(value: str | None, name: str, *others: tuple[str | None, str]) -> str | None:
+    """``value``, or standard input when it is ``-`` (the convention of every command that
+    takes a text or JSON argument). Refused when one of ``others`` (value, name) is ``-`` too:
+    stdin can be read once."""
+    if value != STDIN:
+        return value
+    from rayvault.learning.exceptions import InvalidInputError
+
+    for other, other_name in others:
+        if other == STDIN:
+            raise InvalidInputError(
+                f"{other_name} and {name} are both '-': only one of them can be read from stdin"
+            )
+    return read_stdin_text()
+
+
 def report_error(error: Exception) -> None:
     """The one way errors reach people: ``Error: …`` and a hint, on stderr."""
     hint = getattr(error, "hint", None)
@@ -224,6 +287,11 @@ SEVERITY_STYLE = {"BLOCKER": "bold red", "FAIL": "red", "WARN": "yellow", "INFO"
 def severity_text(severity: str) -> str:
     style = SEVERITY_STYLE.get(severity, "")
     return f"[{style}]{severity}[/]" if style else severity
+
+
+def plural(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 active rule``, ``2 active rules`` (``plural`` for irregular ones: entry/entries)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def short(text: str | None, limit: int = 60) -> str:

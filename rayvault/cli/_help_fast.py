@@ -33,13 +33,14 @@ LAYOUT_VARIABLES = (
     "_TYPER_FORCE_DISABLE_TERMINAL",
     "TYPER_USE_RICH",
 )
-HELP_ARGS = ["--help"]
+#: ``-h`` is ``--help`` (the app's ``help_option_names``).
+HELP_FORMS = (["--help"], ["-h"])
 _TEXT_MODULE = "rayvault/cli/_help_text.py"
 
 
 def run_help_fast(args: list[str]) -> int | None:
     """Print the kept top-level help and return 0, or None when the Typer app must render it."""
-    if args != HELP_ARGS or not _plain_output():
+    if args not in HELP_FORMS or not _plain_output():
         return None
     from rayvault.cli._help_text import TOP_HELP
 

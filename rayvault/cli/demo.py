@@ -15,7 +15,9 @@ from rayvault.cli._common import (
     JsonOption,
     console,
     new_table,
+    plural,
     print_json,
+    rule_width,
     want_json,
     warn,
 )
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from rayvault.learning.demo import DemoNotice, DemoResult
+    from rayvault.learning.models import GateResult
 
 DemoRootOption = Annotated[
     Path | None,
@@ -81,15 +84,21 @@ class _Renderer:
     def __init__(self) -> None:
         self.out = console()
         self.current: tuple[str | None, str | None] | None = None
+        #: The gate's answers of the gate phase, printed as one table when the phase ends.
+        self.gates: list[GateResult] = []
+        #: The heading of the phase under way, printed before the first thing it shows (the
+        #: weekly revisit's results only come with the demo's result).
+        self.heading: str | None = None
 
     def __call__(self, notice: DemoNotice) -> None:
         out = self.out
+        if notice.kind not in ("phase", "gate"):
+            self._heading()
         if notice.kind == "root":
             out.print(f"[bold]Demo data root:[/] {escape(notice.message.split(': ', 1)[-1])}")
         elif notice.kind == "phase":
-            out.print()
-            out.rule(style="dim")
-            out.print(f"[bold]{escape(notice.message)}[/]", soft_wrap=True)
+            self._flush_gates()
+            self.heading = notice.message
         elif notice.kind == "video":
             out.print(f"\n[bold underline]{escape(notice.video_id or '')}[/]")
         elif notice.kind == "note":
@@ -98,7 +107,8 @@ class _Renderer:
             self._step(notice)
         elif notice.kind == "stage" and notice.run is not None:
             self._stage_done(notice)
-        # Gate notices are shown together, as a table, at the end.
+        elif notice.kind == "gate" and notice.gate is not None:
+            self.gates.append(notice.gate)  # shown together, as a table, under their heading
 
     def _step(self, notice: DemoNotice) -> None:
         step = notice.step
@@ -139,15 +149,33 @@ class _Renderer:
                 f"{run.attempts} attempt{'s' if run.attempts != 1 else ''}[/]"
             )
 
-    def finish(self, result: DemoResult) -> None:
-        out = self.out
+    def _heading(self) -> None:
+        if self.heading is not None:
+            self.out.print()
+            _rule(self.out)
+            self.out.print(f"[bold]{escape(self.heading)}[/]", soft_wrap=True)
+            self.heading = None
+
+    def _flush_gates(self) -> None:
+        """The gate phase's answers: one row per video, one column per stage."""
+        if not self.gates:
+            return
         from rayvault.learning.demo import STAGES, VIDEOS
 
+        self._heading()
+        gates, self.gates = self.gates, []
+        out = self.out
+        out.print(
+            "[dim]What the gate answers now before each stage of each video "
+            "(passed: the stage may run; BLOCKED: it may not, until the reason below is "
+            "cleared)[/]",
+            soft_wrap=True,
+        )
         table = new_table()
         table.add_column("Video", style="bold")
         for stage in STAGES:
             table.add_column(stage)
-        cells = {(g.video_id, g.stage): g for g in result.gates}
+        cells = {(g.video_id, g.stage): g for g in gates}
         for video in VIDEOS:
             row = [video]
             for stage in STAGES:
@@ -160,27 +188,26 @@ class _Renderer:
                     row.append("[green]passed[/]")
             table.add_row(*row)
         out.print(table)
-        for gate in result.gates:
+        for gate in gates:
             if gate.blocked:
                 where = f"{gate.video_id}/{gate.stage}"
                 out.print(f"  [red]{escape(where)}:[/] {escape(gate.reason)}", soft_wrap=True)
 
+    def finish(self, result: DemoResult) -> None:
+        out = self.out
+        self._flush_gates()
         s = result.summary
+        if result.review is not None:
+            from rayvault.cli.revisit import show_revisit
+
+            self._heading()
+            # The revisit covers every agent of the stage map; the demo's are those it ran.
+            show_revisit(result.review, only=list(s["rules"]) or None)
+        self.heading = None
         out.print()
-        out.rule(style="dim")
+        _rule(out)
         out.print("[bold]Summary[/]")
-        outcomes = ", ".join(f"{n} {k}" for k, n in s["outcomes"].items())
-        out.print(
-            f"{s['stage_runs']} stage runs of {s['videos']} videos ({outcomes}); "
-            f"{s['attempts']} attempts, {s['retries']} retries"
-        )
-        diagnoses = ", ".join(f"{n} {escape(k)}" for k, n in s["diagnoses"].items()) or "none"
-        out.print(
-            f"{s['failures_logged']} failures logged ({s['errors_unresolved']} unresolved); "
-            f"diagnoses: {diagnoses}"
-        )
-        statuses = ", ".join(f"{n} {k}" for k, n in s["events_by_status"].items())
-        out.print(f"{s['events']} learning events ({statuses})")
+        _print_counts(out, s)
         _print_regressions(out, s.get("regressions", []))
         out.print(
             f"{s['prevented_by_rules']} stage runs succeeded at once because a learned rule was "
@@ -189,16 +216,10 @@ class _Renderer:
         _print_rules(out, s["rules"])
         _print_ineffective(out, s.get("ineffective_history"))
 
-        if result.review is not None:
-            from rayvault.cli.revisit import show_revisit
-
-            out.print()
-            out.rule(style="dim")
-            show_revisit(result.review)
-
         program = _program()
         out.print(
-            f"[bold]Data left in[/] {escape(str(result.root))} ({len(result.files)} files, e.g. "
+            f"[bold]Data left in[/] {escape(str(result.root))} "
+            f"({plural(len(result.files), 'file')}, e.g. "
             "data/learning_events.json, data/error_log.json, state/agents/*/memory_active.json, "
             "agents/skills/learnings/)",
             soft_wrap=True,
@@ -209,6 +230,55 @@ class _Renderer:
             if line.startswith("rayvault-learn "):
                 line = program + line[len("rayvault-learn") :]
             out.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+
+
+def _rule(out: Console) -> None:
+    """A separator line, as wide as the terminal (80 columns when the output is not one)."""
+    from rich.rule import Rule
+
+    out.print(Rule(style="dim"), width=rule_width())
+
+
+#: What each status of a learning event means, for the summary.
+_STATUS_MEANING = {
+    "verified": "fix proven",
+    "applied": "rule in the agent's memory, fix not proven yet",
+    "open": "nothing learned yet: waiting for a person",
+    "archived": "set aside",
+}
+
+
+def _print_counts(out: Console, s: dict[str, Any]) -> None:
+    """The run's counts, each saying what it counts."""
+    outcomes = ", ".join(
+        f"{n} {'blocked by the gate' if k == 'blocked' else k}" for k, n in s["outcomes"].items()
+    )
+    out.print(
+        f"{plural(s['stage_runs'], 'stage run')} (one stage of one video, its retries "
+        f"included) over {plural(s['videos'], 'video')}: {outcomes}",
+        soft_wrap=True,
+    )
+    out.print(
+        f"{plural(s['attempts'], 'attempt')} in all, {s['retries']} of them "
+        f"{'a retry' if s['retries'] == 1 else 'retries'} after a failure",
+        soft_wrap=True,
+    )
+    diagnoses = ", ".join(
+        f"{n} found none" if k == "none" else f"{n} by {escape(k)}"
+        for k, n in s["diagnoses"].items()
+    )
+    out.print(
+        f"{plural(s['failures_logged'], 'failure')} logged in the error log (every failed "
+        f"attempt), {s['errors_unresolved']} still unresolved; diagnoses: {diagnoses or 'none'}",
+        soft_wrap=True,
+    )
+    statuses = ", ".join(
+        f"{n} {k} ({_STATUS_MEANING.get(k, k)})" for k, n in s["events_by_status"].items()
+    )
+    out.print(
+        f"{plural(s['events'], 'learning event')} (failures learned from): {statuses}",
+        soft_wrap=True,
+    )
 
 
 def _print_rules(out: Console, rules: dict[str, list[dict[str, Any]]]) -> None:
@@ -277,7 +347,8 @@ def _print_regressions(out: Console, regressions: list[dict[str, Any]]) -> None:
     if regressions:
         first = regressions[0]
         out.print(
-            f"{len(regressions)} regression(s), failures back after their fix was verified, "
+            f"{plural(len(regressions), 'regression')}, failures back after their fix was "
+            "verified, "
             f"e.g. {first['event_id']}: {escape(first['reason'])}",
             soft_wrap=True,
         )

@@ -15,12 +15,20 @@ from rayvault.cli._common import (
     StoreOption,
     console,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
+    plural,
     record_table,
     short,
     when,
+)
+from rayvault.cli.registry import (
+    PATTERN_LIMIT,
+    PATTERN_MIN_COUNT,
+    MinCountOption,
+    PatternLimitOption,
 )
 
 app = typer.Typer(
@@ -59,7 +67,9 @@ def log_command(
         typer.Option(
             "--context-json",
             "--context",
-            help='Extra JSON object (the text, not a file), e.g. \'{"run_id": "r1"}\'.',
+            metavar="JSON",
+            help="Extra JSON object (the text, not a file; - reads it from stdin), e.g. "
+            '\'{"run_id": "r1"}\'.',
         ),
     ] = None,
     idempotency_key: IdempotencyKeyOption = None,
@@ -78,6 +88,7 @@ def log_command(
     from rayvault.learning.errors import log_error
     from rayvault.learning.exceptions import InvalidInputError
 
+    context = from_stdin(context, "--context-json", (error, "ERROR"))
     text = _read_stdin() if error == "-" else error
     extra = None
     if context:
@@ -140,7 +151,7 @@ def list_command(
             console().print("No errors match." if show_all else "No unresolved errors.")
             return
         wide = is_wide()
-        table = new_table(f"Errors ({len(entries)} shown, newest first)")
+        table = new_table(f"Errors ({len(entries):,} shown, newest first)")
         table.add_column("Error", no_wrap=True)
         if wide:
             table.add_column("When", no_wrap=True)
@@ -209,14 +220,15 @@ def resolve_command(
 
 @app.command("patterns")
 def patterns_command(
-    min_count: Annotated[
-        int, typer.Option("--min-count", min=1, help="Only patterns seen this often.")
-    ] = 2,
+    min_count: MinCountOption = PATTERN_MIN_COUNT,
+    limit: PatternLimitOption = PATTERN_LIMIT,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Group errors by failure fingerprint, most frequent first.
+    """List the recurring failure patterns of the error log (entries grouped by fingerprint),
+    most frequent first; `rayvault-learn patterns` lists the learning events', with the same
+    defaults.
 
     Videos counts every video a pattern affected; --json lists the 50 most recent ("videos")
     next to that count ("video_count").
@@ -226,19 +238,23 @@ def patterns_command(
     from rayvault.learning.errors import get_patterns
 
     patterns = get_patterns(min_count, store=open_cli_store(root, store_url, read=True))
+    shown = patterns[:limit] if limit else patterns
 
     def human() -> None:
         if not patterns:
-            console().print(f"No error pattern seen {min_count}+ times.")
+            console().print(f"No error-log pattern occurred {plural(min_count, 'time')} or more.")
             return
-        table = new_table(f"Error patterns seen {min_count}+ times")
+        table = new_table(
+            f"Error-log patterns that occurred {min_count}+ times "
+            f"({len(shown):,} of {len(patterns):,})"
+        )
         table.add_column("Count", justify="right", no_wrap=True)
         table.add_column("Open", justify="right", no_wrap=True)
         table.add_column("Stage", no_wrap=True)
         table.add_column("Videos", justify="right", no_wrap=True)
         table.add_column("Last seen", no_wrap=True)
         table.add_column("Pattern", ratio=1)
-        for p in patterns:
+        for p in shown:
             table.add_row(
                 str(p.count),
                 str(p.unresolved),
@@ -249,7 +265,7 @@ def patterns_command(
             )
         console().print(table)
 
-    emit([p.to_dict() for p in patterns], as_json, human)
+    emit([p.to_dict() for p in shown], as_json, human)
 
 
 @app.command("lessons")

@@ -14,9 +14,11 @@ from rayvault.cli._common import (
     StoreOption,
     console,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
+    plural,
     print_json,
     record_table,
     severity_text,
@@ -83,7 +85,7 @@ def list_command(
             console().print("No learning events match.")
             return
         wide = is_wide()
-        table = new_table(f"Learning events ({len(events)} shown, newest first)")
+        table = new_table(f"Learning events ({len(events):,} shown, newest first)")
         table.add_column("Event", no_wrap=True)
         if wide:
             table.add_column("When", no_wrap=True)
@@ -206,7 +208,10 @@ def stats_command(
 
     def human() -> None:
         out = console()
-        out.print(f"[bold]{stats['total']}[/] events, [bold]{stats['unresolved']}[/] unresolved")
+        out.print(
+            f"[bold]{plural(stats['total'], 'event')}[/], "
+            f"[bold]{stats['unresolved']:,}[/] unresolved"
+        )
         for title, key in (
             ("Severity", "by_severity"),
             ("Status", "by_status"),
@@ -227,7 +232,10 @@ def stats_command(
 def create_command(
     severity: Annotated[str, typer.Option("--severity", help="INFO, WARN, FAIL or BLOCKER.")],
     component: Annotated[str, typer.Option("--component", help="Stage or component that failed.")],
-    symptom: Annotated[str, typer.Option("--symptom", help="What went wrong, as observed.")],
+    symptom: Annotated[
+        str,
+        typer.Option("--symptom", help="What went wrong, as observed; - reads it from stdin."),
+    ],
     root_cause: Annotated[str, typer.Option("--root-cause", help="Why it went wrong.")] = "",
     fix: Annotated[str, typer.Option("--fix", help="What was done about it.")] = "",
     verification: Annotated[
@@ -250,6 +258,7 @@ def create_command(
     """
     from rayvault.learning.events import create_event
 
+    symptom = from_stdin(symptom, "--symptom") or ""
     event = create_event(
         run_id=run_id,
         severity=severity,
@@ -272,7 +281,8 @@ def create_command(
             out.print(f"  rule {event.rule_id} is active for {event.agent}")
         if event.rule_conflicts_with:
             out.print(
-                f"  [bold yellow]conflicts with active rule(s) "
+                f"  [bold yellow]conflicts with active "
+                f"{'rules' if len(event.rule_conflicts_with) > 1 else 'rule'} "
                 f"{escape(', '.join(event.rule_conflicts_with))}[/]: only one of each pair is "
                 f"delivered until resolved (rayvault-learn rules resolve-conflict {event.agent} "
                 f"{event.rule_id} --keep …)"
@@ -371,8 +381,8 @@ def _print_resolution(result: Any) -> None:
     else:
         verb = "Resolved" if result.applied else "Would resolve"
         out.print(
-            f"{verb} [bold]{n:,}[/] learning event{'s' if n != 1 else ''} "
-            f"and {m:,} linked error-log entr{'ies' if m != 1 else 'y'}"
+            f"{verb} [bold]{plural(n, 'learning event')}[/] "
+            f"and {plural(m, 'linked error-log entry', 'linked error-log entries')}"
             + (f", verification: {escape(result.verification)}" if result.verification else "")
         )
         wide = is_wide()
@@ -398,7 +408,8 @@ def _print_resolution(result: Any) -> None:
         if n > _RESOLVE_SHOWN:
             out.print(f"… and {n - _RESOLVE_SHOWN:,} more (--json lists them all)")
     if m and (result.applied and n == 1 and "event_ids" in result.selection):
-        out.print(f"  {m} linked error-log entr{'ies' if m != 1 else 'y'} resolved with it")
+        entries = plural(m, "linked error-log entry", "linked error-log entries")
+        out.print(f"  {entries} resolved with it")
     if not result.applied:
         need = "" if result.verification else ' --verification "how the fixes were checked"'
         out.print(f"Dry run: nothing written. Run again with --yes{need} to resolve them.")
@@ -406,11 +417,28 @@ def _print_resolution(result: Any) -> None:
 
 @app.command("update")
 def update_command(
-    event_id: Annotated[str, typer.Argument(help="The event id.")],
-    status: StatusOption = None,
-    verification: Annotated[str | None, typer.Option("--verification")] = None,
-    root_cause: Annotated[str | None, typer.Option("--root-cause")] = None,
-    fix: Annotated[str | None, typer.Option("--fix")] = None,
+    event_id: Annotated[str, typer.Argument(help="The event id (le-…).")],
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="The new status: open, applied, verified or archived."),
+    ] = None,
+    verification: Annotated[
+        str | None, typer.Option("--verification", help="How the fix was verified.")
+    ] = None,
+    root_cause: Annotated[
+        str | None, typer.Option("--root-cause", help="Why it went wrong (replaces the old text).")
+    ] = None,
+    fix: Annotated[
+        str | None, typer.Option("--fix", help="What was done about it (replaces the old text).")
+    ] = None,
+    component: Annotated[
+        str | None,
+        typer.Option(
+            "--component",
+            help="The stage or component that failed, e.g. to correct an event `migrate` filed "
+            "under unknown (its failure is grouped again among that stage's patterns).",
+        ),
+    ] = None,
     verified_by: Annotated[
         str | None,
         typer.Option(
@@ -428,11 +456,14 @@ def update_command(
     differing diagnosis verified by a person revises the rule.
 
     Example: rayvault-learn events update le-… --status archived
+
+    Example: rayvault-learn events update le-… --component assets
     """
     from rayvault.learning.events import update_event
 
     event = update_event(
         event_id,
+        component=component,
         status=status,
         verification=verification,
         root_cause=root_cause,
@@ -443,7 +474,11 @@ def update_command(
 
     def human() -> None:
         how = f", verified by {event.verified_by}" if event.verified_by else ""
-        console().print(f"{event.event_id} updated (status {event.status}{how})")
+        console().print(
+            f"{event.event_id} updated (status {event.status}{how}, component "
+            f"{escape(event.component)})",
+            soft_wrap=True,
+        )
 
     emit(event.to_dict(), as_json, human, record=True)
 
@@ -464,13 +499,14 @@ def compact_command(
     def human() -> None:
         if not result.compacted:
             console().print(
-                f"{escape(result.path)} is already compact: {result.events_after:,} events, "
-                "one version each."
+                f"{escape(result.path)} is already compact: "
+                f"{plural(result.events_after, 'event')}, one version each.",
+                soft_wrap=True,
             )
             return
         console().print(
-            f"Compacted {escape(result.path)}: {result.versions_before:,} versions → "
-            f"{result.events_after:,} events ({_size(result.bytes_before)} → "
+            f"Compacted {escape(result.path)}: {plural(result.versions_before, 'version')} → "
+            f"{plural(result.events_after, 'event')} ({_size(result.bytes_before)} → "
             f"{_size(result.bytes_after)}); the old versions are kept in "
             f"{escape(result.archive or '')}.",
             soft_wrap=True,

@@ -12,10 +12,13 @@ from rayvault.cli._common import (
     RootOption,
     StoreOption,
     console,
+    echo_exact,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
+    plural,
     severity_text,
     short,
     when,
@@ -54,7 +57,9 @@ def show_command(
             out.print(f"{agent} has no active rules.")
             return
         wide = is_wide()
-        table = new_table(f"{agent}: {len(memory.rules)} active rules (cap {status['cap']})")
+        table = new_table(
+            f"{escape(agent)}: {plural(len(memory.rules), 'active rule')} (cap {status['cap']})"
+        )
         table.add_column("Rule", no_wrap=True)
         table.add_column("Sev", no_wrap=True)
         if wide:
@@ -89,7 +94,8 @@ def show_command(
             )
         if ineffective:
             out.print(
-                f"[red]{len(ineffective)} ineffective rule(s)[/]: their failure recurred in "
+                f"[red]{plural(len(ineffective), 'ineffective rule')}[/]: their failure "
+                "recurred in "
                 f"≥ {policies.LEARNING_EFFICACY_MAX_RECURRENCE_RATE:.0%} of ≥ "
                 f"{policies.LEARNING_EFFICACY_MIN_DELIVERIES} deliveries. Tombstone or rewrite "
                 f"them; the attempts: `rayvault-learn rules history {agent} RULE_ID`."
@@ -128,7 +134,9 @@ def tombstones_command(
             console().print(f"{agent} has no tombstoned rules.")
             return
         wide = is_wide()
-        table = new_table(f"{agent}: {len(tombstones.tombstones)} tombstoned rules")
+        table = new_table(
+            f"{escape(agent)}: {plural(len(tombstones.tombstones), 'tombstoned rule')}"
+        )
         table.add_column("Rule", no_wrap=True)
         table.add_column("Sev", no_wrap=True)
         if wide:
@@ -226,13 +234,17 @@ def render_command(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", help="The work item's description: rules relevant to it first."),
+        typer.Option(
+            "--task",
+            help="The work item's description: rules relevant to it first; - reads it from stdin.",
+        ),
     ] = None,
     failure: Annotated[
         str | None,
         typer.Option(
             "--failure",
-            help="The retried attempt's error text or pattern key: its rule comes first.",
+            help="The retried attempt's error text or pattern key: its rule comes first; - "
+            "reads it from stdin.",
         ),
     ] = None,
     explain: Annotated[
@@ -245,11 +257,16 @@ def render_command(
     """Print the agent's active rules as the prompt block agents receive, ranked for a stage,
     a task and a retried failure when given.
 
+    The block is written byte for byte as render_rules returns it, to a terminal, a pipe or a
+    file, with no newline added (an agent without rules: nothing; the notice goes to stderr).
+
     Example: rayvault-learn memory render dzine_producer --stage assets --task "Price anomaly
     on the B0ABC listing" --explain
     """
     from rayvault.learning.memory import check_agent, prompt_rules
 
+    task = from_stdin(task, "--task", (failure, "--failure"))
+    failure = from_stdin(failure, "--failure", (task, "--task"))
     store = open_cli_store(root, store_url, read=True)
     block = prompt_rules(agent, budget, stage=stage, task=task, failure=failure, store=store)
     if not block.total:
@@ -259,10 +276,17 @@ def render_command(
         data["selection"] = [s.to_dict() for s in block.selection]
 
     def human() -> None:
-        out = console()
-        out.print(escape(block.text) if block.text else f"{agent} has no active rules.")
+        # The block exactly as agents receive it (``render_rules``), terminal or not: no markup,
+        # no wrapping, no newline added; an agent without rules gets an empty block.
+        echo_exact(block.text)
+        if not block.text:
+            console(stderr=True).print(f"{escape(agent)} has no active rules.", soft_wrap=True)
         if explain and block.selection:
-            table = new_table(f"Why each of {agent}'s {block.total} active rules is in or out")
+            out = console()
+            out.print()
+            table = new_table(
+                f"Why each of {escape(agent)}'s {plural(block.total, 'active rule')} is in or out"
+            )
             table.add_column("#", justify="right", no_wrap=True)
             table.add_column("Rule", no_wrap=True)
             table.add_column("In", no_wrap=True)

@@ -17,6 +17,7 @@ from rayvault.cli._common import (
     console,
     new_table,
     open_cli_store,
+    plural,
     print_json,
     progress_bar,
     severity_text,
@@ -109,10 +110,13 @@ def item_line(item: MigrationItem, applied: bool) -> str:
 def print_summary(report: MigrationReport) -> None:
     out = console()
     if report.applied:
-        out.print(f"Migrated {report.migrated} learnings into learning events.", soft_wrap=True)
+        out.print(
+            f"Migrated {plural(report.migrated, 'learning')} into learning events.", soft_wrap=True
+        )
     else:
         out.print(
-            f"Dry run: {report.migrated} learnings would be migrated; nothing was written "
+            f"Dry run: {plural(report.migrated, 'learning')} would be migrated; nothing was "
+            "written "
             "(run with --apply to migrate).",
             soft_wrap=True,
         )

@@ -15,16 +15,21 @@ from rayvault.cli._common import (
     StoreOption,
     console,
     emit,
+    from_stdin,
     is_wide,
     new_table,
     open_cli_store,
+    plural,
     progress_bar,
     short,
+    warn,
     when,
 )
 
 if TYPE_CHECKING:
+    from rayvault.learning.models import WeeklyReport
     from rayvault.learning.regroup import RegroupResult
+    from rayvault.learning.store import Store
 
 _STATE_STYLE = {
     "regressed": "[bold red]regressed[/]",
@@ -33,10 +38,23 @@ _STATE_STYLE = {
     "resolved": "[green]resolved[/]",
 }
 
+#: The defaults `patterns` and `errors patterns` share: a pattern recurs from its second
+#: occurrence; the 30 most frequent are shown (--limit 0: all).
+PATTERN_MIN_COUNT = 2
+PATTERN_LIMIT = 30
+MinCountOption = Annotated[
+    int,
+    typer.Option("--min-count", min=1, help="Only patterns that occurred this often or more."),
+]
+PatternLimitOption = Annotated[
+    int, typer.Option("--limit", min=0, help="Show the N most frequent (0: all).")
+]
+
 patterns_app = typer.Typer(
     help=(
-        "Recurring failure patterns; `patterns explain` shows how a text is grouped, "
-        "`patterns regroup` re-fingerprints older records."
+        "Recurring failure patterns of the learning events (the error log's: `errors "
+        "patterns`); `patterns explain` shows how a text is grouped, `patterns regroup` "
+        "re-fingerprints older records."
     ),
     invoke_without_command=True,
 )
@@ -45,9 +63,7 @@ patterns_app = typer.Typer(
 @patterns_app.callback(invoke_without_command=True)
 def patterns_command(
     ctx: typer.Context,
-    min_count: Annotated[
-        int, typer.Option("--min-count", min=1, help="Minimum occurrences of a pattern.")
-    ] = 3,
+    min_count: MinCountOption = PATTERN_MIN_COUNT,
     component: Annotated[
         str | None,
         typer.Option("--component", help="Only this component or stage (its aliases too)."),
@@ -59,12 +75,14 @@ def patterns_command(
     since: Annotated[
         str | None, typer.Option("--since", help="Only events at or after this date/time.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Show the top N (0: all).")] = 30,
+    limit: PatternLimitOption = PATTERN_LIMIT,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List recurring failure patterns (events grouped by fingerprint), most frequent first.
+    """List the recurring failure patterns of the learning events (events grouped by
+    fingerprint), most frequent first; `errors patterns` lists the error log's, with the same
+    defaults.
 
     State: new (unresolved, first seen in the last 7 days or since --since), ongoing (unresolved,
     first seen before), resolved (no unresolved occurrence), regressed (back after its fix was
@@ -87,10 +105,15 @@ def patterns_command(
 
     def human() -> None:
         if not patterns:
-            console().print(f"No failure pattern occurred {min_count} times or more.")
+            console().print(
+                f"No learning-event pattern occurred {plural(min_count, 'time')} or more."
+            )
             return
         wide = is_wide()
-        table = new_table(f"Recurring failure patterns ({len(shown)} of {len(patterns)})")
+        table = new_table(
+            f"Learning-event patterns that occurred {min_count}+ times "
+            f"({len(shown):,} of {len(patterns):,})"
+        )
         table.add_column("Count", justify="right")
         table.add_column("Open", justify="right")
         table.add_column("Videos", justify="right")
@@ -157,13 +180,11 @@ def explain_command(
     Example: rayvault-learn patterns explain assets "Timeout after 31.7s on B0ABC12345"
     """
     import dataclasses
-    import sys
 
     from rayvault.learning.grouping import explain_grouping
     from rayvault.learning.stages import fold_stage
 
-    if text == "-":
-        text = sys.stdin.read()
+    text = from_stdin(text, "TEXT") or ""
     if empty:
         result = explain_grouping(stage, text)
     else:
@@ -186,8 +207,9 @@ def print_regroup(result: RegroupResult) -> None:
         return
     verb = "Would regroup" if result.dry_run else "Regrouped"
     out.print(
-        f"{verb} {result.events} events and {result.errors} error-log entries of an older "
-        f"grouping version; {result.rekeyed} get another key.",
+        f"{verb} {plural(result.events, 'event')} and "
+        f"{plural(result.errors, 'error-log entry', 'error-log entries')} of an older grouping "
+        f"version; {result.rekeyed:,} {'gets' if result.rekeyed == 1 else 'get'} another key.",
         soft_wrap=True,
     )
     for change in result.merges:
@@ -205,38 +227,52 @@ def print_regroup(result: RegroupResult) -> None:
         out.print("  No pattern merges or splits.")
     links = len(result.links)
     if result.dry_run:
-        out.print(f"{links} old keys would be recorded as merged. Nothing written (dry run).")
+        out.print(
+            f"{plural(links, 'old key')} would be recorded as merged. Nothing written (dry run)."
+        )
     else:
         out.print(
-            f"{links} old keys recorded as merged; {result.rules_moved} rules moved to their "
-            "event's new key.",
+            f"{plural(links, 'old key')} recorded as merged; {plural(result.rules_moved, 'rule')} "
+            "moved to their event's new key.",
             soft_wrap=True,
         )
 
 
 def report_command(
+    open_html: Annotated[
+        bool,
+        typer.Option("--open", help="Open the report's HTML page in the web browser."),
+    ] = False,
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the latest weekly report written by `rayvault-learn revisit`.
+    """Show the latest weekly report written by `rayvault-learn revisit`, and where its HTML
+    page is (the last line: HTML: PATH).
+
+    Example: rayvault-learn report --open
 
     Example: rayvault-learn report --json
     """
     from rayvault.learning.registry import get_weekly_summary
 
-    report = get_weekly_summary(store=open_cli_store(root, store_url, read=True))
+    store = open_cli_store(root, store_url, read=True)
+    names = store.list_weekly_reports()
+    report = get_weekly_summary(store=store)
     if report is None:
         emit(None, as_json, lambda: console().print("No weekly report yet: run the revisit."))
         return
+    html = report_html_location(store, names[-1]) if names else None
+    if open_html:
+        _open_report(html, report)
 
     def human() -> None:
         out = console()
         out.print(
             f"[bold]Weekly report[/] of {escape(report.scope)}, generated "
-            f"{when(report.generated_at)} UTC, window {report.period_days} days"
+            f"{when(report.generated_at)} UTC, window {plural(report.period_days, 'day')}"
         )
-        out.print(f"Events: {report.events_recent} in the window, {report.events_total} in all")
+        out.print(f"Events: {report.events_recent:,} in the window, {report.events_total:,} in all")
         table = new_table("By severity (window)")
         table.add_column("Severity")
         table.add_column("Events", justify="right")
@@ -274,5 +310,40 @@ def report_command(
                     f"{escape(last.get('video_id') or last['event_id'])}{more}",
                     soft_wrap=True,
                 )
+        if html is not None:
+            out.print(f"HTML: {escape(html)}", soft_wrap=True)
 
     emit(report.to_dict(), as_json, human, record=True)
+
+
+def report_html_location(store: Store, name: str) -> str | None:
+    """Where the weekly report ``name``'s HTML page is: its file (file store), or the table
+    cell that holds it (a server store); None when the report has none."""
+    layout = getattr(store, "layout", None)
+    if layout is not None:
+        path = layout.report_path(name, ".html")
+        return str(path) if path.is_file() else None
+    location = getattr(store, "location", None)
+    return str(location("weekly_reports", name, "html")) if callable(location) else None
+
+
+def _open_report(html: str | None, report: WeeklyReport) -> None:
+    """Open the report's page in the browser: its file, or (a server store keeps the page in a
+    table) the report rendered into a temporary file, named on stderr."""
+    import webbrowser
+    from pathlib import Path
+
+    path = Path(html) if html is not None else None
+    if path is None or not path.is_file():
+        import tempfile
+
+        from rayvault.learning._report_html import render_html
+
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".html", prefix="rayvault-report-", delete=False, encoding="utf-8"
+        ) as f:
+            f.write(render_html(report))
+        path = Path(f.name)
+        console(stderr=True).print(f"rendered to {escape(str(path))}", soft_wrap=True)
+    if not webbrowser.open(path.resolve().as_uri()):
+        warn(f"no web browser could be started: open {path} yourself")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,6 +16,7 @@ from rayvault.cli._common import (
     emit,
     new_table,
     open_cli_store,
+    plural,
     progress_bar,
     severity_text,
     short,
@@ -61,30 +63,26 @@ def revisit_command(
     emit(result.to_dict(), as_json, lambda: show_revisit(result))
 
 
-def show_revisit(result: RevisitReport) -> None:
-    from rayvault.learning._report_html import duration_text
+def show_revisit(result: RevisitReport, only: Sequence[str] | None = None) -> None:
+    """The revisit for people; ``only``: show these agents' rows and findings (the demo's)."""
 
     out = console()
     report = result.report
+    agents = [a for a in result.agents if only is None or a in only]
+    who = escape(result.scope) if only is None else escape(", ".join(agents))
     out.print(
-        f"[bold]Revisit of {escape(result.scope)}[/] ({len(result.agents)} agents), "
-        f"last {result.days} days: {when(result.window_start)} → {when(result.generated_at)} UTC"
+        f"[bold]Revisit of {who}[/] ({plural(len(agents), 'agent')}), "
+        f"last {plural(result.days, 'day')}: {when(result.window_start)} → "
+        f"{when(result.generated_at)} UTC",
+        soft_wrap=True,
     )
-    open_total = report.open_failures.get("total", 0)
-    median = report.resolution.get("median_seconds")
-    out.print(
-        f"Events: {report.events_recent} in the window, {report.events_total} in all; "
-        f"open FAIL/BLOCKER: {open_total}; new patterns: "
-        f"{report.failures.get('new_patterns', 0)}, recurring: "
-        f"{report.failures.get('recurring_patterns', 0)}; median time to resolution: "
-        f"{duration_text(median)}"
-    )
+    _print_counts(result)
     table = new_table("Agents")
     table.add_column("Agent", no_wrap=True)
     for title in ("Rules", "Stale", "Conflicts", "Ineffective", "Promotable", "Archived", "Pruned"):
         table.add_column(title, justify="right")
     sweeps = {s.agent: s for s in result.tombstone_sweep}
-    for agent in result.agents:
+    for agent in agents:
         summary = report.agent_summaries.get(agent, {})
         sweep = sweeps[agent]
         table.add_row(
@@ -103,41 +101,45 @@ def show_revisit(result: RevisitReport) -> None:
         style="dim",
     )
 
-    if result.revalidation.stale:
+    stale = [r for r in result.revalidation.stale if r.agent in agents]
+    conflicts = [c for c in result.revalidation.conflicts if c.agent in agents]
+    ineffective = [f for f in result.revalidation.ineffective if f.agent in agents]
+    promotions = [c for c in result.promotions if c.agent in agents]
+    if stale:
         out.print(
             "[bold]Stale rules[/] (review; tombstone with `rayvault-learn memory tombstone`):"
         )
-        for rule in result.revalidation.stale:
+        for rule in stale:
             out.print(
                 f"  {escape(rule.agent)} {rule.rule_id} {severity_text(rule.severity)} "
                 f"{escape(short(rule.rule, 80))}\n    {escape(rule.reason)}",
                 soft_wrap=True,
             )
-    if result.revalidation.conflicts:
+    if conflicts:
         out.print("[bold]Conflicting rules[/]:")
-        for conflict in result.revalidation.conflicts:
+        for conflict in conflicts:
             kind = escape(f"[{conflict.kind}]")
             out.print(
                 f"  {escape(conflict.agent)} {kind} {escape(conflict.reason)}",
                 soft_wrap=True,
             )
-    if result.revalidation.ineffective:
+    if ineffective:
         out.print(
             "[bold]Ineffective rules[/] (their failure recurs while delivered; tombstone or "
             "rewrite):"
         )
-        for found in result.revalidation.ineffective:
+        for found in ineffective:
             out.print(
                 f"  {escape(found.agent)} {found.rule_id} {severity_text(found.severity)} "
                 f"{escape(short(found.rule, 80))}\n    {escape(found.reason)}; evidence: "
                 f"rayvault-learn rules history {escape(found.agent)} {found.rule_id}",
                 soft_wrap=True,
             )
-    pending = [c for c in result.promotions if not c.promoted]
-    if result.promotions:
+    pending = [c for c in promotions if not c.promoted]
+    if promotions:
         out.print(
-            f"[bold]SOUL promotion candidates[/]: {len(result.promotions)} "
-            f"({len(result.promotions) - len(pending)} already promoted)"
+            f"[bold]SOUL promotion candidates[/]: {len(promotions)} "
+            f"({len(promotions) - len(pending)} already promoted)"
         )
         for c in pending:
             out.print(
@@ -149,5 +151,34 @@ def show_revisit(result: RevisitReport) -> None:
     if result.dry_run:
         out.print("[yellow]Dry run:[/] nothing was written.")
     elif result.report_files:
-        out.print(f"Report: {escape(result.report_files['json'])}")
-        out.print(f"        {escape(result.report_files['html'])}")
+        out.print(f"Report: {escape(result.report_files['json'])}", soft_wrap=True)
+        out.print(f"        {escape(result.report_files['html'])}", soft_wrap=True)
+
+
+def _print_counts(result: RevisitReport) -> None:
+    """What the window holds, each number saying what it counts."""
+    from rayvault.learning._report_html import duration_text
+
+    out = console()
+    report = result.report
+    failures = report.failures
+    resolution = report.resolution
+    resolved = int(resolution.get("resolved") or 0)
+    at_once = int(resolution.get("resolved_at_creation") or 0)
+    out.print(
+        f"Learning events: {report.events_recent:,} recorded in the window, "
+        f"{report.events_total:,} in all; unresolved FAIL/BLOCKER events (any date): "
+        f"{report.open_failures.get('total', 0):,}",
+        soft_wrap=True,
+    )
+    out.print(
+        f"Failure patterns of the window: {failures.get('new_patterns', 0):,} new (first seen "
+        f"in it), {failures.get('recurring_patterns', 0):,} recurring (seen before it)",
+        soft_wrap=True,
+    )
+    median = duration_text(resolution.get("median_seconds"))
+    how = f"median time to resolution {median} over {plural(resolved, 'resolved event')}"
+    if at_once:
+        later = duration_text(resolution.get("median_seconds_after_creation"))
+        how += f" ({at_once:,} resolved when recorded; {later} without them)"
+    out.print(f"Resolution: {how}", soft_wrap=True)

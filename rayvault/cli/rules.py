@@ -15,6 +15,7 @@ from rayvault.cli._common import (
     emit,
     new_table,
     open_cli_store,
+    plural,
     record_table,
     when,
 )
@@ -112,7 +113,8 @@ def history_command(
         out.print(table)
         if history.attempts_dropped:
             out.print(
-                f"({history.attempts_dropped} older deliveries are counted but no longer kept.)"
+                f"({plural(history.attempts_dropped, 'older delivery', 'older deliveries')} "
+                f"{'is' if history.attempts_dropped == 1 else 'are'} counted but no longer kept.)"
             )
 
     emit(history.to_dict(), as_json, human, record=True)

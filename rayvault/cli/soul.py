@@ -35,7 +35,7 @@ def candidates_command(
         typer.Option(
             "--threshold",
             min=1,
-            help="Minimum applications (default: LEARNING_PROMOTION_THRESHOLD_OCCURRENCES).",
+            help="Minimum applications (default: the promotion threshold of the policies).",
             show_default=False,
         ),
     ] = None,
@@ -117,7 +117,7 @@ def promote_command(
             "updated": "Updated the promoted section of",
             "unchanged": "Already promoted:",
         }[result.action]
-        out.print(f"{verb} {result.rule_id} in {escape(result.soul_file)}")
+        out.print(f"{verb} {result.rule_id} in {escape(result.soul_file)}", soft_wrap=True)
         if not result.earned:
             out.print(
                 f"[yellow]note:[/] not earned yet: {escape(result.not_earned_reason)} "

@@ -146,7 +146,7 @@ def _summary(summary: Any, as_json: bool) -> None:
 
     def human() -> None:
         out = console()
-        out.print(f"{escape(data['source'])} → {escape(data['destination'])}")
+        out.print(f"{escape(data['source'])} → {escape(data['destination'])}", soft_wrap=True)
         table = new_table()
         table.add_column("Records")
         table.add_column("Count", justify="right")

@@ -40,6 +40,7 @@ from datetime import timedelta
 from typing import Any
 
 from rayvault.learning._assign import group_failure
+from rayvault.learning._grouping import Grouping
 from rayvault.learning._idempotency import lock_name, validate_key
 from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
@@ -382,9 +383,15 @@ def update_event(
     fix_applied: str | None = None,
     loop_steps: Sequence[Mapping[str, Any]] | None = None,
     verified_by: str | None = None,
+    component: str | None = None,
     store: Store | None = None,
 ) -> LearningEvent:
     """Append a new version of an event with the given fields changed.
+
+    ``component`` corrects where the failure happened (e.g. an event ``migrate`` filed under
+    ``unknown``); checked as :func:`create_event` checks it. When it moves the event to another
+    stage, the failure is grouped again among that stage's patterns (a new ``fingerprint`` and
+    ``pattern``), as if it had been recorded there.
 
     ``loop_steps`` replaces the record of what the closed loop did (see
     :mod:`rayvault.learning.loop`). An event that becomes ``verified`` records how
@@ -402,25 +409,20 @@ def update_event(
     current = store.get_event(event_id)
     if current is not None and loop_incomplete(current):
         complete_event(current, store=store)
-    changes: dict[str, Any] = {}
-    if loop_steps is not None:
-        if isinstance(loop_steps, str | bytes) or not all(
-            isinstance(step, Mapping) for step in loop_steps
-        ):
-            raise InvalidInputError("loop_steps must be a list of mappings")
-        changes["loop_steps"] = [cap_deep(dict(step), cap) for step in loop_steps]
-    if status is not None:
-        changes["status"] = _choice(status, STATUSES, "status")[0]  # type: ignore[index]
-    for name, value in (
-        ("verification", verification),
-        ("root_cause", root_cause),
-        ("fix_applied", fix_applied),
-    ):
-        if value is not None:
-            changes[name] = _text(value, name)
+    changes = _steps_change(loop_steps, cap)
+    changes.update(
+        _field_changes(
+            status=status,
+            verification=verification,
+            root_cause=root_cause,
+            fix_applied=fix_applied,
+            component=component,
+        )
+    )
     if not changes and verified_by is None:
         raise InvalidInputError(
-            "nothing to update: give a status, verification, root cause, fix or loop steps"
+            "nothing to update: give a status, verification, root cause, fix, component or "
+            "loop steps"
         )
     if verified_by is not None and changes.get("status", "verified") != "verified":
         raise InvalidInputError(
@@ -432,6 +434,10 @@ def update_event(
         get_event(event_id, store=store)  # an unknown id keeps no attachment behind
         for name in long_texts:
             changes[name] = keep_capped(store, changes[name], cap)
+
+    regrouped = _regroup_for(current, changes.get("component"), store)
+    if regrouped is not None:
+        changes.update(fingerprint=regrouped.key, pattern=regrouped.template)
 
     newly_verified: list[str] = []
 
@@ -450,6 +456,8 @@ def update_event(
         updated = current.model_copy(update=update)
         extra = updated.__pydantic_extra__
         assert extra is not None  # records keep unknown fields
+        if regrouped is not None:
+            extra["fingerprint_version"] = regrouped.version
         if new_status == "verified" and (current.status != "verified" or verified_by):
             how = verified_by or "person"
             if extra.get("verified_by") != how:
@@ -463,6 +471,47 @@ def update_event(
     if newly_verified:
         _verified_rule(event, newly_verified[-1], store)
     return event
+
+
+def _steps_change(loop_steps: Sequence[Mapping[str, Any]] | None, cap: int) -> dict[str, Any]:
+    """``{"loop_steps": …}`` when the steps are given (each capped), else nothing."""
+    if loop_steps is None:
+        return {}
+    if isinstance(loop_steps, str | bytes) or not all(
+        isinstance(step, Mapping) for step in loop_steps
+    ):
+        raise InvalidInputError("loop_steps must be a list of mappings")
+    return {"loop_steps": [cap_deep(dict(step), cap) for step in loop_steps]}
+
+
+def _field_changes(**given: str | None) -> dict[str, Any]:
+    """The checked values of the fields :func:`update_event` was given (None: unchanged)."""
+    changes: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name == "status":
+            changes[name] = _choice(value, STATUSES, "status")[0]  # type: ignore[index]
+        elif name == "component":
+            changes[name] = validate_identifier(_text(value, name, required=True), name)
+        else:
+            changes[name] = _text(value, name)
+    return changes
+
+
+def _regroup_for(
+    current: LearningEvent | None, component: str | None, store: Store
+) -> Grouping | None:
+    """The grouping of ``current``'s symptom among the patterns of ``component``'s stage, when
+    the new component moves the event to another stage; else None."""
+    if current is None or component is None:
+        return None
+    policies = store.policies
+    note_unknown_component(component, policies, "update_event")
+    stage = fold_stage(component, policies)
+    if stage == fold_stage(current.component, policies):
+        return None
+    return group_failure(store, stage, current.symptom)
 
 
 def _verified_rule(event: LearningEvent, how: str, store: Store) -> None:

@@ -231,8 +231,17 @@ def _policy_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    return _clip(repr(value), limit)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, a cut marked with "…"."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 warning``, ``2 warnings``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _policy_baseline(policies: Policies) -> dict[str, Any]:
@@ -431,14 +440,14 @@ def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> Pl
     return PlainCheck(
         name=name,
         passed=False,
-        reason=f"{len(open_events)} unresolved FAIL/BLOCKER event(s): {named}{more}",
+        reason=f"{_count(len(open_events), 'unresolved FAIL/BLOCKER event')}: {named}{more}",
         details=details,
         clear=[_resolve_command(e.event_id) for e in open_events],
     )
 
 
 def _open_event_text(event: PlainEvent | LearningEvent) -> str:
-    text = f"{event.event_id} [{event.severity}] {event.symptom[:60]} ({event.status})"
+    text = f"{event.event_id} [{event.severity}] {_clip(event.symptom)} ({event.status})"
     regressed = regression_text(event)
     return f"{text} — {regressed}" if regressed else text
 
@@ -528,8 +537,8 @@ def _ineffective_text(found: list[dict[str, Any]], agent: str | None) -> str:
     more = f" and {len(found) - _LISTED} more" if len(found) > _LISTED else ""
     which = found[0]["rule_id"] if len(found) == 1 else "RULE_ID"
     return (
-        f"{len(found)} ineffective rule(s) of {agent}: {named}{more} — tombstone or rewrite "
-        f"(evidence: `rayvault-learn rules history {agent} {which}`)"
+        f"{_count(len(found), 'ineffective rule')} of {agent}: {named}{more} — tombstone or "
+        f"rewrite (evidence: `rayvault-learn rules history {agent} {which}`)"
     )
 
 
@@ -586,14 +595,14 @@ def _known_failures(
     total = len(denied) or len(verdicts)
     more = f" and {total - _LISTED} more" if total > _LISTED else ""
     if denied:
-        reason = f"{len(denied)} recurring failure(s) with no answer: {named}{more}"
+        reason = f"{_count(len(denied), 'recurring failure')} with no answer: {named}{more}"
         if len(verdicts) > len(denied):
             reason += f" (+{len(verdicts) - len(denied)} more as warnings)"
         # Ids for the first pattern only: the gate is on every stage's hot path, and the
         # others are in ``details`` (and cleared the same way).
         clear = _clear_known(store, denied[0]["fingerprint"], components, agent)
     else:
-        reason = f"{len(verdicts)} recurring failure(s), none unanswered: {named}{more}"
+        reason = f"{_count(len(verdicts), 'recurring failure')}, none unanswered: {named}{more}"
         clear = []
     details: dict[str, Any] = {"patterns": verdicts}
     if ineffective:
@@ -718,7 +727,7 @@ def _summary(checks: list[PlainCheck]) -> str:
     if denied:
         return "; ".join(f"{c.name}: {c.reason}" for c in denied)
     if warned:
-        return f"passed with {len(warned)} warning(s): " + "; ".join(
+        return f"passed with {_count(len(warned), 'warning')}: " + "; ".join(
             f"{c.name}: {c.reason}" for c in warned
         )
     return "all 4 checks passed"
