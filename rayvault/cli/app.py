@@ -21,6 +21,7 @@ from rayvault.cli import (
     registry,
     revisit,
     rules,
+    serve,
     soul,
     store,
 )
@@ -58,6 +59,7 @@ app.command(
 app.command("migrate")(migrate.migrate_command)
 app.command("doctor")(doctor.doctor_command)
 app.add_typer(store.app, name="store")
+app.command("serve")(serve.serve_command)
 
 
 @app.callback()

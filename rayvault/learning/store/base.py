@@ -392,6 +392,10 @@ class Store(Protocol):
 
     def load_gate_state(self, video_id: str) -> GateState | None: ...
 
+    def list_gate_videos(self) -> list[str]:
+        """The videos with a gate state, sorted (what the web app's gate matrix lists)."""
+        ...
+
     def save_soul_snapshot(self, sha256: str, text: str) -> None:
         """Keep the text of a SOUL file version the gate has seen (to diff against later)."""
 

@@ -985,6 +985,13 @@ class FileStore:
         self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
 
+    def list_gate_videos(self) -> list[str]:
+        self._gate_folder_usable()
+        if not self.gate_dir.is_dir():
+            return []
+        found = (p for p in self.gate_dir.glob("*.json") if p.is_file())
+        return sorted(p.stem for p in found if is_safe_identifier(p.stem))
+
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         from rayvault.learning.models import GateState

@@ -895,6 +895,11 @@ class PostgresStore(Connections):
         where = self.location("gate_states", video_id)
         return self._record(GateState, row[0], where, "the gate state")
 
+    def list_gate_videos(self) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute("SELECT video_id FROM gate_states ORDER BY video_id").fetchall()
+        return [str(r[0]) for r in rows]
+
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
         validate_identifier(video_id, "video id")
