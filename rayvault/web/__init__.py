@@ -19,12 +19,11 @@ INSTALL_HINT = (
 
 def missing_extra() -> str | None:
     """The name of the first package of the ``web`` extra that cannot be imported, or None."""
-    import importlib.util
+    import importlib
 
-    for name in ("starlette", "uvicorn", "multipart", "jinja2"):
+    for name in ("starlette", "uvicorn", "python_multipart", "jinja2"):
         try:
-            if importlib.util.find_spec(name) is None:
-                return name
-        except (ImportError, ValueError):
+            importlib.import_module(name)
+        except ImportError:
             return name
     return None

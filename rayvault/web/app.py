@@ -620,7 +620,6 @@ def _agent(request: Request, s: Settings) -> str:
 
 
 def agent_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
-    from rayvault.learning.efficacy import ineffective_reason
     from rayvault.learning.revisit import revalidate
     from rayvault.learning.soul import LEARNED_RULES_HEADING, is_promoted
 
@@ -641,7 +640,7 @@ def agent_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
         {
             "rule": r,
             "stale": stale.get(r.rule_id),
-            "ineffective": ineffective.get(r.rule_id) or ineffective_reason(r, store.policies),
+            "ineffective": ineffective.get(r.rule_id),
             "promoted": soul_text is not None and is_promoted(soul_text, r.rule_id),
         }
         for r in memory.rules
