@@ -349,7 +349,7 @@ def test_read_only_serves_pages_without_actions(store: Store, souls: Path) -> No
     with TestClient(app, client=LOCAL, follow_redirects=False) as c:
         page = c.get(f"/events/{event.event_id}").text
         assert "resolve-button" not in page and "read-only" in page
-        assert "/tombstone\"" not in c.get(f"/agents/{AGENT}").text
+        assert '/tombstone"' not in c.get(f"/agents/{AGENT}").text
         response = c.post(
             f"/events/{event.event_id}/resolve",
             data={"csrf": settings.csrf, "verification": "x"},
