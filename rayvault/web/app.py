@@ -94,6 +94,19 @@ class Settings:
     #: Required from every non-loopback client when set (``RAYVAULT_WEB_TOKEN``).
     token: str | None = None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    _reader: Store | None = field(default=None, repr=False)
+
+    def reader(self) -> Store:
+        """A read-only view of the store, for dry runs and checks (opened once: opening one
+        costs as much as opening the store)."""
+        if self._reader is None:
+            self._reader = self.store.read_only()
+        return self._reader
+
+    def close(self) -> None:
+        if self._reader is not None and self._reader is not self.store:
+            self._reader.close()
+        self._reader = None
 
 
 class HttpError(Exception):
@@ -294,7 +307,7 @@ def overview_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
     scope = request.query_params.get("scope") or "all"
     if scope != "all":
         validate_identifier(scope, "agent")
-    report = revisit(scope, days, dry_run=True, store=store.read_only()).report
+    report = revisit(scope, days, dry_run=True, store=s.reader()).report
     agents = sorted(report.agent_summaries)
     return "overview.html", {"report": report, "days": days, "scope": scope, "agents": agents}
 
@@ -422,7 +435,7 @@ def batch_confirm_page(request: Request, s: Settings) -> tuple[str, dict[str, An
             "a batch is chosen by component, severity, video, pattern and an end date only",
             hint="remove the status, agent and start-date filters",
         )
-    plan = resolve_events(**_resolve_kwargs(selection), store=s.store.read_only())
+    plan = resolve_events(**_resolve_kwargs(selection), store=s.reader())
     return "batch.html", {"plan": plan, "selection": selection, "filters": filters}
 
 
@@ -435,7 +448,7 @@ def batch_resolve(request: Request, s: Settings, values: Mapping[str, str]) -> s
     if not any(kwargs.values()):
         raise HttpError(400, "nothing selected: give at least one filter")
     expected = values.get("count", "")
-    plan = resolve_events(**kwargs, store=s.store.read_only())
+    plan = resolve_events(**kwargs, store=s.reader())
     if str(len(plan.events)) != expected:
         raise HttpError(
             409,
@@ -765,7 +778,7 @@ def gate_cell_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
         check_regressions,
     )
 
-    store = s.store.read_only()
+    store = s.reader()
     video, stage = _video_stage(request, s)
     checks = [
         check_regressions(video, stage, store=store),
