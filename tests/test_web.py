@@ -436,3 +436,33 @@ print("codes", code, code2, "starlette" in {m.split(".")[0] for m in sys.modules
     )
     assert "codes 1 0 False" in done.stdout, done.stderr
     assert "pip install 'rayvault-learning[web]'" in done.stderr
+
+
+def test_count_events_stops_at_the_limit(store: Store) -> None:
+    """What the event list's "more than N" counts with, on both stores."""
+    from dataclasses import replace
+
+    from rayvault.learning.store.base import EventQuery
+
+    for n in range(4):
+        fail(store, f"Failure {n}", video_id=f"v{n}")
+    assert store.count_events(EventQuery()) == 4
+    assert store.count_events(EventQuery(limit=2)) == 2
+    assert store.count_events(EventQuery(limit=10)) == 4
+    only = EventQuery(severities=("FAIL",))
+    assert store.count_events(replace(only, limit=3)) == 3
+    assert store.count_events(only) == 4
+
+
+def test_the_event_list_counts_up_to_its_cap(
+    client: TestClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rayvault.web import app as web_app
+
+    for n in range(4):
+        fail(store, f"Failure {n}", video_id=f"v{n}")
+    monkeypatch.setattr(web_app, "COUNT_CAP", 2)
+    page = client.get("/events?severity=FAIL").text
+    assert 'data-total="2">more than 2</span> events match' in page
+    monkeypatch.setattr(web_app, "COUNT_CAP", 10)
+    assert 'data-total="4">4</span> events match' in client.get("/events?severity=FAIL").text

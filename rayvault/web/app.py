@@ -50,6 +50,9 @@ STATIC = Path(__file__).with_name("static")
 #: Events per page of the event list (``?limit=`` up to :data:`MAX_PAGE`).
 PAGE = 50
 MAX_PAGE = 200
+#: The event list counts its matches up to this many ("more than 1,000"): a count costs a walk
+#: of the matches, which must not grow with the history.
+COUNT_CAP = 1_000
 #: Videos per page of the gate matrix.
 GATE_VIDEOS = 100
 #: Patterns listed on the patterns page (most frequent first).
@@ -374,7 +377,8 @@ def events_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
             raise HttpError(400, f"before must be a timestamp (got {before_text!r})") from None
         if query.date_to is None or before < query.date_to:
             query = replace(query, date_to=before)
-    total = store.count_events(query if not before_text else event_query(store, filters))
+    counted = query if not before_text else event_query(store, filters)
+    total = store.count_events(replace(counted, limit=COUNT_CAP + 1))
     rows = store.query_events(replace(query, newest_first=True, limit=limit + skip))[skip:]
     more = None
     if len(rows) == limit:
@@ -387,7 +391,8 @@ def events_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
     context = {
         "filters": filters,
         "events": rows,
-        "total": total,
+        "total": min(total, COUNT_CAP),
+        "capped": total > COUNT_CAP,
         "more": more,
         "first_page": not before_text,
         "batch": _batch_selection(filters),
@@ -540,12 +545,22 @@ def resolve_one(request: Request, s: Settings, values: Mapping[str, str]) -> str
 
 # -- patterns ------------------------------------------------------------------------------------
 def patterns_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
-    from rayvault.learning.registry import get_patterns
+    """Every pattern of the whole history, most frequent first (as ``get_patterns`` lists them,
+    with a few videos each: the page does not show them), the first :data:`PATTERNS_SHOWN` with
+    their state."""
+    from rayvault.learning.regressions import pattern_states
+    from rayvault.learning.store.base import EventQuery
 
-    patterns = get_patterns(1, store=s.store)
-    rules = _rules_by_fingerprint(s.store)
+    store = s.store
+    patterns = store.event_patterns(EventQuery(), min_count=1, videos_limit=1)
+    shown = patterns[:PATTERNS_SHOWN]
+    since = datetime.now(UTC) - timedelta(days=store.policies.LEARNING_REVISIT_INTERVAL_DAYS)
+    states = pattern_states(store, shown, since, whole_history=True)
+    rules = _rules_by_fingerprint(store)
     return "patterns.html", {
-        "patterns": patterns[:PATTERNS_SHOWN],
+        "patterns": [
+            p.model_copy(update={"state": st}) for p, st in zip(shown, states, strict=True)
+        ],
         "count": len(patterns),
         "rules": rules,
     }
@@ -570,12 +585,13 @@ def pattern_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
     if not isinstance(fingerprint, str) or not fingerprint.strip() or len(fingerprint) > 200:
         raise HttpError(400, "not a pattern fingerprint")
     query = EventQuery(fingerprint=fingerprint)
-    found = store.event_patterns(query, min_count=1)
+    found = store.event_patterns(query, min_count=1, videos_limit=20)
     if not found:
         raise HttpError(404, f"no pattern {fingerprint!r}")
     pattern = found[0]
     since = datetime.now(UTC) - timedelta(days=store.policies.LEARNING_REVISIT_INTERVAL_DAYS)
-    [state] = pattern_states(store, [pattern], since)
+    # Counted over the pattern's whole history (no date filter): its own open count and start.
+    [state] = pattern_states(store, [pattern], since, whole_history=True)
     timeline = store.event_timeline(query)
     days: list[dict[str, Any]] = []
     if timeline:

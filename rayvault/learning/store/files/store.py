@@ -461,8 +461,12 @@ class FileStore:
             # Every event: the patterns' totals and the few events without a pattern, so the
             # count does not walk the history.
             (count,) = conn.execute(COUNT_ALL_EVENTS_SQL).fetchone()
-            return int(count)
+            return int(count) if query.limit is None else min(int(count), query.limit)
         where, params = event_where(query)
+        if query.limit is not None:
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM events{where} LIMIT ?)"
+            (count,) = conn.execute(sql, [*params, query.limit]).fetchone()
+            return int(count)
         (count,) = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(count)
 
