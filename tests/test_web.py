@@ -81,9 +81,13 @@ def test_every_page_renders(client: TestClient, store: Store, souls: Path, clock
         "/gate/v042/assets",
         "/static/htmx.min.js",
     ]
+    state = store.load_gate_state("v042")
     for url in pages:
         response = client.get(url)
         assert response.status_code == 200, (url, response.text[:500])
+    # The pages wrote nothing: no report (the overview is a dry run), no gate run recorded.
+    assert store.list_weekly_reports() == []
+    assert store.load_gate_state("v042") == state
     page = client.get("/").text
     assert 'src="/static/htmx.min.js"' in page
     # Nothing from another site: no absolute URL in a src or href.

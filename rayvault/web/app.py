@@ -3,7 +3,11 @@
 Pages read through the store's indexed queries (the event list asks for one page of events,
 newest first, and counts the matches: never every event). Actions are POSTs that call the
 library (``resolve_events``, ``tombstone_rule``, ``promote_rule``, ``acknowledge``) with the
-actor, then redirect to a page (POST-redirect-GET). No GET changes anything.
+actor, then redirect to a page (POST-redirect-GET). No GET changes anything: the reads that
+could write are asked not to (the overview is ``revisit(dry_run=True)``, a batch's confirmation
+``resolve_events`` without ``apply``, the gate page the read-only single checks). They run on
+the store itself, not a ``read_only()`` view: a read-only file store keeps its index in memory,
+per thread, rebuilt from the event log by each of the server's threads (seconds at 100k events).
 """
 
 from __future__ import annotations
@@ -97,19 +101,6 @@ class Settings:
     #: Required from every non-loopback client when set (``RAYVAULT_WEB_TOKEN``).
     token: str | None = None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    _reader: Store | None = field(default=None, repr=False)
-
-    def reader(self) -> Store:
-        """A read-only view of the store, for dry runs and checks (opened once: opening one
-        costs as much as opening the store)."""
-        if self._reader is None:
-            self._reader = self.store.read_only()
-        return self._reader
-
-    def close(self) -> None:
-        if self._reader is not None and self._reader is not self.store:
-            self._reader.close()
-        self._reader = None
 
 
 class HttpError(Exception):
@@ -310,7 +301,7 @@ def overview_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
     scope = request.query_params.get("scope") or "all"
     if scope != "all":
         validate_identifier(scope, "agent")
-    report = revisit(scope, days, dry_run=True, store=s.reader()).report
+    report = revisit(scope, days, dry_run=True, store=s.store).report
     agents = sorted(report.agent_summaries)
     return "overview.html", {"report": report, "days": days, "scope": scope, "agents": agents}
 
@@ -440,7 +431,7 @@ def batch_confirm_page(request: Request, s: Settings) -> tuple[str, dict[str, An
             "a batch is chosen by component, severity, video, pattern and an end date only",
             hint="remove the status, agent and start-date filters",
         )
-    plan = resolve_events(**_resolve_kwargs(selection), store=s.reader())
+    plan = resolve_events(**_resolve_kwargs(selection), store=s.store)
     return "batch.html", {"plan": plan, "selection": selection, "filters": filters}
 
 
@@ -453,7 +444,7 @@ def batch_resolve(request: Request, s: Settings, values: Mapping[str, str]) -> s
     if not any(kwargs.values()):
         raise HttpError(400, "nothing selected: give at least one filter")
     expected = values.get("count", "")
-    plan = resolve_events(**kwargs, store=s.reader())
+    plan = resolve_events(**kwargs, store=s.store)
     if str(len(plan.events)) != expected:
         raise HttpError(
             409,
@@ -794,7 +785,7 @@ def gate_cell_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
         check_regressions,
     )
 
-    store = s.reader()
+    store = s.store
     video, stage = _video_stage(request, s)
     checks = [
         check_regressions(video, stage, store=store),

@@ -32,7 +32,4 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     mode = "read-only" if read_only else f"actions recorded as {settings.user}"
     announce(f"Serving {store.describe()} on http://{shown}:{port}/ ({mode}); Ctrl-C stops it.")
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
-    finally:
-        settings.close()
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
