@@ -470,3 +470,55 @@ def test_the_event_list_counts_up_to_its_cap(
     assert 'data-total="2">more than 2</span> events match' in page
     monkeypatch.setattr(web_app, "COUNT_CAP", 10)
     assert 'data-total="4">4</span> events match' in client.get("/events?severity=FAIL").text
+
+
+@pytest.mark.slow
+def test_rayvault_learn_serve_serves_the_root(root: Path, store: Store) -> None:
+    """The command itself, as a process: it announces the address and serves the pages, with
+    actions recorded as ``--user``."""
+    import socket
+    import time
+    import urllib.request
+
+    from rayvault.learning.store import FileStore
+
+    if not isinstance(store, FileStore):
+        pytest.skip("the process opens the root's file store")
+    event = fail(store)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rayvault.cli",
+            "--root",
+            str(root),
+            "serve",
+            "--port",
+            str(port),
+            "--user",
+            "ana",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RAYVAULT_ROOT": str(root)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        page = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/events/{event.event_id}"
+                ) as r:
+                    page = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert event.event_id in page and "acting as <strong>ana</strong>" in page
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=20)
+    assert f"on http://127.0.0.1:{port}/ (actions recorded as ana)" in err
