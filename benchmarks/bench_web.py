@@ -7,7 +7,8 @@ Each root is built as benchmarks/bench_scale.py builds its histories (``syntheti
 same rate whatever the size: the last 7 days hold the same ~780 events), plus what a running
 system has beside its events: two rules per agent (SOUL files from tests/data), and gate runs
 for a few videos. Every page is then requested ``--samples`` times through Starlette's ASGI test
-client (no network: the server's time), after one warm-up request, and its p50 printed next to
+client (no network: the server's time), after one warm-up round, the two roots interleaved
+request by request, and its p50 printed next to
 the target of 150 ms with PASS or FAIL. The event list pages (first page, filtered page, a page
 deep in the history) are printed at both sizes with their ratio: they must not grow with the
 number of events. Exit status 1 when a target fails.
@@ -19,6 +20,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,10 @@ from benchmarks._common import (
     p50,
     store_label,
     synthetic_events,
-    timed,
 )
 
 TARGET_MS = 150.0
+LOCAL = ("127.0.0.1", 50000)
 #: A list page may cost at most this many times more at the large size than at the small one.
 MAX_LIST_RATIO = 2.0
 LIST_PAGES = ("events", "events?severity=FAIL", "events (page 10)")
@@ -98,38 +100,55 @@ def pages(store: Any) -> dict[str, str]:
     }
 
 
-def measure(store: Any, samples: int) -> dict[str, float]:
+def measure(stores: dict[int, Any], samples: int) -> dict[int, dict[str, float]]:
+    """p50 of every page at each size, the sizes interleaved request by request (a load that
+    changes while the benchmark runs weighs on both sizes alike)."""
+    from contextlib import ExitStack
+
     from starlette.testclient import TestClient
 
     from rayvault.web.app import Settings, create_app
 
-    app = create_app(Settings(store=store, user="bench"))
-    found: dict[str, float] = {}
-    with TestClient(app, client=("127.0.0.1", 50000)) as client:
-        for name, url in pages(store).items():
+    times: dict[int, dict[str, list[float]]] = {size: {} for size in stores}
+    with ExitStack() as stack:
+        clients = {
+            size: stack.enter_context(
+                TestClient(create_app(Settings(store=store, user="bench")), client=LOCAL)
+            )
+            for size, store in stores.items()
+        }
+        urls = {size: pages(store) for size, store in stores.items()}
+        names = list(next(iter(urls.values())))
+        for round_ in range(samples + 1):  # the first round warms up (templates, caches)
+            for name in names:
+                for size, client in clients.items():
+                    t0 = time.perf_counter()
+                    response = client.get(urls[size][name])
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{name}: {response.status_code} {response.text[:300]}")
+                    if round_:
+                        times[size].setdefault(name, []).append(elapsed)
+    return {size: {n: p50(t) for n, t in found.items()} for size, found in times.items()}
 
-            def get(url: str = url) -> object:
-                response = client.get(url)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
-                return response
 
-            get()  # warm-up: templates compiled, caches filled
-            found[name] = p50(timed(get, samples))
-    return found
-
-
-def run(size: int, url: str | None, samples: int) -> dict[str, float]:
-    root = Path(tempfile.mkdtemp(prefix=f"bench-web-{size}-", dir=BENCH_DIR))
-    schema = bench_schema_url(url) if url else None
-    store = build(root, schema, size)
+def run(sizes: tuple[int, int], url: str | None, samples: int) -> dict[int, dict[str, float]]:
+    stores: dict[int, Any] = {}
+    made: list[tuple[Path, str | None]] = []
     try:
-        return measure(store, samples)
+        for size in sizes:
+            root = Path(tempfile.mkdtemp(prefix=f"bench-web-{size}-", dir=BENCH_DIR))
+            schema = bench_schema_url(url) if url else None
+            made.append((root, schema))
+            stores[size] = build(root, schema, size)
+        return measure(stores, samples)
     finally:
-        store.close()
-        if schema:
-            drop_schema(schema)
-        shutil.rmtree(root, ignore_errors=True)
+        for store in stores.values():
+            store.close()
+        for root, schema in made:
+            if schema:
+                drop_schema(schema)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for url in [None, *([args.pg] if args.pg else [])]:
         label = store_label(url)
-        results = {size: run(size, url, args.samples) for size in (small, large)}
+        results = run((small, large), url, args.samples)
         print(f"\n{label} store: server time p50 (ms), {args.samples} samples per page")
         print(f"{'page':<24}{small:>10,}{large:>10,}  target at {large:,}")
         for name in results[large]:
