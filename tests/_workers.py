@@ -274,3 +274,25 @@ def count_attempts(
             )
     store.close()
     return count
+
+
+def log_through_handler(root: str, url: str | None, worker: int, count: int) -> int:
+    """Log ``count`` errors through a ``LearningLogHandler`` on a logger of this process; return
+    how many records were emitted. ``url``: a PostgreSQL store (default: the file store)."""
+    import logging
+
+    from rayvault.learning import LearningLogHandler
+
+    if url:
+        os.environ["RAYVAULT_STORE"] = url
+    handler = LearningLogHandler("v042", "assets", root=root)
+    logger = logging.getLogger(f"pipeline.worker{worker}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for i in range(count):
+            logger.error("worker %d failed item %d: %s", worker, i, distinct_failure(worker, i))
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    return count

@@ -506,4 +506,4 @@ def test_errors_cli(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "errors", "get", error_id, "--json")
     assert json.loads(out)["resolved"] is True
     code, _, err = run(capsys, "errors", "log", "research", "x", "--context", "{nope")
-    assert code == 1 and "--context is not valid JSON" in err
+    assert code == 1 and "--context-json (--context) is not valid JSON" in err

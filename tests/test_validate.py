@@ -157,6 +157,9 @@ PATHS: dict[str, st.SearchStrategy[Any]] = {
     "notes_folder": st.sampled_from([None, "notes", "no\udcffpe", "a\x00b", 3, []]),
     "root": st.sampled_from([None, "sub", "su\udcffb", "a\x00b", 3, []]),
     "url": st.sampled_from([None, "nosuch://x", "postgresql://\udcff", "", 3]),
+    # run_command: commands that are refused before anything runs (running one is a slow test).
+    "command": st.sampled_from([[], [""], "true", None, 3, ["a\x00b"], ["ok \udcff"], [b"x"]]),
+    "diagnose": st.sampled_from([None, "", "sh -c 'unclosed", 3, ["a\x00b"]]),
 }
 
 

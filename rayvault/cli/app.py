@@ -16,6 +16,7 @@ from rayvault.cli import (
     errors,
     events,
     gate,
+    mcp,
     memory,
     migrate,
     registry,
@@ -24,6 +25,7 @@ from rayvault.cli import (
     serve,
     soul,
     store,
+    wrapper,
 )
 from rayvault.cli._common import (
     GLOBALS,
@@ -57,8 +59,14 @@ app.command(
     "demo", short_help="The closed loop on a simulated pipeline, leaving its data to explore."
 )(demo.demo_command)
 app.command("migrate")(migrate.migrate_command)
+app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run any command as a stage of the loop: gate, rules, log, diagnose, retry.",
+)(wrapper.run_command)
 app.command("doctor")(doctor.doctor_command)
 app.add_typer(store.app, name="store")
+app.command("mcp")(mcp.mcp_command)
 app.command("serve")(serve.serve_command)
 
 

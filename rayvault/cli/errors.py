@@ -55,7 +55,12 @@ def log_command(
     video: Annotated[str | None, typer.Option("--video", help="Video id.")] = None,
     exit_code: Annotated[int, typer.Option("--exit-code", help="The step's exit code.")] = 1,
     context: Annotated[
-        str | None, typer.Option("--context", help='Extra JSON object, e.g. \'{"run_id": "r1"}\'.')
+        str | None,
+        typer.Option(
+            "--context-json",
+            "--context",
+            help='Extra JSON object (the text, not a file), e.g. \'{"run_id": "r1"}\'.',
+        ),
     ] = None,
     idempotency_key: IdempotencyKeyOption = None,
     root: RootOption = None,
@@ -64,8 +69,9 @@ def log_command(
 ) -> None:
     """Record a stage failure in the error log.
 
-    Example: ./step.sh 2> err.txt ||
-    rayvault-learn errors log discover-products - --video v042 < err.txt
+    ERROR '-' reads the text from stdin (UTF-8); a text over the cap is cut with a marker.
+
+    Example: ./step.sh 2> err.txt || rayvault-learn errors log tts - --exit-code $? < err.txt
     """
     import orjson
 
@@ -78,7 +84,13 @@ def log_command(
         try:
             extra = orjson.loads(context)
         except orjson.JSONDecodeError as e:
-            raise InvalidInputError(f"--context is not valid JSON: {e}") from None
+            raise InvalidInputError(f"--context-json (--context) is not valid JSON: {e}") from None
+        if not isinstance(extra, dict):
+            raise InvalidInputError(
+                f"--context-json (--context) must be a JSON object, got {type(extra).__name__}: "
+                f"{short(context, 60)}",
+                hint='e.g. --context-json \'{"run_id": "r1"}\'',
+            )
     entry = log_error(
         video,
         stage,

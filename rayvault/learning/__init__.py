@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         explain_grouping,
         group_failures,
     )
+    from rayvault.learning.log_handler import LearningLogHandler
     from rayvault.learning.loop import (
         Diagnoser,
         Diagnosis,
@@ -127,6 +128,7 @@ if TYPE_CHECKING:
     from rayvault.learning.skill_graph import record_learning
     from rayvault.learning.soul import promote_rule
     from rayvault.learning.store import FileStore, Store, get_store, open_store, reset_store
+    from rayvault.learning.wrapper import CommandRun, run_command
 
 _EXPORTS: dict[str, str] = {
     # events and the immediate loop
@@ -189,6 +191,10 @@ _EXPORTS: dict[str, str] = {
     "LoopStep": "loop",
     "diagnose_from_history": "loop",
     "chain_diagnosers": "loop",
+    # any command as a stage (``rayvault-learn run``), and errors logged through ``logging``
+    "run_command": "wrapper",
+    "CommandRun": "wrapper",
+    "LearningLogHandler": "log_handler",
     # migration and maintenance
     "migrate_learnings": "migrate",
     "MigrationReport": "migrate",
@@ -254,6 +260,7 @@ __all__ = [
     "AgentMemory",
     "AgentSweep",
     "BulkResolution",
+    "CommandRun",
     "CompactResult",
     "ConfigError",
     "ConflictResolution",
@@ -278,6 +285,7 @@ __all__ = [
     "InvalidInputError",
     "LearningError",
     "LearningEvent",
+    "LearningLogHandler",
     "LearningStage",
     "LoopStep",
     "MigrationReport",
@@ -352,6 +360,7 @@ __all__ = [
     "resolve_events",
     "revisit",
     "rule_history",
+    "run_command",
     "run_stage",
     "text_counters",
     "text_figures",

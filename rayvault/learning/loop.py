@@ -22,7 +22,8 @@ What one stage run does:
    ``recurrences``), with the attempt kept on the rule as evidence
    (``rayvault.learning.efficacy``); the rule ids and the sha256 of the rendered block are
    recorded with the attempt (its ``execute`` step, a failed attempt's error-log entry).
-3. **fail** — the exception goes to the error log with its traceback and fingerprint.
+3. **fail** — the exception goes to the error log with its traceback and fingerprint (a
+   :class:`StepFailed` with its own text and exit code instead: an external step's failure).
 4. **diagnose** — a diagnoser (``Callable[[Failure], Diagnosis | None]``) gives a root cause and a
    fix, or nothing. The default, :func:`diagnose_from_history`, reuses a resolution of the same
    fingerprint (a verified event or an error-log lesson) the evidence has not refuted: never a
@@ -55,7 +56,9 @@ recorded, so the stage's result is never lost to bookkeeping.
 
 Every step is recorded: in the returned :class:`StageRun`, through the ``progress`` callback, in
 ``logging.getLogger("rayvault.learning")`` (INFO), and on each event of the run (``loop_steps``,
-shown by ``rayvault-learn events get ID``), so an operator can replay what the loop did.
+shown by ``rayvault-learn events get ID``), so an operator can replay what the loop did. With
+``opentelemetry-api`` installed, the run is also a span with a child span per attempt and the
+gate's decision as an event (``rayvault.learning._telemetry``, docs/opentelemetry.md).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from rayvault.learning._idempotency import MAX_KEY_LENGTH
 from rayvault.learning._ids import validate_identifier
+from rayvault.learning._telemetry import SpanHandle, attempt_span, gate_event, stage_span
 from rayvault.learning._time import compact_ts, format_ts, utcnow
 from rayvault.learning._validate import checked
 from rayvault.learning.efficacy import (
@@ -113,6 +117,7 @@ __all__ = [
     "LoopStep",
     "StageContext",
     "StageRun",
+    "StepFailed",
     "chain_diagnosers",
     "diagnose_from_history",
     "learning_stage",
@@ -242,6 +247,21 @@ class Diagnosis:
             "source": self.source,
             "reference": self.reference,
         }
+
+
+class StepFailed(Exception):
+    """A failed attempt reported as data rather than as a Python exception: the error log records
+    ``text`` as it is (no traceback of the code that noticed the failure), with ``exit_code`` and
+    ``context`` (merged under the loop's own keys). Raise it from a stage function that runs an
+    external step (``rayvault-learn run`` does), so its real exit code and output are logged."""
+
+    def __init__(
+        self, text: str, *, exit_code: int = 1, context: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(text)
+        self.text = text
+        self.exit_code = exit_code
+        self.context = dict(context or {})
 
 
 #: A diagnoser: a root cause and fix for a failure, or None when it cannot tell.
@@ -717,11 +737,17 @@ class _Loop:
         """Log, diagnose, learn and apply one failure; whether to retry."""
         run = self.run
         run.error = exc
+        logged: str | BaseException = exc
+        exit_code, extra = 1, {}
+        if isinstance(exc, StepFailed):
+            logged, exit_code, extra = exc.text, exc.exit_code, exc.context
         entry = log_error(
             run.video_id,
             run.stage,
-            exc,
+            logged,
+            exit_code=exit_code,
             context={
+                **extra,
                 "run_id": run.run_id,
                 "attempt": ctx.attempt,
                 "agent": run.agent,
@@ -1071,7 +1097,44 @@ def run_stage(
         progress=progress,
         task=task,
     )
-    if not loop.gate():
+    with stage_span(
+        video_id, stage, agent=agent, run_id=run_id, max_attempts=loop.max_attempts
+    ) as span:
+        try:
+            return _drive(
+                loop,
+                fn,
+                passthrough=passthrough,
+                on_blocked=on_blocked,
+                on_failure=on_failure,
+                span=span,
+            )
+        finally:
+            span.set(
+                attempts=run.attempts,
+                rule_ids=run.delivered_rule_ids,
+                learned_rule_ids=run.rule_ids,
+                event_ids=run.event_ids,
+                error_ids=run.error_ids,
+            )
+
+
+def _drive(
+    loop: _Loop,
+    fn: Callable[[StageContext], T],
+    *,
+    passthrough: tuple[type[BaseException], ...],
+    on_blocked: OnBlocked,
+    on_failure: OnFailure,
+    span: SpanHandle,
+) -> StageRun:
+    """The gate, then the attempts, each in its span (``_telemetry``: no-ops without
+    OpenTelemetry)."""
+    run = loop.run
+    allowed = loop.gate()
+    gate_event(span, run.gate)
+    if not allowed:
+        span.outcome("blocked")
         if on_blocked == "raise":
             assert run.gate is not None
             raise GateBlocked(run.gate)
@@ -1079,28 +1142,42 @@ def run_stage(
     previous: BaseException | None = None
     for attempt in range(1, loop.max_attempts + 1):
         run.attempts = attempt
-        ctx = loop.context(attempt, previous)
-        try:
-            value = fn(ctx)
-        except passthrough as exc:
-            log.info(
-                "%s/%s attempt %d: %s is not learned from (%s): propagated",
-                video_id,
-                stage,
-                attempt,
-                type(exc).__name__,
-                "the library's own error" if isinstance(exc, LearningError) else "ignore=",
-            )
-            raise
-        except Exception as exc:
-            previous = exc
-            if loop.fail(ctx, exc):
-                continue
-            if on_failure == "raise":
+        with attempt_span(span, attempt) as step:
+            ctx = loop.context(attempt, previous)
+            step.set(rule_ids=[r.rule_id for r in ctx.rules], rules_sha256=ctx.rules_sha256)
+            try:
+                value = fn(ctx)
+            except passthrough as exc:
+                log.info(
+                    "%s/%s attempt %d: %s is not learned from (%s): propagated",
+                    run.video_id,
+                    run.stage,
+                    attempt,
+                    type(exc).__name__,
+                    "the library's own error" if isinstance(exc, LearningError) else "ignore=",
+                )
                 raise
+            except Exception as exc:
+                previous = exc
+                step.outcome("failed", error=exc)
+                retry = loop.fail(ctx, exc)
+                if loop.last_error is not None:
+                    entry = loop.last_error
+                    step.set(
+                        error_id=entry.id,
+                        pattern_key=entry.fingerprint,
+                        event_id=loop.error_events.get(entry.id),
+                    )
+                if retry:
+                    continue
+                span.outcome("failed", error=exc)
+                if on_failure == "raise":
+                    raise
+                return run
+            loop.succeed(ctx, value)
+            step.outcome("succeeded")
+            span.outcome("succeeded")
             return run
-        loop.succeed(ctx, value)
-        return run
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
