@@ -22,12 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 #: whether pydantic ran its plugin discovery (``_plugins`` is filled by the discovery).
 _PROBE = """
 import json, sys
+# Jinja2 (the report's templates) and the web extra are imported only to render or serve.
+HEAVY = {"typer", "rich", "click", "pydantic", "jinja2", "starlette", "uvicorn"}
 from rayvault.cli import main
 code = main(sys.argv[1:])
 loader = sys.modules.get("pydantic.plugin._loader")
 sys.stderr.write("\\n" + json.dumps({
     "code": code,
-    "heavy": sorted({m.split(".")[0] for m in sys.modules} & {"typer", "rich", "click", "pydantic"}),
+    "heavy": sorted({m.split(".")[0] for m in sys.modules} & HEAVY),
     "models": "rayvault.learning.models" in sys.modules,
     "plugins_discovered": loader is not None and loader._plugins is not None,
 }))

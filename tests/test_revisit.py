@@ -25,6 +25,7 @@ from rayvault.learning import (
     tombstone_rule,
     update_event,
 )
+from rayvault.learning._report_html import duration_text
 from rayvault.learning._time import format_ts
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.revisit import revisit
@@ -472,8 +473,18 @@ def test_html_report_says_what_the_json_says(root: Path, week: dict[str, Any]) -
     assert page.fields["recurring_patterns"] == str(data["failures"]["recurring_patterns"])
     assert page.fields["new_events"] == str(data["failures"]["new_events"])
     assert page.fields["resolved"] == str(data["resolution"]["resolved"])
-    assert page.fields["median_resolution"] == "6 h 0 min"
-    assert float(page.field_attrs["median_resolution"]["data-seconds"]) == 21600.0
+    # The card's median leaves out the events created already verified (0 s each), and says
+    # how many it left out (issue 16 item 9); the JSON keeps both medians.
+    resolution = data["resolution"]
+    assert resolution["median_seconds"] == 21600.0 and resolution["resolved_at_creation"] >= 1
+    later = resolution["median_seconds_after_creation"]
+    assert later is not None and later > resolution["median_seconds"]
+    assert page.fields["median_resolution"] == duration_text(later) == "3 d 17 h"
+    assert float(page.field_attrs["median_resolution"]["data-seconds"]) == later
+    assert page.field_attrs["resolved_at_creation"]["data-count"] == str(
+        resolution["resolved_at_creation"]
+    )
+    assert f"excludes {resolution['resolved_at_creation']} created already verified" in html
     assert page.fields["promotion_candidates"] == str(len(data["promotions"]))
     assert page.fields["scope"] == "all" and page.fields["period_days"] == "7"
 

@@ -23,6 +23,7 @@ from rayvault.cli import (
     registry,
     revisit,
     rules,
+    serve,
     soul,
     store,
     wrapper,
@@ -159,6 +160,7 @@ app.command(
 app.command("doctor")(doctor.doctor_command)
 app.add_typer(store.app, name="store")
 app.command("mcp")(mcp.mcp_command)
+app.command("serve")(serve.serve_command)
 
 
 def _print_version(value: bool) -> None:

@@ -114,6 +114,26 @@ def cap_text(text: str, limit: int, *, keep_tail: bool = False, kept_at: str | N
     return f"{text[:room]}{marker.rstrip()}"
 
 
+#: The longest name of who did something (``actor`` of the review's actions).
+MAX_ACTOR_CHARS = 120
+
+
+def clean_actor(actor: str | None) -> str | None:
+    """Who did a person's action (a user name, as the web app or a script gives it): text of at
+    most :data:`MAX_ACTOR_CHARS` characters on one line, stripped; None stays None."""
+    if actor is None:
+        return None
+    if not isinstance(actor, str) or not actor.strip():
+        raise InvalidInputError(f"actor must be non-empty text (got {shown(actor)})")
+    text = actor.strip()
+    if len(text) > MAX_ACTOR_CHARS or any(not c.isprintable() for c in text):
+        raise InvalidInputError(
+            f"actor must be one printable line of at most {MAX_ACTOR_CHARS} characters "
+            f"(got {shown(actor)})"
+        )
+    return text
+
+
 # -- checkers compiled from annotations ----------------------------------------------------------
 
 

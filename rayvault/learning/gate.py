@@ -64,7 +64,7 @@ from rayvault.learning._plain import (
     regression_text,
 )
 from rayvault.learning._time import format_ts, parse_ts, utcnow
-from rayvault.learning._validate import cap_text, checked
+from rayvault.learning._validate import cap_text, checked, clean_actor
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
 from rayvault.learning.store import EventQuery, Store, get_store
@@ -835,14 +835,21 @@ def _has_sha1(state: GateState | PlainGateState, agent: str | None) -> bool:
 
 @checked
 def acknowledge(
-    video_id: str, stage: str, *, note: str | None = None, store: Store | None = None
+    video_id: str,
+    stage: str,
+    *,
+    note: str | None = None,
+    actor: str | None = None,
+    store: Store | None = None,
 ) -> Acknowledgement:
     """Accept the current policies and the stage agent's current SOUL for this video, so the
-    diff checks pass from now on; the acknowledgement (what changed) is recorded."""
+    diff checks pass from now on; the acknowledgement (what changed, when, and ``actor``: who,
+    when known, as ``by``) is recorded."""
     from rayvault.learning.models import Acknowledgement
 
     store = store or get_store()
     validate_identifier(video_id, "video id")
+    who = clean_actor(actor)
     t = _target(store, stage)
     with store.gate_state(video_id) as state:
         _upgrade_state(state, video_id)
@@ -859,6 +866,7 @@ def acknowledge(
             policies=[] if policy_check.passed else [policy_check.reason],
             soul=None if soul_check.passed else soul_check.reason,
             note=cap_text(note, t.policies.LEARNING_MAX_TEXT_CHARS) if note else note,
+            **({"by": who} if who else {}),
         )
         state.acks.append(ack.to_dict())
     return ack

@@ -38,7 +38,7 @@ from rayvault.learning._grouping import mask as grouping_mask
 from rayvault.learning._grouping import pattern_key, signature
 from rayvault.learning._ids import new_rule_id, validate_identifier
 from rayvault.learning._time import format_ts, parse_ts, utcnow
-from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked
+from rayvault.learning._validate import TEXT_FIELDS, cap_fields, cap_text, checked, clean_actor
 from rayvault.learning.efficacy import (
     COUNTER_NAMES,
     current_figures,
@@ -447,10 +447,13 @@ def tombstone_rule(
     *,
     evidence_ids: Iterable[str] = (),
     superseded_by: str | None = None,
+    actor: str | None = None,
     store: Store | None = None,
 ) -> Tombstone:
-    """Remove an active rule, keeping it in the tombstones with ``reason`` and evidence."""
+    """Remove an active rule, keeping it in the tombstones with ``reason`` and evidence, and
+    ``actor`` (who did it, when known) as ``tombstoned_by`` beside ``tombstoned_at``."""
     validate_identifier(agent, "agent")
+    who = clean_actor(actor)
     if not reason or not reason.strip():
         raise InvalidInputError("a tombstone needs a reason")
     evidence = [validate_identifier(e, "evidence id") for e in evidence_ids]
@@ -471,6 +474,7 @@ def tombstone_rule(
             reason=reason.strip(),
             evidence_ids=evidence,
             superseded_by=superseded_by,
+            **({"tombstoned_by": who} if who else {}),
         )
         state.add_tombstone(tombstone)
     return tombstone

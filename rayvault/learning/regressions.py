@@ -83,9 +83,11 @@ def pattern_states(
     occurrence was open). ``whole_history``: the patterns were counted over every event (no date
     or agent filter), so their ``open_count`` and ``first_seen`` are the pattern's own; else two
     indexed look-ups by fingerprint per pattern find them."""
+    # One pattern (its page): its own open regressions, an index range of its fingerprint.
+    only = patterns[0].fingerprint if len(patterns) == 1 else None
     regressed = {
         store.resolve_pattern(e.fingerprint)
-        for e in store.regression_events(EventQuery(unresolved=True))
+        for e in store.regression_events(EventQuery(unresolved=True, fingerprint=only))
         if e.fingerprint
     }
     states: list[PatternState] = []

@@ -24,7 +24,7 @@ from typing import Any
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._time import format_ts, utcnow
-from rayvault.learning._validate import cap_text, checked
+from rayvault.learning._validate import cap_text, checked, clean_actor
 from rayvault.learning.events import build_query, record_rule_verifications
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError
 from rayvault.learning.models import ErrorEntry, ErrorResolution, LearningEvent
@@ -106,6 +106,7 @@ def resolve_events(
     before: DateLike | None = None,
     migrated: bool | None = None,
     apply: bool = False,
+    actor: str | None = None,
     store: Store | None = None,
 ) -> BulkResolution:
     """Resolve events given by id, or every unresolved event matching all the given filters.
@@ -120,12 +121,16 @@ def resolve_events(
     A dry run unless ``apply``; writing needs ``verification``, the text recorded on every
     event (how the fixes were checked). Bad input (no ids and no filter, an unknown id, an
     unknown severity, a bad date, …) raises before anything is written.
+
+    ``actor`` (who resolved them: a user name) is recorded on every event written, as
+    ``resolved_by``, beside its ``resolved_at``.
     """
     store = store or get_store()
     if isinstance(event_ids, str) or not all(isinstance(i, str) for i in event_ids):
         raise InvalidInputError("event ids must be a list of ids")
     ids = [validate_identifier(i, "event id") for i in dict.fromkeys(event_ids)]
     text = _clean(verification, "verification")
+    who = clean_actor(actor)
     if text is not None:
         text = cap_text(text, store.policies.LEARNING_MAX_TEXT_CHARS)
     if migrated is not None and not isinstance(migrated, bool):
@@ -195,7 +200,7 @@ def resolve_events(
         return result
     assert text is not None
     result.errors = _resolve_errors(errors, {e.event_id: e for e in events}, text, store)
-    result.events = _verify(events, text, store)
+    result.events = _verify(events, text, store, who)
     return result
 
 
@@ -265,7 +270,7 @@ def _resolve_errors(
 
 
 def _verify(
-    events: Sequence[LearningEvent], verification: str, store: Store
+    events: Sequence[LearningEvent], verification: str, store: Store, actor: str | None = None
 ) -> list[LearningEvent]:
     now = utcnow()
 
@@ -280,6 +285,8 @@ def _verify(
                 "updated": now,
                 # A person's decision, through the API or the CLI (events.py, ``verified_by``).
                 "verified_by": "person",
+                # Who: an extra field, written only when known (the web app, a script).
+                **({"resolved_by": actor} if actor else {}),
             }
         )
 

@@ -14,7 +14,8 @@ rule is never in the file twice; everything outside the block is left byte for b
 from __future__ import annotations
 
 from rayvault.learning._ids import validate_identifier
-from rayvault.learning._validate import checked
+from rayvault.learning._time import format_ts, utcnow
+from rayvault.learning._validate import checked, clean_actor
 from rayvault.learning.efficacy import ineffective_reason, is_ineffective
 from rayvault.learning.exceptions import (
     InvalidInputError,
@@ -159,14 +160,19 @@ def _separator(before: str, nl: str) -> str:
 
 
 @checked
-def promote_rule(agent: str, rule_id: str, *, store: Store | None = None) -> SoulPromotion:
+def promote_rule(
+    agent: str, rule_id: str, *, actor: str | None = None, store: Store | None = None
+) -> SoulPromotion:
     """Write the promotion section of ``agent``'s active rule ``rule_id`` into the agent's SOUL
     file (idempotent: promoting again leaves one section, refreshed). Only on a person's command.
+    ``actor`` (who, when known) is recorded on the rule in memory, as ``promoted_by`` and
+    ``promoted_at``, when the SOUL file changed (the SOUL section itself names no one).
 
     Raises :class:`RuleNotFoundError` and :class:`SoulFileNotFoundError`.
     """
     store = store or get_store()
     validate_identifier(agent, "agent")
+    who = clean_actor(actor)
     rule = next((r for r in store.load_memory(agent).rules if r.rule_id == rule_id), None)
     if rule is None:
         raise RuleNotFoundError(agent, rule_id)
@@ -188,6 +194,8 @@ def promote_rule(agent: str, rule_id: str, *, store: Store | None = None) -> Sou
             ) from e
 
     changed = store.docs.write_soul(path, update)
+    if changed and who:
+        _record_promotion(agent, rule.rule_id, who, store)
     action = "unchanged" if not changed else ("updated" if present else "added")
     threshold = store.policies.LEARNING_PROMOTION_THRESHOLD_OCCURRENCES
     shortfall = promotion_shortfall(rule, threshold, store.policies)
@@ -204,3 +212,15 @@ def promote_rule(agent: str, rule_id: str, *, store: Store | None = None) -> Sou
         earned=not shortfall,
         not_earned_reason=shortfall,
     )
+
+
+def _record_promotion(agent: str, rule_id: str, actor: str, store: Store) -> None:
+    """Note who promoted the rule, and when, on the active rule (extra fields)."""
+    with store.agent_state(agent) as state:
+        for i, current in enumerate(state.memory.rules):
+            if current.rule_id == rule_id:
+                state.memory.rules[i] = current.model_copy(
+                    update={"promoted_by": actor, "promoted_at": format_ts(utcnow())}
+                )
+                state.memory_changed = True
+                return

@@ -241,7 +241,10 @@ class Store(Protocol):
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]: ...
 
-    def count_events(self, query: EventQuery) -> int: ...
+    def count_events(self, query: EventQuery) -> int:
+        """How many events match. With ``query.limit``, at most that many: a list that shows
+        "more than N" counts no further (its cost is bounded whatever the history)."""
+        ...
 
     def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
         """Counts of the matching events by severity, status, component and agent."""
@@ -391,6 +394,10 @@ class Store(Protocol):
         ...
 
     def load_gate_state(self, video_id: str) -> GateState | None: ...
+
+    def list_gate_videos(self) -> list[str]:
+        """The videos with a gate state, sorted (what the web app's gate matrix lists)."""
+        ...
 
     def save_soul_snapshot(self, sha256: str, text: str) -> None:
         """Keep the text of a SOUL file version the gate has seen (to diff against later)."""

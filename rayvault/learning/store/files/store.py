@@ -461,8 +461,12 @@ class FileStore:
             # Every event: the patterns' totals and the few events without a pattern, so the
             # count does not walk the history.
             (count,) = conn.execute(COUNT_ALL_EVENTS_SQL).fetchone()
-            return int(count)
+            return int(count) if query.limit is None else min(int(count), query.limit)
         where, params = event_where(query)
+        if query.limit is not None:
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM events{where} LIMIT ?)"
+            (count,) = conn.execute(sql, [*params, query.limit]).fetchone()
+            return int(count)
         (count,) = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(count)
 
@@ -984,6 +988,13 @@ class FileStore:
 
         self._gate_folder_usable()
         return self._load(GateState, self.gate_state_path(video_id), "the gate state")
+
+    def list_gate_videos(self) -> list[str]:
+        self._gate_folder_usable()
+        if not self.gate_dir.is_dir():
+            return []
+        found = (p for p in self.gate_dir.glob("*.json") if p.is_file())
+        return sorted(p.stem for p in found if is_safe_identifier(p.stem))
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:

@@ -436,9 +436,14 @@ class PostgresStore(Connections):
             if answered_by_pattern_aggregates(query):
                 # Every event: the patterns' totals and the few without a pattern.
                 row = conn.execute(COUNT_ALL_EVENTS_SQL).fetchone()
-                return int(row[0]) if row else 0
+                total = int(row[0]) if row else 0
+                return total if query.limit is None else min(total, query.limit)
             where, params = event_where(self._following(conn, query), "%s")
-            row = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
+            if query.limit is not None:
+                sql = f"SELECT count(*) FROM (SELECT 1 FROM events{where} LIMIT %s) AS capped"
+                row = conn.execute(sql, [*params, query.limit]).fetchone()
+            else:
+                row = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
         return int(row[0]) if row else 0
 
     def event_facets(self, query: EventQuery) -> dict[str, dict[str, int]]:
@@ -894,6 +899,11 @@ class PostgresStore(Connections):
             return None
         where = self.location("gate_states", video_id)
         return self._record(GateState, row[0], where, "the gate state")
+
+    def list_gate_videos(self) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute("SELECT video_id FROM gate_states ORDER BY video_id").fetchall()
+        return [str(r[0]) for r in rows]
 
     @contextlib.contextmanager
     def gate_state(self, video_id: str) -> Iterator[GateState]:
