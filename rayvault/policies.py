@@ -18,15 +18,18 @@ compares these *effective* values between runs, so it can say which constant cha
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import operator
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rayvault.learning._hash import sha256_hex
+
+if TYPE_CHECKING:
+    import ast
 
 # -- the specification's constants -------------------------------------------------------------
 LEARNING_GATE_ENABLED = True
@@ -321,11 +324,13 @@ def read_policies_file(path: Path) -> tuple[dict[str, Any], str]:
     Only top-level ``NAME = <literal>`` assignments of known constants are taken; other statements
     (a real project's policies.py holds many unrelated constants) are ignored.
     """
+    import ast  # here: only a root with a policies file parses one
+
     try:
         data = path.read_bytes()
     except OSError as e:
         raise PolicyError(f"{path} cannot be read: {e.strerror or e}") from e
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     try:
         tree = ast.parse(data, filename=str(path))
     except SyntaxError as e:

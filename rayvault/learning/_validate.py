@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import functools
-import inspect
-import logging
 import math
 import types
 import typing
@@ -36,7 +34,8 @@ from rayvault.learning.exceptions import InvalidInputError, LearningError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-log = logging.getLogger("rayvault.learning")
+# ``inspect`` and ``logging`` are imported where they are used: a cold ``rayvault-learn gate``
+# imports this module (``checked``, ``shown``) and neither (issue 15 item 4).
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -349,6 +348,8 @@ def _parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:
     """The resolved type hints of ``func``'s parameters. The return annotation is left alone: a
     function may return a record its module imports only when it runs (the gate's, so that a
     process that never calls it does not import pydantic)."""
+    import inspect
+
     annotations = {k: v for k, v in func.__annotations__.items() if k != "return"}
     holder = types.SimpleNamespace(
         __annotations__=annotations, __globals__=inspect.unwrap(func).__globals__
@@ -360,6 +361,8 @@ class _Plan:
     """The checkers of one function's parameters, by name and by position."""
 
     def __init__(self, func: Callable[..., Any]) -> None:
+        import inspect
+
         hints = _parameter_hints(func)
         self.by_name: dict[str, _Checker] = {}
         self.positional: list[tuple[str, _Checker]] = []
@@ -445,7 +448,11 @@ def keep_capped(store: _WithDocuments, text: str, limit: int, *, keep_tail: bool
     try:
         kept: str | None = store.docs.keep_full_text(text)
     except (OSError, LearningError) as e:
-        log.warning("full text of %d characters not kept: %s", len(text), e)
+        import logging
+
+        logging.getLogger("rayvault.learning").warning(
+            "full text of %d characters not kept: %s", len(text), e
+        )
         kept = None
     return cap_text(text, limit, keep_tail=keep_tail, kept_at=kept)
 

@@ -6,7 +6,6 @@ and load import this module, never another backend's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -68,13 +67,35 @@ KIND_LABELS = {
 }
 
 
-@dataclass(frozen=True)
 class Item:
-    """One record version or document, with its exact text."""
+    """One record version or document, with its exact text (a plain class rather than a
+    dataclass: the file store's layout imports this module on a cold gate's path)."""
+
+    __slots__ = ("key", "kind", "text")
+
+    def __init__(self, kind: str, key: tuple[str, ...], text: str) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "text", text)
 
     kind: str
     key: tuple[str, ...]
     text: str
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Item)
+        return (self.kind, self.key, self.text) == (other.kind, other.key, other.text)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.key, self.text))
+
+    def __repr__(self) -> str:
+        return f"Item(kind={self.kind!r}, key={self.key!r}, text={self.text!r})"
 
 
 @runtime_checkable
