@@ -173,8 +173,6 @@ class _Plain:
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
         return f"{type(self).__name__}({fields})"
@@ -184,9 +182,9 @@ class PlainGateState(_Plain):
     """:class:`~rayvault.learning.models.GateState` as plain data (``extra``: the fields it
     does not know, e.g. the original system's ``policies_sha``)."""
 
-    __slots__ = ("video_id", "policies", "souls", "runs", "acks", "updated", "extra")
+    __slots__ = ("acks", "extra", "policies", "runs", "souls", "updated", "video_id")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (the dataclass's signature)
         self,
         video_id: str | None = None,
         policies: dict[str, Any] | None = None,
@@ -297,7 +295,7 @@ class PlainRule:
 class PlainKnownFailure(_Plain):
     """:class:`~rayvault.learning.models.KnownFailure` as plain data."""
 
-    __slots__ = ("fingerprint", "pattern", "occurrences", "unresolved")
+    __slots__ = ("fingerprint", "occurrences", "pattern", "unresolved")
 
     def __init__(self, fingerprint: str, pattern: str, occurrences: int, unresolved: int) -> None:
         self.fingerprint = fingerprint
@@ -321,9 +319,9 @@ class PlainKnownFailure(_Plain):
 class PlainCheck(_Plain):
     """:class:`~rayvault.learning.models.GateCheck` as plain data (same fields, same order)."""
 
-    __slots__ = ("name", "passed", "reason", "details", "level", "outcome", "clear")
+    __slots__ = ("clear", "details", "level", "name", "outcome", "passed", "reason")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (the dataclass's signature)
         self,
         name: str,
         passed: bool,
@@ -357,11 +355,18 @@ class PlainGateResult(_Plain):
     """:class:`~rayvault.learning.models.GateResult` as plain data (same fields, same order)."""
 
     __slots__ = (
-        "video_id", "stage", "blocked", "reason", "timestamp", "checks", "outcome", "agent",
+        "agent",
+        "blocked",
+        "checks",
         "enabled",
+        "outcome",
+        "reason",
+        "stage",
+        "timestamp",
+        "video_id",
     )  # fmt: skip
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (the dataclass's signature)
         self,
         video_id: str,
         stage: str,

@@ -349,12 +349,27 @@ def _parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:
     function may return a record its module imports only when it runs (the gate's, so that a
     process that never calls it does not import pydantic)."""
     import inspect
+    import sys
 
     annotations = {k: v for k, v in func.__annotations__.items() if k != "return"}
     holder = types.SimpleNamespace(
         __annotations__=annotations, __globals__=inspect.unwrap(func).__globals__
     )
-    return typing.get_type_hints(holder)
+    # A name the module imports only for type checking and serves on demand (PEP 562
+    # ``__getattr__``: the gate's ``Store``, so that a cold gate does not import it) is asked
+    # of the module when the hints are resolved.
+    module = sys.modules.get(func.__module__)
+    lazy: dict[str, Any] = {}
+    while True:
+        try:
+            return typing.get_type_hints(holder, localns=lazy)
+        except NameError as e:
+            if module is None or e.name is None or e.name in lazy:
+                raise
+            try:
+                lazy[e.name] = getattr(module, e.name)
+            except AttributeError:
+                raise e from None
 
 
 class _Plan:

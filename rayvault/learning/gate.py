@@ -963,4 +963,8 @@ def __getattr__(name: str) -> Any:
         from rayvault.learning.models import Acknowledgement
 
         return Acknowledgement
+    if name == "Store":  # for ``@checked``'s hints: imported only for type checking
+        from rayvault.learning.store.base import Store
+
+        return Store
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

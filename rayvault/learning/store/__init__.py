@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import StoreError
@@ -66,6 +64,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # mypy checks that both backends are stores (never run: psycopg stays lazy)
+    from rayvault.learning.store._items import Portable
+    from rayvault.learning.store._rootchoice import RootChoice
     from rayvault.learning.store.base import (
         AgentState,
         ArchivedTombstones,
@@ -74,10 +74,8 @@ if TYPE_CHECKING:  # mypy checks that both backends are stores (never run: psyco
         SavedReport,
         Store,
     )
-    from rayvault.learning.store.files.store import FileStore
-    from rayvault.learning.store.roots import RootChoice
-    from rayvault.learning.store._items import Portable
     from rayvault.learning.store.capabilities import SchemaAdmin, Transferable
+    from rayvault.learning.store.files.store import FileStore
     from rayvault.learning.store.postgres import PostgresStore
 
     _FILE_STORE: type[Store] = FileStore

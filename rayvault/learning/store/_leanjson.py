@@ -87,7 +87,7 @@ def _plain(value: Any) -> bool:
     if kind is list:
         return all(_plain(v) for v in value)
     if kind is int:
-        return _INT_MIN <= value <= _INT_MAX
+        return bool(_INT_MIN <= value <= _INT_MAX)
     if kind is float:
         return math.isfinite(value) and "e" not in repr(value)
     return value is None or kind is bool

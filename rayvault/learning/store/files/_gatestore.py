@@ -33,6 +33,7 @@ class GateFileStore(FileStoreBase):
 
     #: Not a server store (``cli._location``).
     target = None
+    index: IndexReader
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).absolute()

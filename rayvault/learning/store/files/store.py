@@ -161,6 +161,8 @@ class FileStore(FileStoreBase):
     memory instead): writes raise :class:`StoreError`. Dry runs use it.
     """
 
+    index: SqliteIndex
+
     def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
         self.root = Path(root).absolute()
         register_root(self.root)
