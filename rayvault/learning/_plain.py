@@ -162,7 +162,7 @@ def conforms(raw: object, fields: Mapping[str, str]) -> bool:
 
 
 # -- the records the gate reads ------------------------------------------------------------------
-class _Plain:
+class _Plain:  # noqa: PLW1641 (mutable, so unhashable: as the dataclasses were)
     """Plain data with ``__eq__`` and ``__repr__`` over its ``__slots__`` (what the dataclasses
     these were gave; a cold gate imports no ``dataclasses``, whose ``inspect`` costs ~9 ms)."""
 
