@@ -10,7 +10,11 @@ same output for the same input.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _VALUE_OPTIONS = ("--root", "--store")
 _SUBCOMMANDS = ("check", "ack")

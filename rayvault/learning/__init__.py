@@ -11,7 +11,11 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 if TYPE_CHECKING:
     from rayvault.learning.doctor import DoctorReport, check_root

@@ -9,7 +9,10 @@ an interpreter lacks them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _builtin(names: tuple[str, ...], attribute: str) -> Callable[[bytes], Any]:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 from rayvault.learning._constants import SEVERITIES, STATUSES
 from rayvault.learning._time import format_ts, parse_ts
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 # -- shape checks ------------------------------------------------------------------------------
 #: Field → kind; a kind ending in ``!`` is required. Kinds: ``str``, ``str?`` (text or null),
@@ -402,15 +405,17 @@ class PlainGateResult(_Plain):
         }
 
 
-class _MaybeRegression(Protocol):
-    @property
-    def regression_of(self) -> str | None: ...
-    @property
-    def regressed_after_seconds(self) -> int | None: ...
-    @property
-    def timestamp(self) -> datetime: ...
-    @property
-    def video_id(self) -> str | None: ...
+if TYPE_CHECKING:
+
+    class _MaybeRegression(Protocol):
+        @property
+        def regression_of(self) -> str | None: ...
+        @property
+        def regressed_after_seconds(self) -> int | None: ...
+        @property
+        def timestamp(self) -> datetime: ...
+        @property
+        def video_id(self) -> str | None: ...
 
 
 def regression_text(event: _MaybeRegression) -> str:

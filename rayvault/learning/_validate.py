@@ -25,21 +25,22 @@ import collections.abc as cabc
 import functools
 import math
 import types
-import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from rayvault.learning.exceptions import InvalidInputError, LearningError
 
+# ``typing``, ``inspect`` and ``logging`` are imported where they are used: a cold
+# ``rayvault-learn gate`` imports this module (``checked``, ``shown``) and none of them (issue 15
+# item 4). ``@checked`` resolves a function's hints on its first call, with them.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING
 if TYPE_CHECKING:
+    from typing import Any, ParamSpec, Protocol, TypeVar
+
     from pydantic import BaseModel
 
-# ``inspect`` and ``logging`` are imported where they are used: a cold ``rayvault-learn gate``
-# imports this module (``checked``, ``shown``) and neither (issue 15 item 4).
-
-P = ParamSpec("P")
-R = TypeVar("R")
-M = TypeVar("M", bound="BaseModel")
+    P = ParamSpec("P")
+    R = TypeVar("R")
+    M = TypeVar("M", bound="BaseModel")
 
 #: Integer arguments that count or limit something: negative values are refused.
 NON_NEGATIVE = frozenset({"limit", "budget", "days", "threshold", "min_count"})
@@ -304,6 +305,9 @@ _MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
 
 def compile_annotation(tp: Any) -> _Checker:
     """The checker of one (resolved) annotation."""
+    import typing
+    from typing import Any, TypeVar
+
     if tp is Any or tp is object:
         return _Checker()
     if tp is None or tp is type(None):
@@ -350,26 +354,29 @@ def _parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:
     process that never calls it does not import pydantic)."""
     import inspect
     import sys
+    import typing
 
     annotations = {k: v for k, v in func.__annotations__.items() if k != "return"}
     holder = types.SimpleNamespace(
         __annotations__=annotations, __globals__=inspect.unwrap(func).__globals__
     )
-    # A name the module imports only for type checking and serves on demand (PEP 562
-    # ``__getattr__``: the gate's ``Store``, so that a cold gate does not import it) is asked
-    # of the module when the hints are resolved.
+    # A name the module imports only for type checking: one it serves on demand (PEP 562
+    # ``__getattr__``: the gate's ``Store``, so that a cold gate does not import it), or one of
+    # ``typing``'s (``Any``: modules on the cold gate's path import no ``typing``).
     module = sys.modules.get(func.__module__)
     lazy: dict[str, Any] = {}
     while True:
         try:
             return typing.get_type_hints(holder, localns=lazy)
         except NameError as e:
-            if module is None or e.name is None or e.name in lazy:
+            if e.name is None or e.name in lazy:
                 raise
-            try:
-                lazy[e.name] = getattr(module, e.name)
-            except AttributeError:
-                raise e from None
+            found = getattr(module, e.name, None) if module is not None else None
+            if found is None:
+                found = getattr(typing, e.name, None)
+            if found is None:
+                raise
+            lazy[e.name] = found
 
 
 class _Plan:
@@ -385,7 +392,7 @@ class _Plan:
         self.var_keyword: _Checker | None = None
         kinds = inspect.Parameter
         for name, param in inspect.signature(func).parameters.items():
-            checker = compile_annotation(hints.get(name, Any))
+            checker = compile_annotation(hints.get(name, object))
             if param.kind is kinds.VAR_POSITIONAL:
                 self.var_positional = (name, checker)
             elif param.kind is kinds.VAR_KEYWORD:
@@ -443,15 +450,17 @@ def _check_one(checker: _Checker, value: object, name: str) -> Any:
     return checker.check(value, name)
 
 
-class _FullTextKeeper(Protocol):
-    def keep_full_text(self, text: str) -> str: ...
+if TYPE_CHECKING:
 
+    class _FullTextKeeper(Protocol):
+        def keep_full_text(self, text: str) -> str: ...
 
-class _WithDocuments(Protocol):
-    """What :func:`keep_capped` needs of a store (named here: this layer is below the stores)."""
+    class _WithDocuments(Protocol):
+        """What :func:`keep_capped` needs of a store (named here: this layer is below the
+        stores)."""
 
-    @property
-    def docs(self) -> _FullTextKeeper: ...
+        @property
+        def docs(self) -> _FullTextKeeper: ...
 
 
 def keep_capped(store: _WithDocuments, text: str, limit: int, *, keep_tail: bool = False) -> str:

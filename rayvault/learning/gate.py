@@ -48,7 +48,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
 
 from rayvault.learning._hash import sha1_hex, sha256_hex
 from rayvault.learning._ids import validate_identifier
@@ -66,6 +65,10 @@ from rayvault.learning._validate import cap_text, checked
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
 from rayvault.policies import Policies
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -108,7 +111,8 @@ RUNS_KEPT = 50
 _LISTED = 3  # events or patterns named in a block reason
 #: The fields of a gate state written by the original system.
 _LEGACY_FIELDS = ("policies_sha", "soul_shas", "last_passed")
-Level = Literal["deny", "warn"]
+if TYPE_CHECKING:
+    Level = Literal["deny", "warn"]
 
 
 def skip_requested() -> bool:

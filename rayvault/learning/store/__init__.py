@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import StoreError
@@ -16,6 +15,10 @@ from rayvault.learning.store.roots import (
     root_for_reading,
     uses_server_store,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DATA_ROOT_MARKERS",

@@ -25,9 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError, UnsafePathError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 TEMP_MARKER = ".tmp-"
 LOCK_SUFFIX = ".lock"

@@ -21,9 +21,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
 
 from rayvault.learning.exceptions import CorruptFileError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")

@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
 
 from rayvault.learning._constants import RESOLVED_STATUSES, SEVERITIES
 from rayvault.learning._time import to_micros
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:  # the queries' module (dataclasses) is not imported by a cold gate
     from rayvault.learning.store.base import ErrorQuery, EventQuery

@@ -5,7 +5,10 @@ written as the items of ``store export``/``store import``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = ["FileStore"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rayvault.learning.exceptions import ConfigError, StoreError
 from rayvault.learning.store._fs import create_exclusive
@@ -19,6 +18,10 @@ from rayvault.learning.store._sql import event_filters_where
 from rayvault.learning.store.files import _indexreads as queries
 from rayvault.learning.store.files.layout import Layout
 from rayvault.policies import Policies, PolicyError, load_policies
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from rayvault.learning.store.files._gate import GateReads

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from rayvault.learning._plain import (
     EVENT_FIELDS,
@@ -27,6 +26,10 @@ from rayvault.learning.store._fs import atomic_write, durable_group, locked
 from rayvault.learning.store._leanjson import dumps, loads_value, read
 from rayvault.learning.store.files._packed import unpack
 from rayvault.learning.store.files.layout import MEMORY_FILE
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from pathlib import Path

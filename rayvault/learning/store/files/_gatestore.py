@@ -14,13 +14,16 @@ opened and does it, with its usual results and errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rayvault.learning.store._fs import register_root
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files._base import FileStoreBase
 from rayvault.learning.store.files._indexreads import IndexReader
 from rayvault.learning.store.files.layout import Layout
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from rayvault.learning.store.files._sqlindex import SqliteIndex

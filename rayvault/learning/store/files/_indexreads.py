@@ -18,7 +18,6 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
 from rayvault.learning._hash import sha256_hex
 from rayvault.learning._template import template_of
@@ -32,6 +31,10 @@ from rayvault.learning.store._sql import (
 )
 from rayvault.learning.store.files._packed import register as register_record_function
 from rayvault.learning.store.files._packed import unpack
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 if TYPE_CHECKING:
     from rayvault.learning.store.files._sqlindex import SqliteIndex
@@ -67,11 +70,13 @@ def stat_key(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-class Synced(Protocol):
-    """What the queries below ask of an index (``SqliteIndex`` and :class:`IndexReader`)."""
+if TYPE_CHECKING:
 
-    def sync(self, name: str) -> sqlite3.Connection: ...
-    def absent(self, name: str) -> bool: ...
+    class Synced(Protocol):
+        """What the queries below ask of an index (``SqliteIndex`` and :class:`IndexReader`)."""
+
+        def sync(self, name: str) -> sqlite3.Connection: ...
+        def absent(self, name: str) -> bool: ...
 
 
 class IndexReader:

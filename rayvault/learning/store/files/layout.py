@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning.exceptions import StoreError
@@ -50,6 +49,10 @@ from rayvault.learning.store._names import (
     original_tombstone_archive_day,
     parse_dated,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 DATA_DIR = "data"
 STATE_DIR = "state"
