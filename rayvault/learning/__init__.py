@@ -14,10 +14,6 @@ import types
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
-    from typing import Any
-
-
-if TYPE_CHECKING:
     from rayvault.learning.doctor import DoctorReport, check_root
     from rayvault.learning.efficacy import (
         Figures,
@@ -364,7 +360,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'rayvault.learning' has no attribute {name!r}")

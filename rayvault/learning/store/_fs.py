@@ -194,10 +194,8 @@ def barrier(anchor: Path) -> None:
 def flush_now(anchor: Path, files: list[str], folders: list[str]) -> None:
     """Make ``files`` and the entries of ``folders`` durable: one ``syncfs`` of the filesystem
     holding ``anchor`` where Linux offers it (one journal commit for them all), else an
-    ``fsync`` of each file, then of each folder. One file and its folder (the gate's state) are
-    flushed with their own ``fsync``: as cheap as the ``syncfs``, without loading ``ctypes``
-    to call it (1.6 ms of a cold gate)."""
-    if (len(files) > 1 or len(folders) > 1) and _syncfs(anchor):
+    ``fsync`` of each file, then of each folder."""
+    if _syncfs(anchor):
         return
     for path in (*files, *folders):
         try:

@@ -22,7 +22,7 @@ from rayvault.learning._plain import (
     conforms,
 )
 from rayvault.learning._time import utcnow
-from rayvault.learning.store._fs import atomic_write, durable_group, locked
+from rayvault.learning.store._fs import atomic_write, locked
 from rayvault.learning.store._leanjson import dumps, loads_value, read
 from rayvault.learning.store.files._packed import unpack
 from rayvault.learning.store.files.layout import MEMORY_FILE
@@ -63,12 +63,17 @@ class GateReads:
 
     @contextlib.contextmanager
     def locked_state(self, video_id: str) -> Iterator[PlainGateState | GateState]:
-        """``store.gate_state``: under the state's lock, written back atomically on exit."""
+        """``store.gate_state``: under the state's lock, written back atomically on exit.
+
+        Durable as every write (``_fs``): the state file and its folder are flushed with an
+        ``fsync`` each, not in a group (``durable_group``) flushed with a ``syncfs``: for one
+        file that costs the same, without loading ``ctypes`` to call ``syncfs`` (1.6 ms of a
+        cold gate). A new SOUL snapshot written in the block is flushed on its own, before."""
         store = self.store
         store._writable()
         store._gate_folder_usable()
         path = store.gate_state_path(video_id)
-        with durable_group(store.root), locked(path):
+        with locked(path):
             state = self._state(read(path), path) or PlainGateState(video_id=video_id)
             yield state
             state.updated = utcnow()
