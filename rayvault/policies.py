@@ -28,10 +28,8 @@ from rayvault.learning._hash import sha256_hex
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
-    from typing import Any
-
-if TYPE_CHECKING:
     import ast
+    from typing import Any
 
 # -- the specification's constants -------------------------------------------------------------
 LEARNING_GATE_ENABLED = True

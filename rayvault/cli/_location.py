@@ -10,8 +10,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold 
 if TYPE_CHECKING:
     from typing import Any
 
-
-if TYPE_CHECKING:
     from rayvault.learning.store import Store
 
 

@@ -68,11 +68,8 @@ from rayvault.policies import Policies
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
-    from typing import Any, Literal
-
-if TYPE_CHECKING:
     from contextlib import AbstractContextManager
-    from typing import Protocol
+    from typing import Any, Literal, Protocol
 
     # The records are imported when a public function returns one: the CLI's gate
     # (``learning_gate_plain``) reads and decides with plain data, and imports no pydantic.

@@ -17,7 +17,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold 
 if TYPE_CHECKING:
     from typing import Any
 
-if TYPE_CHECKING:  # the queries' module (dataclasses) is not imported by a cold gate
     from rayvault.learning.store.base import ErrorQuery, EventQuery
 
 EVENT_COLUMNS = (

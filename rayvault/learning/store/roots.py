@@ -19,7 +19,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold 
 if TYPE_CHECKING:
     from typing import Any
 
-if TYPE_CHECKING:
     from rayvault.learning.store._rootchoice import RootChoice
 
 #: A folder holding any of these is a data root.

@@ -23,7 +23,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold 
 if TYPE_CHECKING:
     from typing import Any
 
-if TYPE_CHECKING:
     from rayvault.learning.store.files._gate import GateReads
     from rayvault.learning.store.files.store import FileStore
 

@@ -29,10 +29,8 @@ from rayvault.learning.store.files.layout import MEMORY_FILE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
-    from typing import Any
-
-if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from rayvault.learning.models import GateState, KnownFailure, LearningEvent, Rule
     from rayvault.learning.store.files._base import FileStoreBase

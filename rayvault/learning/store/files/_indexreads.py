@@ -36,7 +36,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold 
 if TYPE_CHECKING:
     from typing import Any, Protocol
 
-if TYPE_CHECKING:
     from rayvault.learning.store.files._sqlindex import SqliteIndex
 
 #: 11: event records packed (``_packed``; issue 15, item 5). 12: the event pattern aggregates
