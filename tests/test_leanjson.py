@@ -24,6 +24,7 @@ SAMPLES: list[object] = [
     {"big": 2**63 - 1, "neg": -(2**63), "unsigned": 2**64 - 1, "float": 123456.789},
     {"exponent": 1e16, "small": 1e-7, "neg_zero": -0.0},  # orjson's own notation: its bytes
     {"deep": [[[{"a": [{}]}]]]},
+    {"tuple": (1, "two")},  # not json's: written by orjson
 ]
 
 
@@ -62,6 +63,15 @@ def test_big_integers_and_surrogate_pairs_are_read_as_orjson_reads_them() -> Non
                 loads(data, Path("x.json"))
         else:
             assert loads(data, Path("x.json")) == expected
+
+
+def test_text_orjson_cannot_write_is_refused_with_its_error() -> None:
+    for value in ({"a": "\ud800"}, {"\udfff": 1}, {1: "int key"}):
+        with pytest.raises(orjson.JSONEncodeError) as lean:
+            dumps(value)
+        with pytest.raises(orjson.JSONEncodeError) as fast:
+            dump_json(value)
+        assert str(lean.value) == str(fast.value)
 
 
 def test_read_of_a_missing_file_is_none(tmp_path: Path) -> None:

@@ -82,11 +82,13 @@ def read(path: Path) -> Any | None:
 
 
 def _plain(value: Any) -> bool:
+    """Whether ``json`` writes ``value`` as ``orjson`` does (text with a lone surrogate is
+    caught by the final UTF-8 encoding, see :func:`dumps`)."""
     kind = type(value)
     if kind is str:
-        return not _has_surrogate(value)
+        return True
     if kind is dict:
-        return all(type(k) is str and _plain(k) and _plain(v) for k, v in value.items())
+        return all(type(k) is str and _plain(v) for k, v in value.items())
     if kind is list:
         return all(_plain(v) for v in value)
     if kind is int:
@@ -96,20 +98,13 @@ def _plain(value: Any) -> bool:
     return value is None or kind is bool
 
 
-def _has_surrogate(text: str) -> bool:
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def dumps(value: Any) -> bytes:
     """``_fs.dump_json(value)``: the same bytes."""
     if _plain(value):
-        return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: orjson refuses it, with its error
+            pass
     from rayvault.learning.store._fs import dump_json
 
     return dump_json(value)
