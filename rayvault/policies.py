@@ -18,15 +18,18 @@ compares these *effective* values between runs, so it can say which constant cha
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import operator
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+
+from rayvault.learning._hash import sha256_hex
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    import ast
+    from typing import Any
 
 # -- the specification's constants -------------------------------------------------------------
 #: Master switch of the learning gate (``RAYVAULT_SKIP_LEARNING_GATE=1`` also turns it off).
@@ -166,42 +169,115 @@ _MINIMUMS = {
 }
 
 
+#: The constants whose default is read from the module when a :class:`Policies` is made.
+_MAP_DEFAULTS = frozenset(
+    {"LEARNING_STAGE_AGENTS", "LEARNING_STAGE_ALIASES", "LEARNING_GATE_LEVELS"}
+)
+
+
 class PolicyError(Exception):
     """An override cannot be used (wrapped into ``ConfigError`` by the learning package)."""
 
 
-@dataclass(frozen=True)
 class Policies:
-    """The effective policy values for one data root (defaults + policies.py + environment)."""
+    """The effective policy values for one data root (defaults + policies.py + environment).
 
-    LEARNING_GATE_ENABLED: bool = LEARNING_GATE_ENABLED
-    LEARNING_REVISIT_INTERVAL_DAYS: int = LEARNING_REVISIT_INTERVAL_DAYS
-    LEARNING_ARCHIVE_RETENTION_DAYS: int = LEARNING_ARCHIVE_RETENTION_DAYS
-    LEARNING_MAX_ACTIVE_RULES_PER_AGENT: int = LEARNING_MAX_ACTIVE_RULES_PER_AGENT
-    LEARNING_PROMOTION_THRESHOLD_OCCURRENCES: int = LEARNING_PROMOTION_THRESHOLD_OCCURRENCES
-    LEARNING_TOMBSTONE_GRACE_DAYS: int = LEARNING_TOMBSTONE_GRACE_DAYS
-    LEARNING_KNOWN_FAILURE_THRESHOLD: int = LEARNING_KNOWN_FAILURE_THRESHOLD
-    LEARNING_STAGE_AGENTS: Mapping[str, str] = field(default_factory=lambda: LEARNING_STAGE_AGENTS)
-    LEARNING_STAGE_ALIASES: Mapping[str, str] = field(
-        default_factory=lambda: LEARNING_STAGE_ALIASES
-    )
-    LEARNING_SOUL_PATHS: tuple[str, ...] = LEARNING_SOUL_PATHS
-    LEARNING_SKILL_GRAPH_DIR: str = LEARNING_SKILL_GRAPH_DIR
-    LEARNING_SKILL_INDEX_MAX_ENTRIES: int = LEARNING_SKILL_INDEX_MAX_ENTRIES
-    LEARNING_RULES_RENDER_BUDGET: int = LEARNING_RULES_RENDER_BUDGET
-    LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] = field(
-        default_factory=lambda: LEARNING_GATE_LEVELS
-    )
-    LEARNING_MAX_TEXT_CHARS: int = LEARNING_MAX_TEXT_CHARS
-    LEARNING_MAX_ERROR_TEXT_CHARS: int = LEARNING_MAX_ERROR_TEXT_CHARS
-    LEARNING_CONFLICT_PREFERENCE: str = LEARNING_CONFLICT_PREFERENCE
-    LEARNING_EFFICACY_MIN_DELIVERIES: int = LEARNING_EFFICACY_MIN_DELIVERIES
-    LEARNING_EFFICACY_MAX_RECURRENCE_RATE: float = LEARNING_EFFICACY_MAX_RECURRENCE_RATE
+    Frozen, compared and shown as the frozen dataclass it was (``sources``, ``file`` and
+    ``file_sha256`` take no part in comparisons): a plain class because a cold
+    ``rayvault-learn gate`` loads the policies and must not import ``dataclasses`` (issue 15
+    item 4)."""
+
+    __slots__ = (*POLICY_NAMES, "sources", "file", "file_sha256")
+
+    LEARNING_GATE_ENABLED: bool
+    LEARNING_REVISIT_INTERVAL_DAYS: int
+    LEARNING_ARCHIVE_RETENTION_DAYS: int
+    LEARNING_MAX_ACTIVE_RULES_PER_AGENT: int
+    LEARNING_PROMOTION_THRESHOLD_OCCURRENCES: int
+    LEARNING_TOMBSTONE_GRACE_DAYS: int
+    LEARNING_KNOWN_FAILURE_THRESHOLD: int
+    LEARNING_STAGE_AGENTS: Mapping[str, str]
+    LEARNING_STAGE_ALIASES: Mapping[str, str]
+    LEARNING_SOUL_PATHS: tuple[str, ...]
+    LEARNING_SKILL_GRAPH_DIR: str
+    LEARNING_SKILL_INDEX_MAX_ENTRIES: int
+    LEARNING_RULES_RENDER_BUDGET: int
+    LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]]
+    LEARNING_MAX_TEXT_CHARS: int
+    LEARNING_MAX_ERROR_TEXT_CHARS: int
+    LEARNING_CONFLICT_PREFERENCE: str
+    LEARNING_EFFICACY_MIN_DELIVERIES: int
+    LEARNING_EFFICACY_MAX_RECURRENCE_RATE: float
     #: Which constants were overridden, and where (``policies.py`` or ``env RAYVAULT_NAME``).
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    sources: Mapping[str, str]
     #: The policies file that was read, and the SHA-256 of its bytes (None when there is none).
-    file: Path | None = field(default=None, compare=False)
-    file_sha256: str | None = field(default=None, compare=False)
+    file: Path | None
+    file_sha256: str | None
+
+    def __init__(  # noqa: PLR0917 (the dataclass's signature: each field by position too)
+        self,
+        LEARNING_GATE_ENABLED: bool = LEARNING_GATE_ENABLED,
+        LEARNING_REVISIT_INTERVAL_DAYS: int = LEARNING_REVISIT_INTERVAL_DAYS,
+        LEARNING_ARCHIVE_RETENTION_DAYS: int = LEARNING_ARCHIVE_RETENTION_DAYS,
+        LEARNING_MAX_ACTIVE_RULES_PER_AGENT: int = LEARNING_MAX_ACTIVE_RULES_PER_AGENT,
+        LEARNING_PROMOTION_THRESHOLD_OCCURRENCES: int = LEARNING_PROMOTION_THRESHOLD_OCCURRENCES,
+        LEARNING_TOMBSTONE_GRACE_DAYS: int = LEARNING_TOMBSTONE_GRACE_DAYS,
+        LEARNING_KNOWN_FAILURE_THRESHOLD: int = LEARNING_KNOWN_FAILURE_THRESHOLD,
+        LEARNING_STAGE_AGENTS: Mapping[str, str] | None = None,
+        LEARNING_STAGE_ALIASES: Mapping[str, str] | None = None,
+        LEARNING_SOUL_PATHS: tuple[str, ...] = LEARNING_SOUL_PATHS,
+        LEARNING_SKILL_GRAPH_DIR: str = LEARNING_SKILL_GRAPH_DIR,
+        LEARNING_SKILL_INDEX_MAX_ENTRIES: int = LEARNING_SKILL_INDEX_MAX_ENTRIES,
+        LEARNING_RULES_RENDER_BUDGET: int = LEARNING_RULES_RENDER_BUDGET,
+        LEARNING_GATE_LEVELS: Mapping[str, str | Mapping[str, str]] | None = None,
+        LEARNING_MAX_TEXT_CHARS: int = LEARNING_MAX_TEXT_CHARS,
+        LEARNING_MAX_ERROR_TEXT_CHARS: int = LEARNING_MAX_ERROR_TEXT_CHARS,
+        LEARNING_CONFLICT_PREFERENCE: str = LEARNING_CONFLICT_PREFERENCE,
+        LEARNING_EFFICACY_MIN_DELIVERIES: int = LEARNING_EFFICACY_MIN_DELIVERIES,
+        LEARNING_EFFICACY_MAX_RECURRENCE_RATE: float = LEARNING_EFFICACY_MAX_RECURRENCE_RATE,
+        sources: Mapping[str, str] | None = None,
+        file: Path | None = None,
+        file_sha256: str | None = None,
+    ) -> None:
+        # The maps' defaults are the module's maps when the instance is made (as the
+        # dataclass's default factories read them).
+        module = globals()
+        given = locals()
+        put = object.__setattr__
+        for name in POLICY_NAMES:
+            value = given[name]
+            if value is None and name in _MAP_DEFAULTS:
+                value = module[name]
+            put(self, name, value)
+        put(self, "sources", {} if sources is None else sources)
+        put(self, "file", file)
+        put(self, "file_sha256", file_sha256)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _compared(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in POLICY_NAMES)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Policies)
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Policies({shown})"
 
     def values(self) -> dict[str, Any]:
         """The effective constants as plain JSON-ready values (maps as dicts, tuples as lists)."""
@@ -329,11 +405,13 @@ def read_policies_file(path: Path) -> tuple[dict[str, Any], str]:
     Only top-level ``NAME = <literal>`` assignments of known constants are taken; other statements
     (a real project's policies.py holds many unrelated constants) are ignored.
     """
+    import ast  # here: only a root with a policies file parses one
+
     try:
         data = path.read_bytes()
     except OSError as e:
         raise PolicyError(f"{path} cannot be read: {e.strerror or e}") from e
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     try:
         tree = ast.parse(data, filename=str(path))
     except SyntaxError as e:

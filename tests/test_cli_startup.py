@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,85 @@ def test_a_caller_choosing_pydantic_plugins_is_respected(root: Path) -> None:
     out, report = probe("--root", str(root), "gate", "ack", "v042", "assets", env=env)
     assert out.startswith("Nothing to acknowledge") and report["code"] == 0
     assert report["plugins_discovered"] is True
+
+
+#: Runs the CLI in-process like ``_PROBE``, then prints every module the process imported.
+_MODULES_PROBE = """
+import json, sys
+from rayvault.cli import main
+code = main(sys.argv[1:])
+sys.stderr.write("\\n" + json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+#: What a cold ``rayvault-learn gate VIDEO STAGE`` on a file store must not import (issue 15
+#: item 4: each costs the process more than the gate's own run).
+_NOT_ON_THE_GATE_PATH = {
+    "orjson", "dataclasses", "inspect", "logging", "pydantic", "typer", "rich", "click",
+    "_hashlib", "shutil", "ctypes", "rayvault.learning.models",
+    "rayvault.learning.store.files.store", "rayvault.learning.store.base",
+}  # fmt: skip
+
+
+def _cold_gate(root: Path, *args: str) -> tuple[str, int, set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _MODULES_PROBE, "--root", str(root), "gate", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=REPO,
+        env=_help_fast.plain_environment(),
+        check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return done.stdout, report["code"], set(report["modules"])
+
+
+def _typer_gate(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[str, int]:
+    from rayvault.cli.app import run
+
+    capsys.readouterr()
+    code = run(["--root", str(root), "gate", *args])
+    return capsys.readouterr().out, code
+
+
+@pytest.mark.slow
+def test_the_cold_gate_imports_only_what_it_needs_and_prints_what_the_app_prints(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Open FAIL events of the stage (one of this video), a rule in the agent's memory, and a
+    # failure seen three times with open occurrences: every check reads something, and blocks.
+    for video in ("v040", "v041", "v042"):
+        create_event(**event_kwargs(video_id=video, verification=""))  # type: ignore[arg-type]
+    assert (root / "state" / "agents" / "dzine_producer" / "memory_active.json").is_file()
+    # The first run records the baselines; the index is behind the last event written (the
+    # writers catch it up before they read, not after they write): the file store catches it up.
+    out, code, modules = _cold_gate(root, "v042", "assets")
+    assert code == 2 and out.startswith("BLOCKED: ")
+    assert "rayvault.learning.store.files.store" in modules
+    out, code, modules = _cold_gate(root, "v042", "assets")
+    assert modules & _NOT_ON_THE_GATE_PATH == set()
+    assert "[FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event(s)" in out
+    assert "check_known_failures: 1 recurring failure(s)" in out
+    assert "[PASS] check_diff_policies: policies unchanged" in out
+    assert (out, code) == _typer_gate(capsys, root, "v042", "assets")
+    json_out, code, modules = _cold_gate(root, "v042", "assets", "--json")
+    assert code == 2 and json.loads(json_out)["blocked"] is True
+    # An index behind its logs (here: removed) is caught up by the file store, as always: the
+    # same answer, with the file store's imports.
+    shutil.rmtree(root / "state" / "cache")
+    behind, code, modules = _cold_gate(root, "v042", "assets")
+    assert code == 2 and "rayvault.learning.store.files.store" in modules
+    assert behind == out
+    again, code, modules = _cold_gate(root, "v042", "assets")
+    assert again == out and modules & _NOT_ON_THE_GATE_PATH == set()
+
+
+@pytest.mark.slow
+def test_the_cold_gate_of_a_video_without_failures_passes_like_the_app(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_event(**event_kwargs(video_id="v041"))  # type: ignore[arg-type]
+    _cold_gate(root, "v050", "assets")  # the baselines; the index caught up
+    out, code, modules = _cold_gate(root, "v050", "assets")
+    assert code == 0 and out.startswith("PASSED: ")
+    assert modules & _NOT_ON_THE_GATE_PATH == set()
+    assert (out, code) == _typer_gate(capsys, root, "v050", "assets")

@@ -5,9 +5,11 @@ JSON objects. Light on purpose: the gate's fast path uses it without Typer or Ri
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
+    from typing import Any
+
     from rayvault.learning.store import Store
 
 

@@ -6,7 +6,9 @@ reading them does not import pydantic (issue 15 item 4: a cold ``rayvault-learn 
 
 from __future__ import annotations
 
-from typing import Literal
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 SEVERITIES: tuple[str, ...] = ("INFO", "WARN", "FAIL", "BLOCKER")
 #: Higher is more severe.
@@ -18,6 +20,24 @@ STATUSES: tuple[str, ...] = ("open", "applied", "verified", "archived")
 #: only means its rule is in memory, not that the failure is gone.
 RESOLVED_STATUSES: frozenset[str] = frozenset({"verified", "archived"})
 
-Severity = Literal["INFO", "WARN", "FAIL", "BLOCKER"]
-Status = Literal["open", "applied", "verified", "archived"]
-PatternState = Literal["new", "ongoing", "resolved", "regressed"]
+_PATTERN_STATES: tuple[str, ...] = ("new", "ongoing", "resolved", "regressed")
+
+if TYPE_CHECKING:
+    Severity = Literal["INFO", "WARN", "FAIL", "BLOCKER"]
+    Status = Literal["open", "applied", "verified", "archived"]
+    PatternState = Literal["new", "ongoing", "resolved", "regressed"]
+
+#: The vocabularies as ``Literal`` types (``Severity``, ``Status``, ``PatternState``), made on
+#: first use (PEP 562): the records use them; a cold gate, which imports no ``typing``, does not.
+_LITERALS = {"Severity": SEVERITIES, "Status": STATUSES, "PatternState": _PATTERN_STATES}
+
+
+def __getattr__(name: str) -> Any:
+    values = _LITERALS.get(name)
+    if values is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from typing import Literal
+
+    alias = Literal[values]  # type: ignore[valid-type]
+    globals()[name] = alias
+    return alias

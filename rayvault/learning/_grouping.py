@@ -36,12 +36,12 @@ from typing import cast
 
 from rayvault.learning._patternbook import (
     GROUPING_VERSION,
-    TEMPLATE_LIMIT,
     VARIABLE,
     Cluster,
     Grouping,
     PatternBook,
 )
+from rayvault.learning._template import TEMPLATE_LIMIT
 from rayvault.learning.exceptions import InvalidInputError
 
 __all__ = [

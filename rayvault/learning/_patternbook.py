@@ -7,23 +7,16 @@ gate's start-up path — does not compile the algorithm's masks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from rayvault.learning._template import template_of
 
 #: The grouping algorithm's version, stored with every fingerprint it computes. Version 1 is
 #: :func:`rayvault.learning._fingerprint.fingerprint` (records stored without a version).
 GROUPING_VERSION = 2
 #: A template position that the cluster's evidence showed to vary.
 VARIABLE = "<*>"
-#: Longest template kept for display (the signature still covers the whole masked text).
-TEMPLATE_LIMIT = 240
-
-
-def template_of(tokens: Sequence[str]) -> str:
-    """A cluster's tokens as the template people read (cut to :data:`TEMPLATE_LIMIT`)."""
-    text = " ".join(tokens)
-    return text if len(text) <= TEMPLATE_LIMIT else text[: TEMPLATE_LIMIT - 1] + "…"
 
 
 @dataclass

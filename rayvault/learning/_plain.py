@@ -8,19 +8,21 @@ hand against the shape of its record (:data:`GATE_STATE_FIELDS`, :data:`RULE_FIE
 The check is strict: anything it is not sure pydantic reads to the very same values (a
 lower-case severity, a number given as text, a missing field) fails it, and the caller then
 validates the data with the record as before, with the same errors for a corrupt file. The
-checks and the result are plain dataclasses too, whose ``to_dict`` is what the records'
+checks and the result are plain classes too, whose ``to_dict`` is what the records'
 ``to_dict`` gives; the library converts them to :class:`~rayvault.learning.models.GateResult`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 from rayvault.learning._constants import SEVERITIES, STATUSES
 from rayvault.learning._time import format_ts, parse_ts
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 # -- shape checks ------------------------------------------------------------------------------
 #: Field → kind; a kind ending in ``!`` is required. Kinds: ``str``, ``str?`` (text or null),
@@ -163,18 +165,45 @@ def conforms(raw: object, fields: Mapping[str, str]) -> bool:
 
 
 # -- the records the gate reads ------------------------------------------------------------------
-@dataclass
-class PlainGateState:
+class _Plain:  # noqa: PLW1641 (mutable, so unhashable: as the dataclasses were)
+    """Plain data with ``__eq__`` and ``__repr__`` over its ``__slots__`` (what the dataclasses
+    these were gave; a cold gate imports no ``dataclasses``, whose ``inspect`` costs ~9 ms)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class PlainGateState(_Plain):
     """:class:`~rayvault.learning.models.GateState` as plain data (``extra``: the fields it
     does not know, e.g. the original system's ``policies_sha``)."""
 
-    video_id: str | None = None
-    policies: dict[str, Any] | None = None
-    souls: dict[str, dict[str, Any]] = field(default_factory=dict)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    acks: list[dict[str, Any]] = field(default_factory=list)
-    updated: datetime | str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("acks", "extra", "policies", "runs", "souls", "updated", "video_id")
+
+    def __init__(  # noqa: PLR0917 (the dataclass's signature)
+        self,
+        video_id: str | None = None,
+        policies: dict[str, Any] | None = None,
+        souls: dict[str, dict[str, Any]] | None = None,
+        runs: list[dict[str, Any]] | None = None,
+        acks: list[dict[str, Any]] | None = None,
+        updated: datetime | str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.video_id = video_id
+        self.policies = policies
+        self.souls: dict[str, dict[str, Any]] = {} if souls is None else souls
+        self.runs: list[dict[str, Any]] = [] if runs is None else runs
+        self.acks: list[dict[str, Any]] = [] if acks is None else acks
+        self.updated = updated
+        self.extra: dict[str, Any] = {} if extra is None else extra
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> PlainGateState:
@@ -266,14 +295,19 @@ class PlainRule:
         return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True)
-class PlainKnownFailure:
+class PlainKnownFailure(_Plain):
     """:class:`~rayvault.learning.models.KnownFailure` as plain data."""
 
-    fingerprint: str
-    pattern: str
-    occurrences: int
-    unresolved: int
+    __slots__ = ("fingerprint", "occurrences", "pattern", "unresolved")
+
+    def __init__(self, fingerprint: str, pattern: str, occurrences: int, unresolved: int) -> None:
+        self.fingerprint = fingerprint
+        self.pattern = pattern
+        self.occurrences = occurrences
+        self.unresolved = unresolved
+
+    def __hash__(self) -> int:
+        return hash((self.fingerprint, self.pattern, self.occurrences, self.unresolved))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -285,17 +319,28 @@ class PlainKnownFailure:
 
 
 # -- what the gate decides -----------------------------------------------------------------------
-@dataclass
-class PlainCheck:
+class PlainCheck(_Plain):
     """:class:`~rayvault.learning.models.GateCheck` as plain data (same fields, same order)."""
 
-    name: str
-    passed: bool
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-    level: str = "deny"
-    outcome: str = "pass"
-    clear: list[str] = field(default_factory=list)
+    __slots__ = ("clear", "details", "level", "name", "outcome", "passed", "reason")
+
+    def __init__(  # noqa: PLR0917 (the dataclass's signature)
+        self,
+        name: str,
+        passed: bool,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        level: str = "deny",
+        outcome: str = "pass",
+        clear: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.passed = passed
+        self.reason = reason
+        self.details: dict[str, Any] = {} if details is None else details
+        self.level = level
+        self.outcome = outcome
+        self.clear: list[str] = [] if clear is None else clear
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -309,19 +354,42 @@ class PlainCheck:
         }
 
 
-@dataclass
-class PlainGateResult:
+class PlainGateResult(_Plain):
     """:class:`~rayvault.learning.models.GateResult` as plain data (same fields, same order)."""
 
-    video_id: str
-    stage: str
-    blocked: bool
-    reason: str
-    timestamp: datetime
-    checks: list[PlainCheck] = field(default_factory=list)
-    outcome: str = "pass"
-    agent: str | None = None
-    enabled: bool = True
+    __slots__ = (
+        "agent",
+        "blocked",
+        "checks",
+        "enabled",
+        "outcome",
+        "reason",
+        "stage",
+        "timestamp",
+        "video_id",
+    )  # fmt: skip
+
+    def __init__(  # noqa: PLR0917 (the dataclass's signature)
+        self,
+        video_id: str,
+        stage: str,
+        blocked: bool,
+        reason: str,
+        timestamp: datetime,
+        checks: list[PlainCheck] | None = None,
+        outcome: str = "pass",
+        agent: str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.video_id = video_id
+        self.stage = stage
+        self.blocked = blocked
+        self.reason = reason
+        self.timestamp = timestamp
+        self.checks: list[PlainCheck] = [] if checks is None else checks
+        self.outcome = outcome
+        self.agent = agent
+        self.enabled = enabled
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -337,15 +405,17 @@ class PlainGateResult:
         }
 
 
-class _MaybeRegression(Protocol):
-    @property
-    def regression_of(self) -> str | None: ...
-    @property
-    def regressed_after_seconds(self) -> int | None: ...
-    @property
-    def timestamp(self) -> datetime: ...
-    @property
-    def video_id(self) -> str | None: ...
+if TYPE_CHECKING:
+
+    class _MaybeRegression(Protocol):
+        @property
+        def regression_of(self) -> str | None: ...
+        @property
+        def regressed_after_seconds(self) -> int | None: ...
+        @property
+        def timestamp(self) -> datetime: ...
+        @property
+        def video_id(self) -> str | None: ...
 
 
 def regression_text(event: _MaybeRegression) -> str:

@@ -23,24 +23,24 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import functools
-import inspect
-import logging
 import math
 import types
-import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from rayvault.learning.exceptions import InvalidInputError, LearningError
 
+# ``typing``, ``inspect`` and ``logging`` are imported where they are used: a cold
+# ``rayvault-learn gate`` imports this module (``checked``, ``shown``) and none of them (issue 15
+# item 4). ``@checked`` resolves a function's hints on its first call, with them.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING
 if TYPE_CHECKING:
+    from typing import Any, ParamSpec, Protocol, TypeVar
+
     from pydantic import BaseModel
 
-log = logging.getLogger("rayvault.learning")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-M = TypeVar("M", bound="BaseModel")
+    P = ParamSpec("P")
+    R = TypeVar("R")
+    M = TypeVar("M", bound="BaseModel")
 
 #: Integer arguments that count or limit something: negative values are refused.
 NON_NEGATIVE = frozenset({"limit", "budget", "days", "threshold", "min_count"})
@@ -325,6 +325,9 @@ _MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
 
 def compile_annotation(tp: Any) -> _Checker:
     """The checker of one (resolved) annotation."""
+    import typing
+    from typing import Any, TypeVar
+
     if tp is Any or tp is object:
         return _Checker()
     if tp is None or tp is type(None):
@@ -369,17 +372,39 @@ def _parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:
     """The resolved type hints of ``func``'s parameters. The return annotation is left alone: a
     function may return a record its module imports only when it runs (the gate's, so that a
     process that never calls it does not import pydantic)."""
+    import inspect
+    import sys
+    import typing
+
     annotations = {k: v for k, v in func.__annotations__.items() if k != "return"}
     holder = types.SimpleNamespace(
         __annotations__=annotations, __globals__=inspect.unwrap(func).__globals__
     )
-    return typing.get_type_hints(holder)
+    # A name the module imports only for type checking: one it serves on demand (PEP 562
+    # ``__getattr__``: the gate's ``Store``, so that a cold gate does not import it), or one of
+    # ``typing``'s (``Any``: modules on the cold gate's path import no ``typing``).
+    module = sys.modules.get(func.__module__)
+    lazy: dict[str, Any] = {}
+    while True:
+        try:
+            return typing.get_type_hints(holder, localns=lazy)
+        except NameError as e:
+            if e.name is None or e.name in lazy:
+                raise
+            found = getattr(module, e.name, None) if module is not None else None
+            if found is None:
+                found = getattr(typing, e.name, None)
+            if found is None:
+                raise
+            lazy[e.name] = found
 
 
 class _Plan:
     """The checkers of one function's parameters, by name and by position."""
 
     def __init__(self, func: Callable[..., Any]) -> None:
+        import inspect
+
         hints = _parameter_hints(func)
         self.by_name: dict[str, _Checker] = {}
         self.positional: list[tuple[str, _Checker]] = []
@@ -387,7 +412,7 @@ class _Plan:
         self.var_keyword: _Checker | None = None
         kinds = inspect.Parameter
         for name, param in inspect.signature(func).parameters.items():
-            checker = compile_annotation(hints.get(name, Any))
+            checker = compile_annotation(hints.get(name, object))
             if param.kind is kinds.VAR_POSITIONAL:
                 self.var_positional = (name, checker)
             elif param.kind is kinds.VAR_KEYWORD:
@@ -445,15 +470,17 @@ def _check_one(checker: _Checker, value: object, name: str) -> Any:
     return checker.check(value, name)
 
 
-class _FullTextKeeper(Protocol):
-    def keep_full_text(self, text: str) -> str: ...
+if TYPE_CHECKING:
 
+    class _FullTextKeeper(Protocol):
+        def keep_full_text(self, text: str) -> str: ...
 
-class _WithDocuments(Protocol):
-    """What :func:`keep_capped` needs of a store (named here: this layer is below the stores)."""
+    class _WithDocuments(Protocol):
+        """What :func:`keep_capped` needs of a store (named here: this layer is below the
+        stores)."""
 
-    @property
-    def docs(self) -> _FullTextKeeper: ...
+        @property
+        def docs(self) -> _FullTextKeeper: ...
 
 
 def keep_capped(store: _WithDocuments, text: str, limit: int, *, keep_tail: bool = False) -> str:
@@ -465,7 +492,11 @@ def keep_capped(store: _WithDocuments, text: str, limit: int, *, keep_tail: bool
     try:
         kept: str | None = store.docs.keep_full_text(text)
     except (OSError, LearningError) as e:
-        log.warning("full text of %d characters not kept: %s", len(text), e)
+        import logging
+
+        logging.getLogger("rayvault.learning").warning(
+            "full text of %d characters not kept: %s", len(text), e
+        )
         kept = None
     return cap_text(text, limit, keep_tail=keep_tail, kept_at=kept)
 

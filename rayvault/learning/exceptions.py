@@ -7,9 +7,11 @@ CLI's single error boundary) can catch it once. Messages name the object at faul
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
+    from typing import Any
+
     from rayvault.learning.models import GateResult
 
 

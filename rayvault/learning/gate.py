@@ -45,14 +45,11 @@ there is none, they pass saying so) and never record or acknowledge one; only
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from rayvault.learning._hash import sha1_hex, sha256_hex
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning._plain import (
     PlainCheck,
@@ -67,10 +64,13 @@ from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import cap_text, checked, clean_actor
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
-from rayvault.learning.store import EventQuery, Store, get_store
 from rayvault.policies import Policies
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import Any, Literal, Protocol
+
     # The records are imported when a public function returns one: the CLI's gate
     # (``learning_gate_plain``) reads and decides with plain data, and imports no pydantic.
     from rayvault.learning.models import (
@@ -82,6 +82,7 @@ if TYPE_CHECKING:
         LearningEvent,
         Rule,
     )
+    from rayvault.learning.store import Store
 
 __all__ = [
     "CHECK_NAMES",
@@ -107,7 +108,8 @@ RUNS_KEPT = 50
 _LISTED = 3  # events or patterns named in a block reason
 #: The fields of a gate state written by the original system.
 _LEGACY_FIELDS = ("policies_sha", "soul_shas", "last_passed")
-Level = Literal["deny", "warn"]
+if TYPE_CHECKING:
+    Level = Literal["deny", "warn"]
 
 
 def skip_requested() -> bool:
@@ -143,23 +145,35 @@ def _graded(check: PlainCheck, level: Level) -> PlainCheck:
     return check
 
 
-@dataclass(frozen=True)
 class _Soul:
-    agent: str | None
-    path: Path | None
-    text: str | None
-    searched: list[Path]
-    #: SHA-1 of the bytes of each searched location ("" when missing): the original's hashes.
-    sha1s: frozenset[str] = frozenset()
+    """The stage agent's SOUL file as this run reads it. (Plain classes here, not dataclasses: a
+    cold gate imports no ``dataclasses``, whose ``inspect`` costs it ~9 ms.)"""
+
+    __slots__ = ("agent", "path", "searched", "sha1s", "text")
+
+    def __init__(
+        self,
+        agent: str | None,
+        path: Path | None,
+        text: str | None,
+        searched: list[Path],
+        sha1s: frozenset[str] = frozenset(),
+    ) -> None:
+        self.agent = agent
+        self.path = path
+        self.text = text
+        self.searched = searched
+        #: SHA-1 of the bytes of each searched location ("" when missing): the original's hashes.
+        self.sha1s = sha1s
 
     @property
     def sha256(self) -> str | None:
-        return None if self.text is None else hashlib.sha256(self.text.encode()).hexdigest()
+        return None if self.text is None else sha256_hex(self.text.encode())
 
 
 def _sha1_file(path: Path) -> str:
     try:
-        return hashlib.sha1(path.read_bytes()).hexdigest()
+        return sha1_hex(path.read_bytes())
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return ""
 
@@ -411,14 +425,7 @@ def _resolve_command(event_id: str) -> str:
 
 def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> PlainCheck:
     name = "check_regressions"
-    open_events = _reads(store).events(
-        EventQuery(
-            video_id=video_id,
-            components=components,
-            severities=("FAIL", "BLOCKER"),
-            unresolved=True,
-        )
-    )
+    open_events = _reads(store).open_failures(video_id, components)
     if not open_events:
         return PlainCheck(name=name, passed=True, reason="no unresolved FAIL/BLOCKER events")
     # Regressions first: a failure back after its fix was verified is named as such.
@@ -619,12 +626,18 @@ def _known_failures(
 
 
 # -- the four checks, callable alone -------------------------------------------------------------
-@dataclass(frozen=True)
 class _Target:
-    stage: str
-    agent: str | None
-    components: tuple[str, ...]
-    policies: Policies
+    """The gate stage a stage name folds to, its agent, its component names, the policies."""
+
+    __slots__ = ("agent", "components", "policies", "stage")
+
+    def __init__(
+        self, stage: str, agent: str | None, components: tuple[str, ...], policies: Policies
+    ) -> None:
+        self.stage = stage
+        self.agent = agent
+        self.components = components
+        self.policies = policies
 
 
 def _target(store: Store, stage: str) -> _Target:
@@ -638,7 +651,7 @@ def _target(store: Store, stage: str) -> _Target:
 
 
 def _check_diff_policies(video_id: str, stage: str, *, store: Store | None = None) -> PlainCheck:
-    store = store or get_store()
+    store = store or _default_store()
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
     state = _load_state(store, video_id)
@@ -656,7 +669,7 @@ def _check_diff_policies(video_id: str, stage: str, *, store: Store | None = Non
 
 
 def _check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) -> PlainCheck:
-    store = store or get_store()
+    store = store or _default_store()
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
     state = _load_state(store, video_id)
@@ -677,7 +690,7 @@ def _check_diff_soul(video_id: str, stage: str, *, store: Store | None = None) -
 
 
 def _check_regressions(video_id: str, stage: str, *, store: Store | None = None) -> PlainCheck:
-    store = store or get_store()
+    store = store or _default_store()
     validate_identifier(video_id, "video id")
     t = _target(store, stage)
     check = _regressions(store, video_id, t.components)
@@ -685,7 +698,7 @@ def _check_regressions(video_id: str, stage: str, *, store: Store | None = None)
 
 
 def _check_known_failures(stage: str, *, store: Store | None = None) -> PlainCheck:
-    store = store or get_store()
+    store = store or _default_store()
     t = _target(store, stage)
     check = _known_failures(
         store, t.components, t.policies.LEARNING_KNOWN_FAILURE_THRESHOLD, t.agent, t.policies
@@ -737,7 +750,7 @@ def _summary(checks: list[PlainCheck]) -> str:
 def learning_gate(video_id: str, stage: str, *, store: Store | None = None) -> GateResult:
     """Run the four checks for ``video_id`` before ``stage``; the result says whether it is
     blocked, why, and what each check found (its level and outcome)."""
-    return _gate_result(_learning_gate(video_id, stage, store or get_store()))
+    return _gate_result(_learning_gate(video_id, stage, store or _default_store()))
 
 
 def _gate_result(plain: PlainGateResult) -> GateResult:
@@ -765,7 +778,7 @@ def learning_gate_plain(
     :class:`GateResult`'s does). For a short process that runs the gate and exits (the CLI's
     ``gate VIDEO STAGE``): with a file store whose files are well-formed it imports no pydantic
     (the records are built only for data their hand check refuses, or other stores)."""
-    return _learning_gate(video_id, stage, store or get_store())
+    return _learning_gate(video_id, stage, store or _default_store())
 
 
 def _learning_gate(video_id: str, stage: str, store: Store) -> PlainGateResult:
@@ -828,6 +841,13 @@ def _learning_gate(video_id: str, stage: str, store: Store) -> PlainGateResult:
     )
 
 
+def _default_store() -> Store:
+    """``store.get_store()`` (imported when no store is given)."""
+    from rayvault.learning.store import get_store
+
+    return get_store()
+
+
 def _has_sha1(state: GateState | PlainGateState, agent: str | None) -> bool:
     previous = state.souls.get(agent) if agent else None
     return previous is not None and "sha256" not in previous and "sha1" in previous
@@ -847,7 +867,7 @@ def acknowledge(
     when known, as ``by``) is recorded."""
     from rayvault.learning.models import Acknowledgement
 
-    store = store or get_store()
+    store = store or _default_store()
     validate_identifier(video_id, "video id")
     who = clean_actor(actor)
     t = _target(store, stage)
@@ -896,23 +916,31 @@ def _as_rules(rules: Sequence[PlainRule | Rule]) -> list[Rule]:
     return [Rule.model_validate(r.raw) if isinstance(r, PlainRule) else r for r in rules]
 
 
-class _Reads(Protocol):
-    """What the gate reads from a store: records, or plain data (``_plain``)."""
+if TYPE_CHECKING:
 
-    def state(self, video_id: str) -> PlainGateState | GateState | None: ...
-    def locked_state(self, video_id: str) -> AbstractContextManager[PlainGateState | GateState]: ...
-    def events(self, query: EventQuery) -> Sequence[PlainEvent | LearningEvent]: ...
-    def rules(self, agent: str) -> Sequence[PlainRule | Rule]: ...
-    def known(
-        self, components: tuple[str, ...], threshold: int
-    ) -> Sequence[PlainKnownFailure | KnownFailure]: ...
+    class _Reads(Protocol):
+        """What the gate reads from a store: records, or plain data (``_plain``)."""
+
+        def state(self, video_id: str) -> PlainGateState | GateState | None: ...
+        def locked_state(
+            self, video_id: str
+        ) -> AbstractContextManager[PlainGateState | GateState]: ...
+        def open_failures(
+            self, video_id: str, components: tuple[str, ...]
+        ) -> Sequence[PlainEvent | LearningEvent]: ...
+        def rules(self, agent: str) -> Sequence[PlainRule | Rule]: ...
+        def known(
+            self, components: tuple[str, ...], threshold: int
+        ) -> Sequence[PlainKnownFailure | KnownFailure]: ...
 
 
-@dataclass(frozen=True)
 class _RecordReads:
     """The gate's reads through the store's records (a store without plain reads)."""
 
-    store: Store
+    __slots__ = ("store",)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def state(self, video_id: str) -> GateState | None:
         return self.store.load_gate_state(video_id)
@@ -920,8 +948,18 @@ class _RecordReads:
     def locked_state(self, video_id: str) -> AbstractContextManager[GateState]:
         return self.store.gate_state(video_id)
 
-    def events(self, query: EventQuery) -> list[LearningEvent]:
-        return self.store.query_events(query)
+    def open_failures(self, video_id: str, components: tuple[str, ...]) -> list[LearningEvent]:
+        """Unresolved FAIL/BLOCKER events of the video in the components."""
+        from rayvault.learning.store.base import EventQuery
+
+        return self.store.query_events(
+            EventQuery(
+                video_id=video_id,
+                components=components,
+                severities=("FAIL", "BLOCKER"),
+                unresolved=True,
+            )
+        )
 
     def rules(self, agent: str) -> list[Rule]:
         return self.store.load_memory(agent).rules
@@ -943,4 +981,8 @@ def __getattr__(name: str) -> Any:
         from rayvault.learning.models import Acknowledgement
 
         return Acknowledgement
+    if name == "Store":  # for ``@checked``'s hints: imported only for type checking
+        from rayvault.learning.store.base import Store
+
+        return Store
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,13 +14,9 @@ stored; a map that wants ``Assets`` too lists it. The gate refuses an unknown st
 
 from __future__ import annotations
 
-import logging
-
 from rayvault.learning._aliases import fold_name
 from rayvault.learning.exceptions import InvalidInputError
 from rayvault.policies import Policies
-
-log = logging.getLogger("rayvault.learning")
 
 __all__ = [
     "agent_for_stage",
@@ -94,7 +90,9 @@ def note_unknown_component(name: str, policies: Policies, where: str) -> bool:
     if is_known_stage(name, policies):
         return False
     suggestion = _suggestion(name, policies)
-    log.warning(
+    import logging  # here: a cold ``rayvault-learn gate`` imports this module, never logging
+
+    logging.getLogger("rayvault.learning").warning(
         "%s: component %r is not a stage or step name in LEARNING_STAGE_AGENTS or "
         "LEARNING_STAGE_ALIASES: recorded as is, but no gate stage counts it%s",
         where,

@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rayvault.learning._validate import checked
 from rayvault.learning.exceptions import StoreError
-from rayvault.learning.store.base import (
-    AgentState,
-    ArchivedTombstones,
-    EventQuery,
-    ProgressCallback,
-    SavedReport,
-    Store,
-)
-from rayvault.learning.store.files import FileStore
 from rayvault.learning.store.roots import (
     DATA_ROOT_MARKERS,
-    RootChoice,
     choose_root,
     is_data_root,
     root_for_reading,
     uses_server_store,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DATA_ROOT_MARKERS",
@@ -47,9 +40,45 @@ __all__ = [
     "uses_server_store",
 ]
 
+#: Names imported on first use (PEP 562): importing ``rayvault.learning.store.<module>`` does
+#: not load the file store and the store interface (a cold ``rayvault-learn gate`` needs
+#: neither: issue 15 item 4).
+_LAZY = {
+    "AgentState": "rayvault.learning.store.base",
+    "ArchivedTombstones": "rayvault.learning.store.base",
+    "EventQuery": "rayvault.learning.store.base",
+    "ProgressCallback": "rayvault.learning.store.base",
+    "SavedReport": "rayvault.learning.store.base",
+    "Store": "rayvault.learning.store.base",
+    "FileStore": "rayvault.learning.store.files.store",
+    "RootChoice": "rayvault.learning.store.roots",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 if TYPE_CHECKING:  # mypy checks that both backends are stores (never run: psycopg stays lazy)
     from rayvault.learning.store._items import Portable
+    from rayvault.learning.store._rootchoice import RootChoice
+    from rayvault.learning.store.base import (
+        AgentState,
+        ArchivedTombstones,
+        EventQuery,
+        ProgressCallback,
+        SavedReport,
+        Store,
+    )
     from rayvault.learning.store.capabilities import SchemaAdmin, Transferable
+    from rayvault.learning.store.files.store import FileStore
     from rayvault.learning.store.postgres import PostgresStore
 
     _FILE_STORE: type[Store] = FileStore
@@ -78,6 +107,8 @@ def open_store(root: Path | str | None = None, url: str | None = None) -> Store:
     base = resolve_root(root)
     target = url if url is not None else os.environ.get("RAYVAULT_STORE", "").strip()
     if not target or target in {"file", "files"}:
+        from rayvault.learning.store.files.store import FileStore
+
         return FileStore(base)
     if target.startswith(("postgresql://", "postgres://")):
         try:  # imported only when asked for: psycopg is an optional extra

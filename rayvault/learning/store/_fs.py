@@ -24,13 +24,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import orjson
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError, UnsafePathError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 TEMP_MARKER = ".tmp-"
 LOCK_SUFFIX = ".lock"
@@ -146,12 +146,14 @@ def fsync_enabled() -> bool:
     return os.environ.get("RAYVAULT_FSYNC", "").strip().lower() not in _FSYNC_OFF
 
 
-@dataclass
 class _Group:
     """The files and folders written durably inside :func:`durable_group`, flushed at its end."""
 
-    files: dict[str, None] = field(default_factory=dict)
-    folders: dict[str, None] = field(default_factory=dict)
+    __slots__ = ("files", "folders")
+
+    def __init__(self) -> None:
+        self.files: dict[str, None] = {}
+        self.folders: dict[str, None] = {}
 
 
 _group: ContextVar[_Group | None] = ContextVar("rayvault_durable_group", default=None)
@@ -359,6 +361,8 @@ def read_json(path: Path) -> Any | None:
 
 def parse_json(data: bytes, path: Path) -> Any:
     """Parse bytes read from ``path``; :class:`CorruptFileError` naming it when they are bad."""
+    import orjson  # here: a cold gate reads its files with ``_leanjson``
+
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -368,6 +372,8 @@ def parse_json(data: bytes, path: Path) -> Any:
 
 def dump_json(value: Any) -> bytes:
     """Pretty, stable JSON for whole files people may read."""
+    import orjson
+
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 

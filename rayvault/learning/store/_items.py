@@ -5,12 +5,13 @@ and load import this module, never another backend's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, runtime_checkable
-
 from rayvault.learning.exceptions import StoreError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from rayvault.learning.store._portable import Portable as Portable  # noqa: PLC0414
 
 #: One version of an event (key: event_id); every version, in the order written.
 EVENT = "event"
@@ -68,35 +69,35 @@ KIND_LABELS = {
 }
 
 
-@dataclass(frozen=True)
 class Item:
-    """One record version or document, with its exact text."""
+    """One record version or document, with its exact text (a plain class rather than a
+    dataclass: the file store's layout imports this module on a cold gate's path)."""
+
+    __slots__ = ("key", "kind", "text")
+
+    def __init__(self, kind: str, key: tuple[str, ...], text: str) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "text", text)
 
     kind: str
     key: tuple[str, ...]
     text: str
 
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
 
-@runtime_checkable
-class Portable(Protocol):
-    """A data root given and taken as items: a file-layout folder, or a whole server store."""
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Item)
+        return (self.kind, self.key, self.text) == (other.kind, other.key, other.text)
 
-    def describe(self) -> str: ...
+    def __hash__(self) -> int:
+        return hash((self.kind, self.key, self.text))
 
-    def has_data(self) -> bool: ...
-
-    def dump_items(self) -> Iterator[Item]: ...
-
-    def load_items(self, items: Iterable[Item]) -> dict[str, int]: ...
-
-    def skipped_files(self) -> list[str]:
-        """Files found under its folders that no kind covers (reported, never dropped
-        silently); none where the data is not files."""
-        ...
-
-    def is_data_root(self, path: Path) -> bool:
-        """Whether ``path`` is where this data lives (a copy onto itself is refused)."""
-        ...
+    def __repr__(self) -> str:
+        return f"Item(kind={self.kind!r}, key={self.key!r}, text={self.text!r})"
 
 
 def not_empty(where: str) -> StoreError:
@@ -105,3 +106,14 @@ def not_empty(where: str) -> StoreError:
         hint="export into a folder without a data/ or state/ tree, "
         "or import into an empty schema (e.g. a new ?schema=NAME)",
     )
+
+
+def __getattr__(name: str) -> Any:
+    """:class:`Portable` (a runtime-checkable protocol, defined in ``_portable``), imported on
+    first use: the file store's layout imports this module on a cold gate's path, which imports
+    no ``typing``."""
+    if name == "Portable":
+        from rayvault.learning.store._portable import Portable
+
+        return Portable
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
 
 from rayvault.learning._constants import RESOLVED_STATUSES, SEVERITIES
 from rayvault.learning._time import to_micros
-from rayvault.learning.store.base import ErrorQuery, EventQuery
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from rayvault.learning.store.base import ErrorQuery, EventQuery
 
 EVENT_COLUMNS = (
     "event_id",
@@ -136,6 +140,45 @@ def shown_pattern(text: object) -> str | None:
 
 def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
     """A WHERE clause (possibly empty) and its parameters for ``query``."""
+    return event_filters_where(
+        ph,
+        video_id=query.video_id,
+        components=query.components,
+        severities=query.severities,
+        statuses=query.statuses,
+        agent=query.agent,
+        agent_or_components=query.agent_or_components,
+        fingerprint=query.fingerprint,
+        source_error_id=query.source_error_id,
+        source_note=query.source_note,
+        idempotency_key=query.idempotency_key,
+        unresolved=query.unresolved,
+        date_from=query.date_from,
+        date_to=query.date_to,
+        exclude_event_id=query.exclude_event_id,
+    )
+
+
+def event_filters_where(
+    ph: str = "?",
+    *,
+    video_id: str | None = None,
+    components: tuple[str, ...] | None = None,
+    severities: tuple[str, ...] | None = None,
+    statuses: tuple[str, ...] | None = None,
+    agent: str | None = None,
+    agent_or_components: tuple[str, tuple[str, ...]] | None = None,
+    fingerprint: str | None = None,
+    source_error_id: str | None = None,
+    source_note: str | None = None,
+    idempotency_key: str | None = None,
+    unresolved: bool | None = None,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    exclude_event_id: str | None = None,
+) -> tuple[str, list[Any]]:
+    """:func:`event_where` from the filters of an ``EventQuery`` given one by one (the cold
+    gate's query, without the ``EventQuery`` record)."""
     clauses: list[str] = []
     params: list[Any] = []
 
@@ -146,44 +189,48 @@ def event_where(query: EventQuery, ph: str = "?") -> tuple[str, list[Any]]:
         clauses.append(f"{column} IN ({', '.join([ph] * len(values))})")
         params.extend(values)
 
-    if query.video_id is not None:
+    if video_id is not None:
         clauses.append(f"video_id = {ph}")
-        params.append(query.video_id)
-    if query.components is not None:
-        any_of("component", query.components)
-    if query.severities is not None:
-        any_of("severity", tuple(s.upper() for s in query.severities))
-    if query.statuses is not None:
-        any_of("status", query.statuses)
-    if query.agent is not None:
+        params.append(video_id)
+    if components is not None:
+        any_of("component", components)
+    if severities is not None:
+        any_of("severity", tuple(s.upper() for s in severities))
+    if statuses is not None:
+        any_of("status", statuses)
+    if agent is not None:
         clauses.append(f"agent = {ph}")
-        params.append(query.agent)
-    if query.agent_or_components is not None:
-        agent, components = query.agent_or_components
-        if components:
-            marks = ", ".join([ph] * len(components))
+        params.append(agent)
+    if agent_or_components is not None:
+        either, of_components = agent_or_components
+        if of_components:
+            marks = ", ".join([ph] * len(of_components))
             clauses.append(f"(agent = {ph} OR component IN ({marks}))")
-            params.extend([agent, *components])
+            params.extend([either, *of_components])
         else:
             clauses.append(f"agent = {ph}")
-            params.append(agent)
-    for column in ("fingerprint", "source_error_id", "source_note", "idempotency_key"):
-        value = getattr(query, column)
+            params.append(either)
+    for column, value in (
+        ("fingerprint", fingerprint),
+        ("source_error_id", source_error_id),
+        ("source_note", source_note),
+        ("idempotency_key", idempotency_key),
+    ):
         if value is not None:
             clauses.append(f"{column} = {ph}")
             params.append(value)
-    if query.unresolved is not None:
+    if unresolved is not None:
         clauses.append(f"resolved = {ph}")
-        params.append(0 if query.unresolved else 1)
-    if query.date_from is not None:
+        params.append(0 if unresolved else 1)
+    if date_from is not None:
         clauses.append(f"ts >= {ph}")
-        params.append(to_micros(query.date_from))
-    if query.date_to is not None:
+        params.append(to_micros(date_from))
+    if date_to is not None:
         clauses.append(f"ts <= {ph}")
-        params.append(to_micros(query.date_to))
-    if query.exclude_event_id is not None:
+        params.append(to_micros(date_to))
+    if exclude_event_id is not None:
         clauses.append(f"event_id <> {ph}")
-        params.append(query.exclude_event_id)
+        params.append(exclude_event_id)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -491,6 +538,8 @@ def answered_by_open_counts(query: EventQuery) -> bool:
     the columns they keep (severity, status, component, agent)."""
     from dataclasses import replace
 
+    from rayvault.learning.store.base import EventQuery
+
     if query.unresolved is not True:
         return False
     kept = replace(
@@ -510,6 +559,8 @@ def answered_by_open_counts(query: EventQuery) -> bool:
 def answered_by_pattern_aggregates(query: EventQuery) -> bool:
     """Whether the pattern aggregates answer ``event_patterns(query)``: every event counts."""
     from dataclasses import replace
+
+    from rayvault.learning.store.base import EventQuery
 
     return replace(query, newest_first=False, limit=None) == EventQuery()
 

@@ -7,11 +7,11 @@ This is the only code that knows where they live; the locations come from the po
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from rayvault.learning._hash import sha1_hex, sha256_hex
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning.exceptions import (
     ConfigError,
@@ -88,7 +88,7 @@ class Documents:
         data root."""
         self._writable()
         data = text.encode()
-        name = f"{hashlib.sha256(data).hexdigest()[:32]}.txt"
+        name = f"{sha256_hex(data)[:32]}.txt"
         path = self._inside_root(ATTACHMENTS_DIR, "the attachments folder") / name
         if not path.exists():
             create_exclusive(path, data)
@@ -231,6 +231,6 @@ class Documents:
 
 def _sha1(path: Path) -> str:
     try:
-        return hashlib.sha1(path.read_bytes()).hexdigest()
+        return sha1_hex(path.read_bytes())
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return ""

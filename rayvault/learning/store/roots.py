@@ -11,10 +11,15 @@ answering "nothing here". Writes create the root's folders as they need them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from rayvault.learning.exceptions import StoreError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from rayvault.learning.store._rootchoice import RootChoice
 
 #: A folder holding any of these is a data root.
 DATA_ROOT_MARKERS = ("data", "state", "artifacts", "agents", "policies.py")
@@ -29,23 +34,30 @@ def is_data_root(path: Path | str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class RootChoice:
-    """The data root a command uses and where that came from: ``given`` (by the caller,
-    e.g. ``--root``), ``RAYVAULT_ROOT``, or ``current directory``."""
+def __getattr__(name: str) -> Any:
+    """:class:`RootChoice` is a dataclass, defined in ``_rootchoice`` and imported on first use:
+    a cold ``rayvault-learn gate`` imports this module and no ``dataclasses``."""
+    if name == "RootChoice":
+        from rayvault.learning.store._rootchoice import RootChoice
 
-    path: Path
-    source: str
+        return RootChoice
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _choose(root: Path | str | None) -> tuple[Path, str]:
+    if root is not None and str(root) != "":
+        return Path(root).expanduser().absolute(), "given"
+    env = os.environ.get("RAYVAULT_ROOT", "").strip()
+    if env:
+        return Path(env).expanduser().absolute(), "RAYVAULT_ROOT"
+    return Path.cwd(), "current directory"
 
 
 def choose_root(root: Path | str | None = None) -> RootChoice:
     """The root ``resolve_root`` picks, with where it came from."""
-    if root is not None and str(root) != "":
-        return RootChoice(Path(root).expanduser().absolute(), "given")
-    env = os.environ.get("RAYVAULT_ROOT", "").strip()
-    if env:
-        return RootChoice(Path(env).expanduser().absolute(), "RAYVAULT_ROOT")
-    return RootChoice(Path.cwd(), "current directory")
+    from rayvault.learning.store._rootchoice import RootChoice
+
+    return RootChoice(*_choose(root))
 
 
 def uses_server_store(url: str | None = None) -> bool:
@@ -65,21 +77,21 @@ def root_for_reading(
     data root. With a server store (``url``, else ``RAYVAULT_STORE``: PostgreSQL) the records
     live on the server and the root only holds documents, so the current directory is accepted
     as it is."""
-    choice = choose_root(root)
+    path, chosen_by = _choose(root)
     server = uses_server_store(url)
-    source = given_as if choice.source == "given" else choice.source
-    if not choice.path.exists():
+    source = given_as if chosen_by == "given" else chosen_by
+    if not path.exists():
         raise StoreError(
-            f"data root {choice.path} does not exist (from {source})",
+            f"data root {path} does not exist (from {source})",
             hint="check the path; commands that write create a new root, reads never do",
         )
-    if not choice.path.is_dir():
-        raise StoreError(f"data root {choice.path} is not a folder (from {source})")
-    if choice.source == "current directory" and not server and not is_data_root(choice.path):
+    if not path.is_dir():
+        raise StoreError(f"data root {path} is not a folder (from {source})")
+    if chosen_by == "current directory" and not server and not is_data_root(path):
         raise StoreError(
-            f"no data root found: looked in the current directory {choice.path} (it has none "
+            f"no data root found: looked in the current directory {path} (it has none "
             f"of {', '.join(m if '.' in m else m + '/' for m in DATA_ROOT_MARKERS)}) "
             "and RAYVAULT_ROOT is not set",
             hint="pass --root DIR or set RAYVAULT_ROOT",
         )
-    return choice.path
+    return path

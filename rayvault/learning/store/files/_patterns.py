@@ -27,7 +27,7 @@ from rayvault.learning._aliases import fold_name
 from rayvault.learning._patternbook import GROUPING_VERSION, Cluster
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning.store._fs import locked, os_error
-from rayvault.learning.store.files._sqlindex import resolve_key
+from rayvault.learning.store.files._indexreads import resolve_key
 
 if TYPE_CHECKING:
     from rayvault.learning.store.files.store import FileStore

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import sqlite3
@@ -53,17 +52,20 @@ from rayvault.learning.store._sql import (
     event_aggregate_recounts,
     resolved_event_row,
 )
+from rayvault.learning.store.files._indexreads import (
+    SCHEMA_VERSION,
+    SIG_BYTES,
+    alias_hash,
+    resolve_key,
+)
+from rayvault.learning.store.files._indexreads import stat_key as _stat
 from rayvault.learning.store.files._jsonlog import read_array, read_from, scan_after
 from rayvault.learning.store.files._packed import pack, unpack
 from rayvault.learning.store.files._packed import register as register_record_function
 
 logger = logging.getLogger("rayvault.learning.index")
 
-#: 11: event records packed (``_packed``; issue 15, item 5). 12: the event pattern aggregates
-#: and open counts (issue 15, item 2). 13: the regression events indexed apart (the web app's
-#: pattern states ask for them on every page; issue 18).
-SCHEMA_VERSION = 13
-_SIG_BYTES = 32
+_SIG_BYTES = SIG_BYTES
 
 _TRIGGERS = """
 CREATE TRIGGER events_counted AFTER INSERT ON events WHEN NEW.fingerprint IS NOT NULL
@@ -467,8 +469,7 @@ class SqliteIndex:
         aliases = self._aliases()
         memo = self._alias_memo
         if memo is None or memo[0] is not aliases:
-            text = "\n".join(f"{k}\t{v}" for k, v in sorted(aliases.items()))
-            memo = self._alias_memo = (aliases, hashlib.sha256(text.encode()).hexdigest()[:16])
+            memo = self._alias_memo = (aliases, alias_hash(aliases))
         return memo
 
     def _aliases_for(self, source: Source) -> tuple[Mapping[str, str], str]:
@@ -935,16 +936,6 @@ def error_pattern_problems(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise os_error(path, e, "read") from e
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 @contextlib.contextmanager
 def _write(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
@@ -1004,25 +995,6 @@ def merge_source(path: Path) -> Source:
         "merges", path, "merges", "source", (), lambda item, _: (), apply=apply_merges,
         reset=reset_merges, uses_aliases=False,
     )  # fmt: skip
-
-
-def resolve_key(conn: sqlite3.Connection, key: str) -> str:
-    """``key`` with the merges indexed so far followed (one indexed lookup)."""
-    row = conn.execute("SELECT canonical FROM merges WHERE source = ?", (key,)).fetchone()
-    return str(row[0]) if row else key
-
-
-def resolve_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
-    """Each of ``keys`` with the merges indexed so far followed, in a few indexed lookups."""
-    resolved = {key: key for key in keys}
-    unique = list(resolved)
-    for start in range(0, len(unique), 500):
-        chunk = unique[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        resolved.update(
-            conn.execute(f"SELECT source, canonical FROM merges WHERE source IN ({marks})", chunk)
-        )
-    return resolved
 
 
 def apply_merges(conn: sqlite3.Connection, items: list[dict[str, Any]], first_seq: int) -> None:

@@ -27,12 +27,8 @@ The names of dated records and memory snapshots are shared with PostgreSQL (``st
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from rayvault.learning._ids import validate_identifier
 from rayvault.learning.exceptions import StoreError
@@ -53,6 +49,10 @@ from rayvault.learning.store._names import (
     original_tombstone_archive_day,
     parse_dated,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from typing import Any
 
 DATA_DIR = "data"
 STATE_DIR = "state"
@@ -219,6 +219,8 @@ class Layout:
     # -- the demo's marker --------------------------------------------------------------------
     def read_demo_marker(self) -> dict[str, Any] | None:
         """The demo's marker: None when there is none, ``{}`` when it cannot be read."""
+        import orjson  # here: the gate's process reads no marker
+
         try:
             data = orjson.loads(self.demo_marker.read_bytes())
         except FileNotFoundError:
@@ -228,6 +230,8 @@ class Layout:
         return data if isinstance(data, dict) else {}
 
     def write_demo_marker(self, data: dict[str, Any]) -> None:
+        import orjson
+
         tmp = self.root / f"{DEMO_MARKER}.tmp"
         tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
         os.replace(tmp, self.demo_marker)
@@ -238,6 +242,8 @@ class Layout:
 
     def remove_entries(self, names: Iterable[str]) -> None:
         """Remove these entries at the top of the root (folders with what they hold)."""
+        import shutil  # here: 2 ms of a cold gate's start-up otherwise
+
         for name in sorted(names):
             entry = self.root / name
             if entry.is_dir() and not entry.is_symlink():

@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
-from rayvault.learning._patternbook import template_of
 from rayvault.learning._time import compact_ts, from_micros, to_micros, utcnow
 from rayvault.learning.exceptions import (
-    ConfigError,
     ErrorEntryNotFoundError,
     EventNotFoundError,
     InvalidIdentifierError,
@@ -79,13 +77,8 @@ from rayvault.learning.store._sql import (
     answered_by_open_counts,
     answered_by_pattern_aggregates,
     error_where,
-    event_order,
     event_where,
-    failing_fingerprints_sql,
-    known_failures_sql,
-    open_occurrences_sql,
     pattern_sql,
-    shown_pattern,
     timeline_sql,
 )
 from rayvault.learning.store.base import (
@@ -98,6 +91,8 @@ from rayvault.learning.store.base import (
     build_records,
 )
 from rayvault.learning.store.documents import Documents
+from rayvault.learning.store.files._base import FileStoreBase
+from rayvault.learning.store.files._indexreads import select_events
 from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
 from rayvault.learning.store.files._packed import unpack
 from rayvault.learning.store.files._patterns import IndexBook, pattern_book
@@ -106,8 +101,6 @@ from rayvault.learning.store.files._sqlindex import (
     error_source,
     event_source,
     merge_source,
-    resolve_key,
-    resolve_keys,
 )
 from rayvault.learning.store.files._textrank import rank_texts as fts_rank_texts
 from rayvault.learning.store.files._tombstones import TombstoneList
@@ -120,7 +113,6 @@ from rayvault.learning.store.files.layout import (
     TOMBSTONES_FILE,
     Layout,
 )
-from rayvault.policies import Policies, PolicyError, load_policies
 
 if TYPE_CHECKING:  # the records load on first use: the gate's process does not build them
     from rayvault.learning.models import (
@@ -137,7 +129,6 @@ if TYPE_CHECKING:  # the records load on first use: the gate's process does not 
         TombstoneFile,
         WeeklyReport,
     )
-    from rayvault.learning.store.files._gate import GateReads
 
 log = logging.getLogger("rayvault.learning")
 
@@ -163,12 +154,14 @@ def _grouped(method: F) -> F:
 _IN_CHUNK = 500
 
 
-class FileStore:
+class FileStore(FileStoreBase):
     """The embedded default store (no server): JSON files under ``root``.
 
     ``read_only=True`` opens a view that never writes, not even the derived index (it is kept in
     memory instead): writes raise :class:`StoreError`. Dry runs use it.
     """
+
+    index: SqliteIndex
 
     def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
         self.root = Path(root).absolute()
@@ -204,52 +197,15 @@ class FileStore:
         self.docs = Documents(self.root, lambda: self.policies, read_only=read_only)
         self._layout_checked = False
 
+    def full_store(self) -> FileStore:
+        return self
+
     def __repr__(self) -> str:
         extra = ", read_only=True" if self.is_read_only else ""
         return f"FileStore({str(self.root)!r}{extra})"
 
     def read_only(self) -> FileStore:
         return self if self.is_read_only else FileStore(self.root, read_only=True)
-
-    def _writable(self) -> None:
-        if self.is_read_only:
-            raise StoreError(f"the file store at {self.root} was opened read-only")
-        if not self._layout_checked:
-            self._check_layout()
-
-    def _check_layout(self) -> None:
-        """Before the first write: no file where the layout has a folder, nor the reverse, so a
-        damaged root fails with one clear error before anything (even a lock file) is created."""
-        for path in (self.root, *self.layout.folders()):
-            if path.exists() and not path.is_dir():
-                raise StoreError(
-                    f"cannot write to the file store at {self.root}: {path} is a file where "
-                    "the layout has a folder",
-                    hint="move the file aside (`rayvault-learn doctor` lists what it finds)",
-                )
-        for path in (self.events_path, self.errors_path, self.merges_path):
-            if path.is_dir():
-                raise StoreError(
-                    f"cannot write to the file store at {self.root}: {path} is a folder where "
-                    "the layout has a file",
-                    hint="move the folder aside (`rayvault-learn doctor` lists what it finds)",
-                )
-        self._layout_checked = True
-
-    @property
-    def policies(self) -> Policies:
-        try:
-            return load_policies(self.root)
-        except PolicyError as e:
-            raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
-
-    def stage_aliases(self) -> Mapping[str, str]:
-        """The alias map the index folds unfingerprinted records with. Unusable policies fall
-        back to the defaults (the index follows when they are fixed), so ``doctor`` still reads."""
-        try:
-            return self.policies.LEARNING_STAGE_ALIASES
-        except ConfigError:
-            return Policies().LEARNING_STAGE_ALIASES
 
     def describe(self) -> str:
         return f"file store at {self.root}" + (" (read-only)" if self.is_read_only else "")
@@ -442,17 +398,9 @@ class FileStore:
         query = self._follow(query)
         conn = self.index.sync("events")
         where, params = event_where(query)
-        if query.limit is not None:
-            order, more = event_order(query)
-            rows: Iterable[tuple[Any, ...]]
-            rows = conn.execute(f"SELECT data FROM events{where}{order}", [*params, *more])
-            return rows
-        # Rows come out of the table almost in time order (they are appended as they happen):
-        # sorting them here costs a fraction of an SQL ORDER BY, which copies every blob into a
-        # temporary B-tree (150 ms of 260 at 100k events).
-        found = conn.execute(f"SELECT data, ts, seq FROM events{where}", params).fetchall()
-        found.sort(key=lambda row: (row[1], row[2]), reverse=query.newest_first)
-        return found
+        return select_events(
+            conn, where, params, newest_first=query.newest_first, limit=query.limit
+        )
 
     def count_events(self, query: EventQuery) -> int:
         query = self._follow(query)
@@ -602,19 +550,9 @@ class FileStore:
         return statuses
 
     # -- agent memory -------------------------------------------------------------------------
-    def agent_dir(self, agent: str) -> Path:
-        return self.layout.agent_dir(agent)
-
     def _load(self, model: type[M], path: Path, what: str) -> M | None:
         raw = read_json(path)
         return None if raw is None else validate_record(model, raw, path, what)
-
-    def relative(self, path: Path) -> str:
-        """``path`` relative to the data root (as given, unresolved), else as it is."""
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
 
     def memory_location(self, agent: str) -> str:
         return self.relative(self.agent_dir(agent) / MEMORY_FILE)
@@ -871,10 +809,6 @@ class FileStore:
             raise os_error(self.root, e, "create the data root") from e
         return pattern_book(self)
 
-    def resolve_pattern(self, key: str) -> str:
-        conn = self.index.sync("merges")
-        return key if self.index.absent("merges") else resolve_key(conn, key)
-
     def _follow(self, query: Q) -> Q:
         """``query`` with its fingerprint resolved through the merges: a query by a merged key
         finds the occurrences of the pattern it was merged into, and the reverse."""
@@ -907,82 +841,6 @@ class FileStore:
             for fp, pattern, n, open_n in self.known_failure_rows(components, threshold)
         ]
 
-    def known_failure_rows(
-        self, components: tuple[str, ...], threshold: int
-    ) -> list[tuple[str, str, int, int]]:
-        """:meth:`known_failures` as tuples (fingerprint, pattern, occurrences, unresolved)."""
-        self.index.sync("errors")
-        conn = self.index.sync("events")
-        found = []
-        rows = conn.execute(known_failures_sql(len(components)), [*components, threshold])
-        for fp, occurrences, unresolved in rows.fetchall():
-            # The pattern's template as its cluster has it now (wider than an early record's,
-            # after a merge); a record's own for a pattern of an older grouping version.
-            cluster = conn.execute("SELECT tokens FROM clusters WHERE key = ?", (fp,)).fetchone()
-            if cluster is not None:
-                found.append((fp, template_of(orjson.loads(cluster[0])), occurrences, unresolved))
-                continue
-            sample = (
-                conn.execute(
-                    "SELECT data FROM events WHERE fingerprint = ? LIMIT 1", (fp,)
-                ).fetchone()
-                or conn.execute(
-                    "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
-                ).fetchone()
-            )
-            raw = orjson.loads(unpack(sample[0])) if sample else {}
-            text = raw.get("symptom") or raw.get("error")
-            found.append(
-                (fp, raw.get("pattern") or shown_pattern(text) or fp, occurrences, unresolved)
-            )
-        return found
-
-    def failing_fingerprints(
-        self, fingerprints: list[str], components: tuple[str, ...]
-    ) -> set[str]:
-        if not fingerprints or not components:
-            return set()
-        self.index.sync("errors")
-        conn = self.index.sync("events")
-        if self.index.absent("merges"):  # no merges: every key is its own pattern
-            resolved = {fp: fp for fp in fingerprints}
-        else:
-            resolved = resolve_keys(conn, fingerprints)
-        keys = list(dict.fromkeys(resolved.values()))
-        sql = failing_fingerprints_sql(len(keys), len(components))
-        failing = {fp for (fp,) in conn.execute(sql, [*keys, *components, *components])}
-        return {fp for fp, key in resolved.items() if key in failing}
-
-    def open_occurrences(
-        self, fingerprint: str, components: tuple[str, ...], limit: int
-    ) -> tuple[list[str], list[str]]:
-        if not components:
-            return [], []
-        self.index.sync("errors")
-        conn = self.index.sync("events")
-        params = [self.resolve_pattern(fingerprint), *components, limit]
-        rows = conn.execute(open_occurrences_sql(len(components)), params * 2).fetchall()
-        return [i for k, i in rows if k == "event"], [i for k, i in rows if k == "error"]
-
-    def gate_reads(self) -> GateReads:
-        """What the gate reads, as plain data (``files._gate``): a cold gate imports no
-        pydantic."""
-        from rayvault.learning.store.files._gate import GateReads
-
-        return GateReads(self)
-
-    def gate_state_path(self, video_id: str) -> Path:
-        return self.layout.gate_state_path(video_id)
-
-    def _gate_folder_usable(self) -> None:
-        """A file where ``state/learning_gate`` (or ``state``) must be a folder: one clear error."""
-        for folder in (self.gate_dir, self.gate_dir.parent):
-            if folder.exists() and not folder.is_dir():
-                raise StoreError(
-                    f"{folder} is a file, where the gate keeps its state in a folder",
-                    hint="move the file away, or point --root at the right data root",
-                )
-
     def load_gate_state(self, video_id: str) -> GateState | None:
         from rayvault.learning.models import GateState
 
@@ -1008,21 +866,6 @@ class FileStore:
             yield state
             state.updated = utcnow()
             atomic_write(path, dump_json(state.model_dump(mode="json")))
-
-    def _soul_snapshot_path(self, sha256: str) -> Path:
-        return self.layout.soul_path(sha256)
-
-    def save_soul_snapshot(self, sha256: str, text: str) -> None:
-        self._writable()
-        path = self._soul_snapshot_path(sha256)
-        if not path.exists():
-            create_exclusive(path, text.encode())
-
-    def load_soul_snapshot(self, sha256: str) -> str | None:
-        try:
-            return self._soul_snapshot_path(sha256).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
 
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:

@@ -58,7 +58,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from rayvault.learning._ids import is_safe_identifier, validate_identifier
-from rayvault.learning._patternbook import template_of
+from rayvault.learning._template import template_of
 from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, to_micros, utcnow
 from rayvault.learning.exceptions import (
     ConfigError,
