@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from rayvault.cli._common import (
+    STDIN,
     IdempotencyKeyOption,
     JsonOption,
     RootOption,
@@ -20,6 +20,7 @@ from rayvault.cli._common import (
     new_table,
     open_cli_store,
     plural,
+    read_stdin_text,
     record_table,
     short,
     when,
@@ -38,22 +39,6 @@ app = typer.Typer(
 ErrorIdArgument = Annotated[str, typer.Argument(help="The error id (e-…).")]
 RootCauseOption = Annotated[str, typer.Option("--root-cause", help="Why it failed.")]
 FixOption = Annotated[str, typer.Option("--fix", help="What fixed it.")]
-
-
-def _read_stdin() -> str:
-    """Standard input as text. Bytes that are not UTF-8 are refused, like a lone surrogate in an
-    argument (what Python makes of such bytes in argv): nothing is stored that differs from
-    what the step printed. The terminal's locale plays no part."""
-    from rayvault.learning.exceptions import InvalidInputError
-
-    data = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidInputError(
-            f"stdin is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
-            hint="convert it first, e.g. `iconv -f latin1 -t utf-8` or `iconv -c -t utf-8`",
-        ) from None
 
 
 @app.command("log")
@@ -89,7 +74,7 @@ def log_command(
     from rayvault.learning.exceptions import InvalidInputError
 
     context = from_stdin(context, "--context-json", (error, "ERROR"))
-    text = _read_stdin() if error == "-" else error
+    text = read_stdin_text() if error == STDIN else error
     extra = None
     if context:
         try:
