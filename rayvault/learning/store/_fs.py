@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from rayvault.learning.exceptions import CorruptFileError, StoreError, UnsafePathError
+from rayvault.learning.store._leanjson import read_bytes
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
@@ -350,13 +351,8 @@ def create_exclusive(path: Path, data: bytes, *, fsync: bool | None = None) -> b
 
 def read_json(path: Path) -> Any | None:
     """Parse a JSON file; None when it does not exist; :class:`CorruptFileError` when it is bad."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise CorruptFileError(path, f"cannot be read ({e.strerror or e})") from e
-    return parse_json(data, path)
+    data = read_bytes(path)
+    return None if data is None else parse_json(data, path)
 
 
 def parse_json(data: bytes, path: Path) -> Any:

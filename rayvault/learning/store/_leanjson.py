@@ -70,15 +70,21 @@ def loads(data: bytes, path: Path) -> Any:
         return parse_json(data, path)
 
 
-def read(path: Path) -> Any | None:
-    """``_fs.read_json``: the file's JSON value; None when it does not exist."""
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes; None when it does not exist; :class:`CorruptFileError` when it cannot
+    be read (``_fs.read_json`` reads through this too)."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
         raise CorruptFileError(path, f"cannot be read ({e.strerror or e})") from e
-    return loads(data, path)
+
+
+def read(path: Path) -> Any | None:
+    """``_fs.read_json``: the file's JSON value; None when it does not exist."""
+    data = read_bytes(path)
+    return None if data is None else loads(data, path)
 
 
 def _plain(value: Any) -> bool:
