@@ -208,12 +208,17 @@ def check_memory(store: Store, *, check_sources: bool = True) -> list[Finding]:
         for rule in memory.rules:
             if not rule.source_event_id:
                 continue
+            # Pending first: a writer removes an event's pending file only after appending it to
+            # the log, so an event not pending (any more) is found by the index's catch-up; the
+            # other order races a writer finishing between the two looks.
+            if store.event_pending(rule.source_event_id):
+                continue
             try:
                 event = store.get_event(rule.source_event_id)
             except LearningError:
                 events_readable = False  # a corrupt index is the store check's finding
                 break
-            if event is None and not store.event_pending(rule.source_event_id):
+            if event is None:
                 findings.append(
                     Finding(
                         code="rule-source-missing",
