@@ -225,7 +225,7 @@ def test_the_cold_gate_imports_only_what_it_needs_and_prints_what_the_app_prints
     out, code, modules = _cold_gate(root, "v042", "assets")
     assert modules & _NOT_ON_THE_GATE_PATH == set()
     assert "[FAIL] check_regressions: 1 unresolved FAIL/BLOCKER event" in out
-    assert "check_known_failures: 1 recurring failure(s)" in out
+    assert "check_known_failures: 1 recurring failure" in out
     assert "[PASS] check_diff_policies: policies unchanged" in out
     assert (out, code) == _typer_gate(capsys, root, "v042", "assets")
     json_out, code, modules = _cold_gate(root, "v042", "assets", "--json")
