@@ -237,3 +237,24 @@ def test_importing_the_gate_imports_no_record() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False", "Acknowledgement"]
+
+
+def test_known_failure_templates_are_read_in_chunks_with_the_same_rows(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The known failures' templates come from one ``IN (…)`` query per chunk of keys: chunks of
+    one key give the rows one query for all does (the chunking is what holds a stage with more
+    recurring patterns than SQLite takes parameters)."""
+    from rayvault.learning import log_error
+    from rayvault.learning.store.files import _indexreads
+
+    for n, text in enumerate(
+        ["Timeout after 30s on B0AB", "Voice engine returned 0 bytes", "HTTP 429 from offers API"]
+    ):
+        for video in range(3):
+            log_error(f"v{n}{video}", "assets", f"{text} (attempt {video})")
+    store = FileStore(root)
+    whole = store.known_failure_rows(("assets",), 3)
+    assert len(whole) == 3 and all(isinstance(row[1], str) for row in whole)
+    monkeypatch.setattr(_indexreads, "_IN_CHUNK", 1)
+    assert FileStore(root).known_failure_rows(("assets",), 3) == whole

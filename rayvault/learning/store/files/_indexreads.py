@@ -255,6 +255,10 @@ def select_events(
     return found
 
 
+#: Keys per ``IN (…)`` list: well under SQLite's limit on bound parameters.
+_IN_CHUNK = 500
+
+
 def known_failure_rows(
     index: Synced, components: tuple[str, ...], threshold: int
 ) -> list[tuple[str, str, int, int]]:
@@ -262,13 +266,21 @@ def known_failure_rows(
     index.sync("errors")
     conn = index.sync("events")
     found = []
-    rows = conn.execute(known_failures_sql(len(components)), [*components, threshold])
-    for fp, occurrences, unresolved in rows.fetchall():
-        # The pattern's template as its cluster has it now (wider than an early record's,
-        # after a merge); a record's own for a pattern of an older grouping version.
-        cluster = conn.execute("SELECT tokens FROM clusters WHERE key = ?", (fp,)).fetchone()
-        if cluster is not None:
-            found.append((fp, template_of(loads_value(cluster[0])), occurrences, unresolved))
+    rows = conn.execute(known_failures_sql(len(components)), [*components, threshold]).fetchall()
+    # The pattern's template as its cluster has it now (wider than an early record's, after a
+    # merge), read for every pattern in one query; a record's own for a pattern of an older
+    # grouping version.
+    clusters: dict[str, str] = {}
+    keys = [row[0] for row in rows]
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT key, tokens FROM clusters WHERE key IN ({marks})"
+        clusters.update(conn.execute(sql, chunk).fetchall())
+    for fp, occurrences, unresolved in rows:
+        tokens = clusters.get(fp)
+        if tokens is not None:
+            found.append((fp, template_of(loads_value(tokens)), occurrences, unresolved))
             continue
         sample = (
             conn.execute("SELECT data FROM events WHERE fingerprint = ? LIMIT 1", (fp,)).fetchone()
