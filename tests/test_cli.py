@@ -69,6 +69,28 @@ def test_events_create_list_get_stats(root: Path, capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.both_stores
+def test_events_get_versions(capsys: pytest.CaptureFixture[str]) -> None:
+    event = create_event(**event_kwargs())  # type: ignore[arg-type]
+    code, _, err = run(capsys, "events", "update", event.event_id, "--root-cause", "angle again")
+    assert code == 0, err
+    got = run_json(capsys, "events", "get", event.event_id, "--versions")
+    assert isinstance(got, list) and len(got) >= 2
+    assert {v["event_id"] for v in got} == {event.event_id}
+    assert got[0]["root_cause"] == event.root_cause and got[-1]["root_cause"] == "angle again"
+    code, out, err = run(capsys, "events", "get", event.event_id, "--versions")
+    assert code == 0, err
+    assert "Versions of learning event" in out and event.event_id in out
+    assert "first recorded" in out and "root_cause" in out
+    numbers = [line.split()[0] for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert numbers == [str(n) for n in range(1, len(got) + 1)]  # oldest first
+    code, out, err = run(capsys, "events", "get", "le-nope", "--versions")
+    assert code == 1 and out == ""
+    assert err.splitlines()[0] == "Error: no learning event with id 'le-nope'"
+    code, out, err = run(capsys, "events", "get", "../x", "--versions")
+    assert code != 0 and out == "" and "invalid event id" in err
+
+
+@pytest.mark.both_stores
 def test_unknown_event_is_one_clear_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     get_store().count_events(EventQuery())  # an initialised store (a new schema is refused)
     code, out, err = run(capsys, "events", "get", "le-nope")

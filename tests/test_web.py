@@ -24,6 +24,8 @@ from rayvault.learning import (
     load_tombstones,
     log_error,
     promote_to_learning,
+    resolve_event,
+    update_event,
 )
 from rayvault.learning.models import LearningEvent
 from rayvault.learning.soul import insert_section, promotion_section
@@ -171,6 +173,32 @@ def test_event_page_shows_rule_and_linked_errors(
     assert f'data-error-id="{entry.id}"' in page
     assert event.rule_id is not None and event.rule_id in page
     assert 'id="resolve-button"' in page
+
+
+def test_event_page_shows_versions_newest_first(
+    client: TestClient, store: Store, clock: Clock
+) -> None:
+    kwargs = event_kwargs()
+    del kwargs["verification"]
+    event = create_event(**kwargs, store=store)  # type: ignore[arg-type]
+    clock.advance(minutes=1)
+    update_event(event.event_id, root_cause="the angle, again", store=store)
+    clock.advance(minutes=1)
+    resolve_event(event.event_id, "checked 5/5 renders", store=store)
+    count = len(store.event_versions(event.event_id))
+    page = client.get(f"/events/{event.event_id}").text
+    assert "this page shows the latest" not in page
+    table = page[
+        page.index('id="event-versions"') : page.index(
+            "</table>", page.index('id="event-versions"')
+        )
+    ]
+    rows = re.findall(r'<tr data-version="(\d+)">(.*?)</tr>', table, re.S)
+    assert [int(n) for n, _ in rows] == list(range(count, 0, -1))  # newest first
+    newest, update, first = rows[0][1], rows[1][1], rows[-1][1]
+    assert "<td>verified</td>" in newest and "resolved_at" in newest and "verification" in newest
+    assert "root_cause" in update and "status" not in update and "2026-02-19 12:01" in update
+    assert "first recorded" in first
 
 
 def test_unknown_and_malformed_ids(client: TestClient, store: Store) -> None:

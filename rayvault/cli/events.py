@@ -31,6 +31,8 @@ from rayvault.cli._common import (
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from rayvault.learning.store import Store
+
 app = typer.Typer(
     help="Learning events: list, inspect, count, record, resolve and compact them.",
     no_args_is_help=True,
@@ -116,6 +118,15 @@ def get_command(
     root: RootOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
+    versions: Annotated[
+        bool,
+        typer.Option(
+            "--versions",
+            help="Every version the store still holds, oldest first: a table of when, status "
+            "and the fields each changed (--json: the list of records). `events compact` "
+            "keeps only the latest.",
+        ),
+    ] = False,
 ) -> None:
     """Show one event with every field.
 
@@ -124,7 +135,11 @@ def get_command(
     from rayvault.learning.efficacy import attempt_deliveries
     from rayvault.learning.events import get_event
 
-    event = get_event(event_id, store=open_cli_store(root, store_url, read=True))
+    store = open_cli_store(root, store_url, read=True)
+    if versions:
+        _print_versions(event_id, store, as_json)
+        return
+    event = get_event(event_id, store=store)
     # Events of the closed loop: which rules each attempt delivered (the block's sha256 too).
     deliveries = attempt_deliveries(event.loop_steps)
 
@@ -142,6 +157,34 @@ def get_command(
     if deliveries:
         data["deliveries"] = deliveries
     emit(data, as_json, human, record=True)
+
+
+def _print_versions(event_id: str, store: Store, as_json: bool) -> None:
+    from rayvault.learning.events import changed_fields, event_versions
+    from rayvault.learning.exceptions import EventNotFoundError
+
+    found = event_versions(event_id, store=store)
+    if not found:
+        raise EventNotFoundError(event_id)
+
+    def human() -> None:
+        table = new_table(f"Versions of learning event {event_id}, oldest first")
+        table.add_column("#", justify="right", no_wrap=True)
+        table.add_column("When (UTC)", no_wrap=True)
+        table.add_column("Status", no_wrap=True)
+        table.add_column("Changed", ratio=1, overflow="fold")
+        for number, (version, changed) in enumerate(
+            zip(found, changed_fields(found), strict=True), 1
+        ):
+            table.add_row(
+                str(number),
+                when(version.updated or version.timestamp),
+                escape(version.status),
+                "first recorded" if number == 1 else escape(", ".join(changed) or "-"),
+            )
+        console().print(table)
+
+    emit([v.to_dict() for v in found], as_json, human, record=True)
 
 
 def deliveries_table(deliveries: list[dict[str, Any]]) -> Table:

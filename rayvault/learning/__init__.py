@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from rayvault.learning.events import (
         create_event,
         event_stats,
+        event_versions,
         get_event,
         list_events,
         resolve_event,
@@ -134,6 +135,7 @@ _EXPORTS: dict[str, str] = {
     # events and the immediate loop
     "create_event": "events",
     "get_event": "events",
+    "event_versions": "events",
     "list_events": "events",
     "update_event": "events",
     "resolve_event": "events",
@@ -319,6 +321,7 @@ __all__ = [
     "create_event",
     "diagnose_from_history",
     "event_stats",
+    "event_versions",
     "explain_grouping",
     "fingerprint",
     "get_agent_learnings",

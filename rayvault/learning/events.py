@@ -315,6 +315,44 @@ def get_event(event_id: str, *, store: Store | None = None) -> LearningEvent:
     return event
 
 
+@checked
+def event_versions(event_id: str, *, store: Store | None = None) -> list[LearningEvent]:
+    """Every version of an event the store still holds, oldest first: the first as recorded,
+    then one per change (``update_event``, ``resolve_event``, …). [] for an unknown id;
+    :class:`InvalidIdentifierError` for an unsafe one.
+
+    Compaction (``rayvault-learn events compact``) keeps only the latest version of each event,
+    so the versions it dropped are not returned. On the file store this scans the event log (a
+    cold path: an event page, a CLI command).
+    """
+    validate_identifier(event_id, "event id")
+    store = store or get_store()
+    return store.event_versions(event_id)
+
+
+#: Left out of :func:`changed_fields`: every new version sets it.
+_UNCOMPARED = frozenset({"updated"})
+
+
+def changed_fields(versions: Sequence[LearningEvent]) -> list[list[str]]:
+    """For each version (as :func:`event_versions` returns them, oldest first), the fields whose
+    values differ from the version before it, sorted ([] for the first); ``updated`` is left out
+    (every version sets it). Used by the event page and ``events get --versions``."""
+    result: list[list[str]] = []
+    before: dict[str, Any] | None = None
+    for version in versions:
+        data = version.model_dump(mode="json")
+        if before is None:
+            result.append([])
+        else:
+            keys = data.keys() | before.keys()
+            result.append(
+                sorted(k for k in keys if k not in _UNCOMPARED and data.get(k) != before.get(k))
+            )
+        before = data
+    return result
+
+
 def _choice(value: str | None, allowed: tuple[str, ...], name: str) -> tuple[str, ...] | None:
     if value is None:
         return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import getpass
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -485,12 +485,34 @@ def event_page(request: Request, s: Settings) -> tuple[str, dict[str, Any]]:
     extras = {k: v for k, v in (event.__pydantic_extra__ or {}).items()}
     return "event.html", {
         "event": event,
+        "versions": version_rows(store.event_versions(event_id)),
         "errors": errors,
         "rule": rule,
         "rule_where": where,
         "delivered": delivered,
         "extras": extras,
     }
+
+
+def version_rows(versions: Sequence[LearningEvent]) -> list[dict[str, Any]]:
+    """The event page's version table, newest first: per version its number (1 = first
+    recorded), when it was written (``updated``, else ``timestamp``), its status, and the fields
+    whose values differ from the version before it (none for the first)."""
+    from rayvault.learning.events import changed_fields
+
+    rows = [
+        {
+            "number": number,
+            "at": version.updated or version.timestamp,
+            "status": version.status,
+            "changed": changed,
+        }
+        for number, (version, changed) in enumerate(
+            zip(versions, changed_fields(versions), strict=True), 1
+        )
+    ]
+    rows.reverse()
+    return rows
 
 
 def _find_rule(store: Store, event: LearningEvent) -> tuple[Rule | None, str | None]:

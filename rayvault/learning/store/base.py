@@ -239,6 +239,13 @@ class Store(Protocol):
 
     def get_event(self, event_id: str) -> LearningEvent | None: ...
 
+    def event_versions(self, event_id: str) -> list[LearningEvent]:
+        """Every version of the event the store still holds, oldest first; [] for an unknown
+        id, ``InvalidIdentifierError`` for an unsafe one. A cold path (an event page, a CLI
+        command): the file store scans its log. Compaction (``events compact``) keeps only
+        the latest version of each event, so older versions it dropped are not returned."""
+        ...
+
     def query_events(self, query: EventQuery) -> list[LearningEvent]: ...
 
     def count_events(self, query: EventQuery) -> int:

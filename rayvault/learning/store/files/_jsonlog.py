@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import re
 import time
@@ -373,3 +374,75 @@ def scan_after(data: bytes, base: int) -> Scan | None:
             return None
         end = base + pos + len(line)
         pos = nl
+
+
+def versions_of(path: Path, key: str, value: str) -> list[dict[str, Any]]:
+    """Every version of the record whose ``key`` is ``value``, in the order written; [] when
+    the file is absent or holds none.
+
+    A cold-path scan that parses only candidate elements: the file is mapped and searched for
+    ``value`` quoted (``"value"``, the bytes JSON writes for it; a safe identifier needs no
+    escaping); each hit's line is parsed and kept only when its ``key`` is ``value`` (the id
+    quoted in another record's text is not a version of it). The scan holds the shared lock, so
+    no append (nor the cut of a torn tail) changes the mapped bytes meanwhile: writers wait for
+    it, which suits a cold path (an event page, a CLI command) and nothing hot. When a candidate
+    line is not one whole element (a torn tail, a file in the legacy multi-line layout) the file
+    is read whole with :func:`read_array` and filtered instead.
+    """
+    needle = orjson.dumps(value)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise os_error(path, e, "read") from e
+    try:
+        with _flocked(fd, path, shared=True):
+            size = os.fstat(fd).st_size
+            if size == 0:
+                found: list[dict[str, Any]] | None = None
+            else:
+                with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
+                    found = _scan_lines(data, needle, key, value)
+    except OSError as e:
+        raise os_error(path, e, "read") from e
+    finally:
+        os.close(fd)
+    if found is not None:
+        return found
+    try:
+        whole = read_array(path)
+    except OSError as e:
+        raise os_error(path, e, "read") from e
+    if whole is None:
+        return []
+    return [
+        item for item in whole.parsed.items if isinstance(item, dict) and item.get(key) == value
+    ]
+
+
+def _scan_lines(
+    data: mmap.mmap, needle: bytes, key: str, value: str
+) -> list[dict[str, Any]] | None:
+    """The elements holding ``needle`` whose ``key`` is ``value``, or None when a candidate
+    line is not one whole element (the caller then reads the file whole)."""
+    found: list[dict[str, Any]] = []
+    pos = data.find(needle)
+    while pos >= 0:
+        start = data.rfind(b"\n", 0, pos) + 1
+        end = data.find(b"\n", pos)
+        if end < 0:
+            return None  # an element being written, or a torn tail
+        line = data[start:end].strip(_WS).removesuffix(b",")
+        if line.startswith(b"[") or not line.startswith(b"{"):
+            return None  # not the single-line layout
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(item, dict):
+            return None
+        if item.get(key) == value:
+            found.append(item)
+        pos = data.find(needle, end)
+    return found

@@ -93,7 +93,12 @@ from rayvault.learning.store.base import (
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files._base import FileStoreBase
 from rayvault.learning.store.files._indexreads import select_events
-from rayvault.learning.store.files._jsonlog import JsonArrayLog, latest_versions, parse_array
+from rayvault.learning.store.files._jsonlog import (
+    JsonArrayLog,
+    latest_versions,
+    parse_array,
+    versions_of,
+)
 from rayvault.learning.store.files._packed import unpack
 from rayvault.learning.store.files._patterns import IndexBook, pattern_book
 from rayvault.learning.store.files._sqlindex import (
@@ -388,6 +393,22 @@ class FileStore(FileStoreBase):
         conn = self.index.sync("events")
         row = conn.execute("SELECT data FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return self._event(row[0]) if row else None
+
+    def event_versions(self, event_id: str) -> list[LearningEvent]:
+        """Every version of the event the log holds, oldest first ([] for an unknown id).
+
+        A scan of ``data/learning_events.json`` (the derived index keeps only the latest
+        version): it parses only the lines that hold the id. ``events compact`` keeps only the
+        latest version of each event, so after it an event has one version here.
+        """
+        from rayvault.learning.models import LearningEvent
+
+        validate_identifier(event_id, "event id")
+        path = self.events_path
+        return [
+            validate_record(LearningEvent, item, path, "an event")
+            for item in versions_of(path, "event_id", event_id)
+        ]
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]:
         return build_records(self.event_rows(query), self._event)
@@ -910,7 +931,8 @@ class FileStore(FileStoreBase):
 
         The old file is kept in ``data/archive/learning_events-<timestamp>.json`` (a hard link
         when the filesystem allows: no copy). The new file has a new inode, so every process's
-        derived index notices the rewrite and rebuilds itself.
+        derived index notices the rewrite and rebuilds itself. The older versions leave the
+        log: :meth:`event_versions` returns only the latest one of a compacted event.
         """
         from rayvault.learning.models import CompactResult
 

@@ -41,6 +41,7 @@ EVENT_UPSERT = _upsert_sql(
 ERROR_UPSERT = _upsert_sql("error_versions", "errors", "id", ERROR_COLUMNS, _ERROR_TYPES)
 EVENT_BY_ID = "SELECT data::text FROM events WHERE event_id = %s"
 EVENT_FOR_UPDATE = EVENT_BY_ID + " FOR UPDATE"
+EVENT_VERSIONS_BY_ID = "SELECT data::text FROM event_versions WHERE event_id = %s ORDER BY seq"
 ERROR_BY_ID = "SELECT data::text FROM errors WHERE id = %s"
 ERROR_FOR_UPDATE = ERROR_BY_ID + " FOR UPDATE"
 # Many rows locked in key order, so two bulk writers never wait for each other in a cycle.

@@ -149,6 +149,7 @@ from rayvault.learning.store.postgres.queries import (
     EVENT_FOR_UPDATE,
     EVENT_STATUSES,
     EVENT_UPSERT,
+    EVENT_VERSIONS_BY_ID,
     EVENTS_FOR_UPDATE,
     GATE_SAVE,
     GATE_STATE,
@@ -422,6 +423,15 @@ class PostgresStore(Connections):
         with self._connection() as conn:
             row = conn.execute(EVENT_BY_ID, (event_id,)).fetchone()
         return self._event(row[0]) if row else None
+
+    def event_versions(self, event_id: str) -> list[LearningEvent]:
+        """Every version of the event ``event_versions`` holds, oldest first ([] for an unknown
+        id); read through its ``(event_id, seq)`` index. ``events compact`` keeps only the latest
+        version of each event."""
+        validate_identifier(event_id, "event id")
+        with self._connection() as conn:
+            rows = conn.execute(EVENT_VERSIONS_BY_ID, (event_id,)).fetchall()
+        return [self._event(row[0]) for row in rows]
 
     def query_events(self, query: EventQuery) -> list[LearningEvent]:
         with self._connection() as conn:
@@ -1037,7 +1047,8 @@ class PostgresStore(Connections):
         its other rows are deleted. Every row changed or deleted is first copied, as it was, to
         ``event_version_archive`` under the compaction's name (``learning_events-<timestamp>``):
         with the rows left in place, that is the log as it was. ``events`` (what every read
-        uses) keeps the same latest versions, and the failure counts do not change.
+        uses) keeps the same latest versions, and the failure counts do not change. The older
+        versions leave ``event_versions``: :meth:`event_versions` then returns one per event.
         """
         self._writable()
         path = f"{self.schema}.event_versions"
