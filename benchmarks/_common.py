@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -17,6 +18,9 @@ from rayvault.learning._ids import new_event_id
 from rayvault.learning._time import format_ts
 from rayvault.learning.patterns import fingerprint
 from rayvault.learning.store.files.layout import Layout
+
+if TYPE_CHECKING:
+    from rayvault.learning.store import Store
 
 #: Where benchmark data roots are created: the system temp folder, or RAYVAULT_BENCH_DIR. File
 #: creation cost varies a lot between folders of one disk on some virtual machines (seen here:
@@ -236,3 +240,25 @@ def open_history(
     with pg.connect() as conn:
         conn.execute("ANALYZE")  # fresh statistics, as autovacuum would soon give a live system
     return pg
+
+
+def create_event_times(store: Store, samples: int) -> list[float]:
+    """Times (ms) of ``samples`` ``create_event`` calls with an agent and a video (the loop's
+    five files), on ``store``: 97 symptoms, 8 variants each, 50 videos."""
+    from rayvault.learning import create_event
+
+    return [
+        timed(
+            lambda i=i: create_event(
+                run_id="bench",
+                severity="WARN",
+                component="assets",
+                symptom=f"Benchmark failure {i % 97} variant {'abcdefgh'[i % 8]}",
+                video_id=f"v{i % 50}",
+                agent="dzine_producer",
+                store=store,
+            ),
+            1,
+        )[0]
+        for i in range(samples)
+    ]

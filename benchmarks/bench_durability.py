@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import BENCH_DIR, p50, timed
+from benchmarks._common import BENCH_DIR, create_event_times, p50, timed
 
 
 def bench_log_error(samples: int, *, journal: bool) -> float:
@@ -74,25 +74,10 @@ def bench_first_version(samples: int, *, video_files: bool) -> float:
 
 
 def bench_create_event(samples: int) -> float:
-    from rayvault.learning import create_event
     from rayvault.learning.store import FileStore
 
     store = FileStore(tempfile.mkdtemp(dir=BENCH_DIR))
-    times = [
-        timed(
-            lambda i=i: create_event(
-                run_id="bench",
-                severity="WARN",
-                component="assets",
-                symptom=f"Benchmark failure {i % 97} variant {'abcdefgh'[i % 8]}",
-                video_id=f"v{i % 50}",
-                agent="dzine_producer",
-                store=store,
-            ),
-            1,
-        )[0]
-        for i in range(samples)
-    ]
+    times = create_event_times(store, samples)
     store.close()
     return p50(times)
 

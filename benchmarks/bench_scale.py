@@ -47,6 +47,7 @@ from benchmarks._common import (
     REAL_DATA,
     STAGES,
     bench_schema_url,
+    create_event_times,
     drop_schema,
     open_history,
     p50,
@@ -339,30 +340,13 @@ def create_event_p50s(samples: int, rounds: int = 5) -> tuple[float, float]:
     rounds' p50s, in ms."""
     import os
 
-    from rayvault.learning import create_event
     from rayvault.learning.store import FileStore
 
     def one_round(fsync: str) -> float:
         os.environ["RAYVAULT_FSYNC"] = fsync
         store = FileStore(tempfile.mkdtemp(dir=BENCH_DIR))
         try:
-            return p50(
-                [
-                    timed(
-                        lambda i=i: create_event(
-                            run_id="bench",
-                            severity="WARN",
-                            component="assets",
-                            symptom=f"Benchmark failure {i % 97} variant {'abcdefgh'[i % 8]}",
-                            video_id=f"v{i % 50}",
-                            agent="dzine_producer",
-                            store=store,
-                        ),
-                        1,
-                    )[0]
-                    for i in range(samples)
-                ]
-            )
+            return p50(create_event_times(store, samples))
         finally:
             store.close()
             shutil.rmtree(store.root, ignore_errors=True)
