@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("starlette", reason="the web extra is not installed")
 
-from benchmarks.bench_web import LIST_PAGES, main, pages, run
+from benchmarks.bench_web import LIST_PAGES, main, run
 
 
 @pytest.mark.slow
@@ -21,4 +21,3 @@ def test_bench_web_runs_every_page(capsys: pytest.CaptureFixture[str]) -> None:
     assert "server time p50 (ms)" in out and "≤ 150 ms" in out
     for name in ("overview", "events", "event", "patterns", "agent", "gate cell", *LIST_PAGES):
         assert f"\n{name} " in out or f"  {name} " in out, name
-    assert callable(pages)
