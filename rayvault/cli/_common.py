@@ -290,8 +290,11 @@ def severity_text(severity: str) -> str:
 
 
 def plural(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 active rule``, ``2 active rules`` (``plural`` for irregular ones: entry/entries)."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+    """``1 active rule``, ``2 active rules`` (``plural`` for irregular ones: entry/entries),
+    with thousands grouped (``12,000 events``)."""
+    from rayvault.learning._words import noun_for
+
+    return f"{n:,} {noun_for(n, noun, plural)}"
 
 
 def short(text: str | None, limit: int = 60) -> str:

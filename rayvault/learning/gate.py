@@ -62,6 +62,7 @@ from rayvault.learning._plain import (
 )
 from rayvault.learning._time import format_ts, parse_ts, utcnow
 from rayvault.learning._validate import cap_text, checked, clean_actor
+from rayvault.learning._words import counted
 from rayvault.learning.exceptions import CorruptFileError
 from rayvault.learning.stages import agent_for_stage, check_stage, fold_stage, stage_names
 from rayvault.policies import Policies
@@ -253,11 +254,6 @@ def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 warning``, ``2 warnings``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _policy_baseline(policies: Policies) -> dict[str, Any]:
     return {"sha256": policies.file_sha256, "values": policies.values()}
 
@@ -447,7 +443,7 @@ def _regressions(store: Store, video_id: str, components: tuple[str, ...]) -> Pl
     return PlainCheck(
         name=name,
         passed=False,
-        reason=f"{_count(len(open_events), 'unresolved FAIL/BLOCKER event')}: {named}{more}",
+        reason=f"{counted(len(open_events), 'unresolved FAIL/BLOCKER event')}: {named}{more}",
         details=details,
         clear=[_resolve_command(e.event_id) for e in open_events],
     )
@@ -544,7 +540,7 @@ def _ineffective_text(found: list[dict[str, Any]], agent: str | None) -> str:
     more = f" and {len(found) - _LISTED} more" if len(found) > _LISTED else ""
     which = found[0]["rule_id"] if len(found) == 1 else "RULE_ID"
     return (
-        f"{_count(len(found), 'ineffective rule')} of {agent}: {named}{more} — tombstone or "
+        f"{counted(len(found), 'ineffective rule')} of {agent}: {named}{more} — tombstone or "
         f"rewrite (evidence: `rayvault-learn rules history {agent} {which}`)"
     )
 
@@ -602,14 +598,14 @@ def _known_failures(
     total = len(denied) or len(verdicts)
     more = f" and {total - _LISTED} more" if total > _LISTED else ""
     if denied:
-        reason = f"{_count(len(denied), 'recurring failure')} with no answer: {named}{more}"
+        reason = f"{counted(len(denied), 'recurring failure')} with no answer: {named}{more}"
         if len(verdicts) > len(denied):
             reason += f" (+{len(verdicts) - len(denied)} more as warnings)"
         # Ids for the first pattern only: the gate is on every stage's hot path, and the
         # others are in ``details`` (and cleared the same way).
         clear = _clear_known(store, denied[0]["fingerprint"], components, agent)
     else:
-        reason = f"{_count(len(verdicts), 'recurring failure')}, none unanswered: {named}{more}"
+        reason = f"{counted(len(verdicts), 'recurring failure')}, none unanswered: {named}{more}"
         clear = []
     details: dict[str, Any] = {"patterns": verdicts}
     if ineffective:
@@ -740,7 +736,7 @@ def _summary(checks: list[PlainCheck]) -> str:
     if denied:
         return "; ".join(f"{c.name}: {c.reason}" for c in denied)
     if warned:
-        return f"passed with {_count(len(warned), 'warning')}: " + "; ".join(
+        return f"passed with {counted(len(warned), 'warning')}: " + "; ".join(
             f"{c.name}: {c.reason}" for c in warned
         )
     return "all 4 checks passed"

@@ -77,6 +77,7 @@ from rayvault.learning._ids import validate_identifier
 from rayvault.learning._telemetry import SpanHandle, attempt_span, gate_event, stage_span
 from rayvault.learning._time import compact_ts, format_ts, utcnow
 from rayvault.learning._validate import checked
+from rayvault.learning._words import counted, noun_for
 from rayvault.learning.efficacy import (
     Figures,
     record_attempt,
@@ -530,12 +531,8 @@ def loop_key(run: StageRun, attempt: int, what: str) -> str:
     return key
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _named(ids: list[str], word: str) -> str:
-    return f"{word}{'' if len(ids) == 1 else 's'} {', '.join(ids)}"
+    return f"{noun_for(len(ids), word)} {', '.join(ids)}"
 
 
 def _choice(value: str, name: str) -> None:
@@ -685,7 +682,7 @@ class _Loop:
         )
         shown = [r.rule_id for r in rules]
         detail = (
-            f"{_plural(len(shown), 'rule')} delivered to {run.agent}"
+            f"{counted(len(shown), 'rule')} delivered to {run.agent}"
             if run.agent
             else f"stage {run.stage!r} has no agent: no rules delivered"
         )
@@ -781,7 +778,7 @@ class _Loop:
             self.save_steps()
             return True
         why = (
-            f"retries exhausted after {_plural(ctx.attempt, 'attempt')}"
+            f"retries exhausted after {counted(ctx.attempt, 'attempt')}"
             if diagnosed
             else "no diagnosis: not retried"
         )
