@@ -259,36 +259,44 @@ def select_events(
 _IN_CHUNK = 500
 
 
+def _templates_sql(count: int) -> str:
+    """Per pattern key: its cluster's tokens, and (when it has no cluster) one of its records,
+    an event's or else an error-log entry's."""
+    keys = ", ".join(["(?)"] * count)
+    return f"""
+        WITH k(fp) AS (VALUES {keys})
+        SELECT k.fp, c.tokens, CASE WHEN c.tokens IS NULL THEN coalesce(
+                   (SELECT data FROM events WHERE fingerprint = k.fp LIMIT 1),
+                   (SELECT data FROM errors WHERE fingerprint = k.fp LIMIT 1)) END
+          FROM k LEFT JOIN clusters AS c ON c.key = k.fp
+    """
+
+
 def known_failure_rows(
     index: Synced, components: tuple[str, ...], threshold: int
 ) -> list[tuple[str, str, int, int]]:
     """``FileStore.known_failure_rows``: (fingerprint, pattern, occurrences, unresolved)."""
     index.sync("errors")
     conn = index.sync("events")
-    found = []
     rows = conn.execute(known_failures_sql(len(components)), [*components, threshold]).fetchall()
-    # The pattern's template as its cluster has it now (wider than an early record's, after a
-    # merge), read for every pattern in one query; a record's own for a pattern of an older
-    # grouping version.
-    clusters: dict[str, str] = {}
+    # Each pattern's template as its cluster has it now (wider than an early record's, after a
+    # merge); for a pattern of an older grouping version, a record's own: one query per chunk
+    # of patterns, the look-ups inside SQLite.
+    shown: dict[str, tuple[str | None, bytes | None]] = {}
     keys = [row[0] for row in rows]
     for start in range(0, len(keys), _IN_CHUNK):
         chunk = keys[start : start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        sql = f"SELECT key, tokens FROM clusters WHERE key IN ({marks})"
-        clusters.update(conn.execute(sql, chunk).fetchall())
+        shown.update(
+            (fp, (tokens, sample))
+            for fp, tokens, sample in conn.execute(_templates_sql(len(chunk)), chunk)
+        )
+    found = []
     for fp, occurrences, unresolved in rows:
-        tokens = clusters.get(fp)
+        tokens, sample = shown.get(fp, (None, None))
         if tokens is not None:
             found.append((fp, template_of(loads_value(tokens)), occurrences, unresolved))
             continue
-        sample = (
-            conn.execute("SELECT data FROM events WHERE fingerprint = ? LIMIT 1", (fp,)).fetchone()
-            or conn.execute(
-                "SELECT data FROM errors WHERE fingerprint = ? LIMIT 1", (fp,)
-            ).fetchone()
-        )
-        raw = loads_value(unpack(sample[0])) if sample else {}
+        raw = loads_value(unpack(sample)) if sample is not None else {}
         text = raw.get("symptom") or raw.get("error")
         found.append((fp, raw.get("pattern") or shown_pattern(text) or fp, occurrences, unresolved))
     return found
