@@ -117,12 +117,15 @@ def test_a_review_in_the_browser(browser: Browser, site: Site) -> None:
 
     # Patterns and the gate.
     page.click("nav >> text=Patterns")
-    assert page.locator("#patterns tbody tr").count() >= 1
+    page.wait_for_url(re.compile(r"/patterns$"))
+    page.wait_for_selector("#patterns tbody tr")  # a click waits for the commit, not the load
     shoot(page, site, "patterns")
     page.click("nav >> text=Gate")
-    assert page.locator("#gate-matrix tbody tr").count() >= 1
+    page.wait_for_url(re.compile(r"/gate$"))
+    page.wait_for_selector("#gate-matrix tbody tr")
     shoot(page, site, "gate")
     page.locator("#gate-matrix td[data-outcome] a").first.click()
+    page.wait_for_selector("#gate-checks tbody tr")
     assert page.locator("#gate-checks tbody tr").count() == 4
     shoot(page, site, "gate-cell")
 
