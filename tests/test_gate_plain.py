@@ -258,3 +258,44 @@ def test_known_failure_templates_are_read_in_chunks_with_the_same_rows(
     assert len(whole) == 3 and all(isinstance(row[1], str) for row in whole)
     monkeypatch.setattr(_indexreads, "_IN_CHUNK", 1)
     assert FileStore(root).known_failure_rows(("assets",), 3) == whole
+
+
+@pytest.mark.files_only("the gate state file of the file store")
+def test_a_run_record_alone_flushes_the_state_but_not_its_folder(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durable writes: a gate run whose baselines are unchanged flushes the new state file
+    before it replaces the old one (so either is whole after a power cut) but not the folder;
+    a run that sets a baseline, and an acknowledgement, flush both."""
+    import os
+
+    from rayvault.learning import acknowledge
+    from rayvault.learning.store import _fs
+
+    monkeypatch.setenv("RAYVAULT_FSYNC", "1")
+    folders: list[Path] = []
+    files: list[int] = []
+    real_dir, real_file = _fs.fsync_dir, os.fsync
+    monkeypatch.setattr(_fs, "fsync_dir", lambda p: (folders.append(Path(p)), real_dir(p))[-1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (files.append(fd), real_file(fd))[-1])
+    _fail_event()
+    store = FileStore(root)
+    state_dir = store.gate_state_path("v042").parent
+    folders.clear()
+
+    learning_gate_plain("v042", "assets")  # the first run: baselines set
+    assert state_dir in folders
+    first = store.gate_state_path("v042").read_bytes()
+
+    folders.clear(), files.clear()
+    learning_gate_plain("v042", "assets")  # the same baselines: one more run record
+    assert state_dir not in folders and files  # the file flushed, its folder not
+    again = orjson.loads(store.gate_state_path("v042").read_bytes())
+    assert len(again["runs"]) == len(orjson.loads(first)["runs"]) + 1
+    assert {k: v for k, v in again.items() if k not in ("runs", "updated")} == {
+        k: v for k, v in orjson.loads(first).items() if k not in ("runs", "updated")
+    }
+
+    folders.clear()
+    acknowledge("v042", "assets", note="checked")
+    assert state_dir in folders

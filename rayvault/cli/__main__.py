@@ -1,5 +1,5 @@
 """``python -m rayvault.cli``: the same as the ``rayvault-learn`` command."""
 
-from rayvault.cli import main
+from rayvault.cli import script
 
-raise SystemExit(main())
+raise SystemExit(script())

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime
 
-from rayvault.learning._time import compact_ts
+from rayvault.learning._time import compact_ts, datetime
 from rayvault.learning._validate import shown
 from rayvault.learning.exceptions import InvalidIdentifierError
 

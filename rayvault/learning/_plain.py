@@ -15,10 +15,9 @@ checks and the result are plain classes too, whose ``to_dict`` is what the recor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
 
 from rayvault.learning._constants import SEVERITIES, STATUSES
-from rayvault.learning._time import format_ts, parse_ts
+from rayvault.learning._time import datetime, format_ts, parse_ts, timedelta
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:

@@ -9,8 +9,21 @@ replays (``set_clock`` or ``RAYVAULT_NOW``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import UTC as UTC  # noqa: PLC0414 (re-exported for the cold paths)
+    from datetime import date as date  # noqa: PLC0414
+    from datetime import datetime as datetime  # noqa: PLC0414
+    from datetime import timedelta as timedelta  # noqa: PLC0414
+else:
+    try:
+        # The C types ``datetime`` re-exports (the same objects), without the module's pure-Python
+        # twin that it defines first and throws away: 0.7 ms of a cold gate.
+        from _datetime import UTC, date, datetime, timedelta
+    except ImportError:  # an interpreter without the C module
+        from datetime import UTC, date, datetime, timedelta
 
 _clock: Callable[[], datetime] | None = None
 

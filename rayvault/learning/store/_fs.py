@@ -297,8 +297,16 @@ def _create(path: Path) -> BinaryIO:
         raise os_error(path, e) from e
 
 
-def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new bytes, never a mix."""
+def atomic_write(
+    path: Path, data: bytes, *, fsync: bool | None = None, replace_durable: bool = True
+) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new bytes, never a mix.
+
+    Durable writes flush the new file before it replaces the old one, and then the folder, so
+    the replacement itself survives a power cut. ``replace_durable=False`` skips that last flush
+    for a write whose loss is harmless: after a power cut the folder holds the old file or the
+    new one, each whole (the new one was flushed before the rename), so only this write may be
+    lost."""
     durable = fsync_enabled() if fsync is None else fsync
     check_inside(path)
     tmp = temp_path_for(path)
@@ -316,7 +324,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool | None = None) -> None:
         with contextlib.suppress(OSError):  # never created, or its folder is not one
             tmp.unlink()
         raise
-    if durable:
+    if durable and replace_durable:
         fsync_dir(path.parent)
 
 

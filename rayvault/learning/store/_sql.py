@@ -7,7 +7,6 @@ timestamps are stored as integer microseconds since the epoch so they compare as
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from types import MappingProxyType
 
 from rayvault.learning._constants import RESOLVED_STATUSES, SEVERITIES
@@ -15,6 +14,7 @@ from rayvault.learning._time import to_micros
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
+    from datetime import datetime
     from typing import Any
 
     from rayvault.learning.store.base import ErrorQuery, EventQuery

@@ -36,6 +36,15 @@ if TYPE_CHECKING:
     from rayvault.learning.store.files._base import FileStoreBase
 
 
+#: The fields of a gate state that are a history, not a baseline: what a run adds.
+RUN_FIELDS = frozenset({"runs", "updated"})
+
+
+def baselines(state: dict[str, Any]) -> dict[str, Any]:
+    """A gate state's fields but its run history: what an acknowledgement or a first run sets."""
+    return {k: v for k, v in state.items() if k not in RUN_FIELDS}
+
+
 class GateReads:
     """The gate's reads of one file store; each returns plain records, or the validated ones
     for data the hand check refused (the gate reads both alike)."""
@@ -66,16 +75,22 @@ class GateReads:
         Durable as every write (``_fs``): the state file and its folder are flushed with an
         ``fsync`` each, not in a group (``durable_group``) flushed with a ``syncfs``: for one
         file that costs the same, without loading ``ctypes`` to call ``syncfs`` (1.6 ms of a
-        cold gate). A new SOUL snapshot written in the block is flushed on its own, before."""
+        cold gate). When the block only added run records (every gate run with its baselines
+        unchanged), the folder is not flushed: a power cut may lose those records, never a
+        baseline or an acknowledgement (``atomic_write``'s ``replace_durable``). A new SOUL
+        snapshot written in the block is flushed on its own, before."""
         store = self.store
         store._writable()
         store._gate_folder_usable()
         path = store.gate_state_path(video_id)
         with locked(path):
-            state = self._state(read(path), path) or PlainGateState(video_id=video_id)
+            found = self._state(read(path), path)
+            state = found or PlainGateState(video_id=video_id)
+            before = None if found is None else baselines(state.to_dict())
             yield state
             state.updated = utcnow()
-            atomic_write(path, dumps(state.to_dict()))
+            data = state.to_dict()
+            atomic_write(path, dumps(data), replace_durable=baselines(data) != before)
 
     def open_failures(
         self, video_id: str, components: tuple[str, ...]

@@ -15,7 +15,6 @@ always (and is imported only then).
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from rayvault.learning.store._sql import (
     open_occurrences_sql,
     shown_pattern,
 )
+from rayvault.learning.store.files._driver import sqlite3
 from rayvault.learning.store.files._packed import register as register_record_function
 from rayvault.learning.store.files._packed import unpack
 

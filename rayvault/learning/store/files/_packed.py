@@ -13,8 +13,9 @@ row take either form. The dictionary is part of the index's schema: changing it 
 
 from __future__ import annotations
 
-import sqlite3
 import zlib
+
+from rayvault.learning.store.files._driver import sqlite3
 
 #: The first byte of a packed record.
 PACKED = b"\x01"

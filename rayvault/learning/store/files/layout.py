@@ -43,12 +43,6 @@ from rayvault.learning.store._items import (
     TOMBSTONES,
     VIDEO_EVENT,
 )
-from rayvault.learning.store._names import (
-    REPORT_NAME,
-    TOMBSTONE_ARCHIVE_NAME,
-    original_tombstone_archive_day,
-    parse_dated,
-)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
@@ -175,6 +169,15 @@ class Layout:
 
     def item_path(self, kind: str, key: tuple[str, ...]) -> Path:
         """Where the document of an export item (``store._items``: kind and key) lives."""
+        # Here, not at the top: the names' patterns are compiled on import, which a cold gate
+        # (that reads this layout, never an export) does not need.
+        from rayvault.learning.store._names import (
+            REPORT_NAME,
+            TOMBSTONE_ARCHIVE_NAME,
+            original_tombstone_archive_day,
+            parse_dated,
+        )
+
         if kind == MEMORY:
             return self.memory_path(key[0])
         if kind == TOMBSTONES:
