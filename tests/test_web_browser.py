@@ -26,6 +26,7 @@ from .conftest import event_kwargs
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
 __all__ = ["browser"]  # the fixture, imported for the tests of this module
 
 pytestmark = pytest.mark.slow
@@ -125,8 +126,7 @@ def test_a_review_in_the_browser(browser: Browser, site: Site) -> None:
     page.wait_for_selector("#gate-matrix tbody tr")
     shoot(page, site, "gate")
     page.locator("#gate-matrix td[data-outcome] a").first.click()
-    page.wait_for_selector("#gate-checks tbody tr")
-    assert page.locator("#gate-checks tbody tr").count() == 4
+    expect(page.locator("#gate-checks tbody tr")).to_have_count(4)  # retried until the page is in
     shoot(page, site, "gate-cell")
 
     # An agent: tombstone one rule, promote another (checking the SOUL file's bytes).
@@ -143,7 +143,7 @@ def test_a_review_in_the_browser(browser: Browser, site: Site) -> None:
     assert stones[-1].rule_id == doomed.rule_id
     assert stones[-1].reason == "superseded by the new camera rig"
     assert stones[-1].get("tombstoned_by") == "reviewer"
-    assert page.locator(f"#tombstone-list tr[data-rule-id='{doomed.rule_id}']").count() == 1
+    expect(page.locator(f"#tombstone-list tr[data-rule-id='{doomed.rule_id}']")).to_have_count(1)
 
     soul = site.store.docs.find_soul(agent)
     assert soul is not None
