@@ -374,6 +374,21 @@ def test_read_only_serves_the_reads_alone(store: Store) -> None:
 
 
 # -- the command -----------------------------------------------------------------------------------
+def test_building_the_server_leaves_the_programs_logging_alone(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's server configures an unconfigured root logger when built (a handler, a
+    level); ``build_server`` leaves a program's logging as it found it."""
+    import logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # a program that configured nothing
+    monkeypatch.setattr(root, "level", logging.ERROR)
+    build_server(store)
+    build_server(store, read_only=True)
+    assert root.handlers == [] and root.level == logging.ERROR
+
+
 def test_http_addresses() -> None:
     assert parse_http_address("8765") == parse_http_address("127.0.0.1:8765")
     assert parse_http_address("127.0.0.1:8765").loopback

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Annotated
@@ -47,6 +48,9 @@ def mcp_command(
 
     require_sdk()
     store = open_cli_store(root, store_url, read=read_only)
+    # Warnings and errors (the SDK's and the library's) to stderr: stdout is the stdio
+    # transport's.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
 
     def listening(url: str) -> None:
         sys.stderr.write(f"rayvault-learn mcp: serving {url}\n")

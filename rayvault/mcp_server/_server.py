@@ -7,6 +7,7 @@ check that it is installed.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -54,14 +55,24 @@ def error_text(error: LearningError) -> str:
 
 def build_server(store: Store, *, read_only: bool = False) -> MCPServer[Any]:
     """The MCP server over ``store``: every tool when ``read_only`` is False, the reads alone
-    otherwise. Calls reach the store one at a time (the SDK runs each in a worker thread)."""
-    server: MCPServer[Any] = MCPServer(
-        "rayvault-learning",
-        title="rayvault-learning",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        log_level="WARNING",
-    )
+    otherwise. Calls reach the store one at a time (the SDK runs each in a worker thread).
+
+    The program's logging is left as it was: the SDK's server configures the root logger when it
+    is built (a handler and a level), which a library must not do to the program that calls it;
+    ``rayvault-learn mcp`` sets up its own (warnings to stderr)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        server: MCPServer[Any] = MCPServer(
+            "rayvault-learning",
+            title="rayvault-learning",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            log_level="WARNING",
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     lock = threading.Lock()
 
     def call(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
