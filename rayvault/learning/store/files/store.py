@@ -27,6 +27,7 @@ from rayvault.learning.exceptions import (
     ErrorEntryNotFoundError,
     EventNotFoundError,
     InvalidIdentifierError,
+    LearningError,
     StoreError,
 )
 from rayvault.learning.store._fs import (
@@ -92,6 +93,7 @@ from rayvault.learning.store.base import (
 )
 from rayvault.learning.store.documents import Documents
 from rayvault.learning.store.files._base import FileStoreBase
+from rayvault.learning.store.files._driver import sqlite3
 from rayvault.learning.store.files._indexreads import select_events
 from rayvault.learning.store.files._jsonlog import (
     JsonArrayLog,
@@ -240,6 +242,19 @@ class FileStore(FileStoreBase):
             if pending:
                 self._write_video_files(events)
                 _mark(lock, [])
+        self._index_caught_up("events")
+
+    def _index_caught_up(self, name: str) -> None:
+        """Catch the derived index up with log ``name`` just after this process appended to it,
+        so the next process that only reads — the cold gate before the next stage, above all —
+        finds the index current and reads it as it is (``_indexreads``) instead of loading the
+        whole file store to catch up (0.3–0.4 ms here, ~30 ms of imports there). Outside the
+        log's lock: another writer's appends meanwhile are caught up too. A failure is logged,
+        not raised: the write is done, and the next reader catches up as always."""
+        try:
+            self.index.sync(name)
+        except (LearningError, OSError, sqlite3.Error) as e:
+            log.warning("the derived index did not catch up with the %s log: %s", name, e)
 
     @contextlib.contextmanager
     def pending_event(self, event: LearningEvent) -> Iterator[None]:
@@ -361,7 +376,8 @@ class FileStore(FileStoreBase):
             self._events.append([new.model_dump_json().encode()])
             self._write_video_files([new])
             _mark(lock, [])
-            return new
+        self._index_caught_up("events")
+        return new
 
     @_grouped
     def update_events(
@@ -382,7 +398,9 @@ class FileStore(FileStoreBase):
             if new:
                 self._events.append([e.model_dump_json().encode() for e in new])
                 self._write_video_files(new)
-            return new
+        if new:
+            self._index_caught_up("events")
+        return new
 
     def _event(self, data: bytes) -> LearningEvent:
         from rayvault.learning.models import LearningEvent
@@ -721,6 +739,7 @@ class FileStore(FileStoreBase):
         with locked(self.errors_path):
             self._errors.append(lines)
             append_journal(self.errors_journal, lines)
+        self._index_caught_up("errors")
 
     @_grouped
     def update_error(self, error_id: str, change: Callable[[ErrorEntry], ErrorEntry]) -> ErrorEntry:
@@ -735,7 +754,8 @@ class FileStore(FileStoreBase):
             line = new.model_dump_json().encode()
             self._errors.append([line])
             append_journal(self.errors_journal, [line])
-            return new
+        self._index_caught_up("errors")
+        return new
 
     @_grouped
     def update_errors(
@@ -753,7 +773,9 @@ class FileStore(FileStoreBase):
                 validate_identifier(entry.id, "error id")
             if new:
                 self._errors.append([e.model_dump_json().encode() for e in new])
-            return new
+        if new:
+            self._index_caught_up("errors")
+        return new
 
     def _error(self, data: bytes) -> ErrorEntry:
         from rayvault.learning.models import ErrorEntry
