@@ -373,3 +373,25 @@ def test_index_is_caught_up_across_store_instances(root: Path) -> None:
     }
     reader.close()
     writer.close()
+
+
+def test_a_rule_follows_its_event_to_the_corrected_component() -> None:
+    """``update_event(component=…)`` moves the failure to another stage: the rule learned from
+    the event takes its new component and pattern; a rule the event only matched stays."""
+    first = create_event(**event_kwargs(verification=""))  # type: ignore[arg-type]
+    (rule,) = load_active_memory("dzine_producer").rules
+    assert rule.source_event_id == first.event_id and rule.component == "assets"
+    # A second occurrence of the same failure: it matches the rule, learned from the first.
+    second = create_event(**event_kwargs(video_id="v043", verification=""))  # type: ignore[arg-type]
+    assert second.rule_id == rule.rule_id
+
+    moved = update_event(second.event_id, component="render")
+    assert moved.component == "render" and moved.fingerprint != first.fingerprint
+    (kept,) = load_active_memory("dzine_producer").rules
+    assert (kept.component, kept.fingerprint) == ("assets", first.fingerprint)
+
+    moved = update_event(first.event_id, component="render")
+    (followed,) = load_active_memory("dzine_producer").rules
+    assert followed.rule_id == rule.rule_id and followed.rule == rule.rule
+    assert (followed.component, followed.fingerprint) == ("render", moved.fingerprint)
+    assert get_event(first.event_id).component == "render"

@@ -479,7 +479,8 @@ def update_command(
         typer.Option(
             "--component",
             help="The stage or component that failed, e.g. to correct an event `migrate` filed "
-            "under unknown (its failure is grouped again among that stage's patterns).",
+            "under unknown (its failure is grouped again among that stage's patterns, and the "
+            "rule learned from it moves with it).",
         ),
     ] = None,
     verified_by: Annotated[

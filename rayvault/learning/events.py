@@ -46,7 +46,7 @@ from rayvault.learning._ids import new_event_id, validate_identifier
 from rayvault.learning._time import format_ts, utcnow
 from rayvault.learning._validate import cap_deep, checked, keep_capped
 from rayvault.learning.exceptions import EventNotFoundError, InvalidInputError, describe
-from rayvault.learning.memory import apply_event, record_verification, rule_text
+from rayvault.learning.memory import apply_event, follow_event, record_verification, rule_text
 from rayvault.learning.models import (
     SEVERITIES,
     STATUSES,
@@ -429,7 +429,8 @@ def update_event(
     ``component`` corrects where the failure happened (e.g. an event ``migrate`` filed under
     ``unknown``); checked as :func:`create_event` checks it. When it moves the event to another
     stage, the failure is grouped again among that stage's patterns (a new ``fingerprint`` and
-    ``pattern``), as if it had been recorded there.
+    ``pattern``), as if it had been recorded there. The rule learned from the event moves with
+    it (its component and pattern become the event's: ``memory.follow_event``).
 
     ``loop_steps`` replaces the record of what the closed loop did (see
     :mod:`rayvault.learning.loop`). An event that becomes ``verified`` records how
@@ -506,6 +507,8 @@ def update_event(
         return updated
 
     event = store.update_event(event_id, change)
+    if current is not None and event.component != current.component:
+        _moved_rule(event, store)
     if newly_verified:
         _verified_rule(event, newly_verified[-1], store)
     return event
@@ -550,6 +553,17 @@ def _regroup_for(
     if stage == fold_stage(current.component, policies):
         return None
     return group_failure(store, stage, current.symptom)
+
+
+def _moved_rule(event: LearningEvent, store: Store) -> None:
+    """The event's rule follows it to its new component (``memory.follow_event``); a failure
+    there is logged, never raised: the event's new version is written and stays."""
+    try:
+        follow_event(event, store=store)
+    except Exception as e:
+        log.warning(
+            "event %s: its rule did not follow it to %s: %s", event.event_id, event.component, e
+        )
 
 
 def _verified_rule(event: LearningEvent, how: str, store: Store) -> None:

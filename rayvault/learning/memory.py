@@ -335,6 +335,33 @@ def record_verification(
         return rule.model_copy(deep=True)
 
 
+def follow_event(event: LearningEvent, *, store: Store) -> Rule | None:
+    """After ``update_event`` moved ``event`` to another component: the rule learned from it
+    (its agent's rule ``event.rule_id``, whose source is this event) takes the event's
+    component and failure pattern, so it is delivered to the stage where the failure happened
+    and matched by that stage's failures; its conflicts are checked again. A rule the event
+    only matched (learned from another event) stays as it is. Returns the rule as updated, or
+    None when nothing moved."""
+    if not event.agent or not event.rule_id:
+        return None
+    with store.agent_state(event.agent) as state:
+        rule = next((r for r in state.memory.rules if r.rule_id == event.rule_id), None)
+        if rule is None or rule.source_event_id != event.event_id:
+            return None
+        if rule.component == event.component and rule.fingerprint == event.fingerprint:
+            return None
+        rule.component = event.component
+        rule.fingerprint = event.fingerprint
+        _clear_marks(state.memory.rules, {rule.rule_id})
+        rule.conflicts_with = []
+        for other in conflicting_with(rule, state.memory.rules, store):
+            other.conflicts_with.append(rule.rule_id)
+            rule.conflicts_with.append(other.rule_id)
+        state.memory_changed = True
+        state.archive = True
+        return rule.model_copy(deep=True)
+
+
 def conflicting_with(rule: Rule, others: list[Rule], store: Store) -> list[Rule]:
     """The rules of ``others`` that ``rule`` conflicts with, by the revisit's own analysis
     (``revisit.conflicting_rules``): the same failure pattern (merges followed) or the same
