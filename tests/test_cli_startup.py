@@ -37,10 +37,13 @@ sys.stderr.write("\\n" + json.dumps({
 """
 
 
-def probe(*args: str, env: dict[str, str] | None = None) -> tuple[str, dict[str, object]]:
-    """Run the CLI in a new process with ``args``: its stdout and what it imported."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args],
+def python(
+    code: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code args…`` in a new process, from the repository, in a plain
+    environment unless ``env`` is given."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -48,6 +51,11 @@ def probe(*args: str, env: dict[str, str] | None = None) -> tuple[str, dict[str,
         env=env if env is not None else _help_fast.plain_environment(),
         check=False,
     )
+
+
+def probe(*args: str, env: dict[str, str] | None = None) -> tuple[str, dict[str, object]]:
+    """Run the CLI in a new process with ``args``: its stdout and what it imported."""
+    done = python(_PROBE, *args, env=env)
     report = json.loads(done.stderr.strip().splitlines()[-1])
     return done.stdout, report
 
@@ -190,15 +198,7 @@ _NOT_ON_THE_GATE_PATH = {
 
 
 def _cold_gate(root: Path, *args: str) -> tuple[str, int, set[str]]:
-    done = subprocess.run(
-        [sys.executable, "-c", _MODULES_PROBE, "--root", str(root), "gate", *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=REPO,
-        env=_help_fast.plain_environment(),
-        check=False,
-    )
+    done = python(_MODULES_PROBE, "--root", str(root), "gate", *args)
     report = json.loads(done.stderr.strip().splitlines()[-1])
     return done.stdout, report["code"], set(report["modules"])
 
@@ -280,15 +280,7 @@ def test_the_console_script_ends_a_file_store_gate_once_its_output_is_flushed(
         create_event(**event_kwargs(video_id=video, verification=""))  # type: ignore[arg-type]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", _SCRIPT_PROBE, *args],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            cwd=REPO,
-            env=_help_fast.plain_environment(),
-            check=False,
-        )
+        return python(_SCRIPT_PROBE, *args)
 
     for _ in range(2):  # the first run catches the index up through the file store
         done = run("--root", str(root), "gate", "v042", "assets")

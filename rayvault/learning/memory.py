@@ -248,6 +248,14 @@ def revise_rule(
     rule.rule = entry["rule"]
     rule.verified_by = None
     rule.overturned_at = None
+    _recheck_conflicts(rule, state, store)
+    return dict(entry)
+
+
+def _recheck_conflicts(rule: Rule, state: AgentState, store: Store) -> None:
+    """After ``rule``'s text or pattern changed (inside an ``agent_state`` block): its conflict
+    marks, and the others' marks of it, are worked out again; the memory is written (with a
+    snapshot of the one before)."""
     _clear_marks(state.memory.rules, {rule.rule_id})
     rule.conflicts_with = []
     for other in conflicting_with(rule, state.memory.rules, store):
@@ -255,7 +263,6 @@ def revise_rule(
         rule.conflicts_with.append(other.rule_id)
     state.memory_changed = True
     state.archive = True
-    return dict(entry)
 
 
 def _revision_entry(
@@ -352,13 +359,7 @@ def follow_event(event: LearningEvent, *, store: Store) -> Rule | None:
             return None
         rule.component = event.component
         rule.fingerprint = event.fingerprint
-        _clear_marks(state.memory.rules, {rule.rule_id})
-        rule.conflicts_with = []
-        for other in conflicting_with(rule, state.memory.rules, store):
-            other.conflicts_with.append(rule.rule_id)
-            rule.conflicts_with.append(other.rule_id)
-        state.memory_changed = True
-        state.archive = True
+        _recheck_conflicts(rule, state, store)
         return rule.model_copy(deep=True)
 
 
