@@ -448,3 +448,45 @@ def test_events_update_within_a_stage_keeps_the_fingerprint(store: Store) -> Non
         pytest.skip("no step name of assets in the default policies")
     updated = update_event(event.event_id, component=step, store=store)
     assert updated.component == step and updated.fingerprint == event.fingerprint
+
+
+def _command_paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, sub in getattr(command, "commands", {}).items():
+        yield (*path, name)
+        yield from _command_paths(sub, (*path, name))
+
+
+def test_a_command_run_from_the_pruned_tree_behaves_as_in_the_whole_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` builds only the top-level command it runs (``app.tree_for``): every command's
+    help, and a usage error inside a group, read as the whole tree gives them."""
+    from rayvault.cli import app as app_module
+
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert len(paths) > 40 and ("events", "list") in paths
+    forms = [[*p, "--help"] for p in paths] + [
+        ["events", "lst"],
+        ["--root", "/nowhere", "gate", "--bogus"],
+        ["--json", "memory"],
+    ]
+
+    def outputs() -> list[tuple[int, str, str]]:
+        found = []
+        for args in forms:
+            code = app_module.run(args)
+            out, err = capsys.readouterr()
+            found.append((code, out, err))
+        return found
+
+    pruned = outputs()
+    assert app_module.tree_for(["--root", "r", "events", "list"]).registered_groups[0].name == (
+        "events"
+    )
+    for root_form in ([], ["--help"], ["--json"], ["evnts", "list"], ["--root", "r", "-h"]):
+        assert app_module.tree_for(root_form) is app, root_form
+    monkeypatch.setattr(app_module, "tree_for", lambda args, prog=None: app)
+    whole = outputs()
+    for args, a, b in zip(forms, pruned, whole, strict=True):
+        assert a == b, args
+    assert pruned[-3][0] == 1 and "No such command 'lst'" in pruned[-3][2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -213,7 +214,7 @@ def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
 
     def call() -> Any:
-        command: Any = typer.main.get_command(app)
+        command: Any = typer.main.get_command(tree_for(args, prog))
         rest = args
         if prog is not None and args and args[0] in command.commands:
             command, rest = command.commands[args[0]], args[1:]
@@ -225,6 +226,43 @@ def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         )
 
     return guarded(call)
+
+
+#: The root's options that take a value (the name of a command comes after them).
+_VALUED_ROOT_OPTIONS = ("--root", "--store")
+
+
+def _command_name(args: Sequence[str]) -> str | None:
+    """The top-level command ``args`` run (``events`` in ``--root R events list``), or None
+    when they name none before an option the root does not know (``--help``, a typo)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _VALUED_ROOT_OPTIONS:
+            i += 2
+        elif arg in ("--json", "--debug") or arg.split("=", 1)[0] in _VALUED_ROOT_OPTIONS:
+            i += 1
+        else:
+            return None if arg.startswith("-") else arg
+    return None
+
+
+def tree_for(args: Sequence[str], prog: str | None = None) -> typer.Typer:
+    """The app with only the top-level command ``args`` run (``prog``: ``args[0]`` names it).
+
+    Typer builds the click command of every command in the tree before it runs one: ~60 ms of
+    type hints and signatures for the 40 commands, on every call. A command's own behaviour (its
+    options, help, usage errors) depends only on the root and itself, so the app is copied with
+    the other commands left out. The root's own forms (``--help``, completion, no command, an
+    unknown one with its suggestions) get the whole tree."""
+    name = args[0] if prog is not None and args else _command_name(args)
+    commands = [c for c in app.registered_commands if c.name == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app
+    pruned = copy.copy(app)
+    pruned.registered_commands, pruned.registered_groups = commands, groups
+    return pruned
 
 
 def guarded(call: Callable[[], Any]) -> int:
