@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from rayvault.learning.store._rootchoice import RootChoice
+    from rayvault.policies import Policies
 
 #: A folder holding any of these is a data root.
 DATA_ROOT_MARKERS = ("data", "state", "artifacts", "agents", "policies.py")
@@ -95,3 +96,16 @@ def root_for_reading(
             hint="pass --root DIR or set RAYVAULT_ROOT",
         )
     return path
+
+
+def policies_at(root: Path | None) -> Policies:
+    """The effective policies of data root ``root`` (the spec's defaults, its ``policies.py``,
+    ``RAYVAULT_*`` variables), as every store reads them: an override that cannot be used is a
+    :class:`~rayvault.learning.exceptions.ConfigError` naming it."""
+    from rayvault.learning.exceptions import ConfigError
+    from rayvault.policies import PolicyError, load_policies
+
+    try:
+        return load_policies(root)
+    except PolicyError as e:
+        raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e

@@ -17,7 +17,8 @@ from rayvault.learning.store._fs import create_exclusive
 from rayvault.learning.store._sql import event_filters_where
 from rayvault.learning.store.files import _indexreads as queries
 from rayvault.learning.store.files.layout import Layout
-from rayvault.policies import Policies, PolicyError, load_policies
+from rayvault.learning.store.roots import policies_at
+from rayvault.policies import Policies
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a cold gate)
 if TYPE_CHECKING:
@@ -38,10 +39,7 @@ class FileStoreBase:
 
     @property
     def policies(self) -> Policies:
-        try:
-            return load_policies(self.root)
-        except PolicyError as e:
-            raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
+        return policies_at(self.root)
 
     def stage_aliases(self) -> Mapping[str, str]:
         """The alias map the index folds unfingerprinted records with. Unusable policies fall

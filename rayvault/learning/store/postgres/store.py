@@ -61,7 +61,6 @@ from rayvault.learning._ids import is_safe_identifier, validate_identifier
 from rayvault.learning._template import template_of
 from rayvault.learning._time import as_utc, compact_ts, from_micros, parse_ts, to_micros, utcnow
 from rayvault.learning.exceptions import (
-    ConfigError,
     CorruptFileError,
     ErrorEntryNotFoundError,
     EventNotFoundError,
@@ -175,7 +174,8 @@ from rayvault.learning.store.postgres.queries import (
     TOMBSTONES_FOLD,
     TOMBSTONES_READ,
 )
-from rayvault.policies import Policies, PolicyError, load_policies
+from rayvault.learning.store.roots import policies_at
+from rayvault.policies import Policies
 
 log = logging.getLogger("rayvault.learning")
 M = TypeVar("M", bound=BaseModel)
@@ -222,10 +222,7 @@ class PostgresStore(Connections):
 
     @property
     def policies(self) -> Policies:
-        try:
-            return load_policies(self.root)
-        except PolicyError as e:
-            raise ConfigError(str(e), hint="fix the value in policies.py or the environment") from e
+        return policies_at(self.root)
 
     def describe(self) -> str:
         return (
