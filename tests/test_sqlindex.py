@@ -199,3 +199,32 @@ def test_a_log_caught_in_the_middle_of_an_append_is_no_rewrite(
     assert found == [2]
     assert reader.index.rebuilds == 0
     reader.close()
+
+
+def test_a_write_whose_index_cannot_catch_up_is_still_done_and_says_so(
+    root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catch-up after a write is a courtesy to the next reader: when it fails, the write
+    stands (returned, and read back once the index works) and a warning names the log."""
+    from rayvault.learning import get_event
+    from rayvault.learning.exceptions import StoreError
+    from rayvault.learning.models import LearningEvent
+    from rayvault.learning.store import FileStore
+
+    store = FileStore(root)
+    event = create_event(**event_kwargs(video_id="v042"), store=store)  # type: ignore[arg-type]
+
+    def refuse(name: str) -> object:
+        raise StoreError("the index is locked by a test")
+
+    def archive(current: LearningEvent) -> LearningEvent:
+        monkeypatch.setattr(store.index, "sync", refuse)  # read done; the write comes next
+        return current.model_copy(update={"status": "archived"})
+
+    with caplog.at_level("WARNING", logger="rayvault.learning"):
+        updated = store.update_event(event.event_id, archive)
+    assert updated.status == "archived"
+    assert "did not catch up with the events log: the index is locked by a test" in caplog.text
+    monkeypatch.undo()
+    again = get_event(event.event_id, store=store)
+    assert again.status == "archived"
